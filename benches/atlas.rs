@@ -1,0 +1,2 @@
+//! ATLAS benchmarks (filled in below).
+fn main() {}

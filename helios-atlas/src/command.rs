@@ -1,0 +1,643 @@
+//! Write commands and how they turn into ops: the pure "plan" half of the write path.
+//!
+//! A command (set with NX/XX, incr, compare-and-swap, a batch...) is evaluated against the
+//! current state plus the effects of earlier commands in the same commit group (an
+//! [`Overlay`]), at one `now_ms`. It yields a reply and the [`Op`]s to log. Nothing here
+//! touches the keyspace or the disk; the commit pipeline logs the ops, then applies them.
+//!
+//! If a command fails halfway (a batch precondition, the memory limit), the overlay rolls
+//! back to where the command began: a command is all or nothing.
+
+use crate::error::{AtlasError, Result};
+use crate::keyspace::{Entry, Keyspace, entry_size};
+use crate::limits::{BATCH_OPS_COUNT_MAX, KEY_SIZE_MAX, VALUE_SIZE_MAX};
+use crate::op::Op;
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// When a set applies (Redis's NX / XX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCondition {
+    /// Always.
+    #[default]
+    Always,
+    /// Only if the key does not exist (NX).
+    IfAbsent,
+    /// Only if the key exists (XX).
+    IfPresent,
+}
+
+/// The expiry a write gives a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// No expiry (a plain SET clears any TTL, as in Redis).
+    #[default]
+    Never,
+    /// Keep the key's current expiry (Redis's KEEPTTL).
+    Keep,
+    /// Expire this many ms after the write. Logged as an absolute time.
+    InMs(u64),
+    /// Expire at this absolute time (ms since the Unix epoch).
+    AtMs(u64),
+}
+
+/// Options of [`crate::Atlas::set_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// NX / XX.
+    pub condition: SetCondition,
+    /// The expiry to give the key.
+    pub expiry: Expiry,
+}
+
+/// A precondition of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist.
+    Present,
+    /// The key must hold exactly this value.
+    Equals(Bytes),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BatchOp {
+    Set {
+        key: String,
+        value: Bytes,
+        expiry: Expiry,
+    },
+    Delete {
+        key: String,
+    },
+    Expire {
+        key: String,
+        expiry: Expiry,
+    },
+}
+
+/// An atomic multi-key write: preconditions, then writes, logged as one record. Either
+/// every precondition holds and every write applies, or nothing does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    preconditions: Vec<(String, Precondition)>,
+    ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requires `key` to satisfy `condition` when the batch is applied.
+    pub fn require(&mut self, key: impl Into<String>, condition: Precondition) -> &mut Self {
+        self.preconditions.push((key.into(), condition));
+        self
+    }
+    /// Sets `key` to `value` with `expiry`.
+    pub fn set(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+        expiry: Expiry,
+    ) -> &mut Self {
+        self.ops.push(BatchOp::Set {
+            key: key.into(),
+            value: value.into(),
+            expiry,
+        });
+        self
+    }
+    /// Deletes `key` (no effect if absent).
+    pub fn delete(&mut self, key: impl Into<String>) -> &mut Self {
+        self.ops.push(BatchOp::Delete { key: key.into() });
+        self
+    }
+    /// Sets or clears (`Expiry::Never`) the expiry of `key` if it exists.
+    pub fn expire(&mut self, key: impl Into<String>, expiry: Expiry) -> &mut Self {
+        self.ops.push(BatchOp::Expire {
+            key: key.into(),
+            expiry,
+        });
+        self
+    }
+    /// Number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// Whether the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A write command, as queued in the commit pipeline.
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    Set {
+        key: String,
+        value: Bytes,
+        options: SetOptions,
+    },
+    Delete {
+        keys: Vec<String>,
+    },
+    Expire {
+        key: String,
+        expiry: Expiry,
+    },
+    IncrBy {
+        key: String,
+        delta: i64,
+    },
+    CompareAndSwap {
+        key: String,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    },
+    Batch(WriteBatch),
+    /// Active expiry: delete these keys if they are still expired at `now`.
+    ExpireDue {
+        keys: Vec<String>,
+        now_ms: u64,
+    },
+}
+
+/// What a command answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Bool(bool),
+    Int(i64),
+    Count(u64),
+}
+
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    let size = key.len() as u64;
+    if size == 0 || size > KEY_SIZE_MAX {
+        return Err(AtlasError::KeyInvalid {
+            size,
+            size_max: KEY_SIZE_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn validate_value(key: &str, value: &[u8]) -> Result<()> {
+    let size = value.len() as u64;
+    if size > VALUE_SIZE_MAX {
+        return Err(AtlasError::ValueTooLarge {
+            key: key.to_owned(),
+            size,
+            size_max: VALUE_SIZE_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a command's arguments before it is queued (so a bad argument never reaches the
+/// pipeline).
+pub(crate) fn validate(cmd: &Command) -> Result<()> {
+    match cmd {
+        Command::Set { key, value, .. } => {
+            validate_key(key)?;
+            validate_value(key, value)
+        }
+        Command::Delete { keys } | Command::ExpireDue { keys, .. } => {
+            if keys.len() > BATCH_OPS_COUNT_MAX {
+                return Err(AtlasError::BatchTooLarge {
+                    detail: format!("{} keys; the limit is {BATCH_OPS_COUNT_MAX}", keys.len()),
+                });
+            }
+            keys.iter().try_for_each(|k| validate_key(k))
+        }
+        Command::Expire { key, .. } | Command::IncrBy { key, .. } => validate_key(key),
+        Command::CompareAndSwap { key, new, .. } => {
+            validate_key(key)?;
+            new.as_ref().map_or(Ok(()), |v| validate_value(key, v))
+        }
+        Command::Batch(b) => {
+            let count = b.ops.len() + b.preconditions.len();
+            if count > BATCH_OPS_COUNT_MAX {
+                return Err(AtlasError::BatchTooLarge {
+                    detail: format!(
+                        "{count} operations and preconditions; the limit is {BATCH_OPS_COUNT_MAX}"
+                    ),
+                });
+            }
+            for (k, _) in &b.preconditions {
+                validate_key(k)?;
+            }
+            for op in &b.ops {
+                match op {
+                    BatchOp::Set { key, value, .. } => {
+                        validate_key(key)?;
+                        validate_value(key, value)?;
+                    }
+                    BatchOp::Delete { key } | BatchOp::Expire { key, .. } => validate_key(key)?,
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The keyspace as seen by a commit group: the applied state plus the group's pending ops.
+pub(crate) struct Overlay<'a> {
+    base: &'a Keyspace,
+    // Pending state of keys touched by the group (None: deleted).
+    changes: HashMap<String, Option<Entry>>,
+    // Undo log of the current command: (key, previous pending state).
+    undo: Vec<(String, Option<Option<Entry>>)>,
+    memory_delta: i64,
+    memory_limit_size: Option<u64>,
+    now_ms: u64,
+}
+
+impl<'a> Overlay<'a> {
+    pub(crate) fn new(base: &'a Keyspace, now_ms: u64, memory_limit_size: Option<u64>) -> Self {
+        Self {
+            base,
+            changes: HashMap::new(),
+            undo: Vec::new(),
+            memory_delta: 0,
+            memory_limit_size,
+            now_ms,
+        }
+    }
+
+    /// The entry as stored, expired or not.
+    fn raw(&self, key: &str) -> Option<Entry> {
+        match self.changes.get(key) {
+            Some(pending) => pending.clone(),
+            None => self.base.entry_raw(key).cloned(),
+        }
+    }
+
+    /// The live entry at `now`.
+    fn live(&self, key: &str) -> Option<Entry> {
+        self.raw(key).filter(|e| !e.is_expired(self.now_ms))
+    }
+
+    fn push(&mut self, op: Op, out: &mut Vec<Op>) {
+        let key = op.key().to_owned();
+        let before = self.raw(&key);
+        let after = match &op {
+            Op::Set {
+                value,
+                expire_at_ms,
+                ..
+            } => Some(Entry {
+                value: value.clone(),
+                expire_at_ms: *expire_at_ms,
+            }),
+            Op::Del { .. } => None,
+            Op::Expire { expire_at_ms, .. } => before.clone().map(|mut e| {
+                e.expire_at_ms = *expire_at_ms;
+                e
+            }),
+        };
+        let size = |e: &Option<Entry>| e.as_ref().map_or(0, |e| entry_size(&key, e) as i64);
+        self.memory_delta += size(&after) - size(&before);
+        let previous = self.changes.insert(key.clone(), after);
+        self.undo.push((key, previous));
+        out.push(op);
+    }
+
+    fn rollback(&mut self, mark: usize, delta_mark: i64) {
+        while self.undo.len() > mark {
+            let Some((key, previous)) = self.undo.pop() else {
+                break;
+            };
+            match previous {
+                Some(p) => {
+                    self.changes.insert(key, p);
+                }
+                None => {
+                    self.changes.remove(&key);
+                }
+            }
+        }
+        self.memory_delta = delta_mark;
+    }
+
+    fn resolve_expiry(&self, key: &str, expiry: Expiry) -> Result<Option<u64>> {
+        match expiry {
+            Expiry::Never => Ok(None),
+            Expiry::Keep => Ok(self.live(key).and_then(|e| e.expire_at_ms)),
+            Expiry::AtMs(at) => Ok(Some(at)),
+            Expiry::InMs(0) => Err(AtlasError::InvalidArgument {
+                name: "ttl_ms",
+                reason: "must be positive".to_owned(),
+            }),
+            Expiry::InMs(ms) => {
+                self.now_ms
+                    .checked_add(ms)
+                    .map(Some)
+                    .ok_or_else(|| AtlasError::InvalidArgument {
+                        name: "ttl_ms",
+                        reason: format!("{ms} ms from now overflows"),
+                    })
+            }
+        }
+    }
+
+    /// A set that honours an expiry already in the past by deleting instead.
+    fn set(&mut self, key: &str, value: Bytes, at: Option<u64>, out: &mut Vec<Op>) {
+        if at.is_some_and(|at| at <= self.now_ms) {
+            self.push(
+                Op::Del {
+                    key: key.to_owned(),
+                    expired: true,
+                },
+                out,
+            );
+        } else {
+            self.push(
+                Op::Set {
+                    key: key.to_owned(),
+                    value,
+                    expire_at_ms: at,
+                },
+                out,
+            );
+        }
+    }
+
+    fn delete(&mut self, key: &str, out: &mut Vec<Op>) -> bool {
+        let live = self.live(key).is_some();
+        if self.raw(key).is_some() {
+            // An expired entry is deleted too (logged as an expiration), so the memory
+            // it holds is freed; the reply counts only live keys.
+            self.push(
+                Op::Del {
+                    key: key.to_owned(),
+                    expired: !live,
+                },
+                out,
+            );
+        }
+        live
+    }
+
+    /// Plans `cmd`: on success returns the reply and appends its ops to `out`; on error
+    /// nothing of it stays in the overlay or in `out`.
+    pub(crate) fn plan(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {
+        let mark = self.undo.len();
+        let delta_mark = self.memory_delta;
+        let out_mark = out.len();
+        let result = self.plan_inner(cmd, out).and_then(|reply| {
+            let grew = self.memory_delta > delta_mark;
+            if grew && let Some(limit) = self.memory_limit_size {
+                let used = (self.base.memory_size() as i64 + self.memory_delta).max(0) as u64;
+                if used > limit {
+                    return Err(AtlasError::MemoryLimit {
+                        used_size: (self.base.memory_size() as i64 + delta_mark).max(0) as u64,
+                        limit_size: limit,
+                    });
+                }
+            }
+            Ok(reply)
+        });
+        if result.is_err() {
+            self.rollback(mark, delta_mark);
+            out.truncate(out_mark);
+        }
+        self.undo.clear();
+        result
+    }
+
+    fn plan_inner(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {
+        match cmd {
+            Command::Set {
+                key,
+                value,
+                options,
+            } => {
+                let exists = self.live(key).is_some();
+                let go = match options.condition {
+                    SetCondition::Always => true,
+                    SetCondition::IfAbsent => !exists,
+                    SetCondition::IfPresent => exists,
+                };
+                if go {
+                    let at = self.resolve_expiry(key, options.expiry)?;
+                    self.set(key, value.clone(), at, out);
+                }
+                Ok(Reply::Bool(go))
+            }
+            Command::Delete { keys } => {
+                let mut n = 0;
+                for key in keys {
+                    n += u64::from(self.delete(key, out));
+                }
+                Ok(Reply::Count(n))
+            }
+            Command::Expire { key, expiry } => {
+                let Some(entry) = self.live(key) else {
+                    return Ok(Reply::Bool(false));
+                };
+                let at = self.resolve_expiry(key, *expiry)?;
+                if at.is_some_and(|at| at <= self.now_ms) {
+                    self.push(
+                        Op::Del {
+                            key: key.clone(),
+                            expired: true,
+                        },
+                        out,
+                    );
+                    return Ok(Reply::Bool(true));
+                }
+                if entry.expire_at_ms == at {
+                    // Persist on a key without expiry is a no-op, as in Redis; an identical
+                    // expire still answers true but needs no record.
+                    return Ok(Reply::Bool(at.is_some()));
+                }
+                self.push(
+                    Op::Expire {
+                        key: key.clone(),
+                        expire_at_ms: at,
+                    },
+                    out,
+                );
+                Ok(Reply::Bool(true))
+            }
+            Command::IncrBy { key, delta } => {
+                let entry = self.live(key);
+                let current = match &entry {
+                    None => 0,
+                    Some(e) => parse_i64(&e.value)
+                        .ok_or_else(|| AtlasError::NotAnInteger { key: key.clone() })?,
+                };
+                let next = current
+                    .checked_add(*delta)
+                    .ok_or_else(|| AtlasError::IncrOverflow { key: key.clone() })?;
+                let at = entry.and_then(|e| e.expire_at_ms);
+                self.set(key, Bytes::from(next.to_string()), at, out);
+                Ok(Reply::Int(next))
+            }
+            Command::CompareAndSwap { key, expected, new } => {
+                let entry = self.live(key);
+                let matches = match (&entry, expected) {
+                    (None, None) => true,
+                    (Some(e), Some(x)) => e.value == *x,
+                    _ => false,
+                };
+                if !matches {
+                    return Ok(Reply::Bool(false));
+                }
+                match new {
+                    Some(v) => {
+                        let at = entry.and_then(|e| e.expire_at_ms);
+                        self.set(key, v.clone(), at, out);
+                    }
+                    None => {
+                        self.delete(key, out);
+                    }
+                }
+                Ok(Reply::Bool(true))
+            }
+            Command::Batch(batch) => {
+                for (key, cond) in &batch.preconditions {
+                    let entry = self.live(key);
+                    let ok = match cond {
+                        Precondition::Absent => entry.is_none(),
+                        Precondition::Present => entry.is_some(),
+                        Precondition::Equals(v) => entry.is_some_and(|e| e.value == *v),
+                    };
+                    if !ok {
+                        return Err(AtlasError::PreconditionFailed { key: key.clone() });
+                    }
+                }
+                for op in &batch.ops {
+                    match op {
+                        BatchOp::Set { key, value, expiry } => {
+                            let at = self.resolve_expiry(key, *expiry)?;
+                            self.set(key, value.clone(), at, out);
+                        }
+                        BatchOp::Delete { key } => {
+                            self.delete(key, out);
+                        }
+                        BatchOp::Expire { key, expiry } => {
+                            self.plan_inner(
+                                &Command::Expire {
+                                    key: key.clone(),
+                                    expiry: *expiry,
+                                },
+                                out,
+                            )?;
+                        }
+                    }
+                }
+                Ok(Reply::Bool(true))
+            }
+            Command::ExpireDue { keys, now_ms } => {
+                let mut n = 0;
+                for key in keys {
+                    if self.raw(key).is_some_and(|e| e.is_expired(*now_ms)) {
+                        self.push(
+                            Op::Del {
+                                key: key.clone(),
+                                expired: true,
+                            },
+                            out,
+                        );
+                        n += 1;
+                    }
+                }
+                Ok(Reply::Count(n))
+            }
+        }
+    }
+}
+
+/// Parses a canonical decimal `i64` (no sign but `-`, no spaces, no leading zeros), as
+/// Redis's INCR does.
+pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || s == "-0"
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_i64_is_strict() {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("-5", Some(-5)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("+5", None),
+            (" 5", None),
+            ("05", None),
+            ("-0", None),
+            ("", None),
+            ("-", None),
+            ("1.5", None),
+        ] {
+            assert_eq!(parse_i64(s.as_bytes()), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn failed_batch_leaves_nothing() {
+        let ks = Keyspace::new(0);
+        let mut o = Overlay::new(&ks, 100, None);
+        let mut out = Vec::new();
+        o.plan(
+            &Command::Set {
+                key: "a".into(),
+                value: Bytes::from("1"),
+                options: SetOptions::default(),
+            },
+            &mut out,
+        )
+        .unwrap();
+        let mut b = WriteBatch::new();
+        b.set("b", "2", Expiry::Never)
+            .require("zzz", Precondition::Present);
+        assert!(matches!(
+            o.plan(&Command::Batch(b), &mut out),
+            Err(AtlasError::PreconditionFailed { .. })
+        ));
+        assert_eq!(out.len(), 1);
+        assert!(o.live("b").is_none());
+        assert!(o.live("a").is_some());
+    }
+
+    #[test]
+    fn memory_limit_refuses_growth_but_not_deletes() {
+        let ks = Keyspace::new(0);
+        let mut o = Overlay::new(&ks, 100, Some(300));
+        let mut out = Vec::new();
+        let set = |k: &str, n: usize| Command::Set {
+            key: k.into(),
+            value: Bytes::from(vec![b'x'; n]),
+            options: SetOptions::default(),
+        };
+        o.plan(&set("a", 100), &mut out).unwrap();
+        assert!(matches!(
+            o.plan(&set("b", 100), &mut out),
+            Err(AtlasError::MemoryLimit { .. })
+        ));
+        o.plan(
+            &Command::Delete {
+                keys: vec!["a".into()],
+            },
+            &mut out,
+        )
+        .unwrap();
+        o.plan(&set("b", 100), &mut out).unwrap();
+    }
+}

@@ -1,0 +1,1038 @@
+//! [`Atlas`]: the embeddable handle. Owns the commit pipeline (group commit), the AOF
+//! writer, snapshots and compaction, the maintenance thread and the change feed.
+//!
+//! # Write path
+//! A write is validated, then queued in the pipeline. The first writer to find no leader
+//! becomes the leader: it takes every queued command (a *group*), plans each against the
+//! keyspace plus the group's earlier effects, encodes one AOF record per effective
+//! command, appends them with one write, fsyncs once if the policy is `always`, and only
+//! then applies the records to the keyspace, publishes them to the change feed and wakes
+//! the writers. So concurrent writers share one fsync (group commit), a reader never sees
+//! a write that is not yet logged, and a write that could not be logged is never
+//! acknowledged. Afterwards the leader hands leadership to the oldest queued writer, so
+//! no thread leads forever.
+//!
+//! # Fail-stop
+//! A failed append or fsync poisons the store: the group's writers get the error, and
+//! every later write gets [`AtlasError::PreviousIo`]. Reads go on. Nothing is retried.
+//!
+//! # Snapshots
+//! Taking a snapshot first rotates the AOF (O(1) under the writer lock: fsync the old
+//! segment, create and fsync the new one and the directory). The snapshot itself is then
+//! built off to the side from the previous snapshot plus the closed segments (log
+//! compaction), never from the live keyspace, so writers are not stopped for O(keys) time.
+//!
+//! # Locks, in the order they may be taken
+//! `snapshot_lock` -> `writer` -> `keyspace` (read or write) -> `feed.segments` ->
+//! `feed.state`. The pipeline mutex and the slots are never held while taking another.
+
+use crate::aof::{self, Record};
+use crate::command::{self, Command, Expiry, Overlay, Reply, SetOptions, WriteBatch};
+use crate::error::{AtlasError, Result};
+use crate::feed::{FeedShared, Subscription};
+use crate::keyspace::Keyspace;
+use crate::limits::{EXPIRE_PER_TICK_COUNT_MAX, GET_MANY_COUNT_MAX, SCAN_LIMIT_MAX};
+use crate::options::{FsyncPolicy, Options};
+use crate::recovery;
+use crate::snapshot;
+use crate::storage::{DirLock, Storage, StorageFile};
+use bytes::Bytes;
+use helios_core::Clock;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A page of a prefix scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys and values, in key order.
+    pub entries: Vec<(String, Bytes)>,
+    /// Pass as `cursor` to get the next page; `None` when the scan is complete.
+    pub next_cursor: Option<String>,
+}
+
+/// The time-to-live of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// The key does not exist (or has expired).
+    Missing,
+    /// The key exists and does not expire.
+    Persistent,
+    /// The key expires at `at_ms`, `remaining_ms` from now.
+    Expires {
+        /// Absolute expiry time.
+        at_ms: u64,
+        /// Time left, in ms (at least 1).
+        remaining_ms: u64,
+    },
+}
+
+/// Counters and sizes of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Keys held (expired ones not yet deleted included).
+    pub key_count: u64,
+    /// Keys with an expiry.
+    pub expiring_count: u64,
+    /// Estimated memory of keys and values.
+    pub memory_size: u64,
+    /// The configured memory limit.
+    pub memory_limit_size: Option<u64>,
+    /// Sequence number of the last applied record.
+    pub last_seq: u64,
+    /// Records appended since open.
+    pub records_written_count: u64,
+    /// Commit groups written since open (each one write, and one fsync under `always`).
+    pub groups_committed_count: u64,
+    /// AOF fsyncs since open (all policies, rotation included).
+    pub fsync_count: u64,
+    /// AOF segments on disk.
+    pub aof_segment_count: u64,
+    /// Bytes in the current AOF segment.
+    pub aof_current_size: u64,
+    /// Snapshots written since open.
+    pub snapshots_written_count: u64,
+    /// Sequence number of the newest snapshot on disk, if any.
+    pub snapshot_last_seq: Option<u64>,
+    /// Keys deleted by expiry (active or in a write) since open.
+    pub expired_count: u64,
+    /// The I/O error that stopped writes, if any.
+    pub write_error: Option<String>,
+}
+
+#[derive(Debug)]
+enum SlotState {
+    Waiting,
+    Lead,
+    Done(Result<Reply>),
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+impl Slot {
+    fn set(&self, s: SlotState) {
+        *self.state.lock() = s;
+        self.cv.notify_one();
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    cmd: Command,
+    slot: Arc<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Pipeline {
+    queue: Vec<Pending>,
+    leader: bool,
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: Arc<dyn StorageFile>,
+    segment_start: u64,
+    segment_size: u64,
+    // Invariant: the next record appended gets this sequence number.
+    next_seq: u64,
+    // Invariant: no snapshot on disk is newer than the newest listed here.
+    snapshots: Vec<u64>,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records_written: AtomicU64,
+    groups: AtomicU64,
+    fsyncs: AtomicU64,
+    snapshots: AtomicU64,
+    expired: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Maintenance {
+    stop: Mutex<bool>,
+    cv: Condvar,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    keyspace: RwLock<Keyspace>,
+    pipeline: Mutex<Pipeline>,
+    writer: Mutex<Writer>,
+    // Set before any write error is reported; never cleared (fail-stop).
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    closed: AtomicBool,
+    // Writes appended but not yet fsynced (everysec / no).
+    dirty: AtomicBool,
+    feed: Arc<FeedShared>,
+    counters: Counters,
+    snapshot_lock: Mutex<()>,
+    maintenance: Arc<Maintenance>,
+    last_fsync_ms: AtomicU64,
+    _lock: Box<dyn DirLock>,
+}
+
+/// The embeddable ATLAS store. `Send + Sync`; clones share one store.
+///
+/// Reads (`get`, `scan`, ...) take a shared lock on the keyspace: they never block each
+/// other and never touch the disk. Writes go through the commit pipeline described in the
+/// module docs and return only once logged (and fsynced, under `always`).
+///
+/// Dropping the last clone closes the store (flush and fsync). [`Atlas::close`] does the
+/// same explicitly and reports errors.
+#[derive(Debug, Clone)]
+pub struct Atlas {
+    inner: Arc<Inner>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AtlasError + '_ {
+    move |e| AtlasError::io(path, e)
+}
+
+impl Atlas {
+    /// Opens (creating if needed) the store in `dir`: locks it, recovers the newest valid
+    /// snapshot plus the AOF after it, and starts the maintenance thread if configured.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Atlas> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let storage = options.storage.clone();
+        storage.create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = storage.lock_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => AtlasError::Locked { dir: dir.clone() },
+            _ => AtlasError::io(&dir, e),
+        })?;
+        let rec = recovery::recover(&*storage, &dir, options.aof_load_truncated)?;
+        let keyspace = rec.keyspace;
+        let next_seq = keyspace.last_seq() + 1;
+        let mut segments = rec.listing.segments.clone();
+        let (file, segment_start, segment_size) = match rec.append_to {
+            Some((start, size)) if size > 0 => {
+                let path = dir.join(aof::segment_name(start));
+                (
+                    storage.open_append(&path).map_err(io_err(&path))?,
+                    start,
+                    size,
+                )
+            }
+            _ => {
+                // Either nothing to append to, or the last segment's header was torn:
+                // (re)create the segment for the next record.
+                let (file, size) = create_segment(&*storage, &dir, next_seq)?;
+                if !segments.contains(&next_seq) {
+                    segments.push(next_seq);
+                }
+                (file, next_seq, size)
+            }
+        };
+        let feed = Arc::new(FeedShared::new(
+            options.feed_buffer_count,
+            keyspace.last_seq(),
+            storage.clone(),
+            dir.clone(),
+            segments,
+        ));
+        tracing::info!(
+            dir = %dir.display(),
+            keys = keyspace.key_count(),
+            last_seq = keyspace.last_seq(),
+            "ATLAS opened"
+        );
+        let inner = Arc::new(Inner {
+            dir,
+            clock: options.clock.clone(),
+            storage,
+            keyspace: RwLock::new(keyspace),
+            pipeline: Mutex::new(Pipeline::default()),
+            writer: Mutex::new(Writer {
+                file,
+                segment_start,
+                segment_size,
+                next_seq,
+                snapshots: rec.listing.snapshots.clone(),
+                buf: Vec::with_capacity(64 * 1024),
+            }),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            feed,
+            counters: Counters::default(),
+            snapshot_lock: Mutex::new(()),
+            maintenance: Arc::new(Maintenance::default()),
+            last_fsync_ms: AtomicU64::new(0),
+            _lock: lock,
+            options,
+        });
+        if let Some(interval_ms) = inner.options.maintenance_interval_ms {
+            let weak = Arc::downgrade(&inner);
+            let shared = inner.maintenance.clone();
+            let handle = std::thread::Builder::new()
+                .name("atlas-maintenance".into())
+                .spawn(move || maintenance_loop(weak, shared, interval_ms))
+                .map_err(|e| AtlasError::io(&inner.dir, e))?;
+            *inner.maintenance.handle.lock() = Some(handle);
+        }
+        Ok(Atlas { inner })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    // ----- reads: shared lock, no disk -----
+
+    /// The value of `key`, if it exists and has not expired.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        let now = self.now_ms();
+        self.inner
+            .keyspace
+            .read()
+            .entry(key, now)
+            .map(|e| e.value.clone())
+    }
+
+    /// The values of `keys`, in order (at most [`GET_MANY_COUNT_MAX`] keys).
+    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        if keys.len() > GET_MANY_COUNT_MAX {
+            return Err(AtlasError::InvalidArgument {
+                name: "keys",
+                reason: format!("{} keys; the limit is {GET_MANY_COUNT_MAX}", keys.len()),
+            });
+        }
+        let now = self.now_ms();
+        let ks = self.inner.keyspace.read();
+        Ok(keys
+            .iter()
+            .map(|k| ks.entry(k, now).map(|e| e.value.clone()))
+            .collect())
+    }
+
+    /// Whether `key` exists and has not expired.
+    pub fn exists(&self, key: &str) -> bool {
+        let now = self.now_ms();
+        self.inner.keyspace.read().entry(key, now).is_some()
+    }
+
+    /// The time-to-live of `key`.
+    pub fn ttl(&self, key: &str) -> KeyTtl {
+        let now = self.now_ms();
+        match self.inner.keyspace.read().entry(key, now) {
+            None => KeyTtl::Missing,
+            Some(e) => match e.expire_at_ms {
+                None => KeyTtl::Persistent,
+                Some(at) => KeyTtl::Expires {
+                    at_ms: at,
+                    remaining_ms: at - now,
+                },
+            },
+        }
+    }
+
+    /// Up to `limit` live keys starting with `prefix`, in key order, after `cursor` (the
+    /// `next_cursor` of the previous page). Keys written between pages are seen if they
+    /// sort after the cursor.
+    pub fn scan(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ScanPage> {
+        if limit == 0 || limit > SCAN_LIMIT_MAX {
+            return Err(AtlasError::InvalidArgument {
+                name: "limit",
+                reason: format!("{limit} is outside 1..={SCAN_LIMIT_MAX}"),
+            });
+        }
+        let now = self.now_ms();
+        let (entries, more) = self.inner.keyspace.read().scan(prefix, cursor, limit, now);
+        let next_cursor = if more {
+            entries.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok(ScanPage {
+            entries,
+            next_cursor,
+        })
+    }
+
+    /// Number of keys held (expired keys not yet deleted included).
+    pub fn key_count(&self) -> u64 {
+        self.inner.keyspace.read().key_count()
+    }
+
+    /// Sequence number of the last applied record: subscribe from `last_seq() + 1` to see
+    /// only what comes next.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.keyspace.read().last_seq()
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> Stats {
+        let (key_count, expiring_count, memory_size, last_seq) = {
+            let ks = self.inner.keyspace.read();
+            (
+                ks.key_count(),
+                ks.expiring_count(),
+                ks.memory_size(),
+                ks.last_seq(),
+            )
+        };
+        let (aof_current_size, snapshot_last_seq) = {
+            let w = self.inner.writer.lock();
+            (w.segment_size, w.snapshots.last().copied())
+        };
+        let c = &self.inner.counters;
+        Stats {
+            key_count,
+            expiring_count,
+            memory_size,
+            memory_limit_size: self.inner.options.memory_limit_size,
+            last_seq,
+            records_written_count: c.records_written.load(Ordering::Relaxed),
+            groups_committed_count: c.groups.load(Ordering::Relaxed),
+            fsync_count: c.fsyncs.load(Ordering::Relaxed),
+            aof_segment_count: self.inner.feed.segments.lock().len() as u64,
+            aof_current_size,
+            snapshots_written_count: c.snapshots.load(Ordering::Relaxed),
+            snapshot_last_seq,
+            expired_count: c.expired.load(Ordering::Relaxed),
+            write_error: self.inner.poison_cause.lock().clone(),
+        }
+    }
+
+    /// Calls `f` with a consistent read-only view of the keyspace (all keys at one
+    /// sequence number). Writers wait while `f` runs: keep it short.
+    pub fn with_keyspace<R>(&self, f: impl FnOnce(&Keyspace) -> R) -> R {
+        f(&self.inner.keyspace.read())
+    }
+
+    // ----- writes: through the pipeline -----
+
+    /// Sets `key` to `value` with no expiry.
+    pub fn set(&self, key: &str, value: impl Into<Bytes>) -> Result<()> {
+        self.set_with(key, value, SetOptions::default()).map(|_| ())
+    }
+
+    /// Sets `key` with NX/XX and expiry options. Returns whether the value was written.
+    pub fn set_with(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        options: SetOptions,
+    ) -> Result<bool> {
+        match self.inner.submit(Command::Set {
+            key: key.to_owned(),
+            value: value.into(),
+            options,
+        })? {
+            Reply::Bool(b) => Ok(b),
+            other => unreachable_reply(other),
+        }
+    }
+
+    /// Deletes `key`. Returns whether it existed.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        self.delete_many(&[key]).map(|n| n > 0)
+    }
+
+    /// Deletes `keys` atomically. Returns how many existed.
+    pub fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+        match self.inner.submit(Command::Delete {
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        })? {
+            Reply::Count(n) => Ok(n),
+            other => unreachable_reply(other),
+        }
+    }
+
+    /// Makes `key` expire `ttl_ms` from now (logged as an absolute time). Returns whether
+    /// the key exists.
+    pub fn expire(&self, key: &str, ttl_ms: u64) -> Result<bool> {
+        self.expire_with(key, Expiry::InMs(ttl_ms))
+    }
+
+    /// Makes `key` expire at `at_ms` (ms since the Unix epoch); a time in the past deletes
+    /// it. Returns whether the key exists.
+    pub fn expire_at(&self, key: &str, at_ms: u64) -> Result<bool> {
+        self.expire_with(key, Expiry::AtMs(at_ms))
+    }
+
+    /// Removes the expiry of `key`. Returns whether an expiry was removed.
+    pub fn persist(&self, key: &str) -> Result<bool> {
+        self.expire_with(key, Expiry::Never)
+    }
+
+    fn expire_with(&self, key: &str, expiry: Expiry) -> Result<bool> {
+        if expiry == Expiry::Keep {
+            return Err(AtlasError::InvalidArgument {
+                name: "expiry",
+                reason: "Keep is not an expiry change".to_owned(),
+            });
+        }
+        match self.inner.submit(Command::Expire {
+            key: key.to_owned(),
+            expiry,
+        })? {
+            Reply::Bool(b) => Ok(b),
+            other => unreachable_reply(other),
+        }
+    }
+
+    /// Adds `delta` to the decimal integer at `key` (a missing key counts as 0) and
+    /// returns the result. Keeps the key's expiry. Logged as the resulting set.
+    pub fn incr_by(&self, key: &str, delta: i64) -> Result<i64> {
+        match self.inner.submit(Command::IncrBy {
+            key: key.to_owned(),
+            delta,
+        })? {
+            Reply::Int(n) => Ok(n),
+            other => unreachable_reply(other),
+        }
+    }
+
+    /// If `key` holds `expected` (`None`: is absent), replaces it with `new` (`None`:
+    /// deletes it), keeping its expiry. Returns whether the swap happened.
+    pub fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        match self.inner.submit(Command::CompareAndSwap {
+            key: key.to_owned(),
+            expected: expected.map(Bytes::copy_from_slice),
+            new: new.map(Bytes::copy_from_slice),
+        })? {
+            Reply::Bool(b) => Ok(b),
+            other => unreachable_reply(other),
+        }
+    }
+
+    /// Applies `batch` atomically: all its preconditions hold and all its writes apply,
+    /// in memory and on disk (one AOF record), or nothing does.
+    pub fn write_batch(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.submit(Command::Batch(batch)).map(|_| ())
+    }
+
+    /// Active expiry: deletes (and logs as expirations) up to
+    /// [`EXPIRE_PER_TICK_COUNT_MAX`] keys expired at `now_ms`. Returns how many. Calling
+    /// it twice for the same time is harmless. The maintenance thread calls it with the
+    /// clock's time; tests call it by hand.
+    pub fn tick(&self, now_ms: u64) -> Result<u64> {
+        self.inner.tick(now_ms)
+    }
+
+    /// Fsyncs the AOF now (for `everysec` and `no`; a no-op cost under `always`).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.sync_now()
+    }
+
+    /// Takes a snapshot now and starts a new AOF segment; old snapshots and segments past
+    /// the retention are removed. Writers keep going meanwhile. Returns the snapshot's
+    /// sequence number (`None` if nothing was ever written).
+    pub fn snapshot(&self) -> Result<Option<u64>> {
+        self.inner.snapshot(false)
+    }
+
+    /// Rewrites the AOF: a snapshot becomes the new base and every older segment and
+    /// snapshot is removed (Redis 7's multi-part AOF rewrite: base + new increment). The
+    /// change feed can then resume only from the new base on.
+    pub fn rewrite_aof(&self) -> Result<Option<u64>> {
+        self.inner.snapshot(true)
+    }
+
+    /// Subscribes to the changes under `prefix` from record `from_seq` on (1 for all that
+    /// the AOF still holds; `last_seq() + 1` for only new ones).
+    pub fn subscribe(&self, prefix: &str, from_seq: u64) -> Result<Subscription> {
+        Subscription::new(self.inner.feed.clone(), prefix.to_owned(), from_seq)
+    }
+
+    /// Closes the store: stops the maintenance thread, refuses new writes, fsyncs the AOF.
+    /// Other clones then get [`AtlasError::Closed`] on writes; the directory lock is
+    /// released when the last clone is dropped.
+    pub fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+fn unreachable_reply<T>(reply: Reply) -> Result<T> {
+    // The pipeline answers each command kind with its own reply kind; a mismatch is a bug.
+    panic!("command answered with the wrong reply kind: {reply:?}")
+}
+
+fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    start_seq: u64,
+) -> Result<(Arc<dyn StorageFile>, u64)> {
+    let path = dir.join(aof::segment_name(start_seq));
+    let file = storage.create(&path).map_err(io_err(&path))?;
+    let header = aof::header_line(start_seq);
+    file.append(&header).map_err(io_err(&path))?;
+    file.sync().map_err(io_err(&path))?;
+    storage.sync_dir(dir).map_err(io_err(dir))?;
+    Ok((file, header.len() as u64))
+}
+
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AtlasError::Closed);
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(AtlasError::PreviousIo {
+                cause: self.poison_cause.lock().clone().unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, e: &AtlasError) {
+        let mut cause = self.poison_cause.lock();
+        if cause.is_none() {
+            tracing::error!(error = %e, "ATLAS write failed; refusing further writes (fail-stop)");
+            *cause = Some(e.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    fn submit(&self, cmd: Command) -> Result<Reply> {
+        command::validate(&cmd)?;
+        self.check_writable()?;
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Waiting),
+            cv: Condvar::new(),
+        });
+        let mut lead = {
+            let mut p = self.pipeline.lock();
+            p.queue.push(Pending {
+                cmd,
+                slot: slot.clone(),
+            });
+            !std::mem::replace(&mut p.leader, true)
+        };
+        loop {
+            if std::mem::take(&mut lead) {
+                self.lead();
+            }
+            let mut st = slot.state.lock();
+            loop {
+                match std::mem::replace(&mut *st, SlotState::Waiting) {
+                    SlotState::Done(r) => return r,
+                    SlotState::Lead => {
+                        lead = true;
+                        break;
+                    }
+                    SlotState::Waiting => slot.cv.wait(&mut st),
+                }
+            }
+        }
+    }
+
+    fn tick(&self, now_ms: u64) -> Result<u64> {
+        let keys = self
+            .keyspace
+            .read()
+            .expired_keys(now_ms, EXPIRE_PER_TICK_COUNT_MAX);
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        match self.submit(Command::ExpireDue { keys, now_ms })? {
+            Reply::Count(n) => Ok(n),
+            other => unreachable_reply(other),
+        }
+    }
+
+    /// Runs one commit group as leader, then hands leadership on or gives it up.
+    fn lead(&self) {
+        let group = std::mem::take(&mut self.pipeline.lock().queue);
+        self.commit_group(group);
+        let mut p = self.pipeline.lock();
+        match p.queue.first() {
+            None => p.leader = false,
+            Some(next) => next.slot.set(SlotState::Lead),
+        }
+    }
+
+    fn commit_group(&self, group: Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let mut writer = self.writer.lock();
+        if let Err(e) = self.check_writable() {
+            let msg = e.to_string();
+            for p in group {
+                p.slot.set(SlotState::Done(Err(match &e {
+                    AtlasError::Closed => AtlasError::Closed,
+                    _ => AtlasError::PreviousIo { cause: msg.clone() },
+                })));
+            }
+            return;
+        }
+        let writer = &mut *writer;
+        writer.buf.clear();
+        let mut records: Vec<Record> = Vec::new();
+        let mut results: Vec<Result<Reply>> = Vec::with_capacity(group.len());
+        let mut expired = 0u64;
+        {
+            let ks = self.keyspace.read();
+            let mut overlay = Overlay::new(&ks, now, self.options.memory_limit_size);
+            for p in &group {
+                let mut ops = Vec::new();
+                let r = overlay.plan(&p.cmd, &mut ops);
+                if r.is_ok() && !ops.is_empty() {
+                    let seq = writer.next_seq + records.len() as u64;
+                    expired += ops
+                        .iter()
+                        .filter(|op| matches!(op, crate::op::Op::Del { expired: true, .. }))
+                        .count() as u64;
+                    aof::encode_record(seq, &ops, &mut writer.buf);
+                    records.push(Record { seq, ops });
+                }
+                results.push(r);
+            }
+        }
+        if !records.is_empty() {
+            let path = self.dir.join(aof::segment_name(writer.segment_start));
+            let mut outcome = writer.file.append(&writer.buf).map_err(io_err(&path));
+            if outcome.is_ok() && self.options.fsync == FsyncPolicy::Always {
+                outcome = writer.file.sync().map_err(io_err(&path));
+                if outcome.is_ok() {
+                    self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Err(e) = outcome {
+                self.poison(&e);
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for p in group {
+                    let err = first
+                        .take()
+                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() });
+                    p.slot.set(SlotState::Done(Err(err)));
+                }
+                return;
+            }
+            if self.options.fsync != FsyncPolicy::Always {
+                self.dirty.store(true, Ordering::Release);
+            }
+            writer.next_seq += records.len() as u64;
+            writer.segment_size += writer.buf.len() as u64;
+            self.counters
+                .records_written
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.counters.groups.fetch_add(1, Ordering::Relaxed);
+            self.counters.expired.fetch_add(expired, Ordering::Relaxed);
+            {
+                let mut ks = self.keyspace.write();
+                for r in &records {
+                    ks.apply(r);
+                }
+            }
+            self.feed.publish(records);
+        }
+        if writer.buf.capacity() > 4 * 1024 * 1024 {
+            // Don't keep a huge buffer around after one big batch.
+            writer.buf = Vec::with_capacity(64 * 1024);
+        }
+        group_slots_done(group, results);
+    }
+
+    fn sync_now(&self) -> Result<()> {
+        let (file, path) = {
+            let w = self.writer.lock();
+            (
+                w.file.clone(),
+                self.dir.join(aof::segment_name(w.segment_start)),
+            )
+        };
+        self.dirty.store(false, Ordering::Release);
+        match file.sync() {
+            Ok(()) => {
+                self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                let e = AtlasError::io(&path, e);
+                self.poison(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Fsyncs the current segment and starts a new one at the next sequence number.
+    /// Returns the last sequence number of the closed segments.
+    fn rotate(&self, writer: &mut Writer) -> Result<u64> {
+        let path = self.dir.join(aof::segment_name(writer.segment_start));
+        let r = (|| {
+            writer.file.sync().map_err(io_err(&path))?;
+            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            create_segment(&*self.storage, &self.dir, writer.next_seq)
+        })();
+        let (file, size) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                // A half-made rotation leaves the directory in a state only a reopen
+                // sorts out: fail-stop.
+                self.poison(&e);
+                return Err(e);
+            }
+        };
+        writer.file = file;
+        writer.segment_start = writer.next_seq;
+        writer.segment_size = size;
+        self.dirty.store(false, Ordering::Release);
+        self.feed.segments.lock().push(writer.next_seq);
+        Ok(writer.next_seq - 1)
+    }
+
+    fn snapshot(&self, rewrite: bool) -> Result<Option<u64>> {
+        let _g = self.snapshot_lock.lock();
+        self.check_writable()?;
+        let (upto_seq, base) = {
+            let mut w = self.writer.lock();
+            let last = w.next_seq - 1;
+            let base = w.snapshots.last().copied();
+            if last == 0 {
+                return Ok(None);
+            }
+            if base == Some(last) {
+                // Nothing new since the last snapshot; a rewrite still compacts.
+                drop(w);
+                if rewrite {
+                    self.compact(last, 1)?;
+                }
+                return Ok(Some(last));
+            }
+            if w.segment_start <= last {
+                self.rotate(&mut w)?;
+            }
+            (last, base)
+        };
+        // Built off to the side from the files: the live keyspace is not touched.
+        let ks = self.build_state(base, upto_seq)?;
+        let r = snapshot::write(&*self.storage, &self.dir, upto_seq, &ks.snapshot_entries());
+        if let Err(e) = r {
+            // The AOF still holds everything; a failed snapshot loses nothing, but a
+            // failed fsync means the disk can't be trusted: fail-stop.
+            if matches!(e, AtlasError::Io { .. }) {
+                self.poison(&e);
+            }
+            return Err(e);
+        }
+        self.writer.lock().snapshots.push(upto_seq);
+        self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(seq = upto_seq, keys = ks.key_count(), "snapshot written");
+        let keep = if rewrite {
+            1
+        } else {
+            self.options.snapshots_retained_count
+        };
+        self.compact(upto_seq, keep)?;
+        Ok(Some(upto_seq))
+    }
+
+    /// Rebuilds the state at `upto_seq` from snapshot `base` and the closed segments.
+    fn build_state(&self, base: Option<u64>, upto_seq: u64) -> Result<Keyspace> {
+        let mut ks = match base {
+            Some(seq) => {
+                let path = self.dir.join(snapshot::snapshot_name(seq));
+                let bytes = self.storage.read(&path).map_err(io_err(&path))?;
+                let (_, entries) = snapshot::decode(&bytes, &path)?;
+                Keyspace::from_snapshot(seq, entries)
+            }
+            None => Keyspace::new(0),
+        };
+        let segments: Vec<u64> = self.feed.segments.lock().clone();
+        for (i, &start) in segments.iter().enumerate() {
+            if start > upto_seq {
+                break;
+            }
+            if segments.get(i + 1).is_some_and(|&n| n <= ks.last_seq() + 1) {
+                continue;
+            }
+            let path = self.dir.join(aof::segment_name(start));
+            let bytes = self.storage.read(&path).map_err(io_err(&path))?;
+            let scan = aof::scan_segment(&bytes, &path, start)?;
+            for r in &scan.records {
+                if r.record.seq > ks.last_seq() && r.record.seq <= upto_seq {
+                    ks.apply(&r.record);
+                }
+            }
+            if let (Some(offset), true) = (scan.end_offset(), ks.last_seq() < upto_seq) {
+                return Err(AtlasError::Corrupt {
+                    file: path,
+                    offset,
+                    reason: "closed AOF segment is damaged".to_owned(),
+                });
+            }
+        }
+        if ks.last_seq() != upto_seq {
+            return Err(AtlasError::Corrupt {
+                file: self.dir.clone(),
+                offset: 0,
+                reason: format!(
+                    "AOF records end at {} but {upto_seq} were written",
+                    ks.last_seq()
+                ),
+            });
+        }
+        Ok(ks)
+    }
+
+    /// Removes snapshots beyond the newest `keep`, and segments wholly older than the
+    /// oldest kept snapshot.
+    fn compact(&self, newest: u64, keep: usize) -> Result<()> {
+        let removed_snapshots: Vec<u64> = {
+            let mut w = self.writer.lock();
+            let n = w.snapshots.len().saturating_sub(keep);
+            w.snapshots.drain(..n).collect()
+        };
+        let oldest_kept = {
+            let w = self.writer.lock();
+            w.snapshots.first().copied().unwrap_or(newest)
+        };
+        let removed_segments: Vec<u64> = {
+            let mut segs = self.feed.segments.lock();
+            let mut removed = Vec::new();
+            // A segment can go if the next one starts at or before oldest_kept + 1.
+            while segs.len() >= 2 && segs[1] <= oldest_kept + 1 {
+                removed.push(segs.remove(0));
+            }
+            removed
+        };
+        if removed_snapshots.is_empty() && removed_segments.is_empty() {
+            return Ok(());
+        }
+        let r = (|| {
+            for seq in &removed_snapshots {
+                let path = self.dir.join(snapshot::snapshot_name(*seq));
+                self.storage.remove(&path).map_err(io_err(&path))?;
+            }
+            for start in &removed_segments {
+                let path = self.dir.join(aof::segment_name(*start));
+                self.storage.remove(&path).map_err(io_err(&path))?;
+            }
+            self.storage.sync_dir(&self.dir).map_err(io_err(&self.dir))
+        })();
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            *self.maintenance.stop.lock() = true;
+            self.maintenance.cv.notify_all();
+        }
+        let handle = self.maintenance.handle.lock().take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+        // Wait for an in-flight group, then make everything written durable.
+        let w = self.writer.lock();
+        let r = if self.poisoned.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            let path = self.dir.join(aof::segment_name(w.segment_start));
+            w.file.sync().map_err(io_err(&path))
+        };
+        drop(w);
+        self.feed.close();
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        tracing::info!(dir = %self.dir.display(), "ATLAS closed");
+        r
+    }
+
+    fn maintenance_step(&self) {
+        if self.check_writable().is_err() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        if self.options.fsync == FsyncPolicy::Everysec && self.dirty.load(Ordering::Acquire) {
+            let last = self.last_fsync_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000 || now < last {
+                self.last_fsync_ms.store(now, Ordering::Relaxed);
+                if let Err(e) = self.sync_now() {
+                    tracing::error!(error = %e, "everysec fsync failed");
+                    return;
+                }
+            }
+        }
+        match self.tick(now) {
+            Ok(_) | Err(AtlasError::Closed) => {}
+            Err(e) => tracing::warn!(error = %e, "active expiry failed"),
+        }
+        if let Some(limit) = self.options.auto_snapshot_aof_size {
+            let size = self.writer.lock().segment_size;
+            if size > limit
+                && let Err(e) = self.snapshot(false)
+            {
+                tracing::error!(error = %e, "automatic snapshot failed");
+            }
+        }
+    }
+}
+
+fn group_slots_done(group: Vec<Pending>, results: Vec<Result<Reply>>) {
+    assert_eq!(group.len(), results.len(), "one result per command");
+    for (p, r) in group.into_iter().zip(results) {
+        p.slot.set(SlotState::Done(r));
+    }
+}
+
+fn maintenance_loop(weak: Weak<Inner>, shared: Arc<Maintenance>, interval_ms: u64) {
+    loop {
+        {
+            let mut stop = shared.stop.lock();
+            if *stop {
+                return;
+            }
+            shared
+                .cv
+                .wait_for(&mut stop, Duration::from_millis(interval_ms));
+            if *stop {
+                return;
+            }
+        }
+        // Hold the store only while working, so dropping the last handle closes it.
+        let Some(inner) = weak.upgrade() else { return };
+        inner.maintenance_step();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire)
+            && let Err(e) = self.close()
+        {
+            tracing::warn!(error = %e, "closing ATLAS on drop failed");
+        }
+    }
+}

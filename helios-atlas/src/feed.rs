@@ -1,0 +1,267 @@
+//! The change feed: subscribers follow the records under a key prefix, from any sequence
+//! number the AOF still holds, without polling the keyspace.
+//!
+//! Recent records sit in a bounded in-memory ring (`feed_buffer_count`); a subscriber that
+//! falls behind it, or resumes after a restart, reads the AOF segments back from disk, one
+//! segment at a time. Once compaction has removed the segment holding a requested
+//! sequence, the subscriber gets [`AtlasError::FeedCompacted`] and must resync (scan the
+//! keyspace, then subscribe from `last_seq() + 1`).
+//!
+//! Only applied records are published, so a subscriber never sees a write that was not
+//! acknowledged. Memory per subscriber is bounded by one segment's matching records.
+
+use crate::aof::{self, Record};
+use crate::error::{AtlasError, Result};
+use crate::op::Op;
+use crate::storage::Storage;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The changes of one record under a subscriber's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEvent {
+    /// The record's sequence number. Resume from `seq + 1` after a restart.
+    pub seq: u64,
+    /// The record's ops whose key is under the prefix, in order.
+    pub changes: Vec<Op>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FeedState {
+    // Invariant: contiguous sequence numbers, the last one == last_seq (when non-empty).
+    buffer: VecDeque<Arc<Record>>,
+    last_seq: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct FeedShared {
+    state: Mutex<FeedState>,
+    cv: Condvar,
+    capacity: usize,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    /// Start sequence numbers of the segments on disk (shared with the writer).
+    pub(crate) segments: Mutex<Vec<u64>>,
+}
+
+impl FeedShared {
+    pub(crate) fn new(
+        capacity: usize,
+        last_seq: u64,
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        segments: Vec<u64>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(FeedState {
+                buffer: VecDeque::with_capacity(capacity.min(65_536)),
+                last_seq,
+                closed: false,
+            }),
+            cv: Condvar::new(),
+            capacity,
+            storage,
+            dir,
+            segments: Mutex::new(segments),
+        }
+    }
+
+    /// Publishes applied records, in sequence.
+    pub(crate) fn publish(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut st = self.state.lock();
+        for r in records {
+            assert_eq!(r.seq, st.last_seq + 1, "feed records are contiguous");
+            st.last_seq = r.seq;
+            st.buffer.push_back(Arc::new(r));
+            if st.buffer.len() > self.capacity {
+                st.buffer.pop_front();
+            }
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.cv.notify_all();
+    }
+
+    /// The oldest sequence number a subscriber can still start from.
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        let segs = self.segments.lock();
+        let st = self.state.lock();
+        let from_disk = segs.first().copied().unwrap_or(st.last_seq + 1);
+        let from_memory = st.buffer.front().map_or(st.last_seq + 1, |r| r.seq);
+        from_disk.min(from_memory)
+    }
+}
+
+/// A subscription to the changes under a key prefix. Not `Clone`: one consumer each.
+///
+/// Protocol: call [`Subscription::next_timeout`] (or [`Subscription::try_next`]) in a
+/// loop; each event's `seq` is strictly greater than the one before. Records with no
+/// change under the prefix are skipped silently.
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<FeedShared>,
+    prefix: String,
+    // Invariant: every record below next_seq has been delivered or filtered out.
+    next_seq: u64,
+    pending: VecDeque<ChangeEvent>,
+}
+
+/// Records taken from the in-memory ring per lock acquisition.
+const RING_BATCH_COUNT: usize = 1024;
+
+impl Subscription {
+    pub(crate) fn new(shared: Arc<FeedShared>, prefix: String, from_seq: u64) -> Result<Self> {
+        let from_seq = from_seq.max(1);
+        let oldest = shared.oldest_seq();
+        if from_seq < oldest {
+            return Err(AtlasError::FeedCompacted {
+                requested: from_seq,
+                oldest_seq: oldest,
+            });
+        }
+        Ok(Self {
+            shared,
+            prefix,
+            next_seq: from_seq,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// The sequence number the next event will be at or after.
+    pub fn position(&self) -> u64 {
+        self.pending.front().map_or(self.next_seq, |e| e.seq)
+    }
+
+    fn filter(&self, r: &Record) -> Option<ChangeEvent> {
+        let changes: Vec<Op> = r
+            .ops
+            .iter()
+            .filter(|op| op.key().starts_with(&self.prefix))
+            .cloned()
+            .collect();
+        (!changes.is_empty()).then_some(ChangeEvent {
+            seq: r.seq,
+            changes,
+        })
+    }
+
+    /// The next event if one is ready, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<ChangeEvent>> {
+        self.next_timeout(Duration::ZERO)
+    }
+
+    /// The next event, waiting up to `timeout` for one. `Ok(None)` on timeout;
+    /// `Err(Closed)` once the store is closed and everything published was delivered.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<ChangeEvent>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(Some(ev));
+            }
+            let durable_last = {
+                let mut st = self.shared.state.lock();
+                if self.next_seq > st.last_seq {
+                    if st.closed {
+                        return Err(AtlasError::Closed);
+                    }
+                    if self.shared.cv.wait_until(&mut st, deadline).timed_out()
+                        && self.next_seq > st.last_seq
+                    {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                match st.buffer.front().map(|r| r.seq) {
+                    Some(front) if front <= self.next_seq => {
+                        let start = (self.next_seq - front) as usize;
+                        let taken: Vec<Arc<Record>> = st
+                            .buffer
+                            .iter()
+                            .skip(start)
+                            .take(RING_BATCH_COUNT)
+                            .cloned()
+                            .collect();
+                        drop(st);
+                        for r in taken {
+                            self.next_seq = r.seq + 1;
+                            if let Some(ev) = self.filter(&r) {
+                                self.pending.push_back(ev);
+                            }
+                        }
+                        continue;
+                    }
+                    _ => st.last_seq,
+                }
+            };
+            self.read_from_disk(durable_last)?;
+        }
+    }
+
+    /// Loads the events of the segment holding `next_seq`, up to `durable_last`.
+    fn read_from_disk(&mut self, durable_last: u64) -> Result<()> {
+        let segment = {
+            let segs = self.shared.segments.lock();
+            match segs.iter().rev().find(|&&s| s <= self.next_seq) {
+                Some(&s) => s,
+                None => {
+                    return Err(AtlasError::FeedCompacted {
+                        requested: self.next_seq,
+                        oldest_seq: segs.first().copied().unwrap_or(durable_last + 1),
+                    });
+                }
+            }
+        };
+        let path = self.shared.dir.join(aof::segment_name(segment));
+        let bytes = match self.shared.storage.read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Compacted between the listing and the read.
+                return Err(AtlasError::FeedCompacted {
+                    requested: self.next_seq,
+                    oldest_seq: self.shared.oldest_seq(),
+                });
+            }
+            Err(e) => return Err(AtlasError::io(&path, e)),
+        };
+        let scan = aof::scan_segment(&bytes, &path, segment)?;
+        let before = self.next_seq;
+        for r in &scan.records {
+            let seq = r.record.seq;
+            if seq < self.next_seq {
+                continue;
+            }
+            if seq > durable_last {
+                break;
+            }
+            self.next_seq = seq + 1;
+            if let Some(ev) = self.filter(&r.record) {
+                self.pending.push_back(ev);
+            }
+        }
+        if self.next_seq == before {
+            // The record is neither in memory nor where the AOF should hold it.
+            let offset = scan.end_offset().unwrap_or(bytes.len() as u64);
+            let reason = match scan.end {
+                aof::ScanEnd::Corrupt { reason, .. } => reason,
+                _ => format!("record {before} not found"),
+            };
+            return Err(AtlasError::Corrupt {
+                file: path,
+                offset,
+                reason,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! [`Keyspace`]: the in-memory state machine. Pure: it changes only by [`Keyspace::apply`]
+//! of a logged [`Record`], and reads take the time as an argument.
+//!
+//! Layout: a `HashMap` (SipHash, since keys come from clients) for point reads, an ordered
+//! `BTreeSet` over the same `Arc<str>` keys for prefix scans, and an expiry index ordered
+//! by time for active expiry. Invariants (checked by [`Keyspace::check_invariants`]):
+//! - `order` holds exactly the keys of `map`;
+//! - `expiries` holds exactly `(at, key)` for the entries of `map` with an expiry;
+//! - `memory_size` is the sum of [`entry_size`] over `map`;
+//! - `last_seq` is the sequence number of the last applied record.
+//!
+//! Expired entries stay in the map until a logged delete removes them; reads treat them as
+//! absent (lazy expiry), so what a reader sees never depends on whether that delete has
+//! been logged yet.
+
+use crate::aof::Record;
+use crate::limits::ENTRY_OVERHEAD_SIZE;
+use crate::op::Op;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// A stored value and its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value.
+    pub value: Bytes,
+    /// Absolute expiry time in ms since the Unix epoch, or none.
+    pub expire_at_ms: Option<u64>,
+}
+
+impl Entry {
+    /// Whether the entry is expired at `now_ms` (an entry expires at its expiry time).
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expire_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// Estimated memory of one entry, for the memory limit.
+pub fn entry_size(key: &str, entry: &Entry) -> u64 {
+    key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD_SIZE
+}
+
+/// One key in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Absolute expiry time, if any.
+    pub expire_at_ms: Option<u64>,
+}
+
+/// The keyspace state machine. See the module docs.
+#[derive(Debug, Default, Clone)]
+pub struct Keyspace {
+    map: HashMap<Arc<str>, Entry>,
+    // Invariant: the same keys as `map`, sharing their allocations.
+    order: BTreeSet<Arc<str>>,
+    // Invariant: (at, key) for each entry of `map` with `expire_at_ms == Some(at)`.
+    expiries: BTreeSet<(u64, Arc<str>)>,
+    // Invariant: sum of `entry_size` over `map`.
+    memory_size: u64,
+    last_seq: u64,
+}
+
+impl Keyspace {
+    /// An empty keyspace whose next record is `last_seq + 1`.
+    pub fn new(last_seq: u64) -> Self {
+        Self {
+            last_seq,
+            ..Self::default()
+        }
+    }
+
+    /// Sequence number of the last applied record (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Number of keys held, expired-but-not-yet-deleted ones included.
+    pub fn key_count(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Number of keys with an expiry.
+    pub fn expiring_count(&self) -> u64 {
+        self.expiries.len() as u64
+    }
+
+    /// Estimated memory of all entries.
+    pub fn memory_size(&self) -> u64 {
+        self.memory_size
+    }
+
+    /// Applies a record. Panics if it is not the next in sequence: the caller (the commit
+    /// pipeline or recovery) guarantees order, so a gap is a bug, not an input error.
+    pub fn apply(&mut self, record: &Record) {
+        assert_eq!(
+            record.seq,
+            self.last_seq + 1,
+            "records are applied in sequence"
+        );
+        for op in &record.ops {
+            self.apply_op(op);
+        }
+        self.last_seq = record.seq;
+    }
+
+    /// Applies one op (used by `apply`, and by snapshot loading through `insert`).
+    fn apply_op(&mut self, op: &Op) {
+        match op {
+            Op::Set {
+                key,
+                value,
+                expire_at_ms,
+            } => self.insert(
+                key,
+                Entry {
+                    value: value.clone(),
+                    expire_at_ms: *expire_at_ms,
+                },
+            ),
+            Op::Del { key, .. } => {
+                self.remove(key);
+            }
+            Op::Expire { key, expire_at_ms } => {
+                if let Some((k, entry)) = self.map.get_key_value(key.as_str()) {
+                    let k = k.clone();
+                    let mut entry = entry.clone();
+                    if let Some(at) = entry.expire_at_ms {
+                        self.expiries.remove(&(at, k.clone()));
+                    }
+                    entry.expire_at_ms = *expire_at_ms;
+                    if let Some(at) = entry.expire_at_ms {
+                        self.expiries.insert((at, k.clone()));
+                    }
+                    self.map.insert(k, entry);
+                }
+            }
+        }
+    }
+
+    /// Inserts or replaces an entry.
+    pub fn insert(&mut self, key: &str, entry: Entry) {
+        let new_size = entry_size(key, &entry);
+        let k: Arc<str> = match self.map.get_key_value(key) {
+            Some((k, old)) => {
+                let k = k.clone();
+                self.memory_size -= entry_size(key, old);
+                if let Some(at) = old.expire_at_ms {
+                    self.expiries.remove(&(at, k.clone()));
+                }
+                k
+            }
+            None => {
+                let k: Arc<str> = Arc::from(key);
+                self.order.insert(k.clone());
+                k
+            }
+        };
+        if let Some(at) = entry.expire_at_ms {
+            self.expiries.insert((at, k.clone()));
+        }
+        self.memory_size += new_size;
+        self.map.insert(k, entry);
+    }
+
+    /// Removes a key, returning its entry.
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        let (k, old) = self.map.remove_entry(key)?;
+        self.order.remove(&k);
+        if let Some(at) = old.expire_at_ms {
+            self.expiries.remove(&(at, k.clone()));
+        }
+        self.memory_size -= entry_size(key, &old);
+        Some(old)
+    }
+
+    /// The entry for `key`, whether or not it is expired.
+    pub fn entry_raw(&self, key: &str) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    /// The live entry for `key` at `now_ms` (expired entries read as absent).
+    pub fn entry(&self, key: &str, now_ms: u64) -> Option<&Entry> {
+        self.map.get(key).filter(|e| !e.is_expired(now_ms))
+    }
+
+    /// Up to `limit` live entries whose keys start with `prefix`, in key order, strictly
+    /// after `cursor` if given. Returns them and whether more may follow.
+    pub fn scan(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> (Vec<(String, Bytes)>, bool) {
+        let start: Bound<&str> = match cursor {
+            Some(c) if c >= prefix => Bound::Excluded(c),
+            _ => Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        for k in self.order.range::<str, _>((start, Bound::Unbounded)) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let Some(entry) = self.map.get(k) else {
+                continue;
+            };
+            if entry.is_expired(now_ms) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push((k.to_string(), entry.value.clone()));
+        }
+        (out, more)
+    }
+
+    /// Up to `count_max` keys whose expiry is at or before `now_ms`, soonest first.
+    pub fn expired_keys(&self, now_ms: u64, count_max: usize) -> Vec<String> {
+        self.expiries
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(count_max)
+            .map(|(_, k)| k.to_string())
+            .collect()
+    }
+
+    /// The earliest expiry time, if any key expires.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// All entries in key order, for a snapshot.
+    pub fn snapshot_entries(&self) -> Vec<SnapshotEntry> {
+        self.order
+            .iter()
+            .filter_map(|k| {
+                self.map.get(k).map(|e| SnapshotEntry {
+                    key: k.to_string(),
+                    value: e.value.to_vec(),
+                    expire_at_ms: e.expire_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Rebuilds a keyspace from snapshot entries taken at `last_seq`.
+    pub fn from_snapshot(last_seq: u64, entries: Vec<SnapshotEntry>) -> Self {
+        let mut ks = Keyspace::new(last_seq);
+        ks.map.reserve(entries.len());
+        for e in entries {
+            ks.insert(
+                &e.key,
+                Entry {
+                    value: Bytes::from(e.value),
+                    expire_at_ms: e.expire_at_ms,
+                },
+            );
+        }
+        ks
+    }
+
+    /// Every key and entry, in key order (for comparing with a model in tests).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.order
+            .iter()
+            .filter_map(|k| self.map.get(k).map(|e| (&**k, e)))
+    }
+
+    /// Asserts the invariants of the module docs. O(keys): for tests and simulations.
+    pub fn check_invariants(&self) {
+        assert_eq!(self.order.len(), self.map.len(), "order index size");
+        let mut size = 0;
+        let mut expiring = 0;
+        for (k, e) in &self.map {
+            assert!(self.order.contains(k), "key {k:?} missing from order index");
+            size += entry_size(k, e);
+            if let Some(at) = e.expire_at_ms {
+                expiring += 1;
+                assert!(
+                    self.expiries.contains(&(at, k.clone())),
+                    "key {k:?} missing from expiry index"
+                );
+            }
+        }
+        assert_eq!(self.expiries.len(), expiring, "expiry index size");
+        assert_eq!(self.memory_size, size, "memory accounting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, v: &str, x: Option<u64>) -> Op {
+        Op::Set {
+            key: key.into(),
+            value: Bytes::from(v.to_owned()),
+            expire_at_ms: x,
+        }
+    }
+
+    #[test]
+    fn apply_scan_and_expiry() {
+        let mut ks = Keyspace::new(0);
+        ks.apply(&Record {
+            seq: 1,
+            ops: vec![
+                set("a:1", "x", None),
+                set("a:2", "y", Some(10)),
+                set("b", "z", None),
+            ],
+        });
+        ks.check_invariants();
+        let (page, more) = ks.scan("a:", None, 1, 0);
+        assert_eq!(page, vec![("a:1".to_string(), Bytes::from("x"))]);
+        assert!(more);
+        let (page, more) = ks.scan("a:", Some("a:1"), 10, 0);
+        assert_eq!(page.len(), 1);
+        assert!(!more);
+        assert_eq!(ks.scan("a:", None, 10, 10).0.len(), 1, "expired hidden");
+        assert!(ks.entry("a:2", 10).is_none());
+        assert!(ks.entry_raw("a:2").is_some());
+        assert_eq!(ks.expired_keys(10, 10), vec!["a:2".to_string()]);
+        ks.apply(&Record {
+            seq: 2,
+            ops: vec![
+                Op::Expire {
+                    key: "b".into(),
+                    expire_at_ms: Some(5),
+                },
+                Op::Expire {
+                    key: "a:2".into(),
+                    expire_at_ms: None,
+                },
+                Op::Del {
+                    key: "a:1".into(),
+                    expired: false,
+                },
+            ],
+        });
+        ks.check_invariants();
+        assert_eq!(ks.next_expiry_ms(), Some(5));
+        assert_eq!(ks.key_count(), 2);
+        let copy = Keyspace::from_snapshot(ks.last_seq(), ks.snapshot_entries());
+        copy.check_invariants();
+        assert_eq!(
+            copy.iter().collect::<Vec<_>>(),
+            ks.iter().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "records are applied in sequence")]
+    fn out_of_order_record_is_a_bug() {
+        let mut ks = Keyspace::new(0);
+        ks.apply(&Record {
+            seq: 2,
+            ops: vec![set("a", "b", None)],
+        });
+    }
+}

@@ -1,0 +1,236 @@
+//! [`Op`]: the idempotent effects ATLAS logs and applies, and their JSON form.
+//!
+//! An op is an effect, never a request: `SET k v EX 60` is logged as a set with an absolute
+//! expiry time, `INCR` as the resulting set, an expiration as a delete marked `expired`.
+//! Applying the same ops to the same state always gives the same state, whatever the clock
+//! says, so a replay tomorrow rebuilds exactly what was acknowledged today.
+//!
+//! JSON form (one object per op, inside a record's `ops` array):
+//! - `{"op":"set","k":KEY,"v":UTF8}` or `{"op":"set","k":KEY,"b":BASE64}`, plus `"x":MS`
+//!   when the key expires at `MS` (milliseconds since the Unix epoch);
+//! - `{"op":"del","k":KEY}`, plus `"why":"expired"` for expirations;
+//! - `{"op":"expire","k":KEY,"x":MS}` sets an expiry; `{"op":"persist","k":KEY}` clears it.
+//!
+//! Values that are valid UTF-8 are written as JSON strings, so an AOF of text values reads
+//! like Redis's; binary values are base64 (standard alphabet, padded).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// One effect on the keyspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets `key` to `value`, replacing any value and expiry.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// Absolute expiry time, or none.
+        expire_at_ms: Option<u64>,
+    },
+    /// Removes `key` (a no-op if absent).
+    Del {
+        /// The key.
+        key: String,
+        /// Whether this delete is an expiration (logged by active or lazy expiry).
+        expired: bool,
+    },
+    /// Sets (`Some`) or clears (`None`) the expiry of an existing key.
+    Expire {
+        /// The key.
+        key: String,
+        /// Absolute expiry time, or none to persist the key.
+        expire_at_ms: Option<u64>,
+    },
+}
+
+impl Op {
+    /// The key this op touches.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Set { key, .. } | Op::Del { key, .. } | Op::Expire { key, .. } => key,
+        }
+    }
+}
+
+impl Serialize for Op {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serializer.serialize_map(None)?;
+        match self {
+            Op::Set {
+                key,
+                value,
+                expire_at_ms,
+            } => {
+                m.serialize_entry("op", "set")?;
+                m.serialize_entry("k", key)?;
+                match std::str::from_utf8(value) {
+                    Ok(s) => m.serialize_entry("v", s)?,
+                    Err(_) => m.serialize_entry("b", &BASE64.encode(value))?,
+                }
+                if let Some(x) = expire_at_ms {
+                    m.serialize_entry("x", x)?;
+                }
+            }
+            Op::Del { key, expired } => {
+                m.serialize_entry("op", "del")?;
+                m.serialize_entry("k", key)?;
+                if *expired {
+                    m.serialize_entry("why", "expired")?;
+                }
+            }
+            Op::Expire { key, expire_at_ms } => match expire_at_ms {
+                Some(x) => {
+                    m.serialize_entry("op", "expire")?;
+                    m.serialize_entry("k", key)?;
+                    m.serialize_entry("x", x)?;
+                }
+                None => {
+                    m.serialize_entry("op", "persist")?;
+                    m.serialize_entry("k", key)?;
+                }
+            },
+        }
+        m.end()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpWire {
+    op: String,
+    k: String,
+    #[serde(default)]
+    v: Option<String>,
+    #[serde(default)]
+    b: Option<String>,
+    #[serde(default)]
+    x: Option<u64>,
+    #[serde(default)]
+    why: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let w = OpWire::deserialize(d)?;
+        match w.op.as_str() {
+            "set" => {
+                let value = match (w.v, w.b) {
+                    (Some(v), None) => Bytes::from(v.into_bytes()),
+                    (None, Some(b)) => Bytes::from(
+                        BASE64
+                            .decode(b.as_bytes())
+                            .map_err(|e| D::Error::custom(format!("bad base64 value: {e}")))?,
+                    ),
+                    _ => return Err(D::Error::custom("set needs exactly one of `v` and `b`")),
+                };
+                Ok(Op::Set {
+                    key: w.k,
+                    value,
+                    expire_at_ms: w.x,
+                })
+            }
+            "del" => {
+                let expired = match w.why.as_deref() {
+                    None => false,
+                    Some("expired") => true,
+                    Some(other) => {
+                        return Err(D::Error::custom(format!("unknown del reason {other:?}")));
+                    }
+                };
+                Ok(Op::Del { key: w.k, expired })
+            }
+            "expire" => match w.x {
+                Some(x) => Ok(Op::Expire {
+                    key: w.k,
+                    expire_at_ms: Some(x),
+                }),
+                None => Err(D::Error::custom("expire needs `x`")),
+            },
+            "persist" => Ok(Op::Expire {
+                key: w.k,
+                expire_at_ms: None,
+            }),
+            other => Err(D::Error::custom(format!("unknown op {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(op: Op, json: &str) {
+        assert_eq!(serde_json::to_string(&op).unwrap(), json);
+        assert_eq!(serde_json::from_str::<Op>(json).unwrap(), op);
+    }
+
+    #[test]
+    fn json_forms() {
+        check(
+            Op::Set {
+                key: "k".into(),
+                value: Bytes::from_static(b"v\n\"x"),
+                expire_at_ms: None,
+            },
+            r#"{"op":"set","k":"k","v":"v\n\"x"}"#,
+        );
+        check(
+            Op::Set {
+                key: "k".into(),
+                value: Bytes::from_static(&[0xff, 0]),
+                expire_at_ms: Some(5),
+            },
+            r#"{"op":"set","k":"k","b":"/wA=","x":5}"#,
+        );
+        check(
+            Op::Del {
+                key: "k".into(),
+                expired: true,
+            },
+            r#"{"op":"del","k":"k","why":"expired"}"#,
+        );
+        check(
+            Op::Del {
+                key: "k".into(),
+                expired: false,
+            },
+            r#"{"op":"del","k":"k"}"#,
+        );
+        check(
+            Op::Expire {
+                key: "k".into(),
+                expire_at_ms: Some(9),
+            },
+            r#"{"op":"expire","k":"k","x":9}"#,
+        );
+        check(
+            Op::Expire {
+                key: "k".into(),
+                expire_at_ms: None,
+            },
+            r#"{"op":"persist","k":"k"}"#,
+        );
+    }
+
+    #[test]
+    fn bad_forms_are_errors() {
+        for bad in [
+            r#"{"op":"nope","k":"k"}"#,
+            r#"{"op":"set","k":"k"}"#,
+            r#"{"op":"set","k":"k","v":"a","b":"YQ=="}"#,
+            r#"{"op":"set","k":"k","b":"!!"}"#,
+            r#"{"op":"expire","k":"k"}"#,
+            r#"{"op":"del","k":"k","why":"bored"}"#,
+            r#"{"op":"del","k":"k","extra":1}"#,
+            r#"{"op":"del"}"#,
+        ] {
+            assert!(serde_json::from_str::<Op>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Opening a data directory: find the newest valid snapshot, replay the AOF after it, and
+//! decide what to do with a damaged tail. Also the offline `check` and `repair`.
+//!
+//! Rules (see `docs/durability.md` for the crash cases behind them):
+//! - Stray `*.tmp` files are leftovers of an interrupted snapshot; they are removed.
+//! - The newest snapshot that decodes and checks is the base. A bad newer snapshot is
+//!   skipped with a warning only if the AOF still covers everything after the older base;
+//!   otherwise opening fails naming the bad file.
+//! - Segments wholly covered by the base are not read (the change feed may still read
+//!   them). Records after the base must run contiguously to the end of the last segment.
+//! - A torn last line in the last segment (a crash mid-append) is cut off with a warning
+//!   when `aof_load_truncated` is on, and refused otherwise. Anything else bad (a complete
+//!   line that fails its checksum, a sequence gap, a torn line in an older segment) refuses
+//!   to open with the file and byte offset, until [`repair`].
+
+use crate::aof::{self, ScanEnd};
+use crate::error::{AtlasError, Result};
+use crate::keyspace::Keyspace;
+use crate::snapshot;
+use crate::storage::{DirLock, Storage};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What a data directory holds, by kind.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Listing {
+    /// Start sequence numbers of the AOF segments, ascending.
+    pub segments: Vec<u64>,
+    /// Sequence numbers of the snapshots, ascending.
+    pub snapshots: Vec<u64>,
+    /// Names of leftover temporary files.
+    pub tmps: Vec<String>,
+}
+
+pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
+    let mut l = Listing::default();
+    for name in storage.list(dir).map_err(|e| AtlasError::io(dir, e))? {
+        if let Some(s) = aof::parse_segment_name(&name) {
+            l.segments.push(s);
+        } else if let Some(s) = snapshot::parse_snapshot_name(&name) {
+            l.snapshots.push(s);
+        } else if name.ends_with(".tmp") {
+            l.tmps.push(name);
+        }
+    }
+    l.segments.sort_unstable();
+    l.snapshots.sort_unstable();
+    Ok(l)
+}
+
+/// The state rebuilt by [`recover`].
+pub(crate) struct Recovered {
+    pub keyspace: Keyspace,
+    pub listing: Listing,
+    /// The segment to append to and its valid length, if it can be reused (its records
+    /// end exactly where the keyspace does).
+    pub append_to: Option<(u64, u64)>,
+}
+
+fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
+    storage.read(path).map_err(|e| AtlasError::io(path, e))
+}
+
+/// Loads the newest valid snapshot whose successor records the AOF still holds.
+fn load_base(storage: &dyn Storage, dir: &Path, listing: &Listing) -> Result<Keyspace> {
+    let first_segment = listing.segments.first().copied();
+    let mut first_error = None;
+    for &seq in listing.snapshots.iter().rev() {
+        let path = dir.join(snapshot::snapshot_name(seq));
+        match read_file(storage, &path).and_then(|b| snapshot::decode(&b, &path)) {
+            Ok((stored_seq, entries)) if stored_seq == seq => {
+                if first_error.is_some() {
+                    tracing::warn!(snapshot = %path.display(), "falling back to an older snapshot");
+                }
+                return Ok(Keyspace::from_snapshot(seq, entries));
+            }
+            Ok((stored_seq, _)) => {
+                let e = AtlasError::Corrupt {
+                    file: path.clone(),
+                    offset: 12,
+                    reason: format!("header says seq {stored_seq}, the name says {seq}"),
+                };
+                tracing::warn!(error = %e, "skipping bad snapshot");
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping bad snapshot");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    // No usable snapshot: replaying from the very beginning is only right if the AOF
+    // still starts at record 1.
+    match (first_error, first_segment) {
+        (None, _) => Ok(Keyspace::new(0)),
+        (Some(_), Some(1)) => Ok(Keyspace::new(0)),
+        (Some(e), _) => Err(e),
+    }
+}
+
+/// Rebuilds the keyspace of a data directory. Truncates a torn tail if allowed.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    aof_load_truncated: bool,
+) -> Result<Recovered> {
+    let mut listing = list(storage, dir)?;
+    for tmp in std::mem::take(&mut listing.tmps) {
+        let path = dir.join(&tmp);
+        tracing::info!(file = %path.display(), "removing leftover temporary file");
+        storage
+            .remove(&path)
+            .map_err(|e| AtlasError::io(&path, e))?;
+        storage.sync_dir(dir).map_err(|e| AtlasError::io(dir, e))?;
+    }
+    let mut keyspace = load_base(storage, dir, &listing)?;
+    let base_seq = keyspace.last_seq();
+    let mut append_to = None;
+    let count = listing.segments.len();
+    for (i, &start) in listing.segments.iter().enumerate() {
+        let is_last = i + 1 == count;
+        // Wholly covered by the base: the next segment starts at or before base + 1.
+        if !is_last && listing.segments[i + 1] <= base_seq + 1 {
+            continue;
+        }
+        let path = dir.join(aof::segment_name(start));
+        let bytes = read_file(storage, &path)?;
+        let scan = aof::scan_segment(&bytes, &path, start)?;
+        let next = keyspace.last_seq() + 1;
+        if start > next {
+            return Err(AtlasError::Corrupt {
+                file: path,
+                offset: 0,
+                reason: format!(
+                    "records {next}..{} are missing (segment starts at {start})",
+                    start - 1
+                ),
+            });
+        }
+        for r in &scan.records {
+            if r.record.seq > keyspace.last_seq() {
+                keyspace.apply(&r.record);
+            }
+        }
+        let valid_size = match scan.end {
+            ScanEnd::Clean => bytes.len() as u64,
+            ScanEnd::Torn { offset } if is_last && aof_load_truncated => {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset,
+                    dropped_size = bytes.len() as u64 - offset,
+                    "AOF ends with a torn record (a crash mid-write); truncating it"
+                );
+                storage
+                    .truncate(&path, offset)
+                    .map_err(|e| AtlasError::io(&path, e))?;
+                offset
+            }
+            ScanEnd::Torn { offset } => {
+                let reason = if is_last {
+                    "torn last record and aof_load_truncated is off".to_owned()
+                } else {
+                    "torn record in a segment that is not the last".to_owned()
+                };
+                return Err(AtlasError::Corrupt {
+                    file: path,
+                    offset,
+                    reason,
+                });
+            }
+            ScanEnd::Corrupt { offset, reason } => {
+                return Err(AtlasError::Corrupt {
+                    file: path,
+                    offset,
+                    reason,
+                });
+            }
+        };
+        if is_last {
+            let segment_end_seq = start + scan.records.len() as u64;
+            if segment_end_seq == keyspace.last_seq() + 1 {
+                append_to = Some((start, valid_size));
+            }
+        }
+    }
+    Ok(Recovered {
+        keyspace,
+        listing,
+        append_to,
+    })
+}
+
+/// The state of one file found by [`check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Valid to its end.
+    Ok,
+    /// Ends with a torn record at `offset` (recoverable by truncation).
+    TornTail {
+        /// Where the torn record starts.
+        offset: u64,
+    },
+    /// Bad from `offset` on.
+    Corrupt {
+        /// The first bad byte.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One file in a [`CheckReport`].
+#[derive(Debug, Clone)]
+pub struct FileCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// Valid records (AOF) or entries (snapshot) read before any problem.
+    pub record_count: u64,
+    /// Its state.
+    pub status: FileStatus,
+}
+
+/// What [`check`] found in a data directory.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Snapshots, oldest first.
+    pub snapshots: Vec<FileCheck>,
+    /// AOF segments, oldest first.
+    pub segments: Vec<FileCheck>,
+}
+
+impl CheckReport {
+    /// Whether every file is valid to its end.
+    pub fn is_clean(&self) -> bool {
+        self.snapshots
+            .iter()
+            .chain(&self.segments)
+            .all(|f| f.status == FileStatus::Ok)
+    }
+}
+
+fn status_of(end: ScanEnd) -> FileStatus {
+    match end {
+        ScanEnd::Clean => FileStatus::Ok,
+        ScanEnd::Torn { offset } => FileStatus::TornTail { offset },
+        ScanEnd::Corrupt { offset, reason } => FileStatus::Corrupt { offset, reason },
+    }
+}
+
+/// Reads every snapshot and segment of `dir` and reports its state. Changes nothing.
+pub fn check(storage: &dyn Storage, dir: &Path) -> Result<CheckReport> {
+    let listing = list(storage, dir)?;
+    let mut report = CheckReport::default();
+    for &seq in &listing.snapshots {
+        let path = dir.join(snapshot::snapshot_name(seq));
+        let (record_count, status) =
+            match read_file(storage, &path).and_then(|b| snapshot::decode(&b, &path)) {
+                Ok((_, entries)) => (entries.len() as u64, FileStatus::Ok),
+                Err(AtlasError::Corrupt { offset, reason, .. }) => {
+                    (0, FileStatus::Corrupt { offset, reason })
+                }
+                Err(e) => (
+                    0,
+                    FileStatus::Corrupt {
+                        offset: 0,
+                        reason: e.to_string(),
+                    },
+                ),
+            };
+        report.snapshots.push(FileCheck {
+            path,
+            record_count,
+            status,
+        });
+    }
+    let mut expected: Option<u64> = None;
+    for &start in &listing.segments {
+        let path = dir.join(aof::segment_name(start));
+        let bytes = read_file(storage, &path)?;
+        let (record_count, mut status) = match aof::scan_segment(&bytes, &path, start) {
+            Ok(scan) => (scan.records.len() as u64, status_of(scan.end)),
+            Err(e) => (
+                0,
+                FileStatus::Corrupt {
+                    offset: 0,
+                    reason: e.to_string(),
+                },
+            ),
+        };
+        if let Some(want) = expected
+            && start != want
+            && status == FileStatus::Ok
+        {
+            status = FileStatus::Corrupt {
+                offset: 0,
+                reason: format!(
+                    "segment starts at {start}, the previous one ends at {}",
+                    want - 1
+                ),
+            };
+        }
+        expected = Some(start + record_count);
+        report.segments.push(FileCheck {
+            path,
+            record_count,
+            status,
+        });
+    }
+    Ok(report)
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    /// Segments cut short: the file and the offset it was cut at.
+    pub truncated: Vec<(PathBuf, u64)>,
+    /// Files set aside (renamed with a `.corrupt` suffix, never deleted).
+    pub set_aside: Vec<PathBuf>,
+}
+
+fn set_aside(storage: &dyn Storage, path: &Path, report: &mut RepairReport) -> Result<()> {
+    let mut to = path.as_os_str().to_owned();
+    to.push(".corrupt");
+    let to = PathBuf::from(to);
+    storage
+        .rename(path, &to)
+        .map_err(|e| AtlasError::io(path, e))?;
+    report.set_aside.push(to);
+    Ok(())
+}
+
+/// Repairs a data directory the way `redis-check-aof --fix` does: the AOF is cut at its
+/// first bad record, so everything before it is recovered and everything from it on is
+/// dropped. The dropped bytes are kept: the damaged segment's full copy and any later
+/// segments are set aside as `*.corrupt`. Bad snapshots are set aside too.
+///
+/// Takes the directory lock, so it cannot run while the store is open.
+pub fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
+    let _lock: Box<dyn DirLock> = storage.lock_dir(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => AtlasError::Locked {
+            dir: dir.to_path_buf(),
+        },
+        _ => AtlasError::io(dir, e),
+    })?;
+    let report_in = check(storage, dir)?;
+    let mut report = RepairReport::default();
+    for snap in &report_in.snapshots {
+        if snap.status != FileStatus::Ok {
+            set_aside(storage, &snap.path, &mut report)?;
+        }
+    }
+    let mut cut = false;
+    for seg in &report_in.segments {
+        if cut {
+            set_aside(storage, &seg.path, &mut report)?;
+            continue;
+        }
+        let offset = match &seg.status {
+            FileStatus::Ok => continue,
+            FileStatus::TornTail { offset } | FileStatus::Corrupt { offset, .. } => *offset,
+        };
+        if offset == 0 {
+            set_aside(storage, &seg.path, &mut report)?;
+        } else {
+            // Keep a full copy of the damaged file before cutting it.
+            let bytes = read_file(storage, &seg.path)?;
+            let mut copy = seg.path.as_os_str().to_owned();
+            copy.push(".corrupt");
+            let copy = PathBuf::from(copy);
+            let f = storage
+                .create(&copy)
+                .map_err(|e| AtlasError::io(&copy, e))?;
+            f.append(&bytes).map_err(|e| AtlasError::io(&copy, e))?;
+            f.sync().map_err(|e| AtlasError::io(&copy, e))?;
+            report.set_aside.push(copy);
+            storage
+                .truncate(&seg.path, offset)
+                .map_err(|e| AtlasError::io(&seg.path, e))?;
+            report.truncated.push((seg.path.clone(), offset));
+        }
+        cut = true;
+    }
+    storage.sync_dir(dir).map_err(|e| AtlasError::io(dir, e))?;
+    Ok(report)
+}

@@ -1,0 +1,594 @@
+//! [`MemStorage`]: an in-memory, fault-injecting file system for crash and corruption tests.
+//!
+//! The model (after redb's `CrashBackend` and turmoil's fs): each file is an inode whose
+//! bytes are append-only between syncs, so its durable content is always a prefix
+//! (`synced_len`) of what was written. Names live in two maps: the current one, and the
+//! durable one that only [`Storage::sync_dir`] updates. A power loss keeps the durable
+//! names, and for each file its synced bytes plus, depending on [`CrashTear`], none, all
+//! or a torn prefix of the unsynced ones.
+//!
+//! After a crash the storage is "down": every operation fails, including those of handles
+//! opened before, until [`MemStorage::restart`]. That stops a store that is still running
+//! (its background threads, its `Drop`) from writing to the rebooted disk.
+//!
+//! Simplifications, stated so tests don't rely on more: directories are durable when
+//! created; `create` always makes a new inode; truncation is durable at once (the trait
+//! says so).
+
+use super::{DirLock, Storage, StorageFile};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What survives of a file's unsynced bytes when the power goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashTear {
+    /// Nothing unsynced survives.
+    DropUnsynced,
+    /// Everything written survives (a process crash: the page cache lives on).
+    KeepUnsynced,
+    /// A random prefix of the unsynced bytes survives, any length.
+    RandomPrefix {
+        /// Seed of the choice.
+        seed: u64,
+    },
+    /// A random prefix ending on a multiple of `block_size` (or at the synced length)
+    /// survives: a write torn at sector or page boundaries.
+    BlockBoundary {
+        /// 512 for sectors, 4096 for pages.
+        block_size: u64,
+        /// Seed of the choice.
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Inode {
+    data: Vec<u8>,
+    // Invariant: synced_len <= data.len(); data[..synced_len] is durable.
+    synced_len: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    inodes: BTreeMap<u64, Inode>,
+    inode_next: u64,
+    names: BTreeMap<PathBuf, u64>,
+    durable_names: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    locks: BTreeSet<PathBuf>,
+    generation: u64,
+    down: bool,
+    ops_count: u64,
+    crash_at_ops: Option<(u64, CrashTear)>,
+    fail_sync_after: Option<u64>,
+    sync_failing: bool,
+    fail_append_after: Option<u64>,
+    capacity_size: Option<u64>,
+    sync_count: u64,
+}
+
+/// The in-memory fault-injecting storage. Clones share one "disk".
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    state: Arc<Mutex<State>>,
+}
+
+fn down_error() -> io::Error {
+    io::Error::other("simulated power loss: storage is down")
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
+}
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+impl State {
+    fn used_size(&self) -> u64 {
+        self.inodes.values().map(|i| i.data.len() as u64).sum()
+    }
+
+    /// Counts a mutating operation; fires an armed crash. Returns an error if the storage
+    /// is (or just went) down.
+    fn tick_op(&mut self) -> io::Result<()> {
+        if self.down {
+            return Err(down_error());
+        }
+        self.ops_count += 1;
+        if let Some((at, tear)) = self.crash_at_ops
+            && self.ops_count > at
+        {
+            self.crash_at_ops = None;
+            self.power_loss(tear);
+            return Err(down_error());
+        }
+        Ok(())
+    }
+
+    fn power_loss(&mut self, tear: CrashTear) {
+        let mut rng = SplitMix(match tear {
+            CrashTear::RandomPrefix { seed } | CrashTear::BlockBoundary { seed, .. } => seed,
+            _ => 0,
+        });
+        let live: BTreeSet<u64> = self.durable_names.values().copied().collect();
+        self.inodes.retain(|id, _| live.contains(id));
+        for inode in self.inodes.values_mut() {
+            let synced = inode.synced_len as u64;
+            let len = inode.data.len() as u64;
+            let keep = match tear {
+                CrashTear::DropUnsynced => synced,
+                CrashTear::KeepUnsynced => len,
+                CrashTear::RandomPrefix { .. } => synced + rng.below(len - synced + 1),
+                CrashTear::BlockBoundary { block_size, .. } => {
+                    let block_size = block_size.max(1);
+                    let mut candidates = vec![synced];
+                    let mut b = synced.div_ceil(block_size) * block_size;
+                    while b <= len {
+                        if b > synced {
+                            candidates.push(b);
+                        }
+                        b += block_size;
+                    }
+                    let pick = rng.below(candidates.len() as u64) as usize;
+                    candidates[pick]
+                }
+            };
+            inode.data.truncate(keep as usize);
+            inode.synced_len = inode.data.len();
+        }
+        self.names = self.durable_names.clone();
+        self.locks.clear();
+        self.generation += 1;
+        self.down = true;
+        self.sync_failing = false;
+        self.fail_sync_after = None;
+        self.fail_append_after = None;
+    }
+
+    fn inode_of(&self, path: &Path) -> io::Result<u64> {
+        self.names.get(path).copied().ok_or_else(|| not_found(path))
+    }
+}
+
+impl MemStorage {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Power loss now: see [`CrashTear`]. The storage stays down until [`Self::restart`].
+    pub fn crash(&self, tear: CrashTear) {
+        let mut s = self.state.lock();
+        if !s.down {
+            s.power_loss(tear);
+        }
+    }
+
+    /// Arms a power loss that happens during the mutating operation after `ops` more
+    /// (`ops = 0`: the next one fails). That operation has no effect.
+    pub fn arm_crash(&self, ops: u64, tear: CrashTear) {
+        let mut s = self.state.lock();
+        let at = s.ops_count + ops;
+        s.crash_at_ops = Some((at, tear));
+    }
+
+    /// Whether a crash has happened and [`Self::restart`] has not been called.
+    pub fn is_down(&self) -> bool {
+        self.state.lock().down
+    }
+
+    /// Powers the disk back on after a crash.
+    pub fn restart(&self) {
+        self.state.lock().down = false;
+    }
+
+    /// Mutating operations performed so far (appends, syncs, creates, renames, removes,
+    /// truncates, directory syncs).
+    pub fn ops_count(&self) -> u64 {
+        self.state.lock().ops_count
+    }
+
+    /// Successful file and directory syncs so far.
+    pub fn sync_count(&self) -> u64 {
+        self.state.lock().sync_count
+    }
+
+    /// After `n` more successful syncs, every sync fails until [`Self::clear_faults`].
+    pub fn fail_sync_after(&self, n: u64) {
+        self.state.lock().fail_sync_after = Some(n);
+    }
+
+    /// After `n` more successful appends, the next append writes half its buffer and
+    /// fails (a torn write); later appends go through.
+    pub fn fail_append_after(&self, n: u64) {
+        self.state.lock().fail_append_after = Some(n);
+    }
+
+    /// Limits the total bytes of all files; an append past it writes what fits and fails
+    /// with "no space left on device".
+    pub fn set_capacity(&self, size: Option<u64>) {
+        self.state.lock().capacity_size = size;
+    }
+
+    /// Removes the injected sync, append and capacity faults (not an armed crash).
+    pub fn clear_faults(&self) {
+        let mut s = self.state.lock();
+        s.fail_sync_after = None;
+        s.sync_failing = false;
+        s.fail_append_after = None;
+        s.capacity_size = None;
+    }
+
+    /// Flips the bits of the byte at `offset` of `path` (written and synced content).
+    pub fn corrupt_byte(&self, path: &Path, offset: u64) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let id = s.inode_of(path)?;
+        let inode = s.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        let byte = inode
+            .data
+            .get_mut(offset as usize)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset past end"))?;
+        *byte ^= 0xFF;
+        Ok(())
+    }
+
+    /// Overwrites a whole file, durably (for tests that craft files by hand).
+    pub fn put_file(&self, path: &Path, data: &[u8]) {
+        let mut s = self.state.lock();
+        let id = s.inode_next;
+        s.inode_next += 1;
+        s.inodes.insert(
+            id,
+            Inode {
+                data: data.to_vec(),
+                synced_len: data.len(),
+            },
+        );
+        s.names.insert(path.to_path_buf(), id);
+        s.durable_names.insert(path.to_path_buf(), id);
+    }
+
+    /// Length in bytes of a file as written (synced or not).
+    pub fn file_size(&self, path: &Path) -> io::Result<u64> {
+        let s = self.state.lock();
+        let id = s.inode_of(path)?;
+        Ok(s.inodes.get(&id).map_or(0, |i| i.data.len() as u64))
+    }
+}
+
+#[derive(Debug)]
+struct MemFile {
+    state: Arc<Mutex<State>>,
+    inode: u64,
+    generation: u64,
+}
+
+impl StorageFile for MemFile {
+    fn append(&self, buf: &[u8]) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.generation != self.generation {
+            return Err(down_error());
+        }
+        s.tick_op()?;
+        let mut take = buf.len();
+        let mut err = None;
+        if let Some(n) = s.fail_append_after {
+            if n == 0 {
+                s.fail_append_after = None;
+                take = buf.len() / 2;
+                err = Some(io::Error::other("injected write failure"));
+            } else {
+                s.fail_append_after = Some(n - 1);
+            }
+        }
+        if let Some(cap) = s.capacity_size {
+            let free = cap.saturating_sub(s.used_size());
+            if (take as u64) > free {
+                take = free as usize;
+                err = Some(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+        }
+        let inode = s.inodes.get_mut(&self.inode).ok_or_else(down_error)?;
+        inode.data.extend_from_slice(&buf[..take]);
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.generation != self.generation {
+            return Err(down_error());
+        }
+        s.tick_op()?;
+        check_sync_fault(&mut s)?;
+        let inode = s.inodes.get_mut(&self.inode).ok_or_else(down_error)?;
+        inode.synced_len = inode.data.len();
+        s.sync_count += 1;
+        Ok(())
+    }
+}
+
+fn check_sync_fault(s: &mut State) -> io::Result<()> {
+    if s.sync_failing {
+        return Err(io::Error::other("injected fsync failure"));
+    }
+    if let Some(n) = s.fail_sync_after {
+        if n == 0 {
+            s.fail_sync_after = None;
+            s.sync_failing = true;
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        s.fail_sync_after = Some(n - 1);
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct MemLock {
+    state: Arc<Mutex<State>>,
+    dir: PathBuf,
+    generation: u64,
+}
+
+impl DirLock for MemLock {}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        if s.generation == self.generation {
+            s.locks.remove(&self.dir);
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        if s.down {
+            return Err(down_error());
+        }
+        for a in dir.ancestors() {
+            s.dirs.insert(a.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.state.lock();
+        if s.down {
+            return Err(down_error());
+        }
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(s.names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let s = self.state.lock();
+        if s.down {
+            return Err(down_error());
+        }
+        let id = s.inode_of(path)?;
+        Ok(s.inodes
+            .get(&id)
+            .map(|i| i.data.clone())
+            .unwrap_or_default())
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let mut s = self.state.lock();
+        s.tick_op()?;
+        match path.parent() {
+            Some(p) if s.dirs.contains(p) => {}
+            _ => return Err(not_found(path)),
+        }
+        let id = s.inode_next;
+        s.inode_next += 1;
+        s.inodes.insert(id, Inode::default());
+        s.names.insert(path.to_path_buf(), id);
+        Ok(Arc::new(MemFile {
+            state: self.state.clone(),
+            inode: id,
+            generation: s.generation,
+        }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let s = self.state.lock();
+        if s.down {
+            return Err(down_error());
+        }
+        let id = s.inode_of(path)?;
+        Ok(Arc::new(MemFile {
+            state: self.state.clone(),
+            inode: id,
+            generation: s.generation,
+        }))
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.tick_op()?;
+        let id = s.inode_of(path)?;
+        let inode = s.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        inode.data.truncate(len as usize);
+        inode.synced_len = inode.data.len();
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.tick_op()?;
+        let id = s.names.remove(from).ok_or_else(|| not_found(from))?;
+        s.names.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.tick_op()?;
+        s.names.remove(path).ok_or_else(|| not_found(path))?;
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.tick_op()?;
+        check_sync_fault(&mut s)?;
+        let current: Vec<(PathBuf, u64)> = s
+            .names
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        s.durable_names.retain(|p, _| p.parent() != Some(dir));
+        s.durable_names.extend(current);
+        // Inodes with no name at all are garbage once no durable name refers to them.
+        let live: BTreeSet<u64> = s
+            .names
+            .values()
+            .chain(s.durable_names.values())
+            .copied()
+            .collect();
+        s.inodes.retain(|id, _| live.contains(id));
+        s.sync_count += 1;
+        Ok(())
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        let mut s = self.state.lock();
+        if s.down {
+            return Err(down_error());
+        }
+        if !s.locks.insert(dir.to_path_buf()) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{} is locked", dir.display()),
+            ));
+        }
+        Ok(Box::new(MemLock {
+            state: self.state.clone(),
+            dir: dir.to_path_buf(),
+            generation: s.generation,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from("/d")
+    }
+
+    #[test]
+    fn unsynced_bytes_and_undurable_names_vanish_on_crash() {
+        let m = MemStorage::new();
+        m.create_dir_all(&dir()).unwrap();
+        let f = m.create(&dir().join("a")).unwrap();
+        f.append(b"hello").unwrap();
+        f.sync().unwrap();
+        // The name is not durable yet: a crash loses the file.
+        m.crash(CrashTear::KeepUnsynced);
+        m.restart();
+        assert!(m.list(&dir()).unwrap().is_empty());
+
+        let f = m.create(&dir().join("a")).unwrap();
+        f.append(b"hello").unwrap();
+        f.sync().unwrap();
+        m.sync_dir(&dir()).unwrap();
+        f.append(b" world").unwrap();
+        m.crash(CrashTear::DropUnsynced);
+        assert!(f.append(b"x").is_err(), "old handles fail after a crash");
+        m.restart();
+        assert_eq!(m.read(&dir().join("a")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn block_boundary_tear_keeps_synced_or_a_boundary() {
+        for seed in 0..50 {
+            let m = MemStorage::new();
+            m.create_dir_all(&dir()).unwrap();
+            let f = m.create(&dir().join("a")).unwrap();
+            f.append(&[1u8; 700]).unwrap();
+            f.sync().unwrap();
+            m.sync_dir(&dir()).unwrap();
+            f.append(&[2u8; 2000]).unwrap();
+            m.crash(CrashTear::BlockBoundary {
+                block_size: 512,
+                seed,
+            });
+            m.restart();
+            let len = m.read(&dir().join("a")).unwrap().len();
+            assert!(
+                len == 700 || (len.is_multiple_of(512) && len > 700 && len <= 2700),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn injected_faults() {
+        let m = MemStorage::new();
+        m.create_dir_all(&dir()).unwrap();
+        let f = m.create(&dir().join("a")).unwrap();
+        m.fail_sync_after(1);
+        f.sync().unwrap();
+        assert!(f.sync().is_err());
+        assert!(f.sync().is_err(), "a failed disk keeps failing");
+        m.clear_faults();
+        m.set_capacity(Some(10));
+        let e = f.append(&[0u8; 20]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(m.file_size(&dir().join("a")).unwrap(), 10);
+        m.clear_faults();
+        m.fail_append_after(0);
+        assert!(f.append(&[0u8; 4]).is_err());
+        assert_eq!(m.file_size(&dir().join("a")).unwrap(), 12);
+    }
+
+    #[test]
+    fn armed_crash_fires_on_the_chosen_op_and_locks_clear() {
+        let m = MemStorage::new();
+        m.create_dir_all(&dir()).unwrap();
+        let _lock = m.lock_dir(&dir()).unwrap();
+        assert!(m.lock_dir(&dir()).is_err());
+        let f = m.create(&dir().join("a")).unwrap();
+        m.arm_crash(1, CrashTear::KeepUnsynced);
+        f.append(b"ok").unwrap();
+        assert!(f.sync().is_err());
+        assert!(m.is_down());
+        m.restart();
+        assert!(m.lock_dir(&dir()).is_ok());
+    }
+}

@@ -1,0 +1,522 @@
+//! The embeddable API, call by call: each test states the contract it shows, on the
+//! fault-injecting in-memory disk with a manual clock.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use helios_atlas::storage::{CrashTear, MemStorage, Storage};
+use helios_atlas::{
+    AtlasError, Expiry, FsyncPolicy, KeyTtl, Op, Precondition, SetCondition, SetOptions, WriteBatch,
+};
+use helios_core::ManualClock;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn setup() -> (MemStorage, Arc<ManualClock>) {
+    (MemStorage::new(), Arc::new(ManualClock::new(1_000_000)))
+}
+
+#[test]
+fn set_get_delete_exists_and_reopen() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set("a", "1").unwrap();
+    db.set("b", Bytes::from_static(&[0, 255, 10])).unwrap();
+    assert_eq!(db.get("a").unwrap(), "1");
+    assert!(db.exists("b"));
+    assert!(db.delete("a").unwrap());
+    assert!(!db.delete("a").unwrap());
+    assert!(!db.exists("a"));
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.get("a"), None);
+    assert_eq!(db.get("b").unwrap(), Bytes::from_static(&[0, 255, 10]));
+    assert_eq!(db.last_seq(), 3);
+}
+
+#[test]
+fn nx_xx_conditions() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    let nx = SetOptions {
+        condition: SetCondition::IfAbsent,
+        ..Default::default()
+    };
+    let xx = SetOptions {
+        condition: SetCondition::IfPresent,
+        ..Default::default()
+    };
+    assert!(!db.set_with("k", "x", xx).unwrap());
+    assert!(db.get("k").is_none());
+    assert!(db.set_with("k", "1", nx).unwrap());
+    assert!(!db.set_with("k", "2", nx).unwrap());
+    assert!(db.set_with("k", "3", xx).unwrap());
+    assert_eq!(db.get("k").unwrap(), "3");
+}
+
+#[test]
+fn ttl_expire_persist_and_lazy_expiry() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set_with(
+        "k",
+        "v",
+        SetOptions {
+            expiry: Expiry::InMs(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        db.ttl("k"),
+        KeyTtl::Expires {
+            at_ms: 1_000_100,
+            remaining_ms: 100
+        }
+    );
+    assert!(db.persist("k").unwrap());
+    assert!(!db.persist("k").unwrap(), "no expiry left to remove");
+    assert_eq!(db.ttl("k"), KeyTtl::Persistent);
+    assert!(db.expire("k", 50).unwrap());
+    assert!(!db.expire("missing", 50).unwrap());
+    c.advance_ms(49);
+    assert!(db.exists("k"));
+    c.advance_ms(1);
+    assert!(!db.exists("k"), "expired at its expiry time (lazy)");
+    assert_eq!(db.ttl("k"), KeyTtl::Missing);
+    assert_eq!(db.key_count(), 1, "still held until a logged delete");
+    assert_eq!(db.tick(c.now()).unwrap(), 1);
+    assert_eq!(db.tick(c.now()).unwrap(), 0, "a second tick is harmless");
+    assert_eq!(db.key_count(), 0);
+    // expire_at in the past deletes.
+    db.set("p", "v").unwrap();
+    assert!(db.expire_at("p", 5).unwrap());
+    assert!(!db.exists("p"));
+    // set with KEEPTTL keeps the expiry; a plain set clears it.
+    db.set_with(
+        "t",
+        "1",
+        SetOptions {
+            expiry: Expiry::AtMs(c.now() + 500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    db.set_with(
+        "t",
+        "2",
+        SetOptions {
+            expiry: Expiry::Keep,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(db.ttl("t"), KeyTtl::Expires { .. }));
+    db.set("t", "3").unwrap();
+    assert_eq!(db.ttl("t"), KeyTtl::Persistent);
+    assert!(matches!(
+        db.set_with(
+            "t",
+            "x",
+            SetOptions {
+                expiry: Expiry::InMs(0),
+                ..Default::default()
+            }
+        ),
+        Err(AtlasError::InvalidArgument { .. })
+    ));
+}
+
+trait Now {
+    fn now(&self) -> u64;
+}
+impl Now for ManualClock {
+    fn now(&self) -> u64 {
+        use helios_core::Clock;
+        self.now_ms()
+    }
+}
+
+#[test]
+fn relative_ttl_replayed_later_does_not_extend_life() {
+    // A key set with a 10 s TTL, then the store is closed, the clock moves 8 s and it is
+    // reopened: the key must die 2 s later, not 10 s later, because the AOF holds the
+    // absolute expiry time.
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set_with(
+        "k",
+        "v",
+        SetOptions {
+            expiry: Expiry::InMs(10_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    db.incr_by("n", 1).unwrap();
+    db.expire("n", 10_000).unwrap();
+    db.incr_by("n", 1).unwrap();
+    drop(db);
+    c.advance_ms(8_000);
+    m.crash(CrashTear::DropUnsynced);
+    m.restart();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(
+        db.ttl("k"),
+        KeyTtl::Expires {
+            at_ms: 1_010_000,
+            remaining_ms: 2_000
+        }
+    );
+    assert_eq!(db.get("n").unwrap(), "2");
+    assert!(matches!(
+        db.ttl("n"),
+        KeyTtl::Expires {
+            remaining_ms: 2_000,
+            ..
+        }
+    ));
+    c.advance_ms(2_000);
+    assert!(!db.exists("k"));
+    assert!(!db.exists("n"));
+    let aof = String::from_utf8(m.read(&file("aof-00000000000000000001.jsonl")).unwrap()).unwrap();
+    assert!(
+        aof.contains(r#""x":1010000"#),
+        "absolute expiry in the AOF: {aof}"
+    );
+    assert!(
+        aof.contains(r#"{"op":"set","k":"n","v":"2","x":1010000}"#),
+        "{aof}"
+    );
+}
+
+#[test]
+fn incr_by_errors_and_results() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.incr_by("n", 5).unwrap(), 5);
+    assert_eq!(db.incr_by("n", -7).unwrap(), -2);
+    db.set("s", "abc").unwrap();
+    match db.incr_by("s", 1) {
+        Err(AtlasError::NotAnInteger { key }) => assert_eq!(key, "s"),
+        other => panic!("{other:?}"),
+    }
+    db.set("big", i64::MAX.to_string()).unwrap();
+    assert!(matches!(
+        db.incr_by("big", 1),
+        Err(AtlasError::IncrOverflow { .. })
+    ));
+    assert_eq!(db.get("big").unwrap(), i64::MAX.to_string());
+}
+
+#[test]
+fn compare_and_swap() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert!(db.compare_and_swap("k", None, Some(b"1")).unwrap());
+    assert!(!db.compare_and_swap("k", None, Some(b"2")).unwrap());
+    assert!(!db.compare_and_swap("k", Some(b"0"), Some(b"2")).unwrap());
+    assert!(db.compare_and_swap("k", Some(b"1"), Some(b"2")).unwrap());
+    assert!(db.compare_and_swap("k", Some(b"2"), None).unwrap());
+    assert!(!db.exists("k"));
+}
+
+#[test]
+fn get_many_and_scan_with_cursor() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::No);
+    for i in 0..25 {
+        db.set(&format!("user:{i:03}"), i.to_string()).unwrap();
+    }
+    db.set("userx", "no").unwrap();
+    db.set("a", "no").unwrap();
+    let got = db.get_many(&["user:001", "nope", "a"]).unwrap();
+    assert_eq!(got[0].as_deref(), Some(&b"1"[..]));
+    assert_eq!(got[1], None);
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = db.scan("user:", cursor.as_deref(), 10).unwrap();
+        assert!(page.entries.len() <= 10);
+        all.extend(page.entries.into_iter().map(|(k, _)| k));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("user:{i:03}")).collect();
+    assert_eq!(all, want);
+    assert!(matches!(
+        db.scan("", None, 0),
+        Err(AtlasError::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn batch_is_all_or_nothing_on_disk_too() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set("a", "1").unwrap();
+    let mut b = WriteBatch::new();
+    b.set("x", "1", Expiry::Never)
+        .delete("a")
+        .require("a", Precondition::Equals(Bytes::from("1")));
+    db.write_batch(b).unwrap();
+    assert!(!db.exists("a"));
+    let mut b = WriteBatch::new();
+    b.set("y", "1", Expiry::Never)
+        .require("a", Precondition::Present);
+    match db.write_batch(b) {
+        Err(AtlasError::PreconditionFailed { key }) => assert_eq!(key, "a"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!db.exists("y"));
+    let seq = db.last_seq();
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.last_seq(), seq);
+    assert!(db.exists("x") && !db.exists("y") && !db.exists("a"));
+    let aof = String::from_utf8(m.read(&file("aof-00000000000000000001.jsonl")).unwrap()).unwrap();
+    let batch_line = aof.lines().nth(2).unwrap();
+    assert!(batch_line.contains(r#""k":"x""#) && batch_line.contains(r#""op":"del""#));
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert!(matches!(
+        db.set("", "v"),
+        Err(AtlasError::KeyInvalid { size: 0, .. })
+    ));
+    let long = "k".repeat(70_000);
+    assert!(matches!(
+        db.set(&long, "v"),
+        Err(AtlasError::KeyInvalid { .. })
+    ));
+    assert!(matches!(db.expire("k", u64::MAX), Ok(false)));
+    db.set("k", "v").unwrap();
+    assert!(matches!(
+        db.expire("k", u64::MAX),
+        Err(AtlasError::InvalidArgument { name: "ttl_ms", .. })
+    ));
+}
+
+#[test]
+fn memory_limit_refuses_writes_but_not_reads_or_deletes() {
+    let (m, c) = setup();
+    let mut o = options(&m, &c, FsyncPolicy::No);
+    o.memory_limit_size = Some(10_000);
+    let db = helios_atlas::Atlas::open(dir(), o).unwrap();
+    let mut i = 0;
+    let err = loop {
+        match db.set(&format!("k{i}"), vec![b'x'; 500]) {
+            Ok(()) => i += 1,
+            Err(e) => break e,
+        }
+        assert!(i < 100);
+    };
+    assert!(
+        matches!(
+            err,
+            AtlasError::MemoryLimit {
+                limit_size: 10_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("memory limit"));
+    assert!(db.get("k0").is_some());
+    assert!(db.delete("k0").unwrap());
+    db.set("k0", vec![b'x'; 500]).unwrap();
+    assert!(db.stats().memory_size <= 10_000);
+}
+
+#[test]
+fn second_opener_is_refused() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    match helios_atlas::Atlas::open(dir(), options(&m, &c, FsyncPolicy::Always)) {
+        Err(AtlasError::Locked { dir: d }) => assert_eq!(d, dir()),
+        other => panic!("{other:?}"),
+    }
+    drop(db);
+    open(&m, &c, FsyncPolicy::Always);
+}
+
+#[test]
+fn snapshot_rotates_and_compacts_and_reopen_uses_it() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    for i in 0..10 {
+        db.set(&format!("k{i}"), "v").unwrap();
+    }
+    assert_eq!(db.snapshot().unwrap(), Some(10));
+    db.set("after", "1").unwrap();
+    assert_eq!(db.snapshot().unwrap(), Some(11));
+    db.set("after2", "1").unwrap();
+    assert_eq!(db.snapshot().unwrap(), Some(12));
+    let n = names(&m, &dir());
+    assert!(
+        n.contains(&"snapshot-00000000000000000011.snap".to_string()),
+        "{n:?}"
+    );
+    assert!(
+        n.contains(&"snapshot-00000000000000000012.snap".to_string()),
+        "{n:?}"
+    );
+    assert!(
+        !n.contains(&"snapshot-00000000000000000010.snap".to_string()),
+        "{n:?}"
+    );
+    assert!(
+        !n.contains(&"aof-00000000000000000001.jsonl".to_string()),
+        "{n:?}"
+    );
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.key_count(), 12);
+    assert_eq!(db.rewrite_aof().unwrap(), Some(12));
+    let n = names(&m, &dir());
+    assert_eq!(
+        n.iter().filter(|n| n.starts_with("snapshot-")).count(),
+        1,
+        "{n:?}"
+    );
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.key_count(), 12);
+}
+
+#[test]
+fn change_feed_live_from_disk_and_after_restart() {
+    let (m, c) = setup();
+    let mut o = options(&m, &c, FsyncPolicy::Always);
+    o.feed_buffer_count = 2;
+    let db = helios_atlas::Atlas::open(dir(), o.clone()).unwrap();
+    let mut sub = db.subscribe("user:", 1).unwrap();
+    assert_eq!(sub.try_next().unwrap(), None);
+    db.set("user:1", "a").unwrap();
+    db.set("other", "x").unwrap();
+    db.set("user:2", "b").unwrap();
+    db.delete("user:1").unwrap();
+    let ev = sub.next_timeout(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(ev.seq, 1);
+    assert_eq!(
+        ev.changes,
+        vec![Op::Set {
+            key: "user:1".into(),
+            value: Bytes::from("a"),
+            expire_at_ms: None
+        }]
+    );
+    // seq 1 and 3 are older than the 2-record ring: they came from disk.
+    assert_eq!(sub.try_next().unwrap().unwrap().seq, 3);
+    assert_eq!(sub.try_next().unwrap().unwrap().seq, 4);
+    assert_eq!(sub.try_next().unwrap(), None);
+    // A subscriber waiting in another thread is woken by a write.
+    let db2 = db.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut s = db2.subscribe("user:", 5).unwrap();
+        s.next_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap()
+            .seq
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    db.set("user:3", "c").unwrap();
+    assert_eq!(waiter.join().unwrap(), 5);
+    drop(db);
+    // Resume after a restart from a remembered position.
+    let db = helios_atlas::Atlas::open(dir(), o).unwrap();
+    let mut sub = db.subscribe("user:", 4).unwrap();
+    assert_eq!(sub.try_next().unwrap().unwrap().seq, 4);
+    assert_eq!(sub.try_next().unwrap().unwrap().seq, 5);
+    // Compaction drops old history: a clear error.
+    db.set("user:4", "d").unwrap();
+    db.rewrite_aof().unwrap();
+    db.set("user:5", "e").unwrap();
+    match db.subscribe("user:", 2) {
+        Err(AtlasError::FeedCompacted {
+            requested: 2,
+            oldest_seq,
+        }) => {
+            assert!((6..=7).contains(&oldest_seq), "{oldest_seq}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut sub = db.subscribe("user:", 7).unwrap();
+    assert_eq!(sub.try_next().unwrap().unwrap().seq, 7);
+    db.close().unwrap();
+    assert!(matches!(sub.try_next(), Err(AtlasError::Closed)));
+}
+
+#[test]
+fn fsync_failure_is_not_acknowledged_and_stops_writes() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set("ok", "1").unwrap();
+    m.fail_sync_after(0);
+    let e = db.set("bad", "1").unwrap_err();
+    assert!(matches!(e, AtlasError::Io { .. }), "{e}");
+    assert!(
+        !db.exists("bad"),
+        "a write that was not persisted is not visible"
+    );
+    assert!(matches!(
+        db.set("later", "1"),
+        Err(AtlasError::PreviousIo { .. })
+    ));
+    assert!(db.get("ok").is_some(), "reads go on");
+    assert!(db.stats().write_error.is_some());
+    m.clear_faults();
+    assert!(
+        matches!(db.set("later", "1"), Err(AtlasError::PreviousIo { .. })),
+        "no retry"
+    );
+    drop(db);
+    m.crash(CrashTear::DropUnsynced);
+    m.restart();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert!(db.exists("ok"));
+    assert!(!db.exists("later"));
+}
+
+#[test]
+fn full_disk_fails_stop() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set("ok", "1").unwrap();
+    m.set_capacity(Some(
+        m.file_size(&file("aof-00000000000000000001.jsonl"))
+            .unwrap()
+            + 20,
+    ));
+    assert!(db.set("big", vec![b'x'; 100]).is_err());
+    assert!(matches!(
+        db.set("k", "v"),
+        Err(AtlasError::PreviousIo { .. })
+    ));
+    drop(db);
+    m.clear_faults();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert!(db.exists("ok"));
+    assert!(!db.exists("big"));
+    db.set("k", "v").unwrap();
+}
+
+#[test]
+fn stats_report_group_commit_and_sizes() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    db.set("a", "1").unwrap();
+    let s = db.stats();
+    assert_eq!(s.key_count, 1);
+    assert_eq!(s.last_seq, 1);
+    assert_eq!(s.records_written_count, 1);
+    assert_eq!(s.groups_committed_count, 1);
+    assert_eq!(s.fsync_count, 1);
+    assert!(s.memory_size > 2);
+}
