@@ -36,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("visits   = {visits}");
     println!("session ttl = {:?}", db.ttl("kv:session"));
     let page = db.scan("kv:", None, 10)?;
-    println!("scan kv: -> {:?}", page.entries.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    println!(
+        "scan kv: -> {:?}",
+        page.entries.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
     while let Some(ev) = feed.next_timeout(Duration::from_millis(100))? {
         println!("feed: seq {} -> {} change(s)", ev.seq, ev.changes.len());
     }
@@ -47,7 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let db = Atlas::open(&dir, options)?;
     assert_eq!(db.get("kv:greeting").as_deref(), Some(&b"hello"[..]));
-    println!("reopened: {} keys, last seq {}", db.key_count(), db.last_seq());
+    println!(
+        "reopened: {} keys, last seq {}",
+        db.key_count(),
+        db.last_seq()
+    );
     db.close()?;
     Ok(())
 }

@@ -530,10 +530,12 @@ impl Atlas {
         self.inner.submit(Command::Batch(batch)).map(|_| ())
     }
 
-    /// Active expiry: deletes (and logs as expirations) up to
-    /// [`EXPIRE_PER_TICK_COUNT_MAX`] keys expired at `now_ms`. Returns how many. Calling
-    /// it twice for the same time is harmless. The maintenance thread calls it with the
-    /// clock's time; tests call it by hand.
+    /// Periodic work at time `now_ms`: under `everysec`, fsyncs the AOF if it has unsynced
+    /// writes and the last fsync is a second old; then active expiry deletes (and logs as
+    /// expirations) up to [`EXPIRE_PER_TICK_COUNT_MAX`] keys expired at `now_ms`. Returns
+    /// how many. Calling it twice for the same time is harmless. The maintenance thread
+    /// calls it every `maintenance_interval_ms` with the clock's time; embedders that run
+    /// no thread, and tests, call it by hand.
     pub fn tick(&self, now_ms: u64) -> Result<u64> {
         self.inner.tick(now_ms)
     }
@@ -571,6 +573,9 @@ impl Atlas {
         self.inner.close()
     }
 }
+
+/// Under `everysec`, the longest an appended write stays unsynced (plus one tick).
+pub const EVERYSEC_INTERVAL_MS: u64 = 1000;
 
 fn unreachable_reply<T>(reply: Reply) -> Result<T> {
     // The pipeline answers each command kind with its own reply kind; a mismatch is a bug.
@@ -647,6 +652,14 @@ impl Inner {
     }
 
     fn tick(&self, now_ms: u64) -> Result<u64> {
+        if self.options.fsync == FsyncPolicy::Everysec && self.dirty.load(Ordering::Acquire) {
+            let last = self.last_fsync_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(last) >= EVERYSEC_INTERVAL_MS || now_ms < last {
+                self.check_writable()?;
+                self.last_fsync_ms.store(now_ms, Ordering::Relaxed);
+                self.sync_now()?;
+            }
+        }
         let keys = self
             .keyspace
             .read()
@@ -975,19 +988,9 @@ impl Inner {
             return;
         }
         let now = self.clock.now_ms();
-        if self.options.fsync == FsyncPolicy::Everysec && self.dirty.load(Ordering::Acquire) {
-            let last = self.last_fsync_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= 1000 || now < last {
-                self.last_fsync_ms.store(now, Ordering::Relaxed);
-                if let Err(e) = self.sync_now() {
-                    tracing::error!(error = %e, "everysec fsync failed");
-                    return;
-                }
-            }
-        }
         match self.tick(now) {
             Ok(_) | Err(AtlasError::Closed) => {}
-            Err(e) => tracing::warn!(error = %e, "active expiry failed"),
+            Err(e) => tracing::warn!(error = %e, "maintenance tick failed"),
         }
         if let Some(limit) = self.options.auto_snapshot_aof_size {
             let size = self.writer.lock().segment_size;

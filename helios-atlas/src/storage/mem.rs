@@ -159,6 +159,7 @@ impl State {
         self.locks.clear();
         self.generation += 1;
         self.down = true;
+        self.crash_at_ops = None;
         self.sync_failing = false;
         self.fail_sync_after = None;
         self.fail_append_after = None;

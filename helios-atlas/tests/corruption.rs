@@ -1,0 +1,177 @@
+//! Damaged AOF files on the real file system.
+//!
+//! - Truncating the last record at every byte offset inside it (a crash mid-append) opens
+//!   cleanly with every earlier record, and the file is cut back to the last whole record;
+//!   with `aof_load_truncated` off, the same file is refused with its offset.
+//! - A flipped byte in a record before the tail refuses to open, naming the file and the
+//!   byte offset where the bad record starts; `check` reports the same; `repair` cuts the
+//!   AOF there (keeping the damaged bytes aside) and the store then opens with everything
+//!   before it.
+
+use helios_atlas::storage::FsStorage;
+use helios_atlas::{Atlas, AtlasError, FileStatus, FsyncPolicy, Options};
+use std::path::Path;
+
+const SEGMENT: &str = "aof-00000000000000000001.jsonl";
+
+fn options() -> Options {
+    Options {
+        fsync: FsyncPolicy::Always,
+        maintenance_interval_ms: None,
+        auto_snapshot_aof_size: None,
+        ..Options::default()
+    }
+}
+
+/// Writes three records and returns the AOF bytes and the offsets where records start.
+fn three_records(dir: &Path) -> (Vec<u8>, Vec<usize>) {
+    let db = Atlas::open(dir, options()).unwrap();
+    db.set("first", "1").unwrap();
+    db.set("second", "2").unwrap();
+    db.set("third", "3").unwrap();
+    db.close().unwrap();
+    drop(db);
+    let bytes = std::fs::read(dir.join(SEGMENT)).unwrap();
+    let mut starts = vec![];
+    let mut at = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        starts.push(at);
+        at += line.len();
+    }
+    assert_eq!(starts.len(), 4, "header + 3 records");
+    (bytes, starts)
+}
+
+#[test]
+fn truncation_at_every_offset_of_the_last_record_opens_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (bytes, starts) = three_records(&src);
+    let last = starts[3];
+    for cut in last..bytes.len() {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SEGMENT), &bytes[..cut]).unwrap();
+        let db = Atlas::open(&dir, options()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(db.get("first").unwrap(), "1");
+        assert_eq!(db.get("second").unwrap(), "2");
+        assert_eq!(db.get("third"), None, "cut at {cut}");
+        assert_eq!(db.last_seq(), 2);
+        // The torn bytes are gone, and new writes continue the sequence.
+        db.set("fourth", "4").unwrap();
+        drop(db);
+        let db = Atlas::open(&dir, options()).unwrap();
+        assert_eq!(db.last_seq(), 3);
+        assert_eq!(db.get("fourth").unwrap(), "4");
+        drop(db);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // With aof_load_truncated off, a torn tail is refused with its offset.
+    let dir = tmp.path().join("strict");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(SEGMENT), &bytes[..bytes.len() - 3]).unwrap();
+    let strict = Options {
+        aof_load_truncated: false,
+        ..options()
+    };
+    match Atlas::open(&dir, strict) {
+        Err(AtlasError::Corrupt { file, offset, .. }) => {
+            assert_eq!(file, dir.join(SEGMENT));
+            assert_eq!(offset, last as u64);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn flipped_byte_is_refused_with_offset_and_repair_recovers_the_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (bytes, starts) = three_records(&src);
+    let (from, to) = (starts[2], starts[3] - 1);
+    for at in from..to {
+        let dir = tmp.path().join(format!("flip{at}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = bytes.clone();
+        b[at] ^= 0x04;
+        std::fs::write(dir.join(SEGMENT), &b).unwrap();
+        match Atlas::open(&dir, options()) {
+            Err(e @ AtlasError::Corrupt { .. }) => {
+                let AtlasError::Corrupt { file, offset, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(*file, dir.join(SEGMENT));
+                assert_eq!(*offset, from as u64, "flip at {at}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(SEGMENT) && msg.contains(&from.to_string()),
+                    "{msg}"
+                );
+            }
+            other => panic!("flip at {at}: {other:?}"),
+        }
+        let report = helios_atlas::check(&FsStorage, &dir).unwrap();
+        assert!(!report.is_clean());
+        assert!(matches!(
+            report.segments[0].status,
+            FileStatus::Corrupt { offset, .. } if offset == from as u64
+        ));
+        let repaired = helios_atlas::repair(&FsStorage, &dir).unwrap();
+        assert_eq!(repaired.truncated, vec![(dir.join(SEGMENT), from as u64)]);
+        assert!(
+            dir.join(format!("{SEGMENT}.corrupt")).exists(),
+            "damaged bytes kept"
+        );
+        assert!(helios_atlas::check(&FsStorage, &dir).unwrap().is_clean());
+        let db = Atlas::open(&dir, options()).unwrap();
+        assert_eq!(db.get("first").unwrap(), "1");
+        assert_eq!(db.get("second"), None);
+        assert_eq!(db.get("third"), None);
+        db.set("again", "x").unwrap();
+        drop(db);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn repair_refuses_while_the_store_is_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Atlas::open(tmp.path(), options()).unwrap();
+    assert!(matches!(
+        helios_atlas::repair(&FsStorage, tmp.path()),
+        Err(AtlasError::Locked { .. })
+    ));
+    drop(db);
+    let r = helios_atlas::repair(&FsStorage, tmp.path()).unwrap();
+    assert!(r.truncated.is_empty() && r.set_aside.is_empty());
+}
+
+#[test]
+fn a_second_process_style_opener_is_refused_on_the_real_fs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Atlas::open(tmp.path(), options()).unwrap();
+    assert!(matches!(
+        Atlas::open(tmp.path(), options()),
+        Err(AtlasError::Locked { .. })
+    ));
+    drop(db);
+    Atlas::open(tmp.path(), options()).unwrap();
+}
+
+#[test]
+fn unknown_versions_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join(SEGMENT),
+        b"{\"format\":\"helios-aof\",\"version\":2,\"start_seq\":1}\n",
+    )
+    .unwrap();
+    match Atlas::open(tmp.path(), options()) {
+        Err(AtlasError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
