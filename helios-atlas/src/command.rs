@@ -10,8 +10,8 @@
 
 use crate::error::{AtlasError, Result};
 use crate::keyspace::{Entry, Keyspace, entry_size};
-use crate::limits::{BATCH_OPS_COUNT_MAX, KEY_SIZE_MAX, VALUE_SIZE_MAX};
-use crate::op::Op;
+use crate::limits::{BATCH_OPS_COUNT_MAX, KEY_SIZE_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
+use crate::op::{Op, encoded_size_max};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -228,14 +228,27 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
             for (k, _) in &b.preconditions {
                 validate_key(k)?;
             }
+            // Every record written must be readable: bound the encoding before logging.
+            let mut size_max = 64u64;
             for op in &b.ops {
                 match op {
                     BatchOp::Set { key, value, .. } => {
                         validate_key(key)?;
                         validate_value(key, value)?;
+                        size_max += encoded_size_max(key.len() as u64, value.len() as u64);
                     }
-                    BatchOp::Delete { key } | BatchOp::Expire { key, .. } => validate_key(key)?,
+                    BatchOp::Delete { key } | BatchOp::Expire { key, .. } => {
+                        validate_key(key)?;
+                        size_max += encoded_size_max(key.len() as u64, 0);
+                    }
                 }
+            }
+            if size_max > RECORD_SIZE_MAX {
+                return Err(AtlasError::BatchTooLarge {
+                    detail: format!(
+                        "its AOF record could reach {size_max} bytes; the limit is {RECORD_SIZE_MAX}"
+                    ),
+                });
             }
             Ok(())
         }

@@ -11,8 +11,10 @@
 //! - `{"op":"del","k":KEY}`, plus `"why":"expired"` for expirations;
 //! - `{"op":"expire","k":KEY,"x":MS}` sets an expiry; `{"op":"persist","k":KEY}` clears it.
 //!
-//! Values that are valid UTF-8 are written as JSON strings, so an AOF of text values reads
-//! like Redis's; binary values are base64 (standard alphabet, padded).
+//! Values that are valid UTF-8 without control characters (tab, newline and carriage
+//! return allowed) are written as JSON strings, so an AOF of text values reads like
+//! Redis's; other values are base64 (standard alphabet, padded), which bounds a record's
+//! size at about twice its payload.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -68,9 +70,9 @@ impl Serialize for Op {
             } => {
                 m.serialize_entry("op", "set")?;
                 m.serialize_entry("k", key)?;
-                match std::str::from_utf8(value) {
-                    Ok(s) => m.serialize_entry("v", s)?,
-                    Err(_) => m.serialize_entry("b", &BASE64.encode(value))?,
+                match text_value(value) {
+                    Some(s) => m.serialize_entry("v", s)?,
+                    None => m.serialize_entry("b", &BASE64.encode(value))?,
                 }
                 if let Some(x) = expire_at_ms {
                     m.serialize_entry("x", x)?;
@@ -97,6 +99,22 @@ impl Serialize for Op {
         }
         m.end()
     }
+}
+
+/// The value as text if it is UTF-8 with no control characters but tab, newline and
+/// carriage return: then its JSON string is at most twice its size (each byte escapes to
+/// at most two), while `\u00XX` escapes could make it six times larger.
+fn text_value(value: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(value).ok()?;
+    s.bytes()
+        .all(|b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'))
+        .then_some(s)
+}
+
+/// Upper bound of the encoded size of an op with this key and value: keys are escaped at
+/// most six times their size, values at most twice (text) or 4/3 (base64), plus framing.
+pub(crate) fn encoded_size_max(key_size: u64, value_size: u64) -> u64 {
+    6 * key_size + 2 * value_size + 64
 }
 
 #[derive(Deserialize)]
@@ -216,6 +234,37 @@ mod tests {
             },
             r#"{"op":"persist","k":"k"}"#,
         );
+    }
+
+    #[test]
+    fn control_characters_go_to_base64() {
+        let op = Op::Set {
+            key: "k".into(),
+            value: Bytes::from_static(b"a\x01b"),
+            expire_at_ms: None,
+        };
+        let json = serde_json::to_string(&op).unwrap();
+        assert!(json.contains(r#""b":"#), "{json}");
+        assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), op);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_op_round_trips_within_its_size_bound(
+            key in ".{1,20}",
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            x in proptest::option::of(proptest::prelude::any::<u64>()),
+        ) {
+            let op = Op::Set { key: key.clone(), value: Bytes::from(value.clone()), expire_at_ms: x };
+            let json = serde_json::to_vec(&op).unwrap();
+            proptest::prop_assert!((json.len() as u64) <= encoded_size_max(key.len() as u64, value.len() as u64) + 20);
+            proptest::prop_assert_eq!(serde_json::from_slice::<Op>(&json).unwrap(), op);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = serde_json::from_slice::<Op>(&bytes);
+        }
     }
 
     #[test]

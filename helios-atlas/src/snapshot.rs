@@ -183,6 +183,26 @@ mod tests {
         assert_eq!(parse_snapshot_name("snapshot-9.snap"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let _ = decode(&body, Path::new("s"));
+            // Also with a valid header over an arbitrary payload (checksum made to match),
+            // so the bincode decoder itself sees garbage.
+            let mut b = Vec::new();
+            b.extend_from_slice(SNAPSHOT_MAGIC);
+            b.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+            b.extend_from_slice(&1u64.to_le_bytes());
+            b.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&b[8..28]), &body);
+            b.extend_from_slice(&crc.to_le_bytes());
+            b.extend_from_slice(&body);
+            let _ = decode(&b, Path::new("s"));
+        }
+    }
+
     #[test]
     fn every_flip_and_cut_is_refused() {
         let bytes = encode(9, &entries()).unwrap();

@@ -385,6 +385,28 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn scanning_arbitrary_bytes_never_panics(
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            with_header in proptest::prelude::any::<bool>(),
+        ) {
+            let mut bytes = if with_header { header_line(1) } else { Vec::new() };
+            bytes.extend_from_slice(&tail);
+            let _ = scan_segment(&bytes, Path::new("f"), 1);
+            let _ = decode_record_line(&tail);
+        }
+
+        #[test]
+        fn records_round_trip(seq in 1u64..u64::MAX, keys in proptest::collection::vec("[a-z:]{1,8}", 1..5)) {
+            let ops: Vec<Op> = keys.iter().map(|k| set(k, k)).collect();
+            let mut out = Vec::new();
+            encode_record(seq, &ops, &mut out);
+            let r = decode_record_line(&out[..out.len() - 1]).unwrap();
+            proptest::prop_assert_eq!(r, Record { seq, ops });
+        }
+    }
+
     #[test]
     fn sequence_gap_is_corrupt() {
         let mut bytes = header_line(1);
