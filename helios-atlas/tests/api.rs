@@ -520,3 +520,92 @@ fn stats_report_group_commit_and_sizes() {
     assert_eq!(s.fsync_count, 1);
     assert!(s.memory_size > 2);
 }
+
+#[test]
+fn handle_is_send_sync_and_cheap_to_clone() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<helios_atlas::Atlas>();
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    let db2 = db.clone();
+    db2.set("k", "v").unwrap();
+    assert_eq!(db.get("k").unwrap(), "v", "clones share one store");
+}
+
+#[test]
+fn reads_never_touch_the_disk() {
+    // With the disk powered off, every storage call fails: reads still answer.
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    for i in 0..10 {
+        db.set(&format!("k{i}"), "v").unwrap();
+    }
+    m.crash(CrashTear::KeepUnsynced);
+    assert_eq!(db.get("k3").unwrap(), "v");
+    assert!(db.exists("k9"));
+    assert_eq!(db.get_many(&["k1", "k2"]).unwrap().len(), 2);
+    assert_eq!(db.scan("k", None, 100).unwrap().entries.len(), 10);
+    assert_eq!(db.ttl("k1"), KeyTtl::Persistent);
+    assert!(db.set("k0", "x").is_err(), "writes need the disk");
+    assert_eq!(db.get("k0").unwrap(), "v");
+}
+
+#[test]
+fn invalid_options_name_the_option() {
+    let (m, c) = setup();
+    let mut o = options(&m, &c, FsyncPolicy::Always);
+    o.snapshots_retained_count = 0;
+    match helios_atlas::Atlas::open(dir(), o) {
+        Err(AtlasError::InvalidOption { name, .. }) => assert_eq!(name, "snapshots_retained_count"),
+        other => panic!("{other:?}"),
+    }
+    let mut o = options(&m, &c, FsyncPolicy::Always);
+    o.maintenance_interval_ms = Some(5_000);
+    assert!(matches!(
+        helios_atlas::Atlas::open(dir(), o),
+        Err(AtlasError::InvalidOption {
+            name: "maintenance_interval_ms",
+            ..
+        })
+    ));
+    assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    assert_eq!(
+        "everysec".parse::<FsyncPolicy>().unwrap(),
+        FsyncPolicy::Everysec
+    );
+}
+
+#[test]
+fn closed_store_refuses_writes_and_reopens() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Everysec);
+    db.set("k", "v").unwrap();
+    db.close().unwrap();
+    assert!(matches!(db.set("k", "w"), Err(AtlasError::Closed)));
+    assert_eq!(db.get("k").unwrap(), "v");
+    drop(db);
+    // close fsynced: even a power loss right after keeps the write.
+    m.crash(CrashTear::DropUnsynced);
+    m.restart();
+    let db = open(&m, &c, FsyncPolicy::Everysec);
+    assert_eq!(db.get("k").unwrap(), "v");
+}
+
+#[test]
+fn everysec_tick_fsyncs_once_a_second() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Everysec);
+    db.set("a", "1").unwrap();
+    let syncs = db.stats().fsync_count;
+    db.tick(c.now()).unwrap();
+    assert_eq!(db.stats().fsync_count, syncs + 1, "first dirty tick syncs");
+    db.set("b", "1").unwrap();
+    c.advance_ms(500);
+    db.tick(c.now()).unwrap();
+    assert_eq!(db.stats().fsync_count, syncs + 1, "not yet a second");
+    c.advance_ms(500);
+    db.tick(c.now()).unwrap();
+    assert_eq!(db.stats().fsync_count, syncs + 2);
+    db.tick(c.now()).unwrap();
+    assert_eq!(db.stats().fsync_count, syncs + 2, "nothing dirty");
+}
