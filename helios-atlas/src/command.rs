@@ -255,46 +255,88 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
     }
 }
 
+/// Reusable allocations of an [`Overlay`], kept by the writer between groups.
+#[derive(Debug, Default)]
+pub(crate) struct OverlayScratch {
+    changes: HashMap<String, Option<Entry>>,
+    undo: Vec<(String, Option<Option<Entry>>)>,
+}
+
 /// The keyspace as seen by a commit group: the applied state plus the group's pending ops.
 pub(crate) struct Overlay<'a> {
     base: &'a Keyspace,
-    // Pending state of keys touched by the group (None: deleted).
-    changes: HashMap<String, Option<Entry>>,
-    // Undo log of the current command: (key, previous pending state).
-    undo: Vec<(String, Option<Option<Entry>>)>,
+    // Pending state of keys touched by the group (None: deleted); undo log of the current
+    // command: (key, previous pending state).
+    scratch: &'a mut OverlayScratch,
     memory_delta: i64,
     memory_limit_size: Option<u64>,
     now_ms: u64,
+    // Whether pushes are recorded in `scratch`. Off only for a group of one single-key
+    // command, whose one push is never read back (see `Overlay::single`).
+    track: bool,
 }
 
 impl<'a> Overlay<'a> {
-    pub(crate) fn new(base: &'a Keyspace, now_ms: u64, memory_limit_size: Option<u64>) -> Self {
+    /// Whether `cmds`, as a group, can skip the overlay's bookkeeping: one command that
+    /// pushes at most one op and reads its key before pushing. Its only failure after the
+    /// push (the memory limit) needs the size delta alone.
+    pub(crate) fn untracked(cmds: &[Command]) -> bool {
+        matches!(
+            cmds,
+            [Command::Set { .. }
+                | Command::IncrBy { .. }
+                | Command::CompareAndSwap { .. }
+                | Command::Expire { .. }]
+        )
+    }
+
+    pub(crate) fn new(
+        base: &'a Keyspace,
+        now_ms: u64,
+        memory_limit_size: Option<u64>,
+        scratch: &'a mut OverlayScratch,
+    ) -> Self {
+        scratch.changes.clear();
+        scratch.undo.clear();
+        if scratch.changes.capacity() > 4096 {
+            // Don't keep a huge table around after one big batch.
+            *scratch = OverlayScratch::default();
+        }
         Self {
             base,
-            changes: HashMap::new(),
-            undo: Vec::new(),
+            scratch,
             memory_delta: 0,
             memory_limit_size,
             now_ms,
+            track: true,
         }
     }
 
+    /// Turns off the bookkeeping for a group for which [`Overlay::untracked`] holds.
+    pub(crate) fn set_untracked(&mut self) {
+        self.track = false;
+    }
+
     /// The entry as stored, expired or not.
-    fn raw(&self, key: &str) -> Option<Entry> {
-        match self.changes.get(key) {
-            Some(pending) => pending.clone(),
-            None => self.base.entry_raw(key).cloned(),
+    fn raw(&self, key: &str) -> Option<&Entry> {
+        if self.scratch.changes.is_empty() {
+            return self.base.entry_raw(key);
+        }
+        match self.scratch.changes.get(key) {
+            Some(pending) => pending.as_ref(),
+            None => self.base.entry_raw(key),
         }
     }
 
     /// The live entry at `now`.
-    fn live(&self, key: &str) -> Option<Entry> {
+    fn live(&self, key: &str) -> Option<&Entry> {
         self.raw(key).filter(|e| !e.is_expired(self.now_ms))
     }
 
     fn push(&mut self, op: Op, out: &mut Vec<Op>) {
-        let key = op.key().to_owned();
-        let before = self.raw(&key);
+        let key = op.key();
+        let before = self.raw(key);
+        let before_size = before.map_or(0, |e| entry_size(key, e) as i64);
         let after = match &op {
             Op::Set {
                 value,
@@ -305,29 +347,34 @@ impl<'a> Overlay<'a> {
                 expire_at_ms: *expire_at_ms,
             }),
             Op::Del { .. } => None,
-            Op::Expire { expire_at_ms, .. } => before.clone().map(|mut e| {
+            Op::Expire { expire_at_ms, .. } => before.cloned().map(|mut e| {
                 e.expire_at_ms = *expire_at_ms;
                 e
             }),
         };
-        let size = |e: &Option<Entry>| e.as_ref().map_or(0, |e| entry_size(&key, e) as i64);
-        self.memory_delta += size(&after) - size(&before);
-        let previous = self.changes.insert(key.clone(), after);
-        self.undo.push((key, previous));
+        let after_size = after.as_ref().map_or(0, |e| entry_size(key, e) as i64);
+        self.memory_delta += after_size - before_size;
+        if !self.track {
+            out.push(op);
+            return;
+        }
+        let key = key.to_owned();
+        let previous = self.scratch.changes.insert(key.clone(), after);
+        self.scratch.undo.push((key, previous));
         out.push(op);
     }
 
     fn rollback(&mut self, mark: usize, delta_mark: i64) {
-        while self.undo.len() > mark {
-            let Some((key, previous)) = self.undo.pop() else {
+        while self.scratch.undo.len() > mark {
+            let Some((key, previous)) = self.scratch.undo.pop() else {
                 break;
             };
             match previous {
                 Some(p) => {
-                    self.changes.insert(key, p);
+                    self.scratch.changes.insert(key, p);
                 }
                 None => {
-                    self.changes.remove(&key);
+                    self.scratch.changes.remove(&key);
                 }
             }
         }
@@ -396,7 +443,7 @@ impl<'a> Overlay<'a> {
     /// Plans `cmd`: on success returns the reply and appends its ops to `out`; on error
     /// nothing of it stays in the overlay or in `out`.
     pub(crate) fn plan(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {
-        let mark = self.undo.len();
+        let mark = self.scratch.undo.len();
         let delta_mark = self.memory_delta;
         let out_mark = out.len();
         let result = self.plan_inner(cmd, out).and_then(|reply| {
@@ -416,7 +463,7 @@ impl<'a> Overlay<'a> {
             self.rollback(mark, delta_mark);
             out.truncate(out_mark);
         }
-        self.undo.clear();
+        self.scratch.undo.clear();
         result
     }
 
@@ -447,7 +494,7 @@ impl<'a> Overlay<'a> {
                 Ok(Reply::Count(n))
             }
             Command::Expire { key, expiry } => {
-                let Some(entry) = self.live(key) else {
+                let Some(current_at) = self.live(key).map(|e| e.expire_at_ms) else {
                     return Ok(Reply::Bool(false));
                 };
                 let at = self.resolve_expiry(key, *expiry)?;
@@ -461,7 +508,7 @@ impl<'a> Overlay<'a> {
                     );
                     return Ok(Reply::Bool(true));
                 }
-                if entry.expire_at_ms == at {
+                if current_at == at {
                     // Persist on a key without expiry is a no-op, as in Redis; an identical
                     // expire still answers true but needs no record.
                     return Ok(Reply::Bool(at.is_some()));
@@ -491,7 +538,7 @@ impl<'a> Overlay<'a> {
             }
             Command::CompareAndSwap { key, expected, new } => {
                 let entry = self.live(key);
-                let matches = match (&entry, expected) {
+                let matches = match (entry, expected) {
                     (None, None) => true,
                     (Some(e), Some(x)) => e.value == *x,
                     _ => false,
@@ -606,7 +653,8 @@ mod tests {
     #[test]
     fn failed_batch_leaves_nothing() {
         let ks = Keyspace::new(0);
-        let mut o = Overlay::new(&ks, 100, None);
+        let mut scratch = OverlayScratch::default();
+        let mut o = Overlay::new(&ks, 100, None, &mut scratch);
         let mut out = Vec::new();
         o.plan(
             &Command::Set {
@@ -632,7 +680,8 @@ mod tests {
     #[test]
     fn memory_limit_refuses_growth_but_not_deletes() {
         let ks = Keyspace::new(0);
-        let mut o = Overlay::new(&ks, 100, Some(300));
+        let mut scratch = OverlayScratch::default();
+        let mut o = Overlay::new(&ks, 100, Some(300), &mut scratch);
         let mut out = Vec::new();
         let set = |k: &str, n: usize| Command::Set {
             key: k.into(),

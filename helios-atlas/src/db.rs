@@ -10,7 +10,11 @@
 //! the writers. So concurrent writers share one fsync (group commit), a reader never sees
 //! a write that is not yet logged, and a write that could not be logged is never
 //! acknowledged. Afterwards the leader hands leadership to the oldest queued writer, so
-//! no thread leads forever.
+//! no thread leads forever. An uncontended writer leads a group of one without queueing.
+//!
+//! Under `everysec` and `no` there is no fsync to share, and a group's hand-offs would
+//! only add context switches: each writer runs the same plan-append-apply steps for its
+//! own command, serialized by the writer lock.
 //!
 //! # Fail-stop
 //! A failed append or fsync poisons the store: the group's writers get the error, and
@@ -27,7 +31,9 @@
 //! `feed.state`. The pipeline mutex and the slots are never held while taking another.
 
 use crate::aof::{self, Record};
-use crate::command::{self, Command, Expiry, Overlay, Reply, SetOptions, WriteBatch};
+use crate::command::{
+    self, Command, Expiry, Overlay, OverlayScratch, Reply, SetOptions, WriteBatch,
+};
 use crate::error::{AtlasError, Result};
 use crate::feed::{FeedShared, Subscription};
 use crate::keyspace::Keyspace;
@@ -146,6 +152,7 @@ struct Writer {
     // Invariant: no snapshot on disk is newer than the newest listed here.
     snapshots: Vec<u64>,
     buf: Vec<u8>,
+    scratch: OverlayScratch,
 }
 
 #[derive(Debug, Default)]
@@ -265,6 +272,7 @@ impl Atlas {
                 next_seq,
                 snapshots: rec.listing.snapshots.clone(),
                 buf: Vec::with_capacity(64 * 1024),
+                scratch: OverlayScratch::default(),
             }),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
@@ -303,12 +311,14 @@ impl Atlas {
 
     /// The value of `key`, if it exists and has not expired.
     pub fn get(&self, key: &str) -> Option<Bytes> {
-        let now = self.now_ms();
-        self.inner
-            .keyspace
-            .read()
-            .entry(key, now)
-            .map(|e| e.value.clone())
+        let ks = self.inner.keyspace.read();
+        let entry = ks.entry_raw(key)?;
+        // Read the clock only for keys that expire: most don't, and a clock read in a
+        // tight loop of lookups costs more than the lookup.
+        if entry.expire_at_ms.is_some() && entry.is_expired(self.now_ms()) {
+            return None;
+        }
+        Some(entry.value.clone())
     }
 
     /// The values of `keys`, in order (at most [`GET_MANY_COUNT_MAX`] keys).
@@ -621,6 +631,25 @@ impl Inner {
     fn submit(&self, cmd: Command) -> Result<Reply> {
         command::validate(&cmd)?;
         self.check_writable()?;
+        if self.options.fsync != FsyncPolicy::Always {
+            // Without an fsync to share, a group buys nothing and its hand-offs cost
+            // context switches: each writer commits alone, serialized by the writer lock.
+            let r = self.commit(std::slice::from_ref(&cmd)).pop();
+            // commit returns one result per command.
+            return r.unwrap_or(Err(AtlasError::Closed));
+        }
+        {
+            let mut p = self.pipeline.lock();
+            if !p.leader && p.queue.is_empty() {
+                // Uncontended: lead a group of one without queueing.
+                p.leader = true;
+                drop(p);
+                let r = self.commit(std::slice::from_ref(&cmd)).pop();
+                self.release_leadership();
+                // commit returns one result per command.
+                return r.unwrap_or(Err(AtlasError::Closed));
+            }
+        }
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Waiting),
             cv: Condvar::new(),
@@ -677,6 +706,11 @@ impl Inner {
     fn lead(&self) {
         let group = std::mem::take(&mut self.pipeline.lock().queue);
         self.commit_group(group);
+        self.release_leadership();
+    }
+
+    /// Hands leadership to the oldest queued writer, or gives it up if none waits.
+    fn release_leadership(&self) {
         let mut p = self.pipeline.lock();
         match p.queue.first() {
             None => p.leader = false,
@@ -688,29 +722,50 @@ impl Inner {
         if group.is_empty() {
             return;
         }
+        let (cmds, slots): (Vec<Command>, Vec<Arc<Slot>>) =
+            group.into_iter().map(|p| (p.cmd, p.slot)).unzip();
+        let results = self.commit(&cmds);
+        assert_eq!(results.len(), slots.len(), "one result per command");
+        for (slot, r) in slots.into_iter().zip(results) {
+            slot.set(SlotState::Done(r));
+        }
+    }
+
+    /// Plans, logs and applies `cmds` as one group. Called only by the leader.
+    fn commit(&self, cmds: &[Command]) -> Vec<Result<Reply>> {
         let now = self.clock.now_ms();
         let mut writer = self.writer.lock();
         if let Err(e) = self.check_writable() {
             let msg = e.to_string();
-            for p in group {
-                p.slot.set(SlotState::Done(Err(match &e {
-                    AtlasError::Closed => AtlasError::Closed,
-                    _ => AtlasError::PreviousIo { cause: msg.clone() },
-                })));
-            }
-            return;
+            return cmds
+                .iter()
+                .map(|_| {
+                    Err(match &e {
+                        AtlasError::Closed => AtlasError::Closed,
+                        _ => AtlasError::PreviousIo { cause: msg.clone() },
+                    })
+                })
+                .collect();
         }
         let writer = &mut *writer;
         writer.buf.clear();
         let mut records: Vec<Record> = Vec::new();
-        let mut results: Vec<Result<Reply>> = Vec::with_capacity(group.len());
+        let mut results: Vec<Result<Reply>> = Vec::with_capacity(cmds.len());
         let mut expired = 0u64;
         {
             let ks = self.keyspace.read();
-            let mut overlay = Overlay::new(&ks, now, self.options.memory_limit_size);
-            for p in &group {
+            let mut overlay = Overlay::new(
+                &ks,
+                now,
+                self.options.memory_limit_size,
+                &mut writer.scratch,
+            );
+            if Overlay::untracked(cmds) {
+                overlay.set_untracked();
+            }
+            for cmd in cmds {
                 let mut ops = Vec::new();
-                let r = overlay.plan(&p.cmd, &mut ops);
+                let r = overlay.plan(cmd, &mut ops);
                 if r.is_ok() && !ops.is_empty() {
                     let seq = writer.next_seq + records.len() as u64;
                     expired += ops
@@ -723,50 +778,57 @@ impl Inner {
                 results.push(r);
             }
         }
-        if !records.is_empty() {
-            let path = self.dir.join(aof::segment_name(writer.segment_start));
-            let mut outcome = writer.file.append(&writer.buf).map_err(io_err(&path));
-            if outcome.is_ok() && self.options.fsync == FsyncPolicy::Always {
-                outcome = writer.file.sync().map_err(io_err(&path));
-                if outcome.is_ok() {
-                    self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if let Err(e) = outcome {
-                self.poison(&e);
-                let msg = e.to_string();
-                let mut first = Some(e);
-                for p in group {
-                    let err = first
-                        .take()
-                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() });
-                    p.slot.set(SlotState::Done(Err(err)));
-                }
-                return;
-            }
-            if self.options.fsync != FsyncPolicy::Always {
-                self.dirty.store(true, Ordering::Release);
-            }
-            writer.next_seq += records.len() as u64;
-            writer.segment_size += writer.buf.len() as u64;
-            self.counters
-                .records_written
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
-            self.counters.groups.fetch_add(1, Ordering::Relaxed);
-            self.counters.expired.fetch_add(expired, Ordering::Relaxed);
-            {
-                let mut ks = self.keyspace.write();
-                for r in &records {
-                    ks.apply(r);
-                }
-            }
-            self.feed.publish(records);
+        if records.is_empty() {
+            return results;
         }
+        let path = || self.dir.join(aof::segment_name(writer.segment_start));
+        let mut outcome = writer
+            .file
+            .append(&writer.buf)
+            .map_err(|e| AtlasError::io(path(), e));
+        if outcome.is_ok() && self.options.fsync == FsyncPolicy::Always {
+            outcome = writer.file.sync().map_err(|e| AtlasError::io(path(), e));
+            if outcome.is_ok() {
+                self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Err(e) = outcome {
+            self.poison(&e);
+            let msg = e.to_string();
+            let mut first = Some(e);
+            return cmds
+                .iter()
+                .map(|_| {
+                    Err(first
+                        .take()
+                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() }))
+                })
+                .collect();
+        }
+        if self.options.fsync != FsyncPolicy::Always {
+            self.dirty.store(true, Ordering::Release);
+        }
+        writer.next_seq += records.len() as u64;
+        writer.segment_size += writer.buf.len() as u64;
+        self.counters
+            .records_written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.counters.groups.fetch_add(1, Ordering::Relaxed);
+        self.counters.expired.fetch_add(expired, Ordering::Relaxed);
+        {
+            let mut ks = self.keyspace.write();
+            for r in &records {
+                ks.apply(r);
+            }
+        }
+        // Subscriptions hold the feed too: with none, the ring need not keep records.
+        let subscribed = Arc::strong_count(&self.feed) > 1;
+        self.feed.publish(records, subscribed);
         if writer.buf.capacity() > 4 * 1024 * 1024 {
             // Don't keep a huge buffer around after one big batch.
             writer.buf = Vec::with_capacity(64 * 1024);
         }
-        group_slots_done(group, results);
+        results
     }
 
     fn sync_now(&self) -> Result<()> {
@@ -1000,13 +1062,6 @@ impl Inner {
                 tracing::error!(error = %e, "automatic snapshot failed");
             }
         }
-    }
-}
-
-fn group_slots_done(group: Vec<Pending>, results: Vec<Result<Reply>>) {
-    assert_eq!(group.len(), results.len(), "one result per command");
-    for (p, r) in group.into_iter().zip(results) {
-        p.slot.set(SlotState::Done(r));
     }
 }
 

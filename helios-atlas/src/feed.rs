@@ -70,14 +70,24 @@ impl FeedShared {
         }
     }
 
-    /// Publishes applied records, in sequence.
-    pub(crate) fn publish(&self, records: Vec<Record>) {
-        if records.is_empty() {
+    /// Publishes applied records, in sequence. With no subscriber (`buffer` false) only
+    /// the position moves and the ring is emptied (a later subscriber reads the AOF).
+    pub(crate) fn publish(&self, records: Vec<Record>, buffer: bool) {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return;
+        };
+        let mut st = self.state.lock();
+        assert_eq!(
+            records[0].seq,
+            st.last_seq + 1,
+            "feed records are contiguous"
+        );
+        if !buffer {
+            st.buffer.clear();
+            st.last_seq = last;
             return;
         }
-        let mut st = self.state.lock();
         for r in records {
-            assert_eq!(r.seq, st.last_seq + 1, "feed records are contiguous");
             st.last_seq = r.seq;
             st.buffer.push_back(Arc::new(r));
             if st.buffer.len() > self.capacity {

@@ -148,6 +148,17 @@ impl Keyspace {
     /// Inserts or replaces an entry.
     pub fn insert(&mut self, key: &str, entry: Entry) {
         let new_size = entry_size(key, &entry);
+        // Fast path: an existing key with no expiry before or after needs one lookup and
+        // no index change.
+        if entry.expire_at_ms.is_none()
+            && let Some(old) = self.map.get_mut(key)
+            && old.expire_at_ms.is_none()
+        {
+            self.memory_size -= entry_size(key, old);
+            self.memory_size += new_size;
+            *old = entry;
+            return;
+        }
         let k: Arc<str> = match self.map.get_key_value(key) {
             Some((k, old)) => {
                 let k = k.clone();

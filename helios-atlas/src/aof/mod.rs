@@ -106,11 +106,19 @@ pub fn encode_record(seq: u64, ops: &[Op], out: &mut Vec<u8>) {
     // Placeholder, patched below once the ops text is known: 8 hex digits.
     out.extend_from_slice(b"00000000\",\"ops\":");
     let ops_at = out.len();
-    // Serializing ops into a Vec cannot fail: keys are strings and values are encoded.
-    let _ = serde_json::to_writer(&mut *out, ops);
+    out.push(b'[');
+    for (i, op) in ops.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        op.encode_json(out);
+    }
+    out.push(b']');
     let crc = checksum(seq, &out[ops_at..]);
-    let digits = format!("{crc:08x}");
-    out[crc_at..crc_at + 8].copy_from_slice(digits.as_bytes());
+    for (i, slot) in out[crc_at..crc_at + 8].iter_mut().enumerate() {
+        let nibble = (crc >> (28 - 4 * i)) & 0xF;
+        *slot = b"0123456789abcdef"[nibble as usize];
+    }
     out.extend_from_slice(b"}\n");
     debug_assert!(
         decode_record_line(&out[start..out.len() - 1]).is_ok(),
