@@ -8,7 +8,7 @@
 //! time can jump backwards (NTP); consumers must tolerate that (see `TokenBucket`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -27,6 +27,41 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0)
+    }
+}
+
+/// Wall-clock time that never jumps: anchored to the system clock once, at creation, then
+/// advanced by the monotonic clock (`Instant`). A wall-clock step of an hour (NTP, an
+/// operator) while the process runs moves it by nothing; it drifts from the wall clock by
+/// whatever the wall clock was stepped. Used for leases and deadlines, where a jump must not
+/// expire everything at once (or keep everything alive); times persisted with it are
+/// re-anchored to the wall clock at the next start.
+#[derive(Debug)]
+pub struct MonotonicClock {
+    anchor_ms: u64,
+    anchor: Instant,
+}
+
+impl MonotonicClock {
+    /// A clock anchored to the system clock now.
+    pub fn new() -> Self {
+        Self {
+            anchor_ms: SystemClock.now_ms(),
+            anchor: Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_ms(&self) -> u64 {
+        let elapsed_ms = u64::try_from(self.anchor.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.anchor_ms.saturating_add(elapsed_ms)
     }
 }
 
@@ -82,6 +117,15 @@ mod tests {
         c.set_ms(u64::MAX - 1);
         c.advance_ms(10);
         assert_eq!(c.now_ms(), u64::MAX);
+    }
+
+    #[test]
+    fn monotonic_clock_starts_at_wall_time_and_never_goes_back() {
+        let c = MonotonicClock::new();
+        let a = c.now_ms();
+        assert!(a.abs_diff(SystemClock.now_ms()) < 1_000);
+        let b = c.now_ms();
+        assert!(b >= a);
     }
 
     #[test]

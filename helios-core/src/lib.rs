@@ -11,5 +11,5 @@ pub mod clock;
 pub mod keys;
 pub mod token_bucket;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use token_bucket::{TokenBucket, TokenBucketConfig, TokenBucketError, Verdict};

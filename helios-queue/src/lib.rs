@@ -1,4 +1,29 @@
-//! helios-queue: the durable job queue state machine (PENDING -> IN_PROGRESS -> DONE/FAILED).
+//! helios-queue: a durable job queue for one node, with leases, fencing tokens, retries with
+//! backoff, a dead-letter list, dedup and backpressure.
 //!
-//! Not built yet: issue 3 fills this crate. It will be a pure, synchronous state machine
-//! whose every transition is one atomic ATLAS batch; it never reads the clock itself.
+//! - [`QueueState`] (`state`) is the pure state machine: `plan_*` an operation at `now_ms`,
+//!   persist the [`Transition`], then `apply` it. Property-tested against a model.
+//! - [`Queue`] (`queue`) runs it over an ATLAS store: every transition is one atomic ATLAS
+//!   batch of `job:{id}` (and `job:dedup:{id}`) records, written before anything is
+//!   answered; on open the indexes are rebuilt from those records.
+//! - [`Job`] and friends (`job`) are the stored data.
+//!
+//! States: PENDING (ready, or delayed until `run_at_ms`) -> IN_PROGRESS (leased) -> DONE;
+//! IN_PROGRESS -> PENDING on nack or lease expiry while attempts remain (after backoff), or
+//! FAILED (the dead-letter list) when they run out; PENDING -> CANCELLED. Delivery is
+//! at-least-once: each claim gets a fresh fencing token, and ack, nack and heartbeat with a
+//! stale token are refused, so a job whose lease expired and was re-claimed is never
+//! completed twice.
+
+mod error;
+mod job;
+pub mod limits;
+mod queue;
+mod state;
+
+pub use error::{QueueError, Result};
+pub use job::{
+    Backoff, EnqueueRequest, Job, JobId, JobState, Lease, validate_id, validate_queue_name,
+};
+pub use queue::{Queue, TickReport};
+pub use state::{Claim, Enqueued, QueueConfig, QueueState, QueueStats, Transition, job_key};

@@ -1,0 +1,353 @@
+//! A job and its parts: [`JobId`], [`JobState`], [`Backoff`], [`Lease`], and the
+//! [`EnqueueRequest`] that creates one. Plain data, serialized as JSON into ATLAS under
+//! `job:{id}`.
+
+use crate::error::{QueueError, Result};
+use crate::limits::{ATTEMPTS_MAX, DURATION_MS_MAX, ID_SIZE_MAX, QUEUE_NAME_SIZE_MAX};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A job id: the enqueue time in ms and a sequence number within that ms. Ordered by
+/// creation, unique (the generator never goes back, across restarts too), and shown as 32
+/// hex digits, so text order equals creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId {
+    /// Enqueue time, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Sequence within the ms.
+    pub seq: u64,
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}{:016x}", self.created_at_ms, self.seq)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || QueueError::BadJobId { text: s.to_owned() };
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err(bad());
+        }
+        let created_at_ms = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?;
+        let seq = u64::from_str_radix(&s[16..], 16).map_err(|_| bad())?;
+        Ok(JobId { created_at_ms, seq })
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Waiting to be claimed: ready, or delayed until `run_at_ms`.
+    Pending,
+    /// Claimed by a worker under a lease.
+    InProgress,
+    /// Acknowledged as done.
+    Done,
+    /// Out of attempts: in the queue's dead-letter list.
+    Failed,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl JobState {
+    /// All states, in order.
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::InProgress,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// Whether the job is finished (no further transition but redrive or purge).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// How long to wait before a failed attempt is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Backoff {
+    /// The same delay every time.
+    Fixed {
+        /// The delay.
+        delay_ms: u64,
+    },
+    /// `base_ms * 2^(attempt - 1)`, at most `max_ms`.
+    Exponential {
+        /// The first delay.
+        base_ms: u64,
+        /// The cap.
+        max_ms: u64,
+    },
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::Exponential {
+            base_ms: 1_000,
+            max_ms: 300_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay after attempt number `attempt` (1-based) failed.
+    pub fn delay_ms(&self, attempt: u32) -> u64 {
+        match *self {
+            Backoff::Fixed { delay_ms } => delay_ms,
+            Backoff::Exponential { base_ms, max_ms } => {
+                let shift = attempt.saturating_sub(1).min(63);
+                base_ms
+                    .checked_mul(1u64 << shift)
+                    .map_or(max_ms, |d| d.min(max_ms))
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = match *self {
+            Backoff::Fixed { delay_ms } => delay_ms <= DURATION_MS_MAX,
+            Backoff::Exponential { base_ms, max_ms } => {
+                base_ms <= max_ms && max_ms <= DURATION_MS_MAX
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(QueueError::Invalid {
+                field: "backoff",
+                reason: format!("{self:?}: delays must be <= {DURATION_MS_MAX} ms and base <= max"),
+            })
+        }
+    }
+}
+
+/// A worker's claim on a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker holding it.
+    pub worker: String,
+    /// Fencing token: ack, nack and heartbeat must present it.
+    pub token: u64,
+    /// When the lease runs out (queue clock, see the crate docs).
+    pub expires_at_ms: u64,
+}
+
+/// A job, as stored under `job:{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The id.
+    pub id: JobId,
+    /// The queue it belongs to.
+    pub queue: String,
+    /// The caller's payload.
+    pub payload: serde_json::Value,
+    /// Its state.
+    pub state: JobState,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not claimed before this time.
+    pub run_at_ms: u64,
+    /// Claims so far.
+    pub attempts: u32,
+    /// Claims allowed before the job fails into the dead-letter list.
+    pub attempts_max: u32,
+    /// Delay before a retry.
+    pub backoff: Backoff,
+    /// The current lease, while in progress.
+    pub lease: Option<Lease>,
+    /// The last fencing token issued for this job (tokens only grow).
+    pub token_last: u64,
+    /// The dedup id it was enqueued with.
+    pub dedup_id: Option<String>,
+    /// Enqueue time.
+    pub created_at_ms: u64,
+    /// Last transition time.
+    pub updated_at_ms: u64,
+    /// When it reached Done, Failed or Cancelled.
+    pub finished_at_ms: Option<u64>,
+    /// The last error reported by a nack or a lease expiry.
+    pub last_error: Option<String>,
+    /// The result given with the ack.
+    pub result: Option<serde_json::Value>,
+}
+
+/// What to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// Queue name, `[A-Za-z0-9_.-]{1,64}`.
+    pub queue: String,
+    /// Any JSON.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// Run no earlier than this many ms from now.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Or no earlier than this absolute time (ms since the epoch).
+    #[serde(default)]
+    pub run_at_ms: Option<u64>,
+    /// Claims allowed (default from the queue config).
+    #[serde(default)]
+    pub attempts_max: Option<u32>,
+    /// Retry delay policy (default from the queue config).
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// A second enqueue with the same dedup id within the dedup window returns the first
+    /// job instead of creating one.
+    #[serde(default)]
+    pub dedup_id: Option<String>,
+}
+
+impl EnqueueRequest {
+    /// A request with defaults for everything but the queue and payload.
+    pub fn new(queue: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            queue: queue.into(),
+            payload,
+            priority: 0,
+            delay_ms: None,
+            run_at_ms: None,
+            attempts_max: None,
+            backoff: None,
+            dedup_id: None,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        validate_queue_name(&self.queue)?;
+        if self.delay_ms.is_some() && self.run_at_ms.is_some() {
+            return Err(QueueError::Invalid {
+                field: "delay_ms",
+                reason: "give delay_ms or run_at_ms, not both".to_owned(),
+            });
+        }
+        if self.delay_ms.is_some_and(|d| d > DURATION_MS_MAX) {
+            return Err(QueueError::Invalid {
+                field: "delay_ms",
+                reason: format!("must be <= {DURATION_MS_MAX}"),
+            });
+        }
+        if let Some(a) = self.attempts_max
+            && !(1..=ATTEMPTS_MAX).contains(&a)
+        {
+            return Err(QueueError::Invalid {
+                field: "attempts_max",
+                reason: format!("{a} is outside 1..={ATTEMPTS_MAX}"),
+            });
+        }
+        if let Some(b) = &self.backoff {
+            b.validate()?;
+        }
+        if let Some(d) = &self.dedup_id {
+            validate_id("dedup_id", d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a queue name: `[A-Za-z0-9_.-]{1,64}`.
+pub fn validate_queue_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > QUEUE_NAME_SIZE_MAX
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(QueueError::Invalid {
+            field: "queue",
+            reason: format!("{name:?} is not 1..={QUEUE_NAME_SIZE_MAX} of [A-Za-z0-9_.-]"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a dedup or worker id: 1..=256 bytes, no ':' and no control characters.
+pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > ID_SIZE_MAX
+        || id.contains(':')
+        || id.chars().any(char::is_control)
+    {
+        return Err(QueueError::Invalid {
+            field,
+            reason: format!("must be 1..={ID_SIZE_MAX} bytes without ':' or control characters"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_id_text_round_trips_and_sorts() {
+        let a = JobId {
+            created_at_ms: 5,
+            seq: 2,
+        };
+        let b = JobId {
+            created_at_ms: 5,
+            seq: 10,
+        };
+        assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
+        assert!(a < b && a.to_string() < b.to_string());
+        assert!("xyz".parse::<JobId>().is_err());
+        assert!("0000000000000005000000000000000A".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn backoff_delays() {
+        let b = Backoff::Exponential {
+            base_ms: 100,
+            max_ms: 1_000,
+        };
+        assert_eq!(b.delay_ms(1), 100);
+        assert_eq!(b.delay_ms(2), 200);
+        assert_eq!(b.delay_ms(4), 800);
+        assert_eq!(b.delay_ms(5), 1_000);
+        assert_eq!(b.delay_ms(200), 1_000);
+        assert_eq!(Backoff::Fixed { delay_ms: 7 }.delay_ms(9), 7);
+    }
+
+    #[test]
+    fn names_and_ids_are_checked() {
+        assert!(validate_queue_name("emails.v2-high_1").is_ok());
+        assert!(validate_queue_name("").is_err());
+        assert!(validate_queue_name("a b").is_err());
+        assert!(validate_queue_name(&"q".repeat(65)).is_err());
+        assert!(validate_id("dedup_id", "order-17").is_ok());
+        assert!(validate_id("dedup_id", "a:b").is_err());
+    }
+}

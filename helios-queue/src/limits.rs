@@ -1,0 +1,23 @@
+//! Every bound the queue enforces, with its reason.
+
+/// Largest payload (its JSON text), in bytes. A job is one ATLAS value rewritten on every
+/// transition; 1 MiB keeps a transition's write small and bounded (SQS allows 256 KiB).
+pub const PAYLOAD_SIZE_MAX: usize = 1024 * 1024;
+/// Longest queue name. Names are `[A-Za-z0-9_.-]`, so they are safe in URLs and keys.
+pub const QUEUE_NAME_SIZE_MAX: usize = 64;
+/// Longest dedup id, and longest worker id.
+pub const ID_SIZE_MAX: usize = 256;
+/// Longest error text kept on a job (longer ones are cut, on a char boundary).
+pub const ERROR_SIZE_MAX: usize = 4096;
+/// Most jobs one claim hands out, and one enqueue batch takes.
+pub const BATCH_COUNT_MAX: usize = 1000;
+/// Most expired leases handled by one tick (one ATLAS batch).
+pub const TICK_COUNT_MAX: usize = 1000;
+/// Most jobs one purge or redrive call touches (one ATLAS batch).
+pub const SWEEP_COUNT_MAX: usize = 1000;
+/// Most attempts a job may be given.
+pub const ATTEMPTS_MAX: u32 = 1000;
+/// Longest lease, delay or backoff, in ms (30 days).
+pub const DURATION_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
+/// Largest page of a listing.
+pub const LIST_LIMIT_MAX: usize = 1000;

@@ -1,0 +1,425 @@
+//! Model-based property test of the queue: random enqueues (priorities, delays, dedup ids),
+//! claims, heartbeats, acks and nacks with live and stale tokens, cancels, redrives,
+//! purges, lease-expiry ticks, clock moves (forwards and back), clean reopens and power
+//! loss of the ATLAS disk (`always`, so nothing acknowledged may be lost) run against the
+//! store and against a plain model (a map of jobs; claim order found by sorting).
+//!
+//! Checked after every step: each reply equals the model's; the index invariants hold;
+//! every job is in exactly the model's state with the model's attempts; claim order is
+//! priority, then run-at, then id, and never returns a job before its run-at; tokens only
+//! grow, so a stale token never changes anything; a DONE job is never claimed again;
+//! attempts never exceed the maximum; a job is FAILED exactly when its last allowed
+//! attempt failed. After every reopen the queue, rebuilt from ATLAS, equals the model.
+
+use helios_atlas::storage::{CrashTear, MemStorage};
+use helios_atlas::{Atlas, FsyncPolicy, Options};
+use helios_core::{Clock, ManualClock};
+use helios_queue::{Backoff, EnqueueRequest, JobId, JobState, Queue, QueueConfig, QueueError};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const QUEUES: [&str; 2] = ["q1", "q2"];
+const DEDUP: [&str; 3] = ["d1", "d2", "d3"];
+const BACKOFF_MS: u64 = 50;
+const DEDUP_WINDOW_MS: u64 = 1_000;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Enqueue {
+        queue: usize,
+        priority: i32,
+        delay_ms: u64,
+        attempts_max: u32,
+        dedup: Option<usize>,
+    },
+    Claim {
+        queue: usize,
+        count: usize,
+        lease_ms: u64,
+    },
+    Ack(usize, bool),
+    Nack(usize, bool, Option<u64>),
+    Heartbeat(usize, bool, u64),
+    Cancel(usize),
+    Redrive(usize),
+    Purge(u64),
+    Tick,
+    Advance(u64),
+    Back(u64),
+    Reopen,
+    Crash,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (0..2usize, -1..=1i32, prop_oneof![Just(0u64), 1..300u64], 1..4u32, prop::option::of(0..3usize))
+            .prop_map(|(queue, priority, delay_ms, attempts_max, dedup)| Action::Enqueue { queue, priority, delay_ms, attempts_max, dedup }),
+        5 => (0..2usize, 1..4usize, 10..400u64).prop_map(|(queue, count, lease_ms)| Action::Claim { queue, count, lease_ms }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(i, s)| Action::Ack(i, s)),
+        3 => (any::<usize>(), any::<bool>(), prop::option::of(0..100u64)).prop_map(|(i, s, d)| Action::Nack(i, s, d)),
+        1 => (any::<usize>(), any::<bool>(), 10..400u64).prop_map(|(i, s, l)| Action::Heartbeat(i, s, l)),
+        1 => any::<usize>().prop_map(Action::Cancel),
+        1 => (0..2usize).prop_map(Action::Redrive),
+        1 => (0..500u64).prop_map(Action::Purge),
+        3 => Just(Action::Tick),
+        4 => (1..300u64).prop_map(Action::Advance),
+        1 => (1..100u64).prop_map(Action::Back),
+        1 => Just(Action::Reopen),
+        1 => Just(Action::Crash),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MJob {
+    queue: usize,
+    priority: i32,
+    run_at: u64,
+    state: JobState,
+    attempts: u32,
+    attempts_max: u32,
+    token: Option<u64>,
+    lease_until: u64,
+    finished_at: Option<u64>,
+}
+
+struct Harness {
+    disk: MemStorage,
+    clock: Arc<ManualClock>,
+    queue: Option<Queue>,
+    jobs: BTreeMap<JobId, MJob>,
+    // Every token ever issued, per job (the last one is current while leased).
+    tokens: BTreeMap<JobId, Vec<u64>>,
+    token_max: u64,
+    // Purging the job with the highest token lets a reopened queue count from lower.
+    purged_any: bool,
+    dedup: BTreeMap<usize, (JobId, u64)>,
+}
+
+fn config() -> QueueConfig {
+    QueueConfig {
+        depth_max: 1_000,
+        attempts_max_default: 3,
+        backoff_default: Backoff::Fixed {
+            delay_ms: BACKOFF_MS,
+        },
+        dedup_window_ms: DEDUP_WINDOW_MS,
+    }
+}
+
+fn open(disk: &MemStorage, clock: &Arc<ManualClock>) -> Queue {
+    let atlas = Atlas::open(
+        PathBuf::from("/q"),
+        Options {
+            fsync: FsyncPolicy::Always,
+            storage: Arc::new(disk.clone()),
+            clock: clock.clone(),
+            maintenance_interval_ms: None,
+            auto_snapshot_aof_size: None,
+            ..Options::default()
+        },
+    )
+    .expect("open atlas");
+    Queue::open_with_clock(atlas, config(), clock.clone()).expect("open queue")
+}
+
+impl Harness {
+    fn q(&self) -> &Queue {
+        self.queue.as_ref().expect("open")
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Picks a job that has been leased at least once, and a live or stale token for it.
+    fn pick(&self, i: usize, stale: bool) -> Option<(JobId, u64)> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        let (id, toks) = self.tokens.iter().nth(i % self.tokens.len())?;
+        let live = self.jobs[id].token;
+        let token = if stale {
+            // A token that is not the current lease: an old one, or one never issued.
+            toks.iter()
+                .copied()
+                .find(|t| Some(*t) != live)
+                .unwrap_or(self.token_max + 1000)
+        } else {
+            *toks.last()?
+        };
+        Some((*id, token))
+    }
+
+    fn fail(j: &mut MJob, now: u64, delay: Option<u64>) {
+        j.token = None;
+        if j.attempts >= j.attempts_max {
+            j.state = JobState::Failed;
+            j.finished_at = Some(now);
+        } else {
+            j.state = JobState::Pending;
+            j.run_at = now + delay.unwrap_or(BACKOFF_MS);
+        }
+    }
+
+    fn check_lease_op<T: std::fmt::Debug>(
+        &self,
+        id: JobId,
+        token: u64,
+        r: &Result<T, QueueError>,
+    ) -> bool {
+        let j = &self.jobs[&id];
+        let valid =
+            j.state == JobState::InProgress && j.token == Some(token) && j.lease_until > self.now();
+        if valid {
+            assert!(r.is_ok(), "lease op on {id} with live token failed: {r:?}");
+        } else {
+            assert!(
+                r.is_err(),
+                "lease op on {id} with token {token} should fail: {j:?}"
+            );
+        }
+        valid
+    }
+
+    fn step(&mut self, a: &Action) {
+        let now = self.now();
+        match a.clone() {
+            Action::Enqueue {
+                queue,
+                priority,
+                delay_ms,
+                attempts_max,
+                dedup,
+            } => {
+                let mut req = EnqueueRequest::new(QUEUES[queue], serde_json::json!({"n": 1}));
+                req.priority = priority;
+                req.delay_ms = Some(delay_ms);
+                req.attempts_max = Some(attempts_max);
+                req.dedup_id = dedup.map(|d| DEDUP[d].to_owned());
+                let r = self.q().enqueue(req).expect("enqueue");
+                match dedup.and_then(|d| self.dedup.get(&d).copied()) {
+                    Some((first, until)) if until > now => {
+                        assert!(r.deduplicated);
+                        assert_eq!(r.id, first);
+                    }
+                    _ => {
+                        assert!(!r.deduplicated);
+                        assert!(!self.jobs.contains_key(&r.id), "ids are unique");
+                        if let Some(last) = self.jobs.keys().last() {
+                            assert!(r.id > *last, "ids grow");
+                        }
+                        self.jobs.insert(
+                            r.id,
+                            MJob {
+                                queue,
+                                priority,
+                                run_at: now + delay_ms,
+                                state: JobState::Pending,
+                                attempts: 0,
+                                attempts_max,
+                                token: None,
+                                lease_until: 0,
+                                finished_at: None,
+                            },
+                        );
+                        if let Some(d) = dedup {
+                            self.dedup.insert(d, (r.id, now + DEDUP_WINDOW_MS));
+                        }
+                    }
+                }
+            }
+            Action::Claim {
+                queue,
+                count,
+                lease_ms,
+            } => {
+                let claims = self
+                    .q()
+                    .claim(QUEUES[queue], "w", count, lease_ms)
+                    .expect("claim");
+                let mut ready: Vec<(std::cmp::Reverse<i32>, u64, JobId)> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| {
+                        j.queue == queue && j.state == JobState::Pending && j.run_at <= now
+                    })
+                    .map(|(id, j)| (std::cmp::Reverse(j.priority), j.run_at, *id))
+                    .collect();
+                ready.sort();
+                let want: Vec<JobId> = ready.iter().take(count).map(|r| r.2).collect();
+                let got: Vec<JobId> = claims.iter().map(|c| c.job.id).collect();
+                assert_eq!(got, want, "claim order");
+                for c in claims {
+                    if let Some(prev) = self.tokens.get(&c.job.id).and_then(|t| t.last()) {
+                        assert!(c.token > *prev, "a job's tokens only grow");
+                    }
+                    if !self.purged_any {
+                        assert!(c.token > self.token_max, "tokens only grow");
+                    }
+                    self.token_max = self.token_max.max(c.token);
+                    let j = self.jobs.get_mut(&c.job.id).expect("known job");
+                    assert_ne!(j.state, JobState::Done, "a done job is never delivered");
+                    j.state = JobState::InProgress;
+                    j.attempts += 1;
+                    j.token = Some(c.token);
+                    j.lease_until = now + lease_ms;
+                    self.tokens.entry(c.job.id).or_default().push(c.token);
+                }
+            }
+            Action::Ack(i, stale) => {
+                if let Some((id, token)) = self.pick(i, stale) {
+                    let r = self.q().ack(id, token, Some(serde_json::json!("ok")));
+                    if self.check_lease_op(id, token, &r) {
+                        let j = self.jobs.get_mut(&id).expect("known");
+                        j.state = JobState::Done;
+                        j.token = None;
+                        j.finished_at = Some(now);
+                    }
+                }
+            }
+            Action::Nack(i, stale, delay) => {
+                if let Some((id, token)) = self.pick(i, stale) {
+                    let r = self.q().nack(id, token, "boom", delay);
+                    if self.check_lease_op(id, token, &r) {
+                        let j = self.jobs.get_mut(&id).expect("known");
+                        Self::fail(j, now, delay);
+                        assert_eq!(r.expect("nack"), j.state);
+                    }
+                }
+            }
+            Action::Heartbeat(i, stale, lease_ms) => {
+                if let Some((id, token)) = self.pick(i, stale) {
+                    let r = self.q().heartbeat(id, token, lease_ms);
+                    if self.check_lease_op(id, token, &r) {
+                        self.jobs.get_mut(&id).expect("known").lease_until = now + lease_ms;
+                    }
+                }
+            }
+            Action::Cancel(i) => {
+                if self.jobs.is_empty() {
+                    return;
+                }
+                let id = *self
+                    .jobs
+                    .keys()
+                    .nth(i % self.jobs.len())
+                    .expect("non-empty");
+                let r = self.q().cancel(id);
+                let j = self.jobs.get_mut(&id).expect("known");
+                if j.state == JobState::Pending {
+                    r.expect("cancel pending");
+                    j.state = JobState::Cancelled;
+                    j.finished_at = Some(now);
+                } else {
+                    assert!(matches!(r, Err(QueueError::WrongState { .. })), "{r:?}");
+                }
+            }
+            Action::Redrive(queue) => {
+                let n = self.q().redrive(QUEUES[queue], None).expect("redrive");
+                let mut m = 0;
+                for j in self.jobs.values_mut() {
+                    if j.queue == queue && j.state == JobState::Failed {
+                        j.state = JobState::Pending;
+                        j.attempts = 0;
+                        j.run_at = now;
+                        j.finished_at = None;
+                        m += 1;
+                    }
+                }
+                assert_eq!(n, m);
+            }
+            Action::Purge(retention) => {
+                let n = self.q().purge(retention, false).expect("purge");
+                self.purged_any |= n > 0;
+                let before = self.jobs.len();
+                self.jobs.retain(|_, j| {
+                    !(matches!(j.state, JobState::Done | JobState::Cancelled)
+                        && j.finished_at.is_some_and(|f| f + retention <= now))
+                });
+                assert_eq!(n as usize, before - self.jobs.len());
+                let jobs = &self.jobs;
+                self.tokens.retain(|id, _| jobs.contains_key(id));
+            }
+            Action::Tick => {
+                let r = self.q().tick().expect("tick");
+                let (mut retried, mut dead) = (0, 0);
+                for j in self.jobs.values_mut() {
+                    if j.state == JobState::InProgress && j.lease_until <= now {
+                        Self::fail(j, now, None);
+                        match j.state {
+                            JobState::Failed => dead += 1,
+                            _ => retried += 1,
+                        }
+                    }
+                }
+                assert_eq!((r.retried_count, r.dead_lettered_count), (retried, dead));
+            }
+            Action::Advance(ms) => self.clock.advance_ms(ms),
+            Action::Back(ms) => self.clock.set_ms(now.saturating_sub(ms)),
+            Action::Reopen => {
+                drop(self.queue.take());
+                self.queue = Some(open(&self.disk, &self.clock));
+            }
+            Action::Crash => {
+                self.disk.crash(CrashTear::DropUnsynced);
+                drop(self.queue.take());
+                self.disk.restart();
+                self.queue = Some(open(&self.disk, &self.clock));
+            }
+        }
+        self.compare();
+    }
+
+    fn compare(&self) {
+        self.q().with_state(|st| {
+            st.check_invariants();
+            assert_eq!(
+                st.job_count() as usize,
+                self.jobs.len(),
+                "no job lost or invented"
+            );
+            for (id, m) in &self.jobs {
+                let j = st.job(*id).unwrap_or_else(|| panic!("job {id} lost"));
+                assert_eq!(j.state, m.state, "job {id} state");
+                assert_eq!(j.attempts, m.attempts, "job {id} attempts");
+                assert!(j.attempts <= j.attempts_max);
+                assert_eq!(j.lease.as_ref().map(|l| l.token), m.token, "job {id} lease");
+                if m.state == JobState::Failed {
+                    assert_eq!(
+                        j.attempts, j.attempts_max,
+                        "failed only after the last attempt"
+                    );
+                }
+            }
+        });
+    }
+}
+
+fn run(actions: &[Action]) {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let queue = open(&disk, &clock);
+    let mut h = Harness {
+        disk,
+        clock,
+        queue: Some(queue),
+        jobs: BTreeMap::new(),
+        tokens: BTreeMap::new(),
+        token_max: 0,
+        purged_any: false,
+        dedup: BTreeMap::new(),
+    };
+    for a in actions {
+        h.step(a);
+    }
+    h.step(&Action::Reopen);
+}
+
+proptest! {
+    #[test]
+    fn queue_matches_model(actions in prop::collection::vec(action(), 1..120)) {
+        run(&actions);
+    }
+}
