@@ -209,7 +209,20 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
                     detail: format!("{} keys; the limit is {BATCH_OPS_COUNT_MAX}", keys.len()),
                 });
             }
-            keys.iter().try_for_each(|k| validate_key(k))
+            keys.iter().try_for_each(|k| validate_key(k))?;
+            let size_max: u64 = 64
+                + keys
+                    .iter()
+                    .map(|k| encoded_size_max(k.len() as u64, 0))
+                    .sum::<u64>();
+            if size_max > RECORD_SIZE_MAX {
+                return Err(AtlasError::BatchTooLarge {
+                    detail: format!(
+                        "its AOF record could reach {size_max} bytes; the limit is {RECORD_SIZE_MAX}"
+                    ),
+                });
+            }
+            Ok(())
         }
         Command::Expire { key, .. } | Command::IncrBy { key, .. } => validate_key(key),
         Command::CompareAndSwap { key, new, .. } => {

@@ -21,14 +21,17 @@
 //! every later write gets [`AtlasError::PreviousIo`]. Reads go on. Nothing is retried.
 //!
 //! # Snapshots
-//! Taking a snapshot first rotates the AOF (O(1) under the writer lock: fsync the old
-//! segment, create and fsync the new one and the directory). The snapshot itself is then
+//! Taking a snapshot first rotates the AOF (O(1) under the writer lock: three fsyncs, of
+//! the old segment, the new one and the directory). The snapshot itself is then
 //! built off to the side from the previous snapshot plus the closed segments (log
 //! compaction), never from the live keyspace, so writers are not stopped for O(keys) time.
 //!
 //! # Locks, in the order they may be taken
 //! `snapshot_lock` -> `writer` -> `keyspace` (read or write) -> `feed.segments` ->
-//! `feed.state`. The pipeline mutex and the slots are never held while taking another.
+//! `feed.state`; and `pipeline` -> a slot's mutex (to hand leadership on). The pipeline
+//! mutex is never held while taking any of the first group. The writer lock is held
+//! across the group's fsync (`always`) and the rotation's fsyncs: `stats()` takes it
+//! briefly and may wait for one; reads of keys never do.
 
 use crate::aof::{self, Record};
 use crate::command::{
@@ -37,7 +40,9 @@ use crate::command::{
 use crate::error::{AtlasError, Result};
 use crate::feed::{FeedShared, Subscription};
 use crate::keyspace::Keyspace;
-use crate::limits::{EXPIRE_PER_TICK_COUNT_MAX, GET_MANY_COUNT_MAX, SCAN_LIMIT_MAX};
+use crate::limits::{
+    EXPIRE_PER_TICK_COUNT_MAX, EXPIRE_PER_TICK_SIZE_MAX, GET_MANY_COUNT_MAX, SCAN_LIMIT_MAX,
+};
 use crate::options::{FsyncPolicy, Options};
 use crate::recovery;
 use crate::snapshot;
@@ -191,6 +196,8 @@ struct Inner {
     snapshot_lock: Mutex<()>,
     maintenance: Arc<Maintenance>,
     last_fsync_ms: AtomicU64,
+    // An automatic snapshot thread is running.
+    snapshot_running: AtomicBool,
     _lock: Box<dyn DirLock>,
 }
 
@@ -283,6 +290,7 @@ impl Atlas {
             snapshot_lock: Mutex::new(()),
             maintenance: Arc::new(Maintenance::default()),
             last_fsync_ms: AtomicU64::new(0),
+            snapshot_running: AtomicBool::new(false),
             _lock: lock,
             options,
         });
@@ -427,7 +435,8 @@ impl Atlas {
     }
 
     /// Calls `f` with a consistent read-only view of the keyspace (all keys at one
-    /// sequence number). Writers wait while `f` runs: keep it short.
+    /// sequence number). Writers wait while `f` runs: keep it short, and do not call this
+    /// store from inside `f` (a write would deadlock on the lock `f` runs under).
     pub fn with_keyspace<R>(&self, f: impl FnOnce(&Keyspace) -> R) -> R {
         f(&self.inner.keyspace.read())
     }
@@ -550,7 +559,8 @@ impl Atlas {
         self.inner.tick(now_ms)
     }
 
-    /// Fsyncs the AOF now (for `everysec` and `no`; a no-op cost under `always`).
+    /// Fsyncs the AOF now (useful under `everysec` and `no`; under `always` everything
+    /// acknowledged is already synced, so this is just one more fsync).
     pub fn sync(&self) -> Result<()> {
         self.inner.check_writable()?;
         self.inner.sync_now()
@@ -581,6 +591,36 @@ impl Atlas {
     /// released when the last clone is dropped.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
+    }
+}
+
+/// Gives up (or hands on) leadership when the leader is done, even if it panicked, so
+/// the writers queued behind it are never stranded.
+struct LeaderGuard<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.release_leadership();
+    }
+}
+
+/// Answers the writers of a group whose leader panicked before answering them.
+struct GroupGuard {
+    slots: Vec<Arc<Slot>>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        for slot in self.slots.drain(..) {
+            slot.set(SlotState::Done(Err(AtlasError::Io {
+                path: PathBuf::new(),
+                source: io::Error::other(
+                    "the commit leader panicked; the write was not acknowledged",
+                ),
+            })));
+        }
     }
 }
 
@@ -644,8 +684,8 @@ impl Inner {
                 // Uncontended: lead a group of one without queueing.
                 p.leader = true;
                 drop(p);
+                let _leader = LeaderGuard { inner: self };
                 let r = self.commit(std::slice::from_ref(&cmd)).pop();
-                self.release_leadership();
                 // commit returns one result per command.
                 return r.unwrap_or(Err(AtlasError::Closed));
             }
@@ -689,10 +729,11 @@ impl Inner {
                 self.sync_now()?;
             }
         }
-        let keys = self
-            .keyspace
-            .read()
-            .expired_keys(now_ms, EXPIRE_PER_TICK_COUNT_MAX);
+        let keys = self.keyspace.read().expired_keys(
+            now_ms,
+            EXPIRE_PER_TICK_COUNT_MAX,
+            EXPIRE_PER_TICK_SIZE_MAX,
+        );
         if keys.is_empty() {
             return Ok(0);
         }
@@ -704,9 +745,9 @@ impl Inner {
 
     /// Runs one commit group as leader, then hands leadership on or gives it up.
     fn lead(&self) {
+        let _leader = LeaderGuard { inner: self };
         let group = std::mem::take(&mut self.pipeline.lock().queue);
         self.commit_group(group);
-        self.release_leadership();
     }
 
     /// Hands leadership to the oldest queued writer, or gives it up if none waits.
@@ -724,9 +765,10 @@ impl Inner {
         }
         let (cmds, slots): (Vec<Command>, Vec<Arc<Slot>>) =
             group.into_iter().map(|p| (p.cmd, p.slot)).unzip();
+        let mut guard = GroupGuard { slots };
         let results = self.commit(&cmds);
-        assert_eq!(results.len(), slots.len(), "one result per command");
-        for (slot, r) in slots.into_iter().zip(results) {
+        assert_eq!(results.len(), guard.slots.len(), "one result per command");
+        for (slot, r) in std::mem::take(&mut guard.slots).into_iter().zip(results) {
             slot.set(SlotState::Done(r));
         }
     }
@@ -834,12 +876,14 @@ impl Inner {
     fn sync_now(&self) -> Result<()> {
         let (file, path) = {
             let w = self.writer.lock();
+            // Cleared under the writer lock: a write after this point sets it again, and a
+            // rotation after it fsyncs this file itself.
+            self.dirty.store(false, Ordering::Release);
             (
                 w.file.clone(),
                 self.dir.join(aof::segment_name(w.segment_start)),
             )
         };
-        self.dirty.store(false, Ordering::Release);
         match file.sync() {
             Ok(()) => {
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -1028,24 +1072,29 @@ impl Inner {
         {
             let _ = h.join();
         }
+        // Let a running snapshot finish (it refuses to start once closed).
+        drop(self.snapshot_lock.lock());
         // Wait for an in-flight group, then make everything written durable.
         let w = self.writer.lock();
         let r = if self.poisoned.load(Ordering::Acquire) {
-            Ok(())
+            // Writes acknowledged before the failure may not be durable: say so.
+            Err(AtlasError::PreviousIo {
+                cause: self.poison_cause.lock().clone().unwrap_or_default(),
+            })
         } else {
             let path = self.dir.join(aof::segment_name(w.segment_start));
             w.file.sync().map_err(io_err(&path))
         };
         drop(w);
         self.feed.close();
-        if let Err(e) = &r {
+        if let Err(e @ AtlasError::Io { .. }) = &r {
             self.poison(e);
         }
         tracing::info!(dir = %self.dir.display(), "ATLAS closed");
         r
     }
 
-    fn maintenance_step(&self) {
+    fn maintenance_step(self: &Arc<Self>) {
         if self.check_writable().is_err() {
             return;
         }
@@ -1056,10 +1105,22 @@ impl Inner {
         }
         if let Some(limit) = self.options.auto_snapshot_aof_size {
             let size = self.writer.lock().segment_size;
-            if size > limit
-                && let Err(e) = self.snapshot(false)
-            {
-                tracing::error!(error = %e, "automatic snapshot failed");
+            // On its own thread: a snapshot of a large keyspace takes seconds, and the
+            // everysec fsyncs and active expiry of this thread must go on meanwhile.
+            if size > limit && !self.snapshot_running.swap(true, Ordering::AcqRel) {
+                let inner = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("atlas-snapshot".into())
+                    .spawn(move || {
+                        if let Err(e) = inner.snapshot(false) {
+                            tracing::error!(error = %e, "automatic snapshot failed");
+                        }
+                        inner.snapshot_running.store(false, Ordering::Release);
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the snapshot thread");
+                    self.snapshot_running.store(false, Ordering::Release);
+                }
             }
         }
     }

@@ -174,7 +174,8 @@ impl Subscription {
     /// The next event, waiting up to `timeout` for one. `Ok(None)` on timeout;
     /// `Err(Closed)` once the store is closed and everything published was delivered.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<ChangeEvent>> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to add to now means "wait for as long as it takes".
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Ok(Some(ev));
@@ -185,9 +186,14 @@ impl Subscription {
                     if st.closed {
                         return Err(AtlasError::Closed);
                     }
-                    if self.shared.cv.wait_until(&mut st, deadline).timed_out()
-                        && self.next_seq > st.last_seq
-                    {
+                    let timed_out = match deadline {
+                        Some(d) => self.shared.cv.wait_until(&mut st, d).timed_out(),
+                        None => {
+                            self.shared.cv.wait(&mut st);
+                            false
+                        }
+                    };
+                    if timed_out && self.next_seq > st.last_seq {
                         return Ok(None);
                     }
                     continue;

@@ -236,12 +236,18 @@ impl Keyspace {
         (out, more)
     }
 
-    /// Up to `count_max` keys whose expiry is at or before `now_ms`, soonest first.
-    pub fn expired_keys(&self, now_ms: u64, count_max: usize) -> Vec<String> {
+    /// Up to `count_max` keys (and at most `size_max` bytes of keys) whose expiry is at or
+    /// before `now_ms`, soonest first.
+    pub fn expired_keys(&self, now_ms: u64, count_max: usize, size_max: u64) -> Vec<String> {
+        let mut size = 0u64;
         self.expiries
             .iter()
             .take_while(|(at, _)| *at <= now_ms)
             .take(count_max)
+            .take_while(|(_, k)| {
+                size += k.len() as u64;
+                size <= size_max
+            })
             .map(|(_, k)| k.to_string())
             .collect()
     }
@@ -342,7 +348,8 @@ mod tests {
         assert_eq!(ks.scan("a:", None, 10, 10).0.len(), 1, "expired hidden");
         assert!(ks.entry("a:2", 10).is_none());
         assert!(ks.entry_raw("a:2").is_some());
-        assert_eq!(ks.expired_keys(10, 10), vec!["a:2".to_string()]);
+        assert_eq!(ks.expired_keys(10, 10, 1024), vec!["a:2".to_string()]);
+        assert!(ks.expired_keys(10, 10, 2).is_empty(), "bounded by size too");
         ks.apply(&Record {
             seq: 2,
             ops: vec![

@@ -35,6 +35,10 @@ pub const GET_MANY_COUNT_MAX: usize = 100_000;
 /// Redis likewise bounds each active-expire cycle so it never stalls writers.
 pub const EXPIRE_PER_TICK_COUNT_MAX: usize = 10_000;
 
+/// Most key bytes one active-expiry `tick` deletes, so its record stays far below
+/// [`RECORD_SIZE_MAX`] even when every key escapes to six times its size.
+pub const EXPIRE_PER_TICK_SIZE_MAX: u64 = 16 * 1024 * 1024;
+
 /// Estimated bookkeeping bytes per key beyond the key and value themselves (hash-map slot,
 /// ordered-index node share, `Bytes` header, expiry). Used for the memory limit; an
 /// estimate, like Redis's `used_memory` is an estimate of allocator usage.

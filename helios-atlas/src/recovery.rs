@@ -61,18 +61,22 @@ fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
     storage.read(path).map_err(|e| AtlasError::io(path, e))
 }
 
-/// Loads the newest valid snapshot whose successor records the AOF still holds.
-fn load_base(storage: &dyn Storage, dir: &Path, listing: &Listing) -> Result<Keyspace> {
-    let first_segment = listing.segments.first().copied();
-    let mut first_error = None;
+/// Loads the newest valid snapshot. Returns it and the newer snapshots that failed to
+/// load (with their errors), newest first.
+fn load_base(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &Listing,
+) -> (Keyspace, Vec<(u64, AtlasError)>) {
+    let mut bad = Vec::new();
     for &seq in listing.snapshots.iter().rev() {
         let path = dir.join(snapshot::snapshot_name(seq));
         match read_file(storage, &path).and_then(|b| snapshot::decode(&b, &path)) {
             Ok((stored_seq, entries)) if stored_seq == seq => {
-                if first_error.is_some() {
+                if !bad.is_empty() {
                     tracing::warn!(snapshot = %path.display(), "falling back to an older snapshot");
                 }
-                return Ok(Keyspace::from_snapshot(seq, entries));
+                return (Keyspace::from_snapshot(seq, entries), bad);
             }
             Ok((stored_seq, _)) => {
                 let e = AtlasError::Corrupt {
@@ -81,21 +85,32 @@ fn load_base(storage: &dyn Storage, dir: &Path, listing: &Listing) -> Result<Key
                     reason: format!("header says seq {stored_seq}, the name says {seq}"),
                 };
                 tracing::warn!(error = %e, "skipping bad snapshot");
-                first_error.get_or_insert(e);
+                bad.push((seq, e));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "skipping bad snapshot");
-                first_error.get_or_insert(e);
+                bad.push((seq, e));
             }
         }
     }
-    // No usable snapshot: replaying from the very beginning is only right if the AOF
-    // still starts at record 1.
-    match (first_error, first_segment) {
-        (None, _) => Ok(Keyspace::new(0)),
-        (Some(_), Some(1)) => Ok(Keyspace::new(0)),
-        (Some(e), _) => Err(e),
+    (Keyspace::new(0), bad)
+}
+
+/// A name for setting `path` aside that does not overwrite earlier evidence:
+/// `{name}.corrupt`, else `{name}.corrupt.1`, `.2`, ...
+pub(crate) fn aside_path(storage: &dyn Storage, dir: &Path, path: &Path) -> Result<PathBuf> {
+    let names = storage.list(dir).map_err(|e| AtlasError::io(dir, e))?;
+    let base = format!(
+        "{}.corrupt",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    );
+    let mut candidate = base.clone();
+    let mut n = 0u32;
+    while names.contains(&candidate) {
+        n += 1;
+        candidate = format!("{base}.{n}");
     }
+    Ok(dir.join(candidate))
 }
 
 /// Rebuilds the keyspace of a data directory. Truncates a torn tail if allowed.
@@ -113,7 +128,23 @@ pub(crate) fn recover(
             .map_err(|e| AtlasError::io(&path, e))?;
         storage.sync_dir(dir).map_err(|e| AtlasError::io(dir, e))?;
     }
-    let mut keyspace = load_base(storage, dir, &listing)?;
+    let (mut keyspace, bad_snapshots) = load_base(storage, dir, &listing);
+    // Falling back past a bad snapshot is only right if the AOF holds every record after
+    // the older base; if not, the bad snapshot is the error to report.
+    let refuse = |e: AtlasError| match bad_snapshots.first() {
+        Some((_, snapshot_error)) => AtlasError::Corrupt {
+            file: match snapshot_error {
+                AtlasError::Corrupt { file, .. } => file.clone(),
+                _ => dir.to_path_buf(),
+            },
+            offset: match snapshot_error {
+                AtlasError::Corrupt { offset, .. } => *offset,
+                _ => 0,
+            },
+            reason: format!("{snapshot_error}; and the AOF cannot replace it: {e}"),
+        },
+        None => e,
+    };
     let base_seq = keyspace.last_seq();
     let mut append_to = None;
     let count = listing.segments.len();
@@ -128,14 +159,14 @@ pub(crate) fn recover(
         let scan = aof::scan_segment(&bytes, &path, start)?;
         let next = keyspace.last_seq() + 1;
         if start > next {
-            return Err(AtlasError::Corrupt {
+            return Err(refuse(AtlasError::Corrupt {
                 file: path,
                 offset: 0,
                 reason: format!(
                     "records {next}..{} are missing (segment starts at {start})",
                     start - 1
                 ),
-            });
+            }));
         }
         for r in &scan.records {
             if r.record.seq > keyspace.last_seq() {
@@ -144,6 +175,15 @@ pub(crate) fn recover(
         }
         let valid_size = match scan.end {
             ScanEnd::Clean => bytes.len() as u64,
+            // A last segment whose header never made it: a crash while rotating. No record
+            // was in it, so resetting it loses nothing, whatever `aof_load_truncated` says.
+            ScanEnd::Torn { offset: 0 } if is_last && scan.header_end == 0 => {
+                tracing::warn!(file = %path.display(), "AOF segment with a torn header (crash while rotating); resetting it");
+                storage
+                    .truncate(&path, 0)
+                    .map_err(|e| AtlasError::io(&path, e))?;
+                0
+            }
             ScanEnd::Torn { offset } if is_last && aof_load_truncated => {
                 tracing::warn!(
                     file = %path.display(),
@@ -182,6 +222,31 @@ pub(crate) fn recover(
                 append_to = Some((start, valid_size));
             }
         }
+    }
+    if keyspace.last_seq() == 0 && !bad_snapshots.is_empty() && listing.segments.first() != Some(&1)
+    {
+        // Nothing replaced the bad snapshot(s).
+        return Err(refuse(AtlasError::Corrupt {
+            file: dir.to_path_buf(),
+            offset: 0,
+            reason: "no valid snapshot and the AOF does not start at record 1".to_owned(),
+        }));
+    }
+    // Recovery holds: set the bad snapshots aside (never deleted) so that later snapshots
+    // and compaction never rely on them.
+    for (seq, _) in &bad_snapshots {
+        let path = dir.join(snapshot::snapshot_name(*seq));
+        let to = aside_path(storage, dir, &path)?;
+        tracing::warn!(from = %path.display(), to = %to.display(), "setting a bad snapshot aside");
+        storage
+            .rename(&path, &to)
+            .map_err(|e| AtlasError::io(&path, e))?;
+    }
+    if !bad_snapshots.is_empty() {
+        storage.sync_dir(dir).map_err(|e| AtlasError::io(dir, e))?;
+        listing
+            .snapshots
+            .retain(|s| !bad_snapshots.iter().any(|(b, _)| b == s));
     }
     Ok(Recovered {
         keyspace,
@@ -318,10 +383,13 @@ pub struct RepairReport {
     pub set_aside: Vec<PathBuf>,
 }
 
-fn set_aside(storage: &dyn Storage, path: &Path, report: &mut RepairReport) -> Result<()> {
-    let mut to = path.as_os_str().to_owned();
-    to.push(".corrupt");
-    let to = PathBuf::from(to);
+fn set_aside(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let to = aside_path(storage, dir, path)?;
     storage
         .rename(path, &to)
         .map_err(|e| AtlasError::io(path, e))?;
@@ -346,13 +414,13 @@ pub fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
     let mut report = RepairReport::default();
     for snap in &report_in.snapshots {
         if snap.status != FileStatus::Ok {
-            set_aside(storage, &snap.path, &mut report)?;
+            set_aside(storage, dir, &snap.path, &mut report)?;
         }
     }
     let mut cut = false;
     for seg in &report_in.segments {
         if cut {
-            set_aside(storage, &seg.path, &mut report)?;
+            set_aside(storage, dir, &seg.path, &mut report)?;
             continue;
         }
         let offset = match &seg.status {
@@ -360,13 +428,11 @@ pub fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
             FileStatus::TornTail { offset } | FileStatus::Corrupt { offset, .. } => *offset,
         };
         if offset == 0 {
-            set_aside(storage, &seg.path, &mut report)?;
+            set_aside(storage, dir, &seg.path, &mut report)?;
         } else {
             // Keep a full copy of the damaged file before cutting it.
             let bytes = read_file(storage, &seg.path)?;
-            let mut copy = seg.path.as_os_str().to_owned();
-            copy.push(".corrupt");
-            let copy = PathBuf::from(copy);
+            let copy = aside_path(storage, dir, &seg.path)?;
             let f = storage
                 .create(&copy)
                 .map_err(|e| AtlasError::io(&copy, e))?;

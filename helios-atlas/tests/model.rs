@@ -20,7 +20,8 @@ use bytes::Bytes;
 use common::*;
 use helios_atlas::storage::{CrashTear, MemStorage};
 use helios_atlas::{
-    Atlas, AtlasError, Expiry, FsyncPolicy, Precondition, SetCondition, SetOptions, WriteBatch,
+    Atlas, AtlasError, Expiry, FsyncPolicy, KeyTtl, Precondition, SetCondition, SetOptions,
+    WriteBatch,
 };
 use helios_core::{Clock, ManualClock};
 use proptest::prelude::*;
@@ -504,6 +505,56 @@ impl Harness {
             self.acked();
         }
         assert_eq!(contents(self.db()), self.model.raw, "after {a:?}");
+        self.check_reads(a);
+    }
+
+    /// The read calls agree with the model: get, get_many, exists, ttl, scan, key_count.
+    fn check_reads(&self, a: &Action) {
+        let db = self.db();
+        let now = self.now();
+        let values = db.get_many(&KEYS).expect("get_many");
+        for (k, got) in KEYS.iter().zip(values) {
+            let live = self.model.live(k, now);
+            assert_eq!(
+                db.get(k).map(|b| b.to_vec()),
+                live.clone().map(|l| l.0),
+                "get {k} after {a:?}"
+            );
+            assert_eq!(
+                got.map(|b| b.to_vec()),
+                live.clone().map(|l| l.0),
+                "get_many {k}"
+            );
+            assert_eq!(db.exists(k), live.is_some(), "exists {k}");
+            let want_ttl = match live {
+                None => KeyTtl::Missing,
+                Some((_, None)) => KeyTtl::Persistent,
+                Some((_, Some(at))) => KeyTtl::Expires {
+                    at_ms: at,
+                    remaining_ms: at - now,
+                },
+            };
+            assert_eq!(db.ttl(k), want_ttl, "ttl {k}");
+        }
+        let mut scanned = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = db.scan("user:", cursor.as_deref(), 1).expect("scan");
+            scanned.extend(page.entries.into_iter().map(|(k, v)| (k, v.to_vec())));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let want: Vec<(String, Vec<u8>)> = self
+            .model
+            .raw
+            .iter()
+            .filter(|(k, (_, at))| k.starts_with("user:") && at.is_none_or(|at| at > now))
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(scanned, want, "scan user: after {a:?}");
+        assert_eq!(db.key_count(), self.model.raw.len() as u64, "key_count");
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! {"format":"helios-aof","version":1,"start_seq":1}
-//! {"seq":1,"crc":"a4c1e295","ops":[{"op":"set","k":"a","v":"1"}]}
-//! {"seq":2,"crc":"3ca5d514","ops":[{"op":"del","k":"a"}]}
+//! {"seq":1,"crc":"9d62273b","ops":[{"op":"set","k":"a","v":"1"}]}
+//! {"seq":2,"crc":"764cfe1e","ops":[{"op":"del","k":"a"}]}
 //! ```
 //!
 //! - The header names the format, its version and the sequence number of the segment's
