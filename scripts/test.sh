@@ -7,6 +7,7 @@ source scripts/setup.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 cargo run --quiet --example embedded -- "$(mktemp -d)/atlas-example"
+cargo run --quiet --example queue -- "$(mktemp -d)/queue-example"
 if [ "${HELIOS_SOAK:-0}" = "1" ]; then
     cargo test --workspace --release -- --ignored
 fi

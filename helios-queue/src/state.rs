@@ -424,18 +424,15 @@ impl QueueState {
         // restart even when the records that held the highest token were purged, or (under
         // `everysec`) lost to a power failure.
         let mut token = self.token_last.max(now_ms.saturating_mul(TOKENS_PER_MS));
-        for &(_, run_at, id) in q.ready.iter().take(count) {
-            debug_assert!(
-                run_at <= now_ms || now_ms < run_at,
-                "ready jobs were promoted"
-            );
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            if job.run_at_ms > now_ms {
-                // Promoted under a later clock reading; not due at this one.
-                continue;
-            }
+        // Jobs promoted under a later clock reading and not due at this one (the clock went
+        // back) are skipped; only then can this walk more than `count` entries.
+        let due = q
+            .ready
+            .iter()
+            .filter_map(|&(_, _, id)| self.jobs.get(&id))
+            .filter(|job| job.run_at_ms <= now_ms)
+            .take(count);
+        for job in due {
             token = token.max(job.token_last) + 1;
             let mut job = job.clone();
             job.state = JobState::InProgress;

@@ -95,6 +95,9 @@ struct Harness {
     // Purging the job with the highest token lets a reopened queue count from lower.
     purged_any: bool,
     dedup: BTreeMap<usize, (JobId, u64)>,
+    // Every dedup record written (ATLAS keeps each until its TTL, even after a tick dropped
+    // it from memory, so a reopen brings back the ones still live).
+    dedup_written: BTreeMap<usize, (JobId, u64)>,
 }
 
 fn config() -> QueueConfig {
@@ -226,6 +229,7 @@ impl Harness {
                         );
                         if let Some(d) = dedup {
                             self.dedup.insert(d, (r.id, now + DEDUP_WINDOW_MS));
+                            self.dedup_written.insert(d, (r.id, now + DEDUP_WINDOW_MS));
                         }
                     }
                 }
@@ -344,6 +348,9 @@ impl Harness {
             }
             Action::Tick => {
                 let r = self.q().tick().expect("tick");
+                // A tick ends the dedup windows that are over (for good, even if the clock
+                // later steps back).
+                self.dedup.retain(|_, (_, until)| *until > now);
                 let (mut retried, mut dead) = (0, 0);
                 for j in self.jobs.values_mut() {
                     if j.state == JobState::InProgress && j.lease_until <= now {
@@ -361,15 +368,26 @@ impl Harness {
             Action::Reopen => {
                 drop(self.queue.take());
                 self.queue = Some(open(&self.disk, &self.clock));
+                self.reload_dedup(now);
             }
             Action::Crash => {
                 self.disk.crash(CrashTear::DropUnsynced);
                 drop(self.queue.take());
                 self.disk.restart();
                 self.queue = Some(open(&self.disk, &self.clock));
+                self.reload_dedup(now);
             }
         }
         self.compare();
+    }
+
+    fn reload_dedup(&mut self, now: u64) {
+        self.dedup = self
+            .dedup_written
+            .iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(d, v)| (*d, *v))
+            .collect();
     }
 
     fn compare(&self) {
@@ -410,6 +428,7 @@ fn run(actions: &[Action]) {
         token_max: 0,
         purged_any: false,
         dedup: BTreeMap::new(),
+        dedup_written: BTreeMap::new(),
     };
     for a in actions {
         h.step(a);
