@@ -182,20 +182,25 @@ pub struct Job {
     /// Delay before a retry.
     pub backoff: Backoff,
     /// The current lease, while in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
     /// The last fencing token issued for this job (tokens only grow).
     pub token_last: u64,
     /// The dedup id it was enqueued with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_id: Option<String>,
     /// Enqueue time.
     pub created_at_ms: u64,
     /// Last transition time.
     pub updated_at_ms: u64,
     /// When it reached Done, Failed or Cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
     /// The last error reported by a nack or a lease expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// The result given with the ack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
 }
 

@@ -105,7 +105,7 @@ impl Queue {
     }
 
     /// Writes `t` to ATLAS, then applies it. Caller holds the state lock.
-    fn commit(&self, state: &mut QueueState, t: &Transition) -> Result<()> {
+    fn commit(&self, state: &mut QueueState, t: Transition) -> Result<()> {
         if t.is_empty() {
             return Ok(());
         }
@@ -129,7 +129,7 @@ impl Queue {
         let now = self.now_ms();
         let mut st = self.state.lock();
         let (out, t) = st.plan_enqueue(reqs, now)?;
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(out)
     }
 
@@ -146,7 +146,7 @@ impl Queue {
         let mut st = self.state.lock();
         st.promote_due(queue, now);
         let (claims, t) = st.plan_claim(queue, worker, count, lease_ms, now)?;
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(claims)
     }
 
@@ -155,7 +155,7 @@ impl Queue {
         let now = self.now_ms();
         let mut st = self.state.lock();
         let (until, t) = st.plan_heartbeat(id, token, lease_ms, now)?;
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(until)
     }
 
@@ -164,7 +164,7 @@ impl Queue {
         let now = self.now_ms();
         let mut st = self.state.lock();
         let t = st.plan_ack(id, token, result, now)?;
-        self.commit(&mut st, &t)
+        self.commit(&mut st, t)
     }
 
     /// Reports a failed attempt; returns the job's new state (PENDING or FAILED).
@@ -178,7 +178,7 @@ impl Queue {
         let now = self.now_ms();
         let mut st = self.state.lock();
         let (state, t) = st.plan_nack(id, token, error, retry_delay_ms, now)?;
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(state)
     }
 
@@ -196,7 +196,7 @@ impl Queue {
                 _ => report.retried_count += 1,
             }
         }
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(report)
     }
 
@@ -205,7 +205,7 @@ impl Queue {
         let now = self.now_ms();
         let mut st = self.state.lock();
         let t = st.plan_cancel(id, now)?;
-        self.commit(&mut st, &t)
+        self.commit(&mut st, t)
     }
 
     /// Moves dead-lettered jobs of `queue` back to pending (the given ids, or the oldest
@@ -215,7 +215,7 @@ impl Queue {
         let mut st = self.state.lock();
         let t = st.plan_redrive(queue, ids, now)?;
         let n = t.puts.len() as u64;
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(n)
     }
 
@@ -226,7 +226,7 @@ impl Queue {
         let mut st = self.state.lock();
         let t = st.plan_purge(retention_ms, include_failed, now);
         let n = t.deletes.len() as u64;
-        self.commit(&mut st, &t)?;
+        self.commit(&mut st, t)?;
         Ok(n)
     }
 

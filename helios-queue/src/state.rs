@@ -797,15 +797,15 @@ impl QueueState {
 
     /// Applies a transition that was made durable. Panics if it deletes an unknown job (a
     /// plan/apply mismatch is a bug).
-    pub fn apply(&mut self, t: &Transition) {
-        for job in &t.puts {
+    pub fn apply(&mut self, t: Transition) {
+        for job in t.puts {
             if let Some(old) = self.jobs.remove(&job.id) {
                 self.unindex(&old);
             }
-            self.index(job);
+            self.index(&job);
             self.id_last = self.id_last.max(job.id);
             self.token_last = self.token_last.max(job.token_last);
-            self.jobs.insert(job.id, job.clone());
+            self.jobs.insert(job.id, job);
         }
         for id in &t.deletes {
             let old = self
@@ -816,14 +816,14 @@ impl QueueState {
             // job was purged (as in SQS): the window, not the job, bounds it.
             self.unindex(&old);
         }
-        for (d, id, until) in &t.dedup_puts {
-            self.dedup.insert(d.clone(), (*id, *until));
+        for (d, id, until) in t.dedup_puts {
+            self.dedup.insert(d, (id, until));
         }
     }
 
     /// Loads a job read back from ATLAS (on open).
     pub fn load_job(&mut self, job: Job) {
-        self.apply(&Transition {
+        self.apply(Transition {
             puts: vec![job],
             ..Transition::default()
         });
