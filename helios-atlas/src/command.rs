@@ -294,13 +294,17 @@ impl<'a> Overlay<'a> {
     /// pushes at most one op and reads its key before pushing. Its only failure after the
     /// push (the memory limit) needs the size delta alone.
     pub(crate) fn untracked(cmds: &[Command]) -> bool {
-        matches!(
-            cmds,
-            [Command::Set { .. }
+        match cmds {
+            [
+                Command::Set { .. }
                 | Command::IncrBy { .. }
                 | Command::CompareAndSwap { .. }
-                | Command::Expire { .. }]
-        )
+                | Command::Expire { .. },
+            ] => true,
+            // One write after its preconditions: the checks read before the one push.
+            [Command::Batch(b)] => b.ops.len() == 1,
+            _ => false,
+        }
     }
 
     pub(crate) fn new(

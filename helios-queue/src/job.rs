@@ -19,9 +19,26 @@ pub struct JobId {
     pub seq: u64,
 }
 
+impl JobId {
+    /// The 32 lowercase hex digits (formatted by hand: ids are written on every
+    /// transition, and `fmt` machinery showed in profiles).
+    pub fn to_hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, word) in [self.created_at_ms, self.seq].into_iter().enumerate() {
+            for j in 0..16 {
+                out[i * 16 + j] = DIGITS[((word >> (60 - 4 * j)) & 0xF) as usize];
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}{:016x}", self.created_at_ms, self.seq)
+        let hex = self.to_hex();
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -44,7 +61,11 @@ impl FromStr for JobId {
 
 impl Serialize for JobId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let hex = self.to_hex();
+        match std::str::from_utf8(&hex) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_str(self),
+        }
     }
 }
 
@@ -327,6 +348,14 @@ mod tests {
             seq: 10,
         };
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
+        let big = JobId {
+            created_at_ms: u64::MAX,
+            seq: 0x0123_4567_89ab_cdef,
+        };
+        assert_eq!(
+            big.to_string(),
+            format!("{:016x}{:016x}", u64::MAX, big.seq)
+        );
         assert!(a < b && a.to_string() < b.to_string());
         assert!("xyz".parse::<JobId>().is_err());
         assert!("0000000000000005000000000000000A".parse::<JobId>().is_err());

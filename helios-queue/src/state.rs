@@ -104,7 +104,8 @@ impl Transition {
     pub fn to_batch(&self) -> Result<WriteBatch> {
         let mut b = WriteBatch::new();
         for job in &self.puts {
-            let value = serde_json::to_vec(job).map_err(|e| QueueError::CorruptRecord {
+            let mut value = Vec::with_capacity(512);
+            serde_json::to_writer(&mut value, job).map_err(|e| QueueError::CorruptRecord {
                 key: job_key(job.id),
                 reason: format!("cannot encode: {e}"),
             })?;
@@ -131,7 +132,10 @@ const TOKENS_PER_MS: u64 = 1 << 20;
 /// The ATLAS key of a job.
 pub fn job_key(id: JobId) -> String {
     // A job id is 32 hex digits: never empty, never a ':'.
-    format!("{}{id}", keys::JOB_PREFIX)
+    let mut key = String::with_capacity(keys::JOB_PREFIX.len() + 32);
+    key.push_str(keys::JOB_PREFIX);
+    key.extend(id.to_hex().iter().map(|&b| char::from(b)));
+    key
 }
 
 /// A claimed job and the token its worker must present.
