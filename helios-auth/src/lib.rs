@@ -1,4 +1,27 @@
-//! helios-auth: users, password hashing, JWT issue/verify/revoke and RBAC.
+//! helios-auth: users, passwords, JWT access tokens with key rotation, rotating refresh
+//! tokens, revocation, RBAC, login throttling and per-client rate limits, over ATLAS.
 //!
-//! Not built yet: issue 4 fills this crate. It stays synchronous and takes time and
-//! randomness as inputs, like every core crate.
+//! Synchronous and deterministic: time comes from an injected [`helios_core::Clock`],
+//! randomness from an injected [`Randomness`]. Modules:
+//! - [`store`]: [`Auth`], the users/sessions/roles service and its ATLAS records;
+//! - [`jwt`]: the key ring and token checks; [`password`]: rules and bcrypt;
+//! - [`rbac`]: permission patterns and the pure `authorize`;
+//! - [`throttle`]: login lockouts; [`ratelimit`]: per-client token buckets;
+//! - [`random`]: the randomness sources.
+
+pub mod error;
+pub mod jwt;
+pub mod password;
+pub mod random;
+pub mod ratelimit;
+pub mod rbac;
+pub mod store;
+pub mod throttle;
+
+pub use error::{AuthError, Result};
+pub use jwt::{Claims, JwtConfig, KeyConfig, KeyRing, KeyState};
+pub use random::{OsRandom, Randomness, SeededRandom};
+pub use ratelimit::{Decision, RateLimitConfig, RateLimiter};
+pub use rbac::Role;
+pub use store::{Auth, AuthConfig, TokenPair, User, UserView};
+pub use throttle::{Lockout, ThrottleConfig};

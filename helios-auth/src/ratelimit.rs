@@ -1,0 +1,288 @@
+//! Per-client rate limiting over [`helios_core::TokenBucket`].
+//!
+//! A decision never writes to ATLAS: buckets live in memory, and [`RateLimiter::flush`]
+//! (called by the runtime every `persist_interval_ms`, and at shutdown) writes the buckets
+//! that changed to `rate:{clientId}` in one batch, each with a TTL of `idle_ms`. A client
+//! unseen for `idle_ms` is dropped from memory (and its record expires), so memory stays
+//! bounded however many clients appear; `clients_max` caps it outright (the client seen
+//! longest ago is evicted first). On first sight after a restart a client's bucket is read
+//! back from ATLAS, so a restart refills a bucket by at most what `persist_interval_ms` of
+//! decisions had taken: restarting cannot be used to reset limits beyond that bound.
+//!
+//! Limits are configured per client, else per role, else a default, and can change at run
+//! time ([`RateLimiter::set_config`]); a bucket adopts its new limits on its next decision
+//! without refilling.
+
+use crate::error::{AuthError, Result};
+use helios_atlas::{Atlas, Expiry, WriteBatch};
+use helios_core::{TokenBucket, TokenBucketConfig, Verdict, keys};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+/// Limits: a default, per-role and per-client overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimitConfig {
+    /// Applies when no override matches.
+    pub default: TokenBucketConfig,
+    /// Per role (the first of a client's roles that has one wins).
+    #[serde(default)]
+    pub roles: HashMap<String, TokenBucketConfig>,
+    /// Per client id (wins over roles).
+    #[serde(default)]
+    pub clients: HashMap<String, TokenBucketConfig>,
+    /// Forget clients idle this long, ms (default 1 h).
+    pub idle_ms: u64,
+    /// Most clients held in memory (default 1,000,000).
+    pub clients_max: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            default: TokenBucketConfig {
+                capacity: 100,
+                refill_tokens: 50,
+                refill_period_ms: 1_000,
+            },
+            roles: HashMap::new(),
+            clients: HashMap::new(),
+            idle_ms: 3_600_000,
+            clients_max: 1_000_000,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Checks every limit, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &'static str, e: String| AuthError::Config { key, reason: e };
+        self.default
+            .validate()
+            .map_err(|e| bad("rate_limit.default", e.to_string()))?;
+        for c in self.roles.values() {
+            c.validate()
+                .map_err(|e| bad("rate_limit.roles", e.to_string()))?;
+        }
+        for c in self.clients.values() {
+            c.validate()
+                .map_err(|e| bad("rate_limit.clients", e.to_string()))?;
+        }
+        if self.idle_ms == 0 || self.clients_max == 0 {
+            return Err(bad(
+                "rate_limit.idle_ms",
+                "idle_ms and clients_max must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A rate-limit decision, with what the `RateLimit-Policy`, `RateLimit` and `Retry-After`
+/// headers need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The bucket capacity (the policy's quota).
+    pub limit: u64,
+    /// Tokens left after this decision.
+    pub remaining: u64,
+    /// Time until the bucket is full again, s (rounded up).
+    pub reset_s: u64,
+    /// When denied: time until the request could succeed, s (rounded up).
+    pub retry_after_s: Option<u64>,
+    /// The policy as `RateLimit-Policy` wants it: `"default";q=100;w=2`.
+    pub policy: String,
+}
+
+#[derive(Debug)]
+struct Client {
+    bucket: TokenBucket,
+    last_ms: u64,
+    dirty: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    clients: HashMap<String, Client>,
+    by_last: BTreeSet<(u64, String)>,
+}
+
+/// The limiter. `Send + Sync`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    atlas: Atlas,
+    config: RwLock<RateLimitConfig>,
+    state: Mutex<State>,
+}
+
+fn rate_key(client: &str) -> String {
+    format!("{}{client}", keys::RATE_PREFIX)
+}
+
+fn div_ceil_s(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+impl RateLimiter {
+    /// A limiter over `atlas` with `config` (checked).
+    pub fn new(atlas: Atlas, config: RateLimitConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            atlas,
+            config: RwLock::new(config),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The current limits.
+    pub fn config(&self) -> RateLimitConfig {
+        self.config.read().clone()
+    }
+
+    /// Replaces the limits (run-time change).
+    pub fn set_config(&self, config: RateLimitConfig) -> Result<()> {
+        config.validate()?;
+        *self.config.write() = config;
+        Ok(())
+    }
+
+    fn limits_for(&self, client: &str, roles: &[String]) -> (TokenBucketConfig, String) {
+        let c = self.config.read();
+        if let Some(l) = c.clients.get(client) {
+            return (*l, format!("client-{client}"));
+        }
+        for r in roles {
+            if let Some(l) = c.roles.get(r) {
+                return (*l, format!("role-{r}"));
+            }
+        }
+        (c.default, "default".to_owned())
+    }
+
+    /// Decides whether `client` (with `roles`) may spend `cost` tokens at `now_ms`. No
+    /// write, no fsync.
+    pub fn check(&self, client: &str, roles: &[String], cost: u64, now_ms: u64) -> Decision {
+        let (limits, policy_name) = self.limits_for(client, roles);
+        let idle_ms = self.config.read().idle_ms;
+        let clients_max = self.config.read().clients_max;
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        if !st.clients.contains_key(client) {
+            // First sight since start (or since idle expiry): resume the stored bucket.
+            let bucket = self
+                .atlas
+                .get(&rate_key(client))
+                .and_then(|b| serde_json::from_slice::<TokenBucket>(&b).ok())
+                .and_then(|mut b| b.reconfigure(limits, now_ms).ok().map(|()| b))
+                .or_else(|| TokenBucket::new(limits, now_ms).ok());
+            let Some(bucket) = bucket else {
+                // Limits were validated; a bucket always builds. Deny rather than panic.
+                return Decision {
+                    allowed: false,
+                    limit: limits.capacity,
+                    remaining: 0,
+                    reset_s: 1,
+                    retry_after_s: Some(1),
+                    policy: policy_name,
+                };
+            };
+            while st.clients.len() >= clients_max {
+                let Some((_, oldest)) = st.by_last.pop_first() else {
+                    break;
+                };
+                st.clients.remove(&oldest);
+            }
+            st.clients.insert(
+                client.to_owned(),
+                Client {
+                    bucket,
+                    last_ms: now_ms,
+                    dirty: false,
+                },
+            );
+            st.by_last.insert((now_ms, client.to_owned()));
+        }
+        let Some(c) = st.clients.get_mut(client) else {
+            unreachable!("inserted above");
+        };
+        if *c.bucket.config() != limits {
+            let _ = c.bucket.reconfigure(limits, now_ms);
+        }
+        if c.last_ms != now_ms {
+            st.by_last.remove(&(c.last_ms, client.to_owned()));
+            c.last_ms = now_ms;
+            st.by_last.insert((now_ms, client.to_owned()));
+        }
+        let verdict = c.bucket.try_take(now_ms, cost);
+        c.dirty = true;
+        let capacity = limits.capacity;
+        let tokens = c.bucket.tokens(now_ms);
+        // Time to refill completely from the current level.
+        let missing = capacity.saturating_sub(tokens);
+        let reset_ms = missing
+            .saturating_mul(limits.refill_period_ms)
+            .div_ceil(limits.refill_tokens);
+        let window_s = div_ceil_s(
+            capacity
+                .saturating_mul(limits.refill_period_ms)
+                .div_ceil(limits.refill_tokens),
+        );
+        let _ = idle_ms;
+        Decision {
+            allowed: verdict.is_allowed(),
+            limit: capacity,
+            remaining: verdict.tokens_left(),
+            reset_s: div_ceil_s(reset_ms),
+            retry_after_s: match verdict {
+                Verdict::Allowed { .. } => None,
+                v => Some(div_ceil_s(v.retry_after_ms()).max(1)),
+            },
+            policy: format!("\"{policy_name}\";q={capacity};w={window_s}"),
+        }
+    }
+
+    /// Writes changed buckets to ATLAS (one batch, TTL `idle_ms`) and forgets idle
+    /// clients. Returns how many buckets were written.
+    pub fn flush(&self, now_ms: u64) -> Result<usize> {
+        let idle_ms = self.config.read().idle_ms;
+        let mut batch = WriteBatch::new();
+        let mut written = 0;
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            for (id, c) in st.clients.iter_mut().filter(|(_, c)| c.dirty) {
+                let v = serde_json::to_vec(&c.bucket).map_err(|e| AuthError::CorruptRecord {
+                    key: rate_key(id),
+                    reason: e.to_string(),
+                })?;
+                batch.set(
+                    rate_key(id),
+                    v,
+                    Expiry::AtMs(c.last_ms.saturating_add(idle_ms)),
+                );
+                c.dirty = false;
+                written += 1;
+            }
+            let cutoff = now_ms.saturating_sub(idle_ms);
+            while let Some((last, _)) = st.by_last.first() {
+                if *last > cutoff {
+                    break;
+                }
+                if let Some((_, id)) = st.by_last.pop_first() {
+                    st.clients.remove(&id);
+                }
+            }
+        }
+        if written > 0 {
+            self.atlas.write_batch(batch)?;
+        }
+        Ok(written)
+    }
+
+    /// Clients held in memory.
+    pub fn client_count(&self) -> usize {
+        self.state.lock().clients.len()
+    }
+}

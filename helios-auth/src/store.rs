@@ -1,0 +1,789 @@
+//! [`Auth`]: users, sessions and roles over ATLAS.
+//!
+//! Keys (schema of `helios_core::keys`):
+//! - `auth:user:{id}`: the user record (JSON: username, bcrypt hash, disabled, session epoch);
+//! - `auth:username:{lowercased name}`: the user id (case-insensitive uniqueness, enforced
+//!   by a batch precondition, so two concurrent registrations cannot both win);
+//! - `rbac:role:{name}`: a role's permission patterns; `rbac:user_roles:{id}`: a user's roles;
+//! - `auth:token:{sha256 of the refresh token}`: a refresh token (only its hash is stored),
+//!   with a TTL at its expiry;
+//! - `auth:token:jti.{jti}`: a revoked access token, with a TTL at the token's expiry (so the
+//!   revocation list cannot grow without bound); `auth:token:fam.{family}`: a revoked
+//!   refresh-token family, with a TTL past the last possible refresh token of the family.
+//!
+//! Only this module writes these keys, so the in-memory indexes it keeps (users' session
+//! epochs, disabled flags and roles; roles' permissions) are exact: a role or user change
+//! applies to the very next request. Verification needs no write and no fsync.
+//!
+//! Timing: a login for an unknown user verifies the password against a dummy hash of the
+//! same cost, so it costs the same time as a wrong password for a known user.
+
+use crate::error::{AuthError, Result};
+use crate::jwt::{Claims, JwtConfig, KeyRing};
+use crate::password;
+use crate::random::{Randomness, hex_token};
+use crate::rbac::{self, Role};
+use crate::throttle::{Lockout, Throttle, ThrottleConfig};
+use base64::Engine as _;
+use helios_atlas::{Atlas, Expiry, Precondition, WriteBatch};
+use helios_core::Clock;
+use helios_core::keys;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Settings of [`Auth`].
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// bcrypt cost (default 12; 4..=31).
+    pub bcrypt_cost: u32,
+    /// Shortest password, in characters (default 10).
+    pub password_len_min: usize,
+    /// Whether anyone may register (default true); otherwise admins create users.
+    pub registration_open: bool,
+    /// Refresh-token lifetime, ms (default 30 days).
+    pub refresh_ttl_ms: u64,
+    /// Access tokens.
+    pub jwt: JwtConfig,
+    /// Login throttling.
+    pub throttle: ThrottleConfig,
+}
+
+/// A user, as stored under `auth:user:{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The id (32 hex digits).
+    pub id: String,
+    /// The username as registered.
+    pub username: String,
+    /// The bcrypt hash.
+    pub password_hash: String,
+    /// Disabled users cannot log in, and their tokens stop working.
+    pub disabled: bool,
+    /// Bumped by a password change: every earlier session ends.
+    pub session_epoch: u64,
+    /// Registration time, ms.
+    pub created_at_ms: u64,
+}
+
+/// A user as shown to clients and admins (no hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// The id.
+    pub id: String,
+    /// The username.
+    pub username: String,
+    /// The roles.
+    pub roles: Vec<String>,
+    /// Whether disabled.
+    pub disabled: bool,
+}
+
+/// What a login or refresh returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenPair {
+    /// The JWT access token.
+    pub access_token: String,
+    /// The opaque refresh token (single use).
+    pub refresh_token: String,
+    /// Always "Bearer".
+    pub token_type: &'static str,
+    /// Access-token lifetime, s.
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefreshRecord {
+    user: String,
+    family: String,
+    epoch: u64,
+    expires_at_ms: u64,
+    rotated: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    username: String,
+    epoch: u64,
+    disabled: bool,
+    roles: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    users: HashMap<String, Session>,
+    roles: HashMap<String, Vec<String>>,
+}
+
+/// Users, passwords, tokens and roles. `Send + Sync`.
+#[derive(Debug)]
+pub struct Auth {
+    atlas: Atlas,
+    config: AuthConfig,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Randomness>,
+    keys: RwLock<KeyRing>,
+    index: RwLock<Index>,
+    throttle: Throttle,
+    dummy_hash: String,
+}
+
+fn sha256_hex(s: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn refresh_key(token: &str) -> String {
+    format!("{}{}", keys::AUTH_TOKEN_PREFIX, sha256_hex(token))
+}
+
+fn jti_key(jti: &str) -> String {
+    format!("{}jti.{jti}", keys::AUTH_TOKEN_PREFIX)
+}
+
+fn family_key(fam: &str) -> String {
+    format!("{}fam.{fam}", keys::AUTH_TOKEN_PREFIX)
+}
+
+fn user_key(id: &str) -> String {
+    format!("{}{id}", keys::AUTH_USER_PREFIX)
+}
+
+fn username_key(lower: &str) -> String {
+    format!("{}{lower}", keys::AUTH_USERNAME_PREFIX)
+}
+
+fn role_key(name: &str) -> String {
+    format!("{}{name}", keys::RBAC_ROLE_PREFIX)
+}
+
+fn user_roles_key(id: &str) -> String {
+    format!("{}{id}", keys::RBAC_USER_ROLES_PREFIX)
+}
+
+fn corrupt(key: &str, e: impl std::fmt::Display) -> AuthError {
+    AuthError::CorruptRecord {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Our records are plain structs of strings and integers: encoding cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// Checks a username: 3..=32 of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+pub fn check_username(name: &str) -> Result<()> {
+    let ok = (3..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid {
+            field: "username",
+            reason: "3 to 32 of [A-Za-z0-9_.-], starting with a letter or digit".to_owned(),
+        })
+    }
+}
+
+impl Auth {
+    /// Opens auth over `atlas`: loads users and roles, and creates the default roles on a
+    /// fresh store.
+    pub fn open(
+        atlas: Atlas,
+        config: AuthConfig,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Randomness>,
+    ) -> Result<Auth> {
+        if !(4..=31).contains(&config.bcrypt_cost) {
+            return Err(AuthError::Config {
+                key: "auth.bcrypt_cost",
+                reason: "must be in 4..=31".to_owned(),
+            });
+        }
+        if config.password_len_min < 8 {
+            return Err(AuthError::Config {
+                key: "auth.password_len_min",
+                reason: "must be at least 8".to_owned(),
+            });
+        }
+        let keys = KeyRing::new(config.jwt.clone())?;
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        let dummy_hash = password::hash("dummy password for timing", config.bcrypt_cost, salt)?;
+        let auth = Auth {
+            throttle: Throttle::new(config.throttle.clone())?,
+            atlas,
+            config,
+            clock,
+            rng,
+            keys: RwLock::new(keys),
+            index: RwLock::new(Index::default()),
+            dummy_hash,
+        };
+        auth.load()?;
+        if auth.index.read().roles.is_empty() {
+            for role in rbac::default_roles() {
+                auth.put_role(&role.name, role.permissions)?;
+            }
+        }
+        Ok(auth)
+    }
+
+    fn scan_all(&self, prefix: &str, mut f: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.atlas.scan(prefix, cursor.as_deref(), 10_000)?;
+            for (k, v) in &page.entries {
+                f(k, v)?;
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn load(&self) -> Result<()> {
+        let mut index = Index::default();
+        self.scan_all(keys::RBAC_ROLE_PREFIX, |k, v| {
+            let role: Role = serde_json::from_slice(v).map_err(|e| corrupt(k, e))?;
+            index.roles.insert(role.name, role.permissions);
+            Ok(())
+        })?;
+        self.scan_all(keys::AUTH_USER_PREFIX, |k, v| {
+            let user: User = serde_json::from_slice(v).map_err(|e| corrupt(k, e))?;
+            let rk = user_roles_key(&user.id);
+            let roles: Vec<String> = match self.atlas.get(&rk) {
+                Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(&rk, e))?,
+                None => Vec::new(),
+            };
+            index.users.insert(
+                user.id.clone(),
+                Session {
+                    username: user.username,
+                    epoch: user.session_epoch,
+                    disabled: user.disabled,
+                    roles,
+                },
+            );
+            Ok(())
+        })?;
+        *self.index.write() = index;
+        Ok(())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    fn user_record(&self, id: &str) -> Result<User> {
+        let k = user_key(id);
+        let b = self
+            .atlas
+            .get(&k)
+            .ok_or_else(|| AuthError::UserNotFound(id.to_owned()))?;
+        serde_json::from_slice(&b).map_err(|e| corrupt(&k, e))
+    }
+
+    fn user_id_by_name(&self, username: &str) -> Option<String> {
+        let b = self
+            .atlas
+            .get(&username_key(&username.to_ascii_lowercase()))?;
+        String::from_utf8(b.to_vec()).ok()
+    }
+
+    /// Self-registration (refused when closed): a new user with the `user` role.
+    pub fn register(&self, username: &str, password: &str) -> Result<UserView> {
+        if !self.config.registration_open {
+            return Err(AuthError::RegistrationClosed);
+        }
+        self.create_user(username, password, &["user"])
+    }
+
+    /// Creates a user with `roles` (admins, bootstrap).
+    pub fn create_user(&self, username: &str, password: &str, roles: &[&str]) -> Result<UserView> {
+        check_username(username)?;
+        password::check_rules(password, self.config.password_len_min)?;
+        {
+            let idx = self.index.read();
+            if let Some(r) = roles.iter().find(|r| !idx.roles.contains_key(**r)) {
+                return Err(AuthError::RoleNotFound((*r).to_owned()));
+            }
+        }
+        let mut salt = [0u8; 16];
+        self.rng.fill(&mut salt);
+        // bcrypt before any lock: it is the slow part.
+        let hash = password::hash(password, self.config.bcrypt_cost, salt)?;
+        let id = hex_token(&*self.rng, 16);
+        let lower = username.to_ascii_lowercase();
+        let user = User {
+            id: id.clone(),
+            username: username.to_owned(),
+            password_hash: hash,
+            disabled: false,
+            session_epoch: 0,
+            created_at_ms: self.now_ms(),
+        };
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let mut b = WriteBatch::new();
+        b.require(username_key(&lower), Precondition::Absent)
+            .set(username_key(&lower), id.clone(), Expiry::Never)
+            .set(user_key(&id), json(&user), Expiry::Never)
+            .set(user_roles_key(&id), json(&roles), Expiry::Never);
+        let mut idx = self.index.write();
+        match self.atlas.write_batch(b) {
+            Ok(()) => {}
+            Err(helios_atlas::AtlasError::PreconditionFailed { .. }) => {
+                return Err(AuthError::UsernameTaken(username.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        idx.users.insert(
+            id.clone(),
+            Session {
+                username: username.to_owned(),
+                epoch: 0,
+                disabled: false,
+                roles: roles.clone(),
+            },
+        );
+        Ok(UserView {
+            id,
+            username: username.to_owned(),
+            roles,
+            disabled: false,
+        })
+    }
+
+    /// Creates the `admin` user on a store without one: with `password`, or a random one
+    /// that is returned (to be printed once). `Ok(None)` if an admin exists already.
+    pub fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>> {
+        let has_admin = self
+            .index
+            .read()
+            .users
+            .values()
+            .any(|s| s.roles.iter().any(|r| r == "admin"));
+        if has_admin {
+            return Ok(None);
+        }
+        match password {
+            Some(p) => {
+                self.create_user("admin", p, &["admin"])?;
+                Ok(None)
+            }
+            None => {
+                let mut b = [0u8; 18];
+                self.rng.fill(&mut b);
+                let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+                self.create_user("admin", &p, &["admin"])?;
+                Ok(Some(p))
+            }
+        }
+    }
+
+    /// Logs in: throttled per username and per client; unknown users cost the same time.
+    pub fn login(&self, username: &str, password: &str, client: &str) -> Result<TokenPair> {
+        let now = self.now_ms();
+        let user_throttle_key = format!("user:{}", username.to_ascii_lowercase());
+        let client_throttle_key = format!("client:{client}");
+        for k in [&user_throttle_key, &client_throttle_key] {
+            if let Some(ms) = self.throttle.locked_for(k, now) {
+                return Err(AuthError::LockedOut { retry_after_ms: ms });
+            }
+        }
+        let user = self
+            .user_id_by_name(username)
+            .and_then(|id| self.user_record(&id).ok());
+        let ok = match &user {
+            Some(u) => password::verify(password, &u.password_hash),
+            None => {
+                let _ = password::verify(password, &self.dummy_hash);
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            self.throttle.failure(&user_throttle_key, now);
+            self.throttle.failure(&client_throttle_key, now);
+            return Err(AuthError::InvalidCredentials);
+        };
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
+        self.throttle.success(&user_throttle_key);
+        self.throttle.success(&client_throttle_key);
+        let family = hex_token(&*self.rng, 16);
+        self.issue(&user.id, user.session_epoch, &family, None)
+    }
+
+    /// Writes a new refresh token (rotating `previous` if given, atomically) and signs an
+    /// access token.
+    fn issue(
+        &self,
+        user_id: &str,
+        epoch: u64,
+        family: &str,
+        previous: Option<(String, Vec<u8>, RefreshRecord)>,
+    ) -> Result<TokenPair> {
+        let now = self.now_ms();
+        let mut raw = [0u8; 32];
+        self.rng.fill(&mut raw);
+        let refresh = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let expires_at_ms = now.saturating_add(self.config.refresh_ttl_ms);
+        let record = RefreshRecord {
+            user: user_id.to_owned(),
+            family: family.to_owned(),
+            epoch,
+            expires_at_ms,
+            rotated: false,
+        };
+        let mut b = WriteBatch::new();
+        if let Some((key, old_bytes, mut old)) = previous {
+            // Single use even under concurrency: only the first refresh sees the record
+            // as it was.
+            b.require(key.clone(), Precondition::Equals(old_bytes.into()));
+            old.rotated = true;
+            b.set(
+                key,
+                json(&old),
+                Expiry::AtMs(old.expires_at_ms.max(now + 1)),
+            );
+        }
+        b.set(
+            refresh_key(&refresh),
+            json(&record),
+            Expiry::AtMs(expires_at_ms),
+        );
+        match self.atlas.write_batch(b) {
+            Ok(()) => {}
+            Err(helios_atlas::AtlasError::PreconditionFailed { .. }) => {
+                return Err(AuthError::RefreshReuse);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let roles = self
+            .index
+            .read()
+            .users
+            .get(user_id)
+            .map(|s| s.roles.clone())
+            .unwrap_or_default();
+        let keys = self.keys.read();
+        let cfg = keys.config();
+        let now_s = now / 1000;
+        let claims = Claims {
+            sub: user_id.to_owned(),
+            roles,
+            iat: now_s,
+            nbf: now_s,
+            exp: now_s + cfg.access_ttl_s,
+            iss: cfg.issuer.clone(),
+            aud: cfg.audience.clone(),
+            jti: hex_token(&*self.rng, 16),
+            sep: epoch,
+            fam: family.to_owned(),
+        };
+        Ok(TokenPair {
+            access_token: keys.sign(&claims)?,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: cfg.access_ttl_s,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. A token used twice revokes its family.
+    pub fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        let invalid = |r: &str| AuthError::InvalidToken {
+            reason: r.to_owned(),
+        };
+        if refresh_token.len() > 256 {
+            return Err(invalid("refresh token too long"));
+        }
+        let key = refresh_key(refresh_token);
+        let bytes = self
+            .atlas
+            .get(&key)
+            .ok_or_else(|| invalid("unknown refresh token"))?;
+        let record: RefreshRecord = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
+        if self.atlas.exists(&family_key(&record.family)) {
+            return Err(invalid("session revoked"));
+        }
+        if record.rotated {
+            self.revoke_family(&record.family)?;
+            return Err(AuthError::RefreshReuse);
+        }
+        if record.expires_at_ms <= self.now_ms() {
+            return Err(invalid("refresh token expired"));
+        }
+        let session = self
+            .index
+            .read()
+            .users
+            .get(&record.user)
+            .cloned()
+            .ok_or_else(|| invalid("user gone"))?;
+        if session.disabled {
+            return Err(AuthError::Disabled);
+        }
+        if session.epoch != record.epoch {
+            return Err(invalid("password changed since"));
+        }
+        let (user, epoch, family) = (record.user.clone(), record.epoch, record.family.clone());
+        match self.issue(&user, epoch, &family, Some((key, bytes.to_vec(), record))) {
+            Err(AuthError::RefreshReuse) => {
+                // Lost a race with another use of the same token: that is reuse too.
+                self.revoke_family(&family)?;
+                Err(AuthError::RefreshReuse)
+            }
+            r => r,
+        }
+    }
+
+    fn revoke_family(&self, family: &str) -> Result<()> {
+        let until = self.now_ms().saturating_add(self.config.refresh_ttl_ms);
+        self.atlas.set_with(
+            &family_key(family),
+            "revoked",
+            helios_atlas::SetOptions {
+                expiry: Expiry::AtMs(until),
+                ..Default::default()
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Verifies an access token: signature, algorithm, key, times, issuer and audience,
+    /// then revocation, session epoch and the user's state. No write.
+    pub fn verify_access(&self, token: &str) -> Result<Claims> {
+        let now = self.now_ms();
+        let claims = self.keys.read().verify(token, now / 1000)?;
+        let invalid = |r: &str| AuthError::InvalidToken {
+            reason: r.to_owned(),
+        };
+        if self.atlas.exists(&jti_key(&claims.jti)) {
+            return Err(invalid("revoked"));
+        }
+        if self.atlas.exists(&family_key(&claims.fam)) {
+            return Err(invalid("session revoked"));
+        }
+        match self.index.read().users.get(&claims.sub) {
+            None => Err(invalid("user gone")),
+            Some(s) if s.disabled => Err(AuthError::Disabled),
+            Some(s) if s.epoch != claims.sep => Err(invalid("password changed since")),
+            Some(_) => Ok(claims),
+        }
+    }
+
+    /// Logout: revokes the access token (until its expiry) and its refresh family.
+    pub fn logout(&self, claims: &Claims) -> Result<()> {
+        let leeway_ms = self.keys.read().config().leeway_s * 1000;
+        let until = (claims.exp * 1000).saturating_add(leeway_ms);
+        let family_until = self.now_ms().saturating_add(self.config.refresh_ttl_ms);
+        let mut b = WriteBatch::new();
+        b.set(
+            jti_key(&claims.jti),
+            "revoked",
+            Expiry::AtMs(until.max(self.now_ms() + 1)),
+        )
+        .set(
+            family_key(&claims.fam),
+            "revoked",
+            Expiry::AtMs(family_until),
+        );
+        self.atlas.write_batch(b)?;
+        Ok(())
+    }
+
+    /// Whether `user_id` holds `permission` now (current roles, not the token's).
+    pub fn authorize(&self, user_id: &str, permission: &str) -> bool {
+        let idx = self.index.read();
+        let Some(s) = idx.users.get(user_id) else {
+            return false;
+        };
+        !s.disabled
+            && s.roles.iter().any(|r| {
+                idx.roles
+                    .get(r)
+                    .is_some_and(|ps| rbac::authorize(ps.iter().map(String::as_str), permission))
+            })
+    }
+
+    fn update_user(&self, id: &str, f: impl FnOnce(&mut User)) -> Result<User> {
+        let mut idx = self.index.write();
+        let mut user = self.user_record(id)?;
+        f(&mut user);
+        self.atlas.set(&user_key(id), json(&user))?;
+        if let Some(s) = idx.users.get_mut(id) {
+            s.disabled = user.disabled;
+            s.epoch = user.session_epoch;
+        }
+        Ok(user)
+    }
+
+    /// Changes a password after checking the old one; every session of the user ends.
+    pub fn change_password(&self, user_id: &str, old: &str, new: &str) -> Result<()> {
+        password::check_rules(new, self.config.password_len_min)?;
+        let user = self.user_record(user_id)?;
+        if !password::verify(old, &user.password_hash) {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let mut salt = [0u8; 16];
+        self.rng.fill(&mut salt);
+        let hash = password::hash(new, self.config.bcrypt_cost, salt)?;
+        self.update_user(user_id, |u| {
+            u.password_hash = hash;
+            u.session_epoch += 1;
+        })?;
+        Ok(())
+    }
+
+    /// Disables or enables a user; a disabled user's tokens stop working at once.
+    pub fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
+        self.update_user(user_id, |u| u.disabled = disabled)?;
+        Ok(())
+    }
+
+    /// Deletes a user (record, name and roles).
+    pub fn delete_user(&self, user_id: &str) -> Result<()> {
+        let mut idx = self.index.write();
+        let user = self.user_record(user_id)?;
+        let mut b = WriteBatch::new();
+        b.delete(user_key(user_id))
+            .delete(username_key(&user.username.to_ascii_lowercase()))
+            .delete(user_roles_key(user_id));
+        self.atlas.write_batch(b)?;
+        idx.users.remove(user_id);
+        Ok(())
+    }
+
+    /// A user by id, without secrets.
+    pub fn user(&self, user_id: &str) -> Option<UserView> {
+        let idx = self.index.read();
+        idx.users.get(user_id).map(|s| UserView {
+            id: user_id.to_owned(),
+            username: s.username.clone(),
+            roles: s.roles.clone(),
+            disabled: s.disabled,
+        })
+    }
+
+    /// A user by name (case-insensitive), without secrets.
+    pub fn user_view_by_name(&self, username: &str) -> Option<UserView> {
+        self.user(&self.user_id_by_name(username)?)
+    }
+
+    /// All users, ordered by username.
+    pub fn users(&self) -> Vec<UserView> {
+        let idx = self.index.read();
+        let mut v: Vec<UserView> = idx
+            .users
+            .iter()
+            .map(|(id, s)| UserView {
+                id: id.clone(),
+                username: s.username.clone(),
+                roles: s.roles.clone(),
+                disabled: s.disabled,
+            })
+            .collect();
+        v.sort_by_key(|u| u.username.to_ascii_lowercase());
+        v
+    }
+
+    fn set_user_roles(&self, user_id: &str, f: impl FnOnce(&mut Vec<String>)) -> Result<()> {
+        let mut idx = self.index.write();
+        let s = idx
+            .users
+            .get_mut(user_id)
+            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+        let mut roles = s.roles.clone();
+        f(&mut roles);
+        roles.sort();
+        roles.dedup();
+        self.atlas.set(&user_roles_key(user_id), json(&roles))?;
+        s.roles = roles;
+        Ok(())
+    }
+
+    /// Gives a user a role (takes effect on the next request).
+    pub fn assign_role(&self, user_id: &str, role: &str) -> Result<()> {
+        if !self.index.read().roles.contains_key(role) {
+            return Err(AuthError::RoleNotFound(role.to_owned()));
+        }
+        self.set_user_roles(user_id, |r| r.push(role.to_owned()))
+    }
+
+    /// Takes a role from a user.
+    pub fn revoke_role(&self, user_id: &str, role: &str) -> Result<()> {
+        self.set_user_roles(user_id, |r| r.retain(|x| x != role))
+    }
+
+    /// Creates or replaces a role.
+    pub fn put_role(&self, name: &str, permissions: Vec<String>) -> Result<()> {
+        rbac::check_role_name(name)?;
+        for p in &permissions {
+            rbac::check_pattern(p)?;
+        }
+        let mut idx = self.index.write();
+        let role = Role {
+            name: name.to_owned(),
+            permissions: permissions.clone(),
+        };
+        self.atlas.set(&role_key(name), json(&role))?;
+        idx.roles.insert(name.to_owned(), permissions);
+        Ok(())
+    }
+
+    /// Deletes a role (users keep the name, which then grants nothing).
+    pub fn delete_role(&self, name: &str) -> Result<()> {
+        let mut idx = self.index.write();
+        if !idx.roles.contains_key(name) {
+            return Err(AuthError::RoleNotFound(name.to_owned()));
+        }
+        self.atlas.delete(&role_key(name))?;
+        idx.roles.remove(name);
+        Ok(())
+    }
+
+    /// All roles, by name.
+    pub fn roles(&self) -> Vec<Role> {
+        let idx = self.index.read();
+        let mut v: Vec<Role> = idx
+            .roles
+            .iter()
+            .map(|(n, p)| Role {
+                name: n.clone(),
+                permissions: p.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Current lockouts (for admins).
+    pub fn lockouts(&self) -> Vec<Lockout> {
+        self.throttle.lockouts(self.now_ms())
+    }
+
+    /// Lifts a lockout (`user:{name}` or `client:{id}`).
+    pub fn lift_lockout(&self, key: &str) -> bool {
+        self.throttle.lift(key)
+    }
+
+    /// Replaces the JWT key ring (key rotation): checked before it takes effect.
+    pub fn rotate_keys(&self, jwt: JwtConfig) -> Result<()> {
+        let ring = KeyRing::new(jwt)?;
+        *self.keys.write() = ring;
+        Ok(())
+    }
+}
