@@ -1,7 +1,8 @@
 //! Per-client rate limiting over [`helios_core::TokenBucket`].
 //!
 //! A decision never writes to ATLAS: buckets live in memory, and [`RateLimiter::flush`]
-//! (called by the runtime every `persist_interval_ms`, and at shutdown) writes the buckets
+//! (called through [`RateLimiter::flush_due`] on the runtime's tick, so at least every
+//! `persist_interval_ms`, and at shutdown) writes the buckets
 //! that changed to `rate:{clientId}` in one batch, each with a TTL of `idle_ms`. A client
 //! unseen for `idle_ms` is dropped from memory (and its record expires), so memory stays
 //! bounded however many clients appear; `clients_max` caps it outright (the client seen
@@ -35,6 +36,10 @@ pub struct RateLimitConfig {
     pub idle_ms: u64,
     /// Most clients held in memory (default 1,000,000).
     pub clients_max: usize,
+    /// How often the runtime persists buckets (see [`RateLimiter::flush_due`]), ms
+    /// (default 1,000): the most a restart can refill a bucket by is what this long of
+    /// decisions took.
+    pub persist_interval_ms: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -49,6 +54,7 @@ impl Default for RateLimitConfig {
             clients: HashMap::new(),
             idle_ms: 3_600_000,
             clients_max: 1_000_000,
+            persist_interval_ms: 1_000,
         }
     }
 }
@@ -67,6 +73,12 @@ impl RateLimitConfig {
         for c in self.clients.values() {
             c.validate()
                 .map_err(|e| bad("rate_limit.clients", e.to_string()))?;
+        }
+        if self.persist_interval_ms == 0 || self.persist_interval_ms > self.idle_ms {
+            return Err(bad(
+                "rate_limit.persist_interval_ms",
+                "must be in 1..=idle_ms".into(),
+            ));
         }
         if self.idle_ms == 0 || self.clients_max == 0 {
             return Err(bad(
@@ -107,6 +119,7 @@ struct Client {
 struct State {
     clients: HashMap<String, Client>,
     by_last: BTreeSet<(u64, String)>,
+    flushed_at_ms: u64,
 }
 
 /// The limiter. `Send + Sync`.
@@ -165,7 +178,6 @@ impl RateLimiter {
     /// write, no fsync.
     pub fn check(&self, client: &str, roles: &[String], cost: u64, now_ms: u64) -> Decision {
         let (limits, policy_name) = self.limits_for(client, roles);
-        let idle_ms = self.config.read().idle_ms;
         let clients_max = self.config.read().clients_max;
         let mut st = self.state.lock();
         let st = &mut *st;
@@ -229,7 +241,6 @@ impl RateLimiter {
                 .saturating_mul(limits.refill_period_ms)
                 .div_ceil(limits.refill_tokens),
         );
-        let _ = idle_ms;
         Decision {
             allowed: verdict.is_allowed(),
             limit: capacity,
@@ -265,6 +276,7 @@ impl RateLimiter {
                 c.dirty = false;
                 written += 1;
             }
+            st.flushed_at_ms = now_ms;
             let cutoff = now_ms.saturating_sub(idle_ms);
             while let Some((last, _)) = st.by_last.first() {
                 if *last > cutoff {
@@ -279,6 +291,17 @@ impl RateLimiter {
             self.atlas.write_batch(batch)?;
         }
         Ok(written)
+    }
+
+    /// Flushes if `persist_interval_ms` has passed since the last flush (the runtime calls
+    /// this on every tick; harmless to call often). Returns how many buckets were written.
+    pub fn flush_due(&self, now_ms: u64) -> Result<usize> {
+        let interval = self.config.read().persist_interval_ms;
+        let last = self.state.lock().flushed_at_ms;
+        if now_ms.saturating_sub(last) < interval && now_ms >= last {
+            return Ok(0);
+        }
+        self.flush(now_ms)
     }
 
     /// Clients held in memory.

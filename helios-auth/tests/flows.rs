@@ -201,6 +201,7 @@ fn limiter(e: &Env, capacity: u64) -> RateLimiter {
             },
             idle_ms: 60_000,
             clients_max: 1_000,
+            persist_interval_ms: 1_000,
             ..RateLimitConfig::default()
         },
     )
@@ -230,8 +231,9 @@ fn rate_limits_admit_capacity_plus_refill_and_persist_across_restart() {
             .count(),
         10
     );
-    // Persisted in one batch; a new limiter (a restart) resumes the empty bucket.
-    assert_eq!(l.flush(later).unwrap(), 1);
+    // Persisted in one batch when due; a new limiter (a restart) resumes the empty bucket.
+    assert_eq!(l.flush_due(later).unwrap(), 1);
+    assert_eq!(l.flush_due(later + 10).unwrap(), 0, "not due again yet");
     let l2 = limiter(&e, 10);
     assert!(
         !l2.check("c1", &[], 1, later).allowed,
