@@ -1,10 +1,15 @@
 //! Password rules and hashing (bcrypt, never truncating).
 //!
 //! bcrypt only reads the first 72 bytes of a password, and the `bcrypt` crate's `hash`
-//! silently truncates. Here passwords longer than 72 bytes are pre-hashed: SHA-256 of the
+//! silently truncates (its `non_truncating_*` functions refuse 72 bytes and more, counting
+//! the terminating NUL). Here passwords of 72 bytes or more are pre-hashed: SHA-256 of the
 //! password, base64-encoded (44 bytes), is what bcrypt sees, marked by a `$sha256$` prefix on
 //! the stored hash, so two long passwords sharing their first 72 bytes stay distinct.
 //! Shorter passwords go to bcrypt unchanged through `non_truncating_hash`.
+//!
+//! [`verify`] runs exactly one bcrypt verification whatever the inputs (a long password
+//! against a short-password hash, or the reverse, still costs one bcrypt), so its time does
+//! not tell which kind of password a user has.
 
 use crate::error::{AuthError, Result};
 use base64::Engine as _;
@@ -46,7 +51,7 @@ pub fn check_rules(password: &str, len_min: usize) -> Result<()> {
 /// Hashes a password with bcrypt at `cost`, pre-hashing long ones (see the module docs).
 /// The salt comes from `salt` (16 bytes from the injected randomness).
 pub fn hash(password: &str, cost: u32, salt: [u8; 16]) -> Result<String> {
-    if password.len() > BCRYPT_INPUT_MAX {
+    if password.len() >= BCRYPT_INPUT_MAX {
         let h = bcrypt::hash_with_salt(prehash(password), cost, salt)
             .map_err(|e| AuthError::Hash(e.to_string()))?;
         return Ok(format!("{PREHASH_MARK}{h}"));
@@ -59,14 +64,19 @@ pub fn hash(password: &str, cost: u32, salt: [u8; 16]) -> Result<String> {
 /// Verifies a password against a stored hash, in time that does not depend on where the
 /// two differ (bcrypt's comparison). An unparsable hash verifies as false.
 pub fn verify(password: &str, stored: &str) -> bool {
-    if password.len() > PASSWORD_SIZE_MAX {
-        return false;
-    }
-    match stored.strip_prefix(PREHASH_MARK) {
-        Some(h) => bcrypt::verify(prehash(password), h).unwrap_or(false),
-        None if password.len() > BCRYPT_INPUT_MAX => false,
-        None => bcrypt::non_truncating_verify(password, stored).unwrap_or(false),
-    }
+    let long = password.len() >= BCRYPT_INPUT_MAX;
+    let (stored_long, bcrypt_hash) = match stored.strip_prefix(PREHASH_MARK) {
+        Some(h) => (true, h),
+        None => (false, stored),
+    };
+    // Oversized input is hashed down like any long one, so it costs the same bcrypt.
+    let input = if long {
+        prehash(password)
+    } else {
+        password.to_owned()
+    };
+    let matched = bcrypt::verify(input.as_bytes(), bcrypt_hash).unwrap_or(false);
+    matched && long == stored_long && password.len() <= PASSWORD_SIZE_MAX
 }
 
 #[cfg(test)]
@@ -82,6 +92,16 @@ mod tests {
         assert!(verify(&a, &h));
         assert!(!verify(&b, &h));
         assert!(!verify(&base, &h));
+    }
+
+    #[test]
+    fn exactly_72_and_73_bytes_work() {
+        for n in [71, 72, 73] {
+            let p = "z".repeat(n);
+            let h = hash(&p, 4, [3; 16]).unwrap();
+            assert!(verify(&p, &h), "{n} bytes");
+            assert!(!verify(&"z".repeat(n + 1), &h), "{n}+1 bytes");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! that changed to `rate:{clientId}` in one batch, each with a TTL of `idle_ms`. A client
 //! unseen for `idle_ms` is dropped from memory (and its record expires), so memory stays
 //! bounded however many clients appear; `clients_max` caps it outright (the client seen
-//! longest ago is evicted first). On first sight after a restart a client's bucket is read
+//! longest ago is evicted first; under that memory pressure an evicted client's changes
+//! since the last flush are dropped, which can only make its bucket fuller after a
+//! restart, by at most one interval of decisions). On first sight after a restart a client's bucket is read
 //! back from ATLAS, so a restart refills a bucket by at most what `persist_interval_ms` of
 //! decisions had taken: restarting cannot be used to reset limits beyond that bound.
 //!
@@ -113,6 +115,8 @@ struct Client {
     bucket: TokenBucket,
     last_ms: u64,
     dirty: bool,
+    // Bumped by every decision: a flush clears `dirty` only if no decision came since.
+    version: u64,
 }
 
 #[derive(Debug, Default)]
@@ -130,8 +134,24 @@ pub struct RateLimiter {
     state: Mutex<State>,
 }
 
+/// Ops per ATLAS batch when flushing (ATLAS caps a batch at 100k ops).
+const FLUSH_BATCH_COUNT: usize = 10_000;
+
+/// `rate:{id}`: ids that are short and plain are kept readable; others (IPv6 addresses
+/// with ':', long ids) are stored under `h.` + SHA-256, so every key fits the schema.
 fn rate_key(client: &str) -> String {
-    format!("{}{client}", keys::RATE_PREFIX)
+    let plain = !client.is_empty()
+        && client.len() <= 128
+        && client
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        format!("{}{client}", keys::RATE_PREFIX)
+    } else {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, client.as_bytes());
+        let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}h.{hex}", keys::RATE_PREFIX)
+    }
 }
 
 fn div_ceil_s(ms: u64) -> u64 {
@@ -212,6 +232,7 @@ impl RateLimiter {
                     bucket,
                     last_ms: now_ms,
                     dirty: false,
+                    version: 0,
                 },
             );
             st.by_last.insert((now_ms, client.to_owned()));
@@ -229,6 +250,7 @@ impl RateLimiter {
         }
         let verdict = c.bucket.try_take(now_ms, cost);
         c.dirty = true;
+        c.version += 1;
         let capacity = limits.capacity;
         let tokens = c.bucket.tokens(now_ms);
         // Time to refill completely from the current level.
@@ -254,41 +276,57 @@ impl RateLimiter {
         }
     }
 
-    /// Writes changed buckets to ATLAS (one batch, TTL `idle_ms`) and forgets idle
-    /// clients. Returns how many buckets were written.
+    /// Writes changed buckets to ATLAS (batches of at most 10,000, TTL `idle_ms`) and
+    /// forgets idle clients that are saved. A bucket stays marked changed until a write
+    /// that holds its latest state succeeds, so a failed flush loses nothing that a later
+    /// one cannot write. Returns how many buckets were written.
     pub fn flush(&self, now_ms: u64) -> Result<usize> {
         let idle_ms = self.config.read().idle_ms;
-        let mut batch = WriteBatch::new();
+        let pending: Vec<(String, Vec<u8>, u64, u64)> = {
+            let st = self.state.lock();
+            st.clients
+                .iter()
+                .filter(|(_, c)| c.dirty)
+                .filter_map(|(id, c)| {
+                    serde_json::to_vec(&c.bucket)
+                        .ok()
+                        .map(|v| (id.clone(), v, c.last_ms.saturating_add(idle_ms), c.version))
+                })
+                .collect()
+        };
         let mut written = 0;
-        {
-            let mut st = self.state.lock();
-            let st = &mut *st;
-            for (id, c) in st.clients.iter_mut().filter(|(_, c)| c.dirty) {
-                let v = serde_json::to_vec(&c.bucket).map_err(|e| AuthError::CorruptRecord {
-                    key: rate_key(id),
-                    reason: e.to_string(),
-                })?;
-                batch.set(
-                    rate_key(id),
-                    v,
-                    Expiry::AtMs(c.last_ms.saturating_add(idle_ms)),
-                );
-                c.dirty = false;
-                written += 1;
+        for chunk in pending.chunks(FLUSH_BATCH_COUNT) {
+            let mut batch = WriteBatch::new();
+            for (id, v, until, _) in chunk {
+                batch.set(rate_key(id), v.clone(), Expiry::AtMs(*until));
             }
-            st.flushed_at_ms = now_ms;
-            let cutoff = now_ms.saturating_sub(idle_ms);
-            while let Some((last, _)) = st.by_last.first() {
-                if *last > cutoff {
-                    break;
-                }
-                if let Some((_, id)) = st.by_last.pop_first() {
-                    st.clients.remove(&id);
-                }
-            }
-        }
-        if written > 0 {
             self.atlas.write_batch(batch)?;
+            let mut st = self.state.lock();
+            for (id, _, _, version) in chunk {
+                if let Some(c) = st.clients.get_mut(id)
+                    && c.version == *version
+                {
+                    c.dirty = false;
+                }
+            }
+            written += chunk.len();
+        }
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        st.flushed_at_ms = now_ms;
+        let cutoff = now_ms.saturating_sub(idle_ms);
+        let idle: Vec<(u64, String)> = st
+            .by_last
+            .iter()
+            .take_while(|(last, _)| *last <= cutoff)
+            .cloned()
+            .collect();
+        for (last, id) in idle {
+            // Unsaved changes keep a client in memory until a flush saves them.
+            if st.clients.get(&id).is_some_and(|c| !c.dirty) {
+                st.clients.remove(&id);
+                st.by_last.remove(&(last, id));
+            }
         }
         Ok(written)
     }

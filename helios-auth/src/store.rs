@@ -228,8 +228,15 @@ impl Auth {
         };
         auth.load()?;
         if auth.index.read().roles.is_empty() {
+            // All default roles in one batch: a crash never leaves half of them.
+            let mut b = WriteBatch::new();
             for role in rbac::default_roles() {
-                auth.put_role(&role.name, role.permissions)?;
+                b.set(role_key(&role.name), json(&role), Expiry::Never);
+            }
+            auth.atlas.write_batch(b)?;
+            let mut idx = auth.index.write();
+            for role in rbac::default_roles() {
+                idx.roles.insert(role.name, role.permissions);
             }
         }
         Ok(auth)
@@ -366,16 +373,11 @@ impl Auth {
         })
     }
 
-    /// Creates the `admin` user on a store without one: with `password`, or a random one
-    /// that is returned (to be printed once). `Ok(None)` if an admin exists already.
+    /// Creates the `admin` user on a fresh store (no user at all): with `password`, or a
+    /// random one that is returned (to be printed once). `Ok(None)` on a store that has
+    /// users already, so removing the admins later never brings this one back.
     pub fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>> {
-        let has_admin = self
-            .index
-            .read()
-            .users
-            .values()
-            .any(|s| s.roles.iter().any(|r| r == "admin"));
-        if has_admin {
+        if !self.index.read().users.is_empty() {
             return Ok(None);
         }
         match password {
@@ -396,10 +398,17 @@ impl Auth {
     /// Logs in: throttled per username and per client; unknown users cost the same time.
     pub fn login(&self, username: &str, password: &str, client: &str) -> Result<TokenPair> {
         let now = self.now_ms();
+        // Names that break the (public) rules cannot exist: refuse them before anything,
+        // so they cannot fill the throttle with huge keys. Same for oversized passwords.
+        if check_username(username).is_err() || password.len() > password::PASSWORD_SIZE_MAX {
+            return Err(AuthError::InvalidCredentials);
+        }
         let user_throttle_key = format!("user:{}", username.to_ascii_lowercase());
-        let client_throttle_key = format!("client:{client}");
+        let client_throttle_key = crate::throttle::client_key(client);
+        // The attempt counts before the slow check, so parallel guesses cannot slip
+        // through a window; a success takes it back.
         for k in [&user_throttle_key, &client_throttle_key] {
-            if let Some(ms) = self.throttle.locked_for(k, now) {
+            if let Some(ms) = self.throttle.attempt(k, now) {
                 return Err(AuthError::LockedOut { retry_after_ms: ms });
             }
         }
@@ -414,15 +423,15 @@ impl Auth {
             }
         };
         let Some(user) = user.filter(|_| ok) else {
-            self.throttle.failure(&user_throttle_key, now);
-            self.throttle.failure(&client_throttle_key, now);
             return Err(AuthError::InvalidCredentials);
         };
         if user.disabled {
             return Err(AuthError::Disabled);
         }
+        // A success clears the username's failures. The client's are not cleared (an
+        // attacker's own account must not reset its spray budget); they decay instead.
         self.throttle.success(&user_throttle_key);
-        self.throttle.success(&client_throttle_key);
+        self.throttle.refund(&client_throttle_key);
         let family = hex_token(&*self.rng, 16);
         self.issue(&user.id, user.session_epoch, &family, None)
     }

@@ -1,6 +1,11 @@
 //! Login throttling: after `failures_before_lock` consecutive failures for a key (a
 //! username or a client), the key is locked for `lock_ms_base`, doubling with each further
-//! failure up to `lock_ms_max`. A success clears the key.
+//! failure up to `lock_ms_max`. An attempt counts as a failure *before* the password is
+//! checked (so parallel guesses cannot all slip through one window) and is refunded on
+//! success. A username's count is cleared by a success; a client's only decays (a key
+//! with no failure for `lock_ms_max` starts over), so an attacker's own account cannot reset
+//! the budget of a password spray. Client keys allow `failures_before_lock` times 4
+//! attempts (many users can share an address).
 //!
 //! Kept in memory, bounded by `keys_max` (expired entries are dropped first, then the
 //! entry seen longest ago). A restart lifts every lockout: an attacker does not control
@@ -10,6 +15,15 @@ use crate::error::{AuthError, Result};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// The throttle key of a client (an address or id), bounded in size.
+pub fn client_key(client: &str) -> String {
+    let mut end = client.len().min(128);
+    while !client.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("client:{}", &client[..end])
+}
 
 /// Settings of the login throttle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +99,39 @@ impl Throttle {
         (e.locked_until_ms > now_ms).then(|| e.locked_until_ms - now_ms)
     }
 
+    /// Counts an attempt (as a failure until refunded) unless the key is locked; returns
+    /// the remaining lock time if it is.
+    pub fn attempt(&self, key: &str, now_ms: u64) -> Option<u64> {
+        if let Some(ms) = self.locked_for(key, now_ms) {
+            return Some(ms);
+        }
+        self.failure(key, now_ms);
+        None
+    }
+
+    /// Takes back one counted attempt (a success), keeping the rest.
+    pub fn refund(&self, key: &str) {
+        let mut m = self.entries.lock();
+        let threshold = self.threshold(key);
+        if let Some(e) = m.get_mut(key) {
+            e.failures = e.failures.saturating_sub(1);
+            if e.failures < threshold {
+                e.locked_until_ms = 0;
+            }
+            if e.failures == 0 {
+                m.remove(key);
+            }
+        }
+    }
+
+    fn threshold(&self, key: &str) -> u32 {
+        if key.starts_with("client:") {
+            self.config.failures_before_lock.saturating_mul(4)
+        } else {
+            self.config.failures_before_lock
+        }
+    }
+
     /// Records a failure.
     pub fn failure(&self, key: &str, now_ms: u64) {
         let mut m = self.entries.lock();
@@ -105,10 +152,16 @@ impl Throttle {
             locked_until_ms: 0,
             last_ms: now_ms,
         });
+        if now_ms.saturating_sub(e.last_ms) > self.config.lock_ms_max && e.locked_until_ms <= now_ms
+        {
+            // Long quiet: the count decays to nothing.
+            e.failures = 0;
+        }
         e.failures = e.failures.saturating_add(1);
         e.last_ms = now_ms;
-        if e.failures >= self.config.failures_before_lock {
-            let over = (e.failures - self.config.failures_before_lock).min(32);
+        let threshold = self.threshold(key);
+        if e.failures >= threshold {
+            let over = (e.failures - threshold).min(32);
             let lock = self
                 .config
                 .lock_ms_base
@@ -171,6 +224,30 @@ mod tests {
         assert_eq!(t.lockouts(0).len(), 1);
         assert!(t.lift("k"));
         assert_eq!(t.locked_for("k", 0), None);
+    }
+
+    #[test]
+    fn attempts_count_before_the_check_so_parallel_guesses_are_bounded() {
+        let t = Throttle::new(ThrottleConfig {
+            failures_before_lock: 5,
+            ..ThrottleConfig::default()
+        })
+        .unwrap();
+        // Ten guesses start at once: only five get past the throttle.
+        let admitted = (0..10).filter(|_| t.attempt("user:x", 0).is_none()).count();
+        assert_eq!(admitted, 5);
+        // Client keys allow four times as many, and a success refunds one attempt only.
+        let admitted = (0..40)
+            .filter(|_| t.attempt("client:a", 0).is_none())
+            .count();
+        assert_eq!(admitted, 20);
+        // A success gives back one attempt of the budget, no more.
+        t.refund("client:a");
+        let admitted = (0..10)
+            .filter(|_| t.attempt("client:a", 0).is_none())
+            .count();
+        assert_eq!(admitted, 1);
+        assert_eq!(client_key(&"é".repeat(200)).len(), "client:".len() + 128);
     }
 
     #[test]

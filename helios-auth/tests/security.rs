@@ -212,6 +212,15 @@ fn revoked_tokens_and_refresh_reuse() {
 }
 
 #[test]
+fn a_72_byte_password_registers_and_logs_in() {
+    let e = env();
+    let p72 = "q".repeat(72);
+    e.auth.register("dora", &p72).unwrap();
+    e.auth.login("dora", &p72, "ip").unwrap();
+    assert!(e.auth.login("dora", &"q".repeat(71), "ip").is_err());
+}
+
+#[test]
 fn long_passwords_sharing_72_bytes_are_not_interchangeable() {
     let e = env();
     let base = "p".repeat(72);
