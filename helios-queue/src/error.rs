@@ -20,15 +20,14 @@ pub enum QueueError {
         text: String,
     },
     /// The fencing token is not the job's current lease token (the lease expired and the
-    /// job was re-claimed, or it was already acked or nacked).
-    #[error("job {id}: stale lease token {token} (the job's lease is held by token {current:?})")]
+    /// job was re-claimed, or it was already acked or nacked). The current token is never
+    /// told: it is what authorizes the worker holding the lease.
+    #[error("job {id}: stale lease token {token}")]
     StaleToken {
         /// The job.
         id: JobId,
         /// The token presented.
         token: u64,
-        /// The current lease token, if the job is leased.
-        current: Option<u64>,
     },
     /// The lease expired before this call (a heartbeat, ack or nack came too late).
     #[error("job {id}: lease expired at {expired_at_ms}; the job will be redelivered")]

@@ -69,11 +69,16 @@ impl Queue {
                             .map_err(|e| corrupt(e.to_string()))?
                             .parse()
                             .map_err(|e: QueueError| corrupt(e.to_string()))?;
-                        let until = match atlas.ttl(key) {
-                            KeyTtl::Expires { at_ms, .. } => at_ms,
-                            _ => u64::MAX,
-                        };
-                        state.load_dedup(d.to_owned(), id, until);
+                        match atlas.ttl(key) {
+                            KeyTtl::Expires { at_ms, .. } => {
+                                state.load_dedup(d.to_owned(), id, at_ms);
+                            }
+                            // Expired between the scan and now: the window is over.
+                            KeyTtl::Missing => {}
+                            KeyTtl::Persistent => {
+                                return Err(corrupt("dedup record without a TTL".to_owned()));
+                            }
+                        }
                     }
                     Key::Job(text) => {
                         let job: Job =

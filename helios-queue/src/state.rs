@@ -90,8 +90,10 @@ pub struct Transition {
     pub puts: Vec<Job>,
     /// Jobs removed (purge).
     pub deletes: Vec<JobId>,
-    /// Dedup records written: (dedup id, job, window end).
-    pub dedup_puts: Vec<(String, JobId, u64)>,
+    /// Dedup records written: (dedup id, job, window end on the queue clock, window
+    /// length). ATLAS gets the length (a relative TTL on its own clock), so a difference
+    /// between the two clocks cannot make it drop or stretch the record.
+    pub dedup_puts: Vec<(String, JobId, u64, u64)>,
 }
 
 impl Transition {
@@ -114,12 +116,12 @@ impl Transition {
         for id in &self.deletes {
             b.delete(job_key(*id));
         }
-        for (dedup, id, until) in &self.dedup_puts {
+        for (dedup, id, _, window_ms) in &self.dedup_puts {
             let key = keys::job_dedup(dedup).map_err(|e| QueueError::Invalid {
                 field: "dedup_id",
                 reason: e.to_string(),
             })?;
-            b.set(key, id.to_string(), Expiry::AtMs(*until));
+            b.set(key, id.to_string(), Expiry::InMs((*window_ms).max(1)));
         }
         Ok(b)
     }
@@ -366,6 +368,7 @@ impl QueueState {
                     d.to_owned(),
                     id,
                     now_ms.saturating_add(self.config.dedup_window_ms),
+                    self.config.dedup_window_ms,
                 ));
             }
             out.push(Enqueued {
@@ -463,11 +466,7 @@ impl QueueState {
         if job.state != JobState::InProgress {
             // A token this job was once leased under is stale; anything else is misuse.
             return Err(if token > 0 && token <= job.token_last {
-                QueueError::StaleToken {
-                    id,
-                    token,
-                    current: None,
-                }
+                QueueError::StaleToken { id, token }
             } else {
                 QueueError::WrongState {
                     id,
@@ -484,11 +483,7 @@ impl QueueState {
             needed: "a lease",
         })?;
         if lease.token != token {
-            return Err(QueueError::StaleToken {
-                id,
-                token,
-                current: Some(lease.token),
-            });
+            return Err(QueueError::StaleToken { id, token });
         }
         if lease.expires_at_ms <= now_ms {
             return Err(QueueError::LeaseExpired {
@@ -536,6 +531,15 @@ impl QueueState {
         result: Option<serde_json::Value>,
         now_ms: u64,
     ) -> Result<Transition> {
+        let result_size = result
+            .as_ref()
+            .map_or(0, |r| serde_json::to_vec(r).map_or(0, |v| v.len()));
+        if result_size > PAYLOAD_SIZE_MAX {
+            return Err(QueueError::Invalid {
+                field: "result",
+                reason: format!("{result_size} bytes; the limit is {PAYLOAD_SIZE_MAX}"),
+            });
+        }
         let mut job = self.leased(id, token, now_ms, "ack")?.clone();
         job.state = JobState::Done;
         job.lease = None;
@@ -653,6 +657,14 @@ impl QueueState {
                 .map(|s| s.iter().take(SWEEP_COUNT_MAX).copied().collect())
                 .unwrap_or_default(),
         };
+        let depth = self.queues.get(queue).map_or(0, QueueIndex::depth);
+        if depth + chosen.len() as u64 > self.config.depth_max {
+            return Err(QueueError::QueueFull {
+                queue: queue.to_owned(),
+                depth,
+                depth_max: self.config.depth_max,
+            });
+        }
         for id in chosen {
             let job = self.jobs.get(&id).ok_or(QueueError::NotFound { id })?;
             if job.state != JobState::Failed || job.queue != queue {
@@ -820,7 +832,7 @@ impl QueueState {
             // job was purged (as in SQS): the window, not the job, bounds it.
             self.unindex(&old);
         }
-        for (d, id, until) in t.dedup_puts {
+        for (d, id, until, _) in t.dedup_puts {
             self.dedup.insert(d, (id, until));
         }
     }
