@@ -8,8 +8,13 @@
 //! proxy:backend:{id}  proxy:route:{id}          worker:{workerId}
 //! ```
 //!
-//! Every crate builds its keys with the functions here (never with `format!`), and reads
-//! keys back with [`parse`], so the schema cannot drift between crates.
+//! Every crate builds its keys from the families here: with the builder functions, or, on
+//! hot paths where the id is valid by construction (a hex job id, a hex hash), by joining
+//! the family's prefix constant and the id; never with a prefix spelled out elsewhere. Keys
+//! are read back with [`parse`], so the schema cannot drift between crates. Within a
+//! family a crate may namespace its ids (helios-auth keeps revoked token ids under
+//! `auth:token:jti.{jti}` and revoked sessions under `auth:token:fam.{family}` beside the
+//! refresh-token hashes; helios-auth stores `rate:` ids that are not plain as `h.{sha256}`).
 //!
 //! # Invariants
 //!
