@@ -279,6 +279,9 @@ impl KeyRing {
         if c.nbf > now_s.saturating_add(leeway) {
             return Err(invalid("not yet valid".into()));
         }
+        if c.iat > now_s.saturating_add(leeway) {
+            return Err(invalid("issued in the future".into()));
+        }
         Ok(c)
     }
 }

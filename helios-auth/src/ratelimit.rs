@@ -104,7 +104,8 @@ pub struct Decision {
     pub remaining: u64,
     /// Time until the bucket is full again, s (rounded up).
     pub reset_s: u64,
-    /// When denied: time until the request could succeed, s (rounded up).
+    /// When denied: time until the request could succeed, s (rounded up); `None` when it
+    /// never can (it costs more than the capacity).
     pub retry_after_s: Option<u64>,
     /// The policy as `RateLimit-Policy` wants it: `"default";q=100;w=2`.
     pub policy: String,
@@ -270,6 +271,8 @@ impl RateLimiter {
             reset_s: div_ceil_s(reset_ms),
             retry_after_s: match verdict {
                 Verdict::Allowed { .. } => None,
+                // Costs more than the capacity: waiting never helps, so no Retry-After.
+                v if v.retry_after_ms() == u64::MAX => None,
                 v => Some(div_ceil_s(v.retry_after_ms()).max(1)),
             },
             policy: format!("\"{policy_name}\";q={capacity};w={window_s}"),

@@ -28,7 +28,7 @@ use base64::Engine as _;
 use helios_atlas::{Atlas, Expiry, Precondition, WriteBatch};
 use helios_core::Clock;
 use helios_core::keys;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -124,7 +124,12 @@ pub struct Auth {
     clock: Arc<dyn Clock>,
     rng: Arc<dyn Randomness>,
     keys: RwLock<KeyRing>,
+    // Readers (verify, authorize) take it shared and briefly; it is never held across an
+    // ATLAS write, so a write's fsync never stalls them.
     index: RwLock<Index>,
+    // Serializes the changes to users and roles from their ATLAS write to their index
+    // update, so the index follows ATLAS's order.
+    writes: Mutex<()>,
     throttle: Throttle,
     dummy_hash: String,
 }
@@ -224,6 +229,7 @@ impl Auth {
             rng,
             keys: RwLock::new(keys),
             index: RwLock::new(Index::default()),
+            writes: Mutex::new(()),
             dummy_hash,
         };
         auth.load()?;
@@ -348,7 +354,7 @@ impl Auth {
             .set(username_key(&lower), id.clone(), Expiry::Never)
             .set(user_key(&id), json(&user), Expiry::Never)
             .set(user_roles_key(&id), json(&roles), Expiry::Never);
-        let mut idx = self.index.write();
+        let _w = self.writes.lock();
         match self.atlas.write_batch(b) {
             Ok(()) => {}
             Err(helios_atlas::AtlasError::PreconditionFailed { .. }) => {
@@ -356,7 +362,7 @@ impl Auth {
             }
             Err(e) => return Err(e.into()),
         }
-        idx.users.insert(
+        self.index.write().users.insert(
             id.clone(),
             Session {
                 username: username.to_owned(),
@@ -629,11 +635,11 @@ impl Auth {
     }
 
     fn update_user(&self, id: &str, f: impl FnOnce(&mut User)) -> Result<User> {
-        let mut idx = self.index.write();
+        let _w = self.writes.lock();
         let mut user = self.user_record(id)?;
         f(&mut user);
         self.atlas.set(&user_key(id), json(&user))?;
-        if let Some(s) = idx.users.get_mut(id) {
+        if let Some(s) = self.index.write().users.get_mut(id) {
             s.disabled = user.disabled;
             s.epoch = user.session_epoch;
         }
@@ -665,14 +671,14 @@ impl Auth {
 
     /// Deletes a user (record, name and roles).
     pub fn delete_user(&self, user_id: &str) -> Result<()> {
-        let mut idx = self.index.write();
+        let _w = self.writes.lock();
         let user = self.user_record(user_id)?;
         let mut b = WriteBatch::new();
         b.delete(user_key(user_id))
             .delete(username_key(&user.username.to_ascii_lowercase()))
             .delete(user_roles_key(user_id));
         self.atlas.write_batch(b)?;
-        idx.users.remove(user_id);
+        self.index.write().users.remove(user_id);
         Ok(())
     }
 
@@ -710,17 +716,21 @@ impl Auth {
     }
 
     fn set_user_roles(&self, user_id: &str, f: impl FnOnce(&mut Vec<String>)) -> Result<()> {
-        let mut idx = self.index.write();
-        let s = idx
+        let _w = self.writes.lock();
+        let mut roles = self
+            .index
+            .read()
             .users
-            .get_mut(user_id)
+            .get(user_id)
+            .map(|s| s.roles.clone())
             .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
-        let mut roles = s.roles.clone();
         f(&mut roles);
         roles.sort();
         roles.dedup();
         self.atlas.set(&user_roles_key(user_id), json(&roles))?;
-        s.roles = roles;
+        if let Some(s) = self.index.write().users.get_mut(user_id) {
+            s.roles = roles;
+        }
         Ok(())
     }
 
@@ -743,24 +753,27 @@ impl Auth {
         for p in &permissions {
             rbac::check_pattern(p)?;
         }
-        let mut idx = self.index.write();
+        let _w = self.writes.lock();
         let role = Role {
             name: name.to_owned(),
             permissions: permissions.clone(),
         };
         self.atlas.set(&role_key(name), json(&role))?;
-        idx.roles.insert(name.to_owned(), permissions);
+        self.index
+            .write()
+            .roles
+            .insert(name.to_owned(), permissions);
         Ok(())
     }
 
     /// Deletes a role (users keep the name, which then grants nothing).
     pub fn delete_role(&self, name: &str) -> Result<()> {
-        let mut idx = self.index.write();
-        if !idx.roles.contains_key(name) {
+        let _w = self.writes.lock();
+        if !self.index.read().roles.contains_key(name) {
             return Err(AuthError::RoleNotFound(name.to_owned()));
         }
         self.atlas.delete(&role_key(name))?;
-        idx.roles.remove(name);
+        self.index.write().roles.remove(name);
         Ok(())
     }
 
