@@ -277,3 +277,32 @@ fn rs256_and_eddsa_rings_sign_and_verify_and_pin_the_algorithm() {
         );
     }
 }
+
+#[test]
+fn concurrent_use_of_one_refresh_token_wins_once_then_revokes_the_family() {
+    let e = env();
+    e.auth.register("gina", "correct horse battery").unwrap();
+    let p = e.auth.login("gina", "correct horse battery", "ip").unwrap();
+    let auth = std::sync::Arc::new(e.auth);
+    let results: Vec<_> = (0..8)
+        .map(|_| {
+            let auth = auth.clone();
+            let t = p.refresh_token.clone();
+            std::thread::spawn(move || auth.refresh(&t))
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one use of a refresh token succeeds"
+    );
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(
+        r,
+        Err(AuthError::RefreshReuse) | Err(AuthError::InvalidToken { .. })
+    )));
+    // The reuse revoked the family: the winner's new tokens are dead too.
+    assert!(auth.refresh(&winners[0].refresh_token).is_err());
+    assert!(auth.verify_access(&winners[0].access_token).is_err());
+}
