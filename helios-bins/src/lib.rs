@@ -1,4 +1,13 @@
-//! helios-bins: the only async crate (tokio + hyper). It will hold the app wrapper, the HTTP
-//! gateway, the RESP server, the proxy server, the worker runtime and the CLI.
+//! helios-bins: the only async crate. It owns the adapters that pump bytes, time and
+//! signals between the OS and the synchronous cores, and the thin mains in `src/bin/`.
 //!
-//! Not built yet: issues 5 and 6 fill this crate. Its binaries stay thin mains.
+//! - [`config`]: the one configuration (YAML file, `HELIOS_*` environment, flags);
+//! - [`app`]: what every binary shares: logging, the shutdown signal, opening ATLAS;
+//! - [`gateway`]: the HTTP/JSON API over ATLAS, auth, rate limits (and, next, the queue).
+//!
+//! Invariant: no core state is touched while an `.await` is pending on a lock; blocking
+//! work (bcrypt, fsync under `always`) runs on the blocking pool.
+
+pub mod app;
+pub mod config;
+pub mod gateway;

@@ -1,0 +1,91 @@
+//! `helios-gateway`: the HTTP/JSON API with an embedded ATLAS. A thin main: parse flags,
+//! load the config, start logging, open the stores, serve until SIGINT/SIGTERM.
+
+use clap::Parser;
+use helios_bins::config::{FlagOverrides, GatewayConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The HELIOS gateway.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "HELIOS gateway: JSON over HTTP on an embedded ATLAS store"
+)]
+struct Args {
+    /// YAML config file (default: built-in defaults; see configs/default.yaml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// ATLAS data directory (overrides `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (overrides `listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// fsync policy of the AOF (overrides `appendfsync`).
+    #[arg(long, value_parser = ["always", "everysec", "no"])]
+    appendfsync: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // The one place that reads the environment: HELIOS_* config overrides and the
+    // bootstrap admin password.
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let admin_password = std::env::var("HELIOS_ADMIN_PASSWORD").ok();
+    let flags = FlagOverrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        appendfsync: args.appendfsync,
+    };
+    let cfg = match GatewayConfig::load(args.config.as_deref(), env, &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("helios-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    helios_bins::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("helios-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = cfg.listen.clone();
+        let started =
+            tokio::task::spawn_blocking(move || helios_bins::gateway::start(cfg, admin_password))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+        let state = match started {
+            Ok(s) => s,
+            Err(msg) => {
+                tracing::error!(error = %msg, "cannot start");
+                eprintln!("helios-gateway: {msg}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("helios-gateway: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(%listen, "helios-gateway serving");
+        match helios_bins::gateway::run(listener, state, helios_bins::app::shutdown_signal()).await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("helios-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,366 @@
+//! Configuration of the binaries: one YAML file (`configs/default.yaml`), every key
+//! overridable by a `HELIOS_*` environment variable and by flags, in that order.
+//!
+//! Layering works on a JSON tree: the built-in defaults, then the file, then the
+//! environment (`HELIOS_AUTH__REGISTRATION_OPEN=false` sets `auth.registration_open`: `__`
+//! separates levels, names are lowercased), then flags. A key that the defaults do not have
+//! fails with its dotted path; a value of the wrong type fails naming the key; then
+//! [`GatewayConfig::validate`] checks ranges. Booleans are strict (`yes` is not `true`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// A configuration error: the key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("config {key}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the key (or the file).
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// HTTP limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body, bytes (413 past it).
+    pub body_size_max: u64,
+    /// Time to receive a request head, ms (slowloris guard).
+    pub header_read_timeout_ms: u64,
+    /// Time to receive a request body, ms.
+    pub body_read_timeout_ms: u64,
+    /// Time for a handler to answer, ms (503 past it).
+    pub request_timeout_ms: u64,
+    /// Most open connections; more wait in the accept queue.
+    pub connections_max: usize,
+    /// Grace for in-flight requests at shutdown, ms.
+    pub shutdown_grace_ms: u64,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Whether anyone may register.
+    pub registration_open: bool,
+    /// bcrypt cost.
+    pub bcrypt_cost: u32,
+    /// HS256 secret; empty: a random one is made on first start and kept in the data
+    /// directory (`gateway.secret`).
+    pub jwt_secret: String,
+    /// Token issuer.
+    pub issuer: String,
+    /// Token audience.
+    pub audience: String,
+    /// Access-token lifetime, s.
+    pub access_ttl_s: u64,
+    /// Refresh-token lifetime, s.
+    pub refresh_ttl_s: u64,
+}
+
+/// Per-client rate limits (the default bucket).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Burst size.
+    pub capacity: u64,
+    /// Tokens added per second.
+    pub refill_per_s: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `json`, `pretty` or `auto` (pretty on a terminal).
+    pub format: String,
+    /// Default filter (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to serve the API on.
+    pub listen: String,
+    /// ATLAS data directory.
+    pub data_dir: PathBuf,
+    /// `always`, `everysec` or `no`.
+    pub appendfsync: String,
+    /// HTTP limits.
+    pub http: HttpConfig,
+    /// Authentication.
+    pub auth: AuthSection,
+    /// Rate limits.
+    pub rate_limit: RateLimitSection,
+    /// Logs.
+    pub log: LogSection,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            appendfsync: "everysec".into(),
+            http: HttpConfig {
+                body_size_max: 1024 * 1024,
+                header_read_timeout_ms: 10_000,
+                body_read_timeout_ms: 30_000,
+                request_timeout_ms: 30_000,
+                connections_max: 10_000,
+                shutdown_grace_ms: 10_000,
+            },
+            auth: AuthSection {
+                registration_open: true,
+                bcrypt_cost: 12,
+                jwt_secret: String::new(),
+                issuer: "helios".into(),
+                audience: "helios-api".into(),
+                access_ttl_s: 900,
+                refresh_ttl_s: 30 * 24 * 3600,
+            },
+            rate_limit: RateLimitSection {
+                capacity: 100,
+                refill_per_s: 50,
+            },
+            log: LogSection {
+                format: "auto".into(),
+                level: "info".into(),
+            },
+        }
+    }
+}
+
+/// Flag overrides (already parsed by clap).
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--appendfsync`.
+    pub appendfsync: Option<String>,
+}
+
+fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v, &p)?,
+                    None => return Err(err(p, "unknown key")),
+                }
+            }
+            Ok(())
+        }
+        (Value::Object(_), v) => Err(err(path, format!("expected a section, found {v}"))),
+        (slot, v) => {
+            *slot = v;
+            Ok(())
+        }
+    }
+}
+
+fn env_value(raw: &str) -> Value {
+    // Numbers and the strict booleans are typed; anything else is a string.
+    match raw {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => raw
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(raw.to_owned())),
+    }
+}
+
+impl GatewayConfig {
+    /// Loads: defaults <- `file` <- `HELIOS_*` variables in `env` <- `flags`, then checks.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &FlagOverrides,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = serde_json::to_value(GatewayConfig::default())
+            .map_err(|e| err("defaults", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+            let options = serde_saphyr::options! { strict_booleans: true };
+            let v: Value = serde_saphyr::from_str_with_options(&text, options)
+                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+            if !v.is_null() {
+                merge(&mut tree, v, "")?;
+            }
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("HELIOS_") else {
+                continue;
+            };
+            // Variables the binaries read directly, not config keys.
+            if matches!(rest, "ADMIN_PASSWORD" | "SEED") {
+                continue;
+            }
+            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            let mut over = env_value(&raw);
+            for p in parts.iter().rev() {
+                let mut m = Map::new();
+                m.insert(p.clone(), over);
+                over = Value::Object(m);
+            }
+            merge(&mut tree, over, "").map_err(|e| ConfigError {
+                key: format!("{} (from {name})", e.key),
+                reason: e.reason,
+            })?;
+        }
+        if let Some(l) = &flags.listen {
+            tree["listen"] = Value::String(l.clone());
+        }
+        if let Some(d) = &flags.data_dir {
+            tree["data_dir"] = Value::String(d.display().to_string());
+        }
+        if let Some(a) = &flags.appendfsync {
+            tree["appendfsync"] = Value::String(a.clone());
+        }
+        let cfg: GatewayConfig =
+            serde_json::from_value(tree).map_err(|e| err("config", e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and formats, naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
+            return Err(err("appendfsync", "one of always, everysec, no"));
+        }
+        if self.http.body_size_max == 0 || self.http.body_size_max > 256 * 1024 * 1024 {
+            return Err(err("http.body_size_max", "1..=268435456"));
+        }
+        for (k, v) in [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+            ),
+            ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
+            ("http.shutdown_grace_ms", self.http.shutdown_grace_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                return Err(err(k, "1..=3600000 ms"));
+            }
+        }
+        if self.http.connections_max == 0 {
+            return Err(err("http.connections_max", "at least 1"));
+        }
+        if !(4..=31).contains(&self.auth.bcrypt_cost) {
+            return Err(err("auth.bcrypt_cost", "4..=31"));
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            return Err(err(
+                "auth.jwt_secret",
+                "at least 32 bytes (or empty: generated)",
+            ));
+        }
+        if self.rate_limit.capacity == 0 || self.rate_limit.refill_per_s == 0 {
+            return Err(err(
+                "rate_limit",
+                "capacity and refill_per_s must be positive",
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "pretty" | "auto") {
+            return Err(err("log.format", "one of json, pretty, auto"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        GatewayConfig::load(
+            Some(&f),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &FlagOverrides::default(),
+        )
+    }
+
+    #[test]
+    fn layering_file_env_flags() {
+        let c = load(
+            "listen: 127.0.0.1:9000\nauth:\n  bcrypt_cost: 10\n",
+            &[
+                ("HELIOS_AUTH__REGISTRATION_OPEN", "false"),
+                ("HELIOS_HTTP__CONNECTIONS_MAX", "5"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.auth.bcrypt_cost, 10);
+        assert!(!c.auth.registration_open);
+        assert_eq!(c.http.connections_max, 5);
+        let c = GatewayConfig::load(
+            None,
+            [("HELIOS_LISTEN".to_string(), "127.0.0.1:1".to_string())],
+            &FlagOverrides {
+                listen: Some("127.0.0.1:2".into()),
+                ..FlagOverrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2", "flags win");
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let e = load("auth:\n  bcrypt_cots: 4\n", &[]).unwrap_err();
+        assert_eq!(e.key, "auth.bcrypt_cots");
+        let e = load("appendfsync: sometimes\n", &[]).unwrap_err();
+        assert_eq!(e.key, "appendfsync");
+        let e = load("auth:\n  registration_open: yes\n", &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("registration_open") || e.key.contains("config"),
+            "{e}"
+        );
+        let e = load("", &[("HELIOS_NOPE", "1")]).unwrap_err();
+        assert!(e.key.starts_with("nope"), "{e}");
+        let e = load("listen: nowhere\n", &[]).unwrap_err();
+        assert_eq!(e.key, "listen");
+    }
+}
+
+#[cfg(test)]
+mod default_file {
+    /// `configs/default.yaml` loads and equals the built-in defaults, so the file and the
+    /// code cannot drift apart.
+    #[test]
+    fn default_yaml_matches_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/default.yaml");
+        let c = super::GatewayConfig::load(Some(&path), std::iter::empty(), &Default::default())
+            .unwrap();
+        assert_eq!(c, super::GatewayConfig::default());
+    }
+}

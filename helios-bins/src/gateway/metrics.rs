@@ -1,0 +1,80 @@
+//! Prometheus metrics of the gateway (prometheus-client; counters are named without
+//! `_total`, which the encoder appends). Label handles are looked up per request; the set
+//! of label values is bounded (route patterns, not paths).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern (`/api/v1/kv/{key}`), or `unmatched`.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `helios_requests_total{route,method,status}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `helios_request_duration_seconds`.
+    pub duration: Histogram,
+    /// `rate_limiter_denied_total`.
+    pub denied: Counter,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("helios_requests", "HTTP requests served", requests.clone());
+        let duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "helios_request_duration_seconds",
+            "Time to answer a request",
+            duration.clone(),
+        );
+        let denied = Counter::default();
+        registry.register(
+            "rate_limiter_denied",
+            "Requests refused by the rate limiter",
+            denied.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            denied,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A number that grows with every call (request ids).
+    pub fn requests_seen(&self) -> u64 {
+        self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,286 @@
+//! The HTTP gateway: hyper 1.x over tokio, serving the JSON API.
+//!
+//! [`run`] takes a bound listener, the shared [`State`] and a shutdown future (tests pass
+//! their own; `main` passes SIGINT/SIGTERM). Per connection: HTTP/1.1 or HTTP/2 (auto),
+//! a header read timeout (with the timer hyper needs to enforce it), a connection cap
+//! (a semaphore: connections past it wait in the accept queue). At shutdown: stop
+//! accepting, let in-flight requests finish within `http.shutdown_grace_ms`, then persist
+//! the rate-limit buckets and close ATLAS (fsync).
+//!
+//! Every request goes through the same steps, in this order (`handler::handle`): request
+//! id (accept or make `X-Request-Id`) -> tracing span -> metrics -> body size limit and
+//! read timeout -> authentication -> rate limit -> RBAC -> route handler.
+
+mod handler;
+mod metrics;
+pub mod problem;
+
+use crate::config::GatewayConfig;
+use helios_atlas::Atlas;
+use helios_auth::{Auth, RateLimiter};
+use helios_core::Clock;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use handler::routes;
+pub use metrics::Metrics;
+
+use helios_auth::{
+    AuthConfig, JwtConfig, KeyConfig, KeyState, OsRandom, RateLimitConfig, ThrottleConfig,
+};
+use helios_core::{SystemClock, TokenBucketConfig};
+
+/// Name of the file in the data directory that keeps a generated JWT secret.
+pub const SECRET_FILE_NAME: &str = "gateway.secret";
+
+fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
+    if !cfg.auth.jwt_secret.is_empty() {
+        return Ok(cfg.auth.jwt_secret.clone());
+    }
+    let path = cfg.data_dir.join(SECRET_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().to_owned()),
+        Ok(_) => return Err(format!("{}: secret shorter than 32 bytes", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let secret = helios_auth::random::hex_token(&OsRandom, 32);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &secret).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tracing::info!(file = %path.display(), "generated the JWT signing secret");
+    Ok(secret)
+}
+
+/// Opens everything the gateway serves from `cfg`: ATLAS, auth (creating the `admin` user
+/// on a fresh store with `admin_password`, or a random one that is printed once), and the
+/// rate limiters.
+pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<State>, String> {
+    let atlas = crate::app::open_atlas(&cfg).map_err(|e| e.to_string())?;
+    let secret = jwt_secret(&cfg)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let auth = helios_auth::Auth::open(
+        atlas.clone(),
+        AuthConfig {
+            bcrypt_cost: cfg.auth.bcrypt_cost,
+            password_len_min: 10,
+            registration_open: cfg.auth.registration_open,
+            refresh_ttl_ms: cfg.auth.refresh_ttl_s.saturating_mul(1000),
+            jwt: JwtConfig {
+                algorithm: jsonwebtoken::Algorithm::HS256,
+                issuer: cfg.auth.issuer.clone(),
+                audience: cfg.auth.audience.clone(),
+                access_ttl_s: cfg.auth.access_ttl_s,
+                leeway_s: 30,
+                keys: vec![KeyConfig {
+                    kid: "k1".into(),
+                    state: KeyState::Active,
+                    secret: Some(secret),
+                    private_pem: None,
+                    public_pem: None,
+                }],
+            },
+            throttle: ThrottleConfig::default(),
+        },
+        clock.clone(),
+        Arc::new(OsRandom),
+    )
+    .map_err(|e| e.to_string())?;
+    match auth.bootstrap_admin(admin_password.as_deref()) {
+        Ok(Some(generated)) => {
+            // Printed once, on stdout, where the operator starting a fresh store sees it.
+            println!("helios-gateway: created user 'admin' with password: {generated}");
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("bootstrap admin: {e}")),
+    }
+    let limiter = RateLimiter::new(
+        atlas.clone(),
+        RateLimitConfig {
+            default: TokenBucketConfig {
+                capacity: cfg.rate_limit.capacity,
+                refill_tokens: cfg.rate_limit.refill_per_s,
+                refill_period_ms: 1_000,
+            },
+            ..RateLimitConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let login_limiter = RateLimiter::new(
+        atlas.clone(),
+        RateLimitConfig {
+            default: TokenBucketConfig {
+                capacity: 20,
+                refill_tokens: 1,
+                refill_period_ms: 1_000,
+            },
+            ..RateLimitConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Arc::new(State::new(
+        atlas,
+        Arc::new(auth),
+        limiter,
+        login_limiter,
+        cfg,
+        clock,
+    )))
+}
+
+/// Everything a request may need. Shared by all connections.
+#[derive(Debug)]
+pub struct State {
+    /// The store.
+    pub atlas: Atlas,
+    /// Users, tokens, roles.
+    pub auth: Arc<Auth>,
+    /// Per-client limits.
+    pub limiter: RateLimiter,
+    /// Stricter limits for login and register, per username and per address.
+    pub login_limiter: RateLimiter,
+    /// The configuration.
+    pub config: GatewayConfig,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The clock for rate limits.
+    pub clock: Arc<dyn Clock>,
+    router: handler::Router,
+}
+
+impl State {
+    /// Assembles the state.
+    pub fn new(
+        atlas: Atlas,
+        auth: Arc<Auth>,
+        limiter: RateLimiter,
+        login_limiter: RateLimiter,
+        config: GatewayConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            atlas,
+            auth,
+            limiter,
+            login_limiter,
+            config,
+            metrics: Metrics::new(),
+            clock,
+            router: handler::Router::new(),
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains and closes.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let http = state.config.http.clone();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(http.header_read_timeout_ms))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(http.connections_max));
+    // Rate-limit buckets are persisted on a bounded interval, never on the request path.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let now = state.clock.now_ms();
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = s.limiter.flush_due(now) {
+                        tracing::warn!(error = %e, "rate-limit flush failed");
+                    }
+                    let _ = s.login_limiter.flush_due(now);
+                })
+                .await;
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handler::handle(state, req, peer).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting; draining in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(Duration::from_millis(http.shutdown_grace_ms)) => {
+            tracing::warn!("shutdown grace ran out; closing the remaining connections");
+        }
+    }
+    flusher.abort();
+    let s = state.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        let now = s.clock.now_ms();
+        if let Err(e) = s.limiter.flush(now) {
+            tracing::warn!(error = %e, "final rate-limit flush failed");
+        }
+        s.atlas.close()
+    })
+    .await;
+    match closed {
+        Ok(Ok(())) => {
+            tracing::info!("ATLAS flushed and closed");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(std::io::Error::other(e)),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}

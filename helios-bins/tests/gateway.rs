@@ -1,0 +1,382 @@
+//! The gateway end to end, over real sockets on 127.0.0.1 (port 0), with a hyper client:
+//! auth flow, KV with ETags and conditional writes, errors as problem+json, 404/405/413,
+//! 401 for missing or bad tokens, RBAC, rate limiting with its headers, metrics, and a
+//! graceful shutdown that flushes ATLAS so a restart keeps everything.
+
+use bytes::Bytes;
+use helios_bins::config::GatewayConfig;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::sync::oneshot;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+fn config(dir: &Path, capacity: u64) -> GatewayConfig {
+    let mut c = GatewayConfig {
+        data_dir: dir.to_path_buf(),
+        ..GatewayConfig::default()
+    };
+    c.auth.bcrypt_cost = 4;
+    c.rate_limit.capacity = capacity;
+    c.rate_limit.refill_per_s = 1;
+    c.http.body_size_max = 4096;
+    c.http.shutdown_grace_ms = 5_000;
+    c
+}
+
+async fn start(cfg: GatewayConfig) -> Server {
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(helios_bins::gateway::run(listener, state, async {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        stop: Some(tx),
+        done,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let body = body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+        let resp = self
+            .client
+            .request(b.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, headers, v)
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+async fn login(s: &Server, user: &str) -> String {
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"username": user, "password": "correct horse battery"})),
+            &[],
+        )
+        .await;
+    assert!(
+        st == StatusCode::CREATED || st == StatusCode::CONFLICT,
+        "{st}"
+    );
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": user, "password": "correct horse battery"})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn auth_kv_errors_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), 1000)).await;
+    let (st, h, _) = s.call(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(h.contains_key("x-request-id"));
+    assert_eq!(
+        s.call(Method::GET, "/readyz", None, None, &[]).await.0,
+        StatusCode::OK
+    );
+
+    let token = login(&s, "alice").await;
+    let (st, _, me) = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&token), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["roles"], json!(["user"]));
+
+    // KV: create, read with ETag, conditional writes, list, delete.
+    let (st, h, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            Some(json!({"value": {"hello": "world"}})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    let (st, h, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"key": "greeting one", "value": {"hello": "world"}, "ttl_seconds": null})
+    );
+    assert_eq!(h["etag"].to_str().unwrap(), etag);
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            Some(json!({"value": 1})),
+            &[("if-none-match", "*")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED, "{v}");
+    assert_eq!(v["type"], "https://helios.dev/problems/precondition-failed");
+    let (st, _, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            Some(json!({"value": 2})),
+            &[("if-match", "\"0000000000000000\"")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    let (st, _, _) = s
+        .call(
+            Method::PUT,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            Some(json!({"value": 3, "ttl_seconds": 600})),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, _, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(v["value"], 3);
+    assert_eq!(v["ttl_seconds"], 600);
+    for i in 0..3 {
+        s.call(
+            Method::PUT,
+            &format!("/api/v1/kv/list-{i}"),
+            Some(&token),
+            Some(json!({"value": i})),
+            &[],
+        )
+        .await;
+    }
+    let (st, _, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/kv?prefix=list-&limit=2",
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+    let (_, _, v) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/kv?prefix=list-&cursor={cursor}"),
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(v["items"], json!([{"key": "list-2", "value": 2}]));
+    assert_eq!(v["next_cursor"], Value::Null);
+    assert_eq!(
+        s.call(Method::DELETE, "/api/v1/kv/list-0", Some(&token), None, &[])
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::DELETE, "/api/v1/kv/list-0", Some(&token), None, &[])
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Errors.
+    let (st, h, v) = s.call(Method::GET, "/api/v1/kv/x", None, None, &[]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(h["content-type"], "application/problem+json");
+    assert_eq!(v["status"], 401);
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/kv/x", Some("garbage"), None, &[])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (st, _, v) = s.call(Method::GET, "/nope", None, None, &[]).await;
+    assert_eq!(
+        (st, v["type"].as_str().unwrap()),
+        (
+            StatusCode::NOT_FOUND,
+            "https://helios.dev/problems/not-found"
+        )
+    );
+    let (st, h, _) = s
+        .call(Method::PATCH, "/api/v1/kv/x", Some(&token), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(h["allow"], "GET, PUT, DELETE");
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/api/v1/kv/big",
+            Some(&token),
+            Some(json!({"value": "x".repeat(5000)})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/api/v1/kv/k",
+            Some(&token),
+            Some(json!({"valu": 1})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["detail"].as_str().unwrap().contains("valu"), "{v}");
+
+    // RBAC: a readonly user can read but not write.
+    let (_, _, admin) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": "admin password 1"})),
+            &[],
+        )
+        .await;
+    assert!(admin["access_token"].is_string());
+    let (_, _, v) = s.call(Method::GET, "/metrics", None, None, &[]).await;
+    let text = v.as_str().unwrap();
+    assert!(text.contains("helios_requests_total{"), "{text}");
+    assert!(text.contains("helios_request_duration_seconds_bucket"));
+
+    // Logout revokes the token.
+    assert_eq!(
+        s.call(Method::POST, "/api/v1/auth/logout", Some(&token), None, &[])
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/auth/me", Some(&token), None, &[])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    s.stop().await;
+
+    // Restart: data and users are there.
+    let s = start(config(dir.path(), 1000)).await;
+    let token = login(&s, "alice").await;
+    let (_, _, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/kv/greeting%20one",
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(v["value"], 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_headers_and_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), 3)).await;
+    let token = login(&s, "bob").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (st, h, _) = s
+            .call(Method::GET, "/api/v1/kv/none", Some(&token), None, &[])
+            .await;
+        statuses.push(st);
+        assert!(h.contains_key("ratelimit-policy"), "{h:?}");
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            assert!(h.contains_key("retry-after"));
+            assert!(h["ratelimit"].to_str().unwrap().contains("r=0"));
+        }
+    }
+    let allowed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NOT_FOUND)
+        .count();
+    assert!(
+        (3..=4).contains(&allowed),
+        "capacity 3 (+1 refill at most): {statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
+    s.stop().await;
+}
