@@ -380,3 +380,225 @@ async fn rate_limit_headers_and_429() {
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
     s.stop().await;
 }
+
+async fn admin_token(s: &Server) -> String {
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": "admin password 1"})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn jobs_enqueue_claim_long_poll_ack_nack_dlq() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(start(config(dir.path(), 1000)).await);
+    let user = login(&s, "carol").await;
+    let admin = admin_token(&s).await;
+    let (_, _, me) = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
+        .await;
+    assert_eq!(me["roles"], json!(["user"]), "{me}");
+    // A user may enqueue but not work or administer.
+    let (st, _, job) = s
+        .call(Method::POST, "/api/v1/jobs", Some(&user), Some(json!({"queue": "mail", "payload": {"to": "x"}, "dedup_id": "d1", "max_attempts": 1})), &[])
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (st, _, again) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(&user),
+            Some(json!({"queue": "mail", "payload": {"to": "x"}, "dedup_id": "d1"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, again["id"].as_str().unwrap()),
+        (StatusCode::OK, id.as_str()),
+        "dedup hit"
+    );
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs/claim",
+            Some(&user),
+            Some(json!({"queue": "mail", "worker_id": "w", "lease_seconds": 30})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/queues", Some(&user), None, &[])
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Claim, ack; a second ack with the same token is refused.
+    let (st, _, c) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs/claim",
+            Some(&admin),
+            Some(json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 5})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let jobs = c["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["attempt"], 1);
+    let token = jobs[0]["lease_token"].as_str().unwrap().to_owned();
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/jobs/{id}/heartbeat"),
+            Some(&admin),
+            Some(json!({"lease_token": token, "lease_seconds": 60})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let path = format!("/api/v1/jobs/{id}/ack");
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &path,
+            Some(&admin),
+            Some(json!({"lease_token": token, "result": 7})),
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            &path,
+            Some(&admin),
+            Some(json!({"lease_token": token})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    let (_, _, v) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/jobs/{id}"),
+            Some(&user),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (v["state"].as_str().unwrap(), &v["result"]),
+        ("DONE", &json!(7))
+    );
+
+    // Long poll: a claim waits for an enqueue instead of returning empty at once.
+    let waiter = {
+        let s = s.clone();
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (_, _, c) = s
+                .call(Method::POST, "/api/v1/jobs/claim", Some(&admin), Some(json!({"queue": "late", "worker_id": "w2", "lease_seconds": 30, "wait_seconds": 10})), &[])
+                .await;
+            (c, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.call(
+        Method::POST,
+        "/api/v1/jobs",
+        Some(&user),
+        Some(json!({"queue": "late", "max_attempts": 1})),
+        &[],
+    )
+    .await;
+    let (c, waited) = waiter.await.unwrap();
+    assert_eq!(c["jobs"].as_array().unwrap().len(), 1, "{c}");
+    assert!(
+        waited < std::time::Duration::from_secs(9),
+        "woken by the enqueue, not the timeout"
+    );
+
+    // Nack with no attempts left: dead-lettered; listed; redriven.
+    let jid = c["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let tok = c["jobs"][0]["lease_token"].as_str().unwrap().to_owned();
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/jobs/{jid}/nack"),
+            Some(&admin),
+            Some(json!({"lease_token": tok, "error": "boom"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, v["state"].as_str().unwrap()),
+        (StatusCode::OK, "FAILED")
+    );
+    let (_, _, dlq) = s
+        .call(
+            Method::GET,
+            "/api/v1/queues/late/dlq",
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(dlq["items"][0]["last_error"], "boom");
+    let (_, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/queues/late/dlq/redrive",
+            Some(&admin),
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(v["redriven"], 1);
+    let (_, _, qs) = s
+        .call(Method::GET, "/api/v1/queues", Some(&admin), None, &[])
+        .await;
+    let late = qs["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "late")
+        .unwrap()
+        .clone();
+    assert_eq!(late["pending"], 1);
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/jobs/{jid}/cancel"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, v) = s
+        .call(
+            Method::GET,
+            "/api/v1/jobs/not-an-id",
+            Some(&user),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let s = std::sync::Arc::into_inner(s).unwrap();
+    s.stop().await;
+}

@@ -40,10 +40,17 @@ enum Route {
     Me,
     KvList,
     KvItem,
+    Jobs,
+    JobClaim,
+    Job,
+    JobAction,
+    Queues,
+    Dlq,
+    DlqRedrive,
 }
 
 impl Route {
-    const ALL: [Route; 10] = [
+    const ALL: [Route; 17] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -54,6 +61,13 @@ impl Route {
         Route::Me,
         Route::KvList,
         Route::KvItem,
+        Route::Jobs,
+        Route::JobClaim,
+        Route::Job,
+        Route::JobAction,
+        Route::Queues,
+        Route::Dlq,
+        Route::DlqRedrive,
     ];
 
     fn pattern(self) -> &'static str {
@@ -68,6 +82,13 @@ impl Route {
             Route::Me => "/api/v1/auth/me",
             Route::KvList => "/api/v1/kv",
             Route::KvItem => "/api/v1/kv/{key}",
+            Route::Jobs => "/api/v1/jobs",
+            Route::JobClaim => "/api/v1/jobs/claim",
+            Route::Job => "/api/v1/jobs/{id}",
+            Route::JobAction => "/api/v1/jobs/{id}/{action}",
+            Route::Queues => "/api/v1/queues",
+            Route::Dlq => "/api/v1/queues/{queue}/dlq",
+            Route::DlqRedrive => "/api/v1/queues/{queue}/dlq/redrive",
         }
     }
 
@@ -78,13 +99,23 @@ impl Route {
             }
             Route::Register | Route::Login | Route::Refresh | Route::Logout => &[Method::POST],
             Route::KvItem => &[Method::GET, Method::PUT, Method::DELETE],
+            Route::Jobs => &[Method::GET, Method::POST],
+            Route::JobClaim | Route::JobAction | Route::DlqRedrive => &[Method::POST],
+            Route::Job | Route::Queues | Route::Dlq => &[Method::GET],
         }
     }
 
+    /// Every route needs a token except the ops endpoints and the three ways to get one
+    /// (an allowlist: a new route is protected unless listed here).
     fn needs_token(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Route::Logout | Route::Me | Route::KvList | Route::KvItem
+            Route::Healthz
+                | Route::Readyz
+                | Route::Metrics
+                | Route::Register
+                | Route::Login
+                | Route::Refresh
         )
     }
 
@@ -97,6 +128,11 @@ impl Route {
             (Route::Me, _) => Some(perms::USERS_READ_SELF),
             (Route::KvList, _) | (Route::KvItem, &Method::GET) => Some(perms::KV_READ),
             (Route::KvItem, _) => Some(perms::KV_WRITE),
+            (Route::Jobs, &Method::POST) | (Route::Job, _) => Some(perms::JOBS_ENQUEUE),
+            (Route::JobClaim, _) | (Route::JobAction, _) => Some(perms::JOBS_WORK),
+            (Route::Jobs, _) | (Route::Queues, _) | (Route::Dlq, _) | (Route::DlqRedrive, _) => {
+                Some(perms::JOBS_ADMIN)
+            }
             _ => None,
         }
     }
@@ -203,7 +239,7 @@ async fn read_body(state: &State, body: Incoming) -> Result<Bytes, Response<Body
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<Body>> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<Body>> {
     serde_json::from_slice(body).map_err(|e| {
         problem(
             StatusCode::BAD_REQUEST,
@@ -289,7 +325,7 @@ fn auth_error(e: AuthError) -> Response<Body> {
     }
 }
 
-fn store_error(e: AtlasError) -> Response<Body> {
+pub(super) fn store_error(e: AtlasError) -> Response<Body> {
     match e {
         AtlasError::MemoryLimit { .. } => problem(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -322,7 +358,7 @@ fn store_error(e: AtlasError) -> Response<Body> {
 }
 
 /// Runs blocking work (bcrypt, writes that may fsync) off the reactor.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -352,7 +388,13 @@ async fn dispatch(
         );
     };
     let route = *m.value;
-    let raw_key = m.params.get("key").map(str::to_owned);
+    let raw_key = m
+        .params
+        .get("key")
+        .or_else(|| m.params.get("id"))
+        .or_else(|| m.params.get("queue"))
+        .map(str::to_owned);
+    let action = m.params.get("action").map(str::to_owned);
     let method = req.method().clone();
     if !route.methods().contains(&method) {
         let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
@@ -366,7 +408,7 @@ async fn dispatch(
         }
         return (Some(route), r);
     }
-    let resp = match route_request(state, route, raw_key, req, peer).await {
+    let resp = match route_request(state, route, raw_key, action, req, peer).await {
         Ok(r) | Err(r) => r,
     };
     (Some(route), resp)
@@ -376,6 +418,7 @@ async fn route_request(
     state: &Arc<State>,
     route: Route,
     raw_key: Option<String>,
+    action: Option<String>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Response<Body>> {
@@ -438,15 +481,18 @@ async fn route_request(
         rate_headers(&mut r, &decision);
         return Err(r);
     }
-    // RBAC.
-    if let (Some(c), Some(p)) = (&claims, route.permission(&parts.method))
-        && !state.auth.authorize(&c.sub, p)
-    {
-        return Err(problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("missing permission {p}"),
-        ));
+    // RBAC, failing closed: a route with a permission and no verified caller is refused.
+    if let Some(p) = route.permission(&parts.method) {
+        let allowed = claims
+            .as_ref()
+            .is_some_and(|c| state.auth.authorize(&c.sub, p));
+        if !allowed {
+            return Err(problem(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("missing permission {p}"),
+            ));
+        }
     }
     let result = match route {
         Route::Register => register(state, &body).await,
@@ -456,6 +502,14 @@ async fn route_request(
         Route::Me => me(state, claims),
         Route::KvList => kv_list(state, parts.uri.query().unwrap_or("")),
         Route::KvItem => kv_item(state, &parts, raw_key, &body).await,
+        Route::Jobs if parts.method == Method::POST => super::jobs::enqueue(state, &body).await,
+        Route::Jobs => super::jobs::list(state, parts.uri.query().unwrap_or("")),
+        Route::JobClaim => super::jobs::claim(state, &body).await,
+        Route::Job => super::jobs::get(state, raw_key),
+        Route::JobAction => super::jobs::action(state, raw_key, action, &body).await,
+        Route::Queues => super::jobs::queues(state),
+        Route::Dlq => super::jobs::dlq(state, raw_key, parts.uri.query().unwrap_or("")),
+        Route::DlqRedrive => super::jobs::redrive(state, raw_key, &body).await,
         Route::Healthz | Route::Readyz | Route::Metrics => Ok(ops(state, route)),
     };
     // Every limited response carries the rate-limit headers, errors included.
@@ -563,7 +617,7 @@ fn me(state: &State, claims: Option<Claims>) -> Result<Response<Body>, Response<
     ))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -804,4 +858,43 @@ fn kv_list(state: &State, query: &str) -> Result<Response<Body>, Response<Body>>
         StatusCode::OK,
         &serde_json::json!({"items": items, "next_cursor": next}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_segments_win_and_permissions() {
+        let r = Router::new();
+        assert_eq!(
+            *r.inner.at("/api/v1/jobs/claim").unwrap().value,
+            Route::JobClaim
+        );
+        assert_eq!(*r.inner.at("/api/v1/jobs/abc").unwrap().value, Route::Job);
+        assert_eq!(
+            Route::JobClaim.permission(&Method::POST),
+            Some(perms::JOBS_WORK)
+        );
+    }
+
+    #[test]
+    fn every_route_but_ops_and_login_needs_a_token_and_most_a_permission() {
+        for r in Route::ALL {
+            let open = matches!(
+                r,
+                Route::Healthz
+                    | Route::Readyz
+                    | Route::Metrics
+                    | Route::Register
+                    | Route::Login
+                    | Route::Refresh
+            );
+            assert_eq!(r.needs_token(), !open, "{r:?}");
+            for m in r.methods() {
+                let exempt = open || r == Route::Logout;
+                assert_eq!(r.permission(m).is_some(), !exempt, "{r:?} {m}");
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! read timeout -> authentication -> rate limit -> RBAC -> route handler.
 
 mod handler;
+mod jobs;
 mod metrics;
 pub mod problem;
 
@@ -128,6 +129,8 @@ pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<S
         },
     )
     .map_err(|e| e.to_string())?;
+    let queue = helios_queue::Queue::open(atlas.clone(), helios_queue::QueueConfig::default())
+        .map_err(|e| e.to_string())?;
     Ok(Arc::new(State::new(
         atlas,
         Arc::new(auth),
@@ -135,6 +138,7 @@ pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<S
         login_limiter,
         cfg,
         clock,
+        Arc::new(queue),
     )))
 }
 
@@ -155,6 +159,10 @@ pub struct State {
     pub metrics: Metrics,
     /// The clock for rate limits.
     pub clock: Arc<dyn Clock>,
+    /// The job queue.
+    pub queue: Arc<helios_queue::Queue>,
+    /// Woken on every enqueue and redrive, so long-polling claims wait without spinning.
+    pub job_ready: tokio::sync::Notify,
     router: handler::Router,
 }
 
@@ -167,6 +175,7 @@ impl State {
         login_limiter: RateLimiter,
         config: GatewayConfig,
         clock: Arc<dyn Clock>,
+        queue: Arc<helios_queue::Queue>,
     ) -> Self {
         Self {
             atlas,
@@ -176,6 +185,8 @@ impl State {
             config,
             metrics: Metrics::new(),
             clock,
+            queue,
+            job_ready: tokio::sync::Notify::new(),
             router: handler::Router::new(),
         }
     }
@@ -204,7 +215,7 @@ pub async fn run(
     let flusher = {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tick.tick().await;
                 let now = state.clock.now_ms();
@@ -214,6 +225,12 @@ pub async fn run(
                         tracing::warn!(error = %e, "rate-limit flush failed");
                     }
                     let _ = s.login_limiter.flush_due(now);
+                    // Expired leases go back to pending (or to the dead-letter list).
+                    match s.queue.tick() {
+                        Ok(r) if r.retried_count > 0 => s.job_ready.notify_waiters(),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "queue tick failed"),
+                    }
                 })
                 .await;
             }

@@ -1,0 +1,398 @@
+//! The job routes: enqueue, get, list, claim (with long polling), ack / nack / heartbeat /
+//! cancel, queue stats, the dead-letter list and its redrive. Each maps onto one
+//! `helios_queue::Queue` call, run on the blocking pool (it writes to ATLAS).
+
+// Handlers return `Err(response)` to answer early (see handler.rs).
+#![allow(clippy::result_large_err)]
+
+use super::State;
+use super::handler::{blocking, parse, percent_decode};
+use super::problem::{Body, empty, json, problem};
+use helios_queue::{EnqueueRequest, Job, JobId, JobState, QueueError, validate_queue_name};
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json as j};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a claim may wait for work.
+const WAIT_S_MAX: u64 = 60;
+
+fn queue_error(e: QueueError) -> Response<Body> {
+    match e {
+        QueueError::NotFound { id } => {
+            problem(StatusCode::NOT_FOUND, "not-found", format!("no job {id}"))
+        }
+        QueueError::BadJobId { text } => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            format!("{text:?} is not a job id"),
+        ),
+        QueueError::StaleToken { .. } | QueueError::LeaseExpired { .. } => {
+            problem(StatusCode::CONFLICT, "stale-lease", e.to_string())
+        }
+        QueueError::WrongState { .. } => {
+            problem(StatusCode::CONFLICT, "wrong-state", e.to_string())
+        }
+        QueueError::QueueFull { .. } => {
+            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "queue-full", e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        QueueError::Invalid { .. } => {
+            problem(StatusCode::BAD_REQUEST, "invalid-field", e.to_string())
+        }
+        QueueError::Store(e) => super::handler::store_error(e),
+        other => {
+            tracing::error!(error = %other, "queue failure");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+fn job_view(job: &Job) -> Value {
+    j!({
+        "id": job.id,
+        "queue": job.queue,
+        "state": job.state,
+        "payload": job.payload,
+        "priority": job.priority,
+        "run_at": job.run_at_ms,
+        "attempts": job.attempts,
+        "max_attempts": job.attempts_max,
+        "created_at": job.created_at_ms,
+        "updated_at": job.updated_at_ms,
+        "finished_at": job.finished_at_ms,
+        "last_error": job.last_error,
+        "result": job.result,
+    })
+}
+
+fn job_id(raw: Option<String>) -> Result<JobId, Response<Body>> {
+    raw.as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(queue_error)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueBody {
+    queue: String,
+    #[serde(default)]
+    payload: Value,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    delay_seconds: Option<u64>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    dedup_id: Option<String>,
+}
+
+pub(super) async fn enqueue(
+    state: &Arc<State>,
+    body: &[u8],
+) -> Result<Response<Body>, Response<Body>> {
+    let b: EnqueueBody = parse(body)?;
+    let mut req = EnqueueRequest::new(b.queue, b.payload);
+    req.priority = b.priority;
+    req.delay_ms = b.delay_seconds.map(|s| s.saturating_mul(1000));
+    req.attempts_max = b.max_attempts;
+    req.dedup_id = b.dedup_id;
+    let q = state.queue.clone();
+    let out = blocking(move || {
+        let e = q.enqueue(req)?;
+        let job = q.get(e.id);
+        Ok::<_, QueueError>((e, job))
+    })
+    .await?
+    .map_err(queue_error)?;
+    let (e, job) = out;
+    state.job_ready.notify_waiters();
+    let status = if e.deduplicated {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(json(
+        status,
+        &job.as_ref().map_or(j!({"id": e.id}), job_view),
+    ))
+}
+
+pub(super) fn get(state: &State, raw: Option<String>) -> Result<Response<Body>, Response<Body>> {
+    let id = job_id(raw)?;
+    let job = state
+        .queue
+        .get(id)
+        .ok_or_else(|| problem(StatusCode::NOT_FOUND, "not-found", format!("no job {id}")))?;
+    Ok(json(StatusCode::OK, &job_view(&job)))
+}
+
+fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Response<Body>> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            percent_decode(&v.replace('+', " "))
+                .map(|v| (k.to_owned(), v))
+                .ok_or_else(|| {
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-field",
+                        format!("{k}: bad encoding"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn page(
+    state: &State,
+    queue: &str,
+    job_state: JobState,
+    query: &str,
+    allow_state: bool,
+) -> Result<Response<Body>, Response<Body>> {
+    let mut st = job_state;
+    let mut limit = 100usize;
+    let mut cursor = None;
+    let mut queue = queue.to_owned();
+    for (k, v) in query_pairs(query)? {
+        match k.as_str() {
+            "queue" if allow_state => queue = v,
+            "state" if allow_state => {
+                st =
+                    serde_json::from_value(Value::String(v.to_ascii_uppercase())).map_err(|_| {
+                        problem(
+                            StatusCode::BAD_REQUEST,
+                            "invalid-field",
+                            "state: PENDING, IN_PROGRESS, DONE, FAILED or CANCELLED",
+                        )
+                    })?
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| {
+                        problem(StatusCode::BAD_REQUEST, "invalid-field", "limit: 1..=1000")
+                    })?
+            }
+            "cursor" => cursor = Some(v.parse::<JobId>().map_err(queue_error)?),
+            other => {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-field",
+                    format!("unknown query parameter {other:?}"),
+                ));
+            }
+        }
+    }
+    validate_queue_name(&queue).map_err(queue_error)?;
+    let (jobs, next) = state
+        .queue
+        .list(&queue, st, cursor, limit)
+        .map_err(queue_error)?;
+    Ok(json(
+        StatusCode::OK,
+        &j!({"items": jobs.iter().map(job_view).collect::<Vec<_>>(), "next_cursor": next}),
+    ))
+}
+
+pub(super) fn list(state: &State, query: &str) -> Result<Response<Body>, Response<Body>> {
+    page(state, "", JobState::Pending, query, true)
+}
+
+pub(super) fn dlq(
+    state: &State,
+    raw: Option<String>,
+    query: &str,
+) -> Result<Response<Body>, Response<Body>> {
+    let queue = raw.as_deref().and_then(percent_decode).unwrap_or_default();
+    page(state, &queue, JobState::Failed, query, false)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    queue: String,
+    worker_id: String,
+    lease_seconds: u64,
+    #[serde(default)]
+    max_jobs: Option<usize>,
+    #[serde(default)]
+    wait_seconds: Option<u64>,
+}
+
+pub(super) async fn claim(
+    state: &Arc<State>,
+    body: &[u8],
+) -> Result<Response<Body>, Response<Body>> {
+    let b: ClaimBody = parse(body)?;
+    let wait = Duration::from_secs(b.wait_seconds.unwrap_or(0).min(WAIT_S_MAX));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register for wake-ups before looking, so an enqueue in between is not missed.
+        let notified = state.job_ready.notified();
+        let q = state.queue.clone();
+        let (queue, worker, count, lease_ms) = (
+            b.queue.clone(),
+            b.worker_id.clone(),
+            b.max_jobs.unwrap_or(1),
+            b.lease_seconds.saturating_mul(1000),
+        );
+        let claims = blocking(move || q.claim(&queue, &worker, count, lease_ms))
+            .await?
+            .map_err(queue_error)?;
+        if !claims.is_empty() || tokio::time::Instant::now() >= deadline {
+            let jobs: Vec<Value> = claims
+                .iter()
+                .map(|c| {
+                    j!({
+                        "id": c.job.id,
+                        "payload": c.job.payload,
+                        "attempt": c.job.attempts,
+                        "lease_token": c.token.to_string(),
+                        "lease_expires_at": c.job.lease.as_ref().map(|l| l.expires_at_ms),
+                    })
+                })
+                .collect();
+            return Ok(json(StatusCode::OK, &j!({"jobs": jobs})));
+        }
+        // Wait for an enqueue, a lease expiry or the deadline; never spin.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    lease_token: String,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    retry_in_seconds: Option<u64>,
+    #[serde(default)]
+    lease_seconds: Option<u64>,
+}
+
+pub(super) async fn action(
+    state: &Arc<State>,
+    raw: Option<String>,
+    action: Option<String>,
+    body: &[u8],
+) -> Result<Response<Body>, Response<Body>> {
+    let id = job_id(raw)?;
+    let action = action.unwrap_or_default();
+    let q = state.queue.clone();
+    if action == "cancel" {
+        blocking(move || q.cancel(id)).await?.map_err(queue_error)?;
+        return Ok(empty(StatusCode::NO_CONTENT));
+    }
+    if !matches!(action.as_str(), "ack" | "nack" | "heartbeat") {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no job action {action:?}"),
+        ));
+    }
+    let b: LeaseBody = parse(body)?;
+    let token: u64 = b.lease_token.parse().map_err(|_| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            "lease_token: not a token",
+        )
+    })?;
+    match action.as_str() {
+        "ack" => {
+            blocking(move || q.ack(id, token, b.result))
+                .await?
+                .map_err(queue_error)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        "nack" => {
+            let error = b.error.unwrap_or_else(|| "nack".to_owned());
+            let retry = b.retry_in_seconds.map(|s| s.saturating_mul(1000));
+            let st = blocking(move || q.nack(id, token, &error, retry))
+                .await?
+                .map_err(queue_error)?;
+            state.job_ready.notify_waiters();
+            Ok(json(StatusCode::OK, &j!({"state": st})))
+        }
+        _ => {
+            let lease_ms = b.lease_seconds.unwrap_or(30).saturating_mul(1000);
+            let until = blocking(move || q.heartbeat(id, token, lease_ms))
+                .await?
+                .map_err(queue_error)?;
+            Ok(json(StatusCode::OK, &j!({"lease_expires_at": until})))
+        }
+    }
+}
+
+pub(super) fn queues(state: &State) -> Result<Response<Body>, Response<Body>> {
+    let names: Vec<String> = state
+        .queue
+        .with_state(|s| s.queue_names().map(str::to_owned).collect());
+    let items: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let s = state.queue.stats(n);
+            j!({
+                "queue": n,
+                "pending": s.pending_count,
+                "ready": s.ready_count,
+                "delayed": s.delayed_count,
+                "in_progress": s.in_progress_count,
+                "done": s.done_count,
+                "failed": s.failed_count,
+                "cancelled": s.cancelled_count,
+                "oldest_ready_age_ms": s.oldest_ready_age_ms,
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &j!({"queues": items})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveBody {
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+}
+
+pub(super) async fn redrive(
+    state: &Arc<State>,
+    raw: Option<String>,
+    body: &[u8],
+) -> Result<Response<Body>, Response<Body>> {
+    let queue = raw.as_deref().and_then(percent_decode).unwrap_or_default();
+    let b: RedriveBody = if body.is_empty() {
+        RedriveBody { ids: None }
+    } else {
+        parse(body)?
+    };
+    let ids: Option<Vec<JobId>> = b
+        .ids
+        .map(|v| v.iter().map(|s| s.parse()).collect::<Result<_, _>>())
+        .transpose()
+        .map_err(queue_error)?;
+    let q = state.queue.clone();
+    let n = blocking(move || q.redrive(&queue, ids.as_deref()))
+        .await?
+        .map_err(queue_error)?;
+    state.job_ready.notify_waiters();
+    Ok(json(StatusCode::OK, &j!({"redriven": n})))
+}
