@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Limits: a default, per-role and per-client overrides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Applies when no override matches.
     pub default: TokenBucketConfig,
@@ -35,13 +36,28 @@ pub struct RateLimitConfig {
     #[serde(default)]
     pub clients: HashMap<String, TokenBucketConfig>,
     /// Forget clients idle this long, ms (default 1 h).
+    #[serde(default = "default_idle_ms")]
     pub idle_ms: u64,
     /// Most clients held in memory (default 1,000,000).
+    #[serde(default = "default_clients_max")]
     pub clients_max: usize,
     /// How often the runtime persists buckets (see [`RateLimiter::flush_due`]), ms
     /// (default 1,000): the most a restart can refill a bucket by is what this long of
     /// decisions took.
+    #[serde(default = "default_persist_interval_ms")]
     pub persist_interval_ms: u64,
+}
+
+fn default_idle_ms() -> u64 {
+    3_600_000
+}
+
+fn default_clients_max() -> usize {
+    1_000_000
+}
+
+fn default_persist_interval_ms() -> u64 {
+    1_000
 }
 
 impl Default for RateLimitConfig {
@@ -54,9 +70,9 @@ impl Default for RateLimitConfig {
             },
             roles: HashMap::new(),
             clients: HashMap::new(),
-            idle_ms: 3_600_000,
-            clients_max: 1_000_000,
-            persist_interval_ms: 1_000,
+            idle_ms: default_idle_ms(),
+            clients_max: default_clients_max(),
+            persist_interval_ms: default_persist_interval_ms(),
         }
     }
 }

@@ -602,3 +602,234 @@ async fn jobs_enqueue_claim_long_poll_ack_nack_dlq() {
     let s = std::sync::Arc::into_inner(s).unwrap();
     s.stop().await;
 }
+
+#[tokio::test]
+async fn admin_routes_and_their_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), 1000)).await;
+    let user = login(&s, "dave").await;
+    let admin = admin_token(&s).await;
+    for (m, p) in [
+        (Method::GET, "/admin/stats"),
+        (Method::POST, "/admin/snapshot"),
+        (Method::GET, "/admin/users"),
+        (Method::GET, "/admin/roles"),
+        (Method::GET, "/admin/rate-limits"),
+    ] {
+        assert_eq!(
+            s.call(m, p, Some(&user), None, &[]).await.0,
+            StatusCode::FORBIDDEN,
+            "{p}"
+        );
+    }
+    let (st, _, stats) = s
+        .call(Method::GET, "/admin/stats", Some(&admin), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(stats["key_count"].as_u64().unwrap() > 0);
+    let (st, _, v) = s
+        .call(Method::POST, "/admin/snapshot", Some(&admin), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["seq"].as_u64().is_some());
+    assert_eq!(
+        s.call(Method::POST, "/admin/aof/rewrite", Some(&admin), None, &[])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, _, users) = s
+        .call(Method::GET, "/admin/users", Some(&admin), None, &[])
+        .await;
+    let dave = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "dave")
+        .unwrap()
+        .clone();
+    let id = dave["id"].as_str().unwrap().to_owned();
+    // A custom role, assigned: the next request sees it.
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/admin/roles/worker",
+            Some(&admin),
+            Some(json!({"permissions": ["jobs:work"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(
+        s.call(
+            Method::PUT,
+            "/admin/roles/bad",
+            Some(&admin),
+            Some(json!({"permissions": ["nope"]})),
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    let claim = json!({"queue": "q", "worker_id": "w", "lease_seconds": 5});
+    assert_eq!(
+        s.call(
+            Method::POST,
+            "/api/v1/jobs/claim",
+            Some(&user),
+            Some(claim.clone()),
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/admin/users/{id}/roles"),
+            Some(&admin),
+            Some(json!({"role": "worker"})),
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(
+            Method::POST,
+            "/api/v1/jobs/claim",
+            Some(&user),
+            Some(claim.clone()),
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            &format!("/admin/users/{id}/roles/worker"),
+            Some(&admin),
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(
+            Method::POST,
+            "/api/v1/jobs/claim",
+            Some(&user),
+            Some(claim),
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            "/admin/roles/worker",
+            Some(&admin),
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(
+            Method::DELETE,
+            "/admin/roles/worker",
+            Some(&admin),
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    // Disable: the user's token stops working at once; enable brings it back.
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/admin/users/{id}/disable"),
+            Some(&admin),
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/admin/users/{id}/enable"),
+            Some(&admin),
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        s.call(
+            Method::POST,
+            &format!("/admin/users/{id}/explode"),
+            Some(&admin),
+            None,
+            &[]
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    // Rate limits change at run time.
+    let (_, _, rl) = s
+        .call(Method::GET, "/admin/rate-limits", Some(&admin), None, &[])
+        .await;
+    assert_eq!(rl["default"]["capacity"], 1000);
+    let body = json!({"default": {"capacity": 2, "refill_tokens": 1, "refill_period_ms": 60000}});
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/admin/rate-limits",
+            Some(&admin),
+            Some(body),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(
+            s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
+                .await
+                .0,
+        );
+    }
+    assert!(codes.contains(&StatusCode::TOO_MANY_REQUESTS), "{codes:?}");
+    s.stop().await;
+}

@@ -47,10 +47,20 @@ enum Route {
     Queues,
     Dlq,
     DlqRedrive,
+    AdminStats,
+    AdminSnapshot,
+    AdminRewrite,
+    AdminUsers,
+    AdminUserRoles,
+    AdminUserRole,
+    AdminUserAction,
+    AdminRoles,
+    AdminRole,
+    AdminRateLimits,
 }
 
 impl Route {
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 27] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -68,6 +78,16 @@ impl Route {
         Route::Queues,
         Route::Dlq,
         Route::DlqRedrive,
+        Route::AdminStats,
+        Route::AdminSnapshot,
+        Route::AdminRewrite,
+        Route::AdminUsers,
+        Route::AdminUserRoles,
+        Route::AdminUserRole,
+        Route::AdminUserAction,
+        Route::AdminRoles,
+        Route::AdminRole,
+        Route::AdminRateLimits,
     ];
 
     fn pattern(self) -> &'static str {
@@ -89,6 +109,16 @@ impl Route {
             Route::Queues => "/api/v1/queues",
             Route::Dlq => "/api/v1/queues/{queue}/dlq",
             Route::DlqRedrive => "/api/v1/queues/{queue}/dlq/redrive",
+            Route::AdminStats => "/admin/stats",
+            Route::AdminSnapshot => "/admin/snapshot",
+            Route::AdminRewrite => "/admin/aof/rewrite",
+            Route::AdminUsers => "/admin/users",
+            Route::AdminUserRoles => "/admin/users/{id}/roles",
+            Route::AdminUserRole => "/admin/users/{id}/roles/{role}",
+            Route::AdminUserAction => "/admin/users/{id}/{action}",
+            Route::AdminRoles => "/admin/roles",
+            Route::AdminRole => "/admin/roles/{name}",
+            Route::AdminRateLimits => "/admin/rate-limits",
         }
     }
 
@@ -102,6 +132,14 @@ impl Route {
             Route::Jobs => &[Method::GET, Method::POST],
             Route::JobClaim | Route::JobAction | Route::DlqRedrive => &[Method::POST],
             Route::Job | Route::Queues | Route::Dlq => &[Method::GET],
+            Route::AdminStats | Route::AdminUsers | Route::AdminRoles => &[Method::GET],
+            Route::AdminSnapshot
+            | Route::AdminRewrite
+            | Route::AdminUserRoles
+            | Route::AdminUserAction => &[Method::POST],
+            Route::AdminUserRole => &[Method::DELETE],
+            Route::AdminRole => &[Method::PUT, Method::DELETE],
+            Route::AdminRateLimits => &[Method::GET, Method::PUT],
         }
     }
 
@@ -133,9 +171,23 @@ impl Route {
             (Route::Jobs, _) | (Route::Queues, _) | (Route::Dlq, _) | (Route::DlqRedrive, _) => {
                 Some(perms::JOBS_ADMIN)
             }
+            (Route::AdminStats, _) | (Route::AdminSnapshot, _) | (Route::AdminRewrite, _) => {
+                Some(perms::ADMIN_ALL)
+            }
+            (Route::AdminUsers, _)
+            | (Route::AdminUserRoles, _)
+            | (Route::AdminUserRole, _)
+            | (Route::AdminUserAction, _)
+            | (Route::AdminRoles, _)
+            | (Route::AdminRole, _)
+            | (Route::AdminRateLimits, _) => Some(perms::USERS_ADMIN),
             _ => None,
         }
     }
+}
+
+fn route_name(r: Route) -> &'static str {
+    r.pattern()
 }
 
 /// The route table.
@@ -265,7 +317,7 @@ fn rate_headers(resp: &mut Response<Body>, d: &Decision) {
     }
 }
 
-fn auth_error(e: AuthError) -> Response<Body> {
+pub(super) fn auth_error(e: AuthError) -> Response<Body> {
     match e {
         AuthError::InvalidCredentials => problem(
             StatusCode::UNAUTHORIZED,
@@ -395,6 +447,11 @@ async fn dispatch(
         .or_else(|| m.params.get("queue"))
         .map(str::to_owned);
     let action = m.params.get("action").map(str::to_owned);
+    let extra = m
+        .params
+        .get("role")
+        .or_else(|| m.params.get("name"))
+        .map(str::to_owned);
     let method = req.method().clone();
     if !route.methods().contains(&method) {
         let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
@@ -408,7 +465,7 @@ async fn dispatch(
         }
         return (Some(route), r);
     }
-    let resp = match route_request(state, route, raw_key, action, req, peer).await {
+    let resp = match route_request(state, route, raw_key, action, extra, req, peer).await {
         Ok(r) | Err(r) => r,
     };
     (Some(route), resp)
@@ -419,6 +476,7 @@ async fn route_request(
     route: Route,
     raw_key: Option<String>,
     action: Option<String>,
+    extra: Option<String>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Response<Body>> {
@@ -510,6 +568,26 @@ async fn route_request(
         Route::Queues => super::jobs::queues(state),
         Route::Dlq => super::jobs::dlq(state, raw_key, parts.uri.query().unwrap_or("")),
         Route::DlqRedrive => super::jobs::redrive(state, raw_key, &body).await,
+        Route::AdminStats
+        | Route::AdminSnapshot
+        | Route::AdminRewrite
+        | Route::AdminUsers
+        | Route::AdminUserRoles
+        | Route::AdminUserRole
+        | Route::AdminUserAction
+        | Route::AdminRoles
+        | Route::AdminRole
+        | Route::AdminRateLimits => {
+            super::admin::handle(
+                state,
+                route_name(route),
+                &parts.method,
+                raw_key,
+                action.or(extra),
+                &body,
+            )
+            .await
+        }
         Route::Healthz | Route::Readyz | Route::Metrics => Ok(ops(state, route)),
     };
     // Every limited response carries the rate-limit headers, errors included.

@@ -11,6 +11,7 @@
 //! id (accept or make `X-Request-Id`) -> tracing span -> metrics -> body size limit and
 //! read timeout -> authentication -> rate limit -> RBAC -> route handler.
 
+mod admin;
 mod handler;
 mod jobs;
 mod metrics;

@@ -1,0 +1,172 @@
+//! The admin routes (`/admin/...`): store stats, snapshot and AOF rewrite, users and their
+//! roles, roles, rate limits. Permission `admin:*` for the store, `users:admin` for the
+//! rest (RBAC runs before these handlers).
+
+// Handlers return `Err(response)` to answer early (see handler.rs).
+#![allow(clippy::result_large_err)]
+
+use super::State;
+use super::handler::{auth_error, blocking, parse, percent_decode, store_error};
+use super::problem::{Body, empty, json, problem};
+use helios_auth::RateLimitConfig;
+use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json as j;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionsBody {
+    permissions: Vec<String>,
+}
+
+fn decoded(raw: Option<String>, what: &str) -> Result<String, Response<Body>> {
+    raw.as_deref()
+        .and_then(percent_decode)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-field",
+                format!("{what}: missing"),
+            )
+        })
+}
+
+/// Serves one admin route; `pattern` is the route's pattern, `second` the second path
+/// parameter (`{role}`, `{name}` or `{action}`).
+pub(super) async fn handle(
+    state: &Arc<State>,
+    pattern: &str,
+    method: &Method,
+    first: Option<String>,
+    second: Option<String>,
+    body: &[u8],
+) -> Result<Response<Body>, Response<Body>> {
+    match (pattern, method) {
+        ("/admin/stats", _) => {
+            let s = state.atlas.stats();
+            Ok(json(
+                StatusCode::OK,
+                &j!({
+                    "key_count": s.key_count,
+                    "memory_size": s.memory_size,
+                    "memory_limit_size": s.memory_limit_size,
+                    "last_seq": s.last_seq,
+                    "records_written_count": s.records_written_count,
+                    "fsync_count": s.fsync_count,
+                    "aof_segment_count": s.aof_segment_count,
+                    "aof_current_size": s.aof_current_size,
+                    "snapshot_last_seq": s.snapshot_last_seq,
+                    "expired_count": s.expired_count,
+                    "write_error": s.write_error,
+                }),
+            ))
+        }
+        ("/admin/snapshot", _) | ("/admin/aof/rewrite", _) => {
+            let atlas = state.atlas.clone();
+            let rewrite = pattern == "/admin/aof/rewrite";
+            let seq = blocking(move || {
+                if rewrite {
+                    atlas.rewrite_aof()
+                } else {
+                    atlas.snapshot()
+                }
+            })
+            .await?
+            .map_err(store_error)?;
+            Ok(json(StatusCode::OK, &j!({"seq": seq})))
+        }
+        ("/admin/users", _) => Ok(json(StatusCode::OK, &j!({"users": state.auth.users()}))),
+        ("/admin/users/{id}/roles", _) => {
+            let id = decoded(first, "id")?;
+            let b: RoleBody = parse(body)?;
+            let auth = state.auth.clone();
+            blocking(move || auth.assign_role(&id, &b.role))
+                .await?
+                .map_err(not_found_or)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("/admin/users/{id}/roles/{role}", _) => {
+            let id = decoded(first, "id")?;
+            let role = decoded(second, "role")?;
+            let auth = state.auth.clone();
+            blocking(move || auth.revoke_role(&id, &role))
+                .await?
+                .map_err(not_found_or)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("/admin/users/{id}/{action}", _) => {
+            let id = decoded(first, "id")?;
+            let disabled = match second.as_deref() {
+                Some("disable") => true,
+                Some("enable") => false,
+                other => {
+                    return Err(problem(
+                        StatusCode::NOT_FOUND,
+                        "not-found",
+                        format!("no user action {other:?}; use disable or enable"),
+                    ));
+                }
+            };
+            let auth = state.auth.clone();
+            blocking(move || auth.set_disabled(&id, disabled))
+                .await?
+                .map_err(not_found_or)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("/admin/roles", _) => Ok(json(StatusCode::OK, &j!({"roles": state.auth.roles()}))),
+        ("/admin/roles/{name}", &Method::PUT) => {
+            let name = decoded(second, "name")?;
+            let b: PermissionsBody = parse(body)?;
+            let auth = state.auth.clone();
+            blocking(move || auth.put_role(&name, b.permissions))
+                .await?
+                .map_err(auth_error)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("/admin/roles/{name}", _) => {
+            let name = decoded(second, "name")?;
+            let auth = state.auth.clone();
+            blocking(move || auth.delete_role(&name))
+                .await?
+                .map_err(not_found_or)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("/admin/rate-limits", &Method::PUT) => {
+            let mut cfg: RateLimitConfig = parse(body)?;
+            let current = state.limiter.config();
+            // Only the limits are set here; memory bounds stay as configured.
+            cfg.idle_ms = current.idle_ms;
+            cfg.clients_max = current.clients_max;
+            cfg.persist_interval_ms = current.persist_interval_ms;
+            state.limiter.set_config(cfg).map_err(auth_error)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        _ => {
+            let c = state.limiter.config();
+            Ok(json(
+                StatusCode::OK,
+                &j!({"default": c.default, "roles": c.roles, "clients": c.clients}),
+            ))
+        }
+    }
+}
+
+fn not_found_or(e: helios_auth::AuthError) -> Response<Body> {
+    match e {
+        helios_auth::AuthError::UserNotFound(id) => {
+            problem(StatusCode::NOT_FOUND, "not-found", format!("no user {id}"))
+        }
+        helios_auth::AuthError::RoleNotFound(r) => {
+            problem(StatusCode::NOT_FOUND, "not-found", format!("no role {r:?}"))
+        }
+        other => auth_error(other),
+    }
+}
