@@ -97,6 +97,10 @@ pub struct Stats {
     pub last_seq: u64,
     /// Records appended since open.
     pub records_written_count: u64,
+    /// Bytes appended to the AOF since open.
+    pub aof_written_size: u64,
+    /// How long the last snapshot took, ms (on the store's clock), if one ran since open.
+    pub snapshot_last_duration_ms: Option<u64>,
     /// Commit groups written since open (each one write, and one fsync under `always`).
     pub groups_committed_count: u64,
     /// AOF fsyncs since open (all policies, rotation included).
@@ -160,8 +164,11 @@ struct Writer {
     scratch: OverlayScratch,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
+    aof_bytes: AtomicU64,
+    // u64::MAX until a snapshot ran.
+    snapshot_ms: AtomicU64,
     records_written: AtomicU64,
     groups: AtomicU64,
     fsyncs: AtomicU64,
@@ -286,7 +293,15 @@ impl Atlas {
             closed: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             feed,
-            counters: Counters::default(),
+            counters: Counters {
+                aof_bytes: AtomicU64::new(0),
+                snapshot_ms: AtomicU64::new(u64::MAX),
+                records_written: AtomicU64::new(0),
+                groups: AtomicU64::new(0),
+                fsyncs: AtomicU64::new(0),
+                snapshots: AtomicU64::new(0),
+                expired: AtomicU64::new(0),
+            },
             snapshot_lock: Mutex::new(()),
             maintenance: Arc::new(Maintenance::default()),
             last_fsync_ms: AtomicU64::new(0),
@@ -423,6 +438,11 @@ impl Atlas {
             memory_limit_size: self.inner.options.memory_limit_size,
             last_seq,
             records_written_count: c.records_written.load(Ordering::Relaxed),
+            aof_written_size: c.aof_bytes.load(Ordering::Relaxed),
+            snapshot_last_duration_ms: match c.snapshot_ms.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                ms => Some(ms),
+            },
             groups_committed_count: c.groups.load(Ordering::Relaxed),
             fsync_count: c.fsyncs.load(Ordering::Relaxed),
             aof_segment_count: self.inner.feed.segments.lock().len() as u64,
@@ -853,6 +873,9 @@ impl Inner {
         writer.next_seq += records.len() as u64;
         writer.segment_size += writer.buf.len() as u64;
         self.counters
+            .aof_bytes
+            .fetch_add(writer.buf.len() as u64, Ordering::Relaxed);
+        self.counters
             .records_written
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
@@ -926,6 +949,7 @@ impl Inner {
     fn snapshot(&self, rewrite: bool) -> Result<Option<u64>> {
         let _g = self.snapshot_lock.lock();
         self.check_writable()?;
+        let started_ms = self.clock.now_ms();
         let (upto_seq, base) = {
             let mut w = self.writer.lock();
             let last = w.next_seq - 1;
@@ -959,6 +983,10 @@ impl Inner {
         }
         self.writer.lock().snapshots.push(upto_seq);
         self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.counters.snapshot_ms.store(
+            self.clock.now_ms().saturating_sub(started_ms),
+            Ordering::Relaxed,
+        );
         tracing::info!(seq = upto_seq, keys = ks.key_count(), "snapshot written");
         let keep = if rewrite {
             1

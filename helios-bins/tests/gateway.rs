@@ -320,6 +320,9 @@ async fn auth_kv_errors_and_restart() {
     let text = v.as_str().unwrap();
     assert!(text.contains("helios_requests_total{"), "{text}");
     assert!(text.contains("helios_request_duration_seconds_bucket"));
+    assert!(text.contains("atlas_aof_bytes_total "), "{text}");
+    assert!(text.contains("atlas_snapshot_duration_seconds "));
+    assert!(text.trim_end().ends_with("# EOF"));
 
     // Logout revokes the token.
     assert_eq!(

@@ -465,7 +465,22 @@ async fn dispatch(
         }
         return (Some(route), r);
     }
-    let resp = match route_request(state, route, raw_key, action, extra, req, peer).await {
+    let work = route_request(state, route, raw_key, action, extra, req, peer);
+    // Every request has a deadline; a long-polling claim bounds its own wait instead.
+    let result = if route == Route::JobClaim {
+        work.await
+    } else {
+        let limit = Duration::from_millis(state.config.http.request_timeout_ms);
+        match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("no answer within {} ms", limit.as_millis()),
+            )),
+        }
+    };
+    let resp = match result {
         Ok(r) | Err(r) => r,
     };
     (Some(route), resp)
@@ -607,7 +622,7 @@ fn ops(state: &State, route: Route) -> Response<Body> {
         },
         _ => {
             let mut r = Response::new(http_body_util::Full::new(Bytes::from(
-                state.metrics.encode(),
+                state.metrics.encode(&state.atlas, &state.queue),
             )));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -64,11 +64,47 @@ impl Metrics {
         self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
+    /// The text exposition format, with the store and queue gauges read at scrape time.
+    pub fn encode(&self, atlas: &helios_atlas::Atlas, queue: &helios_queue::Queue) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // `# EOF` closes the registry's part; the scrape-time families go before it.
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        let stats = atlas.stats();
+        out.push_str("# HELP atlas_aof_bytes Bytes appended to the AOF since start.\n");
+        out.push_str("# TYPE atlas_aof_bytes counter\n");
+        out.push_str(&format!(
+            "atlas_aof_bytes_total {}\n",
+            stats.aof_written_size
+        ));
+        out.push_str("# HELP atlas_snapshot_duration_seconds How long the last snapshot took.\n");
+        out.push_str("# TYPE atlas_snapshot_duration_seconds gauge\n");
+        let secs = stats
+            .snapshot_last_duration_ms
+            .map_or(0.0, |ms| ms as f64 / 1000.0);
+        out.push_str(&format!("atlas_snapshot_duration_seconds {secs}\n"));
+        out.push_str("# HELP worker_job_queue_depth Jobs per queue and state.\n");
+        out.push_str("# TYPE worker_job_queue_depth gauge\n");
+        let names: Vec<String> = queue.with_state(|s| s.queue_names().map(str::to_owned).collect());
+        for n in names {
+            let s = queue.stats(&n);
+            for (state, v) in [
+                ("pending", s.pending_count),
+                ("in_progress", s.in_progress_count),
+                ("done", s.done_count),
+                ("failed", s.failed_count),
+                ("cancelled", s.cancelled_count),
+            ] {
+                // Queue names are [A-Za-z0-9_.-]: safe inside a label value.
+                out.push_str(&format!(
+                    "worker_job_queue_depth{{queue=\"{n}\",state=\"{state}\"}} {v}\n"
+                ));
+            }
+        }
+        out.push_str("# EOF\n");
         out
     }
 }
