@@ -1,0 +1,624 @@
+//! The `helios` command-line tool.
+//!
+//! Online commands talk to a gateway (`--url`, default `http://127.0.0.1:8080`) with the
+//! token saved by `helios login` (in `--token-file` / `$HELIOS_TOKEN_FILE`, default
+//! `~/.config/helios/token`, mode 0600). Offline commands work on a data directory and
+//! take its lock, so they refuse to run beside a live server.
+//!
+//! Exit codes, for scripts: 0 success; 1 the server answered with an error (its problem
+//! detail goes to stderr) or the offline check found damage; 2 bad usage; 3 the gateway
+//! could not be reached or the local files could not be read.
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// Exit code: the server refused, or a check found damage.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit code: bad usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: cannot reach the gateway or read local files.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// The HELIOS command-line tool.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "HELIOS command-line tool (exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable)"
+)]
+pub struct Cli {
+    /// Gateway base URL.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "HELIOS_URL"
+    )]
+    pub url: String,
+    /// Where `login` saves the token and other commands read it (default
+    /// `~/.config/helios/token`).
+    #[arg(long, global = true, env = "HELIOS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in and save the access token.
+    Login {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// Password (prefer the environment variable).
+        #[arg(long, env = "HELIOS_PASSWORD")]
+        password: String,
+    },
+    /// Key-value entries.
+    Kv {
+        #[command(subcommand)]
+        /// What to do.
+        op: KvOp,
+    },
+    /// Jobs.
+    Jobs {
+        #[command(subcommand)]
+        /// What to do.
+        op: JobsOp,
+    },
+    /// Users (admin).
+    Users {
+        #[command(subcommand)]
+        /// What to do.
+        op: UsersOp,
+    },
+    /// Store administration.
+    Admin {
+        #[command(subcommand)]
+        /// What to do.
+        op: AdminOp,
+    },
+    /// Offline AOF tools on a data directory.
+    Aof {
+        #[command(subcommand)]
+        /// What to do.
+        op: AofOp,
+    },
+    /// Offline: a consistent copy of a data directory (snapshot + AOF).
+    Backup {
+        /// The data directory (must not be in use).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the copy (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Offline: restore a backup into an empty data directory.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create (must be empty or missing).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// KV commands.
+#[derive(Debug, Subcommand)]
+pub enum KvOp {
+    /// Print a value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Set a value (JSON; a bare word is taken as a string).
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Time to live, s.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// List keys under a prefix.
+    List {
+        /// Prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Job commands.
+#[derive(Debug, Subcommand)]
+pub enum JobsOp {
+    /// Enqueue a job.
+    Enqueue {
+        /// Queue.
+        queue: String,
+        /// Payload (JSON).
+        #[arg(default_value = "null")]
+        payload: String,
+        /// Priority (higher first).
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Delay, s.
+        #[arg(long)]
+        delay: Option<u64>,
+        /// Dedup id.
+        #[arg(long)]
+        dedup_id: Option<String>,
+    },
+    /// Show a job.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// List jobs of a queue in a state.
+    List {
+        /// Queue.
+        queue: String,
+        /// State (pending, in_progress, done, failed, cancelled).
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// Show a queue's dead-letter list.
+    Dlq {
+        /// Queue.
+        queue: String,
+    },
+    /// Move dead-lettered jobs back to pending.
+    Redrive {
+        /// Queue.
+        queue: String,
+        /// Only these job ids.
+        ids: Vec<String>,
+    },
+}
+
+/// User commands.
+#[derive(Debug, Subcommand)]
+pub enum UsersOp {
+    /// Register a user.
+    Add {
+        /// Username.
+        username: String,
+        /// Password.
+        #[arg(long, env = "HELIOS_NEW_PASSWORD")]
+        password: String,
+    },
+    /// List users, or give one a role.
+    Roles {
+        /// User id (omit to list users).
+        id: Option<String>,
+        /// Role to add.
+        #[arg(long)]
+        add: Option<String>,
+        /// Role to remove.
+        #[arg(long)]
+        remove: Option<String>,
+    },
+}
+
+/// Admin commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminOp {
+    /// Take a snapshot now.
+    Snapshot,
+    /// Print store statistics.
+    Stats,
+}
+
+/// Offline AOF commands.
+#[derive(Debug, Subcommand)]
+pub enum AofOp {
+    /// Report the state of every snapshot and AOF segment.
+    Check {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Cut the AOF at its first bad record (damaged bytes are kept as `*.corrupt`).
+    Repair {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// What went wrong, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// The message for stderr.
+    pub message: String,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+fn default_token_file() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join(".config/helios/token")
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base.trim_end_matches('/')));
+        if let Some(t) = &self.token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let body = body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+        let req = b
+            .body(Full::new(body))
+            .map_err(|e| fail(EXIT_USAGE, format!("bad request: {e}")))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| fail(EXIT_UNREACHABLE, format!("cannot reach {}: {e}", self.base)))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail(EXIT_UNREACHABLE, format!("reading the answer: {e}")))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(v)
+        } else {
+            let detail = v["detail"].as_str().unwrap_or("").to_owned();
+            Err(fail(EXIT_REFUSED, format!("{status}: {detail}")))
+        }
+    }
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn json_arg(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
+}
+
+fn offline(cmd: &Command) -> Option<Result<(), Failure>> {
+    use helios_atlas::storage::FsStorage;
+    Some(match cmd {
+        Command::Aof {
+            op: AofOp::Check { data_dir },
+        } => match helios_atlas::check(&FsStorage, data_dir) {
+            Err(e) => Err(fail(EXIT_UNREACHABLE, e.to_string())),
+            Ok(report) => {
+                for f in report.snapshots.iter().chain(&report.segments) {
+                    println!(
+                        "{}: {} records, {:?}",
+                        f.path.display(),
+                        f.record_count,
+                        f.status
+                    );
+                }
+                if report.is_clean() {
+                    println!("ok");
+                    Ok(())
+                } else {
+                    Err(fail(
+                        EXIT_REFUSED,
+                        "damage found; `helios aof repair` cuts the AOF at the first bad record",
+                    ))
+                }
+            }
+        },
+        Command::Aof {
+            op: AofOp::Repair { data_dir },
+        } => match helios_atlas::repair(&FsStorage, data_dir) {
+            Err(e) => Err(fail(EXIT_REFUSED, e.to_string())),
+            Ok(r) => {
+                for (p, at) in &r.truncated {
+                    println!("cut {} at byte {at}", p.display());
+                }
+                for p in &r.set_aside {
+                    println!("kept damaged bytes in {}", p.display());
+                }
+                Ok(())
+            }
+        },
+        Command::Backup { data_dir, out } => backup(data_dir, out),
+        Command::Restore { from, data_dir } => restore(from, data_dir),
+        _ => return None,
+    })
+}
+
+fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> Result<u64, Failure> {
+    let io = |e: std::io::Error| fail(EXIT_UNREACHABLE, e.to_string());
+    std::fs::create_dir_all(to).map_err(io)?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(from).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().map_err(io)?.is_file() && wanted(&name) {
+            std::fs::copy(entry.path(), to.join(&name)).map_err(io)?;
+            n += 1;
+        }
+    }
+    std::fs::File::open(to)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(n)
+}
+
+fn backup(data_dir: &Path, out: &Path) -> Result<(), Failure> {
+    if out.exists() {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("{} exists; pick a new directory", out.display()),
+        ));
+    }
+    // Opening takes the lock (no server may run) and recovers; a snapshot then makes the
+    // newest state one file, and close fsyncs: what is copied is consistent.
+    let db = helios_atlas::Atlas::open(
+        data_dir,
+        helios_atlas::Options {
+            maintenance_interval_ms: None,
+            ..helios_atlas::Options::default()
+        },
+    )
+    .map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
+    db.snapshot()
+        .map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
+    let n = copy_files(data_dir, out, |name| {
+        (name.starts_with("snapshot-") || name.starts_with("aof-"))
+            && !name.ends_with(".tmp")
+            && !name.ends_with(".corrupt")
+    });
+    let closed = db.close();
+    let n = n?;
+    closed.map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
+    println!("backed up {n} files to {}", out.display());
+    Ok(())
+}
+
+fn restore(from: &Path, data_dir: &Path) -> Result<(), Failure> {
+    if data_dir.exists()
+        && std::fs::read_dir(data_dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(fail(
+            EXIT_USAGE,
+            format!("{} is not empty", data_dir.display()),
+        ));
+    }
+    let report = helios_atlas::check(&helios_atlas::storage::FsStorage, from)
+        .map_err(|e| fail(EXIT_UNREACHABLE, e.to_string()))?;
+    if !report.is_clean() {
+        return Err(fail(
+            EXIT_REFUSED,
+            "the backup is damaged; see `helios aof check`",
+        ));
+    }
+    let n = copy_files(from, data_dir, |_| true)?;
+    // Opening proves the copy recovers.
+    let db = helios_atlas::Atlas::open(data_dir, helios_atlas::Options::default())
+        .map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
+    let keys = db.key_count();
+    db.close().map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
+    println!(
+        "restored {n} files ({keys} keys) into {}",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(r) = offline(&cli.command) {
+        return r;
+    }
+    let token_path = cli.token_file.clone().unwrap_or_else(default_token_file);
+    let token = std::fs::read_to_string(&token_path)
+        .ok()
+        .map(|t| t.trim().to_owned());
+    let api = Api {
+        base: cli.url.clone(),
+        token,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    match cli.command {
+        Command::Login { username, password } => {
+            let v = api
+                .call(
+                    Method::POST,
+                    "/api/v1/auth/login",
+                    Some(json!({"username": username, "password": password})),
+                )
+                .await?;
+            let token = v["access_token"].as_str().unwrap_or_default();
+            let path = token_path;
+            let io = |e: std::io::Error| fail(EXIT_UNREACHABLE, format!("{}: {e}", path.display()));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            std::fs::write(&path, token).map_err(io)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+            println!("logged in; token saved in {}", path.display());
+        }
+        Command::Kv { op } => match op {
+            KvOp::Get { key } => print(
+                &api.call(Method::GET, &format!("/api/v1/kv/{}", enc(&key)), None)
+                    .await?["value"],
+            ),
+            KvOp::Set { key, value, ttl } => {
+                let mut body = json!({"value": json_arg(&value)});
+                if let Some(t) = ttl {
+                    body["ttl_seconds"] = json!(t);
+                }
+                api.call(
+                    Method::PUT,
+                    &format!("/api/v1/kv/{}", enc(&key)),
+                    Some(body),
+                )
+                .await?;
+            }
+            KvOp::Del { key } => {
+                api.call(Method::DELETE, &format!("/api/v1/kv/{}", enc(&key)), None)
+                    .await?;
+            }
+            KvOp::List { prefix, limit } => print(
+                &api.call(
+                    Method::GET,
+                    &format!("/api/v1/kv?prefix={}&limit={limit}", enc(&prefix)),
+                    None,
+                )
+                .await?,
+            ),
+        },
+        Command::Jobs { op } => match op {
+            JobsOp::Enqueue {
+                queue,
+                payload,
+                priority,
+                delay,
+                dedup_id,
+            } => {
+                let mut body =
+                    json!({"queue": queue, "payload": json_arg(&payload), "priority": priority});
+                if let Some(d) = delay {
+                    body["delay_seconds"] = json!(d);
+                }
+                if let Some(d) = dedup_id {
+                    body["dedup_id"] = json!(d);
+                }
+                print(&api.call(Method::POST, "/api/v1/jobs", Some(body)).await?);
+            }
+            JobsOp::Get { id } => print(
+                &api.call(Method::GET, &format!("/api/v1/jobs/{}", enc(&id)), None)
+                    .await?,
+            ),
+            JobsOp::List { queue, state } => print(
+                &api.call(
+                    Method::GET,
+                    &format!("/api/v1/jobs?queue={}&state={}", enc(&queue), enc(&state)),
+                    None,
+                )
+                .await?,
+            ),
+            JobsOp::Dlq { queue } => print(
+                &api.call(
+                    Method::GET,
+                    &format!("/api/v1/queues/{}/dlq", enc(&queue)),
+                    None,
+                )
+                .await?,
+            ),
+            JobsOp::Redrive { queue, ids } => {
+                let body = if ids.is_empty() {
+                    json!({})
+                } else {
+                    json!({"ids": ids})
+                };
+                print(
+                    &api.call(
+                        Method::POST,
+                        &format!("/api/v1/queues/{}/dlq/redrive", enc(&queue)),
+                        Some(body),
+                    )
+                    .await?,
+                );
+            }
+        },
+        Command::Users { op } => match op {
+            UsersOp::Add { username, password } => print(
+                &api.call(
+                    Method::POST,
+                    "/api/v1/auth/register",
+                    Some(json!({"username": username, "password": password})),
+                )
+                .await?,
+            ),
+            UsersOp::Roles { id: None, .. } => {
+                print(&api.call(Method::GET, "/admin/users", None).await?)
+            }
+            UsersOp::Roles {
+                id: Some(id),
+                add,
+                remove,
+            } => {
+                if let Some(r) = add {
+                    api.call(
+                        Method::POST,
+                        &format!("/admin/users/{}/roles", enc(&id)),
+                        Some(json!({"role": r})),
+                    )
+                    .await?;
+                }
+                if let Some(r) = remove {
+                    api.call(
+                        Method::DELETE,
+                        &format!("/admin/users/{}/roles/{}", enc(&id), enc(&r)),
+                        None,
+                    )
+                    .await?;
+                }
+            }
+        },
+        Command::Admin { op } => match op {
+            AdminOp::Snapshot => print(&api.call(Method::POST, "/admin/snapshot", None).await?),
+            AdminOp::Stats => print(&api.call(Method::GET, "/admin/stats", None).await?),
+        },
+        Command::Aof { .. } | Command::Backup { .. } | Command::Restore { .. } => {}
+    }
+    Ok(())
+}
