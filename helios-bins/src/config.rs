@@ -42,6 +42,9 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Most open connections; more wait in the accept queue.
     pub connections_max: usize,
+    /// A connection with no byte read or written for this long is closed, ms (idle
+    /// keep-alive, or a socket that never sends anything).
+    pub idle_timeout_ms: u64,
     /// Grace for in-flight requests at shutdown, ms.
     pub shutdown_grace_ms: u64,
 }
@@ -119,6 +122,7 @@ impl Default for GatewayConfig {
                 body_read_timeout_ms: 30_000,
                 request_timeout_ms: 30_000,
                 connections_max: 10_000,
+                idle_timeout_ms: 60_000,
                 shutdown_grace_ms: 10_000,
             },
             auth: AuthSection {
@@ -262,6 +266,7 @@ impl GatewayConfig {
             ("http.body_read_timeout_ms", self.http.body_read_timeout_ms),
             ("http.request_timeout_ms", self.http.request_timeout_ms),
             ("http.shutdown_grace_ms", self.http.shutdown_grace_ms),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
         ] {
             if v == 0 || v > 3_600_000 {
                 return Err(err(k, "1..=3600000 ms"));

@@ -13,6 +13,7 @@
 
 mod admin;
 mod handler;
+mod idle;
 mod jobs;
 mod metrics;
 pub mod problem;
@@ -264,8 +265,9 @@ pub async fn run(
             let state = state.clone();
             async move { Ok::<_, std::convert::Infallible>(handler::handle(state, req, peer).await) }
         });
+        let io = idle::IdleTimeout::new(stream, Duration::from_millis(http.idle_timeout_ms));
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -1,0 +1,143 @@
+//! Connection lifecycle over raw sockets on 127.0.0.1:0: a slow request head is cut off
+//! by the header read timeout, an idle socket that never sends a byte is closed by the
+//! idle timeout, and a graceful shutdown lets an in-flight request finish (its response
+//! arrives) before `run` returns with ATLAS closed.
+
+use helios_bins::config::GatewayConfig;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(
+    cfg: GatewayConfig,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(helios_bins::gateway::run(listener, state, async {
+        let _ = rx.await;
+    }));
+    (addr, tx, done)
+}
+
+fn config(dir: &std::path::Path) -> GatewayConfig {
+    let mut c = GatewayConfig {
+        data_dir: dir.to_path_buf(),
+        ..GatewayConfig::default()
+    };
+    c.auth.bcrypt_cost = 4;
+    c.http.header_read_timeout_ms = 300;
+    c.http.idle_timeout_ms = 400;
+    c
+}
+
+/// Reads until EOF or error; returns what arrived and how long it took.
+async fn read_until_closed(s: &mut TcpStream) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    (out, started.elapsed())
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_sockets_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, tx, done) = start(config(dir.path())).await;
+    // A request head that never completes.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (_, waited) = read_until_closed(&mut slow).await;
+    assert!(
+        waited < Duration::from_secs(5),
+        "slow head closed by the timeout, took {waited:?}"
+    );
+    // A socket that sends nothing at all.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let (got, waited) = read_until_closed(&mut idle).await;
+    assert!(got.is_empty());
+    assert!(
+        waited < Duration::from_secs(5),
+        "idle socket closed, took {waited:?}"
+    );
+    // A well-behaved request still works.
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, _) = read_until_closed(&mut ok).await;
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.http.idle_timeout_ms = 10_000;
+    let (addr, tx, done) = start(cfg).await;
+    // Log in as admin over a raw socket, then start a 1.5 s long-poll claim.
+    let login = r#"{"username":"admin","password":"admin password 1"}"#;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{login}",
+            login.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (got, _) = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let token = text
+        .split("\"access_token\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let claim = r#"{"queue":"q","worker_id":"w","lease_seconds":5,"wait_seconds":1}"#;
+    let mut inflight = TcpStream::connect(addr).await.unwrap();
+    inflight
+        .write_all(
+            format!(
+                "POST /api/v1/jobs/claim HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{claim}",
+                claim.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shut down while the claim is waiting: it still gets its answer.
+    let _ = tx.send(());
+    let (got, _) = read_until_closed(&mut inflight).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"jobs\":[]"), "{text}");
+    done.await.unwrap().unwrap();
+    // ATLAS was closed cleanly: the directory reopens at once.
+    helios_atlas::Atlas::open(dir.path(), helios_atlas::Options::default()).unwrap();
+}
