@@ -247,6 +247,24 @@ impl KeyRing {
         })
     }
 
+    /// Checks the time claims (`exp`, `nbf`, `iat`) at `now_s`, with the leeway.
+    pub fn check_times(&self, c: &Claims, now_s: u64) -> Result<()> {
+        let invalid = |reason: &str| AuthError::InvalidToken {
+            reason: reason.to_owned(),
+        };
+        let leeway = self.config.leeway_s;
+        if c.exp.saturating_add(leeway) <= now_s {
+            return Err(invalid("expired"));
+        }
+        if c.nbf > now_s.saturating_add(leeway) {
+            return Err(invalid("not yet valid"));
+        }
+        if c.iat > now_s.saturating_add(leeway) {
+            return Err(invalid("issued in the future"));
+        }
+        Ok(())
+    }
+
     /// Verifies a token's header, signature and claims at `now_s`.
     pub fn verify(&self, token: &str, now_s: u64) -> Result<Claims> {
         let invalid = |reason: String| AuthError::InvalidToken { reason };
@@ -272,16 +290,7 @@ impl KeyRing {
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation)
             .map_err(|e| invalid(e.to_string()))?;
         let c = data.claims;
-        let leeway = self.config.leeway_s;
-        if c.exp.saturating_add(leeway) <= now_s {
-            return Err(invalid("expired".into()));
-        }
-        if c.nbf > now_s.saturating_add(leeway) {
-            return Err(invalid("not yet valid".into()));
-        }
-        if c.iat > now_s.saturating_add(leeway) {
-            return Err(invalid("issued in the future".into()));
-        }
+        self.check_times(&c, now_s)?;
         Ok(c)
     }
 }

@@ -132,7 +132,15 @@ pub struct Auth {
     writes: Mutex<()>,
     throttle: Throttle,
     dummy_hash: String,
+    // Tokens whose signature and claims were verified with the current key ring: the
+    // same bytes always verify the same way, so a hit skips the signature check (the
+    // time, revocation and session checks still run). Bounded; emptied when full and on
+    // key rotation.
+    verified: Mutex<HashMap<String, Claims>>,
 }
+
+/// Most verified tokens remembered (see `Auth::verified`).
+const VERIFIED_CACHE_COUNT_MAX: usize = 16_384;
 
 fn sha256_hex(s: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
@@ -230,6 +238,7 @@ impl Auth {
             keys: RwLock::new(keys),
             index: RwLock::new(Index::default()),
             writes: Mutex::new(()),
+            verified: Mutex::new(HashMap::new()),
             dummy_hash,
         };
         auth.load()?;
@@ -582,7 +591,22 @@ impl Auth {
     /// then revocation, session epoch and the user's state. No write.
     pub fn verify_access(&self, token: &str) -> Result<Claims> {
         let now = self.now_ms();
-        let claims = self.keys.read().verify(token, now / 1000)?;
+        let cached = self.verified.lock().get(token).cloned();
+        let claims = match cached {
+            Some(c) => {
+                self.keys.read().check_times(&c, now / 1000)?;
+                c
+            }
+            None => {
+                let c = self.keys.read().verify(token, now / 1000)?;
+                let mut cache = self.verified.lock();
+                if cache.len() >= VERIFIED_CACHE_COUNT_MAX {
+                    cache.clear();
+                }
+                cache.insert(token.to_owned(), c.clone());
+                c
+            }
+        };
         let invalid = |r: &str| AuthError::InvalidToken {
             reason: r.to_owned(),
         };
@@ -805,7 +829,10 @@ impl Auth {
     /// Replaces the JWT key ring (key rotation): checked before it takes effect.
     pub fn rotate_keys(&self, jwt: JwtConfig) -> Result<()> {
         let ring = KeyRing::new(jwt)?;
-        *self.keys.write() = ring;
+        let mut keys = self.keys.write();
+        *keys = ring;
+        // Verified under the old ring: must be checked again (a key may be retired).
+        self.verified.lock().clear();
         Ok(())
     }
 }

@@ -306,3 +306,26 @@ fn concurrent_use_of_one_refresh_token_wins_once_then_revokes_the_family() {
     assert!(auth.refresh(&winners[0].refresh_token).is_err());
     assert!(auth.verify_access(&winners[0].access_token).is_err());
 }
+
+#[test]
+fn a_verified_token_still_expires_and_rotation_rechecks_it() {
+    // Verified tokens are remembered to skip the signature check; time and key state are
+    // still checked on every use.
+    let e = env();
+    let (token, _) = login(&e);
+    e.auth.verify_access(&token).unwrap();
+    e.auth.verify_access(&token).unwrap();
+    e.clock.advance_ms(900_000 + 5_000);
+    refused(&e, &token, "expired after being verified once");
+    let e = env();
+    let (token, _) = login(&e);
+    e.auth.verify_access(&token).unwrap();
+    let k2 = "fedcba9876543210fedcba9876543210-second-key";
+    e.auth
+        .rotate_keys(jwt(vec![
+            hs_key("k1", KeyState::Retired, SECRET),
+            hs_key("k2", KeyState::Active, k2),
+        ]))
+        .unwrap();
+    refused(&e, &token, "verified before its key was retired");
+}

@@ -10,16 +10,18 @@ use hyper_util::server::conn::auto::Builder;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8081".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                    b"{\"hello\":\"world\"}",
-                ))))
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                    Bytes::from_static(b"{\"hello\":\"world\"}"),
+                )))
             });
             let _ = Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
