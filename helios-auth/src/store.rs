@@ -136,7 +136,7 @@ pub struct Auth {
     // same bytes always verify the same way, so a hit skips the signature check (the
     // time, revocation and session checks still run). Bounded; emptied when full and on
     // key rotation.
-    verified: Mutex<HashMap<String, Claims>>,
+    verified: RwLock<HashMap<String, Claims>>,
 }
 
 /// Most verified tokens remembered (see `Auth::verified`).
@@ -238,7 +238,7 @@ impl Auth {
             keys: RwLock::new(keys),
             index: RwLock::new(Index::default()),
             writes: Mutex::new(()),
-            verified: Mutex::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
             dummy_hash,
         };
         auth.load()?;
@@ -591,7 +591,7 @@ impl Auth {
     /// then revocation, session epoch and the user's state. No write.
     pub fn verify_access(&self, token: &str) -> Result<Claims> {
         let now = self.now_ms();
-        let cached = self.verified.lock().get(token).cloned();
+        let cached = self.verified.read().get(token).cloned();
         let claims = match cached {
             Some(c) => {
                 self.keys.read().check_times(&c, now / 1000)?;
@@ -599,7 +599,7 @@ impl Auth {
             }
             None => {
                 let c = self.keys.read().verify(token, now / 1000)?;
-                let mut cache = self.verified.lock();
+                let mut cache = self.verified.write();
                 if cache.len() >= VERIFIED_CACHE_COUNT_MAX {
                     cache.clear();
                 }
@@ -832,7 +832,7 @@ impl Auth {
         let mut keys = self.keys.write();
         *keys = ring;
         // Verified under the old ring: must be checked again (a key may be retired).
-        self.verified.lock().clear();
+        self.verified.write().clear();
         Ok(())
     }
 }

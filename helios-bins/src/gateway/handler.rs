@@ -186,6 +186,20 @@ impl Route {
     }
 }
 
+/// The method as a static label (anything unusual is `OTHER`, so labels stay bounded).
+fn static_method(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
 fn route_name(r: Route) -> &'static str {
     r.pattern()
 }
@@ -249,8 +263,8 @@ pub(super) async fn handle(
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            route: route.map_or("unmatched", Route::pattern).to_owned(),
-            method: method.to_string(),
+            route: route.map_or("unmatched", Route::pattern),
+            method: static_method(&method),
             status: resp.status().as_u16(),
         })
         .inc();
@@ -777,15 +791,32 @@ async fn kv_item(
                     format!("no key {key:?}"),
                 )
             })?;
-            let value: serde_json::Value =
-                serde_json::from_slice(&v).unwrap_or(serde_json::Value::Null);
             let ttl = match state.atlas.ttl(&full) {
                 KeyTtl::Expires { remaining_ms, .. } => Some(remaining_ms.div_ceil(1000)),
                 _ => None,
             };
-            let mut r = json(
-                StatusCode::OK,
-                &serde_json::json!({"key": key, "value": value, "ttl_seconds": ttl}),
+            // The stored bytes are JSON this gateway wrote (checked at PUT): splice them
+            // into the answer instead of parsing and re-encoding them.
+            let stored_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&v).is_ok();
+            let mut body = Vec::with_capacity(v.len() + key.len() + 48);
+            body.extend_from_slice(b"{\"key\":");
+            body.extend_from_slice(&serde_json::to_vec(&key).unwrap_or_default());
+            body.extend_from_slice(b",\"value\":");
+            if stored_is_json {
+                body.extend_from_slice(&v);
+            } else {
+                body.extend_from_slice(b"null");
+            }
+            body.extend_from_slice(b",\"ttl_seconds\":");
+            match ttl {
+                Some(t) => body.extend_from_slice(t.to_string().as_bytes()),
+                None => body.extend_from_slice(b"null"),
+            }
+            body.push(b'}');
+            let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
             );
             if let Ok(v) = HeaderValue::from_str(&etag(&v)) {
                 r.headers_mut().insert(header::ETAG, v);
