@@ -268,7 +268,10 @@ pub(super) async fn handle(
             status: resp.status().as_u16(),
         })
         .inc();
-    state.metrics.duration.observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .duration
+        .observe_us(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
     span.in_scope(|| {
         tracing::info!(
             status = resp.status().as_u16(),
