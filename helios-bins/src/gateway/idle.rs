@@ -13,10 +13,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// An I/O object that errors with `TimedOut` after `idle` without progress.
+///
+/// Progress only records the time; the timer is re-armed lazily when it fires early, so a
+/// busy connection costs no timer operation per read or write.
 #[derive(Debug)]
 pub struct IdleTimeout<T> {
     inner: T,
     idle: Duration,
+    last_progress: Instant,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -26,17 +30,28 @@ impl<T> IdleTimeout<T> {
         Self {
             inner,
             idle,
+            last_progress: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(idle)),
         }
     }
 
     fn progress(&mut self) {
-        let next = Instant::now() + self.idle;
-        self.deadline.as_mut().reset(next);
+        self.last_progress = Instant::now();
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_progress + self.idle;
+            if due <= Instant::now() {
+                return true;
+            }
+            // There was progress since the timer was armed: push it back and poll again
+            // (which registers the waker for the new deadline).
+            self.deadline.as_mut().reset(due);
+        }
     }
 }
 
