@@ -136,7 +136,7 @@ pub struct Auth {
     // same bytes always verify the same way, so a hit skips the signature check (the
     // time, revocation and session checks still run). Bounded; emptied when full and on
     // key rotation.
-    verified: RwLock<HashMap<String, Claims>>,
+    verified: RwLock<HashMap<String, Arc<Claims>>>,
 }
 
 /// Most verified tokens remembered (see `Auth::verified`).
@@ -590,6 +590,11 @@ impl Auth {
     /// Verifies an access token: signature, algorithm, key, times, issuer and audience,
     /// then revocation, session epoch and the user's state. No write.
     pub fn verify_access(&self, token: &str) -> Result<Claims> {
+        self.verify_access_shared(token).map(|c| (*c).clone())
+    }
+
+    /// [`Auth::verify_access`] without copying the claims (the request path).
+    pub fn verify_access_shared(&self, token: &str) -> Result<Arc<Claims>> {
         let now = self.now_ms();
         let cached = self.verified.read().get(token).cloned();
         let claims = match cached {
@@ -598,7 +603,7 @@ impl Auth {
                 c
             }
             None => {
-                let c = self.keys.read().verify(token, now / 1000)?;
+                let c = Arc::new(self.keys.read().verify(token, now / 1000)?);
                 let mut cache = self.verified.write();
                 if cache.len() >= VERIFIED_CACHE_COUNT_MAX {
                     cache.clear();

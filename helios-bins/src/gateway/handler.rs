@@ -522,7 +522,7 @@ async fn route_request(
         Bytes::new()
     };
     // Authentication.
-    let claims: Option<Claims> = if route.needs_token() {
+    let claims: Option<Arc<Claims>> = if route.needs_token() {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -538,7 +538,7 @@ async fn route_request(
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 r
             })?;
-        Some(state.auth.verify_access(token).map_err(|e| {
+        Some(state.auth.verify_access_shared(token).map_err(|e| {
             let mut r = auth_error(e);
             if r.status() == StatusCode::UNAUTHORIZED {
                 r.headers_mut().insert(
@@ -699,7 +699,7 @@ async fn refresh(state: &Arc<State>, body: &[u8]) -> Result<Response<Body>, Resp
 
 async fn logout(
     state: &Arc<State>,
-    claims: Option<Claims>,
+    claims: Option<Arc<Claims>>,
 ) -> Result<Response<Body>, Response<Body>> {
     let Some(c) = claims else {
         return Err(problem(
@@ -715,8 +715,8 @@ async fn logout(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-fn me(state: &State, claims: Option<Claims>) -> Result<Response<Body>, Response<Body>> {
-    let sub = claims.map(|c| c.sub).unwrap_or_default();
+fn me(state: &State, claims: Option<Arc<Claims>>) -> Result<Response<Body>, Response<Body>> {
+    let sub = claims.map(|c| c.sub.clone()).unwrap_or_default();
     let u = state
         .auth
         .user(&sub)
