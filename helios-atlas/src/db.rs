@@ -266,6 +266,7 @@ impl Atlas {
             storage.clone(),
             dir.clone(),
             segments,
+            options.clock.clone(),
         ));
         tracing::info!(
             dir = %dir.display(),

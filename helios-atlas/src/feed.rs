@@ -14,11 +14,12 @@ use crate::aof::{self, Record};
 use crate::error::{AtlasError, Result};
 use crate::op::Op;
 use crate::storage::Storage;
+use helios_core::Clock;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The changes of one record under a subscriber's prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,7 @@ pub(crate) struct FeedShared {
     capacity: usize,
     storage: Arc<dyn Storage>,
     dir: PathBuf,
+    clock: Arc<dyn Clock>,
     /// Start sequence numbers of the segments on disk (shared with the writer).
     pub(crate) segments: Mutex<Vec<u64>>,
 }
@@ -55,6 +57,7 @@ impl FeedShared {
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         segments: Vec<u64>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             state: Mutex::new(FeedState {
@@ -66,6 +69,7 @@ impl FeedShared {
             capacity,
             storage,
             dir,
+            clock,
             segments: Mutex::new(segments),
         }
     }
@@ -174,8 +178,10 @@ impl Subscription {
     /// The next event, waiting up to `timeout` for one. `Ok(None)` on timeout;
     /// `Err(Closed)` once the store is closed and everything published was delivered.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<ChangeEvent>> {
-        // A timeout too large to add to now means "wait for as long as it takes".
-        let deadline = Instant::now().checked_add(timeout);
+        // The deadline is on the store's injected clock; a timeout too large to add to now
+        // means "wait for as long as it takes".
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline_ms = self.shared.clock.now_ms().checked_add(timeout_ms);
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Ok(Some(ev));
@@ -186,8 +192,15 @@ impl Subscription {
                     if st.closed {
                         return Err(AtlasError::Closed);
                     }
-                    let timed_out = match deadline {
-                        Some(d) => self.shared.cv.wait_until(&mut st, d).timed_out(),
+                    let timed_out = match deadline_ms {
+                        Some(d) => match d.saturating_sub(self.shared.clock.now_ms()) {
+                            0 => true,
+                            left_ms => self
+                                .shared
+                                .cv
+                                .wait_for(&mut st, Duration::from_millis(left_ms))
+                                .timed_out(),
+                        },
                         None => {
                             self.shared.cv.wait(&mut st);
                             false

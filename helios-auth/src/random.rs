@@ -58,3 +58,9 @@ pub fn hex_token(rng: &dyn Randomness, n: usize) -> String {
     rng.fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// SHA-256 of `s` as lowercase hex (token hashes, hashed ids).
+pub fn sha256_hex(s: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}

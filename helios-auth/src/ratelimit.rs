@@ -165,9 +165,11 @@ fn rate_key(client: &str) -> String {
     if plain {
         format!("{}{client}", keys::RATE_PREFIX)
     } else {
-        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, client.as_bytes());
-        let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}h.{hex}", keys::RATE_PREFIX)
+        format!(
+            "{}h.{}",
+            keys::RATE_PREFIX,
+            crate::random::sha256_hex(client)
+        )
     }
 }
 

@@ -21,7 +21,7 @@
 use crate::error::{AuthError, Result};
 use crate::jwt::{Claims, JwtConfig, KeyRing};
 use crate::password;
-use crate::random::{Randomness, hex_token};
+use crate::random::{Randomness, hex_token, sha256_hex};
 use crate::rbac::{self, Role};
 use crate::throttle::{Lockout, Throttle, ThrottleConfig};
 use base64::Engine as _;
@@ -141,11 +141,6 @@ pub struct Auth {
 
 /// Most verified tokens remembered (see `Auth::verified`).
 const VERIFIED_CACHE_COUNT_MAX: usize = 16_384;
-
-fn sha256_hex(s: &str) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn refresh_key(token: &str) -> String {
     format!("{}{}", keys::AUTH_TOKEN_PREFIX, sha256_hex(token))

@@ -928,30 +928,42 @@ async fn kv_item(
     }
 }
 
+/// The decoded `key=value` pairs of a query string (`+` is a space).
+pub(super) fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Response<Body>> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            percent_decode(&v.replace('+', " "))
+                .map(|v| (k.to_owned(), v))
+                .ok_or_else(|| {
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-field",
+                        format!("{k}: bad percent-encoding"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A page size parameter: 1..=1000.
+pub(super) fn page_limit(v: &str) -> Result<usize, Response<Body>> {
+    v.parse()
+        .ok()
+        .filter(|l| (1..=1000).contains(l))
+        .ok_or_else(|| problem(StatusCode::BAD_REQUEST, "invalid-field", "limit: 1..=1000"))
+}
+
 fn kv_list(state: &State, query: &str) -> Result<Response<Body>, Response<Body>> {
     let mut prefix = String::new();
     let mut limit = 100usize;
     let mut cursor: Option<String> = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(&v.replace('+', " ")).ok_or_else(|| {
-            problem(
-                StatusCode::BAD_REQUEST,
-                "invalid-field",
-                format!("{k}: bad percent-encoding"),
-            )
-        })?;
-        match k {
+    for (k, v) in query_pairs(query)? {
+        match k.as_str() {
             "prefix" => prefix = v,
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| {
-                        problem(StatusCode::BAD_REQUEST, "invalid-field", "limit: 1..=1000")
-                    })?
-            }
+            "limit" => limit = page_limit(&v)?,
             "cursor" => cursor = Some(v),
             other => {
                 return Err(problem(

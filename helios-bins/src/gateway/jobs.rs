@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::State;
-use super::handler::{blocking, parse, percent_decode};
+use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs};
 use super::problem::{Body, empty, json, problem};
 use helios_queue::{EnqueueRequest, Job, JobId, JobState, QueueError, validate_queue_name};
 use http::{HeaderValue, Response, StatusCode, header};
@@ -136,25 +136,6 @@ pub(super) fn get(state: &State, raw: Option<String>) -> Result<Response<Body>, 
     Ok(json(StatusCode::OK, &job_view(&job)))
 }
 
-fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Response<Body>> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            percent_decode(&v.replace('+', " "))
-                .map(|v| (k.to_owned(), v))
-                .ok_or_else(|| {
-                    problem(
-                        StatusCode::BAD_REQUEST,
-                        "invalid-field",
-                        format!("{k}: bad encoding"),
-                    )
-                })
-        })
-        .collect()
-}
-
 fn page(
     state: &State,
     queue: &str,
@@ -179,15 +160,7 @@ fn page(
                         )
                     })?
             }
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=1000).contains(l))
-                    .ok_or_else(|| {
-                        problem(StatusCode::BAD_REQUEST, "invalid-field", "limit: 1..=1000")
-                    })?
-            }
+            "limit" => limit = page_limit(&v)?,
             "cursor" => cursor = Some(v.parse::<JobId>().map_err(queue_error)?),
             other => {
                 return Err(problem(
