@@ -31,6 +31,27 @@ use helios_atlas::{Expiry, WriteBatch};
 use helios_core::keys;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hashes job ids for the job table: ids are made by the queue itself, never chosen by a
+/// client, so a keyed SipHash buys nothing there. Multiply-rotate per word (as FxHash),
+/// folded so the low bits the table indexes with see the high ones.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
 
 /// Settings of a queue store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,10 +128,11 @@ impl Transition {
         let mut b = WriteBatch::new();
         for job in &self.puts {
             let mut value = Vec::with_capacity(512);
-            serde_json::to_writer(&mut value, job).map_err(|e| QueueError::CorruptRecord {
-                key: job_key(job.id),
-                reason: format!("cannot encode: {e}"),
-            })?;
+            job.encode_json(&mut value)
+                .map_err(|e| QueueError::CorruptRecord {
+                    key: job_key(job.id),
+                    reason: format!("cannot encode: {e}"),
+                })?;
             b.set(job_key(job.id), value, Expiry::Never);
         }
         for id in &self.deletes {
@@ -200,7 +222,7 @@ impl QueueIndex {
 #[derive(Debug, Clone)]
 pub struct QueueState {
     config: QueueConfig,
-    jobs: HashMap<JobId, Job>,
+    jobs: HashMap<JobId, Job, BuildHasherDefault<IdHasher>>,
     queues: BTreeMap<String, QueueIndex>,
     leases: BTreeSet<(u64, JobId)>,
     finished: BTreeSet<(u64, JobId)>,
@@ -227,7 +249,7 @@ impl QueueState {
     pub fn new(config: QueueConfig) -> Self {
         Self {
             config,
-            jobs: HashMap::new(),
+            jobs: HashMap::default(),
             queues: BTreeMap::new(),
             leases: BTreeSet::new(),
             finished: BTreeSet::new(),
@@ -772,27 +794,50 @@ impl QueueState {
         self.leases.first().map(|(at, _)| *at)
     }
 
-    fn unindex(&mut self, job: &Job) {
+    fn unindex(
+        queues: &mut BTreeMap<String, QueueIndex>,
+        leases: &mut BTreeSet<(u64, JobId)>,
+        finished: &mut BTreeSet<(u64, JobId)>,
+        job: &Job,
+    ) {
         let id = job.id;
-        if let Some(q) = self.queues.get_mut(&job.queue) {
-            q.ready.remove(&(Reverse(job.priority), job.run_at_ms, id));
-            q.ready_since.remove(&(job.run_at_ms, id));
-            q.delayed.remove(&(job.run_at_ms, id));
+        if let Some(q) = queues.get_mut(&job.queue) {
+            match job.state {
+                JobState::Pending => {
+                    // A pending job is in `delayed`, or (promoted) in `ready` and
+                    // `ready_since`.
+                    if !q.delayed.remove(&(job.run_at_ms, id)) {
+                        q.ready.remove(&(Reverse(job.priority), job.run_at_ms, id));
+                        q.ready_since.remove(&(job.run_at_ms, id));
+                    }
+                }
+                // Only pending jobs are in those three (`check_invariants`).
+                _ => {}
+            }
             if let Some(s) = q.by_state.get_mut(&job.state) {
                 s.remove(&id);
             }
         }
         if let Some(l) = &job.lease {
-            self.leases.remove(&(l.expires_at_ms, id));
+            leases.remove(&(l.expires_at_ms, id));
         }
         if let Some(at) = job.finished_at_ms {
-            self.finished.remove(&(at, id));
+            finished.remove(&(at, id));
         }
     }
 
-    fn index(&mut self, job: &Job) {
+    fn index(
+        queues: &mut BTreeMap<String, QueueIndex>,
+        leases: &mut BTreeSet<(u64, JobId)>,
+        finished: &mut BTreeSet<(u64, JobId)>,
+        job: &Job,
+    ) {
         let id = job.id;
-        let q = self.queues.entry(job.queue.clone()).or_default();
+        // The name is cloned only for a queue's first job.
+        let q = match queues.get_mut(&job.queue) {
+            Some(q) => q,
+            None => queues.entry(job.queue.clone()).or_default(),
+        };
         q.by_state.entry(job.state).or_default().insert(id);
         match job.state {
             // New pending jobs start delayed; `promote_due` makes them ready when due.
@@ -801,27 +846,35 @@ impl QueueState {
             }
             JobState::InProgress => {
                 if let Some(l) = &job.lease {
-                    self.leases.insert((l.expires_at_ms, id));
+                    leases.insert((l.expires_at_ms, id));
                 }
             }
             _ => {}
         }
         if let Some(at) = job.finished_at_ms {
-            self.finished.insert((at, id));
+            finished.insert((at, id));
         }
     }
 
     /// Applies a transition that was made durable. Panics if it deletes an unknown job (a
     /// plan/apply mismatch is a bug).
     pub fn apply(&mut self, t: Transition) {
+        let (queues, leases, finished) = (&mut self.queues, &mut self.leases, &mut self.finished);
         for job in t.puts {
-            if let Some(old) = self.jobs.remove(&job.id) {
-                self.unindex(&old);
-            }
-            self.index(&job);
             self.id_last = self.id_last.max(job.id);
             self.token_last = self.token_last.max(job.token_last);
-            self.jobs.insert(job.id, job);
+            // Replaced in place: no remove + insert of the map entry.
+            match self.jobs.get_mut(&job.id) {
+                Some(slot) => {
+                    Self::unindex(queues, leases, finished, slot);
+                    Self::index(queues, leases, finished, &job);
+                    *slot = job;
+                }
+                None => {
+                    Self::index(queues, leases, finished, &job);
+                    self.jobs.insert(job.id, job);
+                }
+            }
         }
         for id in &t.deletes {
             let old = self
@@ -830,7 +883,7 @@ impl QueueState {
                 .unwrap_or_else(|| panic!("transition deletes unknown job {id}"));
             // A dedup id keeps suppressing duplicates for its whole window, even once its
             // job was purged (as in SQS): the window, not the job, bounds it.
-            self.unindex(&old);
+            Self::unindex(queues, leases, finished, &old);
         }
         for (d, id, until, _) in t.dedup_puts {
             self.dedup.insert(d, (id, until));
