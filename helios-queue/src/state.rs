@@ -802,17 +802,11 @@ impl QueueState {
     ) {
         let id = job.id;
         if let Some(q) = queues.get_mut(&job.queue) {
-            match job.state {
-                JobState::Pending => {
-                    // A pending job is in `delayed`, or (promoted) in `ready` and
-                    // `ready_since`.
-                    if !q.delayed.remove(&(job.run_at_ms, id)) {
-                        q.ready.remove(&(Reverse(job.priority), job.run_at_ms, id));
-                        q.ready_since.remove(&(job.run_at_ms, id));
-                    }
-                }
-                // Only pending jobs are in those three (`check_invariants`).
-                _ => {}
+            // A pending job is in `delayed`, or (promoted) in `ready` and `ready_since`;
+            // no other job is in any of the three (`check_invariants`).
+            if job.state == JobState::Pending && !q.delayed.remove(&(job.run_at_ms, id)) {
+                q.ready.remove(&(Reverse(job.priority), job.run_at_ms, id));
+                q.ready_since.remove(&(job.run_at_ms, id));
             }
             if let Some(s) = q.by_state.get_mut(&job.state) {
                 s.remove(&id);
