@@ -7,6 +7,7 @@ use crate::limits::{ATTEMPTS_MAX, DURATION_MS_MAX, ID_SIZE_MAX, QUEUE_NAME_SIZE_
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A job id: the enqueue time in ms and a sequence number within that ms. Ordered by
 /// creation, unique (the generator never goes back, across restarts too), and shown as 32
@@ -188,8 +189,9 @@ pub struct Job {
     pub id: JobId,
     /// The queue it belongs to.
     pub queue: String,
-    /// The caller's payload.
-    pub payload: serde_json::Value,
+    /// The caller's payload: shared, not copied, by every version of the job (a claim or an
+    /// ack writes a new record but never copies the payload tree).
+    pub payload: Arc<serde_json::Value>,
     /// Its state.
     pub state: JobState,
     /// Higher runs first.
@@ -336,9 +338,9 @@ impl Job {
 pub struct EnqueueRequest {
     /// Queue name, `[A-Za-z0-9_.-]{1,64}`.
     pub queue: String,
-    /// Any JSON.
+    /// Any JSON (shared with the job it creates, not copied).
     #[serde(default)]
-    pub payload: serde_json::Value,
+    pub payload: Arc<serde_json::Value>,
     /// Higher runs first (default 0).
     #[serde(default)]
     pub priority: i32,
@@ -365,7 +367,7 @@ impl EnqueueRequest {
     pub fn new(queue: impl Into<String>, payload: serde_json::Value) -> Self {
         Self {
             queue: queue.into(),
-            payload,
+            payload: Arc::new(payload),
             priority: 0,
             delay_ms: None,
             run_at_ms: None,
@@ -517,7 +519,7 @@ mod tests {
                         seq,
                     },
                     queue,
-                    payload,
+                    payload: Arc::new(payload),
                     state,
                     priority,
                     run_at_ms,

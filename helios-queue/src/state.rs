@@ -149,6 +149,24 @@ impl Transition {
     }
 }
 
+/// The size of `v`'s JSON text, counted without building it.
+fn json_size(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// Tokens available per ms of queue time before the counter runs ahead of the clock
 /// (harmless: tokens then just keep counting up). 2^20: fits u64 until the year 2500.
 const TOKENS_PER_MS: u64 = 1 << 20;
@@ -342,7 +360,7 @@ impl QueueState {
                     continue;
                 }
             }
-            let payload_size = serde_json::to_vec(&req.payload).map_or(0, |v| v.len());
+            let payload_size = json_size(&req.payload);
             if payload_size > PAYLOAD_SIZE_MAX {
                 return Err(QueueError::Invalid {
                     field: "payload",
@@ -553,9 +571,7 @@ impl QueueState {
         result: Option<serde_json::Value>,
         now_ms: u64,
     ) -> Result<Transition> {
-        let result_size = result
-            .as_ref()
-            .map_or(0, |r| serde_json::to_vec(r).map_or(0, |v| v.len()));
+        let result_size = result.as_ref().map_or(0, json_size);
         if result_size > PAYLOAD_SIZE_MAX {
             return Err(QueueError::Invalid {
                 field: "result",
