@@ -122,6 +122,11 @@ impl WriteBatch {
         });
         self
     }
+    /// Makes room for `additional` more writes.
+    pub fn reserve(&mut self, additional: usize) -> &mut Self {
+        self.ops.reserve(additional);
+        self
+    }
     /// Number of writes in the batch.
     pub fn len(&self) -> usize {
         self.ops.len()

@@ -182,53 +182,52 @@ fn write_text_value(out: &mut Vec<u8>, value: &[u8]) -> bool {
     if std::str::from_utf8(value).is_err() {
         return false;
     }
-    out.reserve(value.len() + 2);
-    out.push(b'"');
-    let mut start = 0;
-    let mut i = 0;
-    while i < value.len() {
-        // Eight bytes at a time while none needs a look.
-        if let Some(w) = value.get(i..i + 8)
-            && let Ok(w) = <[u8; 8]>::try_from(w)
-            && !word_needs_escape(u64::from_le_bytes(w))
-        {
-            i += 8;
-            continue;
-        }
-        let escape: &[u8] = match value[i] {
-            b'"' => br#"\""#,
-            b'\\' => br"\\",
-            b'\n' => br"\n",
-            b'\r' => br"\r",
-            b'\t' => br"\t",
-            0..0x20 => return false,
-            _ => {
-                i += 1;
-                continue;
+    // Room for the worst case (every byte escaped to two, plus the quotes), written by
+    // index, then cut to size: one bounds-checked store per byte, no call per escape.
+    let base = out.len();
+    out.resize(base + 2 * value.len() + 2, 0);
+    let buf = &mut out[base..];
+    buf[0] = b'"';
+    let mut j = 1;
+    for &b in value {
+        match ESCAPES[usize::from(b)] {
+            0 => {
+                buf[j] = b;
+                j += 1;
             }
-        };
-        out.extend_from_slice(&value[start..i]);
-        out.extend_from_slice(escape);
-        i += 1;
-        start = i;
+            NOT_TEXT => return false,
+            e => {
+                buf[j] = b'\\';
+                buf[j + 1] = e;
+                j += 2;
+            }
+        }
     }
-    out.extend_from_slice(&value[start..]);
-    out.push(b'"');
+    buf[j] = b'"';
+    out.truncate(base + j + 1);
     true
 }
 
-/// Whether any of the eight bytes of `w` is below 0x20, a `"` or a `\\` (the classic
-/// has-zero-byte bit trick: exact about presence).
-fn word_needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let below = w.wrapping_sub(ONES * 0x20) & !w;
-    let q = w ^ (ONES * u64::from(b'"'));
-    let quote = q.wrapping_sub(ONES) & !q;
-    let b = w ^ (ONES * u64::from(b'\\'));
-    let backslash = b.wrapping_sub(ONES) & !b;
-    (below | quote | backslash) & HIGHS != 0
-}
+/// Marks a byte that makes a value not text (a control character other than tab, newline
+/// and carriage return).
+const NOT_TEXT: u8 = 0xFF;
+
+/// Per byte: 0 (copied as is), the letter after the backslash of its escape, or
+/// [`NOT_TEXT`].
+const ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = NOT_TEXT;
+        i += 1;
+    }
+    t[b'\t' as usize] = b't';
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
 
 /// Upper bound of the encoded size of an op with this key and value: keys are escaped at
 /// most six times their size, values at most twice (text) or 4/3 (base64), plus framing.

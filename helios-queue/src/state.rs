@@ -126,6 +126,7 @@ impl Transition {
     /// The ATLAS batch that makes the transition durable.
     pub fn to_batch(&self) -> Result<WriteBatch> {
         let mut b = WriteBatch::new();
+        b.reserve(self.puts.len() + self.deletes.len() + self.dedup_puts.len());
         for job in &self.puts {
             let mut value = Vec::with_capacity(512);
             job.encode_json(&mut value)
@@ -727,7 +728,10 @@ impl QueueState {
     /// Plans deleting finished jobs (done and cancelled, and failed if `include_failed`)
     /// that finished at least `retention_ms` ago; at most [`SWEEP_COUNT_MAX`] per call.
     pub fn plan_purge(&self, retention_ms: u64, include_failed: bool, now_ms: u64) -> Transition {
-        let mut t = Transition::default();
+        let mut t = Transition {
+            deletes: Vec::with_capacity(self.finished.len().min(SWEEP_COUNT_MAX)),
+            ..Transition::default()
+        };
         let cutoff = now_ms.saturating_sub(retention_ms);
         for &(at, id) in &self.finished {
             if at > cutoff || t.deletes.len() >= SWEEP_COUNT_MAX {
