@@ -254,10 +254,13 @@ impl Queue {
         Ok((page.into_iter().cloned().collect(), next))
     }
 
-    /// Counts of `queue`.
+    /// Counts of `queue`. Promotes the delayed jobs that came due first, so a queue no
+    /// one claims from does not make every call count them again.
     pub fn stats(&self, queue: &str) -> QueueStats {
         let now = self.now_ms();
-        self.state.lock().stats(queue, now)
+        let mut st = self.state.lock();
+        st.promote_due(queue, now);
+        st.stats(queue, now)
     }
 
     /// Runs `f` on the state (tests check invariants with it).

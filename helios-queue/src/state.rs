@@ -11,7 +11,8 @@
 //! Indexes, all rebuilt from the jobs on load (invariants checked by
 //! [`QueueState::check_invariants`]):
 //! - per queue: `ready` ordered by (priority desc, run_at, id) so a claim takes the first
-//!   entries without scanning; `delayed` ordered by run_at; `ready_since` by run_at for the
+//!   entries without scanning (a job due when it turns pending goes there at once);
+//!   `delayed` ordered by run_at; `ready_since` by run_at for the
 //!   oldest-ready age; one set of ids per state for listings;
 //! - `leases` ordered by expiry for `tick`; `finished` ordered by finish time for purge;
 //! - `dedup`: dedup id -> (job, window end).
@@ -727,6 +728,8 @@ impl QueueState {
 
     /// Plans deleting finished jobs (done and cancelled, and failed if `include_failed`)
     /// that finished at least `retention_ms` ago; at most [`SWEEP_COUNT_MAX`] per call.
+    /// The newest job ever enqueued is kept (one record): ids are rebuilt from the jobs on
+    /// load, and it keeps them from repeating after a restart with the clock set back.
     pub fn plan_purge(&self, retention_ms: u64, include_failed: bool, now_ms: u64) -> Transition {
         let mut t = Transition {
             deletes: Vec::with_capacity(self.finished.len().min(SWEEP_COUNT_MAX)),
@@ -736,6 +739,11 @@ impl QueueState {
         for &(at, id) in &self.finished {
             if at > cutoff || t.deletes.len() >= SWEEP_COUNT_MAX {
                 break;
+            }
+            // The newest job stays: it carries the id high-water mark across a reopen, so
+            // ids never repeat even if the wall clock is behind it then.
+            if id == self.id_last {
+                continue;
             }
             if let Some(job) = self.jobs.get(&id)
                 && (job.state != JobState::Failed || include_failed)
@@ -854,7 +862,13 @@ impl QueueState {
         };
         q.by_state.entry(job.state).or_default().insert(id);
         match job.state {
-            // New pending jobs start delayed; `promote_due` makes them ready when due.
+            // A job due when it became pending is ready at once; a later one waits in
+            // `delayed` until `promote_due` moves it (so a bulk enqueue never leaves the
+            // next claim a backlog to promote).
+            JobState::Pending if job.run_at_ms <= job.updated_at_ms => {
+                q.ready.insert((Reverse(job.priority), job.run_at_ms, id));
+                q.ready_since.insert((job.run_at_ms, id));
+            }
             JobState::Pending => {
                 q.delayed.insert((job.run_at_ms, id));
             }

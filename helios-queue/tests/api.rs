@@ -271,6 +271,26 @@ fn cancel_purge_list_and_stats() {
 }
 
 #[test]
+fn ids_never_repeat_after_a_purge_and_a_restart_with_the_clock_set_back() {
+    let (q, clock, disk) = setup(QueueConfig::default());
+    let ids: Vec<_> = (0..3).map(|i| q.enqueue(req("q", i)).unwrap().id).collect();
+    for _ in 0..3 {
+        let c = q.claim("q", "w", 1, 1_000).unwrap().remove(0);
+        q.ack(c.job.id, c.token, None).unwrap();
+    }
+    clock.advance_ms(10);
+    assert_eq!(q.purge(0, false).unwrap(), 2, "all but the newest");
+    assert_eq!(q.purge(0, false).unwrap(), 0);
+    assert!(q.get(ids[2]).is_some(), "the newest job is kept");
+    drop(q);
+    // The wall clock is 15 minutes behind at the restart.
+    clock.set_ms(clock.now_ms() - 900_000);
+    let q = open(&disk, &clock, QueueConfig::default());
+    let next = q.enqueue(req("q", 9)).unwrap().id;
+    assert!(next > ids[2], "{next} must sort after {}", ids[2]);
+}
+
+#[test]
 fn stored_records_are_json_under_the_schema_keys() {
     let disk = MemStorage::new();
     let clock = Arc::new(ManualClock::new(5));

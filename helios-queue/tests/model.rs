@@ -94,6 +94,8 @@ struct Harness {
     token_max: u64,
     // Purging the job with the highest token lets a reopened queue count from lower.
     purged_any: bool,
+    // The highest job id ever issued.
+    id_max: Option<JobId>,
     dedup: BTreeMap<usize, (JobId, u64)>,
     // Every dedup record written (ATLAS keeps each until its TTL, even after a tick dropped
     // it from memory, so a reopen brings back the ones still live).
@@ -210,9 +212,12 @@ impl Harness {
                     _ => {
                         assert!(!r.deduplicated);
                         assert!(!self.jobs.contains_key(&r.id), "ids are unique");
-                        if let Some(last) = self.jobs.keys().last() {
-                            assert!(r.id > *last, "ids grow");
+                        // Strictly above every id ever issued: across purges, reopens,
+                        // crashes and clock steps back.
+                        if let Some(max) = self.id_max {
+                            assert!(r.id > max, "ids grow");
                         }
+                        self.id_max = Some(r.id);
                         self.jobs.insert(
                             r.id,
                             MJob {
@@ -338,9 +343,12 @@ impl Harness {
                 let n = self.q().purge(retention, false).expect("purge");
                 self.purged_any |= n > 0;
                 let before = self.jobs.len();
-                self.jobs.retain(|_, j| {
-                    !(matches!(j.state, JobState::Done | JobState::Cancelled)
-                        && j.finished_at.is_some_and(|f| f + retention <= now))
+                let newest = self.id_max;
+                self.jobs.retain(|id, j| {
+                    // The newest job is kept as the id high-water mark.
+                    Some(*id) == newest
+                        || !(matches!(j.state, JobState::Done | JobState::Cancelled)
+                            && j.finished_at.is_some_and(|f| f + retention <= now))
                 });
                 assert_eq!(n as usize, before - self.jobs.len());
                 let jobs = &self.jobs;
@@ -427,6 +435,7 @@ fn run(actions: &[Action]) {
         tokens: BTreeMap::new(),
         token_max: 0,
         purged_any: false,
+        id_max: None,
         dedup: BTreeMap::new(),
         dedup_written: BTreeMap::new(),
     };
