@@ -42,8 +42,10 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Most open connections; more wait in the accept queue.
     pub connections_max: usize,
-    /// A connection with no byte read or written for this long is closed, ms (idle
-    /// keep-alive, or a socket that never sends anything).
+    /// A connection with no request in progress for this long is closed, ms, counted
+    /// from its last request's end (or its start), not from its last byte: idle
+    /// keep-alive, a socket that never sends anything, or one that trickles a request
+    /// head (HTTP/2 included) slowly enough to dodge a byte-based timeout.
     pub idle_timeout_ms: u64,
     /// Grace for in-flight requests at shutdown, ms.
     pub shutdown_grace_ms: u64,
@@ -80,6 +82,23 @@ pub struct RateLimitSection {
     pub refill_per_s: u64,
 }
 
+/// TLS for the API listener: off unless both files are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file with the certificate chain, leaf first (empty: TLS off).
+    pub cert_file: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+impl TlsSection {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,12 +115,18 @@ pub struct LogSection {
 pub struct GatewayConfig {
     /// Address to serve the API on.
     pub listen: String,
+    /// A separate address for `GET /metrics` (empty: served on `listen`). When set, the
+    /// API listener answers 404 for `/metrics`, so scrapes can stay on an internal
+    /// interface.
+    pub metrics_listen: String,
     /// ATLAS data directory.
     pub data_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
     /// HTTP limits.
     pub http: HttpConfig,
+    /// TLS (rustls) for the API listener.
+    pub tls: TlsSection,
     /// Authentication.
     pub auth: AuthSection,
     /// Rate limits.
@@ -114,6 +139,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            metrics_listen: String::new(),
             data_dir: PathBuf::from("data"),
             appendfsync: "everysec".into(),
             http: HttpConfig {
@@ -125,6 +151,7 @@ impl Default for GatewayConfig {
                 idle_timeout_ms: 60_000,
                 shutdown_grace_ms: 10_000,
             },
+            tls: TlsSection::default(),
             auth: AuthSection {
                 registration_open: true,
                 bcrypt_cost: 12,
@@ -251,6 +278,25 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(err(
+                "metrics_listen",
+                format!("{:?} is not HOST:PORT (or empty)", self.metrics_listen),
+            ));
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            let missing = if self.tls.cert_file.is_empty() {
+                "tls.cert_file"
+            } else {
+                "tls.key_file"
+            };
+            return Err(err(
+                missing,
+                "TLS needs both cert_file and key_file (or neither)",
+            ));
         }
         if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
             return Err(err("appendfsync", "one of always, everysec, no"));

@@ -3,126 +3,11 @@
 //! 401 for missing or bad tokens, RBAC, rate limiting with its headers, metrics, and a
 //! graceful shutdown that flushes ATLAS so a restart keeps everything.
 
-use bytes::Bytes;
-use helios_bins::config::GatewayConfig;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+mod common;
+
+use common::{Server, config, login, start};
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::Path;
-use tokio::sync::oneshot;
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-fn config(dir: &Path, capacity: u64) -> GatewayConfig {
-    let mut c = GatewayConfig {
-        data_dir: dir.to_path_buf(),
-        ..GatewayConfig::default()
-    };
-    c.auth.bcrypt_cost = 4;
-    c.rate_limit.capacity = capacity;
-    c.rate_limit.refill_per_s = 1;
-    c.http.body_size_max = 4096;
-    c.http.shutdown_grace_ms = 5_000;
-    c
-}
-
-async fn start(cfg: GatewayConfig) -> Server {
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(helios_bins::gateway::run(listener, state, async {
-        let _ = rx.await;
-    }));
-    Server {
-        addr,
-        stop: Some(tx),
-        done,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
-}
-
-impl Server {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> (StatusCode, http::HeaderMap, Value) {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        if let Some(t) = token {
-            b = b.header("authorization", format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let body = body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
-        let resp = self
-            .client
-            .request(b.body(Full::new(body)).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, headers, v)
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.done.await.unwrap().unwrap();
-    }
-}
-
-async fn login(s: &Server, user: &str) -> String {
-    let (st, _, _) = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"username": user, "password": "correct horse battery"})),
-            &[],
-        )
-        .await;
-    assert!(
-        st == StatusCode::CREATED || st == StatusCode::CONFLICT,
-        "{st}"
-    );
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"username": user, "password": "correct horse battery"})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!(v["token_type"], "Bearer");
-    v["access_token"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn auth_kv_errors_and_restart() {
@@ -381,6 +266,61 @@ async fn rate_limit_headers_and_429() {
         "capacity 3 (+1 refill at most): {statuses:?}"
     );
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_under_concurrent_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    // Capacity 20, refill 1 per second.
+    let s = std::sync::Arc::new(start(config(dir.path(), 20)).await);
+    let carol = login(&s, "carol").await;
+    let dave = login(&s, "dave").await;
+    let started = std::time::Instant::now();
+    // 40 concurrent clients with carol's token, 5 requests each, all at once.
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let s = s.clone();
+            let token = carol.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..5 {
+                    let (st, _, _) = s
+                        .call(Method::GET, "/api/v1/kv/none", Some(&token), None, &[])
+                        .await;
+                    statuses.push(st);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NOT_FOUND)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(admitted + limited, 200, "only 404 or 429: {statuses:?}");
+    // Never more than the burst plus what refilled while the run lasted.
+    let ceiling = 20 + elapsed.floor() as usize + 1;
+    assert!(
+        admitted <= ceiling,
+        "{admitted} admitted in {elapsed:.2} s; at most {ceiling}"
+    );
+    assert!(admitted >= 20, "the whole burst is usable: {admitted}");
+    // Another client's bucket is its own.
+    let (st, _, _) = s
+        .call(Method::GET, "/api/v1/kv/none", Some(&dave), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let s = std::sync::Arc::try_unwrap(s).ok().expect("no other handle");
     s.stop().await;
 }
 

@@ -92,6 +92,70 @@ async fn slow_headers_and_idle_sockets_are_cut_off() {
     done.await.unwrap().unwrap();
 }
 
+/// Sends `bytes` one at a time, `gap` apart, until the server closes the connection (or
+/// they run out). Returns how long the connection lived.
+async fn trickle(s: &mut TcpStream, bytes: &[u8], gap: Duration) -> Duration {
+    let started = Instant::now();
+    for b in bytes {
+        if s.write_all(std::slice::from_ref(b)).await.is_err() {
+            break;
+        }
+        let mut one = [0u8; 1];
+        match tokio::time::timeout(gap, s.read(&mut one)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            // A byte from the server (an HTTP/2 SETTINGS frame): keep going.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn trickled_request_heads_are_cut_off_over_http1_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // The HTTP/1 head timeout is long here: the idle timeout (400 ms) must do the work.
+    cfg.http.header_read_timeout_ms = 60_000;
+    let (addr, tx, done) = start(cfg).await;
+    let gap = Duration::from_millis(50);
+
+    // HTTP/1.1: a header line a byte every 50 ms, never finished.
+    let mut h1 = TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET /healthz HTTP/1.1\r\nx-pad: {}", "a".repeat(400));
+    let lived = trickle(&mut h1, head.as_bytes(), gap).await;
+    assert!(
+        lived < Duration::from_secs(3),
+        "HTTP/1 trickle lived {lived:?}"
+    );
+
+    // HTTP/2 (prior knowledge): the preface and SETTINGS, then a HEADERS frame whose
+    // payload arrives a byte every 50 ms. hyper has no header timeout for HTTP/2.
+    let mut h2 = TcpStream::connect(addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    // HEADERS, stream 1, END_HEADERS, 1000-byte payload (never completed).
+    h2.write_all(&[0, 0x03, 0xE8, 1, 0x4, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    let lived = trickle(&mut h2, &[0x82; 1000], gap).await;
+    assert!(
+        lived < Duration::from_secs(3),
+        "HTTP/2 trickle lived {lived:?}"
+    );
+
+    // A well-behaved request still works.
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, _) = read_until_closed(&mut ok).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,9 +78,41 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%listen, "helios-gateway serving");
-        match helios_bins::gateway::run(listener, state, helios_bins::app::shutdown_signal()).await
-        {
+        // The metrics listener stops with the API's shutdown signal.
+        let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+        let metrics_task = if state.config.metrics_listen.is_empty() {
+            None
+        } else {
+            let addr = state.config.metrics_listen.clone();
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "serving /metrics");
+                    let mut stopped = metrics_stopped.clone();
+                    Some(tokio::spawn(helios_bins::gateway::run_metrics(
+                        l,
+                        state.clone(),
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                    )))
+                }
+                Err(e) => {
+                    eprintln!("helios-gateway: cannot listen on {addr} (metrics_listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%listen, scheme, "helios-gateway serving");
+        let served = helios_bins::gateway::run(listener, state, async move {
+            helios_bins::app::shutdown_signal().await;
+            let _ = metrics_stop.send(true);
+        })
+        .await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("helios-gateway: {e}");

@@ -637,17 +637,26 @@ fn ops(state: &State, route: Route) -> Response<Body> {
             None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Some(e) => problem(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", e),
         },
-        _ => {
-            let mut r = Response::new(http_body_util::Full::new(Bytes::from(
-                state.metrics.encode(&state.atlas, &state.queue),
-            )));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        // With a metrics listener configured, scrapes go there only.
+        _ if !state.config.metrics_listen.is_empty() => problem(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "/metrics is served on the metrics listener",
+        ),
+        _ => metrics_response(state),
     }
+}
+
+/// The Prometheus text of every metric.
+pub(super) fn metrics_response(state: &State) -> Response<Body> {
+    let mut r = Response::new(http_body_util::Full::new(Bytes::from(
+        state.metrics.encode(&state.atlas, &state.queue),
+    )));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 #[derive(Deserialize)]

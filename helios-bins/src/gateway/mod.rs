@@ -17,6 +17,7 @@ mod idle;
 mod jobs;
 mod metrics;
 pub mod problem;
+pub mod tls;
 
 use crate::config::GatewayConfig;
 use helios_atlas::Atlas;
@@ -133,7 +134,8 @@ pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<S
     .map_err(|e| e.to_string())?;
     let queue = helios_queue::Queue::open(atlas.clone(), helios_queue::QueueConfig::default())
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(State::new(
+    let tls = tls::Tls::load(&cfg.tls)?;
+    let mut state = State::new(
         atlas,
         Arc::new(auth),
         limiter,
@@ -141,7 +143,9 @@ pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<S
         cfg,
         clock,
         Arc::new(queue),
-    )))
+    );
+    state.tls = tls;
+    Ok(Arc::new(state))
 }
 
 /// Everything a request may need. Shared by all connections.
@@ -165,6 +169,8 @@ pub struct State {
     pub queue: Arc<helios_queue::Queue>,
     /// Woken on every enqueue and redrive, so long-polling claims wait without spinning.
     pub job_ready: tokio::sync::Notify,
+    /// TLS for the API listener, when configured.
+    pub tls: Option<tls::Tls>,
     router: handler::Router,
 }
 
@@ -189,8 +195,77 @@ impl State {
             clock,
             queue,
             job_ready: tokio::sync::Notify::new(),
+            tls: None,
             router: handler::Router::new(),
         }
+    }
+}
+
+/// Serves `GET /metrics` (and nothing else: 404) on its own listener, without auth, until
+/// `shutdown` resolves. For `metrics_listen`; plain HTTP/1.1, a few connections at most.
+pub async fn run_metrics(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(
+            state.config.http.header_read_timeout_ms,
+        ));
+    let permits = Arc::new(Semaphore::new(16));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let idle = Duration::from_millis(state.config.http.idle_timeout_ms);
+        let activity = idle::Activity::new();
+        let state = state.clone();
+        let counted = activity.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                let request = counted.begin();
+                async move {
+                    let _request = request;
+                    let resp =
+                        if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
+                            handler::metrics_response(&state)
+                        } else {
+                            problem::problem(
+                                hyper::StatusCode::NOT_FOUND,
+                                "not-found",
+                                "this listener serves GET /metrics only",
+                            )
+                        };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+        let io = idle::IdleTimeout::new(stream, idle, activity);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -211,6 +286,7 @@ pub async fn run(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(http.connections_max));
     // Rate-limit buckets are persisted on a bounded interval, never on the request path.
@@ -260,22 +336,67 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let activity = idle::Activity::new();
+        let service = {
             let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(handler::handle(state, req, peer).await) }
-        });
-        let io = idle::IdleTimeout::new(stream, Duration::from_millis(http.idle_timeout_ms));
-        let conn = builder
-            .serve_connection(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let request = activity.begin();
+                async move {
+                    let resp = handler::handle(state, req, peer).await;
+                    drop(request);
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            })
+        };
+        let io = idle::IdleTimeout::new(
+            stream,
+            Duration::from_millis(http.idle_timeout_ms),
+            activity,
+        );
+        match &state.tls {
+            None => {
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(io), service)
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                // The handshake runs in the connection's task, bounded like a request
+                // head, so a stalled one never blocks the accept loop.
+                let acceptor = tls.acceptor().clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let handshake_timeout = Duration::from_millis(http.header_read_timeout_ms);
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tracing::info!("stopped accepting; draining in-flight requests");

@@ -1,0 +1,127 @@
+//! The test harness shared by the gateway's integration tests: a gateway on 127.0.0.1:0
+//! with a temp data dir, a hyper client that speaks JSON to it, and a clean stop.
+
+#![allow(dead_code)] // Each test binary uses its own part of the harness.
+
+use bytes::Bytes;
+use helios_bins::config::GatewayConfig;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use tokio::sync::oneshot;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: std::sync::Arc<helios_bins::gateway::State>,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub fn config(dir: &Path, capacity: u64) -> GatewayConfig {
+    let mut c = GatewayConfig {
+        data_dir: dir.to_path_buf(),
+        ..GatewayConfig::default()
+    };
+    c.auth.bcrypt_cost = 4;
+    c.rate_limit.capacity = capacity;
+    c.rate_limit.refill_per_s = 1;
+    c.http.body_size_max = 4096;
+    c.http.shutdown_grace_ms = 5_000;
+    c
+}
+
+pub async fn start(cfg: GatewayConfig) -> Server {
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(helios_bins::gateway::run(listener, state.clone(), async {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        state,
+        stop: Some(tx),
+        done,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+impl Server {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let body = body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+        let resp = self
+            .client
+            .request(b.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, headers, v)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+pub async fn login(s: &Server, user: &str) -> String {
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"username": user, "password": "correct horse battery"})),
+            &[],
+        )
+        .await;
+    assert!(
+        st == StatusCode::CREATED || st == StatusCode::CONFLICT,
+        "{st}"
+    );
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": user, "password": "correct horse battery"})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    v["access_token"].as_str().unwrap().to_owned()
+}
