@@ -91,6 +91,40 @@ async fn online_commands_and_exit_codes() {
     cli(&with(&["admin", "stats"])).await.unwrap();
     cli(&with(&["admin", "snapshot"])).await.unwrap();
     cli(&with(&["users", "roles"])).await.unwrap();
+
+    // The token file holds the pair, owner-only; an access token that no longer works is
+    // renewed with the refresh token (saved again), without a new login.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&token).unwrap()).unwrap();
+    let refresh = saved["refresh_token"].as_str().unwrap().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    std::fs::write(
+        &token,
+        serde_json::json!({"access_token": "expired.or.garbage", "refresh_token": refresh})
+            .to_string(),
+    )
+    .unwrap();
+    cli(&with(&["admin", "stats"])).await.unwrap();
+    let renewed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&token).unwrap()).unwrap();
+    assert_ne!(renewed["access_token"], "expired.or.garbage");
+    assert_ne!(
+        renewed["refresh_token"].as_str().unwrap(),
+        refresh,
+        "rotated"
+    );
+    // A spent refresh token (reused) is refused and revokes its family: 401 stays 401.
+    std::fs::write(
+        &token,
+        serde_json::json!({"access_token": "garbage", "refresh_token": refresh}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(cli(&with(&["admin", "stats"])).await, Err(EXIT_REFUSED));
     let _ = tx.send(());
     server.await.unwrap().unwrap();
     assert_eq!(

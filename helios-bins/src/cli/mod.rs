@@ -1,8 +1,9 @@
 //! The `helios` command-line tool.
 //!
 //! Online commands talk to a gateway (`--url`, default `http://127.0.0.1:8080`) with the
-//! token saved by `helios login` (in `--token-file` / `$HELIOS_TOKEN_FILE`, default
-//! `~/.config/helios/token`, mode 0600). Offline commands work on a data directory and
+//! tokens saved by `helios login` (access and refresh token as JSON, in `--token-file` /
+//! `$HELIOS_TOKEN_FILE`, default `~/.config/helios/token`, mode 0600, replaced
+//! atomically). A 401 with a refresh token saved renews the pair once and retries. Offline commands work on a data directory and
 //! take its lock, so they refuse to run beside a live server.
 //!
 //! Exit codes, for scripts: 0 success; 1 the server answered with an error (its problem
@@ -52,7 +53,8 @@ pub struct Cli {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Log in and save the access token.
+    /// Log in and save the token pair (the refresh token renews an expired access token
+    /// on the next command).
     Login {
         /// Username.
         #[arg(long)]
@@ -277,23 +279,138 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// What `helios login` saves: the token pair, as JSON. A file holding a bare access token
+/// (written by older versions) still reads, without a refresh token.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Session {
+    access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+impl Session {
+    fn read(path: &Path) -> Option<Session> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        Some(serde_json::from_str(text).unwrap_or_else(|_| Session {
+            access_token: text.to_owned(),
+            refresh_token: None,
+        }))
+    }
+
+    /// From a login or refresh answer.
+    fn from_answer(v: &Value) -> Option<Session> {
+        Some(Session {
+            access_token: v["access_token"].as_str()?.to_owned(),
+            refresh_token: v["refresh_token"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// Writes the file readable by its owner only, replacing it atomically.
+    fn save(&self, path: &Path) -> Result<(), Failure> {
+        let io = |e: std::io::Error| fail(EXIT_UNREACHABLE, format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let text = serde_json::to_string(self).unwrap_or_default();
+        {
+            use std::io::Write;
+            let mut f = opts.open(&tmp).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
 struct Api {
     base: String,
-    token: Option<String>,
+    session: parking_lot::Mutex<Option<Session>>,
+    session_path: PathBuf,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 impl Api {
+    /// Calls the API; on a 401 with a saved refresh token, refreshes the pair once (saving
+    /// it) and retries, so an expired access token does not need a new login.
     async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, Failure> {
+        let token = self.session.lock().as_ref().map(|s| s.access_token.clone());
+        let (status, v) = self
+            .send(method.clone(), path, body.clone(), token.as_deref())
+            .await?;
+        if status == http::StatusCode::UNAUTHORIZED && self.refresh().await? {
+            let token = self.session.lock().as_ref().map(|s| s.access_token.clone());
+            let (status, v) = self.send(method, path, body, token.as_deref()).await?;
+            return Self::answer(status, v);
+        }
+        Self::answer(status, v)
+    }
+
+    /// Trades the saved refresh token for a new pair; false if there is none or the server
+    /// refuses it (the caller then reports the original 401).
+    async fn refresh(&self) -> Result<bool, Failure> {
+        let Some(refresh) = self
+            .session
+            .lock()
+            .as_ref()
+            .and_then(|s| s.refresh_token.clone())
+        else {
+            return Ok(false);
+        };
+        let (status, v) = self
+            .send(
+                Method::POST,
+                "/api/v1/auth/refresh",
+                Some(json!({ "refresh_token": refresh })),
+                None,
+            )
+            .await?;
+        let fresh = match (status.is_success(), Session::from_answer(&v)) {
+            (true, Some(s)) => s,
+            _ => return Ok(false),
+        };
+        fresh.save(&self.session_path)?;
+        *self.session.lock() = Some(fresh);
+        Ok(true)
+    }
+
+    fn answer(status: http::StatusCode, v: Value) -> Result<Value, Failure> {
+        if status.is_success() {
+            Ok(v)
+        } else {
+            let detail = v["detail"].as_str().unwrap_or("").to_owned();
+            Err(fail(EXIT_REFUSED, format!("{status}: {detail}")))
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Result<(http::StatusCode, Value), Failure> {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base.trim_end_matches('/')));
-        if let Some(t) = &self.token {
+        if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
         let body = body.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
@@ -312,13 +429,10 @@ impl Api {
             .await
             .map_err(|e| fail(EXIT_UNREACHABLE, format!("reading the answer: {e}")))?
             .to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(v)
-        } else {
-            let detail = v["detail"].as_str().unwrap_or("").to_owned();
-            Err(fail(EXIT_REFUSED, format!("{status}: {detail}")))
-        }
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 }
 
@@ -464,36 +578,27 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         return r;
     }
     let token_path = cli.token_file.clone().unwrap_or_else(default_token_file);
-    let token = std::fs::read_to_string(&token_path)
-        .ok()
-        .map(|t| t.trim().to_owned());
     let api = Api {
         base: cli.url.clone(),
-        token,
+        session: parking_lot::Mutex::new(Session::read(&token_path)),
+        session_path: token_path.clone(),
         client: Client::builder(TokioExecutor::new()).build_http(),
     };
     match cli.command {
         Command::Login { username, password } => {
-            let v = api
-                .call(
+            let (status, v) = api
+                .send(
                     Method::POST,
                     "/api/v1/auth/login",
                     Some(json!({"username": username, "password": password})),
+                    None,
                 )
                 .await?;
-            let token = v["access_token"].as_str().unwrap_or_default();
-            let path = token_path;
-            let io = |e: std::io::Error| fail(EXIT_UNREACHABLE, format!("{}: {e}", path.display()));
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            std::fs::write(&path, token).map_err(io)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            }
-            println!("logged in; token saved in {}", path.display());
+            let v = Api::answer(status, v)?;
+            let session = Session::from_answer(&v)
+                .ok_or_else(|| fail(EXIT_REFUSED, "the login answer holds no access_token"))?;
+            session.save(&token_path)?;
+            println!("logged in; tokens saved in {}", token_path.display());
         }
         Command::Kv { op } => match op {
             KvOp::Get { key } => print(
