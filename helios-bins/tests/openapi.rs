@@ -4,6 +4,10 @@
 //! `application/problem+json` with the shared `Problem` schema; every operation needs a
 //! Bearer token except the open ones (ops and the three ways to get a token), which are
 //! documented as open; and every `{param}` of a path is declared as a path parameter.
+//! The document also parses as a typed OpenAPI 3.1 model (`oas3`), and real answers of a
+//! running gateway (50+ calls over every route family, success and error paths) have a
+//! documented status and a body that validates against the documented schema
+//! (`jsonschema`, draft 2020-12).
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -227,4 +231,487 @@ fn every_path_parameter_is_declared() {
         }
     }
     assert!(wrong.is_empty(), "path parameters: {wrong:#?}");
+}
+
+/// The document parses as a typed OpenAPI 3.1 model (oas3): every object has the fields
+/// and types the specification gives it, and the typed model sees the same operations.
+#[test]
+fn the_document_is_a_valid_openapi_3_1_model() {
+    let doc = load();
+    let spec = oas3::from_json(doc.to_string()).unwrap_or_else(|e| panic!("oas3: {e}"));
+    let version = spec.validate_version().expect("a supported version");
+    assert_eq!((version.major, version.minor), (3, 1));
+    let typed: BTreeSet<(String, String)> = spec
+        .operations()
+        .map(|(path, method, _)| (method.as_str().to_owned(), path))
+        .collect();
+    let ours: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(m, p, _, _)| (m, p))
+        .collect();
+    assert_eq!(typed, ours);
+}
+
+mod common;
+
+/// Checks one real response against the document: its status must be documented for the
+/// operation (or a `default` response), and its JSON body must validate (JSON Schema
+/// 2020-12, the dialect of OpenAPI 3.1) against the schema documented for its media type.
+struct Conformance {
+    doc: Value,
+    checked: usize,
+    failures: Vec<String>,
+}
+
+impl Conformance {
+    fn check(
+        &mut self,
+        method: &str,
+        pattern: &str,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: &Value,
+    ) {
+        self.checked += 1;
+        let what = format!("{method} {pattern} -> {status}");
+        let esc = |s: &str| s.replace('~', "~0").replace('/', "~1");
+        let op_ptr = format!("/paths/{}/{}", esc(pattern), method.to_ascii_lowercase());
+        let Some(op) = self.doc.pointer(&op_ptr) else {
+            self.failures
+                .push(format!("{what}: operation not documented"));
+            return;
+        };
+        let code = status.as_u16().to_string();
+        let (mut resp_ptr, resp) = match op["responses"].get(&code) {
+            Some(r) => (format!("{op_ptr}/responses/{code}"), r),
+            None => match op["responses"].get("default") {
+                Some(r) => (format!("{op_ptr}/responses/default"), r),
+                None => {
+                    self.failures
+                        .push(format!("{what}: status not documented ({body})"));
+                    return;
+                }
+            },
+        };
+        let mut resp = resp;
+        if let Some(r) = resp.get("$ref").and_then(Value::as_str) {
+            resp_ptr = r.trim_start_matches('#').to_owned();
+            resp = self.doc.pointer(&resp_ptr).unwrap_or(&Value::Null);
+        }
+        if status == http::StatusCode::NO_CONTENT {
+            return;
+        }
+        let media = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        if resp
+            .pointer(&format!("/content/{}/schema", esc(&media)))
+            .is_none()
+        {
+            self.failures
+                .push(format!("{what}: no schema for media type {media:?}"));
+            return;
+        }
+        let mut root = self.doc.clone();
+        root["$schema"] = "https://json-schema.org/draft/2020-12/schema".into();
+        // A JSON pointer inside a URI fragment: braces must be percent-encoded.
+        let fragment = format!("{resp_ptr}/content/{}/schema", esc(&media))
+            .replace('{', "%7B")
+            .replace('}', "%7D");
+        root["$ref"] = format!("#{fragment}").into();
+        let validator = match jsonschema::draft202012::new(&root) {
+            Ok(v) => v,
+            Err(e) => {
+                self.failures
+                    .push(format!("{what}: schema does not compile: {e}"));
+                return;
+            }
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if !errors.is_empty() {
+            self.failures
+                .push(format!("{what}: body {body} does not match: {errors:?}"));
+        }
+    }
+}
+
+/// Drives the real gateway through every family of routes, success and error paths, and
+/// checks each answer against the document.
+#[tokio::test]
+async fn real_responses_match_the_documented_schemas() {
+    use http::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::start(common::config(dir.path(), 1_000)).await;
+    let mut c = Conformance {
+        doc: load(),
+        checked: 0,
+        failures: Vec::new(),
+    };
+    macro_rules! call {
+        ($m:expr, $path:expr, $pattern:expr, $token:expr, $body:expr) => {{
+            let (st, h, v) = s.call($m, $path, $token, $body, &[]).await;
+            c.check($m.as_str(), $pattern, st, &h, &v);
+            (st, v)
+        }};
+    }
+    let creds = json!({"username": "olga", "password": "correct horse battery"});
+    call!(Method::GET, "/healthz", "/healthz", None, None);
+    call!(Method::GET, "/readyz", "/readyz", None, None);
+    call!(
+        Method::POST,
+        "/api/v1/auth/register",
+        "/api/v1/auth/register",
+        None,
+        Some(creds.clone())
+    );
+    call!(
+        Method::POST,
+        "/api/v1/auth/register",
+        "/api/v1/auth/register",
+        None,
+        Some(creds.clone())
+    );
+    call!(
+        Method::POST,
+        "/api/v1/auth/register",
+        "/api/v1/auth/register",
+        None,
+        Some(json!({"username": "x"}))
+    );
+    let (_, v) = call!(
+        Method::POST,
+        "/api/v1/auth/login",
+        "/api/v1/auth/login",
+        None,
+        Some(creds.clone())
+    );
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    call!(
+        Method::POST,
+        "/api/v1/auth/login",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": "olga", "password": "wrong password!"}))
+    );
+    let (_, v) = call!(
+        Method::POST,
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": refresh}))
+    );
+    let token2 = v["access_token"].as_str().unwrap_or(&token).to_owned();
+    call!(
+        Method::POST,
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": "nope"}))
+    );
+    let t = Some(token2.as_str());
+    call!(Method::GET, "/api/v1/auth/me", "/api/v1/auth/me", t, None);
+    call!(
+        Method::GET,
+        "/api/v1/auth/me",
+        "/api/v1/auth/me",
+        None,
+        None
+    );
+
+    call!(
+        Method::PUT,
+        "/api/v1/kv/a",
+        "/api/v1/kv/{key}",
+        t,
+        Some(json!({"value": {"n": 1}, "ttl_seconds": 60}))
+    );
+    call!(
+        Method::PUT,
+        "/api/v1/kv/a",
+        "/api/v1/kv/{key}",
+        t,
+        Some(json!({"value": [1, 2]}))
+    );
+    call!(
+        Method::PUT,
+        "/api/v1/kv/a",
+        "/api/v1/kv/{key}",
+        t,
+        Some(json!({"valu": 1}))
+    );
+    call!(Method::GET, "/api/v1/kv/a", "/api/v1/kv/{key}", t, None);
+    call!(
+        Method::GET,
+        "/api/v1/kv/missing",
+        "/api/v1/kv/{key}",
+        t,
+        None
+    );
+    call!(
+        Method::GET,
+        "/api/v1/kv?prefix=a&limit=10",
+        "/api/v1/kv",
+        t,
+        None
+    );
+    call!(Method::GET, "/api/v1/kv?limit=0", "/api/v1/kv", t, None);
+    call!(Method::DELETE, "/api/v1/kv/a", "/api/v1/kv/{key}", t, None);
+    call!(Method::DELETE, "/api/v1/kv/a", "/api/v1/kv/{key}", t, None);
+
+    let (_, v) = call!(
+        Method::POST,
+        "/api/v1/jobs",
+        "/api/v1/jobs",
+        t,
+        Some(json!({"queue": "mail", "payload": {"to": "a"}, "dedup_id": "d1"}))
+    );
+    let id = v["id"].as_str().unwrap_or_default().to_owned();
+    call!(
+        Method::POST,
+        "/api/v1/jobs",
+        "/api/v1/jobs",
+        t,
+        Some(json!({"queue": "mail", "payload": {"to": "a"}, "dedup_id": "d1"}))
+    );
+    call!(
+        Method::POST,
+        "/api/v1/jobs",
+        "/api/v1/jobs",
+        t,
+        Some(json!({"queue": "bad name!", "payload": 1}))
+    );
+    call!(
+        Method::GET,
+        &format!("/api/v1/jobs/{id}"),
+        "/api/v1/jobs/{id}",
+        t,
+        None
+    );
+    call!(
+        Method::GET,
+        "/api/v1/jobs/00000000000000000000000000000000",
+        "/api/v1/jobs/{id}",
+        t,
+        None
+    );
+    call!(
+        Method::GET,
+        "/api/v1/jobs?queue=mail&state=PENDING&limit=10",
+        "/api/v1/jobs",
+        t,
+        None
+    );
+    let (_, v) = call!(
+        Method::POST,
+        "/api/v1/jobs/claim",
+        "/api/v1/jobs/claim",
+        t,
+        Some(json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30}))
+    );
+    let lease = v["jobs"][0]["lease_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    call!(
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/heartbeat"),
+        "/api/v1/jobs/{id}/{action}",
+        t,
+        Some(json!({"lease_token": lease, "lease_seconds": 60}))
+    );
+    call!(
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/ack"),
+        "/api/v1/jobs/{id}/{action}",
+        t,
+        Some(json!({"lease_token": "1"}))
+    );
+    call!(
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/nack"),
+        "/api/v1/jobs/{id}/{action}",
+        t,
+        Some(json!({"lease_token": lease, "error": "boom", "retry_in_seconds": 0}))
+    );
+    let (_, v) = call!(
+        Method::POST,
+        "/api/v1/jobs/claim",
+        "/api/v1/jobs/claim",
+        t,
+        Some(json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 5}))
+    );
+    let lease = v["jobs"][0]["lease_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    call!(
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/ack"),
+        "/api/v1/jobs/{id}/{action}",
+        t,
+        Some(json!({"lease_token": lease, "result": {"ok": true}}))
+    );
+    call!(
+        Method::POST,
+        &format!("/api/v1/jobs/{id}/cancel"),
+        "/api/v1/jobs/{id}/{action}",
+        t,
+        None
+    );
+    call!(Method::GET, "/api/v1/queues", "/api/v1/queues", t, None);
+    call!(
+        Method::GET,
+        "/api/v1/queues/mail/dlq",
+        "/api/v1/queues/{queue}/dlq",
+        t,
+        None
+    );
+    call!(
+        Method::POST,
+        "/api/v1/queues/mail/dlq/redrive",
+        "/api/v1/queues/{queue}/dlq/redrive",
+        t,
+        Some(json!({}))
+    );
+
+    // Admin: refused to a user, then as the admin.
+    call!(Method::GET, "/admin/stats", "/admin/stats", t, None);
+    let (_, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": "admin password 1"})),
+            &[],
+        )
+        .await;
+    let admin = v["access_token"].as_str().unwrap().to_owned();
+    let a = Some(admin.as_str());
+    call!(Method::GET, "/admin/stats", "/admin/stats", a, None);
+    call!(Method::POST, "/admin/snapshot", "/admin/snapshot", a, None);
+    call!(
+        Method::POST,
+        "/admin/aof/rewrite",
+        "/admin/aof/rewrite",
+        a,
+        None
+    );
+    let (_, v) = call!(Method::GET, "/admin/users", "/admin/users", a, None);
+    let uid = v["items"]
+        .as_array()
+        .or(v["users"].as_array())
+        .and_then(|u| u.iter().find(|u| u["username"] == "olga"))
+        .and_then(|u| u["id"].as_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    call!(
+        Method::POST,
+        &format!("/admin/users/{uid}/roles"),
+        "/admin/users/{id}/roles",
+        a,
+        Some(json!({"role": "readonly"}))
+    );
+    call!(
+        Method::DELETE,
+        &format!("/admin/users/{uid}/roles/readonly"),
+        "/admin/users/{id}/roles/{role}",
+        a,
+        None
+    );
+    call!(
+        Method::POST,
+        &format!("/admin/users/{uid}/disable"),
+        "/admin/users/{id}/{action}",
+        a,
+        None
+    );
+    call!(
+        Method::POST,
+        &format!("/admin/users/{uid}/enable"),
+        "/admin/users/{id}/{action}",
+        a,
+        None
+    );
+    call!(
+        Method::POST,
+        "/admin/users/nobody/enable",
+        "/admin/users/{id}/{action}",
+        a,
+        None
+    );
+    call!(Method::GET, "/admin/roles", "/admin/roles", a, None);
+    call!(
+        Method::PUT,
+        "/admin/roles/auditor",
+        "/admin/roles/{name}",
+        a,
+        Some(json!({"permissions": ["kv:read"]}))
+    );
+    call!(
+        Method::DELETE,
+        "/admin/roles/auditor",
+        "/admin/roles/{name}",
+        a,
+        None
+    );
+    let (_, limits) = call!(
+        Method::GET,
+        "/admin/rate-limits",
+        "/admin/rate-limits",
+        a,
+        None
+    );
+    call!(
+        Method::PUT,
+        "/admin/rate-limits",
+        "/admin/rate-limits",
+        a,
+        Some(limits)
+    );
+    call!(
+        Method::POST,
+        "/api/v1/auth/logout",
+        "/api/v1/auth/logout",
+        t,
+        None
+    );
+    s.stop().await;
+    // The checker has teeth: a body of the wrong shape and an undocumented status fail.
+    let mut json_headers = http::HeaderMap::new();
+    json_headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let before = c.failures.len();
+    c.check(
+        "GET",
+        "/api/v1/kv/{key}",
+        http::StatusCode::OK,
+        &json_headers,
+        &json!({"key": 5}),
+    );
+    c.check(
+        "GET",
+        "/api/v1/kv/{key}",
+        http::StatusCode::IM_A_TEAPOT,
+        &json_headers,
+        &json!({}),
+    );
+    assert_eq!(c.failures.len(), before + 2, "{:?}", &c.failures[before..]);
+    c.failures.truncate(before);
+    assert!(c.checked >= 50, "{} responses checked", c.checked);
+    assert!(
+        c.failures.is_empty(),
+        "{} of {} responses do not match docs/openapi.yaml:\n{}",
+        c.failures.len(),
+        c.checked,
+        c.failures.join("\n")
+    );
 }
