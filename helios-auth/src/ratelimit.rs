@@ -22,6 +22,7 @@ use helios_core::{TokenBucket, TokenBucketConfig, Verdict, keys};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Limits: a default, per-role and per-client overrides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,8 +124,9 @@ pub struct Decision {
     /// When denied: time until the request could succeed, s (rounded up); `None` when it
     /// never can (it costs more than the capacity).
     pub retry_after_s: Option<u64>,
-    /// The policy as `RateLimit-Policy` wants it: `"default";q=100;w=2`.
-    pub policy: String,
+    /// The policy as `RateLimit-Policy` wants it: `"default";q=100;w=2` (made once per
+    /// configuration, shared by every decision).
+    pub policy: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -143,11 +145,61 @@ struct State {
     flushed_at_ms: u64,
 }
 
+/// The configuration with every policy's `RateLimit-Policy` text made up front, so a
+/// decision formats nothing.
+#[derive(Debug)]
+struct Compiled {
+    config: RateLimitConfig,
+    default_policy: Arc<str>,
+    roles: HashMap<String, Arc<str>>,
+    clients: HashMap<String, Arc<str>>,
+}
+
+impl Compiled {
+    fn new(config: RateLimitConfig) -> Self {
+        let policy = |name: &str, l: &TokenBucketConfig| -> Arc<str> {
+            let window_s = div_ceil_s(
+                l.capacity
+                    .saturating_mul(l.refill_period_ms)
+                    .div_ceil(l.refill_tokens),
+            );
+            format!("\"{name}\";q={};w={window_s}", l.capacity).into()
+        };
+        Self {
+            default_policy: policy("default", &config.default),
+            roles: config
+                .roles
+                .iter()
+                .map(|(r, l)| (r.clone(), policy(&format!("role-{r}"), l)))
+                .collect(),
+            clients: config
+                .clients
+                .iter()
+                .map(|(c, l)| (c.clone(), policy(&format!("client-{c}"), l)))
+                .collect(),
+            config,
+        }
+    }
+
+    /// The limits of `client` (with `roles`) and their policy text.
+    fn limits_for(&self, client: &str, roles: &[String]) -> (TokenBucketConfig, Arc<str>) {
+        if let (Some(l), Some(p)) = (self.config.clients.get(client), self.clients.get(client)) {
+            return (*l, p.clone());
+        }
+        for r in roles {
+            if let (Some(l), Some(p)) = (self.config.roles.get(r), self.roles.get(r)) {
+                return (*l, p.clone());
+            }
+        }
+        (self.config.default, self.default_policy.clone())
+    }
+}
+
 /// The limiter. `Send + Sync`.
 #[derive(Debug)]
 pub struct RateLimiter {
     atlas: Atlas,
-    config: RwLock<RateLimitConfig>,
+    config: RwLock<Compiled>,
     state: Mutex<State>,
 }
 
@@ -183,41 +235,32 @@ impl RateLimiter {
         config.validate()?;
         Ok(Self {
             atlas,
-            config: RwLock::new(config),
+            config: RwLock::new(Compiled::new(config)),
             state: Mutex::new(State::default()),
         })
     }
 
     /// The current limits.
     pub fn config(&self) -> RateLimitConfig {
-        self.config.read().clone()
+        self.config.read().config.clone()
     }
 
     /// Replaces the limits (run-time change).
     pub fn set_config(&self, config: RateLimitConfig) -> Result<()> {
         config.validate()?;
-        *self.config.write() = config;
+        *self.config.write() = Compiled::new(config);
         Ok(())
-    }
-
-    fn limits_for(&self, client: &str, roles: &[String]) -> (TokenBucketConfig, String) {
-        let c = self.config.read();
-        if let Some(l) = c.clients.get(client) {
-            return (*l, format!("client-{client}"));
-        }
-        for r in roles {
-            if let Some(l) = c.roles.get(r) {
-                return (*l, format!("role-{r}"));
-            }
-        }
-        (c.default, "default".to_owned())
     }
 
     /// Decides whether `client` (with `roles`) may spend `cost` tokens at `now_ms`. No
     /// write, no fsync.
     pub fn check(&self, client: &str, roles: &[String], cost: u64, now_ms: u64) -> Decision {
-        let (limits, policy_name) = self.limits_for(client, roles);
-        let clients_max = self.config.read().clients_max;
+        // One read of the configuration per decision.
+        let (limits, policy, clients_max) = {
+            let c = self.config.read();
+            let (limits, policy) = c.limits_for(client, roles);
+            (limits, policy, c.config.clients_max)
+        };
         let mut st = self.state.lock();
         let st = &mut *st;
         if !st.clients.contains_key(client) {
@@ -236,7 +279,7 @@ impl RateLimiter {
                     remaining: 0,
                     reset_s: 1,
                     retry_after_s: Some(1),
-                    policy: policy_name,
+                    policy,
                 };
             };
             while st.clients.len() >= clients_max {
@@ -263,9 +306,13 @@ impl RateLimiter {
             let _ = c.bucket.reconfigure(limits, now_ms);
         }
         if c.last_ms != now_ms {
-            st.by_last.remove(&(c.last_ms, client.to_owned()));
+            // The LRU entry moves to the new time, reusing its key.
+            let key = st
+                .by_last
+                .take(&(c.last_ms, client.to_owned()))
+                .map_or_else(|| client.to_owned(), |(_, k)| k);
             c.last_ms = now_ms;
-            st.by_last.insert((now_ms, client.to_owned()));
+            st.by_last.insert((now_ms, key));
         }
         let verdict = c.bucket.try_take(now_ms, cost);
         c.dirty = true;
@@ -277,11 +324,6 @@ impl RateLimiter {
         let reset_ms = missing
             .saturating_mul(limits.refill_period_ms)
             .div_ceil(limits.refill_tokens);
-        let window_s = div_ceil_s(
-            capacity
-                .saturating_mul(limits.refill_period_ms)
-                .div_ceil(limits.refill_tokens),
-        );
         Decision {
             allowed: verdict.is_allowed(),
             limit: capacity,
@@ -293,7 +335,7 @@ impl RateLimiter {
                 v if v.retry_after_ms() == u64::MAX => None,
                 v => Some(div_ceil_s(v.retry_after_ms()).max(1)),
             },
-            policy: format!("\"{policy_name}\";q={capacity};w={window_s}"),
+            policy,
         }
     }
 
@@ -302,7 +344,7 @@ impl RateLimiter {
     /// that holds its latest state succeeds, so a failed flush loses nothing that a later
     /// one cannot write. Returns how many buckets were written.
     pub fn flush(&self, now_ms: u64) -> Result<usize> {
-        let idle_ms = self.config.read().idle_ms;
+        let idle_ms = self.config.read().config.idle_ms;
         let pending: Vec<(String, Vec<u8>, u64, u64)> = {
             let st = self.state.lock();
             st.clients
@@ -355,7 +397,7 @@ impl RateLimiter {
     /// Flushes if `persist_interval_ms` has passed since the last flush (the runtime calls
     /// this on every tick; harmless to call often). Returns how many buckets were written.
     pub fn flush_due(&self, now_ms: u64) -> Result<usize> {
-        let interval = self.config.read().persist_interval_ms;
+        let interval = self.config.read().config.persist_interval_ms;
         let last = self.state.lock().flushed_at_ms;
         if now_ms.saturating_sub(last) < interval && now_ms >= last {
             return Ok(0);

@@ -241,7 +241,36 @@ fn request_id(req: &Request<Incoming>, state: &State) -> String {
         return s.to_owned();
     }
     let n = state.metrics.requests_seen();
-    format!("{:x}-{n:x}", state.clock.now_ms())
+    let mut id = String::with_capacity(33);
+    push_hex(&mut id, state.clock.now_ms());
+    id.push('-');
+    push_hex(&mut id, n);
+    id
+}
+
+/// Appends `n` in lowercase hex without leading zeros (the request path formats nothing
+/// through `fmt`: it showed in profiles).
+fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(char::from(DIGITS[((n >> (4 * i)) & 0xF) as usize]));
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_dec(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&b| char::from(b)));
 }
 
 /// Handles one request through every step.
@@ -259,15 +288,11 @@ pub(super) async fn handle(
         resp.headers_mut().insert("x-request-id", v);
     }
     let elapsed = started.elapsed();
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.map_or("unmatched", Route::pattern),
-            method: static_method(&method),
-            status: resp.status().as_u16(),
-        })
-        .inc();
+    state.metrics.count_request(RequestLabels {
+        route: route.map_or("unmatched", Route::pattern),
+        method: static_method(&method),
+        status: resp.status().as_u16(),
+    });
     state
         .metrics
         .duration
@@ -324,13 +349,17 @@ fn rate_headers(resp: &mut Response<Body>, d: &Decision) {
         h.insert("ratelimit-policy", v);
     }
     let name = d.policy.split(';').next().unwrap_or("\"default\"");
-    if let Ok(v) = HeaderValue::from_str(&format!("{name};r={};t={}", d.remaining, d.reset_s)) {
+    let mut value = String::with_capacity(name.len() + 24);
+    value.push_str(name);
+    value.push_str(";r=");
+    push_dec(&mut value, d.remaining);
+    value.push_str(";t=");
+    push_dec(&mut value, d.reset_s);
+    if let Ok(v) = HeaderValue::from_str(&value) {
         h.insert("ratelimit", v);
     }
-    if let Some(s) = d.retry_after_s
-        && let Ok(v) = HeaderValue::from_str(&s.to_string())
-    {
-        h.insert(header::RETRY_AFTER, v);
+    if let Some(s) = d.retry_after_s {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
 }
 
@@ -445,14 +474,13 @@ async fn dispatch(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> (Option<Route>, Response<Body>) {
-    let path = req.uri().path().to_owned();
-    let Ok(m) = state.router.inner.at(&path) else {
+    let Ok(m) = state.router.inner.at(req.uri().path()) else {
         return (
             None,
             problem(
                 StatusCode::NOT_FOUND,
                 "not-found",
-                format!("no route for {path}"),
+                format!("no route for {}", req.uri().path()),
             ),
         );
     };
@@ -554,12 +582,16 @@ async fn route_request(
     // Rate limit: per user when authenticated, else per address; auth endpoints have
     // their own stricter limiter.
     let now = state.clock.now_ms();
-    let ip = peer.ip().to_string();
     let decision = match &claims {
-        Some(c) => state
-            .limiter
-            .check(&format!("user.{}", c.sub), &c.roles, 1, now),
-        None => state.login_limiter.check(&format!("ip.{ip}"), &[], 1, now),
+        Some(c) => {
+            let mut client = String::with_capacity(5 + c.sub.len());
+            client.push_str("user.");
+            client.push_str(&c.sub);
+            state.limiter.check(&client, &c.roles, 1, now)
+        }
+        None => state
+            .login_limiter
+            .check(&format!("ip.{}", peer.ip()), &[], 1, now),
     };
     if !decision.allowed {
         state.metrics.denied.inc();
@@ -586,7 +618,7 @@ async fn route_request(
     }
     let result = match route {
         Route::Register => register(state, &body).await,
-        Route::Login => login(state, &body, ip).await,
+        Route::Login => login(state, &body, peer.ip().to_string()).await,
         Route::Refresh => refresh(state, &body).await,
         Route::Logout => logout(state, claims).await,
         Route::Me => me(state, claims),
@@ -760,7 +792,15 @@ fn etag(value: &[u8]) -> String {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("\"{h:016x}\"")
+    let mut tag = String::with_capacity(18);
+    tag.push('"');
+    for i in (0..16).rev() {
+        tag.push(char::from(
+            b"0123456789abcdef"[((h >> (4 * i)) & 0xF) as usize],
+        ));
+    }
+    tag.push('"');
+    tag
 }
 
 fn kv_key(raw: Option<String>) -> Result<(String, String), Response<Body>> {
@@ -1044,5 +1084,24 @@ mod tests {
                 assert_eq!(r.permission(m).is_some(), !exempt, "{r:?} {m}");
             }
         }
+    }
+
+    #[test]
+    fn hand_formatting_equals_fmt() {
+        for n in [0u64, 1, 9, 10, 15, 16, 255, 4096, 1 << 40, u64::MAX] {
+            let mut hex = String::new();
+            push_hex(&mut hex, n);
+            assert_eq!(hex, format!("{n:x}"));
+            let mut dec = String::new();
+            push_dec(&mut dec, n);
+            assert_eq!(dec, n.to_string());
+        }
+        let v = b"{\"a\":1}";
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in v {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(etag(v), format!("\"{h:016x}\""));
     }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the gateway (prometheus-client; counters are named without
-//! `_total`, which the encoder appends). Label handles are looked up per request; the set
-//! of label values is bounded (route patterns, not paths).
+//! `_total`, which the encoder appends). The set of label values is bounded (route
+//! patterns, not paths). Label handles are cached per worker thread
+//! ([`Metrics::count_request`]), so a request takes no lock of the metric family.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -82,9 +83,36 @@ pub struct Metrics {
     /// `rate_limiter_denied_total`.
     pub denied: Counter,
     seen: std::sync::atomic::AtomicU64,
+    // Tells this instance's cached handles from another's (tests run several gateways).
+    instance: u64,
+}
+
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<(u64, RequestLabels), Counter>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 impl Metrics {
+    /// Counts one request under `labels`, through this thread's cache of label handles
+    /// (the family's lock is taken once per thread and label set).
+    pub fn count_request(&self, labels: RequestLabels) {
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.get(&(self.instance, labels.clone())) {
+                Some(c) => {
+                    c.inc();
+                }
+                None => {
+                    let c = self.requests.get_or_create(&labels).clone();
+                    c.inc();
+                    h.insert((self.instance, labels), c);
+                }
+            }
+        });
+    }
+
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
@@ -103,6 +131,7 @@ impl Metrics {
             duration,
             denied,
             seen: std::sync::atomic::AtomicU64::new(0),
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         }
     }
 
