@@ -8,6 +8,7 @@
 //! Nothing here does I/O, spawns threads or reads randomness.
 
 pub mod clock;
+pub mod digits;
 pub mod keys;
 pub mod token_bucket;
 

@@ -240,21 +240,6 @@ impl JobState {
     }
 }
 
-/// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
 /// Appends `s` as a JSON string (serde_json's escaping).
 fn push_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     serde_json::to_writer(&mut *out, s)
@@ -276,23 +261,23 @@ impl Job {
         if self.priority < 0 {
             out.push(b'-');
         }
-        push_u64(out, u64::from(self.priority.unsigned_abs()));
+        helios_core::digits::push_dec(out, u64::from(self.priority.unsigned_abs()));
         out.extend_from_slice(br#","run_at_ms":"#);
-        push_u64(out, self.run_at_ms);
+        helios_core::digits::push_dec(out, self.run_at_ms);
         out.extend_from_slice(br#","attempts":"#);
-        push_u64(out, u64::from(self.attempts));
+        helios_core::digits::push_dec(out, u64::from(self.attempts));
         out.extend_from_slice(br#","attempts_max":"#);
-        push_u64(out, u64::from(self.attempts_max));
+        helios_core::digits::push_dec(out, u64::from(self.attempts_max));
         match self.backoff {
             Backoff::Fixed { delay_ms } => {
                 out.extend_from_slice(br#","backoff":{"kind":"fixed","delay_ms":"#);
-                push_u64(out, delay_ms);
+                helios_core::digits::push_dec(out, delay_ms);
             }
             Backoff::Exponential { base_ms, max_ms } => {
                 out.extend_from_slice(br#","backoff":{"kind":"exponential","base_ms":"#);
-                push_u64(out, base_ms);
+                helios_core::digits::push_dec(out, base_ms);
                 out.extend_from_slice(br#","max_ms":"#);
-                push_u64(out, max_ms);
+                helios_core::digits::push_dec(out, max_ms);
             }
         }
         out.push(b'}');
@@ -300,24 +285,24 @@ impl Job {
             out.extend_from_slice(br#","lease":{"worker":"#);
             push_str(out, &l.worker)?;
             out.extend_from_slice(br#","token":"#);
-            push_u64(out, l.token);
+            helios_core::digits::push_dec(out, l.token);
             out.extend_from_slice(br#","expires_at_ms":"#);
-            push_u64(out, l.expires_at_ms);
+            helios_core::digits::push_dec(out, l.expires_at_ms);
             out.push(b'}');
         }
         out.extend_from_slice(br#","token_last":"#);
-        push_u64(out, self.token_last);
+        helios_core::digits::push_dec(out, self.token_last);
         if let Some(d) = &self.dedup_id {
             out.extend_from_slice(br#","dedup_id":"#);
             push_str(out, d)?;
         }
         out.extend_from_slice(br#","created_at_ms":"#);
-        push_u64(out, self.created_at_ms);
+        helios_core::digits::push_dec(out, self.created_at_ms);
         out.extend_from_slice(br#","updated_at_ms":"#);
-        push_u64(out, self.updated_at_ms);
+        helios_core::digits::push_dec(out, self.updated_at_ms);
         if let Some(f) = self.finished_at_ms {
             out.extend_from_slice(br#","finished_at_ms":"#);
-            push_u64(out, f);
+            helios_core::digits::push_dec(out, f);
         }
         if let Some(e) = &self.last_error {
             out.extend_from_slice(br#","last_error":"#);

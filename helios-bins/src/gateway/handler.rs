@@ -19,6 +19,7 @@ use helios_atlas::{
 };
 use helios_auth::rbac::perms;
 use helios_auth::{AuthError, Claims, Decision};
+use helios_core::digits::{push_dec_str as push_dec, push_hex_str as push_hex};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -246,31 +247,6 @@ fn request_id(req: &Request<Incoming>, state: &State) -> String {
     id.push('-');
     push_hex(&mut id, n);
     id
-}
-
-/// Appends `n` in lowercase hex without leading zeros (the request path formats nothing
-/// through `fmt`: it showed in profiles).
-fn push_hex(out: &mut String, n: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        out.push(char::from(DIGITS[((n >> (4 * i)) & 0xF) as usize]));
-    }
-}
-
-/// Appends `n` in decimal.
-fn push_dec(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(buf[i..].iter().map(|&b| char::from(b)));
 }
 
 /// Handles one request through every step.
@@ -794,11 +770,7 @@ fn etag(value: &[u8]) -> String {
     }
     let mut tag = String::with_capacity(18);
     tag.push('"');
-    for i in (0..16).rev() {
-        tag.push(char::from(
-            b"0123456789abcdef"[((h >> (4 * i)) & 0xF) as usize],
-        ));
-    }
+    helios_core::digits::push_hex16_str(&mut tag, h);
     tag.push('"');
     tag
 }
@@ -852,7 +824,8 @@ async fn kv_item(
             let stored_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&v).is_ok();
             let mut body = Vec::with_capacity(v.len() + key.len() + 48);
             body.extend_from_slice(b"{\"key\":");
-            body.extend_from_slice(&serde_json::to_vec(&key).unwrap_or_default());
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut body, &key);
             body.extend_from_slice(b",\"value\":");
             if stored_is_json {
                 body.extend_from_slice(&v);
@@ -861,7 +834,11 @@ async fn kv_item(
             }
             body.extend_from_slice(b",\"ttl_seconds\":");
             match ttl {
-                Some(t) => body.extend_from_slice(t.to_string().as_bytes()),
+                Some(t) => {
+                    let mut text = String::new();
+                    push_dec(&mut text, t);
+                    body.extend_from_slice(text.as_bytes());
+                }
                 None => body.extend_from_slice(b"null"),
             }
             body.push(b'}');
@@ -1087,15 +1064,7 @@ mod tests {
     }
 
     #[test]
-    fn hand_formatting_equals_fmt() {
-        for n in [0u64, 1, 9, 10, 15, 16, 255, 4096, 1 << 40, u64::MAX] {
-            let mut hex = String::new();
-            push_hex(&mut hex, n);
-            assert_eq!(hex, format!("{n:x}"));
-            let mut dec = String::new();
-            push_dec(&mut dec, n);
-            assert_eq!(dec, n.to_string());
-        }
+    fn etag_is_quoted_fnv1a_hex() {
         let v = b"{\"a\":1}";
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in v {
