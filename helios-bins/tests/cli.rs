@@ -2,6 +2,8 @@
 //! admin) with their exit codes, and the offline tools (aof check/repair, backup, restore)
 //! on data directories.
 
+mod common;
+
 use clap::Parser;
 use helios_bins::cli::{Cli, EXIT_REFUSED, EXIT_UNREACHABLE, run};
 use helios_bins::config::GatewayConfig;
@@ -20,18 +22,8 @@ async fn online_commands_and_exit_codes() {
         ..GatewayConfig::default()
     };
     cfg.auth.bcrypt_cost = 4;
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(helios_bins::gateway::run(listener, state, async {
-        let _ = rx.await;
-    }));
+    let (addr, _, tx, server) = common::spawn(cfg).await;
+    let url = format!("http://{addr}");
     let token = dir.path().join("token");
     let t = token.to_str().unwrap();
     let base = ["--url", url.as_str(), "--token-file", t];

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+
 async fn start(
     cfg: GatewayConfig,
 ) -> (
@@ -15,18 +17,7 @@ async fn start(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(helios_bins::gateway::run(listener, state, async {
-        let _ = rx.await;
-    }));
+    let (addr, _, tx, done) = common::spawn(cfg).await;
     (addr, tx, done)
 }
 

@@ -2,6 +2,8 @@
 //! `user` and a `readonly` user; each call is either refused with 403 or not (whatever
 //! else it answers with the dummy arguments), exactly as this table says.
 
+mod common;
+
 use bytes::Bytes;
 use helios_bins::config::GatewayConfig;
 use http::{Method, Request, StatusCode};
@@ -143,18 +145,8 @@ async fn each_role_on_each_route() {
     };
     cfg.auth.bcrypt_cost = 4;
     cfg.rate_limit.capacity = 100_000;
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start(cfg, Some("admin password 1".into()))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(helios_bins::gateway::run(listener, state, async {
-        let _ = rx.await;
-    }));
+    let (addr, _, tx, server) = common::spawn(cfg).await;
+    let base = format!("http://{addr}");
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let call = |method: &str, path: &str, token: Option<&str>, body: Value| {
         let mut b = Request::builder()

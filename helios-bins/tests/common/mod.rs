@@ -36,7 +36,16 @@ pub fn config(dir: &Path, capacity: u64) -> GatewayConfig {
     c
 }
 
-pub async fn start(cfg: GatewayConfig) -> Server {
+/// A gateway serving on 127.0.0.1:0 (admin password `admin password 1`): its address, its
+/// state, the sender that stops it, and the task that returns when it has stopped.
+pub async fn spawn(
+    cfg: GatewayConfig,
+) -> (
+    SocketAddr,
+    std::sync::Arc<helios_bins::gateway::State>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let state = tokio::task::spawn_blocking(move || {
         helios_bins::gateway::start(cfg, Some("admin password 1".into()))
     })
@@ -49,6 +58,11 @@ pub async fn start(cfg: GatewayConfig) -> Server {
     let done = tokio::spawn(helios_bins::gateway::run(listener, state.clone(), async {
         let _ = rx.await;
     }));
+    (addr, state, tx, done)
+}
+
+pub async fn start(cfg: GatewayConfig) -> Server {
+    let (addr, state, tx, done) = spawn(cfg).await;
     Server {
         addr,
         state,
