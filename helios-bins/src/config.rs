@@ -82,6 +82,15 @@ pub struct RateLimitSection {
     pub refill_per_s: u64,
 }
 
+/// The job queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// Most pending + in-progress jobs per queue; an enqueue past it gets 429 with
+    /// `Retry-After`.
+    pub depth_max: u64,
+}
+
 /// TLS for the API listener: off unless both files are set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +140,8 @@ pub struct GatewayConfig {
     pub auth: AuthSection,
     /// Rate limits.
     pub rate_limit: RateLimitSection,
+    /// The job queue.
+    pub queue: QueueSection,
     /// Logs.
     pub log: LogSection,
 }
@@ -164,6 +175,9 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitSection {
                 capacity: 100,
                 refill_per_s: 50,
+            },
+            queue: QueueSection {
+                depth_max: 1_000_000,
             },
             log: LogSection {
                 format: "auto".into(),
@@ -335,6 +349,9 @@ impl GatewayConfig {
                 "rate_limit",
                 "capacity and refill_per_s must be positive",
             ));
+        }
+        if self.queue.depth_max == 0 {
+            return Err(err("queue.depth_max", "at least 1"));
         }
         if !matches!(self.log.format.as_str(), "json" | "pretty" | "auto") {
             return Err(err("log.format", "one of json, pretty, auto"));

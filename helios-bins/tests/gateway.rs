@@ -324,6 +324,107 @@ async fn rate_limit_holds_under_concurrent_clients() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1_000);
+    cfg.queue.depth_max = 2;
+    let s = start(cfg).await;
+    let token = login(&s, "erin").await;
+    let job = json!({"queue": "small", "payload": {}});
+    for _ in 0..2 {
+        let (st, _, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/jobs",
+                Some(&token),
+                Some(job.clone()),
+                &[],
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let (st, h, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(&token),
+            Some(job.clone()),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(h.contains_key("retry-after"));
+    assert!(v["type"].as_str().unwrap().ends_with("queue-full"), "{v}");
+    // Another queue is not affected.
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(&token),
+            Some(json!({"queue": "other", "payload": {}})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_store_refuses_writes_with_503_and_still_serves_reads() {
+    use helios_atlas::storage::MemStorage;
+    let disk = MemStorage::new();
+    let mut cfg = config(std::path::Path::new("/gw"), 1_000);
+    cfg.auth.jwt_secret = "a test secret of at least thirty-two bytes".into();
+    let atlas = helios_atlas::Atlas::open(
+        "/gw",
+        helios_atlas::Options {
+            fsync: helios_atlas::FsyncPolicy::Always,
+            storage: std::sync::Arc::new(disk.clone()),
+            maintenance_interval_ms: None,
+            ..helios_atlas::Options::default()
+        },
+    )
+    .unwrap();
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start_with(cfg, atlas, Some("admin password 1".into()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let s = common::server(common::serve(state).await);
+    let token = login(&s, "frank").await;
+    let put = |v: i64| json!({ "value": v });
+    let (st, _, _) = s
+        .call(Method::PUT, "/api/v1/kv/k", Some(&token), Some(put(1)), &[])
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+
+    // The disk starts failing every fsync: ATLAS fails stop.
+    disk.fail_sync_after(0);
+    let (st, h, v) = s
+        .call(Method::PUT, "/api/v1/kv/k", Some(&token), Some(put(2)), &[])
+        .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(h.contains_key("retry-after"));
+    let (st, _, v) = s
+        .call(Method::PUT, "/api/v1/kv/j", Some(&token), Some(put(3)), &[])
+        .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "stays refused: {v}");
+    // Reads are still served, with the last acknowledged value.
+    let (st, _, v) = s
+        .call(Method::GET, "/api/v1/kv/k", Some(&token), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["value"], 1);
+    let (st, _, _) = s.call(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "not ready for writes");
+    let (st, _, _) = s.call(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(st, StatusCode::OK, "the process is up");
+    // Shutting down reports the failed store instead of pretending it flushed.
+    assert!(s.stop_result().await.is_err());
+}
+
 async fn admin_token(s: &Server) -> String {
     let (st, _, v) = s
         .call(

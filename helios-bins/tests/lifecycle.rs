@@ -83,6 +83,31 @@ async fn slow_headers_and_idle_sockets_are_cut_off() {
     done.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn too_large_or_too_many_headers_get_431() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, tx, done) = start(config(dir.path())).await;
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nx-big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("Connection: close\r\n\r\n");
+    for request in [big, many] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        // The server may answer and close before reading everything.
+        let _ = s.write_all(request.as_bytes()).await;
+        let (got, _) = read_until_closed(&mut s).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    }
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
+}
+
 /// Sends `bytes` one at a time, `gap` apart, until the server closes the connection (or
 /// they run out). Returns how long the connection lived.
 async fn trickle(s: &mut TcpStream, bytes: &[u8], gap: Duration) -> Duration {

@@ -71,6 +71,16 @@ fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
 /// rate limiters.
 pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<State>, String> {
     let atlas = crate::app::open_atlas(&cfg).map_err(|e| e.to_string())?;
+    start_with(cfg, atlas, admin_password)
+}
+
+/// [`start`] over an ATLAS store opened by the caller (tests open one on fault-injecting
+/// storage).
+pub fn start_with(
+    cfg: GatewayConfig,
+    atlas: Atlas,
+    admin_password: Option<String>,
+) -> Result<Arc<State>, String> {
     let secret = jwt_secret(&cfg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let auth = helios_auth::Auth::open(
@@ -132,8 +142,14 @@ pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<S
         },
     )
     .map_err(|e| e.to_string())?;
-    let queue = helios_queue::Queue::open(atlas.clone(), helios_queue::QueueConfig::default())
-        .map_err(|e| e.to_string())?;
+    let queue = helios_queue::Queue::open(
+        atlas.clone(),
+        helios_queue::QueueConfig {
+            depth_max: cfg.queue.depth_max,
+            ..helios_queue::QueueConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let tls = tls::Tls::load(&cfg.tls)?;
     let mut state = State::new(
         atlas,

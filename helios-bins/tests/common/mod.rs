@@ -52,6 +52,18 @@ pub async fn spawn(
     .await
     .unwrap()
     .unwrap();
+    serve(state).await
+}
+
+/// Serves an already started gateway on 127.0.0.1:0.
+pub async fn serve(
+    state: std::sync::Arc<helios_bins::gateway::State>,
+) -> (
+    SocketAddr,
+    std::sync::Arc<helios_bins::gateway::State>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -62,7 +74,18 @@ pub async fn spawn(
 }
 
 pub async fn start(cfg: GatewayConfig) -> Server {
-    let (addr, state, tx, done) = spawn(cfg).await;
+    server(spawn(cfg).await)
+}
+
+/// The harness around a served gateway.
+pub fn server(
+    (addr, state, tx, done): (
+        SocketAddr,
+        std::sync::Arc<helios_bins::gateway::State>,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ),
+) -> Server {
     Server {
         addr,
         state,
@@ -104,11 +127,16 @@ impl Server {
         (status, headers, v)
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_result().await.unwrap();
+    }
+
+    /// Stops the server; what `run` returned (an error if ATLAS could not be closed).
+    pub async fn stop_result(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        self.done.await.unwrap().unwrap();
+        self.done.await.unwrap()
     }
 }
 
