@@ -351,7 +351,11 @@ impl<'a> Overlay<'a> {
     }
 
     /// The live entry at `now`.
-    fn live(&self, key: &str) -> Option<&Entry> {
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub(crate) fn live(&self, key: &str) -> Option<&Entry> {
         self.raw(key).filter(|e| !e.is_expired(self.now_ms))
     }
 

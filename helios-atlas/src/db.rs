@@ -47,6 +47,7 @@ use crate::options::{FsyncPolicy, Options};
 use crate::recovery;
 use crate::snapshot;
 use crate::storage::{DirLock, Storage, StorageFile};
+use crate::tx::Tx;
 use bytes::Bytes;
 use helios_core::Clock;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -570,6 +571,29 @@ impl Atlas {
         self.inner.submit(Command::Batch(batch)).map(|_| ())
     }
 
+    /// Runs `f` as one atomic read-modify-write transaction: under the writer lock, `f`
+    /// reads through a [`Tx`] (seeing its own earlier writes) and writes through it; when
+    /// `f` returns `Ok`, all its writes are logged as ONE AOF record (fsynced per policy),
+    /// then applied. When `f` returns `Err`, nothing is written. `f` must be pure and
+    /// short: it blocks every writer while it runs, and must not call this store.
+    pub fn transact<R, E: From<AtlasError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        self.inner.transact(f)
+    }
+
+    /// Runs `f` over a read-only [`Tx`] of the current state (writes through it fail).
+    /// Takes only the keyspace's read lock; `f` must not call this store.
+    pub fn view<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> R) -> R {
+        let now = self.now_ms();
+        let ks = self.inner.keyspace.read();
+        let mut scratch = OverlayScratch::default();
+        let overlay = Overlay::new(&ks, now, None, &mut scratch);
+        let mut tx = Tx::new(overlay, true);
+        f(&mut tx)
+    }
+
     /// Periodic work at time `now_ms`: under `everysec`, fsyncs the AOF if it has unsynced
     /// writes and the last fsync is a second old; then active expiry deletes (and logs as
     /// expirations) up to [`EXPIRE_PER_TICK_COUNT_MAX`] keys expired at `now_ms`. Returns
@@ -844,6 +868,25 @@ impl Inner {
         if records.is_empty() {
             return results;
         }
+        if let Err(e) = self.log_and_apply(writer, records, expired) {
+            let msg = e.to_string();
+            let mut first = Some(e);
+            return cmds
+                .iter()
+                .map(|_| {
+                    Err(first
+                        .take()
+                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() }))
+                })
+                .collect();
+        }
+        results
+    }
+
+    /// Appends `writer.buf` (the encoded `records`), fsyncs per policy, then applies the
+    /// records and publishes them. Called under the writer lock. An I/O error poisons the
+    /// store and nothing is applied.
+    fn log_and_apply(&self, writer: &mut Writer, records: Vec<Record>, expired: u64) -> Result<()> {
         let path = || self.dir.join(aof::segment_name(writer.segment_start));
         let mut outcome = writer
             .file
@@ -857,16 +900,7 @@ impl Inner {
         }
         if let Err(e) = outcome {
             self.poison(&e);
-            let msg = e.to_string();
-            let mut first = Some(e);
-            return cmds
-                .iter()
-                .map(|_| {
-                    Err(first
-                        .take()
-                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() }))
-                })
-                .collect();
+            return Err(e);
         }
         if self.options.fsync != FsyncPolicy::Always {
             self.dirty.store(true, Ordering::Release);
@@ -894,7 +928,42 @@ impl Inner {
             // Don't keep a huge buffer around after one big batch.
             writer.buf = Vec::with_capacity(64 * 1024);
         }
-        results
+        Ok(())
+    }
+
+    fn transact<R, E: From<AtlasError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let mut guard = self.writer.lock();
+        self.check_writable()?;
+        let now = self.clock.now_ms();
+        let writer = &mut *guard;
+        let (result, ops) = {
+            let ks = self.keyspace.read();
+            let overlay = Overlay::new(
+                &ks,
+                now,
+                self.options.memory_limit_size,
+                &mut writer.scratch,
+            );
+            let mut tx = Tx::new(overlay, false);
+            let r = f(&mut tx);
+            (r, tx.into_ops())
+        };
+        let value = result?;
+        if ops.is_empty() {
+            return Ok(value);
+        }
+        let expired = ops
+            .iter()
+            .filter(|op| matches!(op, crate::op::Op::Del { expired: true, .. }))
+            .count() as u64;
+        writer.buf.clear();
+        let seq = writer.next_seq;
+        aof::encode_record(seq, &ops, &mut writer.buf);
+        self.log_and_apply(writer, vec![Record { seq, ops }], expired)?;
+        Ok(value)
     }
 
     fn sync_now(&self) -> Result<()> {

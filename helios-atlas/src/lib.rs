@@ -37,6 +37,7 @@ mod options;
 mod recovery;
 pub mod snapshot;
 pub mod storage;
+mod tx;
 
 pub use command::{Expiry, Precondition, SetCondition, SetOptions, WriteBatch};
 pub use db::{Atlas, KeyTtl, ScanPage, Stats};
@@ -46,3 +47,4 @@ pub use keyspace::{Entry, Keyspace, SnapshotEntry};
 pub use op::Op;
 pub use options::{FsyncPolicy, Options};
 pub use recovery::{CheckReport, FileCheck, FileStatus, RepairReport, check, repair};
+pub use tx::Tx;
