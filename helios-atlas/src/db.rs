@@ -576,21 +576,52 @@ impl Atlas {
     /// `f` returns `Ok`, all its writes are logged as ONE AOF record (fsynced per policy),
     /// then applied. When `f` returns `Err`, nothing is written. `f` must be pure and
     /// short: it blocks every writer while it runs, and must not call this store.
-    pub fn transact<R, E: From<AtlasError>>(
-        &self,
-        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<R, E>,
-    ) -> std::result::Result<R, E> {
-        self.inner.transact(f)
+    ///
+    /// The transaction is queued in the commit pipeline like any write, so under `always`
+    /// it shares its group's fsync with concurrent writers; that is why `f` must be
+    /// `'static + Send` (the group's leader may run it on another thread): move what it
+    /// needs in, and return what it produces.
+    pub fn transact<R, E, F>(&self, f: F) -> std::result::Result<R, E>
+    where
+        F: for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> std::result::Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<AtlasError> + Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<std::result::Result<R, E>>>> = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let erased: command::TxBox = Box::new(move |tx: &mut Tx<'_, '_>| {
+            let r = f(tx);
+            let failed = r.is_err();
+            *out.lock() = Some(r);
+            if failed {
+                Err(AtlasError::TxAborted)
+            } else {
+                Ok(())
+            }
+        });
+        let submitted = self
+            .inner
+            .submit(Command::Tx(command::TxFn(Arc::new(Mutex::new(Some(
+                erased,
+            ))))));
+        let produced = slot.lock().take();
+        match (submitted, produced) {
+            (Ok(_), Some(Ok(v))) => Ok(v),
+            (Err(AtlasError::TxAborted), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(E::from(e)),
+            (Ok(_), _) => Err(E::from(AtlasError::TxAborted)),
+        }
     }
 
     /// Runs `f` over a read-only [`Tx`] of the current state (writes through it fail).
     /// Takes only the keyspace's read lock; `f` must not call this store.
-    pub fn view<R>(&self, f: impl FnOnce(&mut Tx<'_>) -> R) -> R {
+    pub fn view<R>(&self, f: impl for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> R) -> R {
         let now = self.now_ms();
         let ks = self.inner.keyspace.read();
         let mut scratch = OverlayScratch::default();
-        let overlay = Overlay::new(&ks, now, None, &mut scratch);
-        let mut tx = Tx::new(overlay, true);
+        let mut overlay = Overlay::new(&ks, now, None, &mut scratch);
+        let mut ops = Vec::new();
+        let mut tx = Tx::new(&mut overlay, &mut ops, true);
         f(&mut tx)
     }
 
@@ -929,41 +960,6 @@ impl Inner {
             writer.buf = Vec::with_capacity(64 * 1024);
         }
         Ok(())
-    }
-
-    fn transact<R, E: From<AtlasError>>(
-        &self,
-        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<R, E>,
-    ) -> std::result::Result<R, E> {
-        let mut guard = self.writer.lock();
-        self.check_writable()?;
-        let now = self.clock.now_ms();
-        let writer = &mut *guard;
-        let (result, ops) = {
-            let ks = self.keyspace.read();
-            let overlay = Overlay::new(
-                &ks,
-                now,
-                self.options.memory_limit_size,
-                &mut writer.scratch,
-            );
-            let mut tx = Tx::new(overlay, false);
-            let r = f(&mut tx);
-            (r, tx.into_ops())
-        };
-        let value = result?;
-        if ops.is_empty() {
-            return Ok(value);
-        }
-        let expired = ops
-            .iter()
-            .filter(|op| matches!(op, crate::op::Op::Del { expired: true, .. }))
-            .count() as u64;
-        writer.buf.clear();
-        let seq = writer.next_seq;
-        aof::encode_record(seq, &ops, &mut writer.buf);
-        self.log_and_apply(writer, vec![Record { seq, ops }], expired)?;
-        Ok(value)
     }
 
     fn sync_now(&self) -> Result<()> {

@@ -6,7 +6,10 @@
 //! lock and a read lock of the keyspace, so it must be pure and short: no I/O, no calls back
 //! into the store (a write would deadlock).
 //!
-//! Invariants: each write method plans at most one op; the ops of a transaction never
+//! A transaction is queued in the commit pipeline like any write, so under `always` it
+//! shares its group's one fsync with concurrent writers (group commit).
+//!
+//! Invariants: each write method plans at most one op (and a refused one plans none); the ops of a transaction never
 //! exceed [`BATCH_OPS_COUNT_MAX`] nor an estimated [`RECORD_SIZE_MAX`] (a write past either
 //! is refused with [`AtlasError::BatchTooLarge`] and changes nothing); a write refused for
 //! any reason (invalid key, memory limit) leaves the overlay as it was.
@@ -20,34 +23,33 @@ use bytes::Bytes;
 
 /// A transaction: reads see the transaction's own earlier writes; writes are logged
 /// together as one atomic AOF record when the closure returns `Ok`.
-pub struct Tx<'a> {
-    overlay: Overlay<'a>,
-    ops: Vec<Op>,
+pub struct Tx<'t, 'a> {
+    overlay: &'t mut Overlay<'a>,
+    ops: &'t mut Vec<Op>,
+    ops_start: usize,
     record_size_max: u64,
     read_only: bool,
 }
 
-impl std::fmt::Debug for Tx<'_> {
+impl std::fmt::Debug for Tx<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tx")
-            .field("op_count", &self.ops.len())
+            .field("op_count", &self.op_count())
             .field("read_only", &self.read_only)
             .finish()
     }
 }
 
-impl<'a> Tx<'a> {
-    pub(crate) fn new(overlay: Overlay<'a>, read_only: bool) -> Self {
+impl<'t, 'a> Tx<'t, 'a> {
+    pub(crate) fn new(overlay: &'t mut Overlay<'a>, ops: &'t mut Vec<Op>, read_only: bool) -> Self {
+        let ops_start = ops.len();
         Self {
             overlay,
-            ops: Vec::new(),
+            ops,
+            ops_start,
             record_size_max: 64,
             read_only,
         }
-    }
-
-    pub(crate) fn into_ops(self) -> Vec<Op> {
-        self.ops
     }
 
     /// The time the transaction runs at (the store's clock, read once).
@@ -62,7 +64,7 @@ impl<'a> Tx<'a> {
 
     /// Ops planned so far (each becomes part of the one record).
     pub fn op_count(&self) -> usize {
-        self.ops.len()
+        self.ops.len() - self.ops_start
     }
 
     /// The value of `key`, if live.
@@ -99,7 +101,7 @@ impl<'a> Tx<'a> {
         }
         command::validate(&cmd)?;
         let size = encoded_size_max(key_size, value_size);
-        if self.ops.len() >= BATCH_OPS_COUNT_MAX {
+        if self.op_count() >= BATCH_OPS_COUNT_MAX {
             return Err(AtlasError::BatchTooLarge {
                 detail: format!("more than {BATCH_OPS_COUNT_MAX} writes in one transaction"),
             });
@@ -109,7 +111,7 @@ impl<'a> Tx<'a> {
                 detail: format!("its AOF record could exceed {RECORD_SIZE_MAX} bytes"),
             });
         }
-        let reply = self.overlay.plan(&cmd, &mut self.ops)?;
+        let reply = self.overlay.plan_inner(&cmd, self.ops)?;
         self.record_size_max += size;
         Ok(reply)
     }

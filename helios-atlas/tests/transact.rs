@@ -71,6 +71,36 @@ fn failed_closure_writes_nothing() {
 }
 
 #[test]
+fn concurrent_transactions_are_serializable() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let db = open(&disk, &clock, FsyncPolicy::Always);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let r: Result<(), AtlasError> = db.transact(|tx| {
+                        let n: u64 = tx
+                            .get("n")
+                            .map(|v| std::str::from_utf8(&v).unwrap().parse().unwrap())
+                            .unwrap_or(0);
+                        tx.set("n", (n + 1).to_string(), Expiry::Never)
+                    });
+                    r.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(db.get("n").unwrap(), "800", "no lost update");
+    let stats = db.stats();
+    assert!(stats.fsync_count <= stats.records_written_count + 2);
+}
+
+#[test]
 fn view_is_read_only() {
     let disk = MemStorage::new();
     let clock = Arc::new(ManualClock::new(1_000));
@@ -95,7 +125,7 @@ fn power_loss_keeps_all_or_nothing_of_a_transaction() {
         }
         db.sync().unwrap();
         for step in 0..30u64 {
-            let r: Result<(), AtlasError> = db.transact(|tx| {
+            let r: Result<(), AtlasError> = db.transact(move |tx| {
                 for j in 0..10u64 {
                     let from = format!("k{}", (step + j) % 20);
                     let to = format!("k{}", (step * 7 + j + 1) % 20);
