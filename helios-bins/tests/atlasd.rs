@@ -865,3 +865,46 @@ fn large_values_round_trip() {
     let _: () = c.set("big", &v).unwrap();
     assert_eq!(c.get::<_, Vec<u8>>("big").unwrap(), v);
 }
+
+#[test]
+fn auth_user_pass_checks_helios_auth_users() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The gateway bootstraps an `admin` user in the directory, then lets it go.
+        let mut g = helios_bins::config::GatewayConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        g.auth.bcrypt_cost = 4;
+        let state = helios_bins::gateway::start(g, Some("admin password 1".into())).unwrap();
+        state.atlas.close().unwrap();
+    }
+    let s = Server::start(dir.path(), None, |c| {
+        c.requirepass = "s3cret".into();
+        c.auth_users = true;
+    });
+    let mut raw = s.raw();
+    expect(
+        &mut raw,
+        b"AUTH admin wrong-password\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect(
+        &mut raw,
+        b"AUTH nobody x\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect(
+        &mut raw,
+        b"AUTH admin \"admin password 1\"\r\nPING\r\n",
+        "+OK\r\n+PONG\r\n",
+    );
+    // HELLO with AUTH, on a fresh connection.
+    let mut raw = s.raw();
+    let got = roundtrip(&mut raw, b"HELLO 3 AUTH default s3cret\r\n", 20);
+    assert!(
+        got.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
