@@ -185,6 +185,17 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     TABLE.get(std::str::from_utf8(&buf[..n]).ok()?).copied()
 }
 
+/// Whether executing `reqs` may wait on the disk or the CPU for long (a write, which may
+/// wait for an fsync under `always`; or a server command: bcrypt, snapshots, whole-keyspace
+/// walks). Pure keyspace reads never do.
+pub fn may_block(reqs: &[Vec<Bytes>]) -> bool {
+    reqs.iter().any(|r| {
+        r.first()
+            .and_then(|n| lookup(n))
+            .is_some_and(|s| !matches!(s.exec, Exec::Kv(_, false)))
+    })
+}
+
 /// A command queued by MULTI.
 #[derive(Clone)]
 struct Queued {

@@ -301,7 +301,7 @@ async fn connection(
             }
             let flow = if reqs.is_empty() {
                 Flow::Continue
-            } else if shared.fsync_always {
+            } else if shared.fsync_always && cmd::may_block(&reqs) {
                 blocking(|| cmd::execute_batch(shared, &mut session, reqs, &mut out))
             } else {
                 cmd::execute_batch(shared, &mut session, reqs, &mut out)
