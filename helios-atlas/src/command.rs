@@ -526,11 +526,11 @@ impl<'a> Overlay<'a> {
                 value,
                 options,
             } => {
-                let exists = self.live(key).is_some();
+                // A plain set need not look the key up here (push does, once).
                 let go = match options.condition {
                     SetCondition::Always => true,
-                    SetCondition::IfAbsent => !exists,
-                    SetCondition::IfPresent => exists,
+                    SetCondition::IfAbsent => self.live(key).is_none(),
+                    SetCondition::IfPresent => self.live(key).is_some(),
                 };
                 if go {
                     let at = self.resolve_expiry(key, options.expiry)?;
