@@ -4,6 +4,10 @@
 //! random moment, restarted on the same directory, and every acknowledged write must be
 //! there; a MULTI/EXEC pair is there whole or not at all. A few cycles run by default;
 //! `cargo test -p helios-bins --test atlasd_crash -- --ignored` runs many more.
+//!
+//! Also through the binary: the redis-server flags (`--port --bind --dir --requirepass`)
+//! and the app wrapper's, an unknown config key failing at start, and a graceful exit on
+//! SIGTERM and on `SHUTDOWN` with the data kept.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -155,4 +159,109 @@ fn kill_9_loses_no_acknowledged_write() {
 #[ignore = "long: many kill -9 cycles"]
 fn kill_9_many_cycles() {
     run(40);
+}
+
+#[test]
+fn binary_flags_and_bad_config() {
+    let bin = env!("CARGO_BIN_EXE_helios-atlasd");
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--port",
+        "--bind",
+        "--dir",
+        "--appendfsync",
+        "--requirepass",
+        "--config",
+        "--data-dir",
+        "--listen",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
+    }
+    // An unknown config key fails at start, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("atlasd.yaml");
+    std::fs::write(&cfg, "listen: 127.0.0.1:0\nmaxclientz: 5\n").unwrap();
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maxclientz"));
+    // --requirepass and --port as on redis-server.
+    let port = free_port();
+    let mut child = Command::new(bin)
+        .args(["--dir", dir.path().join("d").to_str().unwrap()])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--requirepass", "pw"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let started = Instant::now();
+    let mut con = loop {
+        if let Ok(c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let e = redis::cmd("GET")
+        .arg("a")
+        .query::<Option<String>>(&mut con)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("NOAUTH"));
+    let ok: String = redis::cmd("AUTH").arg("pw").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    // SIGTERM-like stop via SHUTDOWN: the process exits by itself, successfully.
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut con);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sigterm_flushes_atlas() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let start = |port: u16| {
+        Command::new(env!("CARGO_BIN_EXE_helios-atlasd"))
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .args(["--port", &port.to_string(), "--appendfsync", "no"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let connect = |port: u16| {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let started = Instant::now();
+        loop {
+            if let Ok(c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                return c;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut child = start(port);
+    let mut con = connect(port);
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    // SIGTERM through the `kill` utility (no libc in tests).
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(child.wait().unwrap().success(), "graceful exit on SIGTERM");
+    let port = free_port();
+    let mut child = start(port);
+    let mut con = connect(port);
+    let v: Option<String> = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut con);
+    child.wait().unwrap();
 }
