@@ -16,6 +16,8 @@
 //!   compaction, maintenance, close.
 //! - `keyspace`: the pure state machine; `command`: how requests become logged effects
 //!   ([`Op`]); `op`: the effects and their JSON form.
+//! - `tx`: [`Tx`], the read-modify-write transaction of [`Atlas::transact`] (one AOF
+//!   record, planned in the commit pipeline like any write).
 //! - `aof`, `snapshot`, `recovery`: the on-disk formats, and how a directory is opened,
 //!   checked ([`check`]) and repaired ([`repair`]).
 //! - [`storage`]: the one trait all file I/O goes through, with the real file system and
