@@ -908,3 +908,71 @@ fn auth_user_pass_checks_helios_auth_users() {
         String::from_utf8_lossy(&got)
     );
 }
+
+#[test]
+fn random_commands_never_break_the_server() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    let names: Vec<String> = q::<Vec<String>>(&mut c, &["COMMAND", "LIST"])
+        .into_iter()
+        .filter(|n| {
+            !matches!(
+                n.as_str(),
+                "shutdown" | "quit" | "multi" | "flushall" | "flushdb"
+            )
+        })
+        .collect();
+    let words = [
+        "",
+        "k",
+        "k2",
+        "0",
+        "-1",
+        "1",
+        "9223372036854775807",
+        "1.5",
+        "nan",
+        "EX",
+        "PX",
+        "NX",
+        "XX",
+        "GET",
+        "KEEPTTL",
+        "PERSIST",
+        "COUNT",
+        "MATCH",
+        "*",
+        "[",
+        "\\",
+        "EXAT",
+        "GT",
+        "LT",
+        "\u{e9}",
+        "3",
+        "AUTH",
+        "SETNAME",
+        "GETNAME",
+        "ID",
+        "INFO",
+    ];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let name = &names[(next() % names.len() as u64) as usize];
+        let mut cmd = redis::cmd(name);
+        for _ in 0..next() % 6 {
+            cmd.arg(words[(next() % words.len() as u64) as usize]);
+        }
+        // Any reply, error replies included, is fine; a dropped connection is not.
+        match cmd.query::<Value>(&mut c) {
+            Ok(_) => {}
+            Err(e) => assert!(e.code().is_some() || e.detail().is_some(), "{name}: {e}"),
+        }
+    }
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+}

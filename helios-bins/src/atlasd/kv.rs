@@ -8,6 +8,10 @@
 //! ATLAS refusal of a write (memory limit, value too large, store failure): the caller
 //! then discards the whole transaction and runs the command alone to report it.
 //!
+//! Every function receives arguments whose count satisfies its arity in the command table
+//! (dispatch checks it first), so indexing within the arity cannot panic; anything past
+//! it is looked up with `get`.
+//!
 //! Keys must be UTF-8 and non-empty (ATLAS keys are UTF-8 strings): otherwise the reply is
 //! `-ERR invalid key: ...` and nothing happens. Values are arbitrary bytes.
 
