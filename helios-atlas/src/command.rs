@@ -12,6 +12,7 @@ use crate::error::{AtlasError, Result};
 use crate::keyspace::{Entry, Keyspace, entry_size};
 use crate::limits::{BATCH_OPS_COUNT_MAX, KEY_SIZE_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
 use crate::op::{Op, encoded_size_max};
+use crate::tx::Tx;
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -167,6 +168,22 @@ pub(crate) enum Command {
         keys: Vec<String>,
         now_ms: u64,
     },
+    /// A read-modify-write transaction ([`crate::Atlas::transact`]): its closure runs
+    /// once, when the leader plans it; all its ops form one record.
+    Tx(TxFn),
+}
+
+/// The type-erased closure of a transaction. Taken (run) at most once.
+pub(crate) type TxBox = Box<dyn for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> Result<()> + Send>;
+
+/// A transaction's closure, shareable so that [`Command`] stays `Clone`.
+#[derive(Clone)]
+pub(crate) struct TxFn(pub(crate) std::sync::Arc<parking_lot::Mutex<Option<TxBox>>>);
+
+impl std::fmt::Debug for TxFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxFn")
+    }
 }
 
 /// What a command answers.
@@ -230,6 +247,7 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
             Ok(())
         }
         Command::Expire { key, .. } | Command::IncrBy { key, .. } => validate_key(key),
+        Command::Tx(_) => Ok(()),
         Command::CompareAndSwap { key, new, .. } => {
             validate_key(key)?;
             new.as_ref().map_or(Ok(()), |v| validate_value(key, v))
@@ -351,7 +369,11 @@ impl<'a> Overlay<'a> {
     }
 
     /// The live entry at `now`.
-    fn live(&self, key: &str) -> Option<&Entry> {
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub(crate) fn live(&self, key: &str) -> Option<&Entry> {
         self.raw(key).filter(|e| !e.is_expired(self.now_ms))
     }
 
@@ -489,18 +511,26 @@ impl<'a> Overlay<'a> {
         result
     }
 
-    fn plan_inner(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {
+    pub(crate) fn plan_inner(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {
         match cmd {
+            Command::Tx(f) => {
+                let Some(f) = f.0.lock().take() else {
+                    return Err(AtlasError::TxAborted);
+                };
+                let mut tx = Tx::new(self, out, false);
+                f(&mut tx)?;
+                Ok(Reply::Bool(true))
+            }
             Command::Set {
                 key,
                 value,
                 options,
             } => {
-                let exists = self.live(key).is_some();
+                // A plain set need not look the key up here (push does, once).
                 let go = match options.condition {
                     SetCondition::Always => true,
-                    SetCondition::IfAbsent => !exists,
-                    SetCondition::IfPresent => exists,
+                    SetCondition::IfAbsent => self.live(key).is_none(),
+                    SetCondition::IfPresent => self.live(key).is_some(),
                 };
                 if go {
                     let at = self.resolve_expiry(key, options.expiry)?;

@@ -47,6 +47,7 @@ use crate::options::{FsyncPolicy, Options};
 use crate::recovery;
 use crate::snapshot;
 use crate::storage::{DirLock, Storage, StorageFile};
+use crate::tx::Tx;
 use bytes::Bytes;
 use helios_core::Clock;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -570,6 +571,60 @@ impl Atlas {
         self.inner.submit(Command::Batch(batch)).map(|_| ())
     }
 
+    /// Runs `f` as one atomic read-modify-write transaction: under the writer lock, `f`
+    /// reads through a [`Tx`] (seeing its own earlier writes) and writes through it; when
+    /// `f` returns `Ok`, all its writes are logged as ONE AOF record (fsynced per policy),
+    /// then applied. When `f` returns `Err`, nothing is written. `f` must be pure and
+    /// short: it blocks every writer while it runs, and must not call this store.
+    ///
+    /// The transaction is queued in the commit pipeline like any write, so under `always`
+    /// it shares its group's fsync with concurrent writers; that is why `f` must be
+    /// `'static + Send` (the group's leader may run it on another thread): move what it
+    /// needs in, and return what it produces.
+    pub fn transact<R, E, F>(&self, f: F) -> std::result::Result<R, E>
+    where
+        F: for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> std::result::Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<AtlasError> + Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<std::result::Result<R, E>>>> = Arc::new(Mutex::new(None));
+        let out = slot.clone();
+        let erased: command::TxBox = Box::new(move |tx: &mut Tx<'_, '_>| {
+            let r = f(tx);
+            let failed = r.is_err();
+            *out.lock() = Some(r);
+            if failed {
+                Err(AtlasError::TxAborted)
+            } else {
+                Ok(())
+            }
+        });
+        let submitted = self
+            .inner
+            .submit(Command::Tx(command::TxFn(Arc::new(Mutex::new(Some(
+                erased,
+            ))))));
+        let produced = slot.lock().take();
+        match (submitted, produced) {
+            (Ok(_), Some(Ok(v))) => Ok(v),
+            (Err(AtlasError::TxAborted), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(E::from(e)),
+            (Ok(_), _) => Err(E::from(AtlasError::TxAborted)),
+        }
+    }
+
+    /// Runs `f` over a read-only [`Tx`] of the current state (writes through it fail).
+    /// Takes only the keyspace's read lock; `f` must not call this store.
+    pub fn view<R>(&self, f: impl for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> R) -> R {
+        let now = self.now_ms();
+        let ks = self.inner.keyspace.read();
+        let mut scratch = OverlayScratch::default();
+        let mut overlay = Overlay::new(&ks, now, None, &mut scratch);
+        let mut ops = Vec::new();
+        let mut tx = Tx::new(&mut overlay, &mut ops, true);
+        f(&mut tx)
+    }
+
     /// Periodic work at time `now_ms`: under `everysec`, fsyncs the AOF if it has unsynced
     /// writes and the last fsync is a second old; then active expiry deletes (and logs as
     /// expirations) up to [`EXPIRE_PER_TICK_COUNT_MAX`] keys expired at `now_ms`. Returns
@@ -844,6 +899,25 @@ impl Inner {
         if records.is_empty() {
             return results;
         }
+        if let Err(e) = self.log_and_apply(writer, records, expired) {
+            let msg = e.to_string();
+            let mut first = Some(e);
+            return cmds
+                .iter()
+                .map(|_| {
+                    Err(first
+                        .take()
+                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() }))
+                })
+                .collect();
+        }
+        results
+    }
+
+    /// Appends `writer.buf` (the encoded `records`), fsyncs per policy, then applies the
+    /// records and publishes them. Called under the writer lock. An I/O error poisons the
+    /// store and nothing is applied.
+    fn log_and_apply(&self, writer: &mut Writer, records: Vec<Record>, expired: u64) -> Result<()> {
         let path = || self.dir.join(aof::segment_name(writer.segment_start));
         let mut outcome = writer
             .file
@@ -857,16 +931,7 @@ impl Inner {
         }
         if let Err(e) = outcome {
             self.poison(&e);
-            let msg = e.to_string();
-            let mut first = Some(e);
-            return cmds
-                .iter()
-                .map(|_| {
-                    Err(first
-                        .take()
-                        .unwrap_or_else(|| AtlasError::PreviousIo { cause: msg.clone() }))
-                })
-                .collect();
+            return Err(e);
         }
         if self.options.fsync != FsyncPolicy::Always {
             self.dirty.store(true, Ordering::Release);
@@ -894,7 +959,7 @@ impl Inner {
             // Don't keep a huge buffer around after one big batch.
             writer.buf = Vec::with_capacity(64 * 1024);
         }
-        results
+        Ok(())
     }
 
     fn sync_now(&self) -> Result<()> {

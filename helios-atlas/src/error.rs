@@ -84,6 +84,9 @@ pub enum AtlasError {
         #[source]
         source: std::io::Error,
     },
+    /// The closure of a [`crate::Atlas::transact`] returned an error: nothing was written.
+    #[error("transaction aborted by its closure; nothing was written")]
+    TxAborted,
     /// The store was closed.
     #[error("store is closed")]
     Closed,

@@ -16,6 +16,8 @@
 //!   compaction, maintenance, close.
 //! - `keyspace`: the pure state machine; `command`: how requests become logged effects
 //!   ([`Op`]); `op`: the effects and their JSON form.
+//! - `tx`: [`Tx`], the read-modify-write transaction of [`Atlas::transact`] (one AOF
+//!   record, planned in the commit pipeline like any write).
 //! - `aof`, `snapshot`, `recovery`: the on-disk formats, and how a directory is opened,
 //!   checked ([`check`]) and repaired ([`repair`]).
 //! - [`storage`]: the one trait all file I/O goes through, with the real file system and
@@ -37,6 +39,7 @@ mod options;
 mod recovery;
 pub mod snapshot;
 pub mod storage;
+mod tx;
 
 pub use command::{Expiry, Precondition, SetCondition, SetOptions, WriteBatch};
 pub use db::{Atlas, KeyTtl, ScanPage, Stats};
@@ -46,3 +49,4 @@ pub use keyspace::{Entry, Keyspace, SnapshotEntry};
 pub use op::Op;
 pub use options::{FsyncPolicy, Options};
 pub use recovery::{CheckReport, FileCheck, FileStatus, RepairReport, check, repair};
+pub use tx::Tx;

@@ -198,7 +198,7 @@ pub struct FlagOverrides {
     pub appendfsync: Option<String>,
 }
 
-fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
+pub(crate) fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
@@ -222,7 +222,7 @@ fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn env_value(raw: &str) -> Value {
+pub(crate) fn env_value(raw: &str) -> Value {
     // Numbers and the strict booleans are typed; anything else is a string.
     match raw {
         "true" => Value::Bool(true),

@@ -1,0 +1,191 @@
+//! [`Tx`]: a read-modify-write transaction run under the writer lock ([`crate::Atlas::transact`]).
+//!
+//! A transaction reads through the commit group's overlay (so it sees its own earlier
+//! writes), and every write it makes becomes part of ONE AOF record: a crash replays all of
+//! it or none of it, like any batch. The closure that drives a `Tx` runs under the writer
+//! lock and a read lock of the keyspace, so it must be pure and short: no I/O, no calls back
+//! into the store (a write would deadlock).
+//!
+//! A transaction is queued in the commit pipeline like any write, so under `always` it
+//! shares its group's one fsync with concurrent writers (group commit).
+//!
+//! Invariants: each write method plans at most one op (and a refused one plans none); the ops of a transaction never
+//! exceed [`BATCH_OPS_COUNT_MAX`] nor an estimated [`RECORD_SIZE_MAX`] (a write past either
+//! is refused with [`AtlasError::BatchTooLarge`] and changes nothing); a write refused for
+//! any reason (invalid key, memory limit) leaves the overlay as it was.
+
+use crate::command::{self, Command, Expiry, Overlay, Reply, SetCondition, SetOptions};
+use crate::db::KeyTtl;
+use crate::error::{AtlasError, Result};
+use crate::limits::{BATCH_OPS_COUNT_MAX, RECORD_SIZE_MAX};
+use crate::op::{Op, encoded_size_max};
+use bytes::Bytes;
+
+/// A transaction: reads see the transaction's own earlier writes; writes are logged
+/// together as one atomic AOF record when the closure returns `Ok`.
+pub struct Tx<'t, 'a> {
+    overlay: &'t mut Overlay<'a>,
+    ops: &'t mut Vec<Op>,
+    ops_start: usize,
+    record_size_max: u64,
+    read_only: bool,
+}
+
+impl std::fmt::Debug for Tx<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("op_count", &self.op_count())
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+impl<'t, 'a> Tx<'t, 'a> {
+    pub(crate) fn new(overlay: &'t mut Overlay<'a>, ops: &'t mut Vec<Op>, read_only: bool) -> Self {
+        let ops_start = ops.len();
+        Self {
+            overlay,
+            ops,
+            ops_start,
+            record_size_max: 64,
+            read_only,
+        }
+    }
+
+    /// The time the transaction runs at (the store's clock, read once).
+    pub fn now_ms(&self) -> u64 {
+        self.overlay.now_ms()
+    }
+
+    /// Whether writes are refused (a view from [`crate::Atlas::view`]).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Ops planned so far (each becomes part of the one record).
+    pub fn op_count(&self) -> usize {
+        self.ops.len() - self.ops_start
+    }
+
+    /// The value of `key`, if live.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.overlay.live(key).map(|e| e.value.clone())
+    }
+
+    /// Whether `key` is live.
+    pub fn exists(&self, key: &str) -> bool {
+        self.overlay.live(key).is_some()
+    }
+
+    /// The time-to-live of `key`.
+    pub fn ttl(&self, key: &str) -> KeyTtl {
+        let now = self.now_ms();
+        match self.overlay.live(key) {
+            None => KeyTtl::Missing,
+            Some(e) => match e.expire_at_ms {
+                None => KeyTtl::Persistent,
+                Some(at) => KeyTtl::Expires {
+                    at_ms: at,
+                    remaining_ms: at.saturating_sub(now).max(1),
+                },
+            },
+        }
+    }
+
+    fn run(&mut self, cmd: Command, key_size: u64, value_size: u64) -> Result<Reply> {
+        if self.read_only {
+            return Err(AtlasError::InvalidArgument {
+                name: "tx",
+                reason: "this transaction is read-only".to_owned(),
+            });
+        }
+        command::validate(&cmd)?;
+        let size = encoded_size_max(key_size, value_size);
+        if self.op_count() >= BATCH_OPS_COUNT_MAX {
+            return Err(AtlasError::BatchTooLarge {
+                detail: format!("more than {BATCH_OPS_COUNT_MAX} writes in one transaction"),
+            });
+        }
+        if self.record_size_max + size > RECORD_SIZE_MAX {
+            return Err(AtlasError::BatchTooLarge {
+                detail: format!("its AOF record could exceed {RECORD_SIZE_MAX} bytes"),
+            });
+        }
+        let reply = self.overlay.plan_inner(&cmd, self.ops)?;
+        self.record_size_max += size;
+        Ok(reply)
+    }
+
+    /// Sets `key` to `value` with `expiry` (`Expiry::Keep` keeps the current TTL).
+    pub fn set(&mut self, key: &str, value: impl Into<Bytes>, expiry: Expiry) -> Result<()> {
+        self.set_with(
+            key,
+            value,
+            SetOptions {
+                condition: SetCondition::Always,
+                expiry,
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// Sets `key` with NX/XX and expiry options; returns whether it was written.
+    pub fn set_with(
+        &mut self,
+        key: &str,
+        value: impl Into<Bytes>,
+        options: SetOptions,
+    ) -> Result<bool> {
+        let value = value.into();
+        let (ks, vs) = (key.len() as u64, value.len() as u64);
+        match self.run(
+            Command::Set {
+                key: key.to_owned(),
+                value,
+                options,
+            },
+            ks,
+            vs,
+        )? {
+            Reply::Bool(b) => Ok(b),
+            _ => Ok(true),
+        }
+    }
+
+    /// Deletes `key`; returns whether it was live.
+    pub fn delete(&mut self, key: &str) -> Result<bool> {
+        match self.run(
+            Command::Delete {
+                keys: vec![key.to_owned()],
+            },
+            key.len() as u64,
+            0,
+        )? {
+            Reply::Count(n) => Ok(n > 0),
+            _ => Ok(false),
+        }
+    }
+
+    /// Changes the expiry of `key` (`Expiry::Never` removes it; a time not after now
+    /// deletes the key). Returns whether the key is live (for `Never`: whether a TTL was
+    /// removed). `Expiry::Keep` is refused.
+    pub fn expire(&mut self, key: &str, expiry: Expiry) -> Result<bool> {
+        if expiry == Expiry::Keep {
+            return Err(AtlasError::InvalidArgument {
+                name: "expiry",
+                reason: "Keep is not an expiry change".to_owned(),
+            });
+        }
+        match self.run(
+            Command::Expire {
+                key: key.to_owned(),
+                expiry,
+            },
+            key.len() as u64,
+            0,
+        )? {
+            Reply::Bool(b) => Ok(b),
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Configuration of `helios-atlasd`: `configs/atlasd.yaml`, `HELIOS_ATLASD_*` variables,
+//! then flags (the app wrapper's `--config --data-dir --listen --appendfsync`, and
+//! redis-server's `--port --bind --dir --requirepass`), in that order.
+//!
+//! The environment prefix is `HELIOS_ATLASD_` (not bare `HELIOS_`) so that a shell set up
+//! for the gateway (`HELIOS_HTTP__...`) does not make atlasd fail on keys it does not
+//! have; `__` separates levels as in the gateway's config. Unknown keys fail at start,
+//! naming the key.
+
+use crate::config::{ConfigError, env_value, merge};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Logging (as in the gateway).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtlasdLog {
+    /// `json`, `pretty` or `auto`.
+    pub format: String,
+    /// Default filter (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+/// The configuration of `helios-atlasd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtlasdConfig {
+    /// Address to serve RESP on.
+    pub listen: String,
+    /// ATLAS data directory (owned whole by this process).
+    pub data_dir: PathBuf,
+    /// `always`, `everysec` or `no`.
+    pub appendfsync: String,
+    /// Password of `AUTH`; empty: no authentication.
+    pub requirepass: String,
+    /// When true, `AUTH username password` checks helios-auth users stored in this data
+    /// directory.
+    pub auth_users: bool,
+    /// Most connected clients; past it a new client gets `-ERR max number of clients
+    /// reached` and is closed (Redis's `maxclients`).
+    pub clients_max: usize,
+    /// Close a client idle this long, s; 0: never (Redis's `timeout`).
+    pub idle_timeout_s: u64,
+    /// Largest bulk string in a request, bytes (Redis's `proto-max-bulk-len`).
+    pub bulk_size_max: u64,
+    /// Most elements in a request array.
+    pub array_count_max: u64,
+    /// Most commands queued in one MULTI.
+    pub multi_count_max: usize,
+    /// Logs.
+    pub log: AtlasdLog,
+}
+
+impl Default for AtlasdConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6380".into(),
+            data_dir: PathBuf::from("data"),
+            appendfsync: "everysec".into(),
+            requirepass: String::new(),
+            auth_users: false,
+            clients_max: 10_000,
+            idle_timeout_s: 0,
+            bulk_size_max: 512 * 1024 * 1024,
+            array_count_max: 1024 * 1024,
+            multi_count_max: 100_000,
+            log: AtlasdLog {
+                format: "auto".into(),
+                level: "info".into(),
+            },
+        }
+    }
+}
+
+/// Flag overrides (already parsed by clap); the redis-server spellings win over the app
+/// wrapper's where both are given (`--port` over `--listen`'s port, `--dir` over
+/// `--data-dir`).
+#[derive(Debug, Clone, Default)]
+pub struct AtlasdFlags {
+    /// `--listen HOST:PORT`.
+    pub listen: Option<String>,
+    /// `--bind ADDR`.
+    pub bind: Option<String>,
+    /// `--port N`.
+    pub port: Option<u16>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--dir DIR`.
+    pub dir: Option<PathBuf>,
+    /// `--appendfsync POLICY`.
+    pub appendfsync: Option<String>,
+    /// `--requirepass PASS`.
+    pub requirepass: Option<String>,
+}
+
+/// Splits `HOST:PORT` (or `[v6]:PORT`).
+fn split_host_port(listen: &str) -> (String, String) {
+    match listen.rsplit_once(':') {
+        Some((h, p)) => (h.to_owned(), p.to_owned()),
+        None => (listen.to_owned(), "6380".to_owned()),
+    }
+}
+
+impl AtlasdConfig {
+    /// Loads: defaults <- `file` <- `HELIOS_ATLASD_*` in `env` <- `flags`, then checks.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &AtlasdFlags,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = serde_json::to_value(AtlasdConfig::default())
+            .map_err(|e| err("defaults", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+            let options = serde_saphyr::options! { strict_booleans: true };
+            let v: Value = serde_saphyr::from_str_with_options(&text, options)
+                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+            if !v.is_null() {
+                merge(&mut tree, v, "")?;
+            }
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("HELIOS_ATLASD_") else {
+                continue;
+            };
+            let mut over = if rest == "REQUIREPASS" {
+                Value::String(raw.clone())
+            } else {
+                env_value(&raw)
+            };
+            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            for p in parts.into_iter().rev() {
+                let mut m = Map::new();
+                m.insert(p, over);
+                over = Value::Object(m);
+            }
+            merge(&mut tree, over, "").map_err(|e| ConfigError {
+                key: format!("{} (from {name})", e.key),
+                reason: e.reason,
+            })?;
+        }
+        let mut cfg: AtlasdConfig =
+            serde_json::from_value(tree).map_err(|e| err("config", e.to_string()))?;
+        if let Some(l) = &flags.listen {
+            cfg.listen = l.clone();
+        }
+        if flags.bind.is_some() || flags.port.is_some() {
+            let (host, port) = split_host_port(&cfg.listen);
+            let host = flags.bind.clone().unwrap_or(host);
+            let port = flags.port.map_or(port, |p| p.to_string());
+            cfg.listen = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+        }
+        if let Some(d) = flags.dir.as_ref().or(flags.data_dir.as_ref()) {
+            cfg.data_dir = d.clone();
+        }
+        if let Some(a) = &flags.appendfsync {
+            cfg.appendfsync = a.clone();
+        }
+        if let Some(p) = &flags.requirepass {
+            cfg.requirepass = p.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and formats, naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
+            return Err(err("appendfsync", "one of always, everysec, no"));
+        }
+        if self.clients_max == 0 {
+            return Err(err("clients_max", "at least 1"));
+        }
+        if self.idle_timeout_s > 365 * 24 * 3600 {
+            return Err(err("idle_timeout_s", "0..=31536000"));
+        }
+        if self.bulk_size_max == 0 || self.bulk_size_max > helios_atlas::limits::VALUE_SIZE_MAX * 2
+        {
+            return Err(err("bulk_size_max", "1..=536870912"));
+        }
+        if self.array_count_max == 0 || self.array_count_max > 64 * 1024 * 1024 {
+            return Err(err("array_count_max", "1..=67108864"));
+        }
+        if self.multi_count_max == 0 || self.multi_count_max > 1_000_000 {
+            return Err(err("multi_count_max", "1..=1000000"));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "pretty" | "auto") {
+            return Err(err("log.format", "one of json, pretty, auto"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atlasd_yaml_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/atlasd.yaml");
+        let c =
+            AtlasdConfig::load(Some(&path), std::iter::empty(), &AtlasdFlags::default()).unwrap();
+        assert_eq!(c, AtlasdConfig::default());
+    }
+
+    #[test]
+    fn layering_and_redis_flags() {
+        let c = AtlasdConfig::load(
+            None,
+            [
+                ("HELIOS_ATLASD_REQUIREPASS".to_string(), "123".to_string()),
+                ("HELIOS_ATLASD_CLIENTS_MAX".to_string(), "7".to_string()),
+                ("HELIOS_HTTP__X".to_string(), "ignored".to_string()),
+            ],
+            &AtlasdFlags {
+                port: Some(7000),
+                bind: Some("0.0.0.0".into()),
+                dir: Some("/tmp/x".into()),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.requirepass, "123");
+        assert_eq!(c.clients_max, 7);
+        assert_eq!(c.listen, "0.0.0.0:7000");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        let e = AtlasdConfig::load(
+            None,
+            [("HELIOS_ATLASD_NOPE".to_string(), "1".to_string())],
+            &AtlasdFlags::default(),
+        )
+        .unwrap_err();
+        assert!(e.key.starts_with("nope"), "{e}");
+        let e = AtlasdConfig::load(
+            None,
+            std::iter::empty(),
+            &AtlasdFlags {
+                appendfsync: Some("sometimes".into()),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "appendfsync");
+    }
+}

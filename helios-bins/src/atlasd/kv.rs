@@ -1,0 +1,714 @@
+//! The keyspace commands (GET, SET, INCR, EXPIRE, ...): each one is a function over an
+//! ATLAS [`Tx`], so a pipeline of them, or a MULTI/EXEC block, runs as one atomic
+//! transaction that sees its own writes.
+//!
+//! Contract of a [`KvFn`]: it checks its arguments and the current values BEFORE it writes
+//! anything; a user error (syntax, not an integer, no such key) is written to `out` as the
+//! exact Redis error and the function returns `Ok` having written nothing. `Err` is only an
+//! ATLAS refusal of a write (memory limit, value too large, store failure): the caller
+//! then discards the whole transaction and runs the command alone to report it.
+//!
+//! Every function receives arguments whose count satisfies its arity in the command table
+//! (dispatch checks it first), so indexing within the arity cannot panic; anything past
+//! it is looked up with `get`.
+//!
+//! Keys must be UTF-8 and non-empty (ATLAS keys are UTF-8 strings): otherwise the reply is
+//! `-ERR invalid key: ...` and nothing happens. Values are arbitrary bytes.
+
+use super::resp::{Out, format_double};
+use bytes::Bytes;
+use helios_atlas::{AtlasError, Expiry, KeyTtl, SetCondition, SetOptions, Tx};
+
+/// A keyspace command: arguments (command name first) in, reply out, writes through `tx`.
+pub type KvFn = fn(&mut Tx<'_, '_>, &[Bytes], &mut Out) -> Result<(), AtlasError>;
+
+/// `ERR value is not an integer or out of range`
+pub const ERR_NOT_INT: &str = "ERR value is not an integer or out of range";
+/// `ERR syntax error`
+pub const ERR_SYNTAX: &str = "ERR syntax error";
+const ERR_NOT_FLOAT: &str = "ERR value is not a valid float";
+const ERR_OVERFLOW: &str = "ERR increment or decrement would overflow";
+
+/// Turns a key argument into a `&str`, or writes the key error and returns early.
+macro_rules! key {
+    ($arg:expr, $out:expr) => {
+        match key_str(&$arg) {
+            Ok(k) => k,
+            Err(msg) => {
+                $out.error(msg);
+                return Ok(());
+            }
+        }
+    };
+}
+
+/// Parses an integer argument, or writes `ERR value is not an integer` and returns.
+macro_rules! int {
+    ($arg:expr, $out:expr) => {
+        match parse_i64(&$arg) {
+            Some(n) => n,
+            None => {
+                $out.error(ERR_NOT_INT);
+                return Ok(());
+            }
+        }
+    };
+}
+
+/// The key rule: UTF-8, non-empty.
+pub fn key_str(b: &[u8]) -> Result<&str, &'static str> {
+    if b.is_empty() {
+        return Err("ERR invalid key: empty keys are not supported");
+    }
+    std::str::from_utf8(b).map_err(|_| "ERR invalid key: not UTF-8")
+}
+
+/// Redis's `string2ll`: optional `-`, digits, no leading zeros, no spaces, fits in i64.
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty()
+        || !digits.bytes().all(|c| c.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+        || s == "-0"
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_f64(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.trim() != s {
+        return None;
+    }
+    let lower = s.to_ascii_lowercase();
+    if lower.contains("nan") {
+        return None;
+    }
+    s.parse::<f64>().ok()
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+/// An expiry given as a unit and a number, resolved against `now_ms`.
+#[derive(Clone, Copy)]
+enum ExpArg {
+    Ex(i64),
+    Px(i64),
+    ExAt(i64),
+    PxAt(i64),
+}
+
+/// The absolute expiry time of an argument, or `None` if invalid (non-positive or
+/// overflowing), as Redis's `invalid expire time`.
+fn resolve(e: ExpArg, now_ms: u64) -> Option<Expiry> {
+    let now = now_ms as i64;
+    let at = match e {
+        ExpArg::Ex(s) if s > 0 => now.checked_add(s.checked_mul(1000)?)?,
+        ExpArg::Px(ms) if ms > 0 => now.checked_add(ms)?,
+        ExpArg::ExAt(s) if s > 0 => s.checked_mul(1000)?,
+        ExpArg::PxAt(ms) if ms > 0 => ms,
+        _ => return None,
+    };
+    Some(Expiry::AtMs(at as u64))
+}
+
+fn invalid_expire(out: &mut Out, cmd: &str) {
+    out.error(&format!("ERR invalid expire time in '{cmd}' command"));
+}
+
+/// PING [message] (also outside transactions; here so it pipelines with the rest).
+pub fn ping(_: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    match a.get(1) {
+        None => out.simple("PONG"),
+        Some(m) => out.bulk(m),
+    }
+    Ok(())
+}
+
+/// ECHO message
+pub fn echo(_: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    out.bulk(&a[1]);
+    Ok(())
+}
+
+/// TIME: seconds and microseconds of the wall clock.
+pub fn time(_: &mut Tx<'_, '_>, _: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    out.array(2);
+    out.bulk(d.as_secs().to_string().as_bytes());
+    out.bulk(d.subsec_micros().to_string().as_bytes());
+    Ok(())
+}
+
+/// GET key
+pub fn get(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    out.opt_bulk(tx.get(k).as_deref());
+    Ok(())
+}
+
+/// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]
+pub fn set(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let mut condition = SetCondition::Always;
+    let mut want_old = false;
+    let mut exp: Option<ExpArg> = None;
+    let mut keep = false;
+    let mut i = 3;
+    while i < a.len() {
+        let o = &a[i];
+        let unit: Option<fn(i64) -> ExpArg> = if eq(o, "EX") {
+            Some(ExpArg::Ex)
+        } else if eq(o, "PX") {
+            Some(ExpArg::Px)
+        } else if eq(o, "EXAT") {
+            Some(ExpArg::ExAt)
+        } else if eq(o, "PXAT") {
+            Some(ExpArg::PxAt)
+        } else {
+            None
+        };
+        if let Some(unit) = unit {
+            let Some(n) = a.get(i + 1).filter(|_| exp.is_none() && !keep) else {
+                out.error(ERR_SYNTAX);
+                return Ok(());
+            };
+            exp = Some(unit(int!(n, out)));
+            i += 2;
+            continue;
+        }
+        if eq(o, "NX") && condition == SetCondition::Always {
+            condition = SetCondition::IfAbsent;
+        } else if eq(o, "XX") && condition == SetCondition::Always {
+            condition = SetCondition::IfPresent;
+        } else if eq(o, "GET") {
+            want_old = true;
+        } else if eq(o, "KEEPTTL") && exp.is_none() {
+            keep = true;
+        } else {
+            out.error(ERR_SYNTAX);
+            return Ok(());
+        }
+        i += 1;
+    }
+    let expiry = match exp {
+        Some(e) => match resolve(e, tx.now_ms()) {
+            Some(x) => x,
+            None => {
+                invalid_expire(out, "set");
+                return Ok(());
+            }
+        },
+        None if keep => Expiry::Keep,
+        None => Expiry::Never,
+    };
+    let old = if want_old { tx.get(k) } else { None };
+    let written = tx.set_with(k, a[2].clone(), SetOptions { condition, expiry })?;
+    if want_old {
+        out.opt_bulk(old.as_deref());
+    } else if written {
+        out.ok();
+    } else {
+        out.null();
+    }
+    Ok(())
+}
+
+/// SETNX key value
+pub fn setnx(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let w = tx.set_with(
+        k,
+        a[2].clone(),
+        SetOptions {
+            condition: SetCondition::IfAbsent,
+            expiry: Expiry::Never,
+        },
+    )?;
+    out.int(i64::from(w));
+    Ok(())
+}
+
+fn setex_with(
+    tx: &mut Tx<'_, '_>,
+    a: &[Bytes],
+    out: &mut Out,
+    f: fn(i64) -> ExpArg,
+    name: &str,
+) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let n = int!(a[2], out);
+    let Some(expiry) = resolve(f(n), tx.now_ms()) else {
+        invalid_expire(out, name);
+        return Ok(());
+    };
+    tx.set(k, a[3].clone(), expiry)?;
+    out.ok();
+    Ok(())
+}
+
+/// SETEX key seconds value
+pub fn setex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    setex_with(tx, a, out, ExpArg::Ex, "setex")
+}
+
+/// PSETEX key ms value
+pub fn psetex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    setex_with(tx, a, out, ExpArg::Px, "psetex")
+}
+
+/// GETSET key value
+pub fn getset(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let old = tx.get(k);
+    tx.set(k, a[2].clone(), Expiry::Never)?;
+    out.opt_bulk(old.as_deref());
+    Ok(())
+}
+
+/// GETDEL key
+pub fn getdel(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let old = tx.get(k);
+    if old.is_some() {
+        tx.delete(k)?;
+    }
+    out.opt_bulk(old.as_deref());
+    Ok(())
+}
+
+/// GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST]
+pub fn getex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    enum Change {
+        None,
+        Persist,
+        At(ExpArg),
+    }
+    let change = match &a[2..] {
+        [] => Change::None,
+        [p] if eq(p, "PERSIST") => Change::Persist,
+        [o, n] => {
+            let n = int!(n, out);
+            if eq(o, "EX") {
+                Change::At(ExpArg::Ex(n))
+            } else if eq(o, "PX") {
+                Change::At(ExpArg::Px(n))
+            } else if eq(o, "EXAT") {
+                Change::At(ExpArg::ExAt(n))
+            } else if eq(o, "PXAT") {
+                Change::At(ExpArg::PxAt(n))
+            } else {
+                out.error(ERR_SYNTAX);
+                return Ok(());
+            }
+        }
+        _ => {
+            out.error(ERR_SYNTAX);
+            return Ok(());
+        }
+    };
+    let expiry = match change {
+        Change::At(e) => match resolve(e, tx.now_ms()) {
+            Some(x) => Some(x),
+            None => {
+                invalid_expire(out, "getex");
+                return Ok(());
+            }
+        },
+        Change::Persist => Some(Expiry::Never),
+        Change::None => None,
+    };
+    let v = tx.get(k);
+    if v.is_some()
+        && let Some(x) = expiry
+    {
+        tx.expire(k, x)?;
+    }
+    out.opt_bulk(v.as_deref());
+    Ok(())
+}
+
+/// MGET key [key ...]: a key that is not a valid key reads as missing.
+pub fn mget(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    out.array(a.len() - 1);
+    for k in &a[1..] {
+        match key_str(k) {
+            Ok(k) => out.opt_bulk(tx.get(k).as_deref()),
+            Err(_) => out.null(),
+        }
+    }
+    Ok(())
+}
+
+fn pairs<'b>(a: &'b [Bytes], out: &mut Out, name: &str) -> Option<Vec<(&'b str, &'b Bytes)>> {
+    if !(a.len() - 1).is_multiple_of(2) {
+        out.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+        return None;
+    }
+    let mut v = Vec::with_capacity(a.len() / 2);
+    for p in a[1..].chunks_exact(2) {
+        match key_str(&p[0]) {
+            Ok(k) => v.push((k, &p[1])),
+            Err(e) => {
+                out.error(e);
+                return None;
+            }
+        }
+    }
+    Some(v)
+}
+
+/// MSET key value [key value ...]
+pub fn mset(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let Some(kv) = pairs(a, out, "mset") else {
+        return Ok(());
+    };
+    for (k, v) in kv {
+        tx.set(k, v.clone(), Expiry::Never)?;
+    }
+    out.ok();
+    Ok(())
+}
+
+/// MSETNX key value [key value ...]
+pub fn msetnx(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let Some(kv) = pairs(a, out, "msetnx") else {
+        return Ok(());
+    };
+    if kv.iter().any(|(k, _)| tx.exists(k)) {
+        out.int(0);
+        return Ok(());
+    }
+    for (k, v) in kv {
+        tx.set(k, v.clone(), Expiry::Never)?;
+    }
+    out.int(1);
+    Ok(())
+}
+
+/// APPEND key value (keeps the TTL)
+pub fn append(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let new = match tx.get(k) {
+        Some(old) => {
+            let mut v = Vec::with_capacity(old.len() + a[2].len());
+            v.extend_from_slice(&old);
+            v.extend_from_slice(&a[2]);
+            Bytes::from(v)
+        }
+        None => a[2].clone(),
+    };
+    let len = new.len();
+    tx.set(k, new, Expiry::Keep)?;
+    out.int(len as i64);
+    Ok(())
+}
+
+/// STRLEN key
+pub fn strlen(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    out.int(tx.get(k).map_or(0, |v| v.len() as i64));
+    Ok(())
+}
+
+fn incr_with(tx: &mut Tx<'_, '_>, k: &str, delta: i64, out: &mut Out) -> Result<(), AtlasError> {
+    let cur = match tx.get(k) {
+        None => 0,
+        Some(v) => match parse_i64(&v) {
+            Some(n) => n,
+            None => {
+                out.error(ERR_NOT_INT);
+                return Ok(());
+            }
+        },
+    };
+    let Some(next) = cur.checked_add(delta) else {
+        out.error(ERR_OVERFLOW);
+        return Ok(());
+    };
+    tx.set(k, Bytes::from(next.to_string()), Expiry::Keep)?;
+    out.int(next);
+    Ok(())
+}
+
+/// INCR key
+pub fn incr(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    incr_with(tx, k, 1, out)
+}
+
+/// DECR key
+pub fn decr(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    incr_with(tx, k, -1, out)
+}
+
+/// INCRBY key delta
+pub fn incrby(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let d = int!(a[2], out);
+    incr_with(tx, k, d, out)
+}
+
+/// DECRBY key delta
+pub fn decrby(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let d = int!(a[2], out);
+    let Some(d) = d.checked_neg() else {
+        out.error("ERR decrement would overflow");
+        return Ok(());
+    };
+    incr_with(tx, k, d, out)
+}
+
+/// INCRBYFLOAT key delta (keeps the TTL; stores the shortest exact text)
+pub fn incrbyfloat(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let Some(d) = parse_f64(&a[2]) else {
+        out.error(ERR_NOT_FLOAT);
+        return Ok(());
+    };
+    let cur = match tx.get(k) {
+        None => 0.0,
+        Some(v) => match parse_f64(&v) {
+            Some(x) => x,
+            None => {
+                out.error(ERR_NOT_FLOAT);
+                return Ok(());
+            }
+        },
+    };
+    let next = cur + d;
+    if !next.is_finite() {
+        out.error("ERR increment would produce NaN or Infinity");
+        return Ok(());
+    }
+    let text = format_double(next);
+    tx.set(k, Bytes::from(text.clone()), Expiry::Keep)?;
+    out.bulk(text.as_bytes());
+    Ok(())
+}
+
+/// DEL key [key ...] (also UNLINK)
+pub fn del(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let mut n = 0;
+    for k in &a[1..] {
+        if let Ok(k) = key_str(k)
+            && tx.exists(k)
+        {
+            tx.delete(k)?;
+            n += 1;
+        }
+    }
+    out.int(n);
+    Ok(())
+}
+
+/// EXISTS key [key ...] (a key named twice counts twice)
+pub fn exists(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let n = a[1..]
+        .iter()
+        .filter(|k| key_str(k).is_ok_and(|k| tx.exists(k)))
+        .count();
+    out.int(n as i64);
+    Ok(())
+}
+
+/// TYPE key: `string` or `none` (ATLAS holds strings only)
+pub fn type_(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    out.simple(if tx.exists(k) { "string" } else { "none" });
+    Ok(())
+}
+
+fn rename_with(
+    tx: &mut Tx<'_, '_>,
+    a: &[Bytes],
+    out: &mut Out,
+    nx: bool,
+) -> Result<(), AtlasError> {
+    let src = key!(a[1], out);
+    let dst = key!(a[2], out);
+    let Some(v) = tx.get(src) else {
+        out.error("ERR no such key");
+        return Ok(());
+    };
+    if nx && tx.exists(dst) {
+        out.int(0);
+        return Ok(());
+    }
+    if src != dst {
+        let expiry = match tx.ttl(src) {
+            KeyTtl::Expires { at_ms, .. } => Expiry::AtMs(at_ms),
+            _ => Expiry::Never,
+        };
+        tx.delete(src)?;
+        tx.set(dst, v, expiry)?;
+    }
+    if nx {
+        out.int(1);
+    } else {
+        out.ok();
+    }
+    Ok(())
+}
+
+/// RENAME src dst (moves the TTL too)
+pub fn rename(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    rename_with(tx, a, out, false)
+}
+
+/// RENAMENX src dst
+pub fn renamenx(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    rename_with(tx, a, out, true)
+}
+
+fn expire_with(
+    tx: &mut Tx<'_, '_>,
+    a: &[Bytes],
+    out: &mut Out,
+    f: fn(i64) -> ExpArg,
+    name: &str,
+) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let n = int!(a[2], out);
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for o in &a[3..] {
+        if eq(o, "NX") {
+            nx = true;
+        } else if eq(o, "XX") {
+            xx = true;
+        } else if eq(o, "GT") {
+            gt = true;
+        } else if eq(o, "LT") {
+            lt = true;
+        } else {
+            out.error(&format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(o)
+            ));
+            return Ok(());
+        }
+    }
+    if nx && (xx || gt || lt) {
+        out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
+        return Ok(());
+    }
+    if gt && lt {
+        out.error("ERR GT and LT options at the same time are not compatible");
+        return Ok(());
+    }
+    let now = tx.now_ms() as i64;
+    // The absolute time in ms; a non-positive relative ttl or a past time deletes the key.
+    let at: Option<i64> = match f(n) {
+        ExpArg::Ex(s) => s.checked_mul(1000).and_then(|ms| now.checked_add(ms)),
+        ExpArg::Px(ms) => now.checked_add(ms),
+        ExpArg::ExAt(s) => s.checked_mul(1000),
+        ExpArg::PxAt(ms) => Some(ms),
+    };
+    let Some(at) = at else {
+        invalid_expire(out, name);
+        return Ok(());
+    };
+    let current = match tx.ttl(k) {
+        KeyTtl::Missing => {
+            out.int(0);
+            return Ok(());
+        }
+        KeyTtl::Persistent => None,
+        KeyTtl::Expires { at_ms, .. } => Some(at_ms as i64),
+    };
+    let allowed = match current {
+        None => !(xx || gt),
+        Some(c) => !nx && (!gt || at > c) && (!lt || at < c),
+    };
+    if !allowed {
+        out.int(0);
+        return Ok(());
+    }
+    if at <= now {
+        tx.delete(k)?;
+    } else {
+        tx.expire(k, Expiry::AtMs(at as u64))?;
+    }
+    out.int(1);
+    Ok(())
+}
+
+/// EXPIRE key seconds [NX|XX|GT|LT]
+pub fn expire(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    expire_with(tx, a, out, ExpArg::Ex, "expire")
+}
+
+/// PEXPIRE key ms [NX|XX|GT|LT]
+pub fn pexpire(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    expire_with(tx, a, out, ExpArg::Px, "pexpire")
+}
+
+/// EXPIREAT key unix-seconds [NX|XX|GT|LT]
+pub fn expireat(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    expire_with(tx, a, out, ExpArg::ExAt, "expireat")
+}
+
+/// PEXPIREAT key unix-ms [NX|XX|GT|LT]
+pub fn pexpireat(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    expire_with(tx, a, out, ExpArg::PxAt, "pexpireat")
+}
+
+fn ttl_with(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out, kind: u8) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    out.int(match tx.ttl(k) {
+        KeyTtl::Missing => -2,
+        KeyTtl::Persistent => -1,
+        KeyTtl::Expires {
+            at_ms,
+            remaining_ms,
+        } => match kind {
+            b't' => (remaining_ms.saturating_add(500) / 1000).min(i64::MAX as u64) as i64,
+            b'p' => remaining_ms.min(i64::MAX as u64) as i64,
+            b'e' => (at_ms / 1000) as i64,
+            _ => at_ms.min(i64::MAX as u64) as i64,
+        },
+    });
+    Ok(())
+}
+
+/// TTL key: -2 missing, -1 no expiry, else seconds left (rounded to nearest, as Redis)
+pub fn ttl(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    ttl_with(tx, a, out, b't')
+}
+
+/// PTTL key
+pub fn pttl(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    ttl_with(tx, a, out, b'p')
+}
+
+/// EXPIRETIME key: absolute unix seconds, -1, -2
+pub fn expiretime(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    ttl_with(tx, a, out, b'e')
+}
+
+/// PEXPIRETIME key
+pub fn pexpiretime(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    ttl_with(tx, a, out, b'P')
+}
+
+/// PERSIST key
+pub fn persist(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
+    let k = key!(a[1], out);
+    let had = matches!(tx.ttl(k), KeyTtl::Expires { .. });
+    if had {
+        tx.expire(k, Expiry::Never)?;
+    }
+    out.int(i64::from(had));
+    Ok(())
+}

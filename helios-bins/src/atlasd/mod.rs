@@ -1,0 +1,344 @@
+//! `helios-atlasd`: ATLAS over the Redis protocol (RESP2, and RESP3 after `HELLO 3`), so
+//! redis-cli, redis-benchmark and Redis client libraries work unchanged.
+//!
+//! Layout (after mini-redis, with limits): [`resp`] frames bytes (parser with limits,
+//! reply encoder), [`cmd`] is the command table and dispatch, [`kv`] the keyspace
+//! commands over an ATLAS transaction, [`glob`] the KEYS/SCAN pattern matcher, [`config`]
+//! the settings; this module owns the listener, the connections and shutdown.
+//!
+//! # Keys
+//! One process owns a data directory, and atlasd owns its whole keyspace as a plain Redis
+//! keyspace: RESP keys are stored verbatim (no prefix). ATLAS keys are UTF-8 strings, so a
+//! key that is not valid UTF-8 (or is empty) gets `-ERR invalid key: ...` and nothing
+//! happens. Values are arbitrary bytes. (A data directory written by the gateway can be
+//! served by atlasd, and its `kv:`/`job:`/`auth:` keys are then visible as they are.)
+//!
+//! # Connections
+//! Each connection is one task: it reads what is available, parses every complete request,
+//! executes them in order (a run of keyspace commands as one ATLAS transaction), and
+//! writes all the replies with one `write_all`. A protocol error gets its `-ERR Protocol
+//! error: ...` reply after the replies of the requests before it, and closes only that
+//! connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
+//! and is closed. With `idle_timeout_s` > 0 a client idle that long is closed.
+//!
+//! # Shutdown
+//! On the shutdown future (SIGINT/SIGTERM in the binary) or `SHUTDOWN`, the listener
+//! stops, connections finish the batch in hand and close (up to a grace period), then
+//! ATLAS is closed (fsynced).
+//!
+//! What this module must never do: hold a lock across an `.await`, block a runtime
+//! thread on an fsync (batches that may wait on one run in `block_in_place`), or grow a
+//! buffer past the configured limits because of what a client sends.
+
+pub mod cmd;
+pub mod config;
+pub mod glob;
+pub mod kv;
+pub mod resp;
+
+use crate::atlasd::cmd::{Flow, ScanCursors, Session};
+use crate::atlasd::resp::{Limits, Out, Parsed, parse_request};
+use bytes::BytesMut;
+use config::AtlasdConfig;
+use helios_atlas::{Atlas, FsyncPolicy, Options};
+use parking_lot::Mutex;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// The Redis version atlasd reports (clients gate features on it).
+pub const REDIS_VERSION: &str = "7.2.0";
+
+/// Most requests executed per batch: a client pipelining more gets them in several
+/// batches (bounds the reply buffer and the writer lock's hold time).
+const BATCH_COUNT_MAX: usize = 1024;
+
+/// How long connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AtlasdError {
+    /// ATLAS failed to open or close.
+    #[error("ATLAS: {0}")]
+    Atlas(#[from] helios_atlas::AtlasError),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The store.
+    pub atlas: Atlas,
+    /// The settings.
+    pub cfg: AtlasdConfig,
+    limits: Limits,
+    port: u16,
+    started: Instant,
+    connected: AtomicU64,
+    connections_total: AtomicU64,
+    commands_total: AtomicU64,
+    rejected_total: AtomicU64,
+    client_id_next: AtomicU64,
+    last_save_s: AtomicU64,
+    bg_running: AtomicBool,
+    rng: AtomicU64,
+    fsync_always: bool,
+    scan_cursors: Mutex<ScanCursors>,
+    shutdown: watch::Sender<bool>,
+}
+
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Shared {
+    fn saved_now(&self) {
+        self.last_save_s.store(unix_s(), Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.atlas.view(|tx| tx.now_ms())
+    }
+
+    /// A cheap pseudo-random number (RANDOMKEY); not for secrets.
+    fn random(&self) -> u64 {
+        let mut x = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    /// The read-only view of the settings for `CONFIG GET` (Redis names).
+    fn settings(&self, authed: bool) -> Vec<(String, String)> {
+        let (bind, _) = self
+            .cfg
+            .listen
+            .rsplit_once(':')
+            .unwrap_or((self.cfg.listen.as_str(), ""));
+        let mut v = vec![
+            ("appendonly", "yes".to_owned()),
+            ("appendfsync", self.cfg.appendfsync.clone()),
+            ("dir", self.atlas.dir().display().to_string()),
+            ("port", self.port.to_string()),
+            ("bind", bind.trim_matches(['[', ']']).to_owned()),
+            ("maxclients", self.cfg.clients_max.to_string()),
+            ("timeout", self.cfg.idle_timeout_s.to_string()),
+            ("proto-max-bulk-len", self.cfg.bulk_size_max.to_string()),
+            ("save", String::new()),
+            ("databases", "1".to_owned()),
+            (
+                "maxmemory",
+                self.atlas
+                    .stats()
+                    .memory_limit_size
+                    .unwrap_or(0)
+                    .to_string(),
+            ),
+            ("maxmemory-policy", "noeviction".to_owned()),
+        ];
+        if authed {
+            v.push(("requirepass", self.cfg.requirepass.clone()));
+        }
+        v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+}
+
+/// Runs `f`, which may block (fsync, bcrypt, a snapshot), without stalling the runtime:
+/// in `block_in_place` on a multi-threaded runtime, directly otherwise.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Opens ATLAS in the configured data directory with the configured fsync policy.
+pub fn open_atlas(cfg: &AtlasdConfig) -> Result<Atlas, helios_atlas::AtlasError> {
+    let fsync: FsyncPolicy = cfg.appendfsync.parse()?;
+    Atlas::open(
+        &cfg.data_dir,
+        Options {
+            fsync,
+            ..Options::default()
+        },
+    )
+}
+
+/// Serves RESP on `listener` over `atlas` until `shutdown` resolves or a client sends
+/// `SHUTDOWN`; then drains connections and closes ATLAS (fsync).
+pub async fn run(
+    listener: TcpListener,
+    atlas: Atlas,
+    cfg: AtlasdConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AtlasdError> {
+    let port = listener.local_addr()?.port();
+    let (tx, mut rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        fsync_always: cfg.appendfsync == "always",
+        limits: Limits {
+            bulk_size_max: cfg.bulk_size_max,
+            array_count_max: cfg.array_count_max,
+            ..Limits::default()
+        },
+        atlas,
+        port,
+        started: Instant::now(),
+        connected: AtomicU64::new(0),
+        connections_total: AtomicU64::new(0),
+        commands_total: AtomicU64::new(0),
+        rejected_total: AtomicU64::new(0),
+        client_id_next: AtomicU64::new(1),
+        last_save_s: AtomicU64::new(unix_s()),
+        bg_running: AtomicBool::new(false),
+        rng: AtomicU64::new(unix_s() ^ u64::from(std::process::id())),
+        scan_cursors: Mutex::new(ScanCursors::default()),
+        shutdown: tx,
+        cfg,
+    });
+    let slots = Arc::new(Semaphore::new(shared.cfg.clients_max));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = rx.wait_for(|v| *v) => break,
+            accepted = listener.accept() => {
+                let (mut socket, addr) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                shared.connections_total.fetch_add(1, Ordering::Relaxed);
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    shared.rejected_total.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(async move {
+                        let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
+                    });
+                    continue;
+                };
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    shared.connected.fetch_add(1, Ordering::Relaxed);
+                    let id = shared.client_id_next.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = connection(&shared, socket, id, addr.to_string()).await {
+                        tracing::debug!(client = id, error = %e, "connection ended");
+                    }
+                    shared.connected.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+                // Reap finished connections so the set does not grow.
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+    }
+    drop(listener);
+    shared.shutdown.send_replace(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after the grace period; closing them");
+        tasks.abort_all();
+    }
+    let atlas = shared.atlas.clone();
+    tokio::task::spawn_blocking(move || atlas.close())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    tracing::info!("helios-atlasd stopped; ATLAS flushed and closed");
+    Ok(())
+}
+
+async fn connection(
+    shared: &Arc<Shared>,
+    mut socket: TcpStream,
+    id: u64,
+    addr: String,
+) -> std::io::Result<()> {
+    let _ = socket.set_nodelay(true);
+    let mut session = Session::new(id, shared.cfg.requirepass.is_empty(), addr);
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Out::new();
+    let mut stop = shared.shutdown.subscribe();
+    let idle =
+        (shared.cfg.idle_timeout_s > 0).then(|| Duration::from_secs(shared.cfg.idle_timeout_s));
+    loop {
+        // Execute every complete request in the buffer, in batches.
+        loop {
+            let mut reqs = Vec::new();
+            let mut perr = None;
+            while reqs.len() < BATCH_COUNT_MAX {
+                match parse_request(&mut inbuf, &shared.limits) {
+                    Ok(Parsed::Request(r)) => reqs.push(r),
+                    Ok(Parsed::Incomplete) => break,
+                    Err(e) => {
+                        perr = Some(e);
+                        break;
+                    }
+                }
+            }
+            if reqs.is_empty() && perr.is_none() {
+                break;
+            }
+            let flow = if reqs.is_empty() {
+                Flow::Continue
+            } else if shared.fsync_always && cmd::may_block(&reqs) {
+                blocking(|| cmd::execute_batch(shared, &mut session, reqs, &mut out))
+            } else {
+                cmd::execute_batch(shared, &mut session, reqs, &mut out)
+            };
+            if let Some(e) = &perr {
+                out.error(&e.to_string());
+            }
+            socket.write_all(&out.buf).await?;
+            out.buf.clear();
+            if out.buf.capacity() > 4 * 1024 * 1024 {
+                out.buf = BytesMut::with_capacity(16 * 1024);
+            }
+            if perr.is_some() || flow == Flow::Close {
+                let _ = socket.shutdown().await;
+                return Ok(());
+            }
+        }
+        if *stop.borrow() {
+            return Ok(());
+        }
+        if inbuf.capacity() - inbuf.len() < 4096 {
+            inbuf.reserve(16 * 1024);
+        }
+        let read = async {
+            match idle {
+                Some(d) => tokio::time::timeout(d, socket.read_buf(&mut inbuf))
+                    .await
+                    .unwrap_or(Ok(0)),
+                None => socket.read_buf(&mut inbuf).await,
+            }
+        };
+        let n = tokio::select! {
+            r = read => r?,
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}

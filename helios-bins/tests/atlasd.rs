@@ -1,0 +1,978 @@
+//! helios-atlasd over the wire, with the real `redis` client crate (sync API) and raw
+//! sockets: every command's success and error paths, pipelining, MULTI/EXEC, TTLs on a
+//! manual clock, AUTH, HELLO 3, protocol limits, SCAN, and restart persistence. Each test
+//! starts its own server on 127.0.0.1:0 over a temp dir; it stops when the test ends.
+
+use helios_atlas::{Atlas, FsyncPolicy, Options};
+use helios_bins::atlasd::config::AtlasdConfig;
+use helios_core::ManualClock;
+use redis::{Commands, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Server {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(
+        dir: &Path,
+        clock: Option<Arc<ManualClock>>,
+        edit: impl FnOnce(&mut AtlasdConfig),
+    ) -> Self {
+        let mut cfg = AtlasdConfig {
+            data_dir: dir.to_path_buf(),
+            ..AtlasdConfig::default()
+        };
+        edit(&mut cfg);
+        let mut options = Options {
+            fsync: cfg.appendfsync.parse::<FsyncPolicy>().unwrap(),
+            ..Options::default()
+        };
+        if let Some(c) = clock {
+            options.clock = c;
+            options.maintenance_interval_ms = None;
+        }
+        let atlas = Atlas::open(&cfg.data_dir, options).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                helios_bins::atlasd::run(listener, atlas, cfg, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let port = port_rx.recv().unwrap();
+        Server {
+            port,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn client(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn raw(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |_| {});
+    (dir, s)
+}
+
+/// Sends raw bytes, reads until `want` bytes arrived or the peer closed.
+fn roundtrip(s: &mut TcpStream, send: &[u8], want: usize) -> Vec<u8> {
+    s.write_all(send).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < want {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// Sends raw bytes and asserts the exact reply (reading exactly its length).
+fn expect(s: &mut TcpStream, send: &[u8], want: &str) {
+    let got = roundtrip(s, send, want.len());
+    assert_eq!(String::from_utf8_lossy(&got), want);
+}
+
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+fn err_of<T: std::fmt::Debug>(r: redis::RedisResult<T>) -> String {
+    let e = r.unwrap_err();
+    // "CODE: detail" -> the wire form "CODE detail".
+    match (e.code(), e.detail()) {
+        (Some(c), Some(d)) => format!("{c} {d}"),
+        (Some(c), None) => c.to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+fn cmd(args: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c
+}
+
+fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    cmd(args).query(con).unwrap()
+}
+
+fn e(con: &mut redis::Connection, args: &[&str]) -> String {
+    err_of(cmd(args).query::<Value>(con))
+}
+
+#[test]
+fn strings_and_errors() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+    assert_eq!(q::<String>(&mut c, &["PING", "hi"]), "hi");
+    assert_eq!(q::<String>(&mut c, &["ECHO", "x y"]), "x y");
+    assert_eq!(q::<String>(&mut c, &["SET", "k", "v"]), "OK");
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "v");
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "nope"]), None);
+    // Binary-safe values.
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let _: () = c.set("bin", &bin).unwrap();
+    assert_eq!(c.get::<_, Vec<u8>>("bin").unwrap(), bin);
+    // Non-UTF-8 keys are refused by rule.
+    assert_eq!(
+        err_of(
+            redis::cmd("SET")
+                .arg(&b"\xff\xfe"[..])
+                .arg("v")
+                .query::<Value>(&mut c)
+        ),
+        "ERR invalid key: not UTF-8"
+    );
+    // SET options.
+    assert_eq!(q::<Option<String>>(&mut c, &["SET", "k", "w", "NX"]), None);
+    assert_eq!(q::<String>(&mut c, &["SET", "k", "w", "XX"]), "OK");
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["SET", "new", "w", "XX"]),
+        None
+    );
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["SET", "k", "z", "GET"]),
+        Some("w".into())
+    );
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["SET", "fresh", "1", "NX", "GET"]),
+        None
+    );
+    assert_eq!(
+        e(&mut c, &["SET", "k", "v", "NX", "XX"]),
+        "ERR syntax error"
+    );
+    assert_eq!(e(&mut c, &["SET", "k", "v", "EX"]), "ERR syntax error");
+    assert_eq!(
+        e(&mut c, &["SET", "k", "v", "EX", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        e(&mut c, &["SET", "k", "v", "EX", "0"]),
+        "ERR invalid expire time in 'set' command"
+    );
+    assert_eq!(
+        e(&mut c, &["SET", "k", "v", "EX", "10", "KEEPTTL"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        e(&mut c, &["SET", "k"]),
+        "ERR wrong number of arguments for 'set' command"
+    );
+    assert_eq!(
+        e(&mut c, &["GET"]),
+        "ERR wrong number of arguments for 'get' command"
+    );
+    assert!(
+        e(&mut c, &["NOSUCH", "a"])
+            .starts_with("ERR unknown command 'NOSUCH', with args beginning with: 'a'")
+    );
+    // SETNX / SETEX / PSETEX / GETSET / GETDEL.
+    assert_eq!(q::<i64>(&mut c, &["SETNX", "nx", "1"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["SETNX", "nx", "2"]), 0);
+    assert_eq!(q::<String>(&mut c, &["SETEX", "ex", "100", "v"]), "OK");
+    assert_eq!(
+        e(&mut c, &["SETEX", "ex", "-1", "v"]),
+        "ERR invalid expire time in 'setex' command"
+    );
+    assert_eq!(q::<String>(&mut c, &["PSETEX", "pex", "100000", "v"]), "OK");
+    assert_eq!(
+        e(&mut c, &["PSETEX", "pex", "zz", "v"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(q::<Option<String>>(&mut c, &["GETSET", "gs", "1"]), None);
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GETSET", "gs", "2"]),
+        Some("1".into())
+    );
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GETDEL", "gs"]),
+        Some("2".into())
+    );
+    assert_eq!(q::<Option<String>>(&mut c, &["GETDEL", "gs"]), None);
+    // MGET / MSET / MSETNX.
+    assert_eq!(q::<String>(&mut c, &["MSET", "a", "1", "b", "2"]), "OK");
+    assert_eq!(
+        e(&mut c, &["MSET", "a", "1", "b"]),
+        "ERR wrong number of arguments for 'mset' command"
+    );
+    assert_eq!(
+        q::<Vec<Option<String>>>(&mut c, &["MGET", "a", "zz", "b"]),
+        vec![Some("1".into()), None, Some("2".into())]
+    );
+    assert_eq!(q::<i64>(&mut c, &["MSETNX", "a", "9", "c", "3"]), 0);
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "c"]), None);
+    assert_eq!(q::<i64>(&mut c, &["MSETNX", "c", "3", "d", "4"]), 1);
+    // APPEND / STRLEN.
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "ap", "ab"]), 2);
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "ap", "cd"]), 4);
+    assert_eq!(q::<i64>(&mut c, &["STRLEN", "ap"]), 4);
+    assert_eq!(q::<i64>(&mut c, &["STRLEN", "none"]), 0);
+    // INCR family.
+    assert_eq!(q::<i64>(&mut c, &["INCR", "n"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["INCRBY", "n", "10"]), 11);
+    assert_eq!(q::<i64>(&mut c, &["DECR", "n"]), 10);
+    assert_eq!(q::<i64>(&mut c, &["DECRBY", "n", "20"]), -10);
+    assert_eq!(
+        e(&mut c, &["INCR", "ap"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        e(&mut c, &["INCRBY", "n", "1.5"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        q::<String>(&mut c, &["SET", "big", "9223372036854775807"]),
+        "OK"
+    );
+    assert_eq!(
+        e(&mut c, &["INCR", "big"]),
+        "ERR increment or decrement would overflow"
+    );
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "10.5"]), "10.5");
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "0.1"]), "10.6");
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "-5"]), "5.6");
+    assert_eq!(
+        e(&mut c, &["INCRBYFLOAT", "f", "abc"]),
+        "ERR value is not a valid float"
+    );
+    assert_eq!(
+        e(&mut c, &["INCRBYFLOAT", "ap", "1"]),
+        "ERR value is not a valid float"
+    );
+    // DEL / UNLINK / EXISTS / TYPE.
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "a", "a", "zz"]), 2);
+    assert_eq!(q::<String>(&mut c, &["TYPE", "a"]), "string");
+    assert_eq!(q::<String>(&mut c, &["TYPE", "zz"]), "none");
+    assert_eq!(q::<i64>(&mut c, &["DEL", "a", "zz"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["UNLINK", "b", "c"]), 2);
+    // RENAME / RENAMENX.
+    assert_eq!(e(&mut c, &["RENAME", "zz", "yy"]), "ERR no such key");
+    assert_eq!(q::<String>(&mut c, &["RENAME", "d", "d2"]), "OK");
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GET", "d2"]),
+        Some("4".into())
+    );
+    assert_eq!(q::<i64>(&mut c, &["RENAMENX", "d2", "k"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["RENAMENX", "d2", "d3"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "d2"]), 0);
+    // SELECT / DBSIZE / FLUSHDB.
+    assert_eq!(q::<String>(&mut c, &["SELECT", "0"]), "OK");
+    assert_eq!(e(&mut c, &["SELECT", "1"]), "ERR DB index is out of range");
+    assert!(q::<i64>(&mut c, &["DBSIZE"]) > 5);
+    assert_eq!(q::<String>(&mut c, &["FLUSHDB"]), "OK");
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0);
+    assert_eq!(q::<String>(&mut c, &["FLUSHALL", "SYNC"]), "OK");
+    assert_eq!(e(&mut c, &["FLUSHALL", "NOW"]), "ERR syntax error");
+}
+
+#[test]
+fn ttl_semantics_on_a_manual_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let s = Server::start(dir.path(), Some(clock.clone()), |_| {});
+    let mut c = s.client();
+    assert_eq!(q::<i64>(&mut c, &["TTL", "missing"]), -2);
+    assert_eq!(q::<i64>(&mut c, &["PTTL", "missing"]), -2);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRE", "missing", "10"]), 0);
+    q::<String>(&mut c, &["SET", "k", "v"]);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), -1);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRETIME", "k"]), -1);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k", "100"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), 100);
+    assert_eq!(q::<i64>(&mut c, &["PTTL", "k"]), 100_000);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRETIME", "k"]), 1_700_000_100);
+    assert_eq!(q::<i64>(&mut c, &["PEXPIRETIME", "k"]), 1_700_000_100_000);
+    clock.advance_ms(40_400);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), 60);
+    // NX/XX/GT/LT.
+    assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k", "10", "NX"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k", "10", "GT"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k", "10", "LT"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), 10);
+    assert_eq!(
+        e(&mut c, &["EXPIRE", "k", "10", "NX", "XX"]),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
+    assert_eq!(
+        e(&mut c, &["EXPIRE", "k", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    // SET clears the TTL unless KEEPTTL.
+    q::<String>(&mut c, &["SET", "k", "v2", "KEEPTTL"]);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), 10);
+    q::<String>(&mut c, &["SET", "k", "v3"]);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), -1);
+    // PEXPIRE / PERSIST / INCR keeps TTL / APPEND keeps TTL.
+    assert_eq!(q::<i64>(&mut c, &["PEXPIRE", "k", "1500"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["PTTL", "k"]), 1500);
+    assert_eq!(q::<i64>(&mut c, &["PERSIST", "k"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["PERSIST", "k"]), 0);
+    q::<String>(&mut c, &["SET", "n", "1", "EX", "50"]);
+    q::<i64>(&mut c, &["INCR", "n"]);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "n"]), 50);
+    q::<i64>(&mut c, &["APPEND", "n", "0"]);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "n"]), 50);
+    // Expiry: the key is gone when the clock passes it.
+    clock.advance_ms(50_000);
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "n"]), None);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "n"]), -2);
+    // EXPIRE with a non-positive ttl deletes; EXPIREAT/PEXPIREAT in the past delete.
+    q::<String>(&mut c, &["SET", "d", "v"]);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRE", "d", "0"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "d"]), 0);
+    q::<String>(&mut c, &["SET", "d", "v"]);
+    assert_eq!(q::<i64>(&mut c, &["EXPIREAT", "d", "1000"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "d"]), 0);
+    q::<String>(&mut c, &["SET", "d", "v"]);
+    let now_ms = 1_700_000_000_000i64 + 90_400;
+    assert_eq!(
+        q::<i64>(&mut c, &["PEXPIREAT", "d", &(now_ms + 5000).to_string()]),
+        1
+    );
+    assert_eq!(q::<i64>(&mut c, &["PTTL", "d"]), 5000);
+    // SET with EX/PX/EXAT/PXAT, SETEX, GETEX.
+    q::<String>(&mut c, &["SET", "a", "1", "PX", "2500"]);
+    assert_eq!(q::<i64>(&mut c, &["PTTL", "a"]), 2500);
+    q::<String>(
+        &mut c,
+        &["SET", "a", "1", "EXAT", &((now_ms / 1000) + 30).to_string()],
+    );
+    assert_eq!(q::<i64>(&mut c, &["TTL", "a"]), 30);
+    q::<String>(
+        &mut c,
+        &["SET", "a", "1", "PXAT", &(now_ms + 700).to_string()],
+    );
+    assert_eq!(q::<i64>(&mut c, &["PTTL", "a"]), 700);
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GETEX", "a", "EX", "99"]),
+        Some("1".into())
+    );
+    assert_eq!(q::<i64>(&mut c, &["TTL", "a"]), 99);
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GETEX", "a", "PERSIST"]),
+        Some("1".into())
+    );
+    assert_eq!(q::<i64>(&mut c, &["TTL", "a"]), -1);
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GETEX", "zz", "EX", "9"]),
+        None
+    );
+    assert_eq!(
+        e(&mut c, &["GETEX", "a", "EX", "0"]),
+        "ERR invalid expire time in 'getex' command"
+    );
+    assert_eq!(e(&mut c, &["GETEX", "a", "BAD"]), "ERR syntax error");
+    // RENAME moves the TTL.
+    q::<String>(&mut c, &["SETEX", "r", "77", "v"]);
+    q::<String>(&mut c, &["RENAME", "r", "r2"]);
+    assert_eq!(q::<i64>(&mut c, &["TTL", "r2"]), 77);
+}
+
+#[test]
+fn pipelining_keeps_order_and_sees_earlier_writes() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    let mut p = redis::pipe();
+    for i in 0..200 {
+        p.cmd("SET").arg(format!("k{i}")).arg(i);
+        p.cmd("INCR").arg(format!("k{i}"));
+        p.cmd("GET").arg(format!("k{i}"));
+    }
+    let r: Vec<Value> = p.query(&mut c).unwrap();
+    for i in 0..200 {
+        assert_eq!(r[3 * i], Value::Okay);
+        assert_eq!(r[3 * i + 1], Value::Int(i as i64 + 1));
+        assert_eq!(
+            r[3 * i + 2],
+            Value::BulkString((i + 1).to_string().into_bytes())
+        );
+    }
+    // An error in a pipeline is that command's reply only (the crate reports its index).
+    let mut p = redis::pipe();
+    p.cmd("SET").arg("e1").arg("1");
+    p.cmd("INCR").arg("k0").arg("extra");
+    p.cmd("SET").arg("e2").arg("1");
+    let err = p.query::<Vec<Value>>(&mut c).unwrap_err().to_string();
+    assert!(
+        err.contains("wrong number of arguments for 'incr' command"),
+        "{err}"
+    );
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "e1", "e2"]), 2);
+    // Without the bad command, check each reply.
+    let mut p = redis::pipe();
+    for i in 0..100 {
+        p.cmd("INCR").arg(format!("k{i}"));
+        p.cmd("GET").arg(format!("k{i}"));
+    }
+    let r: Vec<i64> = p.query(&mut c).unwrap();
+    for i in 0..100 {
+        assert_eq!(r[2 * i], i as i64 + 2);
+        assert_eq!(r[2 * i + 1], i as i64 + 2);
+    }
+    // Raw: many commands in one write, replies in order in one read; an error mid-pipeline
+    // is that command's reply only.
+    let mut raw = s.raw();
+    expect(
+        &mut raw,
+        b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\n1\r\n*2\r\n$4\r\nINCR\r\n$1\r\nx\r\nBOGUS\r\n*2\r\n$3\r\nGET\r\n$1\r\nx\r\nPING\r\n",
+        "+OK\r\n:2\r\n-ERR unknown command 'BOGUS', with args beginning with: \r\n$1\r\n2\r\n+PONG\r\n",
+    );
+}
+
+#[test]
+fn multi_exec_discard_execabort() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    let r: (String, i64, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("a")
+        .arg("1")
+        .cmd("INCR")
+        .arg("a")
+        .cmd("GET")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, ("OK".into(), 2, "2".into()));
+    // Runtime error inside EXEC: that command's reply; the others apply.
+    let mut raw = s.raw();
+    expect(
+        &mut raw,
+        b"MULTI\r\nSET s abc\r\nINCR s\r\nSET t 1\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n-ERR value is not an integer or out of range\r\n+OK\r\n",
+    );
+    assert_eq!(q::<String>(&mut c, &["GET", "t"]), "1");
+    // Queue-time error: EXECABORT, nothing applied.
+    expect(
+        &mut raw,
+        b"MULTI\r\nSET u 1\r\nGET\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'get' command\r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "u"]), None);
+    // DISCARD, nesting, EXEC/DISCARD without MULTI.
+    expect(
+        &mut raw,
+        b"MULTI\r\nMULTI\r\nSET u 1\r\nDISCARD\r\nEXEC\r\nDISCARD\r\n",
+        "+OK\r\n-ERR MULTI calls can not be nested\r\n+QUEUED\r\n+OK\r\n-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n",
+    );
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "u"]), None);
+    // Read-only EXEC, and an empty one.
+    expect(
+        &mut raw,
+        b"MULTI\r\nGET t\r\nEXEC\r\nMULTI\r\nEXEC\r\n",
+        "+OK\r\n+QUEUED\r\n*1\r\n$1\r\n1\r\n+OK\r\n*0\r\n",
+    );
+}
+
+#[test]
+fn multi_exec_is_atomic_against_concurrent_clients() {
+    let (_d, s) = start();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = s.client();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let (a, b): (i64, i64) = redis::pipe()
+                        .atomic()
+                        .cmd("INCR")
+                        .arg("x")
+                        .cmd("INCR")
+                        .arg("y")
+                        .query(&mut c)
+                        .unwrap();
+                    assert_eq!(a, b, "both counters move together");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = s.client();
+    assert_eq!(q::<i64>(&mut c, &["GET", "x"]), 400);
+}
+
+#[test]
+fn auth_and_noauth() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.requirepass = "s3cret".into());
+    let mut raw = s.raw();
+    expect(
+        &mut raw,
+        b"GET a\r\n",
+        "-NOAUTH Authentication required.\r\n",
+    );
+    expect(
+        &mut raw,
+        b"AUTH wrong\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect(
+        &mut raw,
+        b"AUTH default s3cret\r\nPING\r\n",
+        "+OK\r\n+PONG\r\n",
+    );
+    // The redis crate with a password in the URL.
+    let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+    let cfg: Vec<String> = q(&mut c, &["CONFIG", "GET", "requirepass"]);
+    assert_eq!(cfg, vec!["requirepass".to_string(), "s3cret".into()]);
+    // No password configured.
+    let (_d2, s2) = start();
+    let mut c2 = s2.client();
+    assert!(
+        e(&mut c2, &["AUTH", "x"])
+            .starts_with("ERR AUTH <password> called without any password configured")
+    );
+}
+
+#[test]
+fn hello3_speaks_resp3() {
+    let (_d, s) = start();
+    let mut raw = s.raw();
+    let got = roundtrip(&mut raw, b"HELLO 3\r\n", 100);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("$5\r\nproto\r\n:3\r\n"), "{text:?}");
+    expect(
+        &mut raw,
+        b"GET nope\r\nINCRBYFLOAT f 1.5\r\n",
+        "_\r\n$3\r\n1.5\r\n",
+    );
+    let got = roundtrip(&mut raw, b"CONFIG GET port\r\n", 10);
+    assert!(String::from_utf8_lossy(&got).starts_with("%1\r\n$4\r\nport\r\n"));
+    expect(
+        &mut raw,
+        b"HELLO 4\r\n",
+        "-NOPROTO unsupported protocol version\r\n",
+    );
+    raw.write_all(b"HELLO 2\r\nGET nope\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"$-1\r\n") {
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"*14\r\n$6\r\nserver\r\n"));
+}
+
+#[test]
+fn protocol_limits_and_errors_close_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| {
+        c.bulk_size_max = 1024;
+        c.array_count_max = 16;
+    });
+    let mut other = s.client();
+    let mut raw = s.raw();
+    raw.write_all(b"PING\r\n*1\r\n$2000\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut raw)),
+        "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+    );
+    let mut raw = s.raw();
+    raw.write_all(b"*100\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut raw)),
+        "-ERR Protocol error: invalid multibulk length\r\n"
+    );
+    let mut raw = s.raw();
+    raw.write_all(b"*1\r\n:5\r\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut raw)),
+        "-ERR Protocol error: expected '$', got ':'\r\n"
+    );
+    let mut raw = s.raw();
+    raw.write_all(&vec![b'a'; 70_000]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut raw)),
+        "-ERR Protocol error: too big inline request\r\n"
+    );
+    // Other connections are unaffected.
+    assert_eq!(q::<String>(&mut other, &["PING"]), "PONG");
+    // Inline commands with quotes, and QUIT.
+    let mut raw = s.raw();
+    raw.write_all(b"SET \"a b\" 'c d'\r\nGET \"a b\"\r\nQUIT\r\n")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut raw)),
+        "+OK\r\n$3\r\nc d\r\n+OK\r\n"
+    );
+}
+
+#[test]
+fn server_commands() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    // CLIENT.
+    let id: i64 = q(&mut c, &["CLIENT", "ID"]);
+    assert!(id > 0);
+    assert_eq!(q::<Option<String>>(&mut c, &["CLIENT", "GETNAME"]), None);
+    assert_eq!(q::<String>(&mut c, &["CLIENT", "SETNAME", "me"]), "OK");
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["CLIENT", "GETNAME"]),
+        Some("me".into())
+    );
+    assert_eq!(
+        e(&mut c, &["CLIENT", "SETNAME", "a b"]),
+        "ERR Client names cannot contain spaces, newlines or special characters."
+    );
+    assert!(e(&mut c, &["CLIENT", "NOPE"]).starts_with("ERR unknown subcommand"));
+    // COMMAND.
+    let n: i64 = q(&mut c, &["COMMAND", "COUNT"]);
+    assert!(n > 50);
+    let all: Vec<Value> = q(&mut c, &["COMMAND"]);
+    assert_eq!(all.len() as i64, n);
+    let info: Vec<Value> = q(&mut c, &["COMMAND", "INFO", "get", "nope"]);
+    assert_eq!(info.len(), 2);
+    assert_eq!(info[1], Value::Nil);
+    let _docs: Value = q(&mut c, &["COMMAND", "DOCS"]);
+    // INFO.
+    q::<String>(&mut c, &["SET", "a", "1"]);
+    q::<String>(&mut c, &["SET", "b", "1", "EX", "100"]);
+    let info: String = q(&mut c, &["INFO"]);
+    for f in [
+        "# Server",
+        "redis_version:",
+        "uptime_in_seconds:",
+        "# Clients",
+        "connected_clients:1",
+        "# Memory",
+        "used_memory:",
+        "# Persistence",
+        "aof_enabled:1",
+        "aof_last_write_status:ok",
+        "rdb_last_save_time:",
+        "# Stats",
+        "total_commands_processed:",
+        "# Keyspace",
+        "db0:keys=2,expires=1,avg_ttl=0",
+    ] {
+        assert!(info.contains(f), "{f} missing in {info}");
+    }
+    let info: String = q(&mut c, &["INFO", "keyspace"]);
+    assert!(!info.contains("# Server"));
+    // CONFIG GET.
+    let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "appendfsync"]);
+    assert_eq!(v, vec!["appendfsync".to_string(), "everysec".into()]);
+    let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "*max*"]);
+    assert!(v.contains(&"maxclients".to_string()));
+    assert!(
+        e(&mut c, &["CONFIG", "SET", "appendfsync", "no"])
+            .starts_with("ERR CONFIG SET is not supported")
+    );
+    // TIME, LASTSAVE, SAVE, BGSAVE, BGREWRITEAOF.
+    let t: Vec<String> = q(&mut c, &["TIME"]);
+    assert!(t[0].parse::<u64>().unwrap() > 1_600_000_000);
+    let before: i64 = q(&mut c, &["LASTSAVE"]);
+    assert_eq!(q::<String>(&mut c, &["SAVE"]), "OK");
+    assert!(q::<i64>(&mut c, &["LASTSAVE"]) >= before);
+    assert_eq!(
+        q::<String>(&mut c, &["BGSAVE"]),
+        "Background saving started"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let r = cmd(&["BGREWRITEAOF"]).query::<String>(&mut c);
+    assert!(r.is_ok() || err_of(r).contains("already in progress"));
+    // RANDOMKEY.
+    let k: Option<String> = q(&mut c, &["RANDOMKEY"]);
+    assert!(matches!(k.as_deref(), Some("a" | "b")));
+    q::<String>(&mut c, &["FLUSHALL"]);
+    assert_eq!(q::<Option<String>>(&mut c, &["RANDOMKEY"]), None);
+}
+
+#[test]
+fn keys_and_scan() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    for i in 0..250 {
+        q::<String>(&mut c, &["SET", &format!("user:{i}"), "x"]);
+        q::<String>(&mut c, &["SET", &format!("item:{i}"), "x"]);
+    }
+    let mut keys: Vec<String> = q(&mut c, &["KEYS", "user:1?"]);
+    keys.sort();
+    assert_eq!(
+        keys,
+        (10..20).map(|i| format!("user:{i}")).collect::<Vec<_>>()
+    );
+    let k: Vec<String> = q(&mut c, &["KEYS", "user:[12]"]);
+    assert_eq!(k.len(), 2);
+    let k: Vec<String> = q(&mut c, &["KEYS", "*"]);
+    assert_eq!(k.len(), 500);
+    // The redis crate's scan iterator parses the cursor as an integer.
+    let mut seen: Vec<String> = c
+        .scan_match::<_, String>("item:*")
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 250);
+    // By hand, with COUNT: every key at least once, cursor 0 at the end.
+    let mut cursor = "0".to_string();
+    let mut all = std::collections::BTreeSet::new();
+    let mut rounds = 0;
+    loop {
+        let (next, page): (String, Vec<String>) = q(&mut c, &["SCAN", &cursor, "COUNT", "37"]);
+        assert!(page.len() <= 37);
+        all.extend(page);
+        rounds += 1;
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(all.len(), 500);
+    assert!(rounds >= 14);
+    assert_eq!(e(&mut c, &["SCAN", "abc"]), "ERR invalid cursor");
+    assert_eq!(e(&mut c, &["SCAN", "0", "COUNT", "0"]), "ERR syntax error");
+    assert_eq!(e(&mut c, &["SCAN", "0", "BOGUS", "1"]), "ERR syntax error");
+    let (_, none): (String, Vec<String>) = q(&mut c, &["SCAN", "0", "TYPE", "list"]);
+    assert!(none.is_empty());
+}
+
+#[test]
+fn restart_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let mut c = s.client();
+    q::<String>(&mut c, &["MSET", "a", "1", "b", "2"]);
+    q::<String>(&mut c, &["SET", "t", "x", "EX", "1000"]);
+    q::<i64>(&mut c, &["INCRBY", "n", "41"]);
+    q::<String>(&mut c, &["SAVE"]);
+    q::<i64>(&mut c, &["INCR", "n"]);
+    q::<i64>(&mut c, &["DEL", "b"]);
+    drop(c);
+    s.stop();
+    let s = Server::start(dir.path(), None, |_| {});
+    let mut c = s.client();
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "a"]), Some("1".into()));
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "b"]), None);
+    assert_eq!(q::<i64>(&mut c, &["GET", "n"]), 42);
+    let ttl: i64 = q(&mut c, &["TTL", "t"]);
+    assert!((990..=1000).contains(&ttl), "{ttl}");
+}
+
+#[test]
+fn shutdown_command_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), None, |_| {});
+    let mut c = s.client();
+    q::<String>(&mut c, &["SET", "a", "1"]);
+    let _ = cmd(&["SHUTDOWN"]).query::<Value>(&mut c);
+    // The server thread ends by itself, having closed ATLAS.
+    if let Some(t) = s.thread.take() {
+        t.join().unwrap();
+    }
+    let atlas = Atlas::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(atlas.get("a").unwrap(), "1");
+}
+
+#[test]
+fn max_clients_and_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| {
+        c.clients_max = 1;
+        c.idle_timeout_s = 1;
+    });
+    let mut first = s.raw();
+    assert_eq!(roundtrip(&mut first, b"PING\r\n", 7), b"+PONG\r\n");
+    let mut second = s.raw();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut second)),
+        "-ERR max number of clients reached\r\n"
+    );
+    // The idle first client is closed after ~1 s, freeing the slot.
+    let started = std::time::Instant::now();
+    assert!(read_to_close(&mut first).is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(50));
+    let mut third = s.raw();
+    assert_eq!(roundtrip(&mut third, b"PING\r\n", 7), b"+PONG\r\n");
+}
+
+#[test]
+fn large_values_round_trip() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    let v = vec![7u8; 3 * 1024 * 1024];
+    let _: () = c.set("big", &v).unwrap();
+    assert_eq!(c.get::<_, Vec<u8>>("big").unwrap(), v);
+}
+
+#[test]
+fn auth_user_pass_checks_helios_auth_users() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The gateway bootstraps an `admin` user in the directory, then lets it go.
+        let mut g = helios_bins::config::GatewayConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        g.auth.bcrypt_cost = 4;
+        let state = helios_bins::gateway::start(g, Some("admin password 1".into())).unwrap();
+        state.atlas.close().unwrap();
+    }
+    let s = Server::start(dir.path(), None, |c| {
+        c.requirepass = "s3cret".into();
+        c.auth_users = true;
+    });
+    let mut raw = s.raw();
+    expect(
+        &mut raw,
+        b"AUTH admin wrong-password\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect(
+        &mut raw,
+        b"AUTH nobody x\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    expect(
+        &mut raw,
+        b"AUTH admin \"admin password 1\"\r\nPING\r\n",
+        "+OK\r\n+PONG\r\n",
+    );
+    // HELLO with AUTH, on a fresh connection.
+    let mut raw = s.raw();
+    let got = roundtrip(&mut raw, b"HELLO 3 AUTH default s3cret\r\n", 20);
+    assert!(
+        got.starts_with(b"%7\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn random_commands_never_break_the_server() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    let names: Vec<String> = q::<Vec<String>>(&mut c, &["COMMAND", "LIST"])
+        .into_iter()
+        .filter(|n| {
+            !matches!(
+                n.as_str(),
+                "shutdown" | "quit" | "multi" | "flushall" | "flushdb"
+            )
+        })
+        .collect();
+    let words = [
+        "",
+        "k",
+        "k2",
+        "0",
+        "-1",
+        "1",
+        "9223372036854775807",
+        "1.5",
+        "nan",
+        "EX",
+        "PX",
+        "NX",
+        "XX",
+        "GET",
+        "KEEPTTL",
+        "PERSIST",
+        "COUNT",
+        "MATCH",
+        "*",
+        "[",
+        "\\",
+        "EXAT",
+        "GT",
+        "LT",
+        "\u{e9}",
+        "3",
+        "AUTH",
+        "SETNAME",
+        "GETNAME",
+        "ID",
+        "INFO",
+    ];
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..3000 {
+        let name = &names[(next() % names.len() as u64) as usize];
+        let mut cmd = redis::cmd(name);
+        for _ in 0..next() % 6 {
+            cmd.arg(words[(next() % words.len() as u64) as usize]);
+        }
+        // Any reply, error replies included, is fine; a dropped connection is not.
+        match cmd.query::<Value>(&mut c) {
+            Ok(_) => {}
+            Err(e) => assert!(e.code().is_some() || e.detail().is_some(), "{name}: {e}"),
+        }
+    }
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+}
