@@ -899,6 +899,21 @@ fn auth_user_pass_checks_helios_auth_users() {
         b"AUTH admin \"admin password 1\"\r\nPING\r\n",
         "+OK\r\n+PONG\r\n",
     );
+    // Five failures lock the username (as the gateway's login): then even the right
+    // password is refused, with the same reply.
+    let mut raw = s.raw();
+    for _ in 0..5 {
+        expect(
+            &mut raw,
+            b"AUTH admin wrong-password\r\n",
+            "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+        );
+    }
+    expect(
+        &mut raw,
+        b"AUTH admin \"admin password 1\"\r\n",
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
     // HELLO with AUTH, on a fresh connection.
     let mut raw = s.raw();
     let got = roundtrip(&mut raw, b"HELLO 3 AUTH default s3cret\r\n", 20);

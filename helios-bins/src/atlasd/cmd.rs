@@ -525,22 +525,53 @@ fn check_credentials(shared: &Shared, user: Option<&[u8]>, pass: &[u8]) -> bool 
     }
 }
 
+/// Cost of the dummy hash checked for unknown usernames: the gateway's default bcrypt
+/// cost, which is what its users' hashes carry.
+const DUMMY_HASH_COST: u32 = 12;
+
+/// `AUTH user pass` against helios-auth users, as the gateway's login does it: the attempt
+/// counts against the username's throttle before the slow check (a locked username is
+/// refused without one), and an unknown username costs a bcrypt check too, so timing does
+/// not tell which users exist.
 fn auth_user(shared: &Shared, username: &str, password: &str) -> bool {
-    let Ok(name_key) = helios_core::keys::auth_username(&username.to_ascii_lowercase()) else {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let throttle_key = format!("user:{}", username.to_ascii_lowercase());
+    if shared
+        .auth_throttle
+        .attempt(&throttle_key, now_ms)
+        .is_some()
+    {
         return false;
-    };
-    let Some(id) = shared.atlas.get(&name_key) else {
-        return false;
-    };
-    let Some(user) = std::str::from_utf8(&id)
+    }
+    let user = helios_core::keys::auth_username(&username.to_ascii_lowercase())
         .ok()
-        .and_then(|id| helios_core::keys::auth_user(id).ok())
         .and_then(|k| shared.atlas.get(&k))
-        .and_then(|b| serde_json::from_slice::<helios_auth::User>(&b).ok())
-    else {
-        return false;
+        .and_then(|id| {
+            std::str::from_utf8(&id)
+                .ok()
+                .and_then(|id| helios_core::keys::auth_user(id).ok())
+        })
+        .and_then(|k| shared.atlas.get(&k))
+        .and_then(|b| serde_json::from_slice::<helios_auth::User>(&b).ok());
+    let ok = match &user {
+        Some(u) => helios_auth::password::verify(password, &u.password_hash) && !u.disabled,
+        None => {
+            let dummy = shared.auth_dummy_hash.get_or_init(|| {
+                let mut salt = [0u8; 16];
+                helios_auth::Randomness::fill(&helios_auth::OsRandom, &mut salt);
+                helios_auth::password::hash("not a password", DUMMY_HASH_COST, salt)
+                    .unwrap_or_default()
+            });
+            let _ = helios_auth::password::verify(password, dummy);
+            false
+        }
     };
-    !user.disabled && helios_auth::password::verify(password, &user.password_hash)
+    if ok {
+        shared.auth_throttle.success(&throttle_key);
+    }
+    ok
 }
 
 fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut Out) -> Flow {

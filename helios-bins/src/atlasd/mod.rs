@@ -93,6 +93,10 @@ pub struct Shared {
     fsync_always: bool,
     scan_cursors: Mutex<ScanCursors>,
     shutdown: watch::Sender<bool>,
+    /// Failed `AUTH user pass` attempts per username (helios-auth's throttle).
+    pub(crate) auth_throttle: helios_auth::throttle::Throttle,
+    /// A bcrypt hash checked for unknown usernames, so they take as long as known ones.
+    pub(crate) auth_dummy_hash: std::sync::OnceLock<String>,
 }
 
 fn unix_s() -> u64 {
@@ -208,6 +212,9 @@ pub async fn run(
         rng: AtomicU64::new(unix_s() ^ u64::from(std::process::id())),
         scan_cursors: Mutex::new(ScanCursors::default()),
         shutdown: tx,
+        auth_throttle: helios_auth::throttle::Throttle::new(helios_auth::ThrottleConfig::default())
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        auth_dummy_hash: std::sync::OnceLock::new(),
         cfg,
     });
     let slots = Arc::new(Semaphore::new(shared.cfg.clients_max));
