@@ -425,6 +425,66 @@ async fn a_failed_store_refuses_writes_with_503_and_still_serves_reads() {
     assert!(s.stop_result().await.is_err());
 }
 
+#[tokio::test]
+async fn expired_and_foreign_tokens_get_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1_000);
+    let secret = "a test secret of at least thirty-two bytes";
+    cfg.auth.jwt_secret = secret.into();
+    let s = start(cfg).await;
+    let good = login(&s, "gina").await;
+    let (_, _, me) = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&good), None, &[])
+        .await;
+    // The same claims, re-signed with the right key, but expired an hour ago (well past
+    // the leeway); and a fresh token signed with another key.
+    let mut claims: helios_auth::Claims = jsonwebtoken::dangerous::insecure_decode(&good)
+        .unwrap()
+        .claims;
+    let now = claims.iat;
+    claims.iat = now - 7_200;
+    claims.nbf = now - 7_200;
+    claims.exp = now - 3_600;
+    let header = jsonwebtoken::Header {
+        kid: Some("k1".into()),
+        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+    };
+    let expired = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let mut fresh = claims.clone();
+    fresh.iat = now;
+    fresh.nbf = now;
+    fresh.exp = now + 600;
+    let foreign = jsonwebtoken::encode(
+        &header,
+        &fresh,
+        &jsonwebtoken::EncodingKey::from_secret(b"another secret of thirty-two bytes or more"),
+    )
+    .unwrap();
+    for token in [&expired, &foreign] {
+        let (st, h, v) = s
+            .call(Method::GET, "/api/v1/auth/me", Some(token), None, &[])
+            .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+        assert!(
+            h["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+    }
+    // The genuine token still works.
+    let (st, _, again) = s
+        .call(Method::GET, "/api/v1/auth/me", Some(&good), None, &[])
+        .await;
+    assert_eq!((st, again), (StatusCode::OK, me));
+    s.stop().await;
+}
+
 async fn admin_token(s: &Server) -> String {
     let (st, _, v) = s
         .call(

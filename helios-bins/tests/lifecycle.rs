@@ -84,6 +84,58 @@ async fn slow_headers_and_idle_sockets_are_cut_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_stops_arriving_gets_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.http.body_read_timeout_ms = 300;
+    cfg.http.idle_timeout_ms = 5_000;
+    let (addr, tx, done) = start(cfg).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Half of a declared 100-byte body, then nothing.
+    s.write_all(
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"username\":",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered before 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.http.connections_max = 1;
+    cfg.http.idle_timeout_ms = 10_000;
+    cfg.http.header_read_timeout_ms = 10_000;
+    let (addr, tx, done) = start(cfg).await;
+    // The one slot, held by a connection that is open but idle.
+    let holder = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;
+    assert!(early.is_err(), "not served while the cap is reached");
+    // The slot frees up: the waiting request is served.
+    drop(holder);
+    let (got, _) = read_until_closed(&mut waiting).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn too_large_or_too_many_headers_get_431() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, tx, done) = start(config(dir.path())).await;
