@@ -991,3 +991,90 @@ fn random_commands_never_break_the_server() {
     }
     assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
 }
+
+#[test]
+fn review_fixes_redis_parity_and_safety() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.requirepass = "pw".into());
+
+    // Before AUTH, Redis's small limits: a big array is a protocol error and closes.
+    let mut raw = s.raw();
+    let mut big = b"*11\r\n".to_vec();
+    for _ in 0..11 {
+        big.extend_from_slice(b"$1\r\nx\r\n");
+    }
+    let got = String::from_utf8_lossy(&{
+        raw.write_all(&big).unwrap();
+        read_to_close(&mut raw)
+    })
+    .into_owned();
+    assert_eq!(
+        got,
+        "-ERR Protocol error: unauthenticated multibulk length\r\n"
+    );
+    let mut raw = s.raw();
+    let got = String::from_utf8_lossy(&{
+        raw.write_all(b"*2\r\n$4\r\nAUTH\r\n$20000\r\n").unwrap();
+        read_to_close(&mut raw)
+    })
+    .into_owned();
+    assert_eq!(got, "-ERR Protocol error: unauthenticated bulk length\r\n");
+    // A pipelined AUTH lifts them for what follows it.
+    let mut raw = s.raw();
+    let mut piped = b"AUTH pw\r\n".to_vec();
+    piped.extend_from_slice(&big);
+    let want = "+OK\r\n-ERR unknown command 'x', with args beginning with: ";
+    let got = roundtrip(&mut raw, &piped, want.len());
+    assert!(
+        got.starts_with(want.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let mut c = s.client();
+    let _: () = redis::cmd("AUTH").arg("pw").query(&mut c).unwrap();
+    // INCRBYFLOAT text as Redis makes it.
+    let _: () = q(&mut c, &["SET", "f", "0.1"]);
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "f", "0.2"]), "0.3");
+    assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "z", "1e-20"]), "0");
+    // EXPIRETIME rounds to the nearest second.
+    let _: () = q(&mut c, &["SET", "t", "v"]);
+    let _: i64 = q(&mut c, &["PEXPIREAT", "t", "99999999999600"]);
+    assert_eq!(q::<i64>(&mut c, &["EXPIRETIME", "t"]), 100_000_000_000);
+
+    // A write the store refuses inside EXEC aborts all of it: nothing half applied.
+    let _: () = q(&mut c, &["SET", "src", "keep me"]);
+    let long_key = "k".repeat(70_000);
+    let _: () = q(&mut c, &["MULTI"]);
+    let _: String = q(&mut c, &["SET", "a", "1"]);
+    let _: String = q(&mut c, &["RENAME", "src", &long_key]);
+    let r = cmd(&["EXEC"]).query::<Value>(&mut c);
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(q::<Option<String>>(&mut c, &["GET", "a"]), None);
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GET", "src"]).as_deref(),
+        Some("keep me")
+    );
+    drop(s);
+
+    // No requirepass: `AUTH default <anything>` is accepted, as in Redis 7.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |_| {});
+    let mut raw = s.raw();
+    expect(&mut raw, b"AUTH default whatever\r\n", "+OK\r\n");
+
+    // RANDOMKEY while another client writes: no deadlock.
+    let mut w = s.client();
+    let _: () = q(&mut w, &["SET", "seed", "1"]);
+    let writer = std::thread::spawn(move || {
+        for i in 0..2_000 {
+            let _: () = q(&mut w, &["SET", &format!("w{i}"), "v"]);
+        }
+    });
+    let mut r = s.client();
+    for _ in 0..2_000 {
+        let k: Option<String> = q(&mut r, &["RANDOMKEY"]);
+        assert!(k.is_some());
+    }
+    writer.join().unwrap();
+}

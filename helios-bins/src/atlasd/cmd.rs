@@ -476,6 +476,9 @@ fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
         });
         return;
     }
+    // A write the store refuses (memory limit, oversized key or value) aborts the whole
+    // EXEC and nothing of it applies: a multi-write command must never be left half done.
+    // Command errors (wrong arguments, not an integer) are replies and do not abort.
     let r = shared.atlas.transact(move |tx| {
         let mut o = Out {
             buf: BytesMut::with_capacity(64 * n),
@@ -483,7 +486,7 @@ fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
         };
         o.array(n);
         for q in &m.queued {
-            one(tx, q, &mut o);
+            run_one(tx, q, &mut o)?;
         }
         Ok::<_, AtlasError>(o.buf)
     });
@@ -511,9 +514,11 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 fn check_credentials(shared: &Shared, user: Option<&[u8]>, pass: &[u8]) -> bool {
     match user {
         None => constant_time_eq(pass, shared.cfg.requirepass.as_bytes()),
+        // As in Redis 7: with no requirepass the default user has no password, and any
+        // password is accepted for it.
         Some(u) if u == b"default" => {
-            !shared.cfg.requirepass.is_empty()
-                && constant_time_eq(pass, shared.cfg.requirepass.as_bytes())
+            shared.cfg.requirepass.is_empty()
+                || constant_time_eq(pass, shared.cfg.requirepass.as_bytes())
         }
         Some(u) if shared.cfg.auth_users => {
             let (Ok(u), Ok(p)) = (std::str::from_utf8(u), std::str::from_utf8(pass)) else {
@@ -629,8 +634,10 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
                 None
             } else {
                 let skip = shared.random() % n;
+                // Read the time first: `now_ms` takes the keyspace lock itself, and a
+                // second read lock behind a queued writer would deadlock.
+                let now = shared.now_ms();
                 shared.atlas.with_keyspace(|ks| {
-                    let now = shared.now_ms();
                     ks.iter()
                         .skip(skip as usize)
                         .chain(ks.iter())

@@ -15,7 +15,7 @@
 //! Keys must be UTF-8 and non-empty (ATLAS keys are UTF-8 strings): otherwise the reply is
 //! `-ERR invalid key: ...` and nothing happens. Values are arbitrary bytes.
 
-use super::resp::{Out, format_double};
+use super::resp::Out;
 use bytes::Bytes;
 use helios_atlas::{AtlasError, Expiry, KeyTtl, SetCondition, SetOptions, Tx};
 
@@ -492,7 +492,7 @@ pub fn incrbyfloat(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<()
         out.error("ERR increment would produce NaN or Infinity");
         return Ok(());
     }
-    let text = format_double(next);
+    let text = format_incrbyfloat(next);
     tx.set(k, Bytes::from(text.clone()), Expiry::Keep)?;
     out.bulk(text.as_bytes());
     Ok(())
@@ -675,7 +675,8 @@ fn ttl_with(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out, kind: u8) -> Result
         } => match kind {
             b't' => (remaining_ms.saturating_add(500) / 1000).min(i64::MAX as u64) as i64,
             b'p' => remaining_ms.min(i64::MAX as u64) as i64,
-            b'e' => (at_ms / 1000) as i64,
+            // Rounded to the nearest second, as Redis does.
+            b'e' => (at_ms.saturating_add(500) / 1000).min(i64::MAX as u64) as i64,
             _ => at_ms.min(i64::MAX as u64) as i64,
         },
     });
@@ -690,6 +691,69 @@ pub fn ttl(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasE
 /// PTTL key
 pub fn pttl(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
     ttl_with(tx, a, out, b'p')
+}
+
+/// The text INCRBYFLOAT stores and replies, as Redis makes it (`%.17Lf` of a long double,
+/// trailing zeros trimmed): fixed-point, never an exponent, at most 17 decimals. An f64
+/// carries about 15-16 significant digits where Redis's long double carries more, so the
+/// value is first rounded to 15 significant digits: `0.1 + 0.2` gives `0.3` as in Redis,
+/// not `0.30000000000000004`.
+pub fn format_incrbyfloat(v: f64) -> String {
+    const DECIMALS_MAX: usize = 17;
+    // "d.dddddddddddddde<exp>": 15 significant digits, correctly rounded by std.
+    let sci = format!("{:.14e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i64 = exp.parse().unwrap_or(0);
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    // Digits before the decimal point.
+    let point = 1 + exp;
+    let mut int_part: Vec<u8> = Vec::new();
+    let mut frac: Vec<u8> = Vec::new();
+    if point <= 0 {
+        int_part.push(b'0');
+        frac.extend(std::iter::repeat_n(b'0', (-point) as usize));
+        frac.extend_from_slice(&digits);
+    } else if point as usize >= digits.len() {
+        int_part.extend_from_slice(&digits);
+        int_part.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
+    } else {
+        int_part.extend_from_slice(&digits[..point as usize]);
+        frac.extend_from_slice(&digits[point as usize..]);
+    }
+    if frac.len() > DECIMALS_MAX {
+        let round_up = frac[DECIMALS_MAX] >= b'5';
+        frac.truncate(DECIMALS_MAX);
+        if round_up {
+            // Carry through the fraction, then the integer part.
+            let mut carry = true;
+            for d in frac.iter_mut().rev().chain(int_part.iter_mut().rev()) {
+                if *d == b'9' {
+                    *d = b'0';
+                } else {
+                    *d += 1;
+                    carry = false;
+                    break;
+                }
+            }
+            if carry {
+                int_part.insert(0, b'1');
+            }
+        }
+    }
+    while frac.last() == Some(&b'0') {
+        frac.pop();
+    }
+    let mut out = String::new();
+    let zero = int_part.iter().all(|&d| d == b'0') && frac.is_empty();
+    if v < 0.0 && !zero {
+        out.push('-');
+    }
+    out.extend(int_part.iter().map(|&d| char::from(d)));
+    if !frac.is_empty() {
+        out.push('.');
+        out.extend(frac.iter().map(|&d| char::from(d)));
+    }
+    out
 }
 
 /// EXPIRETIME key: absolute unix seconds, -1, -2
@@ -711,4 +775,24 @@ pub fn persist(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), At
     }
     out.int(i64::from(had));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_incrbyfloat as f;
+
+    #[test]
+    fn incrbyfloat_text_is_redis_text() {
+        assert_eq!(f(0.1 + 0.2), "0.3");
+        assert_eq!(f(10.5 + 0.1), "10.6");
+        assert_eq!(f(1e-20), "0");
+        assert_eq!(f(-1e-20), "0");
+        assert_eq!(f(3.0), "3");
+        assert_eq!(f(-2.5), "-2.5");
+        assert_eq!(f(1e20), "100000000000000000000");
+        assert_eq!(f(5.0e3), "5000");
+        assert_eq!(f(1.5e-17), "0.00000000000000002");
+        assert_eq!(f(0.99999999999999999), "1");
+        assert_eq!(f(123.456), "123.456");
+    }
 }

@@ -293,8 +293,15 @@ async fn connection(
         loop {
             let mut reqs = Vec::new();
             let mut perr = None;
-            while reqs.len() < BATCH_COUNT_MAX {
-                match parse_request(&mut inbuf, &shared.limits) {
+            // Before AUTH, Redis's small unauthenticated limits apply, one request at a
+            // time (so a pipelined AUTH lifts them for the requests after it).
+            let (limits, batch_max) = if session.authed {
+                (&shared.limits, BATCH_COUNT_MAX)
+            } else {
+                (&Limits::UNAUTHENTICATED, 1)
+            };
+            while reqs.len() < batch_max {
+                match parse_request(&mut inbuf, limits) {
                     Ok(Parsed::Request(r)) => reqs.push(r),
                     Ok(Parsed::Incomplete) => break,
                     Err(e) => {

@@ -30,6 +30,20 @@ pub struct Limits {
     pub array_count_max: u64,
     /// Longest inline request line, bytes.
     pub inline_size_max: usize,
+    /// Whether these are the limits for a client that has not authenticated yet (then
+    /// the errors say so, as Redis's do).
+    pub unauthenticated: bool,
+}
+
+impl Limits {
+    /// Redis's limits for a client that has not authenticated: at most 10 arguments of
+    /// at most 16 KiB, so a stranger cannot make the server buffer much.
+    pub const UNAUTHENTICATED: Limits = Limits {
+        bulk_size_max: 16 * 1024,
+        array_count_max: 10,
+        inline_size_max: 16 * 1024,
+        unauthenticated: true,
+    };
 }
 
 impl Default for Limits {
@@ -38,6 +52,7 @@ impl Default for Limits {
             bulk_size_max: 512 * 1024 * 1024,
             array_count_max: 1024 * 1024,
             inline_size_max: 64 * 1024,
+            unauthenticated: false,
         }
     }
 }
@@ -58,6 +73,12 @@ pub enum ProtocolError {
     /// An inline line past the limit.
     #[error("ERR Protocol error: too big inline request")]
     InlineTooBig,
+    /// An array past the unauthenticated limit.
+    #[error("ERR Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedArrayLength,
+    /// A bulk string past the unauthenticated limit.
+    #[error("ERR Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// A multibulk header line past the limit.
     #[error("ERR Protocol error: too big mbulk count string")]
     HeaderTooBig,
@@ -114,7 +135,11 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, Prot
     };
     let count = parse_len(&buf[1..nl]).ok_or(ProtocolError::ArrayLength)?;
     if count > limits.array_count_max as i64 {
-        return Err(ProtocolError::ArrayLength);
+        return Err(if limits.unauthenticated {
+            ProtocolError::UnauthenticatedArrayLength
+        } else {
+            ProtocolError::ArrayLength
+        });
     }
     let mut pos = nl + 1;
     if count <= 0 {
@@ -136,8 +161,15 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, Prot
             return Ok(Parsed::Incomplete);
         };
         let len = parse_len(&buf[pos + 1..nl]).ok_or(ProtocolError::BulkLength)?;
-        if len < 0 || len as u64 > limits.bulk_size_max {
+        if len < 0 {
             return Err(ProtocolError::BulkLength);
+        }
+        if len as u64 > limits.bulk_size_max {
+            return Err(if limits.unauthenticated {
+                ProtocolError::UnauthenticatedBulkLength
+            } else {
+                ProtocolError::BulkLength
+            });
         }
         let start = nl + 1;
         let end = start + len as usize;
@@ -487,6 +519,7 @@ mod tests {
             bulk_size_max: 10,
             array_count_max: 3,
             inline_size_max: 16,
+            unauthenticated: false,
         };
         let e = |b: &[u8]| parse_all(b, &l).unwrap_err().to_string();
         assert_eq!(
@@ -517,7 +550,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let l = Limits { bulk_size_max: 64, array_count_max: 8, inline_size_max: 64 };
+            let l = Limits { bulk_size_max: 64, array_count_max: 8, inline_size_max: 64, unauthenticated: false };
             let _ = parse_all(&bytes, &l);
         }
 
