@@ -234,6 +234,20 @@ pub(crate) fn env_value(raw: &str) -> Value {
     }
 }
 
+/// Merges the YAML file at `path` over `tree` (strict booleans; unknown keys fail with
+/// their dotted path). Shared by every binary's config.
+pub(crate) fn merge_file(tree: &mut Value, path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let v: Value = serde_saphyr::from_str_with_options(&text, options)
+        .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+    if !v.is_null() {
+        merge(tree, v, "")?;
+    }
+    Ok(())
+}
+
 impl GatewayConfig {
     /// Loads: defaults <- `file` <- `HELIOS_*` variables in `env` <- `flags`, then checks.
     pub fn load(
@@ -244,14 +258,7 @@ impl GatewayConfig {
         let mut tree = serde_json::to_value(GatewayConfig::default())
             .map_err(|e| err("defaults", e.to_string()))?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-            let options = serde_saphyr::options! { strict_booleans: true };
-            let v: Value = serde_saphyr::from_str_with_options(&text, options)
-                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-            if !v.is_null() {
-                merge(&mut tree, v, "")?;
-            }
+            merge_file(&mut tree, path)?;
         }
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("HELIOS_") else {

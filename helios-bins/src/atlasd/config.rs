@@ -119,14 +119,7 @@ impl AtlasdConfig {
         let mut tree = serde_json::to_value(AtlasdConfig::default())
             .map_err(|e| err("defaults", e.to_string()))?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-            let options = serde_saphyr::options! { strict_booleans: true };
-            let v: Value = serde_saphyr::from_str_with_options(&text, options)
-                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-            if !v.is_null() {
-                merge(&mut tree, v, "")?;
-            }
+            crate::config::merge_file(&mut tree, path)?;
         }
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("HELIOS_ATLASD_") else {
