@@ -1055,6 +1055,35 @@ fn review_fixes_redis_parity_and_safety() {
         q::<Option<String>>(&mut c, &["GET", "src"]).as_deref(),
         Some("keep me")
     );
+
+    // Reply parity: GETEX option word before its number, a missing key is nil before the
+    // expire time is checked; SET NX NX; CONFIG GET arity; SHUTDOWN ABORT.
+    assert_eq!(
+        e(&mut c, &["GETEX", "src", "FOO", "abc"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GETEX", "missing", "EX", "0"]),
+        None
+    );
+    assert_eq!(
+        e(&mut c, &["GETEX", "src", "EX", "0"]),
+        "ERR invalid expire time in 'getex' command"
+    );
+    assert_eq!(q::<String>(&mut c, &["SET", "nx", "1", "NX", "NX"]), "OK");
+    assert_eq!(
+        e(&mut c, &["SET", "nx", "1", "NX", "XX"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        e(&mut c, &["CONFIG", "GET"]),
+        "ERR wrong number of arguments for 'config|get' command"
+    );
+    assert_eq!(
+        e(&mut c, &["SHUTDOWN", "ABORT"]),
+        "ERR No shutdown in progress."
+    );
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG", "still serving");
     drop(s);
 
     // No requirepass: `AUTH default <anything>` is accepted, as in Redis 7.

@@ -707,13 +707,20 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
                 out.error("ERR DISCARD without MULTI");
             }
         }
+        // SHUTDOWN ABORT cancels a shutdown in progress; ours never is one a client can
+        // see (it starts at once), so it answers as Redis does when there is none.
+        Srv::Shutdown if a[1..].iter().any(|o| eq(o, "ABORT")) => {
+            if a.len() == 2 {
+                out.error("ERR No shutdown in progress.");
+            } else {
+                out.error(ERR_SYNTAX);
+            }
+        }
         Srv::Shutdown => {
             if a.len() > 1
-                && !a[1..].iter().all(|o| {
-                    ["NOSAVE", "SAVE", "NOW", "FORCE", "ABORT"]
-                        .iter()
-                        .any(|w| eq(o, w))
-                })
+                && !a[1..]
+                    .iter()
+                    .all(|o| ["NOSAVE", "SAVE", "NOW", "FORCE"].iter().any(|w| eq(o, w)))
             {
                 out.error(ERR_SYNTAX);
             } else {
@@ -1012,6 +1019,8 @@ fn config(shared: &Shared, s: &Session, a: &[Bytes], out: &mut Out) {
         out.error("ERR CONFIG SET is not supported: helios-atlasd settings are read-only (set them in atlasd.yaml, HELIOS_ATLASD_* or flags)");
     } else if eq(sub, "RESETSTAT") && a.len() == 2 {
         out.ok();
+    } else if eq(sub, "GET") {
+        out.error("ERR wrong number of arguments for 'config|get' command");
     } else {
         out.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",

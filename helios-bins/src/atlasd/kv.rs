@@ -183,9 +183,10 @@ pub fn set(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasE
             i += 2;
             continue;
         }
-        if eq(o, "NX") && condition == SetCondition::Always {
+        // A repeated NX (or XX) is accepted, as in Redis; NX with XX is not.
+        if eq(o, "NX") && condition != SetCondition::IfPresent {
             condition = SetCondition::IfAbsent;
-        } else if eq(o, "XX") && condition == SetCondition::Always {
+        } else if eq(o, "XX") && condition != SetCondition::IfAbsent {
             condition = SetCondition::IfPresent;
         } else if eq(o, "GET") {
             want_old = true;
@@ -294,6 +295,12 @@ pub fn getex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atla
     let change = match &a[2..] {
         [] => Change::None,
         [p] if eq(p, "PERSIST") => Change::Persist,
+        // The option word is checked before its number, as Redis does (`GETEX k FOO x`
+        // is a syntax error, not "not an integer").
+        [o, _] if !["EX", "PX", "EXAT", "PXAT"].iter().any(|w| eq(o, w)) => {
+            out.error(ERR_SYNTAX);
+            return Ok(());
+        }
         [o, n] => {
             let n = int!(n, out);
             if eq(o, "EX") {
@@ -314,6 +321,11 @@ pub fn getex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atla
             return Ok(());
         }
     };
+    // Redis looks the key up before it checks the expire time: a missing key is nil.
+    if matches!(change, Change::At(_)) && tx.get(k).is_none() {
+        out.null();
+        return Ok(());
+    }
     let expiry = match change {
         Change::At(e) => match resolve(e, tx.now_ms()) {
             Some(x) => Some(x),
