@@ -248,6 +248,41 @@ pub(crate) fn merge_file(tree: &mut Value, path: &Path) -> Result<(), ConfigErro
     Ok(())
 }
 
+/// Merges the `{prefix}*` variables of `env` over `tree`: `__` separates levels, names are
+/// lowercased, values typed by [`env_value`] unless `verbatim(name)`; names for which
+/// `skip(name)` holds are not config keys. Errors name the key and the variable.
+pub(crate) fn merge_env(
+    tree: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+    prefix: &str,
+    skip: impl Fn(&str) -> bool,
+    verbatim: impl Fn(&str) -> bool,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if skip(rest) {
+            continue;
+        }
+        let mut over = if verbatim(rest) {
+            Value::String(raw.clone())
+        } else {
+            env_value(&raw)
+        };
+        for p in rest.rsplit("__") {
+            let mut m = Map::new();
+            m.insert(p.to_ascii_lowercase(), over);
+            over = Value::Object(m);
+        }
+        merge(tree, over, "").map_err(|e| ConfigError {
+            key: format!("{} (from {name})", e.key),
+            reason: e.reason,
+        })?;
+    }
+    Ok(())
+}
+
 impl GatewayConfig {
     /// Loads: defaults <- `file` <- `HELIOS_*` variables in `env` <- `flags`, then checks.
     pub fn load(
@@ -260,26 +295,14 @@ impl GatewayConfig {
         if let Some(path) = file {
             merge_file(&mut tree, path)?;
         }
-        for (name, raw) in env {
-            let Some(rest) = name.strip_prefix("HELIOS_") else {
-                continue;
-            };
-            // Variables the binaries read directly, not config keys.
-            if matches!(rest, "ADMIN_PASSWORD" | "SEED") {
-                continue;
-            }
-            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            let mut over = env_value(&raw);
-            for p in parts.iter().rev() {
-                let mut m = Map::new();
-                m.insert(p.clone(), over);
-                over = Value::Object(m);
-            }
-            merge(&mut tree, over, "").map_err(|e| ConfigError {
-                key: format!("{} (from {name})", e.key),
-                reason: e.reason,
-            })?;
-        }
+        merge_env(
+            &mut tree,
+            env,
+            "HELIOS_",
+            // Variables the binaries read directly, and helios-atlasd's own.
+            |k| matches!(k, "ADMIN_PASSWORD" | "SEED") || k.starts_with("ATLASD_"),
+            |_| false,
+        )?;
         if let Some(l) = &flags.listen {
             tree["listen"] = Value::String(l.clone());
         }
@@ -380,6 +403,22 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             &FlagOverrides::default(),
         )
+    }
+
+    #[test]
+    fn the_gateway_ignores_atlasd_variables() {
+        let c = load(
+            "listen: 127.0.0.1:9000\n",
+            &[
+                ("HELIOS_ATLASD_REQUIREPASS", "x"),
+                ("HELIOS_ADMIN_PASSWORD", "y"),
+                ("HELIOS_QUEUE__DEPTH_MAX", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.queue.depth_max, 7);
+        let e = load("", &[("HELIOS_NOPE", "1")]).unwrap_err();
+        assert_eq!(e.key, "nope (from HELIOS_NOPE)");
     }
 
     #[test]

@@ -7,9 +7,8 @@
 //! have; `__` separates levels as in the gateway's config. Unknown keys fail at start,
 //! naming the key.
 
-use crate::config::{ConfigError, env_value, merge};
+use crate::config::{ConfigError, LogSection, merge_env};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -17,16 +16,6 @@ fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         key: key.into(),
         reason: reason.into(),
     }
-}
-
-/// Logging (as in the gateway).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AtlasdLog {
-    /// `json`, `pretty` or `auto`.
-    pub format: String,
-    /// Default filter (`RUST_LOG` wins when set).
-    pub level: String,
 }
 
 /// The configuration of `helios-atlasd`.
@@ -56,7 +45,7 @@ pub struct AtlasdConfig {
     /// Most commands queued in one MULTI.
     pub multi_count_max: usize,
     /// Logs.
-    pub log: AtlasdLog,
+    pub log: LogSection,
 }
 
 impl Default for AtlasdConfig {
@@ -72,7 +61,7 @@ impl Default for AtlasdConfig {
             bulk_size_max: 512 * 1024 * 1024,
             array_count_max: 1024 * 1024,
             multi_count_max: 100_000,
-            log: AtlasdLog {
+            log: LogSection {
                 format: "auto".into(),
                 level: "info".into(),
             },
@@ -121,26 +110,14 @@ impl AtlasdConfig {
         if let Some(path) = file {
             crate::config::merge_file(&mut tree, path)?;
         }
-        for (name, raw) in env {
-            let Some(rest) = name.strip_prefix("HELIOS_ATLASD_") else {
-                continue;
-            };
-            let mut over = if rest == "REQUIREPASS" {
-                Value::String(raw.clone())
-            } else {
-                env_value(&raw)
-            };
-            let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-            for p in parts.into_iter().rev() {
-                let mut m = Map::new();
-                m.insert(p, over);
-                over = Value::Object(m);
-            }
-            merge(&mut tree, over, "").map_err(|e| ConfigError {
-                key: format!("{} (from {name})", e.key),
-                reason: e.reason,
-            })?;
-        }
+        // The password is taken as written (a numeric one stays a string).
+        merge_env(
+            &mut tree,
+            env,
+            "HELIOS_ATLASD_",
+            |_| false,
+            |k| k == "REQUIREPASS",
+        )?;
         let mut cfg: AtlasdConfig =
             serde_json::from_value(tree).map_err(|e| err("config", e.to_string()))?;
         if let Some(l) = &flags.listen {
