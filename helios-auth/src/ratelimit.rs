@@ -151,22 +151,26 @@ struct State {
 struct Compiled {
     config: RateLimitConfig,
     default_policy: Arc<str>,
-    roles: HashMap<String, Arc<str>>,
-    clients: HashMap<String, Arc<str>>,
+    // Per role and per client: the limits with their policy text.
+    roles: HashMap<String, (TokenBucketConfig, Arc<str>)>,
+    clients: HashMap<String, (TokenBucketConfig, Arc<str>)>,
 }
 
 impl Compiled {
     fn new(config: RateLimitConfig) -> Self {
-        let policy = |name: &str, l: &TokenBucketConfig| -> Arc<str> {
+        let policy = |name: &str, l: &TokenBucketConfig| -> (TokenBucketConfig, Arc<str>) {
             let window_s = div_ceil_s(
                 l.capacity
                     .saturating_mul(l.refill_period_ms)
                     .div_ceil(l.refill_tokens),
             );
-            format!("\"{name}\";q={};w={window_s}", l.capacity).into()
+            (
+                *l,
+                format!("\"{name}\";q={};w={window_s}", l.capacity).into(),
+            )
         };
         Self {
-            default_policy: policy("default", &config.default),
+            default_policy: policy("default", &config.default).1,
             roles: config
                 .roles
                 .iter()
@@ -183,11 +187,11 @@ impl Compiled {
 
     /// The limits of `client` (with `roles`) and their policy text.
     fn limits_for(&self, client: &str, roles: &[String]) -> (TokenBucketConfig, Arc<str>) {
-        if let (Some(l), Some(p)) = (self.config.clients.get(client), self.clients.get(client)) {
+        if let Some((l, p)) = self.clients.get(client) {
             return (*l, p.clone());
         }
         for r in roles {
-            if let (Some(l), Some(p)) = (self.config.roles.get(r), self.roles.get(r)) {
+            if let Some((l, p)) = self.roles.get(r) {
                 return (*l, p.clone());
             }
         }

@@ -24,13 +24,9 @@ impl JobId {
     /// The 32 lowercase hex digits (formatted by hand: ids are written on every
     /// transition, and `fmt` machinery showed in profiles).
     pub fn to_hex(&self) -> [u8; 32] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 32];
-        for (i, word) in [self.created_at_ms, self.seq].into_iter().enumerate() {
-            for j in 0..16 {
-                out[i * 16 + j] = DIGITS[((word >> (60 - 4 * j)) & 0xF) as usize];
-            }
-        }
+        out[..16].copy_from_slice(&helios_core::digits::hex(self.created_at_ms).0);
+        out[16..].copy_from_slice(&helios_core::digits::hex(self.seq).0);
         out
     }
 }
