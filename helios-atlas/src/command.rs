@@ -294,7 +294,7 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
 /// Reusable allocations of an [`Overlay`], kept by the writer between groups.
 #[derive(Debug, Default)]
 pub(crate) struct OverlayScratch {
-    changes: HashMap<String, Option<Entry>>,
+    changes: HashMap<String, Option<Entry>, ahash::RandomState>,
     undo: Vec<(String, Option<Option<Entry>>)>,
 }
 

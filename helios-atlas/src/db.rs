@@ -587,30 +587,39 @@ impl Atlas {
         R: Send + 'static,
         E: From<AtlasError> + Send + 'static,
     {
-        let slot: Arc<Mutex<Option<std::result::Result<R, E>>>> = Arc::new(Mutex::new(None));
-        let out = slot.clone();
-        let erased: command::TxBox = Box::new(move |tx: &mut Tx<'_, '_>| {
-            let r = f(tx);
-            let failed = r.is_err();
-            *out.lock() = Some(r);
-            if failed {
-                Err(AtlasError::TxAborted)
-            } else {
-                Ok(())
-            }
-        });
-        let submitted = self
-            .inner
-            .submit(Command::Tx(command::TxFn(Arc::new(Mutex::new(Some(
-                erased,
-            ))))));
-        let produced = slot.lock().take();
-        match (submitted, produced) {
-            (Ok(_), Some(Ok(v))) => Ok(v),
-            (Err(AtlasError::TxAborted), Some(Err(e))) => Err(e),
-            (Err(e), _) => Err(E::from(e)),
-            (Ok(_), _) => Err(E::from(AtlasError::TxAborted)),
+        let (cmd, out) = erase_tx(f);
+        unerase_tx(self.inner.submit(cmd), &out)
+    }
+
+    /// Runs every closure of `fs` as its own atomic transaction (as [`Atlas::transact`]
+    /// does for one), all in ONE commit group: their records are appended with one write
+    /// and, under `always`, made durable by one fsync. Transactions run in order, and each
+    /// sees the writes of those before it. Results come back in order; a transaction that
+    /// fails (its closure returns `Err`, or the store refuses its writes) changes nothing
+    /// and does not affect the others.
+    ///
+    /// This is the batching entry point for a server that gathers the writes of many
+    /// clients (helios-atlasd's committer): one call per batch instead of one per client.
+    pub fn transact_many<R, E, F>(&self, fs: Vec<F>) -> Vec<std::result::Result<R, E>>
+    where
+        F: for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> std::result::Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<AtlasError> + Send + 'static,
+    {
+        type Out<R, E> = Arc<Mutex<Option<std::result::Result<R, E>>>>;
+        let mut outs: Vec<Out<R, E>> = Vec::with_capacity(fs.len());
+        let mut cmds = Vec::with_capacity(fs.len());
+        for f in fs {
+            let (cmd, out) = erase_tx(f);
+            cmds.push(cmd);
+            outs.push(out);
         }
+        let submitted = self.inner.submit_many(cmds);
+        submitted
+            .into_iter()
+            .zip(outs)
+            .map(|(s, out)| unerase_tx(s, &out))
+            .collect()
     }
 
     /// Runs `f` over a read-only [`Tx`] of the current state (writes through it fail).
@@ -667,6 +676,47 @@ impl Atlas {
     /// released when the last clone is dropped.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
+    }
+}
+
+/// Wraps a typed transaction closure as a [`Command::Tx`], with the slot its typed result
+/// lands in.
+#[allow(clippy::type_complexity)]
+fn erase_tx<R, E, F>(f: F) -> (Command, Arc<Mutex<Option<std::result::Result<R, E>>>>)
+where
+    F: for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> std::result::Result<R, E> + Send + 'static,
+    R: Send + 'static,
+    E: From<AtlasError> + Send + 'static,
+{
+    let slot: Arc<Mutex<Option<std::result::Result<R, E>>>> = Arc::new(Mutex::new(None));
+    let out = slot.clone();
+    let erased: command::TxBox = Box::new(move |tx: &mut Tx<'_, '_>| {
+        let r = f(tx);
+        let failed = r.is_err();
+        *out.lock() = Some(r);
+        if failed {
+            Err(AtlasError::TxAborted)
+        } else {
+            Ok(())
+        }
+    });
+    (
+        Command::Tx(command::TxFn(Arc::new(Mutex::new(Some(erased))))),
+        slot,
+    )
+}
+
+/// The typed result of a transaction from its commit result and its result slot.
+fn unerase_tx<R, E: From<AtlasError>>(
+    submitted: Result<Reply>,
+    slot: &Mutex<Option<std::result::Result<R, E>>>,
+) -> std::result::Result<R, E> {
+    let produced = slot.lock().take();
+    match (submitted, produced) {
+        (Ok(_), Some(Ok(v))) => Ok(v),
+        (Err(AtlasError::TxAborted), Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(E::from(e)),
+        (Ok(_), _) => Err(E::from(AtlasError::TxAborted)),
     }
 }
 
@@ -778,8 +828,14 @@ impl Inner {
             });
             !std::mem::replace(&mut p.leader, true)
         };
+        self.wait_slot(&slot, &mut lead)
+    }
+
+    /// Waits for `slot`'s result, leading a group whenever leadership comes to this
+    /// writer (`lead` set, or handed on to `slot`).
+    fn wait_slot(&self, slot: &Slot, lead: &mut bool) -> Result<Reply> {
         loop {
-            if std::mem::take(&mut lead) {
+            if std::mem::take(lead) {
                 self.lead();
             }
             let mut st = slot.state.lock();
@@ -787,13 +843,78 @@ impl Inner {
                 match std::mem::replace(&mut *st, SlotState::Waiting) {
                     SlotState::Done(r) => return r,
                     SlotState::Lead => {
-                        lead = true;
+                        *lead = true;
                         break;
                     }
                     SlotState::Waiting => slot.cv.wait(&mut st),
                 }
             }
         }
+    }
+
+    /// Commits `cmds` in one group (one write; one fsync under `always`), one result per
+    /// command, in order. A command that fails validation gets its error and the others go
+    /// on.
+    fn submit_many(&self, cmds: Vec<Command>) -> Vec<Result<Reply>> {
+        let mut results: Vec<Option<Result<Reply>>> = Vec::with_capacity(cmds.len());
+        let mut valid = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            match command::validate(&cmd).and_then(|()| self.check_writable()) {
+                Ok(()) => {
+                    results.push(None);
+                    valid.push(cmd);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let committed = if valid.is_empty() {
+            Vec::new()
+        } else if self.options.fsync != FsyncPolicy::Always {
+            self.commit(&valid)
+        } else {
+            let uncontended = {
+                let mut p = self.pipeline.lock();
+                let free = !p.leader && p.queue.is_empty();
+                if free {
+                    p.leader = true;
+                }
+                free
+            };
+            if uncontended {
+                let _leader = LeaderGuard { inner: self };
+                self.commit(&valid)
+            } else {
+                // Queued together under one lock, so the leader that takes the first of
+                // them takes them all: still one group.
+                let slots: Vec<Arc<Slot>> = (0..valid.len())
+                    .map(|_| {
+                        Arc::new(Slot {
+                            state: Mutex::new(SlotState::Waiting),
+                            cv: Condvar::new(),
+                        })
+                    })
+                    .collect();
+                let mut lead = {
+                    let mut p = self.pipeline.lock();
+                    for (cmd, slot) in valid.into_iter().zip(&slots) {
+                        p.queue.push(Pending {
+                            cmd,
+                            slot: slot.clone(),
+                        });
+                    }
+                    !std::mem::replace(&mut p.leader, true)
+                };
+                slots
+                    .iter()
+                    .map(|slot| self.wait_slot(slot, &mut lead))
+                    .collect()
+            }
+        };
+        let mut committed = committed.into_iter();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| committed.next().unwrap_or(Err(AtlasError::Closed))))
+            .collect()
     }
 
     fn tick(&self, now_ms: u64) -> Result<u64> {

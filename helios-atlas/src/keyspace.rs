@@ -1,7 +1,7 @@
 //! [`Keyspace`]: the in-memory state machine. Pure: it changes only by [`Keyspace::apply`]
 //! of a logged [`Record`], and reads take the time as an argument.
 //!
-//! Layout: a `HashMap` (SipHash, since keys come from clients) for point reads, an ordered
+//! Layout: a `HashMap` (aHash with per-process random keys, since keys come from clients) for point reads, an ordered
 //! `BTreeSet` over the same `Arc<str>` keys for prefix scans, and an expiry index ordered
 //! by time for active expiry. Invariants (checked by [`Keyspace::check_invariants`]):
 //! - `order` holds exactly the keys of `map`;
@@ -58,7 +58,7 @@ pub struct SnapshotEntry {
 /// The keyspace state machine. See the module docs.
 #[derive(Debug, Default, Clone)]
 pub struct Keyspace {
-    map: HashMap<Arc<str>, Entry>,
+    map: HashMap<Arc<str>, Entry, ahash::RandomState>,
     // Invariant: the same keys as `map`, sharing their allocations.
     order: BTreeSet<Arc<str>>,
     // Invariant: (at, key) for each entry of `map` with `expire_at_ms == Some(at)`.

@@ -160,3 +160,111 @@ fn power_loss_keeps_all_or_nothing_of_a_transaction() {
         );
     }
 }
+
+type BoxTx =
+    Box<dyn for<'t, 'a> FnOnce(&mut helios_atlas::Tx<'t, 'a>) -> Result<u64, AtlasError> + Send>;
+
+#[test]
+fn transact_many_is_one_group_with_a_record_each() {
+    for policy in [FsyncPolicy::Always, FsyncPolicy::Everysec] {
+        let disk = MemStorage::new();
+        let clock = Arc::new(ManualClock::new(1_000));
+        let db = open(&disk, &clock, policy);
+        db.set("n", "1").unwrap();
+        let before = db.stats();
+        let fs: Vec<BoxTx> = vec![
+            // Sees nothing of the later ones, writes n = 2.
+            Box::new(|tx| {
+                let n: u64 = std::str::from_utf8(&tx.get("n").unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                tx.set("n", (n + 1).to_string(), Expiry::Never)?;
+                Ok(n + 1)
+            }),
+            // Fails after a write: changes nothing, the others still apply.
+            Box::new(|tx| {
+                tx.set("n", "100", Expiry::Never)?;
+                tx.set("lost", "x", Expiry::Never)?;
+                Err(AtlasError::Closed)
+            }),
+            // Refused by the store (invalid key): its error, nothing written.
+            Box::new(|tx| {
+                tx.set("", "x", Expiry::Never)?;
+                Ok(0)
+            }),
+            // Sees the first one's write.
+            Box::new(|tx| {
+                let n = tx.get("n").unwrap();
+                tx.set("m", n, Expiry::Never)?;
+                Ok(7)
+            }),
+        ];
+        let got = db.transact_many(fs);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].as_ref().ok(), Some(&2));
+        assert!(matches!(got[1], Err(AtlasError::Closed)), "{:?}", got[1]);
+        assert!(got[2].is_err(), "{:?}", got[2]);
+        assert_eq!(got[3].as_ref().ok(), Some(&7));
+        assert_eq!(db.get("n").unwrap(), "2");
+        assert_eq!(db.get("m").unwrap(), "2");
+        assert!(db.get("lost").is_none());
+        let after = db.stats();
+        assert_eq!(
+            after.records_written_count - before.records_written_count,
+            2,
+            "{policy:?}: one record per transaction that wrote"
+        );
+        assert_eq!(
+            after.groups_committed_count - before.groups_committed_count,
+            1,
+            "{policy:?}: one group, one append"
+        );
+        if policy == FsyncPolicy::Always {
+            assert_eq!(after.fsync_count - before.fsync_count, 1, "one fsync");
+        }
+        // Survives a reopen.
+        drop(db);
+        let db = open(&disk, &clock, policy);
+        assert_eq!(db.get("n").unwrap(), "2");
+        assert_eq!(db.get("m").unwrap(), "2");
+        assert!(db.transact_many(Vec::<BoxTx>::new()).is_empty());
+    }
+}
+
+#[test]
+fn transact_many_under_contention_answers_every_transaction() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let db = open(&disk, &clock, FsyncPolicy::Always);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for round in 0..50 {
+                    let fs: Vec<BoxTx> = (0..8)
+                        .map(|i| {
+                            let key = format!("k{t}-{round}-{i}");
+                            Box::new(move |tx: &mut helios_atlas::Tx<'_, '_>| {
+                                tx.set(&key, "v", Expiry::Never)?;
+                                let c = tx.get("count").map_or(0, |v| {
+                                    std::str::from_utf8(&v).unwrap().parse::<u64>().unwrap()
+                                });
+                                tx.set("count", (c + 1).to_string(), Expiry::Never)?;
+                                Ok(c + 1)
+                            }) as BoxTx
+                        })
+                        .collect();
+                    for r in db.transact_many(fs) {
+                        r.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(db.get("count").unwrap(), "1600");
+    assert_eq!(db.key_count(), 1601);
+}

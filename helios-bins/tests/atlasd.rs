@@ -1107,3 +1107,84 @@ fn review_fixes_redis_parity_and_safety() {
     }
     writer.join().unwrap();
 }
+
+/// Under `always`, the writes of concurrent clients are committed by the committer thread
+/// in shared groups: every acknowledged write is there (also after a restart), each
+/// client's writes apply in its order, a refused write in one client's pipeline does not
+/// disturb the others, and the fsyncs are fewer than the writes (group commit).
+#[test]
+fn always_commits_concurrent_clients_in_shared_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let port = s.port;
+    let clients = 8;
+    let rounds = 150;
+    let threads: Vec<_> = (0..clients)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                for i in 0..rounds {
+                    let n: i64 = redis::cmd("INCR").arg("shared").query(&mut c).unwrap();
+                    assert!(n >= 1);
+                    let () = redis::cmd("SET")
+                        .arg(format!("own:{t}"))
+                        .arg(i)
+                        .query(&mut c)
+                        .unwrap();
+                    // A pipeline: one transaction, in order, seeing its own writes.
+                    let (a, n, e): (String, i64, i64) = redis::pipe()
+                        .cmd("SET")
+                        .arg(format!("p:{t}:{i}"))
+                        .arg("v")
+                        .cmd("INCR")
+                        .arg(format!("count:{t}"))
+                        .cmd("EXISTS")
+                        .arg(format!("p:{t}:{i}"))
+                        .query(&mut c)
+                        .unwrap();
+                    assert_eq!((a.as_str(), n, e), ("OK", i + 1, 1));
+                    // A command error is that command's reply; the connection goes on.
+                    let err = redis::cmd("INCR")
+                        .arg(format!("p:{t}:{i}"))
+                        .query::<i64>(&mut c)
+                        .unwrap_err();
+                    assert!(err.to_string().contains("not an integer"), "{err}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut c = s.client();
+    assert_eq!(q::<i64>(&mut c, &["GET", "shared"]), clients * rounds);
+    for t in 0..clients {
+        assert_eq!(
+            q::<i64>(&mut c, &["GET", &format!("own:{t}")]),
+            rounds - 1,
+            "client {t}'s writes applied in its order"
+        );
+    }
+    let info: String = q(&mut c, &["INFO", "persistence"]);
+    let fsyncs: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("aof_fsyncs:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let writes = clients * rounds * 3;
+    assert!(
+        fsyncs < writes,
+        "{fsyncs} fsyncs for {writes} write commands: groups are shared"
+    );
+    drop(c);
+    s.stop();
+    let s = Server::start(dir.path(), None, |_| {});
+    let mut c = s.client();
+    assert_eq!(q::<i64>(&mut c, &["GET", "shared"]), clients * rounds);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "p:7:149"]), 1);
+}

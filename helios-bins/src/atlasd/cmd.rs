@@ -18,8 +18,11 @@
 //! queue-time errors). EXEC runs them as one ATLAS transaction; a runtime error (wrong
 //! value, syntax) is that command's reply and the others still apply (Redis semantics).
 //!
-//! Invariant: nothing here awaits; a batch may block on ATLAS (fsync under `always`), so
-//! the connection task runs it in `block_in_place` then.
+//! Invariant: write transactions (runs with a write, EXEC) run on the committer thread
+//! ([`super::committer`]), which shares one AOF write and one fsync among every
+//! connection waiting on it; reads run on the connection's runtime thread over a read-only
+//! view; server commands that may wait (bcrypt, snapshots, whole-keyspace walks, stats)
+//! run in `block_in_place`.
 
 use super::Shared;
 use super::glob;
@@ -185,17 +188,6 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     TABLE.get(std::str::from_utf8(&buf[..n]).ok()?).copied()
 }
 
-/// Whether executing `reqs` may wait on the disk or the CPU for long (a write, which may
-/// wait for an fsync under `always`; or a server command: bcrypt, snapshots, whole-keyspace
-/// walks). Pure keyspace reads never do.
-pub fn may_block(reqs: &[Vec<Bytes>]) -> bool {
-    reqs.iter().any(|r| {
-        r.first()
-            .and_then(|n| lookup(n))
-            .is_some_and(|s| !matches!(s.exec, Exec::Kv(_, false)))
-    })
-}
-
 /// A command queued by MULTI.
 #[derive(Clone)]
 struct Queued {
@@ -326,8 +318,9 @@ pub fn atlas_error_line(e: &AtlasError) -> String {
 const RUN_COUNT_MAX: usize = 1024;
 
 /// Executes one batch of requests (one read's worth), appending every reply to `out` in
-/// order.
-pub fn execute_batch(
+/// order. Write transactions run on the committer thread and are awaited, so the runtime
+/// thread never waits on the disk.
+pub async fn execute_batch(
     shared: &Arc<Shared>,
     s: &mut Session,
     mut reqs: Vec<Vec<Bytes>>,
@@ -381,7 +374,11 @@ pub fn execute_batch(
                         _ => break,
                     }
                 }
-                run_kv(shared, run, out);
+                run_kv(shared, run, out).await;
+            }
+            Step::Server(Srv::Exec) => {
+                i += 1;
+                exec(shared, s, out).await;
             }
             Step::Server(c) => {
                 let args = std::mem::take(&mut reqs[i]);
@@ -399,7 +396,7 @@ fn run_one(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) -> Result<(), AtlasEr
     (q.f)(tx, &q.args, out)
 }
 
-fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
+async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
     if !run.iter().any(|q| q.write) {
         shared.atlas.view(|tx| {
             for q in &run {
@@ -415,30 +412,36 @@ fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
     let run: Arc<[Queued]> = run.into();
     let resp3 = out.resp3;
     let shared_run = run.clone();
-    let r = shared.atlas.transact(move |tx| {
-        let mut o = Out {
-            buf: BytesMut::with_capacity(64 * shared_run.len()),
-            resp3,
-        };
-        for q in shared_run.iter() {
-            run_one(tx, q, &mut o)?;
-        }
-        Ok::<_, AtlasError>(o.buf)
-    });
+    let r = shared
+        .committer
+        .run(Box::new(move |tx| {
+            let mut o = Out {
+                buf: BytesMut::with_capacity(64 * shared_run.len()),
+                resp3,
+            };
+            for q in shared_run.iter() {
+                run_one(tx, q, &mut o)?;
+            }
+            Ok(o.buf)
+        }))
+        .await;
     match r {
         Ok(buf) => out.buf.extend_from_slice(&buf),
         Err(_) => {
             // Some write was refused: report it on the command that caused it.
             for q in run.iter() {
                 let q = q.clone();
-                let r = shared.atlas.transact(move |tx| {
-                    let mut o = Out {
-                        buf: BytesMut::new(),
-                        resp3,
-                    };
-                    run_one(tx, &q, &mut o)?;
-                    Ok::<_, AtlasError>(o.buf)
-                });
+                let r = shared
+                    .committer
+                    .run(Box::new(move |tx| {
+                        let mut o = Out {
+                            buf: BytesMut::new(),
+                            resp3,
+                        };
+                        run_one(tx, &q, &mut o)?;
+                        Ok(o.buf)
+                    }))
+                    .await;
                 match r {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
@@ -448,7 +451,7 @@ fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
     }
 }
 
-fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
+async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     let Some(m) = s.multi.take() else {
         out.error("ERR EXEC without MULTI");
         return;
@@ -479,17 +482,20 @@ fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     // A write the store refuses (memory limit, oversized key or value) aborts the whole
     // EXEC and nothing of it applies: a multi-write command must never be left half done.
     // Command errors (wrong arguments, not an integer) are replies and do not abort.
-    let r = shared.atlas.transact(move |tx| {
-        let mut o = Out {
-            buf: BytesMut::with_capacity(64 * n),
-            resp3,
-        };
-        o.array(n);
-        for q in &m.queued {
-            run_one(tx, q, &mut o)?;
-        }
-        Ok::<_, AtlasError>(o.buf)
-    });
+    let r = shared
+        .committer
+        .run(Box::new(move |tx| {
+            let mut o = Out {
+                buf: BytesMut::with_capacity(64 * n),
+                resp3,
+            };
+            o.array(n);
+            for q in &m.queued {
+                run_one(tx, q, &mut o)?;
+            }
+            Ok(o.buf)
+        }))
+        .await;
     match r {
         Ok(buf) => out.buf.extend_from_slice(&buf),
         Err(e) => out.error(&atlas_error_line(&e)),
@@ -618,7 +624,9 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
         },
         Srv::Client => client(s, a, out),
         Srv::Command => command(a, out),
-        Srv::Info => info(shared, a, out),
+        // Both read ATLAS's stats, which may wait for the writer lock (held across an
+        // fsync under `always`).
+        Srv::Info => super::blocking(|| info(shared, a, out)),
         Srv::Dbsize => out.int(shared.atlas.key_count() as i64),
         Srv::Keys => {
             let keys = super::blocking(|| all_keys(shared, Some(&a[1])));
@@ -690,7 +698,7 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
             }
         }
         Srv::Lastsave => out.int(shared.last_save_s.load(Ordering::Relaxed) as i64),
-        Srv::Config => config(shared, s, a, out),
+        Srv::Config => super::blocking(|| config(shared, s, a, out)),
         Srv::Multi => {
             if s.multi.is_some() {
                 out.error("ERR MULTI calls can not be nested");
@@ -699,7 +707,8 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
                 out.ok();
             }
         }
-        Srv::Exec => exec(shared, s, out),
+        // Awaited in `execute_batch`.
+        Srv::Exec => unreachable!("EXEC is executed by execute_batch"),
         Srv::Discard => {
             if s.multi.take().is_some() {
                 out.ok();

@@ -55,6 +55,13 @@ macro_rules! int {
     };
 }
 
+/// A value to store, in an allocation of its own. Request arguments are slices of the
+/// connection's read buffer: storing one as is would keep that whole buffer alive for as
+/// long as the key lives (kilobytes pinned per small value).
+pub fn stored(arg: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(arg)
+}
+
 /// The key rule: UTF-8, non-empty.
 pub fn key_str(b: &[u8]) -> Result<&str, &'static str> {
     if b.is_empty() {
@@ -210,7 +217,7 @@ pub fn set(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasE
         None => Expiry::Never,
     };
     let old = if want_old { tx.get(k) } else { None };
-    let written = tx.set_with(k, a[2].clone(), SetOptions { condition, expiry })?;
+    let written = tx.set_with(k, stored(&a[2]), SetOptions { condition, expiry })?;
     if want_old {
         out.opt_bulk(old.as_deref());
     } else if written {
@@ -226,7 +233,7 @@ pub fn setnx(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atla
     let k = key!(a[1], out);
     let w = tx.set_with(
         k,
-        a[2].clone(),
+        stored(&a[2]),
         SetOptions {
             condition: SetCondition::IfAbsent,
             expiry: Expiry::Never,
@@ -249,7 +256,7 @@ fn setex_with(
         invalid_expire(out, name);
         return Ok(());
     };
-    tx.set(k, a[3].clone(), expiry)?;
+    tx.set(k, stored(&a[3]), expiry)?;
     out.ok();
     Ok(())
 }
@@ -268,7 +275,7 @@ pub fn psetex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atl
 pub fn getset(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
     let k = key!(a[1], out);
     let old = tx.get(k);
-    tx.set(k, a[2].clone(), Expiry::Never)?;
+    tx.set(k, stored(&a[2]), Expiry::Never)?;
     out.opt_bulk(old.as_deref());
     Ok(())
 }
@@ -385,7 +392,7 @@ pub fn mset(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atlas
         return Ok(());
     };
     for (k, v) in kv {
-        tx.set(k, v.clone(), Expiry::Never)?;
+        tx.set(k, stored(v), Expiry::Never)?;
     }
     out.ok();
     Ok(())
@@ -401,7 +408,7 @@ pub fn msetnx(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atl
         return Ok(());
     }
     for (k, v) in kv {
-        tx.set(k, v.clone(), Expiry::Never)?;
+        tx.set(k, stored(v), Expiry::Never)?;
     }
     out.int(1);
     Ok(())
@@ -417,7 +424,7 @@ pub fn append(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atl
             v.extend_from_slice(&a[2]);
             Bytes::from(v)
         }
-        None => a[2].clone(),
+        None => stored(&a[2]),
     };
     let len = new.len();
     tx.set(k, new, Expiry::Keep)?;
@@ -792,6 +799,20 @@ pub fn persist(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), At
 #[cfg(test)]
 mod tests {
     use super::format_incrbyfloat as f;
+
+    #[test]
+    fn stored_values_do_not_pin_the_read_buffer() {
+        let frame = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
+        let arg = frame.slice(100..103);
+        let v = super::stored(&arg);
+        assert_eq!(v, arg);
+        // Its own allocation: dropping the frame and the argument frees the buffer.
+        let (lo, hi) = (
+            frame.as_ptr() as usize,
+            frame.as_ptr() as usize + frame.len(),
+        );
+        assert!(!(lo..hi).contains(&(v.as_ptr() as usize)));
+    }
 
     #[test]
     fn incrbyfloat_text_is_redis_text() {

@@ -15,8 +15,9 @@
 //!
 //! # Connections
 //! Each connection is one task: it reads what is available, parses every complete request,
-//! executes them in order (a run of keyspace commands as one ATLAS transaction), and
-//! writes all the replies with one `write_all`. A protocol error gets its `-ERR Protocol
+//! executes them in order (a run of keyspace commands as one ATLAS transaction: on the
+//! runtime thread over a read-only view when the run only reads, else on the
+//! [`committer`] thread, awaited), and writes all the replies with one `write_all`. A protocol error gets its `-ERR Protocol
 //! error: ...` reply after the replies of the requests before it, and closes only that
 //! connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
 //! and is closed. With `idle_timeout_s` > 0 a client idle that long is closed.
@@ -27,10 +28,12 @@
 //! ATLAS is closed (fsynced).
 //!
 //! What this module must never do: hold a lock across an `.await`, block a runtime
-//! thread on an fsync (batches that may wait on one run in `block_in_place`), or grow a
-//! buffer past the configured limits because of what a client sends.
+//! thread on an fsync (writes run on the committer thread; server commands that may wait
+//! run in `block_in_place`), or grow a buffer past the configured limits because of what a
+//! client sends.
 
 pub mod cmd;
+pub mod committer;
 pub mod config;
 pub mod glob;
 pub mod kv;
@@ -77,6 +80,8 @@ pub enum AtlasdError {
 pub struct Shared {
     /// The store.
     pub atlas: Atlas,
+    /// Runs write transactions, many connections' per commit group.
+    pub committer: committer::Committer,
     /// The settings.
     pub cfg: AtlasdConfig,
     limits: Limits,
@@ -90,7 +95,6 @@ pub struct Shared {
     last_save_s: AtomicU64,
     bg_running: AtomicBool,
     rng: AtomicU64,
-    fsync_always: bool,
     scan_cursors: Mutex<ScanCursors>,
     shutdown: watch::Sender<bool>,
     /// Failed `AUTH user pass` attempts per username (helios-auth's throttle).
@@ -192,8 +196,10 @@ pub async fn run(
 ) -> Result<(), AtlasdError> {
     let port = listener.local_addr()?.port();
     let (tx, mut rx) = watch::channel(false);
+    let (committer, committer_thread) =
+        committer::start(atlas.clone(), cfg.appendfsync == "always")?;
     let shared = Arc::new(Shared {
-        fsync_always: cfg.appendfsync == "always",
+        committer,
         limits: Limits {
             bulk_size_max: cfg.bulk_size_max,
             array_count_max: cfg.array_count_max,
@@ -268,9 +274,12 @@ pub async fn run(
         tasks.abort_all();
     }
     let atlas = shared.atlas.clone();
-    tokio::task::spawn_blocking(move || atlas.close())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    tokio::task::spawn_blocking(move || {
+        committer_thread.stop();
+        atlas.close()
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     tracing::info!("helios-atlasd stopped; ATLAS flushed and closed");
     Ok(())
 }
@@ -315,10 +324,8 @@ async fn connection(
             }
             let flow = if reqs.is_empty() {
                 Flow::Continue
-            } else if shared.fsync_always && cmd::may_block(&reqs) {
-                blocking(|| cmd::execute_batch(shared, &mut session, reqs, &mut out))
             } else {
-                cmd::execute_batch(shared, &mut session, reqs, &mut out)
+                cmd::execute_batch(shared, &mut session, reqs, &mut out).await
             };
             if let Some(e) = &perr {
                 out.error(&e.to_string());

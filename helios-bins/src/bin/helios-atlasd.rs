@@ -7,6 +7,10 @@ use helios_bins::atlasd::config::{AtlasdConfig, AtlasdFlags};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// mimalloc: glibc malloc's cross-thread frees cost a fifth of the server's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The HELIOS RESP server.
 #[derive(Debug, Parser)]
 #[command(

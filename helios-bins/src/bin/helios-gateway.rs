@@ -6,6 +6,10 @@ use helios_bins::config::{FlagOverrides, GatewayConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// mimalloc: glibc malloc's cross-thread frees cost a fifth of the server's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The HELIOS gateway.
 #[derive(Debug, Parser)]
 #[command(
