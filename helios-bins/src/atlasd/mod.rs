@@ -40,7 +40,7 @@ pub mod kv;
 pub mod resp;
 
 use crate::atlasd::cmd::{Flow, ScanCursors, Session};
-use crate::atlasd::resp::{Limits, Out, Parsed, parse_request};
+use crate::atlasd::resp::{Limits, Out, ParseState, Parsed, parse_request_resume};
 use bytes::BytesMut;
 use config::AtlasdConfig;
 use helios_atlas::{Atlas, FsyncPolicy, Options};
@@ -293,6 +293,7 @@ async fn connection(
     let _ = socket.set_nodelay(true);
     let mut session = Session::new(id, shared.cfg.requirepass.is_empty(), addr);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut pstate = ParseState::default();
     let mut out = Out::new();
     let mut stop = shared.shutdown.subscribe();
     let idle =
@@ -310,7 +311,7 @@ async fn connection(
                 (&Limits::UNAUTHENTICATED, 1)
             };
             while reqs.len() < batch_max {
-                match parse_request(&mut inbuf, limits) {
+                match parse_request_resume(&mut inbuf, limits, &mut pstate) {
                     Ok(Parsed::Request(r)) => reqs.push(r),
                     Ok(Parsed::Incomplete) => break,
                     Err(e) => {

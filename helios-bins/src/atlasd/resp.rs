@@ -121,36 +121,77 @@ fn parse_len(line: &[u8]) -> Option<i64> {
     std::str::from_utf8(line).ok()?.parse().ok()
 }
 
+/// Where the parse of an incomplete request array stopped: the next call goes on from
+/// there instead of re-reading every argument already bounded (a request of a million
+/// arguments arriving in many reads would otherwise cost a quadratic re-scan). Valid only
+/// while the buffer keeps its front, which an [`Parsed::Incomplete`] guarantees.
+#[derive(Debug, Default)]
+pub struct ParseState {
+    // Elements of the array being parsed (0: none in progress).
+    count: usize,
+    // Bounds of the elements found so far.
+    spans: Vec<(usize, usize)>,
+    // Offset of the next element's header.
+    pos: usize,
+}
+
 /// Parses one request from the front of `buf` (consuming it), within `limits`.
 pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolError> {
+    parse_request_resume(buf, limits, &mut ParseState::default())
+}
+
+/// [`parse_request`], resuming an incomplete array where `state` says the previous call
+/// stopped (a connection keeps one `state` across its reads). On a complete request or an
+/// error, `state` is reset.
+pub fn parse_request_resume(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    state: &mut ParseState,
+) -> Result<Parsed, ProtocolError> {
+    let r = parse_array(buf, limits, state);
+    if !matches!(r, Ok(Parsed::Incomplete)) {
+        *state = ParseState::default();
+    }
+    r
+}
+
+fn parse_array(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    state: &mut ParseState,
+) -> Result<Parsed, ProtocolError> {
     let Some(&first) = buf.first() else {
         return Ok(Parsed::Incomplete);
     };
     if first != b'*' {
         return parse_inline(buf, limits);
     }
-    // Pass 1: find the bounds of every argument without consuming.
-    let Some(nl) = find_crlf(buf, 1, HEADER_SIZE_MAX)? else {
-        return Ok(Parsed::Incomplete);
-    };
-    let count = parse_len(&buf[1..nl]).ok_or(ProtocolError::ArrayLength)?;
-    if count > limits.array_count_max as i64 {
-        return Err(if limits.unauthenticated {
-            ProtocolError::UnauthenticatedArrayLength
-        } else {
-            ProtocolError::ArrayLength
-        });
+    if state.count == 0 {
+        // Pass 1: find the bounds of every argument without consuming.
+        let Some(nl) = find_crlf(buf, 1, HEADER_SIZE_MAX)? else {
+            return Ok(Parsed::Incomplete);
+        };
+        let count = parse_len(&buf[1..nl]).ok_or(ProtocolError::ArrayLength)?;
+        if count > limits.array_count_max as i64 {
+            return Err(if limits.unauthenticated {
+                ProtocolError::UnauthenticatedArrayLength
+            } else {
+                ProtocolError::ArrayLength
+            });
+        }
+        if count <= 0 {
+            let _ = buf.split_to(nl + 1);
+            return Ok(Parsed::Request(Vec::new()));
+        }
+        state.count = count as usize;
+        state.pos = nl + 1;
+        state.spans.clear();
+        // Bounds are not reserved up front past what is present: a client cannot make
+        // the server allocate for elements it never sends.
+        state.spans.reserve(state.count.min(1024));
     }
-    let mut pos = nl + 1;
-    if count <= 0 {
-        let _ = buf.split_to(pos);
-        return Ok(Parsed::Request(Vec::new()));
-    }
-    let count = count as usize;
-    // Bounds are not reserved up front past what is present: a client cannot make the
-    // server allocate for elements it never sends.
-    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
+    while state.spans.len() < state.count {
+        let pos = state.pos;
         let Some(&tag) = buf.get(pos) else {
             return Ok(Parsed::Incomplete);
         };
@@ -179,12 +220,16 @@ pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, Prot
         if &buf[end..end + 2] != b"\r\n" {
             return Err(ProtocolError::MissingCrlf);
         }
-        spans.push((start, end));
-        pos = end + 2;
+        state.spans.push((start, end));
+        state.pos = end + 2;
     }
-    let frame = buf.split_to(pos).freeze();
+    let frame = buf.split_to(state.pos).freeze();
     Ok(Parsed::Request(
-        spans.into_iter().map(|(s, e)| frame.slice(s..e)).collect(),
+        state
+            .spans
+            .drain(..)
+            .map(|(s, e)| frame.slice(s..e))
+            .collect(),
     ))
 }
 
@@ -579,5 +624,64 @@ mod tests {
             prop_assert_eq!(got, want);
             prop_assert!(buf.is_empty());
         }
+
+        #[test]
+        fn resumed_parse_matches_a_whole_parse(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..8),
+                1..5),
+            cuts in proptest::collection::vec(0usize..600, 0..12),
+        ) {
+            let l = Limits::default();
+            let mut wire = BytesMut::new();
+            for r in &reqs {
+                let args: Vec<&[u8]> = r.iter().map(|a| a.as_slice()).collect();
+                encode_request(&args, &mut wire);
+            }
+            // Fed in many pieces with one resumable state, the parser yields exactly the
+            // requests, in order.
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(wire.len())).collect();
+            cuts.push(wire.len());
+            cuts.sort_unstable();
+            let mut buf = BytesMut::new();
+            let mut state = ParseState::default();
+            let mut got = Vec::new();
+            let mut fed = 0;
+            for c in cuts {
+                buf.extend_from_slice(&wire[fed..c]);
+                fed = c;
+                while let Parsed::Request(r) = parse_request_resume(&mut buf, &l, &mut state).unwrap() {
+                    got.push(r);
+                }
+            }
+            let want: Vec<Vec<Bytes>> = reqs.iter()
+                .map(|r| r.iter().map(|a| Bytes::from(a.clone())).collect()).collect();
+            prop_assert_eq!(got, want);
+            prop_assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_many_argument_request_in_small_reads_is_scanned_once() {
+        // 200k arguments fed 64 bytes at a time: with the resumable state each byte is
+        // looked at a bounded number of times (without it, every read re-scanned them all).
+        let n = 200_000;
+        let mut wire = BytesMut::new();
+        let args: Vec<Vec<u8>> = (0..n).map(|i| format!("k{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        encode_request(&refs, &mut wire);
+        let l = Limits::default();
+        let mut buf = BytesMut::new();
+        let mut state = ParseState::default();
+        let mut got = None;
+        for chunk in wire.chunks(64) {
+            buf.extend_from_slice(chunk);
+            if let Parsed::Request(r) = parse_request_resume(&mut buf, &l, &mut state).unwrap() {
+                got = Some(r);
+            }
+        }
+        let got = got.unwrap();
+        assert_eq!(got.len(), n);
+        assert_eq!(&got[n - 1][..], format!("k{}", n - 1).as_bytes());
     }
 }
