@@ -4,16 +4,21 @@
 # Installs Debian's redis-server and redis-tools if missing. Everything binds 127.0.0.1 and
 # stops by itself. Prints one table: requests/s of each server and the ratio helios/redis.
 #
-# Usage: benches/atlasd_vs_redis.sh [REQUESTS] [CLIENTS]   (default 200000 50)
+# Each (P, test) is run REPEAT times against each server, alternating helios and redis, and
+# the median of each server's runs is reported: on a shared 2-core machine single runs
+# swing by +-30%.
+#
+# Usage: benches/atlasd_vs_redis.sh [REQUESTS] [CLIENTS] [REPEAT]   (default 200000 50 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REQUESTS="${1:-200000}"; CLIENTS="${2:-50}"
+REQUESTS="${1:-200000}"; CLIENTS="${2:-50}"; REPEAT="${3:-3}"
 TESTS="set,get,incr,mset"
 if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/null; then
     SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server redis-tools
 fi
-cargo build --release -q -p helios-bins --bin helios-atlasd
+# The production build of atlasd: release, with the opt-in mimalloc allocator.
+cargo build --release -q -p helios-bins --bin helios-atlasd --features mimalloc
 WORK="$(mktemp -d)"
 HELIOS_PORT=16380; REDIS_PORT=16379
 cleanup() { kill "${H_PID:-}" "${R_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -27,6 +32,12 @@ bench() {
         | tr -d '"' | awk -F, 'NR>1 || $1!="test" { split($1, n, " "); print tolower(n[1]), $2 }'
 }
 
+# median FILE: "test rps" lines -> one "test median-rps" line per test
+median() {
+    sort -k1,1 -k2,2g "$1" | awk '{ v[$1] = v[$1] " " $2; n[$1]++ }
+        END { for (t in v) { split(substr(v[t], 2), a, " "); print t, a[int((n[t] + 1) / 2)] } }'
+}
+
 printf "%-9s %-4s %-6s %14s %14s %8s\n" fsync P test "helios rps" "redis rps" ratio
 for FSYNC in everysec always; do
     rm -rf "$WORK/h" "$WORK/r"; mkdir -p "$WORK/h" "$WORK/r"
@@ -37,9 +48,18 @@ for FSYNC in everysec always; do
         --appendfsync "$FSYNC" --save "" --daemonize no >"$WORK/r.log" 2>&1 &
     R_PID=$!
     wait_ping "$HELIOS_PORT"; wait_ping "$REDIS_PORT"
+    # A server left over on either port would answer in place of the one just started.
+    for p in "$H_PID" "$R_PID"; do
+        kill -0 "$p" 2>/dev/null || { echo "a server did not start (port taken?)" >&2; cat "$WORK"/*.log >&2; exit 1; }
+    done
     for P in 1 16; do
-        bench "$HELIOS_PORT" "$P" >"$WORK/h.csv"
-        bench "$REDIS_PORT" "$P" >"$WORK/r.csv"
+        : >"$WORK/h.all"; : >"$WORK/r.all"
+        for _ in $(seq "$REPEAT"); do
+            bench "$HELIOS_PORT" "$P" >>"$WORK/h.all"
+            bench "$REDIS_PORT" "$P" >>"$WORK/r.all"
+        done
+        median "$WORK/h.all" >"$WORK/h.csv"
+        median "$WORK/r.all" >"$WORK/r.csv"
         join <(sort "$WORK/h.csv") <(sort "$WORK/r.csv") | while read -r t h r; do
             printf "%-9s %-4s %-6s %14.0f %14.0f %7.2fx\n" "$FSYNC" "$P" "$t" "$h" "$r" \
                 "$(echo "$h / $r" | bc -l)"
@@ -48,4 +68,4 @@ for FSYNC in everysec always; do
     kill "$H_PID" "$R_PID"; wait "$H_PID" "$R_PID" 2>/dev/null || true
     unset H_PID R_PID
 done
-echo "command: redis-benchmark -t $TESTS -n $REQUESTS -c $CLIENTS -P {1,16} -r 100000 (same flags for both)"
+echo "command: redis-benchmark -t $TESTS -n $REQUESTS -c $CLIENTS -P {1,16} -r 100000 (same flags for both); median of $REPEAT alternating runs each"

@@ -294,7 +294,8 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
 /// Reusable allocations of an [`Overlay`], kept by the writer between groups.
 #[derive(Debug, Default)]
 pub(crate) struct OverlayScratch {
-    changes: HashMap<String, Option<Entry>, ahash::RandomState>,
+    // An internal map (DESIGN.md: foldhash), bounded by a group's size limits.
+    changes: HashMap<String, Option<Entry>, foldhash::fast::RandomState>,
     undo: Vec<(String, Option<Option<Entry>>)>,
 }
 

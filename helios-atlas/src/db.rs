@@ -39,7 +39,7 @@ use crate::command::{
 };
 use crate::error::{AtlasError, Result};
 use crate::feed::{FeedShared, Subscription};
-use crate::keyspace::Keyspace;
+use crate::keyspace::{Keyspace, ReplayState};
 use crate::limits::{
     EXPIRE_PER_TICK_COUNT_MAX, EXPIRE_PER_TICK_SIZE_MAX, GET_MANY_COUNT_MAX, SCAN_LIMIT_MAX,
 };
@@ -1159,7 +1159,13 @@ impl Inner {
         };
         // Built off to the side from the files: the live keyspace is not touched.
         let ks = self.build_state(base, upto_seq)?;
-        let r = snapshot::write(&*self.storage, &self.dir, upto_seq, &ks.snapshot_entries());
+        let key_count = ks.key_count();
+        let r = snapshot::write(
+            &*self.storage,
+            &self.dir,
+            upto_seq,
+            &ks.into_snapshot_entries(),
+        );
         if let Err(e) = r {
             // The AOF still holds everything; a failed snapshot loses nothing, but a
             // failed fsync means the disk can't be trusted: fail-stop.
@@ -1174,7 +1180,7 @@ impl Inner {
             self.clock.now_ms().saturating_sub(started_ms),
             Ordering::Relaxed,
         );
-        tracing::info!(seq = upto_seq, keys = ks.key_count(), "snapshot written");
+        tracing::info!(seq = upto_seq, keys = key_count, "snapshot written");
         let keep = if rewrite {
             1
         } else {
@@ -1185,15 +1191,15 @@ impl Inner {
     }
 
     /// Rebuilds the state at `upto_seq` from snapshot `base` and the closed segments.
-    fn build_state(&self, base: Option<u64>, upto_seq: u64) -> Result<Keyspace> {
+    fn build_state(&self, base: Option<u64>, upto_seq: u64) -> Result<ReplayState> {
         let mut ks = match base {
             Some(seq) => {
                 let path = self.dir.join(snapshot::snapshot_name(seq));
                 let bytes = self.storage.read(&path).map_err(io_err(&path))?;
                 let (_, entries) = snapshot::decode(&bytes, &path)?;
-                Keyspace::from_snapshot(seq, entries)
+                ReplayState::from_snapshot(seq, entries)
             }
-            None => Keyspace::new(0),
+            None => ReplayState::default(),
         };
         let segments: Vec<u64> = self.feed.segments.lock().clone();
         for (i, &start) in segments.iter().enumerate() {
@@ -1206,12 +1212,14 @@ impl Inner {
             let path = self.dir.join(aof::segment_name(start));
             let bytes = self.storage.read(&path).map_err(io_err(&path))?;
             let scan = aof::scan_segment(&bytes, &path, start)?;
-            for r in &scan.records {
+            drop(bytes);
+            let end_offset = scan.end_offset();
+            for r in scan.records {
                 if r.record.seq > ks.last_seq() && r.record.seq <= upto_seq {
-                    ks.apply(&r.record);
+                    ks.apply(r.record);
                 }
             }
-            if let (Some(offset), true) = (scan.end_offset(), ks.last_seq() < upto_seq) {
+            if let (Some(offset), true) = (end_offset, ks.last_seq() < upto_seq) {
                 return Err(AtlasError::Corrupt {
                     file: path,
                     offset,

@@ -1,7 +1,7 @@
 //! [`Keyspace`]: the in-memory state machine. Pure: it changes only by [`Keyspace::apply`]
 //! of a logged [`Record`], and reads take the time as an argument.
 //!
-//! Layout: a `HashMap` (aHash with per-process random keys, since keys come from clients) for point reads, an ordered
+//! Layout: a `HashMap` (SipHash, since keys come from clients) for point reads, an ordered
 //! `BTreeSet` over the same `Arc<str>` keys for prefix scans, and an expiry index ordered
 //! by time for active expiry. Invariants (checked by [`Keyspace::check_invariants`]):
 //! - `order` holds exactly the keys of `map`;
@@ -55,10 +55,86 @@ pub struct SnapshotEntry {
     pub expire_at_ms: Option<u64>,
 }
 
+/// The state a snapshot is built from, replayed off to the side (log compaction): the
+/// same key-value-expiry state as [`Keyspace`] after the same records, without the
+/// indexes a live keyspace needs (key order, expiry order, memory accounting), so replaying
+/// a segment costs one hash-map update per op. Records are consumed, their keys and values
+/// moved in, not copied.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayState {
+    map: HashMap<String, (Bytes, Option<u64>), foldhash::fast::RandomState>,
+    last_seq: u64,
+}
+
+impl ReplayState {
+    /// The state of a snapshot taken at `last_seq`.
+    pub(crate) fn from_snapshot(last_seq: u64, entries: Vec<SnapshotEntry>) -> Self {
+        let mut map = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+        for e in entries {
+            map.insert(e.key, (Bytes::from(e.value), e.expire_at_ms));
+        }
+        Self { map, last_seq }
+    }
+
+    /// Sequence number of the last applied record.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Keys held.
+    pub(crate) fn key_count(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Applies the next record, as [`Keyspace::apply`] does.
+    pub(crate) fn apply(&mut self, record: Record) {
+        assert_eq!(
+            record.seq,
+            self.last_seq + 1,
+            "records are applied in sequence"
+        );
+        for op in record.ops {
+            match op {
+                Op::Set {
+                    key,
+                    value,
+                    expire_at_ms,
+                } => {
+                    self.map.insert(key, (value, expire_at_ms));
+                }
+                Op::Del { key, .. } => {
+                    self.map.remove(&key);
+                }
+                Op::Expire { key, expire_at_ms } => {
+                    if let Some(e) = self.map.get_mut(&key) {
+                        e.1 = expire_at_ms;
+                    }
+                }
+            }
+        }
+        self.last_seq = record.seq;
+    }
+
+    /// The snapshot entries, in key order (as [`Keyspace::snapshot_entries`]).
+    pub(crate) fn into_snapshot_entries(self) -> Vec<SnapshotEntry> {
+        let mut v: Vec<SnapshotEntry> = self
+            .map
+            .into_iter()
+            .map(|(key, (value, expire_at_ms))| SnapshotEntry {
+                key,
+                value: Vec::from(value),
+                expire_at_ms,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+}
+
 /// The keyspace state machine. See the module docs.
 #[derive(Debug, Default, Clone)]
 pub struct Keyspace {
-    map: HashMap<Arc<str>, Entry, ahash::RandomState>,
+    map: HashMap<Arc<str>, Entry>,
     // Invariant: the same keys as `map`, sharing their allocations.
     order: BTreeSet<Arc<str>>,
     // Invariant: (at, key) for each entry of `map` with `expire_at_ms == Some(at)`.
@@ -376,6 +452,47 @@ mod tests {
             copy.iter().collect::<Vec<_>>(),
             ks.iter().collect::<Vec<_>>()
         );
+    }
+
+    fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec!["a", "b", "c", "d", "a:1", "b:2"]);
+        let at = prop::option::of(0u64..100);
+        prop_oneof![
+            (key.clone(), "[a-z]{0,3}", at.clone()).prop_map(|(k, v, x)| set(k, &v, x)),
+            (key.clone(), any::<bool>()).prop_map(|(k, e)| Op::Del {
+                key: k.into(),
+                expired: e
+            }),
+            (key, at).prop_map(|(k, x)| Op::Expire {
+                key: k.into(),
+                expire_at_ms: x
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Compaction's replay state ends where the live keyspace does: same snapshot
+        /// entries from the same snapshot plus the same records.
+        #[test]
+        fn replay_state_matches_the_keyspace(
+            base in proptest::collection::vec(op_strategy(), 0..20),
+            records in proptest::collection::vec(proptest::collection::vec(op_strategy(), 1..6), 0..30),
+        ) {
+            let mut ks = Keyspace::new(0);
+            if !base.is_empty() {
+                ks.apply(&Record { seq: 1, ops: base });
+            }
+            let mut replay = ReplayState::from_snapshot(ks.last_seq(), ks.snapshot_entries());
+            for ops in records {
+                let r = Record { seq: ks.last_seq() + 1, ops };
+                ks.apply(&r);
+                replay.apply(r);
+            }
+            proptest::prop_assert_eq!(replay.last_seq(), ks.last_seq());
+            proptest::prop_assert_eq!(replay.key_count(), ks.key_count());
+            proptest::prop_assert_eq!(replay.into_snapshot_entries(), ks.snapshot_entries());
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@ use helios_bins::config::{FlagOverrides, GatewayConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// mimalloc: glibc malloc's cross-thread frees cost a fifth of the server's CPU under load.
+// With the opt-in `mimalloc` feature: glibc malloc's cross-thread frees cost a fifth of
+// atlasd's CPU under load (README, performance).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
