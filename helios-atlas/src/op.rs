@@ -59,8 +59,16 @@ impl Op {
     }
 }
 
-/// Appends `s` as a JSON string.
+/// Appends `s` as a JSON string (the bytes serde_json writes).
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Nothing to escape, the usual key.
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serializing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -87,7 +95,7 @@ impl Op {
                 }
                 if let Some(x) = expire_at_ms {
                     out.extend_from_slice(br#","x":"#);
-                    out.extend_from_slice(itoa(*x).as_bytes());
+                    helios_core::digits::push_dec(out, *x);
                 }
             }
             Op::Del { key, expired } => {
@@ -104,7 +112,7 @@ impl Op {
                 out.extend_from_slice(br#"{"op":"expire","k":"#);
                 write_json_str(out, key);
                 out.extend_from_slice(br#","x":"#);
-                out.extend_from_slice(itoa(*x).as_bytes());
+                helios_core::digits::push_dec(out, *x);
             }
             Op::Expire {
                 key,
@@ -116,10 +124,6 @@ impl Op {
         }
         out.push(b'}');
     }
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 impl Serialize for Op {
