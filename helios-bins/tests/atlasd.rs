@@ -606,6 +606,13 @@ fn hello3_speaks_resp3() {
     );
     let got = roundtrip(&mut raw, b"CONFIG GET port\r\n", 10);
     assert!(String::from_utf8_lossy(&got).starts_with("%1\r\n$4\r\nport\r\n"));
+    // COMMAND entries as Redis 7 sends them in RESP3: flags, ACL categories and tips are
+    // sets; key specs and subcommands are arrays.
+    expect(
+        &mut raw,
+        b"COMMAND INFO get\r\n",
+        "*1\r\n*10\r\n$3\r\nget\r\n:2\r\n~2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n~0\r\n~0\r\n*0\r\n*0\r\n",
+    );
     expect(
         &mut raw,
         b"HELLO 4\r\n",

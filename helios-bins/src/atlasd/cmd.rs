@@ -861,9 +861,10 @@ fn command_entry(spec: &Spec, out: &mut Out) {
     out.int(i64::from(spec.keys.0));
     out.int(i64::from(spec.keys.1));
     out.int(i64::from(spec.keys.2));
+    // As Redis 7: ACL categories and tips are sets, key specs and subcommands arrays.
     out.set(0);
     out.set(0);
-    out.set(0);
+    out.array(0);
     out.array(0);
 }
 
@@ -1127,33 +1128,111 @@ fn info(shared: &Shared, a: &[Bytes], out: &mut Out) {
 /// to the last key returned, and the next page starts strictly after it, in key order.
 /// So every key present for the whole scan is returned at least once, and exactly once
 /// when no key is added behind the cursor. Cursors are shared by every connection (a
-/// pooled client may continue a scan on another connection); the oldest are dropped past
-/// [`SCAN_CURSOR_COUNT_MAX`], and continuing a dropped one fails with `ERR invalid cursor`.
+/// pooled client may continue a scan on another connection).
+///
+/// Bounded at [`SCAN_CURSOR_COUNT_MAX`] cursors. A cursor that has been continued is kept
+/// (a client may retry a page) but is dropped first when the table is full; a cursor not
+/// yet continued (the live end of a scan in progress) is dropped only when that many scans
+/// are in progress at once. So one client's long scan never invalidates another's, which
+/// it did when the oldest cursors were simply dropped. Continuing a dropped cursor fails
+/// with `ERR invalid cursor`.
 #[derive(Debug, Default)]
 pub struct ScanCursors {
     next_id: u64,
-    keys: HashMap<u64, String>,
-    order: std::collections::VecDeque<u64>,
+    // id -> (last key returned, whether the cursor has been continued).
+    keys: HashMap<u64, (String, bool)>,
+    // Cursors in the order they were made (ids since dropped or continued are skipped).
+    fresh: std::collections::VecDeque<u64>,
+    // Continued cursors, in the order they were first continued.
+    used: std::collections::VecDeque<u64>,
 }
 
-/// Most live SCAN cursors kept.
+/// Most SCAN cursors kept.
 pub const SCAN_CURSOR_COUNT_MAX: usize = 100_000;
 
 impl ScanCursors {
     fn insert(&mut self, key: String) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
-        self.keys.insert(id, key);
-        self.order.push_back(id);
-        while self.order.len() > SCAN_CURSOR_COUNT_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
-            }
+        self.keys.insert(id, (key, false));
+        self.fresh.push_back(id);
+        while self.keys.len() > SCAN_CURSOR_COUNT_MAX {
+            self.evict_one();
+        }
+        // `fresh` keeps ids of continued cursors until they reach its front: compact it
+        // when they outnumber the live ones, so it stays O(table).
+        if self.fresh.len() > 2 * SCAN_CURSOR_COUNT_MAX {
+            let keys = &self.keys;
+            self.fresh
+                .retain(|id| keys.get(id).is_some_and(|(_, used)| !used));
         }
         id
     }
 
-    fn get(&self, id: u64) -> Option<String> {
-        self.keys.get(&id).cloned()
+    /// Drops one cursor: the oldest continued one, else the oldest live one.
+    fn evict_one(&mut self) {
+        while let Some(id) = self.used.pop_front() {
+            if self.keys.remove(&id).is_some() {
+                return;
+            }
+        }
+        while let Some(id) = self.fresh.pop_front() {
+            if let Some((_, false)) = self.keys.get(&id) {
+                self.keys.remove(&id);
+                return;
+            }
+        }
+    }
+
+    fn get(&mut self, id: u64) -> Option<String> {
+        let (key, used) = self.keys.get_mut(&id)?;
+        if !*used {
+            *used = true;
+            self.used.push_back(id);
+        }
+        Some(key.clone())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SCAN_CURSOR_COUNT_MAX, ScanCursors};
+
+    #[test]
+    fn a_long_scan_does_not_invalidate_another_scans_cursor() {
+        let mut t = ScanCursors::default();
+        let theirs = t.insert("their-last-key".into());
+        // Another client's scan makes (and continues) many more cursors than the table
+        // holds.
+        let mut c = t.insert("k0".into());
+        for i in 1..(3 * SCAN_CURSOR_COUNT_MAX) {
+            assert!(
+                t.get(c).is_some(),
+                "the live cursor of the long scan, step {i}"
+            );
+            c = t.insert(format!("k{i}"));
+        }
+        assert!(t.len() <= SCAN_CURSOR_COUNT_MAX);
+        assert!(t.fresh.len() <= 2 * SCAN_CURSOR_COUNT_MAX + 1);
+        assert!(t.used.len() <= SCAN_CURSOR_COUNT_MAX + 1);
+        assert_eq!(t.get(theirs).as_deref(), Some("their-last-key"));
+        // A retried page (the same cursor continued twice) still works while it is kept.
+        assert_eq!(t.get(theirs).as_deref(), Some("their-last-key"));
+    }
+
+    #[test]
+    fn too_many_scans_in_progress_drop_the_oldest() {
+        let mut t = ScanCursors::default();
+        let first = t.insert("a".into());
+        for i in 0..SCAN_CURSOR_COUNT_MAX {
+            t.insert(format!("k{i}"));
+        }
+        assert_eq!(t.len(), SCAN_CURSOR_COUNT_MAX);
+        assert!(t.get(first).is_none(), "the oldest live cursor went first");
     }
 }
