@@ -134,6 +134,13 @@ struct Slot {
 }
 
 impl Slot {
+    fn new() -> Arc<Slot> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Waiting),
+            cv: Condvar::new(),
+        })
+    }
+
     fn set(&self, s: SlotState) {
         *self.state.lock() = s;
         self.cv.notify_one();
@@ -804,31 +811,35 @@ impl Inner {
             // commit returns one result per command.
             return r.unwrap_or(Err(AtlasError::Closed));
         }
-        {
-            let mut p = self.pipeline.lock();
-            if !p.leader && p.queue.is_empty() {
-                // Uncontended: lead a group of one without queueing.
-                p.leader = true;
-                drop(p);
-                let _leader = LeaderGuard { inner: self };
-                let r = self.commit(std::slice::from_ref(&cmd)).pop();
-                // commit returns one result per command.
-                return r.unwrap_or(Err(AtlasError::Closed));
-            }
+        if let Some(_leader) = self.try_lead() {
+            // Uncontended: lead a group of one without queueing.
+            let r = self.commit(std::slice::from_ref(&cmd)).pop();
+            // commit returns one result per command.
+            return r.unwrap_or(Err(AtlasError::Closed));
         }
-        let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState::Waiting),
-            cv: Condvar::new(),
-        });
-        let mut lead = {
-            let mut p = self.pipeline.lock();
-            p.queue.push(Pending {
-                cmd,
-                slot: slot.clone(),
-            });
-            !std::mem::replace(&mut p.leader, true)
-        };
+        let slot = Slot::new();
+        let mut lead = self.enqueue([(cmd, slot.clone())]);
         self.wait_slot(&slot, &mut lead)
+    }
+
+    /// Takes leadership if no writer leads or waits (then the caller commits its own
+    /// commands as a group, without queueing); leadership is released when the guard drops.
+    fn try_lead(&self) -> Option<LeaderGuard<'_>> {
+        let mut p = self.pipeline.lock();
+        if p.leader || !p.queue.is_empty() {
+            return None;
+        }
+        p.leader = true;
+        Some(LeaderGuard { inner: self })
+    }
+
+    /// Queues `writes` together (so the leader that takes the first takes them all) and
+    /// returns whether the caller must lead (no writer was leading).
+    fn enqueue(&self, writes: impl IntoIterator<Item = (Command, Arc<Slot>)>) -> bool {
+        let mut p = self.pipeline.lock();
+        p.queue
+            .extend(writes.into_iter().map(|(cmd, slot)| Pending { cmd, slot }));
+        !std::mem::replace(&mut p.leader, true)
     }
 
     /// Waits for `slot`'s result, leading a group whenever leadership comes to this
@@ -871,44 +882,17 @@ impl Inner {
             Vec::new()
         } else if self.options.fsync != FsyncPolicy::Always {
             self.commit(&valid)
+        } else if let Some(_leader) = self.try_lead() {
+            self.commit(&valid)
         } else {
-            let uncontended = {
-                let mut p = self.pipeline.lock();
-                let free = !p.leader && p.queue.is_empty();
-                if free {
-                    p.leader = true;
-                }
-                free
-            };
-            if uncontended {
-                let _leader = LeaderGuard { inner: self };
-                self.commit(&valid)
-            } else {
-                // Queued together under one lock, so the leader that takes the first of
-                // them takes them all: still one group.
-                let slots: Vec<Arc<Slot>> = (0..valid.len())
-                    .map(|_| {
-                        Arc::new(Slot {
-                            state: Mutex::new(SlotState::Waiting),
-                            cv: Condvar::new(),
-                        })
-                    })
-                    .collect();
-                let mut lead = {
-                    let mut p = self.pipeline.lock();
-                    for (cmd, slot) in valid.into_iter().zip(&slots) {
-                        p.queue.push(Pending {
-                            cmd,
-                            slot: slot.clone(),
-                        });
-                    }
-                    !std::mem::replace(&mut p.leader, true)
-                };
-                slots
-                    .iter()
-                    .map(|slot| self.wait_slot(slot, &mut lead))
-                    .collect()
-            }
+            // Queued together, so the leader that takes the first takes them all: still
+            // one group.
+            let slots: Vec<Arc<Slot>> = valid.iter().map(|_| Slot::new()).collect();
+            let mut lead = self.enqueue(valid.into_iter().zip(slots.iter().cloned()));
+            slots
+                .iter()
+                .map(|slot| self.wait_slot(slot, &mut lead))
+                .collect()
         };
         let mut committed = committed.into_iter();
         results

@@ -25,6 +25,7 @@
 //! run in `block_in_place`.
 
 use super::Shared;
+use super::committer::JobFn;
 use super::glob;
 use super::kv::{self, ERR_NOT_INT, ERR_SYNTAX, KvFn};
 use super::resp::Out;
@@ -396,53 +397,56 @@ fn run_one(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) -> Result<(), AtlasEr
     (q.f)(tx, &q.args, out)
 }
 
+/// Runs `q`, writing a refused write as that command's error reply (the others go on).
+fn run_reporting(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) {
+    let mark = out.buf.len();
+    if let Err(e) = run_one(tx, q, out) {
+        out.buf.truncate(mark);
+        out.error(&atlas_error_line(&e));
+    }
+}
+
+/// The committer job that runs `qs` as one transaction and returns their replies
+/// (preceded by an array header for EXEC). A write the store refuses fails the job, and
+/// then nothing of it applies.
+fn write_job(qs: Arc<[Queued]>, resp3: bool, exec_header: bool) -> JobFn {
+    Box::new(move |tx| {
+        let mut o = Out {
+            buf: BytesMut::with_capacity(64 * qs.len() + 16),
+            resp3,
+        };
+        if exec_header {
+            o.array(qs.len());
+        }
+        for q in qs.iter() {
+            run_one(tx, q, &mut o)?;
+        }
+        Ok(o.buf)
+    })
+}
+
 async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
     if !run.iter().any(|q| q.write) {
         shared.atlas.view(|tx| {
             for q in &run {
-                let mark = out.buf.len();
-                if let Err(e) = run_one(tx, q, out) {
-                    out.buf.truncate(mark);
-                    out.error(&atlas_error_line(&e));
-                }
+                run_reporting(tx, q, out);
             }
         });
         return;
     }
     let run: Arc<[Queued]> = run.into();
     let resp3 = out.resp3;
-    let shared_run = run.clone();
-    let r = shared
+    match shared
         .committer
-        .run(Box::new(move |tx| {
-            let mut o = Out {
-                buf: BytesMut::with_capacity(64 * shared_run.len()),
-                resp3,
-            };
-            for q in shared_run.iter() {
-                run_one(tx, q, &mut o)?;
-            }
-            Ok(o.buf)
-        }))
-        .await;
-    match r {
+        .run(write_job(run.clone(), resp3, false))
+        .await
+    {
         Ok(buf) => out.buf.extend_from_slice(&buf),
         Err(_) => {
             // Some write was refused: report it on the command that caused it.
             for q in run.iter() {
-                let q = q.clone();
-                let r = shared
-                    .committer
-                    .run(Box::new(move |tx| {
-                        let mut o = Out {
-                            buf: BytesMut::new(),
-                            resp3,
-                        };
-                        run_one(tx, &q, &mut o)?;
-                        Ok(o.buf)
-                    }))
-                    .await;
-                match r {
+                let one: Arc<[Queued]> = Arc::from([q.clone()]);
+                match shared.committer.run(write_job(one, resp3, false)).await {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
@@ -460,21 +464,12 @@ async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
         out.error("EXECABORT Transaction discarded because of previous errors.");
         return;
     }
-    let n = m.queued.len();
-    let resp3 = out.resp3;
-    let one = |tx: &mut Tx<'_, '_>, q: &Queued, o: &mut Out| {
-        let mark = o.buf.len();
-        if let Err(e) = run_one(tx, q, o) {
-            // A refused write inside EXEC is that command's error; the others apply.
-            o.buf.truncate(mark);
-            o.error(&atlas_error_line(&e));
-        }
-    };
     if !m.queued.iter().any(|q| q.write) {
-        out.array(n);
+        out.array(m.queued.len());
         shared.atlas.view(|tx| {
             for q in &m.queued {
-                one(tx, q, out);
+                // A command error inside EXEC is that command's reply; the others apply.
+                run_reporting(tx, q, out);
             }
         });
         return;
@@ -482,21 +477,11 @@ async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     // A write the store refuses (memory limit, oversized key or value) aborts the whole
     // EXEC and nothing of it applies: a multi-write command must never be left half done.
     // Command errors (wrong arguments, not an integer) are replies and do not abort.
-    let r = shared
+    match shared
         .committer
-        .run(Box::new(move |tx| {
-            let mut o = Out {
-                buf: BytesMut::with_capacity(64 * n),
-                resp3,
-            };
-            o.array(n);
-            for q in &m.queued {
-                run_one(tx, q, &mut o)?;
-            }
-            Ok(o.buf)
-        }))
-        .await;
-    match r {
+        .run(write_job(m.queued.into(), out.resp3, true))
+        .await
+    {
         Ok(buf) => out.buf.extend_from_slice(&buf),
         Err(e) => out.error(&atlas_error_line(&e)),
     }
