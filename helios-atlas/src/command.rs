@@ -205,7 +205,7 @@ pub(crate) fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_value(key: &str, value: &[u8]) -> Result<()> {
+pub(crate) fn validate_value(key: &str, value: &[u8]) -> Result<()> {
     let size = value.len() as u64;
     if size > VALUE_SIZE_MAX {
         return Err(AtlasError::ValueTooLarge {
@@ -296,7 +296,9 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
 pub(crate) struct OverlayScratch {
     // An internal map (DESIGN.md: foldhash), bounded by a group's size limits.
     changes: HashMap<String, Option<Entry>, foldhash::fast::RandomState>,
-    undo: Vec<(String, Option<Option<Entry>>)>,
+    // (index in the command's `out` of the op that made the change, previous pending
+    // state): the key is read back from that op, so a change copies its key once.
+    undo: Vec<(usize, Option<Option<Entry>>)>,
 }
 
 /// The keyspace as seen by a commit group: the applied state plus the group's pending ops.
@@ -403,23 +405,25 @@ impl<'a> Overlay<'a> {
             out.push(op);
             return;
         }
-        let key = key.to_owned();
-        let previous = self.scratch.changes.insert(key.clone(), after);
-        self.scratch.undo.push((key, previous));
+        let previous = self.scratch.changes.insert(key.to_owned(), after);
+        self.scratch.undo.push((out.len(), previous));
         out.push(op);
     }
 
-    fn rollback(&mut self, mark: usize, delta_mark: i64) {
+    /// Undoes the changes recorded since `mark`, newest first; `out` still holds the ops
+    /// that made them.
+    fn rollback(&mut self, mark: usize, delta_mark: i64, out: &[Op]) {
         while self.scratch.undo.len() > mark {
-            let Some((key, previous)) = self.scratch.undo.pop() else {
+            let Some((index, previous)) = self.scratch.undo.pop() else {
                 break;
             };
+            let key = out[index].key();
             match previous {
                 Some(p) => {
-                    self.scratch.changes.insert(key, p);
+                    self.scratch.changes.insert(key.to_owned(), p);
                 }
                 None => {
-                    self.scratch.changes.remove(&key);
+                    self.scratch.changes.remove(key);
                 }
             }
         }
@@ -505,11 +509,34 @@ impl<'a> Overlay<'a> {
             Ok(reply)
         });
         if result.is_err() {
-            self.rollback(mark, delta_mark);
+            self.rollback(mark, delta_mark, out);
             out.truncate(out_mark);
         }
         self.scratch.undo.clear();
         result
+    }
+
+    /// Plans a set of `key` (already validated) under `options`; returns whether it is
+    /// written (NX/XX). Shared by [`Command::Set`] and [`Tx`], which need not build a
+    /// command (and copy the key) for it.
+    pub(crate) fn plan_set(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        options: SetOptions,
+        out: &mut Vec<Op>,
+    ) -> Result<bool> {
+        // A plain set need not look the key up here (push does, once).
+        let go = match options.condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => self.live(key).is_none(),
+            SetCondition::IfPresent => self.live(key).is_some(),
+        };
+        if go {
+            let at = self.resolve_expiry(key, options.expiry)?;
+            self.set(key, value, at, out);
+        }
+        Ok(go)
     }
 
     pub(crate) fn plan_inner(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {
@@ -526,19 +553,9 @@ impl<'a> Overlay<'a> {
                 key,
                 value,
                 options,
-            } => {
-                // A plain set need not look the key up here (push does, once).
-                let go = match options.condition {
-                    SetCondition::Always => true,
-                    SetCondition::IfAbsent => self.live(key).is_none(),
-                    SetCondition::IfPresent => self.live(key).is_some(),
-                };
-                if go {
-                    let at = self.resolve_expiry(key, options.expiry)?;
-                    self.set(key, value.clone(), at, out);
-                }
-                Ok(Reply::Bool(go))
-            }
+            } => self
+                .plan_set(key, value.clone(), *options, out)
+                .map(Reply::Bool),
             Command::Delete { keys } => {
                 let mut n = 0;
                 for key in keys {

@@ -1195,14 +1195,20 @@ impl Inner {
             }
             let path = self.dir.join(aof::segment_name(start));
             let bytes = self.storage.read(&path).map_err(io_err(&path))?;
-            let scan = aof::scan_segment(&bytes, &path, start)?;
-            drop(bytes);
-            let end_offset = scan.end_offset();
-            for r in scan.records {
+            // Each record is applied as it is decoded: a 64 MiB segment of small writes
+            // would otherwise hold over a million decoded ops at once.
+            let scan = aof::scan_segment_each(&bytes, &path, start, |r| {
                 if r.record.seq > ks.last_seq() && r.record.seq <= upto_seq {
                     ks.apply(r.record);
                 }
-            }
+            })?;
+            drop(bytes);
+            let end_offset = match scan.end {
+                aof::ScanEnd::Clean => None,
+                aof::ScanEnd::Torn { offset } | aof::ScanEnd::Corrupt { offset, .. } => {
+                    Some(offset)
+                }
+            };
             if let (Some(offset), true) = (end_offset, ks.last_seq() < upto_seq) {
                 return Err(AtlasError::Corrupt {
                     file: path,

@@ -156,7 +156,6 @@ pub(crate) fn recover(
         }
         let path = dir.join(aof::segment_name(start));
         let bytes = read_file(storage, &path)?;
-        let scan = aof::scan_segment(&bytes, &path, start)?;
         let next = keyspace.last_seq() + 1;
         if start > next {
             return Err(refuse(AtlasError::Corrupt {
@@ -168,11 +167,11 @@ pub(crate) fn recover(
                 ),
             }));
         }
-        for r in &scan.records {
+        let scan = aof::scan_segment_each(&bytes, &path, start, |r| {
             if r.record.seq > keyspace.last_seq() {
                 keyspace.apply(&r.record);
             }
-        }
+        })?;
         let valid_size = match scan.end {
             ScanEnd::Clean => bytes.len() as u64,
             // A last segment whose header never made it: a crash while rotating. No record
@@ -217,7 +216,7 @@ pub(crate) fn recover(
             }
         };
         if is_last {
-            let segment_end_seq = start + scan.records.len() as u64;
+            let segment_end_seq = start + scan.record_count;
             if segment_end_seq == keyspace.last_seq() + 1 {
                 append_to = Some((start, valid_size));
             }

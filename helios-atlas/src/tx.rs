@@ -93,13 +93,21 @@ impl<'t, 'a> Tx<'t, 'a> {
     }
 
     fn run(&mut self, cmd: Command, key_size: u64, value_size: u64) -> Result<Reply> {
+        self.check_write(key_size, value_size)?;
+        command::validate(&cmd)?;
+        let reply = self.overlay.plan_inner(&cmd, self.ops)?;
+        self.record_size_max += encoded_size_max(key_size, value_size);
+        Ok(reply)
+    }
+
+    /// Refuses a write in a read-only transaction, or one past the batch limits.
+    fn check_write(&self, key_size: u64, value_size: u64) -> Result<()> {
         if self.read_only {
             return Err(AtlasError::InvalidArgument {
                 name: "tx",
                 reason: "this transaction is read-only".to_owned(),
             });
         }
-        command::validate(&cmd)?;
         let size = encoded_size_max(key_size, value_size);
         if self.op_count() >= BATCH_OPS_COUNT_MAX {
             return Err(AtlasError::BatchTooLarge {
@@ -111,9 +119,7 @@ impl<'t, 'a> Tx<'t, 'a> {
                 detail: format!("its AOF record could exceed {RECORD_SIZE_MAX} bytes"),
             });
         }
-        let reply = self.overlay.plan_inner(&cmd, self.ops)?;
-        self.record_size_max += size;
-        Ok(reply)
+        Ok(())
     }
 
     /// Sets `key` to `value` with `expiry` (`Expiry::Keep` keeps the current TTL).
@@ -138,18 +144,13 @@ impl<'t, 'a> Tx<'t, 'a> {
     ) -> Result<bool> {
         let value = value.into();
         let (ks, vs) = (key.len() as u64, value.len() as u64);
-        match self.run(
-            Command::Set {
-                key: key.to_owned(),
-                value,
-                options,
-            },
-            ks,
-            vs,
-        )? {
-            Reply::Bool(b) => Ok(b),
-            _ => Ok(true),
-        }
+        self.check_write(ks, vs)?;
+        // As `Command::Set` is validated and planned, without copying the key into one.
+        command::validate_key(key)?;
+        command::validate_value(key, &value)?;
+        let written = self.overlay.plan_set(key, value, options, self.ops)?;
+        self.record_size_max += encoded_size_max(ks, vs);
+        Ok(written)
     }
 
     /// Deletes `key`; returns whether it was live.

@@ -222,10 +222,42 @@ impl SegmentScan {
 ///
 /// Errors only for a header of another format or version; every other problem is reported
 /// in [`SegmentScan::end`] so the caller can decide (truncate, refuse, or repair).
+/// Collects every record; replay uses [`scan_segment_each`], which holds one at a time.
 pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<SegmentScan, AtlasError> {
+    let mut records = Vec::new();
+    let summary = scan_segment_each(bytes, file, start_seq, |r| records.push(r))?;
+    Ok(SegmentScan {
+        records,
+        header_end: summary.header_end,
+        end: summary.end,
+    })
+}
+
+/// What [`scan_segment_each`] found besides the records it handed over.
+#[derive(Debug, Clone)]
+pub struct ScanSummary {
+    /// How many valid records were handed to the callback.
+    pub record_count: u64,
+    /// Byte offset just past the header line (0 if the header itself is torn).
+    pub header_end: u64,
+    /// How the segment ends.
+    pub end: ScanEnd,
+}
+
+/// As [`scan_segment`], but hands each valid record to `each` as soon as it is decoded, in
+/// order, instead of collecting them: replaying a 64 MiB segment then holds one record
+/// at a time rather than every decoded record of the segment (hundreds of MB of small
+/// allocations for a segment of small writes). Records before a torn or corrupt line are
+/// handed over before the scan reports that end.
+pub fn scan_segment_each(
+    bytes: &[u8],
+    file: &Path,
+    start_seq: u64,
+    mut each: impl FnMut(ScannedRecord),
+) -> Result<ScanSummary, AtlasError> {
     let Some(header_len) = bytes.iter().position(|&b| b == b'\n') else {
-        return Ok(SegmentScan {
-            records: Vec::new(),
+        return Ok(ScanSummary {
+            record_count: 0,
             header_end: 0,
             end: if bytes.is_empty() {
                 ScanEnd::Clean
@@ -237,8 +269,8 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
     let header: Header = match serde_json::from_slice(&bytes[..header_len]) {
         Ok(h) => h,
         Err(e) => {
-            return Ok(SegmentScan {
-                records: Vec::new(),
+            return Ok(ScanSummary {
+                record_count: 0,
                 header_end: 0,
                 end: ScanEnd::Corrupt {
                     offset: 0,
@@ -263,8 +295,8 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
     }
     let header_end = header_len as u64 + 1;
     if header.start_seq != start_seq {
-        return Ok(SegmentScan {
-            records: Vec::new(),
+        return Ok(ScanSummary {
+            record_count: 0,
             header_end,
             end: ScanEnd::Corrupt {
                 offset: 0,
@@ -275,7 +307,7 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
             },
         });
     }
-    let mut records = Vec::new();
+    let mut record_count = 0u64;
     let mut pos = header_len + 1;
     let mut expected_seq = start_seq;
     let end = loop {
@@ -291,7 +323,8 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
             Ok(record) if record.seq == expected_seq => {
                 pos += line_len + 1;
                 expected_seq += 1;
-                records.push(ScannedRecord {
+                record_count += 1;
+                each(ScannedRecord {
                     offset,
                     end: pos as u64,
                     record,
@@ -306,8 +339,8 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
             Err(reason) => break ScanEnd::Corrupt { offset, reason },
         }
     };
-    Ok(SegmentScan {
-        records,
+    Ok(ScanSummary {
+        record_count,
         header_end,
         end,
     })
