@@ -17,7 +17,8 @@
 //! Invariants: each job is its own transaction (its own AOF record, all-or-nothing), jobs
 //! of one connection run in its order (it awaits each), and a job's result is sent only
 //! after its record is logged (and fsynced under `always`) and applied. The queue holds at
-//! most one job per connection, so it is bounded by `clients_max`.
+//! most one job per connection, so it is bounded by `clients_max`. If the thread panics,
+//! every waiting and later job gets `Closed` (no connection waits forever).
 
 use bytes::BytesMut;
 use helios_atlas::{Atlas, AtlasError, Tx};
@@ -146,7 +147,25 @@ impl CommitterThread {
     }
 }
 
+/// If the committer thread panics (a bug in a command), every job still queued, and every
+/// later one, is answered [`AtlasError::Closed`] (their senders are dropped) instead of
+/// waiting forever; the jobs of the group in hand are answered the same way as its
+/// replies unwind.
+struct CloseOnPanic<'a>(&'a State);
+
+impl Drop for CloseOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the atlasd committer thread panicked; writes now fail");
+            let mut q = self.0.queue.lock();
+            q.stopped = true;
+            q.jobs.clear();
+        }
+    }
+}
+
 fn run(atlas: &Atlas, state: &State) {
+    let _close_on_panic = CloseOnPanic(state);
     loop {
         let (batch, stopped) = {
             let mut q = state.queue.lock();
@@ -172,5 +191,42 @@ fn run(atlas: &Atlas, state: &State) {
             // A connection that went away no longer waits for its result.
             let _ = reply.send(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helios_atlas::storage::MemStorage;
+    use helios_atlas::{Expiry, FsyncPolicy, Options};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_closes_the_committer_instead_of_hanging_writers() {
+        let atlas = Atlas::open(
+            "/db",
+            Options {
+                fsync: FsyncPolicy::Always,
+                storage: Arc::new(MemStorage::new()),
+                maintenance_interval_ms: None,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let (c, thread) = start(atlas.clone(), true).unwrap();
+        let ok: JobFn = Box::new(|tx| {
+            tx.set("a", "1", Expiry::Never)?;
+            Ok(BytesMut::from(&b"+OK\r\n"[..]))
+        });
+        assert_eq!(&c.run(ok).await.unwrap()[..], b"+OK\r\n");
+        let boom: JobFn = Box::new(|_| panic!("a bug in a command"));
+        assert!(matches!(c.run(boom).await, Err(AtlasError::Closed)));
+        let later: JobFn = Box::new(|_| Ok(BytesMut::new()));
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), c.run(later)).await;
+        assert!(
+            matches!(r, Ok(Err(AtlasError::Closed))),
+            "answered, not hanging"
+        );
+        thread.stop();
+        assert_eq!(atlas.get("a").unwrap(), "1");
     }
 }

@@ -17,9 +17,10 @@
 //! Each connection is one task: it reads what is available, parses every complete request,
 //! executes them in order (a run of keyspace commands as one ATLAS transaction: on the
 //! runtime thread over a read-only view when the run only reads, else on the
-//! [`committer`] thread, awaited), and writes all the replies with one `write_all`. A protocol error gets its `-ERR Protocol
-//! error: ...` reply after the replies of the requests before it, and closes only that
-//! connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
+//! [`committer`] thread, awaited), and writes all the replies with one `write_all`. Reads
+//! take one `recv` per request ([`read_request_bytes`]). A protocol error gets its `-ERR
+//! Protocol error: ...` reply after the replies of the requests before it, and closes only
+//! that connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
 //! and is closed. With `idle_timeout_s` > 0 a client idle that long is closed.
 //!
 //! # Shutdown
@@ -49,7 +50,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
@@ -349,10 +350,10 @@ async fn connection(
         }
         let read = async {
             match idle {
-                Some(d) => tokio::time::timeout(d, socket.read_buf(&mut inbuf))
+                Some(d) => tokio::time::timeout(d, read_request_bytes(&socket, &mut inbuf))
                     .await
                     .unwrap_or(Ok(0)),
-                None => socket.read_buf(&mut inbuf).await,
+                None => read_request_bytes(&socket, &mut inbuf).await,
             }
         };
         let n = tokio::select! {
@@ -361,6 +362,39 @@ async fn connection(
         };
         if n == 0 {
             return Ok(());
+        }
+    }
+}
+
+/// Reads what the socket has into `buf` (at least one byte; 0 at end of stream), as
+/// `read_buf` does, but with one `recv` per request where `read_buf` makes two.
+///
+/// Tokio forgets a socket's readiness only when a read fails with `WouldBlock`, so after a
+/// request-reply exchange the next `read_buf` first tries a `recv` that comes back empty.
+/// Here a short read (fewer bytes than there was room for: the kernel had no more) also
+/// clears the readiness, like a `WouldBlock` would. That is race-free: `try_io` clears
+/// only the readiness it saw before the `recv`, so bytes arriving after it raise a new
+/// readiness event that is kept and wakes the next wait.
+async fn read_request_bytes(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        let mut got = None;
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            let room = buf.capacity() - buf.len();
+            let n = socket.try_read_buf(buf)?;
+            got = Some(n);
+            if n > 0 && n < room {
+                // Drained: forget the readiness seen before this read.
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match (r, got) {
+            (Ok(n), _) => return Ok(n),
+            (Err(e), Some(n)) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(n),
+            (Err(e), _) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            (Err(e), _) => return Err(e),
         }
     }
 }
