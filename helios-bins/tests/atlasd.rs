@@ -864,6 +864,25 @@ fn max_clients_and_idle_timeout() {
     assert_eq!(roundtrip(&mut third, b"PING\r\n", 7), b"+PONG\r\n");
 }
 
+/// A connection forgets its socket's readiness after a short read (one `recv` per
+/// request): bytes that arrive later, after a pause, must still wake it, at every split.
+#[test]
+fn requests_split_across_reads_with_pauses_are_served() {
+    let (_d, s) = start();
+    let mut c = s.raw();
+    let req = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n";
+    for cut in 1..req.len() {
+        c.write_all(&req[..cut]).unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+        expect(&mut c, &req[cut..], "+OK\r\n");
+    }
+    // Request after request, each after a pause, on the same connection.
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(15));
+        expect(&mut c, b"INCR n\r\n", &format!(":{}\r\n", i + 1));
+    }
+}
+
 #[test]
 fn large_values_round_trip() {
     let (_d, s) = start();
