@@ -42,17 +42,20 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            // The binary's runtime: its worker count and turn-end hook.
+            let (rt, turns) = helios_bins::atlasd::runtime(&cfg).unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                helios_bins::atlasd::run(listener, atlas, cfg, async {
-                    let _ = rx.await;
-                })
+                helios_bins::atlasd::run_with_turns(
+                    listener,
+                    atlas,
+                    cfg,
+                    async {
+                        let _ = rx.await;
+                    },
+                    Some(turns),
+                )
                 .await
                 .unwrap();
             });
@@ -730,6 +733,8 @@ fn server_commands() {
     assert_eq!(v, vec!["appendfsync".to_string(), "everysec".into()]);
     let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "*max*"]);
     assert!(v.contains(&"maxclients".to_string()));
+    let v: Vec<String> = q(&mut c, &["CONFIG", "GET", "io-threads"]);
+    assert_eq!(v, vec!["io-threads".to_string(), "1".into()]);
     assert!(
         e(&mut c, &["CONFIG", "SET", "appendfsync", "no"])
             .starts_with("ERR CONFIG SET is not supported")

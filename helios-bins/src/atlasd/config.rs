@@ -44,6 +44,11 @@ pub struct AtlasdConfig {
     pub array_count_max: u64,
     /// Most commands queued in one MULTI.
     pub multi_count_max: usize,
+    /// Runtime threads serving connections (default 1, like Redis's one event loop: no
+    /// lock contention or cross-thread wake-ups between them; raise it where spare cores
+    /// should serve reads in parallel). Snapshots, fsyncs and bcrypt run on other threads
+    /// either way.
+    pub worker_threads: usize,
     /// Logs.
     pub log: LogSection,
 }
@@ -61,6 +66,7 @@ impl Default for AtlasdConfig {
             bulk_size_max: 512 * 1024 * 1024,
             array_count_max: 1024 * 1024,
             multi_count_max: 100_000,
+            worker_threads: 1,
             log: LogSection {
                 format: "auto".into(),
                 level: "info".into(),
@@ -88,6 +94,8 @@ pub struct AtlasdFlags {
     pub appendfsync: Option<String>,
     /// `--requirepass PASS`.
     pub requirepass: Option<String>,
+    /// `--threads N`.
+    pub worker_threads: Option<usize>,
 }
 
 /// Splits `HOST:PORT` (or `[v6]:PORT`).
@@ -142,6 +150,9 @@ impl AtlasdConfig {
         if let Some(p) = &flags.requirepass {
             cfg.requirepass = p.clone();
         }
+        if let Some(n) = flags.worker_threads {
+            cfg.worker_threads = n;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -169,6 +180,9 @@ impl AtlasdConfig {
         }
         if self.multi_count_max == 0 || self.multi_count_max > 1_000_000 {
             return Err(err("multi_count_max", "1..=1000000"));
+        }
+        if self.worker_threads == 0 || self.worker_threads > 1024 {
+            return Err(err("worker_threads", "1..=1024"));
         }
         if !matches!(self.log.format.as_str(), "json" | "pretty" | "auto") {
             return Err(err("log.format", "one of json, pretty, auto"));
@@ -227,5 +241,32 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "appendfsync");
+        let c = AtlasdConfig::load(
+            None,
+            [("HELIOS_ATLASD_WORKER_THREADS".to_string(), "3".to_string())],
+            &AtlasdFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.worker_threads, 3);
+        let c = AtlasdConfig::load(
+            None,
+            [("HELIOS_ATLASD_WORKER_THREADS".to_string(), "3".to_string())],
+            &AtlasdFlags {
+                worker_threads: Some(2),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.worker_threads, 2, "the flag wins");
+        let e = AtlasdConfig::load(
+            None,
+            std::iter::empty(),
+            &AtlasdFlags {
+                worker_threads: Some(0),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "worker_threads");
     }
 }

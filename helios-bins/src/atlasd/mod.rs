@@ -28,10 +28,11 @@
 //! stops, connections finish the batch in hand and close (up to a grace period), then
 //! ATLAS is closed (fsynced).
 //!
-//! What this module must never do: hold a lock across an `.await`, block a runtime
-//! thread on an fsync (writes run on the committer thread; server commands that may wait
-//! run in `block_in_place`), or grow a buffer past the configured limits because of what a
-//! client sends.
+//! What this module must never do: hold a lock across an `.await`, block a connection's
+//! task on an fsync (writes are awaited; the one fsync a runtime thread waits for is its
+//! turn's group commit, at the end of the turn, as Redis does; server commands that may
+//! wait run in `block_in_place`), or grow a buffer past the configured limits because of
+//! what a client sends.
 
 pub mod cmd;
 pub mod committer;
@@ -156,6 +157,8 @@ impl Shared {
                     .to_string(),
             ),
             ("maxmemory-policy", "noeviction".to_owned()),
+            // The runtime threads serving clients (Redis's nearest setting).
+            ("io-threads", self.cfg.worker_threads.to_string()),
         ];
         if authed {
             v.push(("requirepass", self.cfg.requirepass.clone()));
@@ -187,18 +190,49 @@ pub fn open_atlas(cfg: &AtlasdConfig) -> Result<Atlas, helios_atlas::AtlasError>
     )
 }
 
+/// The runtime atlasd serves on (the binary's, and the tests'): `cfg.worker_threads`
+/// threads, whose `on_thread_park` hook reports the end of each turn to the returned hub;
+/// pass it to [`run_with_turns`].
+pub fn runtime(
+    cfg: &AtlasdConfig,
+) -> std::io::Result<(tokio::runtime::Runtime, Arc<committer::TurnHub>)> {
+    let turns = Arc::new(committer::TurnHub::default());
+    let hook = turns.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
+        .enable_all()
+        .on_thread_park(move || hook.turn_ended())
+        .build()?;
+    Ok((rt, turns))
+}
+
 /// Serves RESP on `listener` over `atlas` until `shutdown` resolves or a client sends
-/// `SHUTDOWN`; then drains connections and closes ATLAS (fsync).
+/// `SHUTDOWN`; then drains connections and closes ATLAS (fsync). Without a turn hub (see
+/// [`run_with_turns`]), `always` writes are grouped by the committer thread alone.
 pub async fn run(
     listener: TcpListener,
     atlas: Atlas,
     cfg: AtlasdConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AtlasdError> {
+    run_with_turns(listener, atlas, cfg, shutdown, None).await
+}
+
+/// As [`run`], with the hub the runtime's `on_thread_park` hook reports turn ends to
+/// ([`committer::TurnHub`]): under `always`, the committer then takes its group when the
+/// runtime's turn ends, so one fsync covers every write queued in it. The binary
+/// installs it.
+pub async fn run_with_turns(
+    listener: TcpListener,
+    atlas: Atlas,
+    cfg: AtlasdConfig,
+    shutdown: impl Future<Output = ()>,
+    turns: Option<Arc<committer::TurnHub>>,
+) -> Result<(), AtlasdError> {
     let port = listener.local_addr()?.port();
     let (tx, mut rx) = watch::channel(false);
     let (committer, committer_thread) =
-        committer::start(atlas.clone(), cfg.appendfsync == "always")?;
+        committer::start(atlas.clone(), cfg.appendfsync == "always", turns)?;
     let shared = Arc::new(Shared {
         committer,
         limits: Limits {

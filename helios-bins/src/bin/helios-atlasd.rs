@@ -44,6 +44,9 @@ struct Args {
     /// Password clients must give with AUTH (overrides `requirepass`).
     #[arg(long, value_name = "PASS")]
     requirepass: Option<String>,
+    /// Runtime threads serving connections (overrides `worker_threads`; default 1).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         dir: args.dir,
         appendfsync: args.appendfsync,
         requirepass: args.requirepass,
+        worker_threads: args.threads,
     };
     let cfg = match AtlasdConfig::load(args.config.as_deref(), env, &flags) {
         Ok(c) => c,
@@ -67,10 +71,9 @@ fn main() -> ExitCode {
         }
     };
     helios_bins::app::init_tracing(&cfg.log.format, &cfg.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A runtime thread about to park has served every ready connection: the end of a
+    // turn, when the turn's writes commit as one group (atlasd::committer).
+    let (runtime, turns) = match helios_bins::atlasd::runtime(&cfg) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("helios-atlasd: cannot start the runtime: {e}");
@@ -94,7 +97,13 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), appendfsync = %cfg.appendfsync, "helios-atlasd serving");
-        match helios_bins::atlasd::run(listener, atlas, cfg, helios_bins::app::shutdown_signal())
+        match helios_bins::atlasd::run_with_turns(
+            listener,
+            atlas,
+            cfg,
+            helios_bins::app::shutdown_signal(),
+            Some(turns),
+        )
             .await
         {
             Ok(()) => ExitCode::SUCCESS,
