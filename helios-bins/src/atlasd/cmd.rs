@@ -438,7 +438,7 @@ async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
     let resp3 = out.resp3;
     match shared
         .committer
-        .run(write_job(run.clone(), resp3, false))
+        .run(write_job(run.clone(), resp3, false), run.len())
         .await
     {
         Ok(buf) => out.buf.extend_from_slice(&buf),
@@ -446,7 +446,7 @@ async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
             // Some write was refused: report it on the command that caused it.
             for q in run.iter() {
                 let one: Arc<[Queued]> = Arc::from([q.clone()]);
-                match shared.committer.run(write_job(one, resp3, false)).await {
+                match shared.committer.run(write_job(one, resp3, false), 1).await {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
@@ -477,9 +477,10 @@ async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     // A write the store refuses (memory limit, oversized key or value) aborts the whole
     // EXEC and nothing of it applies: a multi-write command must never be left half done.
     // Command errors (wrong arguments, not an integer) are replies and do not abort.
+    let n = m.queued.len();
     match shared
         .committer
-        .run(write_job(m.queued.into(), out.resp3, true))
+        .run(write_job(m.queued.into(), out.resp3, true), n)
         .await
     {
         Ok(buf) => out.buf.extend_from_slice(&buf),

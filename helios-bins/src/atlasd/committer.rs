@@ -16,10 +16,12 @@
 //!   the other ready connections queue theirs; while it writes and fsyncs, new jobs queue
 //!   up and form the next group.
 //!
-//! Under `everysec` and `no` there is no fsync to share: a job commits inline on the
-//! connection's runtime thread (`Atlas::transact`, serialized by ATLAS's writer lock). A
-//! hand-off to a thread measured slower there (two wake-ups per request without
-//! pipelining, for an append that costs less).
+//! Under `everysec` and `no` there is no fsync to share, only the AOF `write`: a pipelined
+//! run (several commands) commits inline on the connection's runtime thread
+//! (`Atlas::transact`, serialized by ATLAS's writer lock), as does everything without a
+//! hub (a hand-off to a thread measured slower: two wake-ups per request for an append
+//! that costs less); with a hub, a lone command joins its turn's group, so the turn's
+//! lone writes share one `write` (Redis writes its AOF buffer once per turn too).
 //!
 //! Invariants: each job is its own transaction (its own AOF record, all-or-nothing), jobs
 //! of one connection run in its order (it awaits each), and a job's result is sent only
@@ -102,6 +104,7 @@ struct Queue {
 
 struct State {
     queue: Mutex<Queue>,
+    fsync_always: bool,
     turns: Option<Arc<TurnHub>>,
     // Set by the committer just before it parks; whoever clears it unparks it.
     sleeping: AtomicBool,
@@ -139,10 +142,12 @@ pub fn start(
 ) -> std::io::Result<(Committer, CommitterThread)> {
     let state = Arc::new(State {
         queue: Mutex::new(Queue::default()),
+        fsync_always,
         turns,
         sleeping: AtomicBool::new(false),
     });
-    let handle = if fsync_always {
+    // Under everysec/no a thread is needed only as the turn hub's fallback.
+    let handle = if fsync_always || state.turns.is_some() {
         let st = state.clone();
         let atlas = atlas.clone();
         Some(
@@ -167,11 +172,19 @@ pub fn start(
 impl Committer {
     /// Runs `f` as one transaction in the next commit group and returns its replies once
     /// it is logged and applied (or its error, having changed nothing).
-    pub async fn run(&self, f: JobFn) -> Result<BytesMut, AtlasError> {
+    ///
+    /// `commands` is how many commands the transaction runs. Under `everysec` and `no`, a
+    /// pipelined run (more than one) commits inline: it already shares one append among
+    /// its commands; a lone command joins its turn's group (with a turn hub), where
+    /// it shares the append with the other connections' (one `write` per turn, as Redis).
+    pub async fn run(&self, f: JobFn, commands: usize) -> Result<BytesMut, AtlasError> {
         let Some(thread) = &self.thread else {
             // No fsync to wait for: commit on this runtime thread, without a hand-off.
             return self.atlas.transact(f);
         };
+        if !self.state.fsync_always && commands > 1 {
+            return self.atlas.transact(f);
+        }
         let (reply, got) = oneshot::channel();
         {
             let mut q = self.state.queue.lock();
@@ -312,11 +325,11 @@ mod tests {
             tx.set("a", "1", Expiry::Never)?;
             Ok(BytesMut::from(&b"+OK\r\n"[..]))
         });
-        assert_eq!(&c.run(ok).await.unwrap()[..], b"+OK\r\n");
+        assert_eq!(&c.run(ok, 1).await.unwrap()[..], b"+OK\r\n");
         let boom: JobFn = Box::new(|_| panic!("a bug in a command"));
-        assert!(matches!(c.run(boom).await, Err(AtlasError::Closed)));
+        assert!(matches!(c.run(boom, 1).await, Err(AtlasError::Closed)));
         let later: JobFn = Box::new(|_| Ok(BytesMut::new()));
-        let r = tokio::time::timeout(std::time::Duration::from_secs(10), c.run(later)).await;
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), c.run(later, 1)).await;
         assert!(
             matches!(r, Ok(Err(AtlasError::Closed))),
             "answered, not hanging"
@@ -369,7 +382,7 @@ mod tests {
             let jobs: Vec<_> = (0..32)
                 .map(|i| {
                     let c = c.clone();
-                    tokio::spawn(async move { c.run(set(format!("k{i}"))).await })
+                    tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
                 })
                 .collect();
             for j in jobs {
@@ -395,7 +408,7 @@ mod tests {
         let (c, thread) = start(atlas.clone(), true, Some(hub)).unwrap();
         rt.block_on(async {
             for i in 0..3 {
-                c.run(set(format!("k{i}"))).await.unwrap();
+                c.run(set(format!("k{i}")), 1).await.unwrap();
             }
         });
         assert_eq!(atlas.key_count(), 3);
@@ -410,12 +423,14 @@ mod tests {
         let rt = runtime(&hub);
         let (c, thread) = start(atlas.clone(), true, Some(hub)).unwrap();
         rt.block_on(async {
-            c.run(set("a".into())).await.unwrap();
+            c.run(set("a".into()), 1).await.unwrap();
             let boom: JobFn = Box::new(|_| panic!("a bug in a command"));
-            assert!(matches!(c.run(boom).await, Err(AtlasError::Closed)));
-            let r =
-                tokio::time::timeout(std::time::Duration::from_secs(10), c.run(set("b".into())))
-                    .await;
+            assert!(matches!(c.run(boom, 1).await, Err(AtlasError::Closed)));
+            let r = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                c.run(set("b".into()), 1),
+            )
+            .await;
             assert!(
                 matches!(r, Ok(Err(AtlasError::Closed))),
                 "answered, not hanging"
@@ -428,5 +443,41 @@ mod tests {
         );
         thread.stop();
         assert_eq!(atlas.get("a").unwrap(), "v");
+    }
+
+    #[test]
+    fn under_everysec_lone_commands_share_their_turns_append() {
+        let disk = MemStorage::new();
+        let atlas = Atlas::open(
+            "/db",
+            Options {
+                fsync: FsyncPolicy::Everysec,
+                storage: Arc::new(disk.clone()),
+                maintenance_interval_ms: None,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let hub = Arc::new(TurnHub::default());
+        let rt = runtime(&hub);
+        let (c, thread) = start(atlas.clone(), false, Some(hub)).unwrap();
+        let groups = atlas.stats().groups_committed_count;
+        rt.block_on(async {
+            let jobs: Vec<_> = (0..32)
+                .map(|i| {
+                    let c = c.clone();
+                    tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
+                })
+                .collect();
+            for j in jobs {
+                j.await.unwrap().unwrap();
+            }
+            // A pipelined run commits inline, on its own.
+            c.run(set("p".into()), 2).await.unwrap();
+        });
+        let used = atlas.stats().groups_committed_count - groups;
+        assert!(used <= 5, "32 lone writes and one run took {used} appends");
+        assert_eq!(atlas.key_count(), 33);
+        thread.stop();
     }
 }
