@@ -9,7 +9,7 @@
 //!   at the end of its turn, in the `on_thread_park` hook, when it has run every ready
 //!   connection: exactly Redis's `beforeSleep`. The thread waits for that group's fsync;
 //!   requests arriving meanwhile wait in their sockets and make the next turn's group
-//!   larger (measured: 21 writes per fsync under 50 clients at `-P 1`, against 12 with
+//!   larger (measured: 25 writes per fsync under 50 clients at `-P 1`, against 12 with
 //!   the thread alone). The committer thread only takes jobs still queued after
 //!   [`TURN_WAIT_MAX`] (a runtime thread busy without a pause);
 //! - without a hub: the committer thread, woken by a connection after it yielded once so
