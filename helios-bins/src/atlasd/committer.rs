@@ -59,6 +59,8 @@ pub struct TurnHub {
     target: Mutex<Option<(Atlas, Arc<State>)>>,
     // A job was queued since the last turn ended.
     pending: AtomicBool,
+    // Turns ended so far (the committer thread takes only jobs no turn end took).
+    ended: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TurnHub {
@@ -75,20 +77,24 @@ impl TurnHub {
     /// thread waits for that group's fsync; the requests that arrive meanwhile wait in the
     /// sockets and make the next turn (and group) larger.
     pub fn turn_ended(&self) {
-        if self.pending.load(Ordering::Relaxed)
-            && self.pending.swap(false, Ordering::SeqCst)
-            && let Some((atlas, state)) = self.target.lock().clone()
-        {
-            let (atlas, state) = (&atlas, &*state);
+        if !(self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst)) {
+            return;
+        }
+        // Cloned out: the lock is not held across the commit (another runtime thread's
+        // hook may commit meanwhile; ATLAS's pipeline orders them).
+        let target = self.target.lock().clone();
+        if let Some((atlas, state)) = target {
             // A bug in a command must not unwind into the runtime's park path.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _close_on_panic = CloseOnPanic(state);
-                commit_queued(atlas, state)
+                let _close_on_panic = CloseOnPanic(&state);
+                // Every queued job, however many groups that takes.
+                while let (true, false) = commit_queued(&atlas, &state) {}
             }));
             if r.is_err() {
                 tracing::error!("a write transaction panicked at the end of a runtime turn");
             }
         }
+        self.ended.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -219,6 +225,10 @@ impl CommitterThread {
     /// Lets the committer finish the jobs queued so far, then joins it. Later jobs get
     /// [`AtlasError::Closed`].
     pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
         if let Some(t) = &self.committer.state.turns {
             t.target.lock().take();
         }
@@ -232,6 +242,14 @@ impl CommitterThread {
         {
             tracing::error!("the atlasd committer thread panicked");
         }
+    }
+}
+
+impl Drop for CommitterThread {
+    /// A server that returns early (an error before `stop`) still ends the thread and
+    /// lets go of the store (the hub would otherwise keep it, and its directory lock).
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 
@@ -275,14 +293,26 @@ fn commit_queued(atlas: &Atlas, state: &State) -> (bool, bool) {
 fn run(atlas: &Atlas, state: &State) {
     let _close_on_panic = CloseOnPanic(state);
     loop {
-        if state.turns.is_some() {
-            let q = state.queue.lock();
-            if !q.jobs.is_empty() && !q.stopped {
-                drop(q);
+        if let Some(turns) = &state.turns {
+            let waiting = {
+                let q = state.queue.lock();
+                !q.jobs.is_empty() && !q.stopped
+            };
+            if waiting {
                 // The runtime commits at the end of each turn; this thread takes only
-                // what is still queued after TURN_WAIT_MAX (a runtime thread busy
-                // without pause).
-                std::thread::park_timeout(TURN_WAIT_MAX);
+                // jobs no turn end took within TURN_WAIT_MAX (a runtime thread busy
+                // without pause). A turn that ends meanwhile took them: look again.
+                let seen = turns.ended.load(Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + TURN_WAIT_MAX;
+                while let Some(left) = deadline.checked_duration_since(std::time::Instant::now())
+                    && !left.is_zero()
+                    && turns.ended.load(Ordering::SeqCst) == seen
+                {
+                    std::thread::park_timeout(left);
+                }
+                if turns.ended.load(Ordering::SeqCst) != seen {
+                    continue;
+                }
             }
         }
         let (committed, stopped) = commit_queued(atlas, state);
@@ -479,5 +509,41 @@ mod tests {
         assert!(used <= 5, "32 lone writes and one run took {used} appends");
         assert_eq!(atlas.key_count(), 33);
         thread.stop();
+    }
+
+    #[test]
+    fn a_turn_end_commits_more_than_one_group_and_drop_lets_go_of_the_store() {
+        let disk = MemStorage::new();
+        let atlas = always(&disk);
+        let hub = Arc::new(TurnHub::default());
+        let rt = runtime(&hub);
+        let (c, thread) = start(atlas.clone(), true, Some(hub.clone())).unwrap();
+        let syncs = disk.sync_count();
+        rt.block_on(async {
+            let n = GROUP_JOBS_MAX + 44;
+            let jobs: Vec<_> = (0..n)
+                .map(|i| {
+                    let c = c.clone();
+                    tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
+                })
+                .collect();
+            for j in jobs {
+                j.await.unwrap().unwrap();
+            }
+        });
+        let used = disk.sync_count() - syncs;
+        assert!(
+            used <= 4,
+            "one turn of {} writes took {used} fsyncs",
+            GROUP_JOBS_MAX + 44
+        );
+        // Dropped without stop (a server returning early): the thread ends and the hook
+        // no longer holds the store.
+        drop(thread);
+        assert!(hub.target.lock().is_none());
+        assert!(matches!(
+            rt.block_on(c.run(set("late".into()), 1)),
+            Err(AtlasError::Closed)
+        ));
     }
 }
