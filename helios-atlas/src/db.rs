@@ -1203,13 +1203,7 @@ impl Inner {
                 }
             })?;
             drop(bytes);
-            let end_offset = match scan.end {
-                aof::ScanEnd::Clean => None,
-                aof::ScanEnd::Torn { offset } | aof::ScanEnd::Corrupt { offset, .. } => {
-                    Some(offset)
-                }
-            };
-            if let (Some(offset), true) = (end_offset, ks.last_seq() < upto_seq) {
+            if let (Some(offset), true) = (scan.end.offset(), ks.last_seq() < upto_seq) {
                 return Err(AtlasError::Corrupt {
                     file: path,
                     offset,

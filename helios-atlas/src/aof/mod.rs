@@ -208,13 +208,20 @@ pub struct SegmentScan {
     pub end: ScanEnd,
 }
 
-impl SegmentScan {
+impl ScanEnd {
     /// Where the valid part of the segment ends, if it does not end cleanly.
-    pub fn end_offset(&self) -> Option<u64> {
-        match &self.end {
+    pub fn offset(&self) -> Option<u64> {
+        match self {
             ScanEnd::Clean => None,
             ScanEnd::Torn { offset } | ScanEnd::Corrupt { offset, .. } => Some(*offset),
         }
+    }
+}
+
+impl SegmentScan {
+    /// Where the valid part of the segment ends, if it does not end cleanly.
+    pub fn end_offset(&self) -> Option<u64> {
+        self.end.offset()
     }
 }
 

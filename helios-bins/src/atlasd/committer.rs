@@ -340,16 +340,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_job_closes_the_committer_instead_of_hanging_writers() {
-        let atlas = Atlas::open(
-            "/db",
-            Options {
-                fsync: FsyncPolicy::Always,
-                storage: Arc::new(MemStorage::new()),
-                maintenance_interval_ms: None,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let atlas = open(&MemStorage::new(), FsyncPolicy::Always);
         let (c, thread) = start(atlas.clone(), true, None).unwrap();
         let ok: JobFn = Box::new(|tx| {
             tx.set("a", "1", Expiry::Never)?;
@@ -368,11 +359,11 @@ mod tests {
         assert_eq!(atlas.get("a").unwrap(), "1");
     }
 
-    fn always(disk: &MemStorage) -> Atlas {
+    fn open(disk: &MemStorage, fsync: FsyncPolicy) -> Atlas {
         Atlas::open(
             "/db",
             Options {
-                fsync: FsyncPolicy::Always,
+                fsync,
                 storage: Arc::new(disk.clone()),
                 maintenance_interval_ms: None,
                 ..Options::default()
@@ -399,26 +390,29 @@ mod tests {
         })
     }
 
+    /// `n` connections each queue one lone SET of their own key at once; all must succeed.
+    async fn concurrent_sets(c: &Committer, n: usize) {
+        let jobs: Vec<_> = (0..n)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
+            })
+            .collect();
+        for j in jobs {
+            assert_eq!(&j.await.unwrap().unwrap()[..], b"+OK\r\n");
+        }
+    }
+
     #[test]
     fn the_writes_of_a_turn_commit_as_one_group_when_it_ends() {
         let disk = MemStorage::new();
-        let atlas = always(&disk);
+        let atlas = open(&disk, FsyncPolicy::Always);
         let hub = Arc::new(TurnHub::default());
         let rt = runtime(&hub);
         let (c, thread) = start(atlas.clone(), true, Some(hub.clone())).unwrap();
         let syncs = disk.sync_count();
-        rt.block_on(async {
-            // 32 connections each queue a write in the same turn.
-            let jobs: Vec<_> = (0..32)
-                .map(|i| {
-                    let c = c.clone();
-                    tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
-                })
-                .collect();
-            for j in jobs {
-                assert_eq!(&j.await.unwrap().unwrap()[..], b"+OK\r\n");
-            }
-        });
+        // 32 connections each queue a write in the same turn.
+        rt.block_on(concurrent_sets(&c, 32));
         let used = disk.sync_count() - syncs;
         // One group (a slow machine may let the thread's TURN_WAIT_MAX split it).
         assert!(used <= 4, "32 writes of one turn took {used} fsyncs");
@@ -432,7 +426,7 @@ mod tests {
     fn without_turn_ends_the_thread_commits_after_the_wait() {
         // A hub no runtime reports to: the committer thread takes the jobs itself.
         let disk = MemStorage::new();
-        let atlas = always(&disk);
+        let atlas = open(&disk, FsyncPolicy::Always);
         let hub = Arc::new(TurnHub::default());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (c, thread) = start(atlas.clone(), true, Some(hub)).unwrap();
@@ -448,7 +442,7 @@ mod tests {
     #[test]
     fn a_job_panicking_at_a_turn_end_fails_the_writes_not_the_runtime() {
         let disk = MemStorage::new();
-        let atlas = always(&disk);
+        let atlas = open(&disk, FsyncPolicy::Always);
         let hub = Arc::new(TurnHub::default());
         let rt = runtime(&hub);
         let (c, thread) = start(atlas.clone(), true, Some(hub)).unwrap();
@@ -478,30 +472,13 @@ mod tests {
     #[test]
     fn under_everysec_lone_commands_share_their_turns_append() {
         let disk = MemStorage::new();
-        let atlas = Atlas::open(
-            "/db",
-            Options {
-                fsync: FsyncPolicy::Everysec,
-                storage: Arc::new(disk.clone()),
-                maintenance_interval_ms: None,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let atlas = open(&disk, FsyncPolicy::Everysec);
         let hub = Arc::new(TurnHub::default());
         let rt = runtime(&hub);
         let (c, thread) = start(atlas.clone(), false, Some(hub)).unwrap();
         let groups = atlas.stats().groups_committed_count;
         rt.block_on(async {
-            let jobs: Vec<_> = (0..32)
-                .map(|i| {
-                    let c = c.clone();
-                    tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
-                })
-                .collect();
-            for j in jobs {
-                j.await.unwrap().unwrap();
-            }
+            concurrent_sets(&c, 32).await;
             // A pipelined run commits inline, on its own.
             c.run(set("p".into()), 2).await.unwrap();
         });
@@ -514,22 +491,13 @@ mod tests {
     #[test]
     fn a_turn_end_commits_more_than_one_group_and_drop_lets_go_of_the_store() {
         let disk = MemStorage::new();
-        let atlas = always(&disk);
+        let atlas = open(&disk, FsyncPolicy::Always);
         let hub = Arc::new(TurnHub::default());
         let rt = runtime(&hub);
         let (c, thread) = start(atlas.clone(), true, Some(hub.clone())).unwrap();
         let syncs = disk.sync_count();
         rt.block_on(async {
-            let n = GROUP_JOBS_MAX + 44;
-            let jobs: Vec<_> = (0..n)
-                .map(|i| {
-                    let c = c.clone();
-                    tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
-                })
-                .collect();
-            for j in jobs {
-                j.await.unwrap().unwrap();
-            }
+            concurrent_sets(&c, GROUP_JOBS_MAX + 44).await;
         });
         let used = disk.sync_count() - syncs;
         assert!(
