@@ -1219,3 +1219,53 @@ fn always_commits_concurrent_clients_in_shared_groups() {
     assert_eq!(q::<i64>(&mut c, &["GET", "shared"]), clients * rounds);
     assert_eq!(q::<i64>(&mut c, &["EXISTS", "p:7:149"]), 1);
 }
+
+/// Under `always`, the committer writes committed replies to the socket itself (right after
+/// the group's fsync) when nothing of the connection's waits before them; the others go
+/// through the connection's buffer. Either way the replies of a pipeline arrive whole and
+/// in order, also a reply larger than the socket takes at once.
+#[test]
+fn always_replies_written_by_the_committer_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let mut c = s.raw();
+    // A write first (committer writes), a server command, a write after it (buffered).
+    expect(
+        &mut c,
+        b"SET a 1\r\nPING\r\nINCR a\r\nGET a\r\n",
+        "+OK\r\n+PONG\r\n:2\r\n$1\r\n2\r\n",
+    );
+    // A read before a write in one run, then an error, then a write.
+    expect(
+        &mut c,
+        b"GET a\r\nINCR a\r\nBOGUS\r\nINCR a\r\n",
+        "$1\r\n2\r\n:3\r\n-ERR unknown command 'BOGUS', with args beginning with: \r\n:4\r\n",
+    );
+    // A 4 MiB reply from a write, then a PING: the reply arrives whole, the PONG after it.
+    let old: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let new = vec![b'z'; old.len()];
+    let mut req = Vec::new();
+    for (verb, v) in [(&b"SET"[..], &old), (&b"GETSET"[..], &new)] {
+        req.extend_from_slice(format!("*3\r\n${}\r\n", verb.len()).as_bytes());
+        req.extend_from_slice(verb);
+        req.extend_from_slice(format!("\r\n$3\r\nbig\r\n${}\r\n", v.len()).as_bytes());
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"PING\r\n");
+    let mut want = b"+OK\r\n".to_vec();
+    want.extend_from_slice(format!("${}\r\n", old.len()).as_bytes());
+    want.extend_from_slice(&old);
+    want.extend_from_slice(b"\r\n+PONG\r\n");
+    let got = roundtrip(&mut c, &req, want.len());
+    assert!(
+        got == want,
+        "got {} bytes, not the replies in order",
+        got.len()
+    );
+    let mut con = s.client();
+    assert_eq!(q::<i64>(&mut con, &["STRLEN", "big"]), new.len() as i64);
+    s.stop();
+}

@@ -25,7 +25,7 @@
 //! run in `block_in_place`.
 
 use super::Shared;
-use super::committer::JobFn;
+use super::committer::{JobFn, Sink};
 use super::glob;
 use super::kv::{self, ERR_NOT_INT, ERR_SYNTAX, KvFn};
 use super::resp::Out;
@@ -321,11 +321,16 @@ const RUN_COUNT_MAX: usize = 1024;
 /// Executes one batch of requests (one read's worth), appending every reply to `out` in
 /// order. Write transactions run on the committer thread and are awaited, so the runtime
 /// thread never waits on the disk.
+///
+/// `sink` is the connection's socket: a run of writes committed in a group has its
+/// replies written there by the committer when `out` holds nothing yet (see
+/// [`Committer::run`](super::committer::Committer::run)).
 pub async fn execute_batch(
     shared: &Arc<Shared>,
     s: &mut Session,
     mut reqs: Vec<Vec<Bytes>>,
     out: &mut Out,
+    sink: &Sink,
 ) -> Flow {
     shared
         .commands_total
@@ -375,7 +380,7 @@ pub async fn execute_batch(
                         _ => break,
                     }
                 }
-                run_kv(shared, run, out).await;
+                run_kv(shared, run, out, sink).await;
             }
             Step::Server(Srv::Exec) => {
                 i += 1;
@@ -425,7 +430,7 @@ fn write_job(qs: Arc<[Queued]>, resp3: bool, exec_header: bool) -> JobFn {
     })
 }
 
-async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
+async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out, sink: &Sink) {
     if !run.iter().any(|q| q.write) {
         shared.atlas.view(|tx| {
             for q in &run {
@@ -436,9 +441,11 @@ async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
     }
     let run: Arc<[Queued]> = run.into();
     let resp3 = out.resp3;
+    // Replies may go straight to the socket only if nothing written before them waits.
+    let sink = out.buf.is_empty().then(|| sink.clone());
     match shared
         .committer
-        .run(write_job(run.clone(), resp3, false), run.len())
+        .run(write_job(run.clone(), resp3, false), run.len(), sink)
         .await
     {
         Ok(buf) => out.buf.extend_from_slice(&buf),
@@ -446,7 +453,11 @@ async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out) {
             // Some write was refused: report it on the command that caused it.
             for q in run.iter() {
                 let one: Arc<[Queued]> = Arc::from([q.clone()]);
-                match shared.committer.run(write_job(one, resp3, false), 1).await {
+                match shared
+                    .committer
+                    .run(write_job(one, resp3, false), 1, None)
+                    .await
+                {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
@@ -480,7 +491,7 @@ async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     let n = m.queued.len();
     match shared
         .committer
-        .run(write_job(m.queued.into(), out.resp3, true), n)
+        .run(write_job(m.queued.into(), out.resp3, true), n, None)
         .await
     {
         Ok(buf) => out.buf.extend_from_slice(&buf),

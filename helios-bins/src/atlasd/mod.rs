@@ -321,16 +321,25 @@ pub async fn run_with_turns(
 
 async fn connection(
     shared: &Arc<Shared>,
-    mut socket: TcpStream,
+    socket: TcpStream,
     id: u64,
     addr: String,
 ) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
+    // Shared with the committer, which writes committed replies to it (committer::Sink);
+    // this task writes only when no job of its own is in the committer's hands.
+    let mut socket = Arc::new(socket);
     let mut session = Session::new(id, shared.cfg.requirepass.is_empty(), addr);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut pstate = ParseState::default();
     let mut out = Out::new();
+    // One shutdown wait for the connection's life (not a new one per read: each would
+    // register with the channel anew).
     let mut stop = shared.shutdown.subscribe();
+    let stopped = async move {
+        let _ = stop.wait_for(|v| *v).await;
+    };
+    tokio::pin!(stopped);
     let idle =
         (shared.cfg.idle_timeout_s > 0).then(|| Duration::from_secs(shared.cfg.idle_timeout_s));
     loop {
@@ -361,22 +370,25 @@ async fn connection(
             let flow = if reqs.is_empty() {
                 Flow::Continue
             } else {
-                cmd::execute_batch(shared, &mut session, reqs, &mut out).await
+                cmd::execute_batch(shared, &mut session, reqs, &mut out, &socket).await
             };
             if let Some(e) = &perr {
                 out.error(&e.to_string());
             }
-            socket.write_all(&out.buf).await?;
+            write_all(&socket, &out.buf).await?;
             out.buf.clear();
             if out.buf.capacity() > 4 * 1024 * 1024 {
                 out.buf = BytesMut::with_capacity(16 * 1024);
             }
             if perr.is_some() || flow == Flow::Close {
-                let _ = socket.shutdown().await;
+                // The committer holds no clone now (it lets go before answering a job).
+                if let Some(s) = Arc::get_mut(&mut socket) {
+                    let _ = s.shutdown().await;
+                }
                 return Ok(());
             }
         }
-        if *stop.borrow() {
+        if *shared.shutdown.borrow() {
             return Ok(());
         }
         if inbuf.capacity() - inbuf.len() < 4096 {
@@ -392,12 +404,26 @@ async fn connection(
         };
         let n = tokio::select! {
             r = read => r?,
-            _ = stop.wait_for(|v| *v) => return Ok(()),
+            () = &mut stopped => return Ok(()),
         };
         if n == 0 {
             return Ok(());
         }
     }
+}
+
+/// `write_all` over a shared socket.
+async fn write_all(socket: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match socket.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads what the socket has into `buf` (at least one byte; 0 at end of stream), as

@@ -118,7 +118,30 @@ fn parse_len(line: &[u8]) -> Option<i64> {
     if line.is_empty() || line.len() > 20 {
         return None;
     }
-    std::str::from_utf8(line).ok()?.parse().ok()
+    // As `str::parse::<i64>` (an optional sign, then digits, no overflow), without the
+    // UTF-8 check: two of these per argument.
+    let (negative, digits) = match line[0] {
+        b'-' => (true, &line[1..]),
+        b'+' => (false, &line[1..]),
+        _ => (false, line),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(b - b'0');
+        n = n.checked_mul(10)?;
+        n = if negative {
+            n.checked_sub(d)?
+        } else {
+            n.checked_add(d)?
+        };
+    }
+    Some(n)
 }
 
 /// Where the parse of an incomplete request array stopped: the next call goes on from
@@ -592,7 +615,45 @@ mod tests {
         );
     }
 
+    /// `parse_len` agrees with `str::parse::<i64>` (on lines of up to 20 bytes).
+    fn len_as_std(line: &[u8]) -> Option<i64> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.len() > 20 {
+            return None;
+        }
+        std::str::from_utf8(line).ok()?.parse().ok()
+    }
+
+    #[test]
+    fn length_lines_parse_as_i64() {
+        for line in [
+            &b"0"[..],
+            b"16\r",
+            b"-1",
+            b"+5",
+            b"-",
+            b"+",
+            b"",
+            b"\r",
+            b"1a",
+            b" 1",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"00000000000000000001",
+        ] {
+            assert_eq!(parse_len(line), len_as_std(line), "{line:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn length_lines_parse_as_i64_any(line in proptest::collection::vec(
+            proptest::sample::select(b"0123456789+-\r a".to_vec()), 0..22)) {
+            prop_assert_eq!(parse_len(&line), len_as_std(&line));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let l = Limits { bulk_size_max: 64, array_count_max: 8, inline_size_max: 64, unauthenticated: false };
