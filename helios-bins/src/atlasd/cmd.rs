@@ -361,16 +361,17 @@ pub async fn execute_batch(
                 }
             }
             Step::Kv(f, write) => {
-                let mut run = vec![Queued {
+                let first = Queued {
                     f,
                     write,
                     args: std::mem::take(&mut reqs[i]),
-                }];
+                };
                 i += 1;
-                while i < reqs.len() && run.len() < RUN_COUNT_MAX {
+                let mut rest = Vec::new();
+                while i < reqs.len() && rest.len() + 1 < RUN_COUNT_MAX {
                     match classify(s, &reqs[i]) {
                         Step::Kv(f, write) => {
-                            run.push(Queued {
+                            rest.push(Queued {
                                 f,
                                 write,
                                 args: std::mem::take(&mut reqs[i]),
@@ -380,6 +381,13 @@ pub async fn execute_batch(
                         _ => break,
                     }
                 }
+                // A lone command (the common case) costs one allocation.
+                let run: Arc<[Queued]> = if rest.is_empty() {
+                    Arc::new([first])
+                } else {
+                    rest.insert(0, first);
+                    rest.into()
+                };
                 run_kv(shared, run, out, sink).await;
             }
             Step::Server(Srv::Exec) => {
@@ -430,16 +438,15 @@ fn write_job(qs: Arc<[Queued]>, resp3: bool, exec_header: bool) -> JobFn {
     })
 }
 
-async fn run_kv(shared: &Shared, run: Vec<Queued>, out: &mut Out, sink: &Sink) {
+async fn run_kv(shared: &Shared, run: Arc<[Queued]>, out: &mut Out, sink: &Sink) {
     if !run.iter().any(|q| q.write) {
         shared.atlas.view(|tx| {
-            for q in &run {
+            for q in run.iter() {
                 run_reporting(tx, q, out);
             }
         });
         return;
     }
-    let run: Arc<[Queued]> = run.into();
     let resp3 = out.resp3;
     // Replies may go straight to the socket only if nothing written before them waits.
     let sink = out.buf.is_empty().then(|| sink.clone());

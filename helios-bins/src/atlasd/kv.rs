@@ -454,7 +454,10 @@ fn incr_with(tx: &mut Tx<'_, '_>, k: &str, delta: i64, out: &mut Out) -> Result<
         out.error(ERR_OVERFLOW);
         return Ok(());
     };
-    tx.set(k, Bytes::from(next.to_string()), Expiry::Keep)?;
+    // One allocation (`Bytes::from(String)` made a second one when capacity > length).
+    let mut digits = [0u8; 20];
+    let value = Bytes::copy_from_slice(super::resp::int_digits(next, &mut digits));
+    tx.set(k, value, Expiry::Keep)?;
     out.int(next);
     Ok(())
 }

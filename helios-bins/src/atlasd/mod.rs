@@ -403,6 +403,8 @@ async fn connection(
             }
         };
         let n = tokio::select! {
+            // The read first, without drawing a random branch order per request.
+            biased;
             r = read => r?,
             () = &mut stopped => return Ok(()),
         };

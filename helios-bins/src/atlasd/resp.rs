@@ -377,7 +377,13 @@ pub fn encode_request(args: &[&[u8]], out: &mut BytesMut) {
 }
 
 fn put_int(out: &mut BytesMut, n: i64) {
-    let mut tmp = [0u8; 24];
+    let mut tmp = [0u8; 20];
+    out.put_slice(int_digits(n, &mut tmp));
+    out.put_slice(b"\r\n");
+}
+
+/// `n` in decimal, as `n.to_string()`, written at the end of `tmp` (i64 needs at most 20).
+pub fn int_digits(n: i64, tmp: &mut [u8; 20]) -> &[u8] {
     let mut i = tmp.len();
     let neg = n < 0;
     let mut v = n.unsigned_abs();
@@ -393,8 +399,7 @@ fn put_int(out: &mut BytesMut, n: i64) {
         i -= 1;
         tmp[i] = b'-';
     }
-    out.put_slice(&tmp[i..]);
-    out.put_slice(b"\r\n");
+    &tmp[i..]
 }
 
 /// Formats a float like Redis does in replies (shortest round-trip; `inf`, `-inf`, `nan`).
@@ -648,6 +653,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn int_digits_are_to_string(n in any::<i64>()) {
+            let mut tmp = [0u8; 20];
+            let want = n.to_string();
+            prop_assert_eq!(int_digits(n, &mut tmp), want.as_bytes());
+        }
+
         #[test]
         fn length_lines_parse_as_i64_any(line in proptest::collection::vec(
             proptest::sample::select(b"0123456789+-\r a".to_vec()), 0..22)) {
