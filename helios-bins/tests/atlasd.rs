@@ -1223,7 +1223,8 @@ fn always_commits_concurrent_clients_in_shared_groups() {
 /// Under `always`, the committer writes committed replies to the socket itself (right after
 /// the group's fsync) when nothing of the connection's waits before them; the others go
 /// through the connection's buffer. Either way the replies of a pipeline arrive whole and
-/// in order, also a reply larger than the socket takes at once.
+/// in order, also a 4 MiB one. (That a reply larger than the socket takes comes back to the
+/// connection in order is the committer's unit test, with a small receive buffer.)
 #[test]
 fn always_replies_written_by_the_committer_keep_their_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,9 +18,10 @@
 //! queue-time errors). EXEC runs them as one ATLAS transaction; a runtime error (wrong
 //! value, syntax) is that command's reply and the others still apply (Redis semantics).
 //!
-//! Invariant: write transactions (runs with a write, EXEC) run on the committer thread
-//! ([`super::committer`]), which shares one AOF write and one fsync among every
-//! connection waiting on it; reads run on the connection's runtime thread over a read-only
+//! Invariant: write transactions (runs with a write, EXEC) go through the committer
+//! ([`super::committer`]): committed in groups at the end of the runtime's turns (one AOF
+//! write, and under `always` one fsync, for every connection waiting), or inline under
+//! `everysec`/`no` for pipelined runs; reads run on the connection's runtime thread over a read-only
 //! view; server commands that may wait (bcrypt, snapshots, whole-keyspace walks, stats)
 //! run in `block_in_place`.
 

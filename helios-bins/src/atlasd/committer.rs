@@ -11,15 +11,17 @@
 //!   requests arriving meanwhile wait in their sockets and make the next turn's group
 //!   larger (measured: 25-28 writes per fsync under 50 clients at `-P 1`, against 12 with
 //!   the thread alone). The committer thread is a watchdog that only takes jobs still
-//!   queued after [`TURN_WAIT_MAX`] with no turn end between (a runtime thread busy
-//!   without a pause); it ticks while the server is busy and sleeps when it is idle, so
-//!   connections do not wake it per job;
+//!   queued after one to two [`TURN_WAIT_MAX`] with no turn-end commit between (a runtime
+//!   thread busy without a pause); it ticks while jobs come and sleeps after
+//!   [`IDLE_TICKS_MAX`] empty ticks, so connections wake it about once per 65 ms under
+//!   load instead of once per group;
 //! - without a hub: the committer thread, woken by a connection after it yielded once so
 //!   the other ready connections queue theirs; while it writes and fsyncs, new jobs queue
 //!   up and form the next group.
 //!
-//! A job may come with its connection's socket (a [`Sink`]): once the group is durable
-//! and applied, the committer writes the job's replies to it right away, as Redis writes
+//! A job may come with its connection's socket (a [`Sink`]): once the group is logged
+//! (and fsynced under `always`) and applied, the committer writes the job's replies to it
+//! right away, as Redis writes
 //! its replies at the end of `beforeSleep`: one burst of writes per group, and the
 //! runtime's next poll finds the clients' next requests. What the socket does not take
 //! at once goes back to the connection, which writes it. A connection passes its socket
@@ -57,7 +59,8 @@ pub type JobFn =
 type Reply = oneshot::Sender<Result<BytesMut, AtlasError>>;
 
 /// Where a job's replies go once committed: the connection's socket. The committer
-/// writes them there itself, right after the group's fsync, as Redis writes its replies
+/// writes them there itself, right after the group is logged (and fsynced under
+/// `always`) and applied, as Redis writes its replies
 /// in `beforeSleep` (one burst of writes per group, and the runtime's next poll finds the
 /// clients' next requests). What does not fit goes back to the connection.
 pub type Sink = Arc<tokio::net::TcpStream>;
@@ -75,7 +78,8 @@ pub struct TurnHub {
     target: Mutex<Option<(Atlas, Arc<State>)>>,
     // A job was queued since the last turn ended.
     pending: AtomicBool,
-    // Turns ended so far (the committer thread takes only jobs no turn end took).
+    // Turn ends that found jobs pending and committed them (the committer thread takes
+    // only jobs no such turn end took).
     ended: std::sync::atomic::AtomicU64,
 }
 
@@ -114,13 +118,16 @@ impl TurnHub {
     }
 }
 
-/// Longest a queued job waits for the end of a turn before the committer takes it anyway
-/// (a runtime thread busy without pause).
+/// The committer thread's tick beside a turn hub: a queued job that no turn end commits
+/// (a runtime thread busy without pause) is taken at the second tick that sees it, so it
+/// waits one to two of these.
 pub const TURN_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[derive(Default)]
 struct Queue {
-    jobs: Vec<(JobFn, Reply, Option<Sink>)>,
+    // The socket before the reply: a tuple drops in field order, so a job dropped (a
+    // panic) lets go of the socket before its connection hears `Closed`.
+    jobs: Vec<(JobFn, Option<Sink>, Reply)>,
     stopped: bool,
 }
 
@@ -224,7 +231,7 @@ impl Committer {
             if q.stopped {
                 return Err(AtlasError::Closed);
             }
-            q.jobs.push((f, reply, sink));
+            q.jobs.push((f, sink, reply));
         }
         if let Some(turns) = &self.state.turns {
             // Committed when this runtime turn ends (TurnHub::turn_ended); the thread,
@@ -314,12 +321,13 @@ fn commit_queued(atlas: &Atlas, state: &State) -> (bool, bool) {
     }
     let mut fs = Vec::with_capacity(batch.len());
     let mut tails = Vec::with_capacity(batch.len());
-    for (f, reply, sink) in batch {
+    for (f, sink, reply) in batch {
         fs.push(f);
-        tails.push((reply, sink));
+        // The socket before the reply, as in the queue.
+        tails.push((sink, reply));
     }
     let results = atlas.transact_many(fs);
-    for (r, (reply, sink)) in results.into_iter().zip(tails) {
+    for (r, (sink, reply)) in results.into_iter().zip(tails) {
         let r = match (r, sink) {
             (Ok(buf), Some(sink)) => Ok(write_now(&sink, buf)),
             (r, _) => r,
@@ -352,8 +360,8 @@ fn run(atlas: &Atlas, state: &State) {
     }
 }
 
-/// Ticks of [`TURN_WAIT_MAX`] with an empty queue after which the watchdog sleeps until a
-/// connection wakes it (an idle server does not tick).
+/// Ticks of [`TURN_WAIT_MAX`] that find the queue empty after which the watchdog sleeps
+/// until a connection wakes it (an idle server does not tick).
 const IDLE_TICKS_MAX: u32 = 64;
 
 /// The committer thread beside a turn hub: a watchdog. The runtime commits at the end of
@@ -390,7 +398,7 @@ fn watch_turns(atlas: &Atlas, state: &State, turns: &TurnHub) {
         } else {
             seen_waiting = None;
             idle_ticks += 1;
-            if idle_ticks > IDLE_TICKS_MAX {
+            if idle_ticks >= IDLE_TICKS_MAX {
                 idle_ticks = 0;
                 state.sleeping.store(true, Ordering::SeqCst);
                 // A job queued before `sleeping` was set is seen here; one queued after
@@ -581,7 +589,14 @@ mod tests {
         assert_eq!(atlas.key_count(), 3);
         // Idle long enough for the watchdog to stop ticking and sleep: the next job
         // wakes it.
-        std::thread::sleep(TURN_WAIT_MAX * (IDLE_TICKS_MAX + 1) * 3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !c.state.sleeping.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watchdog never slept"
+            );
+            std::thread::sleep(TURN_WAIT_MAX * IDLE_TICKS_MAX);
+        }
         let late = rt.block_on(async {
             tokio::time::timeout(
                 std::time::Duration::from_secs(10),
@@ -666,12 +681,19 @@ mod tests {
         // Under everysec a pipelined run commits inline: the sink is not written to.
         let Rig { rt, c, thread, .. } = rig(FsyncPolicy::Everysec);
         rt.block_on(async {
-            let (sink, _client) = socket_pair().await;
+            use tokio::io::AsyncReadExt;
+            let (sink, mut client) = socket_pair().await;
             let left = c
-                .run(reply_of(b"+OK\r\n+OK\r\n".to_vec()), 2, Some(sink))
+                .run(reply_of(b"+OK\r\n+OK\r\n".to_vec()), 2, Some(sink.clone()))
                 .await
                 .unwrap();
             assert_eq!(&left[..], b"+OK\r\n+OK\r\n");
+            // Nothing was written to the socket (the connection writes `left`).
+            let mut buf = [0u8; 16];
+            let read =
+                tokio::time::timeout(std::time::Duration::from_millis(100), client.read(&mut buf))
+                    .await;
+            assert!(read.is_err(), "the committer wrote to the sink: {read:?}");
         });
         thread.stop();
     }

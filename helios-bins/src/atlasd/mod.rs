@@ -16,8 +16,11 @@
 //! # Connections
 //! Each connection is one task: it reads what is available, parses every complete request,
 //! executes them in order (a run of keyspace commands as one ATLAS transaction: on the
-//! runtime thread over a read-only view when the run only reads, else on the
-//! [`committer`] thread, awaited), and writes all the replies with one `write_all`. Reads
+//! runtime thread over a read-only view when the run only reads, else through the
+//! [`committer`], awaited), and writes the replies with one `write_all`; the replies of a
+//! write run committed in a group, when nothing of the connection's waits before them,
+//! are written by the committer itself right after the commit (what does not fit comes
+//! back into the connection's buffer, before anything later). Reads
 //! take one `recv` per request ([`read_request_bytes`]). A protocol error gets its `-ERR
 //! Protocol error: ...` reply after the replies of the requests before it, and closes only
 //! that connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
@@ -381,7 +384,8 @@ async fn connection(
                 out.buf = BytesMut::with_capacity(16 * 1024);
             }
             if perr.is_some() || flow == Flow::Close {
-                // The committer holds no clone now (it lets go before answering a job).
+                // The committer holds no clone now (it lets go of a job's socket before
+                // answering it).
                 if let Some(s) = Arc::get_mut(&mut socket) {
                     let _ = s.shutdown().await;
                 }
