@@ -47,14 +47,14 @@ impl Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                helios_bins::atlasd::run_with_turns(
+                helios_bins::atlasd::run(
                     listener,
                     atlas,
                     cfg,
                     async {
                         let _ = rx.await;
                     },
-                    Some(turns),
+                    turns,
                 )
                 .await
                 .unwrap();

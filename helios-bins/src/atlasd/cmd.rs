@@ -21,9 +21,9 @@
 //! Invariant: write transactions (runs with a write, EXEC) go through the committer
 //! ([`super::committer`]): committed in groups at the end of the runtime's turns (one AOF
 //! write, and under `always` one fsync, for every connection waiting), or inline under
-//! `everysec`/`no` for pipelined runs; reads run on the connection's runtime thread over a read-only
-//! view; server commands that may wait (bcrypt, snapshots, whole-keyspace walks, stats)
-//! run in `block_in_place`.
+//! `everysec`/`no` for pipelined runs; reads run on the connection's runtime thread over
+//! a read-only view; server commands that may wait (bcrypt, snapshots, whole-keyspace
+//! walks, stats) run in `block_in_place`.
 
 use super::Shared;
 use super::committer::{JobFn, Sink};
@@ -320,8 +320,9 @@ pub fn atlas_error_line(e: &AtlasError) -> String {
 const RUN_COUNT_MAX: usize = 1024;
 
 /// Executes one batch of requests (one read's worth), appending every reply to `out` in
-/// order. Write transactions run on the committer thread and are awaited, so the runtime
-/// thread never waits on the disk.
+/// order. Write transactions go through the committer and are awaited: this task never
+/// waits on the disk (the runtime thread waits for its turn's group fsync only when the
+/// turn ends).
 ///
 /// `sink` is the connection's socket: a run of writes committed in a group has its
 /// replies written there by the committer when `out` holds nothing yet (see

@@ -4,35 +4,30 @@
 //! group (one AOF write and one fsync, [`Atlas::transact_many`]), the way Redis writes and
 //! fsyncs its AOF once per event-loop turn for every client served in it. A connection
 //! queues a job (a closure that runs one transaction and renders its replies) and awaits
-//! the result without blocking its task's thread. Who commits the queue:
-//! - with a [`TurnHub`] (the binary, and the integration tests): the runtime thread itself
-//!   at the end of its turn, in the `on_thread_park` hook, when it has run every ready
-//!   connection: exactly Redis's `beforeSleep`. The thread waits for that group's fsync;
-//!   requests arriving meanwhile wait in their sockets and make the next turn's group
-//!   larger (measured: 25-28 writes per fsync under 50 clients at `-P 1`, against 12 with
-//!   the thread alone). The committer thread is a watchdog that only takes jobs still
-//!   queued after one to two [`TURN_WAIT_MAX`] with no turn-end commit between (a runtime
-//!   thread busy without a pause); it ticks while jobs come and sleeps after
-//!   [`IDLE_TICKS_MAX`] empty ticks, so connections wake it about once per 65 ms under
-//!   load instead of once per group;
-//! - without a hub: the committer thread, woken by a connection after it yielded once so
-//!   the other ready connections queue theirs; while it writes and fsyncs, new jobs queue
-//!   up and form the next group.
+//! the result without blocking its task's thread. The runtime thread itself commits the
+//! queue at the end of its turn, in the `on_thread_park` hook ([`TurnHub`]), when it has
+//! run every ready connection: exactly Redis's `beforeSleep`. The thread waits for that
+//! group's fsync; requests arriving meanwhile wait in their sockets and make the next
+//! turn's group larger (measured: 25-28 writes per fsync under 50 clients at `-P 1`,
+//! against 12 with a committer thread alone). The committer thread is a watchdog that only
+//! takes jobs still queued after one to two [`TURN_WAIT_MAX`] with no turn-end commit
+//! between (a runtime thread busy without a pause); it ticks while jobs come and sleeps
+//! after [`IDLE_TICKS_MAX`] empty ticks, so connections wake it about once per 65 ms under
+//! load instead of once per group.
 //!
 //! A job may come with its connection's socket (a [`Sink`]): once the group is logged
 //! (and fsynced under `always`) and applied, the committer writes the job's replies to it
-//! right away, as Redis writes
-//! its replies at the end of `beforeSleep`: one burst of writes per group, and the
-//! runtime's next poll finds the clients' next requests. What the socket does not take
-//! at once goes back to the connection, which writes it. A connection passes its socket
-//! only when nothing of its own waits to be written before these replies.
+//! right away, as Redis writes its replies at the end of `beforeSleep`: one burst of
+//! writes per group, and the runtime's next poll finds the clients' next requests. What
+//! the socket does not take at once goes back to the connection, which writes it. A
+//! connection passes its socket only when nothing of its own waits to be written before
+//! these replies.
 //!
 //! Under `everysec` and `no` there is no fsync to share, only the AOF `write`: a pipelined
 //! run (several commands) commits inline on the connection's runtime thread
-//! (`Atlas::transact`, serialized by ATLAS's writer lock), as does everything without a
-//! hub (a hand-off to a thread measured slower: two wake-ups per request for an append
-//! that costs less); with a hub, a lone command joins its turn's group, so the turn's
-//! lone writes share one `write` (Redis writes its AOF buffer once per turn too).
+//! (`Atlas::transact`, serialized by ATLAS's writer lock); a lone command joins its turn's
+//! group, so the turn's lone writes share one `write` (Redis writes its AOF buffer once per
+//! turn too).
 //!
 //! Invariants: each job is its own transaction (its own AOF record, all-or-nothing), jobs
 //! of one connection run in its order (it awaits each), and a job's result (and its
@@ -69,8 +64,8 @@ pub type Sink = Arc<tokio::net::TcpStream>;
 /// park because it has no task left to run (Redis's `beforeSleep`). Install
 /// [`TurnHub::turn_ended`] as the runtime's `on_thread_park` hook and pass the hub to
 /// [`start`]: the committer then takes its group when the turn that queued the jobs ends
-/// (or after [`TURN_WAIT_MAX`]), so the group holds the writes of every connection served
-/// in that turn. Without a hub, a connection yields once and wakes the committer.
+/// (or after one to two [`TURN_WAIT_MAX`]), so the group holds the writes of every
+/// connection served in that turn.
 #[derive(Default)]
 pub struct TurnHub {
     // The committer to run at turn ends; cleared when it stops (so the hook, which lives
@@ -134,7 +129,7 @@ struct Queue {
 struct State {
     queue: Mutex<Queue>,
     fsync_always: bool,
-    turns: Option<Arc<TurnHub>>,
+    turns: Arc<TurnHub>,
     // Set by the committer just before it parks; whoever clears it unparks it.
     sleeping: AtomicBool,
 }
@@ -144,8 +139,7 @@ struct State {
 pub struct Committer {
     atlas: Atlas,
     state: Arc<State>,
-    // None: commit inline (everysec, no).
-    thread: Option<std::thread::Thread>,
+    thread: std::thread::Thread,
 }
 
 impl std::fmt::Debug for Committer {
@@ -161,13 +155,14 @@ pub struct CommitterThread {
     handle: Option<JoinHandle<()>>,
 }
 
-/// Starts the committer over `atlas`: a thread under `always` (`fsync_always`); under
-/// `everysec` and `no` there is no fsync to share and transactions commit inline on the
-/// connection's runtime thread (a hand-off would cost more than the append it batches).
+/// Starts the committer over `atlas` and its watchdog thread; `turns` is the hub the
+/// runtime's `on_thread_park` hook reports to ([`TurnHub::turn_ended`]). `fsync_always`:
+/// under `appendfsync always` every write joins its turn's group; under `everysec` and
+/// `no` a pipelined run commits inline (see [`Committer::run`]).
 pub fn start(
     atlas: Atlas,
     fsync_always: bool,
-    turns: Option<Arc<TurnHub>>,
+    turns: Arc<TurnHub>,
 ) -> std::io::Result<(Committer, CommitterThread)> {
     let state = Arc::new(State {
         queue: Mutex::new(Queue::default()),
@@ -175,27 +170,26 @@ pub fn start(
         turns,
         sleeping: AtomicBool::new(false),
     });
-    // Under everysec/no a thread is needed only as the turn hub's fallback.
-    let handle = if fsync_always || state.turns.is_some() {
+    let handle = {
         let st = state.clone();
         let atlas = atlas.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("atlasd-committer".into())
-                .spawn(move || run(&atlas, &st))?,
-        )
-    } else {
-        None
+        std::thread::Builder::new()
+            .name("atlasd-committer".into())
+            .spawn(move || run(&atlas, &st))?
     };
-    if let (Some(_), Some(t)) = (&handle, &state.turns) {
-        *t.target.lock() = Some((atlas.clone(), state.clone()));
-    }
+    *state.turns.target.lock() = Some((atlas.clone(), state.clone()));
     let committer = Committer {
         atlas,
         state,
-        thread: handle.as_ref().map(|h| h.thread().clone()),
+        thread: handle.thread().clone(),
     };
-    Ok((committer.clone(), CommitterThread { committer, handle }))
+    Ok((
+        committer.clone(),
+        CommitterThread {
+            committer,
+            handle: Some(handle),
+        },
+    ))
 }
 
 impl Committer {
@@ -204,8 +198,8 @@ impl Committer {
     ///
     /// `commands` is how many commands the transaction runs. Under `everysec` and `no`, a
     /// pipelined run (more than one) commits inline: it already shares one append among
-    /// its commands; a lone command joins its turn's group (with a turn hub), where
-    /// it shares the append with the other connections' (one `write` per turn, as Redis).
+    /// its commands; a lone command joins its turn's group, where it shares the append
+    /// with the other connections' (one `write` per turn, as Redis).
     ///
     /// With a `sink` (the connection's socket, with nothing of the connection's own
     /// waiting to be written to it), a job committed in a group has its replies written
@@ -218,10 +212,6 @@ impl Committer {
         commands: usize,
         sink: Option<Sink>,
     ) -> Result<BytesMut, AtlasError> {
-        let Some(thread) = &self.thread else {
-            // No fsync to wait for: commit on this runtime thread, without a hand-off.
-            return self.atlas.transact(f);
-        };
         if !self.state.fsync_always && commands > 1 {
             return self.atlas.transact(f);
         }
@@ -233,29 +223,17 @@ impl Committer {
             }
             q.jobs.push((f, sink, reply));
         }
-        if let Some(turns) = &self.state.turns {
-            // Committed when this runtime turn ends (TurnHub::turn_ended); the thread,
-            // woken if it sleeps, takes it if the turn lasts past TURN_WAIT_MAX.
-            turns.pending.store(true, Ordering::SeqCst);
-        } else {
-            // Let the other connections that are ready now run first and queue their
-            // writes (Redis's "one AOF write per event-loop turn"), then wake the
-            // committer if it sleeps: the group it takes then holds them all. A committer
-            // that is busy takes the job with the next group anyway.
-            tokio::task::yield_now().await;
-        }
-        self.wake(thread);
-        got.await.unwrap_or(Err(AtlasError::Closed))
-    }
-
-    fn wake(&self, thread: &std::thread::Thread) {
-        // The load is ordered after the committer's `sleeping` store by the queue's lock
-        // (it sets `sleeping`, then looks at the queue under the lock we pushed under).
+        // Committed when this runtime turn ends (TurnHub::turn_ended); the watchdog,
+        // woken if it sleeps, takes it if the turn lasts past TURN_WAIT_MAX. The load is
+        // ordered after the watchdog's `sleeping` store by the queue's lock (it sets
+        // `sleeping`, then looks at the queue under the lock we pushed under).
+        self.state.turns.pending.store(true, Ordering::SeqCst);
         if self.state.sleeping.load(Ordering::Relaxed)
             && self.state.sleeping.swap(false, Ordering::SeqCst)
         {
-            thread.unpark();
+            self.thread.unpark();
         }
+        got.await.unwrap_or(Err(AtlasError::Closed))
     }
 }
 
@@ -267,14 +245,10 @@ impl CommitterThread {
     }
 
     fn shutdown(&mut self) {
-        if let Some(t) = &self.committer.state.turns {
-            t.target.lock().take();
-        }
+        self.committer.state.turns.target.lock().take();
         self.committer.state.queue.lock().stopped = true;
         self.committer.state.sleeping.store(false, Ordering::SeqCst);
-        if let Some(t) = &self.committer.thread {
-            t.unpark();
-        }
+        self.committer.thread.unpark();
         if let Some(h) = self.handle.take()
             && h.join().is_err()
         {
@@ -352,26 +326,20 @@ fn write_now(sink: &tokio::net::TcpStream, mut buf: BytesMut) -> BytesMut {
     buf
 }
 
-fn run(atlas: &Atlas, state: &State) {
-    let _close_on_panic = CloseOnPanic(state);
-    match &state.turns {
-        Some(turns) => watch_turns(atlas, state, turns),
-        None => commit_when_woken(atlas, state),
-    }
-}
-
 /// Ticks of [`TURN_WAIT_MAX`] that find the queue empty after which the watchdog sleeps
 /// until a connection wakes it (an idle server does not tick).
 const IDLE_TICKS_MAX: u32 = 64;
 
-/// The committer thread beside a turn hub: a watchdog. The runtime commits at the end of
-/// each turn; every [`TURN_WAIT_MAX`] this thread looks at the queue and commits only jobs
-/// that were queued at its last look with no turn ending since (a runtime thread busy
-/// without pause). It ticks while the server is busy, so connections need not wake it
-/// for each job (a wake-up per group cost a futex call on the runtime thread and a
-/// context switch on the other core), and sleeps once the queue stayed empty for
-/// [`IDLE_TICKS_MAX`] ticks; then the next job wakes it.
-fn watch_turns(atlas: &Atlas, state: &State, turns: &TurnHub) {
+/// The committer thread: a watchdog. The runtime commits at the end of each turn; every
+/// [`TURN_WAIT_MAX`] this thread looks at the queue and commits only jobs that were
+/// queued at its last look with no turn-end commit since (a runtime thread busy without
+/// pause). It ticks while jobs come, so connections need not wake it for each job (a
+/// wake-up per group cost a futex call on the runtime thread and a context switch on the
+/// other core), and sleeps once [`IDLE_TICKS_MAX`] ticks found the queue empty; then the
+/// next job wakes it.
+fn run(atlas: &Atlas, state: &State) {
+    let _close_on_panic = CloseOnPanic(state);
+    let turns = &state.turns;
     let mut idle_ticks = 0;
     // The turn count when the queue was last seen holding jobs.
     let mut seen_waiting: Option<u64> = None;
@@ -423,27 +391,6 @@ fn watch_turns(atlas: &Atlas, state: &State, turns: &TurnHub) {
     }
 }
 
-/// The committer thread without a turn hub: commits whatever is queued, as one group,
-/// whenever a connection wakes it.
-fn commit_when_woken(atlas: &Atlas, state: &State) {
-    loop {
-        let (committed, stopped) = commit_queued(atlas, state);
-        if committed {
-            continue;
-        }
-        if stopped {
-            return;
-        }
-        state.sleeping.store(true, Ordering::SeqCst);
-        // A job queued before `sleeping` was set is seen here; one queued after it
-        // finds `sleeping` set and unparks this thread.
-        if state.queue.lock().jobs.is_empty() {
-            std::thread::park();
-        }
-        state.sleeping.store(false, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,26 +400,32 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_job_closes_the_committer_instead_of_hanging_writers() {
         let atlas = open(&MemStorage::new(), FsyncPolicy::Always);
-        let (c, thread) = start(atlas.clone(), true, None).unwrap();
-        let ok: JobFn = Box::new(|tx| {
-            tx.set("a", "1", Expiry::Never)?;
-            Ok(BytesMut::from(&b"+OK\r\n"[..]))
-        });
-        assert_eq!(&c.run(ok, 1, None).await.unwrap()[..], b"+OK\r\n");
+        // No runtime hook reports turn ends: the committer thread takes the jobs, and the
+        // panic happens there.
+        let (c, thread) = start(atlas.clone(), true, Arc::new(TurnHub::default())).unwrap();
+        a_panic_closes_the_writers(&c).await;
+        thread.stop();
+        assert_eq!(atlas.get("a").unwrap(), "v");
+    }
+
+    /// A write succeeds, a panicking job answers `Closed`, and so does a later write
+    /// (answered, not left waiting).
+    async fn a_panic_closes_the_writers(c: &Committer) {
+        c.run(set("a".into()), 1, None).await.unwrap();
         let boom: JobFn = Box::new(|_| panic!("a bug in a command"));
         assert!(matches!(
             c.run(boom, 1, None).await,
             Err(AtlasError::Closed)
         ));
-        let later: JobFn = Box::new(|_| Ok(BytesMut::new()));
-        let r =
-            tokio::time::timeout(std::time::Duration::from_secs(10), c.run(later, 1, None)).await;
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            c.run(set("b".into()), 1, None),
+        )
+        .await;
         assert!(
             matches!(r, Ok(Err(AtlasError::Closed))),
             "answered, not hanging"
         );
-        thread.stop();
-        assert_eq!(atlas.get("a").unwrap(), "1");
     }
 
     fn open(disk: &MemStorage, fsync: FsyncPolicy) -> Atlas {
@@ -504,12 +457,7 @@ mod tests {
         let atlas = open(&disk, fsync);
         let hub = Arc::new(TurnHub::default());
         let rt = runtime(&hub);
-        let (c, thread) = start(
-            atlas.clone(),
-            fsync == FsyncPolicy::Always,
-            Some(hub.clone()),
-        )
-        .unwrap();
+        let (c, thread) = start(atlas.clone(), fsync == FsyncPolicy::Always, hub.clone()).unwrap();
         Rig {
             disk,
             atlas,
@@ -580,7 +528,7 @@ mod tests {
         let atlas = open(&disk, FsyncPolicy::Always);
         let hub = Arc::new(TurnHub::default());
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (c, thread) = start(atlas.clone(), true, Some(hub)).unwrap();
+        let (c, thread) = start(atlas.clone(), true, hub).unwrap();
         rt.block_on(async {
             for i in 0..3 {
                 c.run(set(format!("k{i}")), 1, None).await.unwrap();
@@ -659,15 +607,8 @@ mod tests {
                 client.read_exact(&mut all).await.unwrap();
                 all
             });
-            let mut rest = &left[..];
-            while !rest.is_empty() {
-                sink.writable().await.unwrap();
-                match sink.try_write(rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            // As the connection does.
+            crate::atlasd::write_all(&sink, &left).await.unwrap();
             assert!(
                 reader.await.unwrap() == big,
                 "the reply arrives whole, in order"
@@ -707,23 +648,7 @@ mod tests {
             thread,
             ..
         } = rig(FsyncPolicy::Always);
-        rt.block_on(async {
-            c.run(set("a".into()), 1, None).await.unwrap();
-            let boom: JobFn = Box::new(|_| panic!("a bug in a command"));
-            assert!(matches!(
-                c.run(boom, 1, None).await,
-                Err(AtlasError::Closed)
-            ));
-            let r = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                c.run(set("b".into()), 1, None),
-            )
-            .await;
-            assert!(
-                matches!(r, Ok(Err(AtlasError::Closed))),
-                "answered, not hanging"
-            );
-        });
+        rt.block_on(a_panic_closes_the_writers(&c));
         // The runtime still runs tasks.
         assert_eq!(
             rt.block_on(async { tokio::spawn(async { 7 }).await.unwrap() }),

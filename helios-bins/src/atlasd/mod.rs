@@ -195,7 +195,7 @@ pub fn open_atlas(cfg: &AtlasdConfig) -> Result<Atlas, helios_atlas::AtlasError>
 
 /// The runtime atlasd serves on (the binary's, and the tests'): `cfg.worker_threads`
 /// threads, whose `on_thread_park` hook reports the end of each turn to the returned hub;
-/// pass it to [`run_with_turns`].
+/// pass it to [`run`].
 pub fn runtime(
     cfg: &AtlasdConfig,
 ) -> std::io::Result<(tokio::runtime::Runtime, Arc<committer::TurnHub>)> {
@@ -210,27 +210,15 @@ pub fn runtime(
 }
 
 /// Serves RESP on `listener` over `atlas` until `shutdown` resolves or a client sends
-/// `SHUTDOWN`; then drains connections and closes ATLAS (fsync). Without a turn hub (see
-/// [`run_with_turns`]), `always` writes are grouped by the committer thread alone.
+/// `SHUTDOWN`; then drains connections and closes ATLAS (fsync). `turns` is the hub the
+/// runtime's `on_thread_park` hook reports turn ends to ([`runtime`] builds both): the
+/// writes queued in a turn commit as one group when it ends ([`committer`]).
 pub async fn run(
     listener: TcpListener,
     atlas: Atlas,
     cfg: AtlasdConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), AtlasdError> {
-    run_with_turns(listener, atlas, cfg, shutdown, None).await
-}
-
-/// As [`run`], with the hub the runtime's `on_thread_park` hook reports turn ends to
-/// ([`committer::TurnHub`]): under `always`, the committer then takes its group when the
-/// runtime's turn ends, so one fsync covers every write queued in it. The binary
-/// installs it.
-pub async fn run_with_turns(
-    listener: TcpListener,
-    atlas: Atlas,
-    cfg: AtlasdConfig,
-    shutdown: impl Future<Output = ()>,
-    turns: Option<Arc<committer::TurnHub>>,
+    turns: Arc<committer::TurnHub>,
 ) -> Result<(), AtlasdError> {
     let port = listener.local_addr()?.port();
     let (tx, mut rx) = watch::channel(false);

@@ -97,12 +97,12 @@ fn main() -> ExitCode {
             }
         };
         tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), appendfsync = %cfg.appendfsync, "helios-atlasd serving");
-        match helios_bins::atlasd::run_with_turns(
+        match helios_bins::atlasd::run(
             listener,
             atlas,
             cfg,
             helios_bins::app::shutdown_signal(),
-            Some(turns),
+            turns,
         )
             .await
         {
