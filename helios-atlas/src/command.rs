@@ -139,7 +139,7 @@ impl WriteBatch {
 }
 
 /// A write command, as queued in the commit pipeline.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Command {
     Set {
         key: String,
@@ -176,9 +176,9 @@ pub(crate) enum Command {
 /// The type-erased closure of a transaction. Taken (run) at most once.
 pub(crate) type TxBox = Box<dyn for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> Result<()> + Send>;
 
-/// A transaction's closure, shareable so that [`Command`] stays `Clone`.
-#[derive(Clone)]
-pub(crate) struct TxFn(pub(crate) std::sync::Arc<parking_lot::Mutex<Option<TxBox>>>);
+/// A transaction's closure, in a lock so the leader can take it out of a queued
+/// [`Command`] it only borrows.
+pub(crate) struct TxFn(pub(crate) parking_lot::Mutex<Option<TxBox>>);
 
 impl std::fmt::Debug for TxFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -603,7 +603,13 @@ impl<'a> Overlay<'a> {
                     .checked_add(*delta)
                     .ok_or_else(|| AtlasError::IncrOverflow { key: key.clone() })?;
                 let at = entry.and_then(|e| e.expire_at_ms);
-                self.set(key, Bytes::from(next.to_string()), at, out);
+                // The digits on the stack: one allocation, the value's.
+                let (digits, start) = helios_core::digits::dec(next.unsigned_abs());
+                let mut text = [b'-'; 21];
+                let sign = usize::from(next < 0);
+                let len = sign + digits.len() - start;
+                text[sign..len].copy_from_slice(&digits[start..]);
+                self.set(key, crate::copy_value(&text[..len]), at, out);
                 Ok(Reply::Int(next))
             }
             Command::CompareAndSwap { key, expected, new } => {

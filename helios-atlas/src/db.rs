@@ -594,8 +594,10 @@ impl Atlas {
         R: Send + 'static,
         E: From<AtlasError> + Send + 'static,
     {
-        let (cmd, out) = erase_tx(f);
-        unerase_tx(self.inner.submit(cmd), &out)
+        let outs: Outs<R, E> = Arc::new(Mutex::new(vec![None]));
+        let submitted = self.inner.submit(erase_tx(f, &outs, 0));
+        let produced = outs.lock()[0].take();
+        unerase_tx(submitted, produced)
     }
 
     /// Runs every closure of `fs` as its own atomic transaction (as [`Atlas::transact`]
@@ -613,19 +615,19 @@ impl Atlas {
         R: Send + 'static,
         E: From<AtlasError> + Send + 'static,
     {
-        type Out<R, E> = Arc<Mutex<Option<std::result::Result<R, E>>>>;
-        let mut outs: Vec<Out<R, E>> = Vec::with_capacity(fs.len());
-        let mut cmds = Vec::with_capacity(fs.len());
-        for f in fs {
-            let (cmd, out) = erase_tx(f);
-            cmds.push(cmd);
-            outs.push(out);
-        }
+        // One result slot per transaction, all in one shared Vec (not an Arc each).
+        let outs: Outs<R, E> = Arc::new(Mutex::new(fs.iter().map(|_| None).collect()));
+        let cmds = fs
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| erase_tx(f, &outs, i))
+            .collect();
         let submitted = self.inner.submit_many(cmds);
+        let mut produced = std::mem::take(&mut *outs.lock());
         submitted
             .into_iter()
-            .zip(outs)
-            .map(|(s, out)| unerase_tx(s, &out))
+            .zip(produced.iter_mut())
+            .map(|(s, p)| unerase_tx(s, p.take()))
             .collect()
     }
 
@@ -686,39 +688,39 @@ impl Atlas {
     }
 }
 
-/// Wraps a typed transaction closure as a [`Command::Tx`], with the slot its typed result
-/// lands in.
-#[allow(clippy::type_complexity)]
-fn erase_tx<R, E, F>(f: F) -> (Command, Arc<Mutex<Option<std::result::Result<R, E>>>>)
+/// Where the typed results of one call's transactions land, by index.
+type Outs<R, E> = Arc<Mutex<Vec<Option<std::result::Result<R, E>>>>>;
+
+/// Wraps a typed transaction closure as a [`Command::Tx`] whose typed result lands in
+/// `outs[index]`.
+fn erase_tx<R, E, F>(f: F, outs: &Outs<R, E>, index: usize) -> Command
 where
     F: for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> std::result::Result<R, E> + Send + 'static,
     R: Send + 'static,
     E: From<AtlasError> + Send + 'static,
 {
-    let slot: Arc<Mutex<Option<std::result::Result<R, E>>>> = Arc::new(Mutex::new(None));
-    let out = slot.clone();
+    let out = outs.clone();
     let erased: command::TxBox = Box::new(move |tx: &mut Tx<'_, '_>| {
         let r = f(tx);
         let failed = r.is_err();
-        *out.lock() = Some(r);
+        if let Some(slot) = out.lock().get_mut(index) {
+            *slot = Some(r);
+        }
         if failed {
             Err(AtlasError::TxAborted)
         } else {
             Ok(())
         }
     });
-    (
-        Command::Tx(command::TxFn(Arc::new(Mutex::new(Some(erased))))),
-        slot,
-    )
+    Command::Tx(command::TxFn(Mutex::new(Some(erased))))
 }
 
-/// The typed result of a transaction from its commit result and its result slot.
+/// The typed result of a transaction from its commit result and what its closure
+/// produced (`None`: it never ran).
 fn unerase_tx<R, E: From<AtlasError>>(
     submitted: Result<Reply>,
-    slot: &Mutex<Option<std::result::Result<R, E>>>,
+    produced: Option<std::result::Result<R, E>>,
 ) -> std::result::Result<R, E> {
-    let produced = slot.lock().take();
     match (submitted, produced) {
         (Ok(_), Some(Ok(v))) => Ok(v),
         (Err(AtlasError::TxAborted), Some(Err(e))) => Err(e),

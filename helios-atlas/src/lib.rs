@@ -40,6 +40,7 @@ mod recovery;
 pub mod snapshot;
 pub mod storage;
 mod tx;
+mod value;
 
 pub use command::{Expiry, Precondition, SetCondition, SetOptions, WriteBatch};
 pub use db::{Atlas, KeyTtl, ScanPage, Stats};
@@ -50,3 +51,4 @@ pub use op::Op;
 pub use options::{FsyncPolicy, Options};
 pub use recovery::{CheckReport, FileCheck, FileStatus, RepairReport, check, repair};
 pub use tx::Tx;
+pub use value::{INLINE_VALUE_SIZE_MAX, copy_value};

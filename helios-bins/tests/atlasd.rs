@@ -1270,3 +1270,87 @@ fn always_replies_written_by_the_committer_keep_their_order() {
     assert_eq!(q::<i64>(&mut con, &["STRLEN", "big"]), new.len() as i64);
     s.stop();
 }
+
+/// Reads until `n` reply lines (CRLF-terminated) arrived.
+fn read_lines(s: &mut TcpStream, n: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.windows(2).filter(|w| w == b"\r\n").count() < n {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
+    // A write run that ends a read is left in flight (its replies written by the
+    // committer) while the connection reads on: its answer must still reach the client
+    // whole when the socket does not take it at once, and a refused write must still get
+    // its error, before any later reply.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let mut c = s.raw();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let old: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let mut set = b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n".to_vec();
+    set.extend_from_slice(format!("${}\r\n", old.len()).as_bytes());
+    set.extend_from_slice(&old);
+    set.extend_from_slice(b"\r\n");
+    expect(&mut c, &set, "+OK\r\n");
+    // A lone GETSET whose 4 MiB reply the socket cannot take while the client does not
+    // read: the rest comes back to the connection, which writes it.
+    c.write_all(b"GETSET big small\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut want = format!("${}\r\n", old.len()).into_bytes();
+    want.extend_from_slice(&old);
+    want.extend_from_slice(b"\r\n+PONG\r\n");
+    let got = roundtrip(&mut c, b"PING\r\n", want.len());
+    assert!(got == want, "got {} bytes, not the reply whole", got.len());
+    // A refused write (a key over ATLAS's size limit) in a run in flight: the run is
+    // redone command by command, so the other write applies and the refusal is reported
+    // on its own command, before the PONG.
+    let key = "k".repeat(helios_atlas::limits::KEY_SIZE_MAX as usize + 1);
+    let set_big_key = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len());
+    c.write_all(format!("SET ok 1\r\n{set_big_key}").as_bytes())
+        .unwrap();
+    let got = read_lines(&mut c, 2);
+    assert!(
+        got.starts_with("+OK\r\n-ERR ") && !got.contains("Protocol"),
+        "{got}"
+    );
+    expect(&mut c, b"PING\r\n", "+PONG\r\n");
+    // A lone refused write, then a read that must see nothing of it.
+    c.write_all(set_big_key.as_bytes()).unwrap();
+    let got = read_lines(&mut c, 1);
+    assert!(
+        got.starts_with("-ERR ") && !got.contains("Protocol"),
+        "{got}"
+    );
+    expect(&mut c, b"EXISTS ok\r\nDBSIZE\r\n", ":1\r\n:2\r\n");
+    // A client that half-closes right after its last request still gets that request's
+    // whole reply (4 MiB: more than the socket takes at once), or its error.
+    expect(&mut c, &set, "+OK\r\n");
+    let mut h = s.raw();
+    h.write_all(b"GETSET big small\r\n").unwrap();
+    h.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut want = format!("${}\r\n", old.len()).into_bytes();
+    want.extend_from_slice(&old);
+    want.extend_from_slice(b"\r\n");
+    let got = read_to_close(&mut h);
+    assert!(got == want, "got {} bytes, not the reply whole", got.len());
+    let mut h = s.raw();
+    h.write_all(set_big_key.as_bytes()).unwrap();
+    h.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = String::from_utf8_lossy(&read_to_close(&mut h)).into_owned();
+    assert!(
+        got.starts_with("-ERR ") && !got.contains("Protocol"),
+        "{got}"
+    );
+    s.stop();
+}

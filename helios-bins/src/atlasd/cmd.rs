@@ -26,7 +26,7 @@
 //! walks, stats) run in `block_in_place`.
 
 use super::Shared;
-use super::committer::{JobFn, Sink};
+use super::committer::{JobFn, Sink, Submitted, Ticket};
 use super::glob;
 use super::kv::{self, ERR_NOT_INT, ERR_SYNTAX, KvFn};
 use super::resp::Out;
@@ -320,20 +320,24 @@ pub fn atlas_error_line(e: &AtlasError) -> String {
 const RUN_COUNT_MAX: usize = 1024;
 
 /// Executes one batch of requests (one read's worth), appending every reply to `out` in
-/// order. Write transactions go through the committer and are awaited: this task never
+/// order (but those the committer writes to the socket itself). Write transactions go
+/// through the committer and are awaited, or the last left in flight: this task never
 /// waits on the disk (the runtime thread waits for its turn's group fsync only when the
 /// turn ends).
 ///
-/// `sink` is the connection's socket: a run of writes committed in a group has its
-/// replies written there by the committer when `out` holds nothing yet (see
-/// [`Committer::run`](super::committer::Committer::run)).
+/// `sink` is the connection's: a run of writes committed in a group has its replies
+/// written to its socket by the committer when `out` holds nothing yet (see
+/// [`Committer::run`](super::committer::Committer::run)). With `leave` set, such a run
+/// that ends the batch is not awaited: it is returned in flight, for the connection to
+/// go back to reading (and to act on its answer, [`InFlight`], before anything else).
 pub async fn execute_batch(
     shared: &Arc<Shared>,
     s: &mut Session,
-    mut reqs: Vec<Vec<Bytes>>,
+    reqs: &mut [Vec<Bytes>],
     out: &mut Out,
     sink: &Sink,
-) -> Flow {
+    leave: bool,
+) -> (Flow, Option<InFlight>) {
     shared
         .commands_total
         .fetch_add(reqs.len() as u64, Ordering::Relaxed);
@@ -390,7 +394,10 @@ pub async fn execute_batch(
                     rest.insert(0, first);
                     rest.into()
                 };
-                run_kv(shared, run, out, sink).await;
+                let last = leave && i == reqs.len();
+                if let Some(f) = run_kv(shared, run, out, sink, last).await {
+                    return (Flow::Continue, Some(f));
+                }
             }
             Step::Server(Srv::Exec) => {
                 i += 1;
@@ -400,12 +407,12 @@ pub async fn execute_batch(
                 let args = std::mem::take(&mut reqs[i]);
                 i += 1;
                 if server(shared, s, c, &args, out) == Flow::Close {
-                    return Flow::Close;
+                    return (Flow::Close, None);
                 }
             }
         }
     }
-    Flow::Continue
+    (Flow::Continue, None)
 }
 
 fn run_one(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) -> Result<(), AtlasError> {
@@ -440,26 +447,61 @@ fn write_job(qs: Arc<[Queued]>, resp3: bool, exec_header: bool) -> JobFn {
     })
 }
 
-async fn run_kv(shared: &Shared, run: Arc<[Queued]>, out: &mut Out, sink: &Sink) {
+/// Runs a run of keyspace commands, appending its replies to `out`. A write run goes
+/// through the committer; with `leave`, one whose replies go to the socket is returned in
+/// flight instead of awaited.
+async fn run_kv(
+    shared: &Shared,
+    run: Arc<[Queued]>,
+    out: &mut Out,
+    sink: &Sink,
+    leave: bool,
+) -> Option<InFlight> {
     if !run.iter().any(|q| q.write) {
         shared.atlas.view(|tx| {
             for q in run.iter() {
                 run_reporting(tx, q, out);
             }
         });
-        return;
+        return None;
     }
     let resp3 = out.resp3;
     // Replies may go straight to the socket only if nothing written before them waits.
-    let sink = out.buf.is_empty().then(|| sink.clone());
-    match shared
-        .committer
-        .run(write_job(run.clone(), resp3, false), run.len(), sink)
-        .await
-    {
+    let r = if out.buf.is_empty() {
+        match shared
+            .committer
+            .submit(write_job(run.clone(), resp3, false), run.len(), sink)
+        {
+            Submitted::Done(r) => r,
+            Submitted::Queued(ticket) if leave => {
+                return Some(InFlight { run, resp3, ticket });
+            }
+            Submitted::Queued(ticket) => ticket.wait().await,
+        }
+    } else {
+        shared
+            .committer
+            .run(write_job(run.clone(), resp3, false), run.len(), None)
+            .await
+    };
+    settle(shared, &run, resp3, r, out).await;
+    None
+}
+
+/// Appends to `out` what the answer of a write run leaves to the connection: the replies
+/// the socket did not take; or, when some write was refused (nothing of the run
+/// applied), each command again on its own, so the refusal is reported on the command
+/// that caused it.
+async fn settle(
+    shared: &Shared,
+    run: &[Queued],
+    resp3: bool,
+    r: Result<BytesMut, AtlasError>,
+    out: &mut Out,
+) {
+    match r {
         Ok(buf) => out.buf.extend_from_slice(&buf),
         Err(_) => {
-            // Some write was refused: report it on the command that caused it.
             for q in run.iter() {
                 let one: Arc<[Queued]> = Arc::from([q.clone()]);
                 match shared
@@ -471,6 +513,60 @@ async fn run_kv(shared: &Shared, run: Arc<[Queued]>, out: &mut Out, sink: &Sink)
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
             }
+        }
+    }
+}
+
+/// A write run the committer has and the connection did not wait for: its replies go to
+/// the socket; the connection reads on meanwhile and acts on the answer before anything
+/// else of its own (any reply, any other command).
+pub struct InFlight {
+    run: Arc<[Queued]>,
+    resp3: bool,
+    ticket: Ticket,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("commands", &self.run.len())
+            .finish()
+    }
+}
+
+/// The answer of a run in flight that needs the connection ([`InFlight::attention`]).
+#[derive(Debug)]
+pub struct Answered(InFlight, Result<BytesMut, AtlasError>);
+
+impl Answered {
+    /// Appends to `out` what the run leaves to the connection.
+    pub async fn settle(self, shared: &Shared, out: &mut Out) {
+        let Answered(f, r) = self;
+        settle(shared, &f.run, f.resp3, r, out).await;
+    }
+}
+
+impl InFlight {
+    /// Waits for the run and appends to `out` what it leaves to the connection.
+    pub async fn finish(self, shared: &Shared, out: &mut Out) {
+        let r = self.ticket.wait().await;
+        settle(shared, &self.run, self.resp3, r, out).await;
+    }
+
+    /// Resolves when the answer of the run in `f` needs the connection (replies the
+    /// socket did not take, or a refused write), taking it out of `f`. Only such an
+    /// answer wakes the task; one with every reply written is found when something else
+    /// (the client's next request) wakes it: then this clears `f` and stays pending.
+    /// Pending forever with no run in flight. Cancel-safe: it changes `f` only as it
+    /// resolves, or for an answer that needs nothing.
+    pub async fn attention(f: &mut Option<InFlight>) -> Answered {
+        let r = match f.as_mut() {
+            Some(f) => f.ticket.quiet().await,
+            None => std::future::pending().await,
+        };
+        match f.take() {
+            Some(done) if !matches!(&r, Ok(rest) if rest.is_empty()) => Answered(done, r),
+            _ => std::future::pending().await,
         }
     }
 }

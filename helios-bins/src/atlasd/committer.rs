@@ -3,8 +3,8 @@
 //! Under `appendfsync always` the writes of many connections commit in ONE ATLAS commit
 //! group (one AOF write and one fsync, [`Atlas::transact_many`]), the way Redis writes and
 //! fsyncs its AOF once per event-loop turn for every client served in it. A connection
-//! queues a job (a closure that runs one transaction and renders its replies) and awaits
-//! the result without blocking its task's thread. The runtime thread itself commits the
+//! queues a job (a closure that runs one transaction and renders its replies) and gets
+//! its answer without blocking its task's thread (awaited, or left in flight: [`Ticket`]). The runtime thread itself commits the
 //! queue at the end of its turn, in the `on_thread_park` hook ([`TurnHub`]), when it has
 //! run every ready connection: exactly Redis's `beforeSleep`. The thread waits for that
 //! group's fsync; requests arriving meanwhile wait in their sockets and make the next
@@ -21,7 +21,10 @@
 //! writes per group, and the runtime's next poll finds the clients' next requests. What
 //! the socket does not take at once goes back to the connection, which writes it. A
 //! connection passes its socket only when nothing of its own waits to be written before
-//! these replies.
+//! these replies. Such a job is answered through the connection's slot ([`Ticket`]): an
+//! answer with every reply written does not wake the connection's task (it went back to
+//! reading after queuing the job, and finds the answer when its client's next request
+//! wakes it), so a request costs the task one wake-up, by its socket, as in Redis.
 //!
 //! Under `everysec` and `no` there is no fsync to share, only the AOF `write`: a pipelined
 //! run (several commands) commits inline on the connection's runtime thread
@@ -30,7 +33,8 @@
 //! turn too).
 //!
 //! Invariants: each job is its own transaction (its own AOF record, all-or-nothing), jobs
-//! of one connection run in its order (it awaits each), and a job's result (and its
+//! of one connection run in its order (it acts on each answer before its next request),
+//! and a job's result (and its
 //! replies, written to the sink) is sent only after its record is logged (and fsynced
 //! under `always`) and applied. The queue holds at most one job per connection, so it is
 //! bounded by `clients_max`. If the thread panics, every waiting and later job gets
@@ -41,7 +45,9 @@ use helios_atlas::{Atlas, AtlasError, Tx};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// Most jobs committed in one group (bounds the writer lock's hold time).
@@ -51,14 +57,153 @@ const GROUP_JOBS_MAX: usize = 256;
 pub type JobFn =
     Box<dyn for<'t, 'a> FnOnce(&mut Tx<'t, 'a>) -> Result<BytesMut, AtlasError> + Send>;
 
-type Reply = oneshot::Sender<Result<BytesMut, AtlasError>>;
+/// A connection's end of the committer: its socket, where the committer writes a job's
+/// replies itself right after the group is logged (and fsynced under `always`) and
+/// applied, as Redis writes its replies in `beforeSleep` (one burst of writes per group,
+/// and the runtime's next poll finds the clients' next requests); and the slot where the
+/// connection's one job in flight is answered ([`Ticket`]). One per connection (not
+/// `Clone`: the slot holds one answer at a time).
+#[derive(Debug)]
+pub struct Sink {
+    socket: Arc<TcpStream>,
+    done: Arc<Done>,
+}
 
-/// Where a job's replies go once committed: the connection's socket. The committer
-/// writes them there itself, right after the group is logged (and fsynced under
-/// `always`) and applied, as Redis writes its replies
-/// in `beforeSleep` (one burst of writes per group, and the runtime's next poll finds the
-/// clients' next requests). What does not fit goes back to the connection.
-pub type Sink = Arc<tokio::net::TcpStream>;
+impl Sink {
+    /// The sink of a connection's socket.
+    pub fn new(socket: TcpStream) -> Self {
+        Sink {
+            socket: Arc::new(socket),
+            done: Arc::new(Done::default()),
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    /// The socket, if no job in the committer's hands holds it (it lets go of a job's
+    /// socket before answering the job).
+    pub fn socket_mut(&mut self) -> Option<&mut TcpStream> {
+        Arc::get_mut(&mut self.socket)
+    }
+}
+
+/// Where a connection's job in flight is answered: written by the committer, read by the
+/// connection's task ([`Ticket`]). An answer the connection need not act on (every reply
+/// written to the socket) does not wake the task unless it waits for it
+/// ([`Ticket::wait`]); the task finds it when something else wakes it (its client's next
+/// request), as a Redis client's next event is its next request.
+#[derive(Debug, Default)]
+struct Done(Mutex<DoneState>);
+
+#[derive(Debug, Default)]
+struct DoneState {
+    result: Option<Result<BytesMut, AtlasError>>,
+    waker: Option<Waker>,
+    // The task waits for the answer whatever it is (Ticket::wait).
+    wake_always: bool,
+}
+
+impl Done {
+    fn arm(&self) {
+        let mut s = self.0.lock();
+        debug_assert!(s.result.is_none(), "an answer left unread");
+        *s = DoneState::default();
+    }
+
+    fn set(&self, r: Result<BytesMut, AtlasError>) {
+        let waker = {
+            let mut s = self.0.lock();
+            let quiet = !s.wake_always && matches!(&r, Ok(rest) if rest.is_empty());
+            s.result = Some(r);
+            if quiet { None } else { s.waker.take() }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn poll(&self, cx: &mut Context<'_>, wake_always: bool) -> Poll<Result<BytesMut, AtlasError>> {
+        let mut s = self.0.lock();
+        if let Some(r) = s.result.take() {
+            s.waker = None;
+            return Poll::Ready(r);
+        }
+        s.wake_always |= wake_always;
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// A job queued with a [`Sink`]: its answer is the replies the socket did not take (empty
+/// when the committer wrote them all), or its error.
+#[derive(Debug)]
+#[must_use = "the job's replies may not all be written"]
+pub struct Ticket {
+    done: Arc<Done>,
+}
+
+impl Ticket {
+    /// Waits for the answer; the committer wakes the task when it comes.
+    pub async fn wait(self) -> Result<BytesMut, AtlasError> {
+        std::future::poll_fn(|cx| self.done.poll(cx, true)).await
+    }
+
+    /// Resolves with the answer, but the committer wakes the task for it only if it needs
+    /// acting on (replies left unwritten, or an error); an answer with every reply
+    /// written is found when the task is polled for another reason.
+    pub async fn quiet(&mut self) -> Result<BytesMut, AtlasError> {
+        std::future::poll_fn(|cx| self.done.poll(cx, false)).await
+    }
+}
+
+/// What a queued job was given its answer through.
+enum Answer {
+    // No socket: all the replies go back to the connection.
+    Channel(oneshot::Sender<Result<BytesMut, AtlasError>>),
+    Sink(SinkAnswer),
+}
+
+/// A job's socket and answer slot. Dropped unanswered (a panic), it answers `Closed`, so
+/// no connection waits forever; either way it lets go of the socket first.
+struct SinkAnswer {
+    socket: Option<Arc<TcpStream>>,
+    done: Option<Arc<Done>>,
+}
+
+impl SinkAnswer {
+    fn answer(mut self, r: Result<BytesMut, AtlasError>) {
+        let r = match (r, self.socket.take()) {
+            (Ok(buf), Some(socket)) => Ok(write_now(&socket, buf)),
+            (r, _) => r,
+        };
+        if let Some(done) = self.done.take() {
+            done.set(r);
+        }
+    }
+}
+
+impl Drop for SinkAnswer {
+    fn drop(&mut self) {
+        self.socket.take();
+        if let Some(done) = self.done.take() {
+            done.set(Err(AtlasError::Closed));
+        }
+    }
+}
+
+/// What [`Committer::submit`] did with a job.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Committed inline (or refused): its replies, none written to the socket.
+    Done(Result<BytesMut, AtlasError>),
+    /// Queued; the ticket brings its answer.
+    Queued(Ticket),
+}
 
 /// Where the runtime tells the committer that a turn ended: a runtime thread is about to
 /// park because it has no task left to run (Redis's `beforeSleep`). Install
@@ -120,9 +265,7 @@ pub const TURN_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(
 
 #[derive(Default)]
 struct Queue {
-    // The socket before the reply: a tuple drops in field order, so a job dropped (a
-    // panic) lets go of the socket before its connection hears `Closed`.
-    jobs: Vec<(JobFn, Option<Sink>, Reply)>,
+    jobs: Vec<(JobFn, Answer)>,
     stopped: bool,
 }
 
@@ -201,27 +344,64 @@ impl Committer {
     /// its commands; a lone command joins its turn's group, where it shares the append
     /// with the other connections' (one `write` per turn, as Redis).
     ///
-    /// With a `sink` (the connection's socket, with nothing of the connection's own
-    /// waiting to be written to it), a job committed in a group has its replies written
-    /// to the sink by the committer and returns only what was left unwritten (empty
-    /// when all of it went out); without one, or when it commits inline, it returns all
-    /// of them.
+    /// With a `sink` (the connection's, with nothing of the connection's own waiting to be
+    /// written to its socket, and no other job of it in flight), a job committed in a
+    /// group has its replies written to the socket by the committer and returns only
+    /// what was left unwritten (empty when all of it went out); without one, or when it
+    /// commits inline, it returns all of them.
     pub async fn run(
         &self,
         f: JobFn,
         commands: usize,
-        sink: Option<Sink>,
+        sink: Option<&Sink>,
     ) -> Result<BytesMut, AtlasError> {
+        if let Some(sink) = sink {
+            return match self.submit(f, commands, sink) {
+                Submitted::Done(r) => r,
+                Submitted::Queued(ticket) => ticket.wait().await,
+            };
+        }
         if !self.state.fsync_always && commands > 1 {
             return self.atlas.transact(f);
         }
         let (reply, got) = oneshot::channel();
+        if !self.queue(f, Answer::Channel(reply)) {
+            return Err(AtlasError::Closed);
+        }
+        got.await.unwrap_or(Err(AtlasError::Closed))
+    }
+
+    /// Queues `f` as [`Committer::run`] does with a sink, without waiting: the ticket
+    /// brings the answer (the replies the socket did not take). The connection may read
+    /// meanwhile, but must act on the answer before anything else of its own (it holds
+    /// at most one ticket: `sink`'s answer slot is reused).
+    pub fn submit(&self, f: JobFn, commands: usize, sink: &Sink) -> Submitted {
+        if !self.state.fsync_always && commands > 1 {
+            return Submitted::Done(self.atlas.transact(f));
+        }
+        sink.done.arm();
+        let answer = Answer::Sink(SinkAnswer {
+            socket: Some(sink.socket.clone()),
+            done: Some(sink.done.clone()),
+        });
+        // Refused (stopped), the answer said `Closed` as it dropped: the ticket brings it.
+        let _ = self.queue(f, answer);
+        Submitted::Queued(Ticket {
+            done: sink.done.clone(),
+        })
+    }
+
+    /// Queues a job for the next group; false if the committer is stopped (the answer is
+    /// dropped: `Closed`).
+    fn queue(&self, f: JobFn, answer: Answer) -> bool {
         {
             let mut q = self.state.queue.lock();
             if q.stopped {
-                return Err(AtlasError::Closed);
+                drop(q);
+                drop(answer);
+                return false;
             }
-            q.jobs.push((f, sink, reply));
+            q.jobs.push((f, answer));
         }
         // Committed when this runtime turn ends (TurnHub::turn_ended); the watchdog,
         // woken if it sleeps, takes it if the turn lasts past TURN_WAIT_MAX. The load is
@@ -233,7 +413,7 @@ impl Committer {
         {
             self.thread.unpark();
         }
-        got.await.unwrap_or(Err(AtlasError::Closed))
+        true
     }
 }
 
@@ -266,7 +446,7 @@ impl Drop for CommitterThread {
 }
 
 /// If the committer thread panics (a bug in a command), every job still queued, and every
-/// later one, is answered [`AtlasError::Closed`] (their senders are dropped) instead of
+/// later one, is answered [`AtlasError::Closed`] (their answers are dropped) instead of
 /// waiting forever; the jobs of the group in hand are answered the same way as its
 /// replies unwind.
 struct CloseOnPanic<'a>(&'a State);
@@ -294,20 +474,20 @@ fn commit_queued(atlas: &Atlas, state: &State) -> (bool, bool) {
         return (false, stopped);
     }
     let mut fs = Vec::with_capacity(batch.len());
-    let mut tails = Vec::with_capacity(batch.len());
-    for (f, sink, reply) in batch {
+    let mut answers = Vec::with_capacity(batch.len());
+    for (f, answer) in batch {
         fs.push(f);
-        // The socket before the reply, as in the queue.
-        tails.push((sink, reply));
+        answers.push(answer);
     }
     let results = atlas.transact_many(fs);
-    for (r, (sink, reply)) in results.into_iter().zip(tails) {
-        let r = match (r, sink) {
-            (Ok(buf), Some(sink)) => Ok(write_now(&sink, buf)),
-            (r, _) => r,
-        };
-        // A connection that went away no longer waits for its result.
-        let _ = reply.send(r);
+    for (r, answer) in results.into_iter().zip(answers) {
+        match answer {
+            // A connection that went away no longer waits for its result.
+            Answer::Channel(reply) => {
+                let _ = reply.send(r);
+            }
+            Answer::Sink(sink) => sink.answer(r),
+        }
     }
     (true, stopped)
 }
@@ -568,7 +748,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Arc::new(server), client)
+        (Sink::new(server), client)
     }
 
     fn reply_of(bytes: Vec<u8>) -> JobFn {
@@ -586,7 +766,7 @@ mod tests {
             let (sink, mut client) = socket_pair().await;
             // A small reply: all of it written by the committer, nothing comes back.
             let left = c
-                .run(reply_of(b"+OK\r\n".to_vec()), 1, Some(sink.clone()))
+                .run(reply_of(b"+OK\r\n".to_vec()), 1, Some(&sink))
                 .await
                 .unwrap();
             assert!(left.is_empty());
@@ -596,10 +776,7 @@ mod tests {
             // A reply larger than the socket takes while the client does not read: the
             // committer writes what fits, the rest comes back, in order.
             let big: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-            let left = c
-                .run(reply_of(big.clone()), 1, Some(sink.clone()))
-                .await
-                .unwrap();
+            let left = c.run(reply_of(big.clone()), 1, Some(&sink)).await.unwrap();
             assert!(!left.is_empty() && left.len() < big.len(), "{}", left.len());
             assert_eq!(&big[big.len() - left.len()..], &left[..]);
             let reader = tokio::spawn(async move {
@@ -608,11 +785,85 @@ mod tests {
                 all
             });
             // As the connection does.
-            crate::atlasd::write_all(&sink, &left).await.unwrap();
+            crate::atlasd::write_all(sink.socket(), &left)
+                .await
+                .unwrap();
             assert!(
                 reader.await.unwrap() == big,
                 "the reply arrives whole, in order"
             );
+        });
+        thread.stop();
+    }
+
+    /// Counts its wake-ups.
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Queues `job` with `sink`, polls its ticket's quiet wait once, lets the committer
+    /// answer it; returns the wake-ups the answer caused and the answer.
+    async fn quiet_answer(c: &Committer, sink: &Sink, job: JobFn) -> (usize, BytesMut) {
+        use std::future::Future;
+        let Submitted::Queued(mut ticket) = c.submit(job, 1, sink) else {
+            panic!("a lone write under always is queued");
+        };
+        let count = Arc::new(CountWakes(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut wait = Box::pin(ticket.quiet());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        // The watchdog (or a turn end) commits it meanwhile.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sink.done.0.lock().result.is_none() {
+            assert!(std::time::Instant::now() < deadline, "never answered");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let wakes = count.0.load(Ordering::SeqCst);
+        let Poll::Ready(r) = wait.as_mut().poll(&mut cx) else {
+            panic!("answered, but the wait is pending");
+        };
+        (wakes, r.unwrap())
+    }
+
+    #[test]
+    fn an_answer_with_every_reply_written_wakes_no_one_unless_awaited() {
+        use tokio::io::AsyncReadExt;
+        let Rig { rt, c, thread, .. } = rig(FsyncPolicy::Always);
+        rt.block_on(async {
+            let (sink, mut client) = socket_pair().await;
+            // Every reply written: the answer is there, but the task was not woken.
+            let (wakes, left) = quiet_answer(&c, &sink, reply_of(b"+OK\r\n".to_vec())).await;
+            assert_eq!((wakes, &left[..]), (0, &b""[..]));
+            let mut got = [0u8; 5];
+            client.read_exact(&mut got).await.unwrap();
+            // Replies left over need the connection: it is woken.
+            let big = vec![b'x'; 16 * 1024 * 1024];
+            let (wakes, left) = quiet_answer(&c, &sink, reply_of(big.clone())).await;
+            assert_eq!(wakes, 1);
+            assert!(!left.is_empty() && left.len() < big.len());
+            // Awaited (`wait`), even an answer with nothing left wakes the task.
+            let reader = tokio::spawn(async move {
+                let mut all = vec![0u8; 16 * 1024 * 1024 + 5];
+                client.read_exact(&mut all).await.unwrap();
+            });
+            crate::atlasd::write_all(sink.socket(), &left)
+                .await
+                .unwrap();
+            let Submitted::Queued(ticket) = c.submit(reply_of(b"+OK\r\n".to_vec()), 1, &sink)
+            else {
+                panic!("queued");
+            };
+            let left = tokio::time::timeout(std::time::Duration::from_secs(10), ticket.wait())
+                .await
+                .expect("woken")
+                .unwrap();
+            assert!(left.is_empty());
+            reader.await.unwrap();
         });
         thread.stop();
     }
@@ -625,7 +876,7 @@ mod tests {
             use tokio::io::AsyncReadExt;
             let (sink, mut client) = socket_pair().await;
             let left = c
-                .run(reply_of(b"+OK\r\n+OK\r\n".to_vec()), 2, Some(sink.clone()))
+                .run(reply_of(b"+OK\r\n+OK\r\n".to_vec()), 2, Some(&sink))
                 .await
                 .unwrap();
             assert_eq!(&left[..], b"+OK\r\n+OK\r\n");

@@ -57,9 +57,10 @@ macro_rules! int {
 
 /// A value to store, in an allocation of its own. Request arguments are slices of the
 /// connection's read buffer: storing one as is would keep that whole buffer alive for as
-/// long as the key lives (kilobytes pinned per small value).
+/// long as the key lives (kilobytes pinned per small value). Short values are laid out
+/// inline ([`helios_atlas::copy_value`]).
 pub fn stored(arg: &Bytes) -> Bytes {
-    Bytes::copy_from_slice(arg)
+    helios_atlas::copy_value(arg)
 }
 
 /// The key rule: UTF-8, non-empty.
@@ -454,9 +455,10 @@ fn incr_with(tx: &mut Tx<'_, '_>, k: &str, delta: i64, out: &mut Out) -> Result<
         out.error(ERR_OVERFLOW);
         return Ok(());
     };
-    // One allocation (`Bytes::from(String)` made a second one when capacity > length).
+    // One allocation, inline (`Bytes::from(String)` made a second one when capacity >
+    // length, and a clone a third).
     let mut digits = [0u8; 20];
-    let value = Bytes::copy_from_slice(super::resp::int_digits(next, &mut digits));
+    let value = helios_atlas::copy_value(super::resp::int_digits(next, &mut digits));
     tx.set(k, value, Expiry::Keep)?;
     out.int(next);
     Ok(())

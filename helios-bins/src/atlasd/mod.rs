@@ -20,7 +20,10 @@
 //! [`committer`], awaited), and writes the replies with one `write_all`; the replies of a
 //! write run committed in a group, when nothing of the connection's waits before them,
 //! are written by the committer itself right after the commit (what does not fit comes
-//! back into the connection's buffer, before anything later). Reads
+//! back into the connection's buffer, before anything later). Such a run that ends what
+//! was read is left in flight ([`cmd::InFlight`]): the task goes back to reading, and
+//! acts on the run's answer before anything else of its own; an answer with every reply
+//! written does not even wake it (the client's next request does). Reads
 //! take one `recv` per request ([`read_request_bytes`]). A protocol error gets its `-ERR
 //! Protocol error: ...` reply after the replies of the requests before it, and closes only
 //! that connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
@@ -28,11 +31,12 @@
 //!
 //! # Shutdown
 //! On the shutdown future (SIGINT/SIGTERM in the binary) or `SHUTDOWN`, the listener
-//! stops, connections finish the batch in hand and close (up to a grace period), then
+//! stops, connections finish the batch in hand (and the write run in flight, whose
+//! replies they see written) and close (up to a grace period), then
 //! ATLAS is closed (fsynced).
 //!
 //! What this module must never do: hold a lock across an `.await`, block a connection's
-//! task on an fsync (writes are awaited; the one fsync a runtime thread waits for is its
+//! task on an fsync (writes are queued, their answers awaited or left in flight; the one fsync a runtime thread waits for is its
 //! turn's group commit, at the end of the turn, as Redis does; server commands that may
 //! wait run in `block_in_place`), or grow a buffer past the configured limits because of
 //! what a client sends.
@@ -317,13 +321,15 @@ async fn connection(
     addr: String,
 ) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
-    // Shared with the committer, which writes committed replies to it (committer::Sink);
-    // this task writes only when no job of its own is in the committer's hands.
-    let mut socket = Arc::new(socket);
+    // Shared with the committer, which writes committed replies to its socket; this task
+    // writes only when no job of its own is in the committer's hands.
+    let mut sink = committer::Sink::new(socket);
     let mut session = Session::new(id, shared.cfg.requirepass.is_empty(), addr);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut pstate = ParseState::default();
     let mut out = Out::new();
+    // A write run whose replies the committer writes; the task reads on meanwhile.
+    let mut in_flight: Option<cmd::InFlight> = None;
     // One shutdown wait for the connection's life (not a new one per read: each would
     // register with the channel anew).
     let mut stop = shared.shutdown.subscribe();
@@ -333,10 +339,12 @@ async fn connection(
     tokio::pin!(stopped);
     let idle =
         (shared.cfg.idle_timeout_s > 0).then(|| Duration::from_secs(shared.cfg.idle_timeout_s));
+    // A batch's requests (kept: one allocation per connection, not per batch).
+    let mut reqs = Vec::new();
     loop {
         // Execute every complete request in the buffer, in batches.
         loop {
-            let mut reqs = Vec::new();
+            reqs.clear();
             let mut perr = None;
             // Before AUTH, Redis's small unauthenticated limits apply, one request at a
             // time (so a pipelined AUTH lifts them for the requests after it).
@@ -358,51 +366,115 @@ async fn connection(
             if reqs.is_empty() && perr.is_none() {
                 break;
             }
+            // The run in flight comes first: its replies, and the state it wrote.
+            if let Some(f) = in_flight.take() {
+                f.finish(shared, &mut out).await;
+            }
             let flow = if reqs.is_empty() {
                 Flow::Continue
             } else {
-                cmd::execute_batch(shared, &mut session, reqs, &mut out, &socket).await
+                // A protocol error's reply follows every other: nothing stays in flight.
+                let (flow, f) = cmd::execute_batch(
+                    shared,
+                    &mut session,
+                    &mut reqs,
+                    &mut out,
+                    &sink,
+                    perr.is_none(),
+                )
+                .await;
+                // Let go of the requests' bytes (slices of `inbuf`) before reading more.
+                reqs.clear();
+                in_flight = f;
+                flow
             };
             if let Some(e) = &perr {
                 out.error(&e.to_string());
             }
-            write_all(&socket, &out.buf).await?;
+            write_all(sink.socket(), &out.buf).await?;
             out.buf.clear();
             if out.buf.capacity() > 4 * 1024 * 1024 {
                 out.buf = BytesMut::with_capacity(16 * 1024);
             }
             if perr.is_some() || flow == Flow::Close {
-                // The committer holds no clone now (it lets go of a job's socket before
-                // answering it).
-                if let Some(s) = Arc::get_mut(&mut socket) {
+                // Nothing is in flight (a close ends its batch, which then leaves no run
+                // in flight), and the committer holds no clone of the socket (it lets go
+                // of a job's socket before answering it).
+                if let Some(s) = sink.socket_mut() {
                     let _ = s.shutdown().await;
                 }
                 return Ok(());
             }
         }
         if *shared.shutdown.borrow() {
+            finish_in_flight(shared, &mut in_flight, &sink, &mut out).await;
             return Ok(());
         }
         if inbuf.capacity() - inbuf.len() < 4096 {
             inbuf.reserve(16 * 1024);
         }
+        let socket = sink.socket();
         let read = async {
             match idle {
-                Some(d) => tokio::time::timeout(d, read_request_bytes(&socket, &mut inbuf))
+                Some(d) => tokio::time::timeout(d, read_request_bytes(socket, &mut inbuf))
                     .await
                     .unwrap_or(Ok(0)),
-                None => read_request_bytes(&socket, &mut inbuf).await,
+                None => read_request_bytes(socket, &mut inbuf).await,
             }
         };
-        let n = tokio::select! {
-            // The read first, without drawing a random branch order per request.
+        let event = tokio::select! {
+            // The run in flight, then the read, without drawing a random branch order.
             biased;
-            r = read => r?,
-            () = &mut stopped => return Ok(()),
+            answered = cmd::InFlight::attention(&mut in_flight) => Event::Answered(answered),
+            r = read => Event::Read(r),
+            () = &mut stopped => Event::Stop,
         };
-        if n == 0 {
-            return Ok(());
+        match event {
+            Event::Answered(answered) => {
+                // Replies the socket did not take, or a refused write's reports.
+                answered.settle(shared, &mut out).await;
+                write_all(sink.socket(), &out.buf).await?;
+                out.buf.clear();
+                if out.buf.capacity() > 4 * 1024 * 1024 {
+                    out.buf = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            Event::Read(Ok(n)) if n > 0 => {}
+            Event::Read(r) => {
+                // End of stream (or idle timeout), or a read error.
+                finish_in_flight(shared, &mut in_flight, &sink, &mut out).await;
+                return r.map(|_| ());
+            }
+            Event::Stop => {
+                finish_in_flight(shared, &mut in_flight, &sink, &mut out).await;
+                return Ok(());
+            }
         }
+    }
+}
+
+/// What a connection waiting for its client saw first.
+enum Event {
+    /// The answer of the run in flight, which needs acting on.
+    Answered(cmd::Answered),
+    /// Bytes read (0: end of stream or idle timeout), or a read error.
+    Read(std::io::Result<usize>),
+    /// Server shutdown.
+    Stop,
+}
+
+/// Acts on the run in flight before the connection ends, so a client that half-closes
+/// right after its last request still gets that request's whole reply, or its error.
+async fn finish_in_flight(
+    shared: &Shared,
+    in_flight: &mut Option<cmd::InFlight>,
+    sink: &committer::Sink,
+    out: &mut Out,
+) {
+    if let Some(f) = in_flight.take() {
+        f.finish(shared, out).await;
+        let _ = write_all(sink.socket(), &out.buf).await;
+        out.buf.clear();
     }
 }
 

@@ -158,6 +158,9 @@ pub struct ParseState {
     pos: usize,
 }
 
+/// The most argument bounds a [`ParseState`] keeps room for between requests.
+const SPANS_KEPT_COUNT_MAX: usize = 1024;
+
 /// Parses one request from the front of `buf` (consuming it), within `limits`.
 pub fn parse_request(buf: &mut BytesMut, limits: &Limits) -> Result<Parsed, ProtocolError> {
     parse_request_resume(buf, limits, &mut ParseState::default())
@@ -173,7 +176,14 @@ pub fn parse_request_resume(
 ) -> Result<Parsed, ProtocolError> {
     let r = parse_array(buf, limits, state);
     if !matches!(r, Ok(Parsed::Incomplete)) {
-        *state = ParseState::default();
+        // Reset, keeping the bounds' buffer (one allocation per connection, not per
+        // request) unless a huge request grew it.
+        state.count = 0;
+        state.pos = 0;
+        state.spans.clear();
+        if state.spans.capacity() > SPANS_KEPT_COUNT_MAX {
+            state.spans = Vec::new();
+        }
     }
     r
 }
