@@ -36,8 +36,11 @@
 //! of one connection run in its order (it acts on each answer before its next request),
 //! and a job's result (and its
 //! replies, written to the sink) is sent only after its record is logged (and fsynced
-//! under `always`) and applied. The queue holds at most one job per connection, so it is
-//! bounded by `clients_max`. If the thread panics, every waiting and later job gets
+//! under `always`) and applied. The queue holds at most one job per connection (a
+//! connection that ends with its job queued frees its client slot before the job is
+//! committed, so for a turn it may hold a few more than `clients_max`: each is one
+//! transaction, committed at the latest at the next turn end). If the thread panics,
+//! every waiting and later job gets
 //! `Closed` (no connection waits forever).
 
 use bytes::BytesMut;
