@@ -596,7 +596,7 @@ impl<'a> Overlay<'a> {
                 let entry = self.live(key);
                 let current = match &entry {
                     None => 0,
-                    Some(e) => parse_i64(&e.value)
+                    Some(e) => helios_core::digits::parse_i64_canonical(&e.value)
                         .ok_or_else(|| AtlasError::NotAnInteger { key: key.clone() })?,
                 };
                 let next = current
@@ -604,12 +604,8 @@ impl<'a> Overlay<'a> {
                     .ok_or_else(|| AtlasError::IncrOverflow { key: key.clone() })?;
                 let at = entry.and_then(|e| e.expire_at_ms);
                 // The digits on the stack: one allocation, the value's.
-                let (digits, start) = helios_core::digits::dec(next.unsigned_abs());
-                let mut text = [b'-'; 21];
-                let sign = usize::from(next < 0);
-                let len = sign + digits.len() - start;
-                text[sign..len].copy_from_slice(&digits[start..]);
-                self.set(key, crate::copy_value(&text[..len]), at, out);
+                let (digits, start) = helios_core::digits::dec_i64(next);
+                self.set(key, crate::copy_value(&digits[start..]), at, out);
                 Ok(Reply::Int(next))
             }
             Command::CompareAndSwap { key, expected, new } => {
@@ -687,44 +683,9 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// Parses a canonical decimal `i64` (no sign but `-`, no spaces, no leading zeros), as
-/// Redis's INCR does.
-pub(crate) fn parse_i64(bytes: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
-    {
-        return None;
-    }
-    s.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_i64_is_strict() {
-        for (s, want) in [
-            ("0", Some(0)),
-            ("-5", Some(-5)),
-            ("9223372036854775807", Some(i64::MAX)),
-            ("-9223372036854775808", Some(i64::MIN)),
-            ("9223372036854775808", None),
-            ("+5", None),
-            (" 5", None),
-            ("05", None),
-            ("-0", None),
-            ("", None),
-            ("-", None),
-            ("1.5", None),
-        ] {
-            assert_eq!(parse_i64(s.as_bytes()), want, "{s:?}");
-        }
-    }
 
     #[test]
     fn failed_batch_leaves_nothing() {

@@ -133,6 +133,28 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     got
 }
 
+/// One request as a RESP array (binary-safe, any size).
+fn resp_request(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    helios_bins::atlasd::resp::encode_request(args, &mut out);
+    out.to_vec()
+}
+
+/// A 4 MiB value: a reply of it is more than a socket takes at once.
+fn big_value() -> Vec<u8> {
+    (0..4 * 1024 * 1024u32)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect()
+}
+
+/// The RESP2 bulk reply of `v`.
+fn bulk(v: &[u8]) -> Vec<u8> {
+    let mut r = format!("${}\r\n", v.len()).into_bytes();
+    r.extend_from_slice(v);
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
 fn err_of<T: std::fmt::Debug>(r: redis::RedisResult<T>) -> String {
     let e = r.unwrap_err();
     // "CODE: detail" -> the wire form "CODE detail".
@@ -1243,23 +1265,14 @@ fn always_replies_written_by_the_committer_keep_their_order() {
         "$1\r\n2\r\n:3\r\n-ERR unknown command 'BOGUS', with args beginning with: \r\n:4\r\n",
     );
     // A 4 MiB reply from a write, then a PING: the reply arrives whole, the PONG after it.
-    let old: Vec<u8> = (0..4 * 1024 * 1024u32)
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect();
+    let old = big_value();
     let new = vec![b'z'; old.len()];
-    let mut req = Vec::new();
-    for (verb, v) in [(&b"SET"[..], &old), (&b"GETSET"[..], &new)] {
-        req.extend_from_slice(format!("*3\r\n${}\r\n", verb.len()).as_bytes());
-        req.extend_from_slice(verb);
-        req.extend_from_slice(format!("\r\n$3\r\nbig\r\n${}\r\n", v.len()).as_bytes());
-        req.extend_from_slice(v);
-        req.extend_from_slice(b"\r\n");
-    }
+    let mut req = resp_request(&[b"SET", b"big", &old]);
+    req.extend_from_slice(&resp_request(&[b"GETSET", b"big", &new]));
     req.extend_from_slice(b"PING\r\n");
     let mut want = b"+OK\r\n".to_vec();
-    want.extend_from_slice(format!("${}\r\n", old.len()).as_bytes());
-    want.extend_from_slice(&old);
-    want.extend_from_slice(b"\r\n+PONG\r\n");
+    want.extend_from_slice(&bulk(&old));
+    want.extend_from_slice(b"+PONG\r\n");
     let got = roundtrip(&mut c, &req, want.len());
     assert!(
         got == want,
@@ -1295,29 +1308,23 @@ fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
     let mut c = s.raw();
     c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
-    let old: Vec<u8> = (0..4 * 1024 * 1024u32)
-        .map(|i| b'a' + (i % 26) as u8)
-        .collect();
-    let mut set = b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n".to_vec();
-    set.extend_from_slice(format!("${}\r\n", old.len()).as_bytes());
-    set.extend_from_slice(&old);
-    set.extend_from_slice(b"\r\n");
+    let old = big_value();
+    let set = resp_request(&[b"SET", b"big", &old]);
     expect(&mut c, &set, "+OK\r\n");
     // A lone GETSET whose 4 MiB reply the socket cannot take while the client does not
     // read: the rest comes back to the connection, which writes it.
     c.write_all(b"GETSET big small\r\n").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut want = format!("${}\r\n", old.len()).into_bytes();
-    want.extend_from_slice(&old);
-    want.extend_from_slice(b"\r\n+PONG\r\n");
+    let mut want = bulk(&old);
+    want.extend_from_slice(b"+PONG\r\n");
     let got = roundtrip(&mut c, b"PING\r\n", want.len());
     assert!(got == want, "got {} bytes, not the reply whole", got.len());
     // A refused write (a key over ATLAS's size limit) in a run in flight: the run is
     // redone command by command, so the other write applies and the refusal is reported
     // on its own command, before the PONG.
     let key = "k".repeat(helios_atlas::limits::KEY_SIZE_MAX as usize + 1);
-    let set_big_key = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len());
-    c.write_all(format!("SET ok 1\r\n{set_big_key}").as_bytes())
+    let set_big_key = resp_request(&[b"SET", key.as_bytes(), b"v"]);
+    c.write_all(&[&b"SET ok 1\r\n"[..], &set_big_key].concat())
         .unwrap();
     let got = read_lines(&mut c, 2);
     assert!(
@@ -1326,7 +1333,7 @@ fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
     );
     expect(&mut c, b"PING\r\n", "+PONG\r\n");
     // A lone refused write, then a read that must see nothing of it.
-    c.write_all(set_big_key.as_bytes()).unwrap();
+    c.write_all(&set_big_key).unwrap();
     let got = read_lines(&mut c, 1);
     assert!(
         got.starts_with("-ERR ") && !got.contains("Protocol"),
@@ -1339,13 +1346,11 @@ fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
     let mut h = s.raw();
     h.write_all(b"GETSET big small\r\n").unwrap();
     h.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut want = format!("${}\r\n", old.len()).into_bytes();
-    want.extend_from_slice(&old);
-    want.extend_from_slice(b"\r\n");
+    let want = bulk(&old);
     let got = read_to_close(&mut h);
     assert!(got == want, "got {} bytes, not the reply whole", got.len());
     let mut h = s.raw();
-    h.write_all(set_big_key.as_bytes()).unwrap();
+    h.write_all(&set_big_key).unwrap();
     h.shutdown(std::net::Shutdown::Write).unwrap();
     let got = String::from_utf8_lossy(&read_to_close(&mut h)).into_owned();
     assert!(

@@ -32,6 +32,7 @@ use super::kv::{self, ERR_NOT_INT, ERR_SYNTAX, KvFn};
 use super::resp::Out;
 use bytes::{Bytes, BytesMut};
 use helios_atlas::{AtlasError, Tx};
+use helios_core::digits::parse_i64_canonical;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
@@ -719,7 +720,7 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
             }
         }
         Srv::Hello => hello(shared, s, a, out),
-        Srv::Select => match kv::parse_i64(&a[1]) {
+        Srv::Select => match parse_i64_canonical(&a[1]) {
             Some(0) => out.ok(),
             Some(_) => out.error("ERR DB index is out of range"),
             None => out.error(ERR_NOT_INT),
@@ -849,7 +850,7 @@ fn hello(shared: &Shared, s: &mut Session, a: &[Bytes], out: &mut Out) {
     let mut i = 1;
     let mut proto = if out.resp3 { 3 } else { 2 };
     if let Some(v) = a.get(1) {
-        match kv::parse_i64(v) {
+        match parse_i64_canonical(v) {
             Some(p @ (2 | 3)) => proto = p,
             Some(_) => {
                 out.error("NOPROTO unsupported protocol version");
@@ -1055,7 +1056,7 @@ fn scan(shared: &Shared, a: &[Bytes], out: &mut Out) {
         if eq(&a[i], "MATCH") {
             pattern = Some(v);
         } else if eq(&a[i], "COUNT") {
-            match kv::parse_i64(v) {
+            match parse_i64_canonical(v) {
                 Some(n) if n >= 1 => count = (n as usize).min(100_000),
                 Some(_) => {
                     out.error(ERR_SYNTAX);

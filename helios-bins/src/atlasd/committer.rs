@@ -4,16 +4,16 @@
 //! group (one AOF write and one fsync, [`Atlas::transact_many`]), the way Redis writes and
 //! fsyncs its AOF once per event-loop turn for every client served in it. A connection
 //! queues a job (a closure that runs one transaction and renders its replies) and gets
-//! its answer without blocking its task's thread (awaited, or left in flight: [`Ticket`]). The runtime thread itself commits the
-//! queue at the end of its turn, in the `on_thread_park` hook ([`TurnHub`]), when it has
-//! run every ready connection: exactly Redis's `beforeSleep`. The thread waits for that
-//! group's fsync; requests arriving meanwhile wait in their sockets and make the next
-//! turn's group larger (measured: 25-28 writes per fsync under 50 clients at `-P 1`,
-//! against 12 with a committer thread alone). The committer thread is a watchdog that only
-//! takes jobs still queued after one to two [`TURN_WAIT_MAX`] with no turn-end commit
-//! between (a runtime thread busy without a pause); it ticks while jobs come and sleeps
-//! after [`IDLE_TICKS_MAX`] empty ticks, so connections wake it about once per 65 ms under
-//! load instead of once per group.
+//! its answer without blocking its task's thread (awaited, or left in flight: [`Ticket`]).
+//! The runtime thread itself commits the queue at the end of its turn, in the
+//! `on_thread_park` hook ([`TurnHub`]), when it has run every ready connection: exactly
+//! Redis's `beforeSleep`. The thread waits for that group's fsync; requests arriving
+//! meanwhile wait in their sockets and make the next turn's group larger (measured: 25-28
+//! writes per fsync under 50 clients at `-P 1`, against 12 with a committer thread alone).
+//! The committer thread is a watchdog that only takes jobs still queued after one to two
+//! [`TURN_WAIT_MAX`] with no turn-end commit between (a runtime thread busy without a
+//! pause); it ticks while jobs come and sleeps after [`IDLE_TICKS_MAX`] empty ticks, so
+//! connections wake it about once per 65 ms under load instead of once per group.
 //!
 //! A job may come with its connection's socket (a [`Sink`]): once the group is logged
 //! (and fsynced under `always`) and applied, the committer writes the job's replies to it
@@ -34,14 +34,12 @@
 //!
 //! Invariants: each job is its own transaction (its own AOF record, all-or-nothing), jobs
 //! of one connection run in its order (it acts on each answer before its next request),
-//! and a job's result (and its
-//! replies, written to the sink) is sent only after its record is logged (and fsynced
-//! under `always`) and applied. The queue holds at most one job per connection (a
-//! connection that ends with its job queued frees its client slot before the job is
-//! committed, so for a turn it may hold a few more than `clients_max`: each is one
-//! transaction, committed at the latest at the next turn end). If the thread panics,
-//! every waiting and later job gets
-//! `Closed` (no connection waits forever).
+//! and a job's result (and its replies, written to the sink) is sent only after its
+//! record is logged (and fsynced under `always`) and applied. The queue holds at most one
+//! job per connection (a connection that ends with its job queued frees its client slot
+//! before the job is committed, so for a turn it may hold a few more than `clients_max`:
+//! each is one transaction, committed at the latest at the next turn end). If the thread
+//! panics, every waiting and later job gets `Closed` (no connection waits forever).
 
 use bytes::BytesMut;
 use helios_atlas::{Atlas, AtlasError, Tx};
@@ -364,7 +362,7 @@ impl Committer {
                 Submitted::Queued(ticket) => ticket.wait().await,
             };
         }
-        if !self.state.fsync_always && commands > 1 {
+        if self.commits_inline(commands) {
             return self.atlas.transact(f);
         }
         let (reply, got) = oneshot::channel();
@@ -379,7 +377,7 @@ impl Committer {
     /// meanwhile, but must act on the answer before anything else of its own (it holds
     /// at most one ticket: `sink`'s answer slot is reused).
     pub fn submit(&self, f: JobFn, commands: usize, sink: &Sink) -> Submitted {
-        if !self.state.fsync_always && commands > 1 {
+        if self.commits_inline(commands) {
             return Submitted::Done(self.atlas.transact(f));
         }
         sink.done.arm();
@@ -394,8 +392,14 @@ impl Committer {
         })
     }
 
+    /// Whether a transaction of `commands` commands commits inline, on the caller's thread
+    /// (a pipelined run with no fsync to share: see [`Committer::run`]).
+    fn commits_inline(&self, commands: usize) -> bool {
+        !self.state.fsync_always && commands > 1
+    }
+
     /// Queues a job for the next group; false if the committer is stopped (the answer is
-    /// dropped: `Closed`).
+    /// dropped, outside the queue's lock: `Closed`).
     fn queue(&self, f: JobFn, answer: Answer) -> bool {
         {
             let mut q = self.state.queue.lock();
@@ -476,12 +480,7 @@ fn commit_queued(atlas: &Atlas, state: &State) -> (bool, bool) {
     if batch.is_empty() {
         return (false, stopped);
     }
-    let mut fs = Vec::with_capacity(batch.len());
-    let mut answers = Vec::with_capacity(batch.len());
-    for (f, answer) in batch {
-        fs.push(f);
-        answers.push(answer);
-    }
+    let (fs, answers): (Vec<JobFn>, Vec<Answer>) = batch.into_iter().unzip();
     let results = atlas.transact_many(fs);
     for (r, answer) in results.into_iter().zip(answers) {
         match answer {
@@ -497,9 +496,9 @@ fn commit_queued(atlas: &Atlas, state: &State) -> (bool, bool) {
 
 /// Writes what of `buf` the socket takes now, without waiting; returns the rest (the
 /// connection writes it, and meets any error there).
-fn write_now(sink: &tokio::net::TcpStream, mut buf: BytesMut) -> BytesMut {
+fn write_now(socket: &TcpStream, mut buf: BytesMut) -> BytesMut {
     while !buf.is_empty() {
-        match sink.try_write(&buf) {
+        match socket.try_write(&buf) {
             Ok(0) => break,
             Ok(n) => bytes::Buf::advance(&mut buf, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -808,13 +807,19 @@ mod tests {
         }
     }
 
+    /// The ticket of `job` queued with `sink` (a lone write under `always` is queued).
+    fn queued(c: &Committer, sink: &Sink, job: JobFn) -> Ticket {
+        match c.submit(job, 1, sink) {
+            Submitted::Queued(ticket) => ticket,
+            Submitted::Done(r) => panic!("committed inline: {r:?}"),
+        }
+    }
+
     /// Queues `job` with `sink`, polls its ticket's quiet wait once, lets the committer
     /// answer it; returns the wake-ups the answer caused and the answer.
     async fn quiet_answer(c: &Committer, sink: &Sink, job: JobFn) -> (usize, BytesMut) {
         use std::future::Future;
-        let Submitted::Queued(mut ticket) = c.submit(job, 1, sink) else {
-            panic!("a lone write under always is queued");
-        };
+        let mut ticket = queued(c, sink, job);
         let count = Arc::new(CountWakes(std::sync::atomic::AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -857,10 +862,7 @@ mod tests {
             crate::atlasd::write_all(sink.socket(), &left)
                 .await
                 .unwrap();
-            let Submitted::Queued(ticket) = c.submit(reply_of(b"+OK\r\n".to_vec()), 1, &sink)
-            else {
-                panic!("queued");
-            };
+            let ticket = queued(&c, &sink, reply_of(b"+OK\r\n".to_vec()));
             let left = tokio::time::timeout(std::time::Duration::from_secs(10), ticket.wait())
                 .await
                 .expect("woken")

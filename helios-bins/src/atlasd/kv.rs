@@ -18,6 +18,7 @@
 use super::resp::Out;
 use bytes::Bytes;
 use helios_atlas::{AtlasError, Expiry, KeyTtl, SetCondition, SetOptions, Tx};
+use helios_core::digits::{dec_i64, parse_i64_canonical};
 
 /// A keyspace command: arguments (command name first) in, reply out, writes through `tx`.
 pub type KvFn = fn(&mut Tx<'_, '_>, &[Bytes], &mut Out) -> Result<(), AtlasError>;
@@ -45,7 +46,7 @@ macro_rules! key {
 /// Parses an integer argument, or writes `ERR value is not an integer` and returns.
 macro_rules! int {
     ($arg:expr, $out:expr) => {
-        match parse_i64(&$arg) {
+        match parse_i64_canonical(&$arg) {
             Some(n) => n,
             None => {
                 $out.error(ERR_NOT_INT);
@@ -69,20 +70,6 @@ pub fn key_str(b: &[u8]) -> Result<&str, &'static str> {
         return Err("ERR invalid key: empty keys are not supported");
     }
     std::str::from_utf8(b).map_err(|_| "ERR invalid key: not UTF-8")
-}
-
-/// Redis's `string2ll`: optional `-`, digits, no leading zeros, no spaces, fits in i64.
-pub fn parse_i64(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty()
-        || !digits.bytes().all(|c| c.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
-    {
-        return None;
-    }
-    s.parse().ok()
 }
 
 fn parse_f64(b: &[u8]) -> Option<f64> {
@@ -443,7 +430,7 @@ pub fn strlen(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atl
 fn incr_with(tx: &mut Tx<'_, '_>, k: &str, delta: i64, out: &mut Out) -> Result<(), AtlasError> {
     let cur = match tx.get(k) {
         None => 0,
-        Some(v) => match parse_i64(&v) {
+        Some(v) => match parse_i64_canonical(&v) {
             Some(n) => n,
             None => {
                 out.error(ERR_NOT_INT);
@@ -457,8 +444,8 @@ fn incr_with(tx: &mut Tx<'_, '_>, k: &str, delta: i64, out: &mut Out) -> Result<
     };
     // One allocation, inline (`Bytes::from(String)` made a second one when capacity >
     // length, and a clone a third).
-    let mut digits = [0u8; 20];
-    let value = helios_atlas::copy_value(super::resp::int_digits(next, &mut digits));
+    let (digits, start) = dec_i64(next);
+    let value = helios_atlas::copy_value(&digits[start..]);
     tx.set(k, value, Expiry::Keep)?;
     out.int(next);
     Ok(())

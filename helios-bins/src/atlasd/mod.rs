@@ -36,10 +36,10 @@
 //! ATLAS is closed (fsynced).
 //!
 //! What this module must never do: hold a lock across an `.await`, block a connection's
-//! task on an fsync (writes are queued, their answers awaited or left in flight; the one fsync a runtime thread waits for is its
-//! turn's group commit, at the end of the turn, as Redis does; server commands that may
-//! wait run in `block_in_place`), or grow a buffer past the configured limits because of
-//! what a client sends.
+//! task on an fsync (writes are queued, their answers awaited or left in flight; the one
+//! fsync a runtime thread waits for is its turn's group commit, at the end of the turn, as
+//! Redis does; server commands that may wait run in `block_in_place`), or grow a buffer
+//! past the configured limits because of what a client sends.
 
 pub mod cmd;
 pub mod committer;
@@ -344,7 +344,6 @@ async fn connection(
     loop {
         // Execute every complete request in the buffer, in batches.
         loop {
-            reqs.clear();
             let mut perr = None;
             // Before AUTH, Redis's small unauthenticated limits apply, one request at a
             // time (so a pipelined AUTH lifts them for the requests after it).
@@ -391,11 +390,7 @@ async fn connection(
             if let Some(e) = &perr {
                 out.error(&e.to_string());
             }
-            write_all(sink.socket(), &out.buf).await?;
-            out.buf.clear();
-            if out.buf.capacity() > 4 * 1024 * 1024 {
-                out.buf = BytesMut::with_capacity(16 * 1024);
-            }
+            flush(&sink, &mut out).await?;
             if perr.is_some() || flow == Flow::Close {
                 // Nothing is in flight (a close ends its batch, which then leaves no run
                 // in flight), and the committer holds no clone of the socket (it lets go
@@ -433,11 +428,7 @@ async fn connection(
             Event::Answered(answered) => {
                 // Replies the socket did not take, or a refused write's reports.
                 answered.settle(shared, &mut out).await;
-                write_all(sink.socket(), &out.buf).await?;
-                out.buf.clear();
-                if out.buf.capacity() > 4 * 1024 * 1024 {
-                    out.buf = BytesMut::with_capacity(16 * 1024);
-                }
+                flush(&sink, &mut out).await?;
             }
             Event::Read(Ok(n)) if n > 0 => {}
             Event::Read(r) => {
@@ -473,9 +464,18 @@ async fn finish_in_flight(
 ) {
     if let Some(f) = in_flight.take() {
         f.finish(shared, out).await;
-        let _ = write_all(sink.socket(), &out.buf).await;
-        out.buf.clear();
+        let _ = flush(sink, out).await;
     }
+}
+
+/// Writes the replies in `out` and empties it (letting go of a huge buffer).
+async fn flush(sink: &committer::Sink, out: &mut Out) -> std::io::Result<()> {
+    let r = write_all(sink.socket(), &out.buf).await;
+    out.buf.clear();
+    if out.buf.capacity() > 4 * 1024 * 1024 {
+        out.buf = BytesMut::with_capacity(16 * 1024);
+    }
+    r
 }
 
 /// `write_all` over a shared socket.

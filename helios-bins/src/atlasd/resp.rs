@@ -115,33 +115,11 @@ fn find_crlf(buf: &[u8], from: usize, size_max: usize) -> Result<Option<usize>, 
 
 fn parse_len(line: &[u8]) -> Option<i64> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() || line.len() > 20 {
+    if line.len() > 20 {
         return None;
     }
-    // As `str::parse::<i64>` (an optional sign, then digits, no overflow), without the
-    // UTF-8 check: two of these per argument.
-    let (negative, digits) = match line[0] {
-        b'-' => (true, &line[1..]),
-        b'+' => (false, &line[1..]),
-        _ => (false, line),
-    };
-    if digits.is_empty() {
-        return None;
-    }
-    let mut n: i64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(b - b'0');
-        n = n.checked_mul(10)?;
-        n = if negative {
-            n.checked_sub(d)?
-        } else {
-            n.checked_add(d)?
-        };
-    }
-    Some(n)
+    // Without a UTF-8 pass: two of these per argument.
+    helios_core::digits::parse_i64(line)
 }
 
 /// Where the parse of an incomplete request array stopped: the next call goes on from
@@ -387,29 +365,9 @@ pub fn encode_request(args: &[&[u8]], out: &mut BytesMut) {
 }
 
 fn put_int(out: &mut BytesMut, n: i64) {
-    let mut tmp = [0u8; 20];
-    out.put_slice(int_digits(n, &mut tmp));
+    let (digits, start) = helios_core::digits::dec_i64(n);
+    out.put_slice(&digits[start..]);
     out.put_slice(b"\r\n");
-}
-
-/// `n` in decimal, as `n.to_string()`, written at the end of `tmp` (i64 needs at most 20).
-pub fn int_digits(n: i64, tmp: &mut [u8; 20]) -> &[u8] {
-    let mut i = tmp.len();
-    let neg = n < 0;
-    let mut v = n.unsigned_abs();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    if neg {
-        i -= 1;
-        tmp[i] = b'-';
-    }
-    &tmp[i..]
 }
 
 /// Formats a float like Redis does in replies (shortest round-trip; `inf`, `-inf`, `nan`).
@@ -630,7 +588,8 @@ mod tests {
         );
     }
 
-    /// `parse_len` agrees with `str::parse::<i64>` (on lines of up to 20 bytes).
+    /// `parse_len` agrees with `str::parse::<i64>` on lines of up to 20 bytes (and a
+    /// trailing `\r`); the parser itself is helios-core's, proptested there.
     fn len_as_std(line: &[u8]) -> Option<i64> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() || line.len() > 20 {
@@ -663,19 +622,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn int_digits_are_to_string(n in any::<i64>()) {
-            let mut tmp = [0u8; 20];
-            let want = n.to_string();
-            prop_assert_eq!(int_digits(n, &mut tmp), want.as_bytes());
-        }
-
-        #[test]
-        fn length_lines_parse_as_i64_any(line in proptest::collection::vec(
-            proptest::sample::select(b"0123456789+-\r a".to_vec()), 0..22)) {
-            prop_assert_eq!(parse_len(&line), len_as_std(&line));
-        }
-
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let l = Limits { bulk_size_max: 64, array_count_max: 8, inline_size_max: 64, unauthenticated: false };
