@@ -4,7 +4,9 @@
 # client flags. Prints, per server, the median req/s (and the range) and the server's CPU
 # time per request (utime+stime from /proc/PID/stat), then the ratios to redis. For
 # checking one change on one cell of benches/atlasd_vs_redis.sh: single runs on a shared
-# 2-core machine swing by +-30%, medians of 7-9 rounds by a few percent.
+# 2-core machine swing by +-30%, medians of 7-9 rounds by a few percent. Also prints the
+# client's (redis-benchmark's) CPU per request: at about 14 us, it is one core's worth at
+# 70 k req/s, the most this client can drive at -P 1.
 #
 # Usage: benches/atlasd_cell.sh FSYNC TEST PIPELINE ROUNDS [BIN_A [BIN_B]]
 #   e.g. benches/atlasd_cell.sh always incr 1 9 /tmp/atlasd_before target/release/helios-atlasd
@@ -38,20 +40,23 @@ redis-server --port 16433 --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes 
 PIDS+=($!); SERVERS+=("redis:16433:$!"); wait_ping 16433
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TIMEFORMAT='%3U %3S'   # the client's (redis-benchmark's) user and system seconds
 TICKS="$(getconf CLK_TCK)"
 for _ in $(seq "$ROUNDS"); do
     for s in "${SERVERS[@]}"; do
         IFS=: read -r name port pid <<<"$s"
         c0="$(cpu_ticks "$pid")"
-        rps="$(redis-benchmark -p "$port" -t "$TEST" -n "$REQUESTS" -c "$CLIENTS" -P "$P" -r 100000 -q --csv \
-            | tail -1 | cut -d, -f2 | tr -d '"')"
+        { time redis-benchmark -p "$port" -t "$TEST" -n "$REQUESTS" -c "$CLIENTS" -P "$P" -r 100000 -q --csv \
+            >"$WORK/out"; } 2>"$WORK/time"
         c1="$(cpu_ticks "$pid")"
-        echo "$name $rps $(( (c1 - c0) * 1000000000 / TICKS / REQUESTS ))"
+        rps="$(tail -1 "$WORK/out" | cut -d, -f2 | tr -d '"')"
+        client_ns="$(awk -v n="$REQUESTS" '{ printf "%d", ($1 + $2) * 1e9 / n }' "$WORK/time")"
+        echo "$name $rps $(( (c1 - c0) * 1000000000 / TICKS / REQUESTS )) $client_ns"
     done
 done >"$WORK/rounds"
 echo "$TEST -P $P appendfsync $FSYNC, $ROUNDS rounds of $REQUESTS requests, $CLIENTS clients (A: $A${B:+, B: $B})"
 awk '
-    { rps[$1] = rps[$1] " " $2; ns[$1] = ns[$1] " " $3; n[$1]++ }
+    { rps[$1] = rps[$1] " " $2; ns[$1] = ns[$1] " " $3; cl[$1] = cl[$1] " " $4; n[$1]++ }
     function median(list, k,   a, m, i, j, t) {
         m = split(substr(list, 2), a, " ")
         for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -60,8 +65,8 @@ awk '
     END {
         r = median(rps["redis"])
         for (s in n) {
-            med = median(rps[s]); l = lo; h = hi; c = median(ns[s])
-            line = sprintf("%-6s %9.0f req/s (%.0f-%.0f)  %5.1f us CPU/request", s, med, l, h, c / 1000)
+            med = median(rps[s]); l = lo; h = hi; c = median(ns[s]); k = median(cl[s])
+            line = sprintf("%-6s %9.0f req/s (%.0f-%.0f)  %5.1f us CPU/request, client %5.1f us", s, med, l, h, c / 1000, k / 1000)
             if (s != "redis") line = line sprintf("  %.2fx redis", med / r)
             print line
         }

@@ -252,11 +252,7 @@ impl Atlas {
         let (file, segment_start, segment_size) = match rec.append_to {
             Some((start, size)) if size > 0 => {
                 let path = dir.join(aof::segment_name(start));
-                (
-                    storage.open_append(&path).map_err(io_err(&path))?,
-                    start,
-                    size,
-                )
+                (storage.open_log(&path).map_err(io_err(&path))?, start, size)
             }
             _ => {
                 // Either nothing to append to, or the last segment's header was torn:
@@ -773,7 +769,7 @@ fn create_segment(
     start_seq: u64,
 ) -> Result<(Arc<dyn StorageFile>, u64)> {
     let path = dir.join(aof::segment_name(start_seq));
-    let file = storage.create(&path).map_err(io_err(&path))?;
+    let file = storage.create_log(&path).map_err(io_err(&path))?;
     let header = aof::header_line(start_seq);
     file.append(&header).map_err(io_err(&path))?;
     file.sync().map_err(io_err(&path))?;

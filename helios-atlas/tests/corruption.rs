@@ -7,6 +7,11 @@
 //!   byte offset where the bad record starts; `check` reports the same; `repair` cuts the
 //!   AOF there (keeping the damaged bytes aside) and the store then opens with everything
 //!   before it.
+//! - The padding the real file system keeps written ahead of the appends (blank lines): a
+//!   crash leaves it after the records, and the store opens with every record and appends
+//!   right after them; a last record cut short inside it (the rest newlines or zeros) is
+//!   torn at every offset; data past a stretch of padding is refused with the offset
+//!   where the padding starts, and `repair` cuts it there.
 
 use helios_atlas::storage::FsStorage;
 use helios_atlas::{Atlas, AtlasError, FileStatus, FsyncPolicy, Options};
@@ -163,15 +168,116 @@ fn unknown_versions_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join(SEGMENT),
-        b"{\"format\":\"helios-aof\",\"version\":2,\"start_seq\":1}\n",
+        b"{\"format\":\"helios-aof\",\"version\":3,\"start_seq\":1}\n",
     )
     .unwrap();
     match Atlas::open(tmp.path(), options()) {
         Err(AtlasError::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         }) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// The AOF as a crash (kill -9, power loss) leaves it on the real file system: the
+/// records, then the padding the storage keeps written ahead of the appends.
+fn three_records_padded(dir: &Path) -> (Vec<u8>, usize) {
+    let db = Atlas::open(dir, options()).unwrap();
+    db.set("first", "1").unwrap();
+    db.set("second", "2").unwrap();
+    db.set("third", "3").unwrap();
+    let bytes = std::fs::read(dir.join(SEGMENT)).unwrap();
+    db.close().unwrap();
+    drop(db);
+    let closed = std::fs::read(dir.join(SEGMENT)).unwrap();
+    // A clean close cuts the padding; while open it was there, blank lines after them.
+    assert!(bytes.len() >= closed.len() + (256 << 10), "{}", bytes.len());
+    assert_eq!(&bytes[..closed.len()], &closed[..]);
+    assert!(bytes[closed.len()..].iter().all(|&b| b == b'\n'));
+    assert_eq!(
+        closed
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        4
+    );
+    (bytes, closed.len())
+}
+
+#[test]
+fn a_crashed_padded_aof_opens_with_every_record_and_appends_after_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bytes, end) = three_records_padded(&tmp.path().join("src"));
+    let dir = tmp.path().join("crashed");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(SEGMENT), &bytes).unwrap();
+    let db = Atlas::open(&dir, options()).unwrap();
+    assert_eq!(db.last_seq(), 3);
+    assert_eq!(db.get("third").unwrap(), "3");
+    db.set("fourth", "4").unwrap();
+    drop(db);
+    // The fourth record went right after the third (not after the old padding).
+    let after = std::fs::read(dir.join(SEGMENT)).unwrap();
+    assert_eq!(&after[..end], &bytes[..end]);
+    assert!(after[end..].starts_with(b"{\"seq\":4,"));
+    let db = Atlas::open(&dir, options()).unwrap();
+    assert_eq!((db.last_seq(), db.get("fourth").unwrap()), (4, "4".into()));
+    // Padded again while open, and `check` calls that clean.
+    db.set("fifth", "5").unwrap();
+    assert!(std::fs::metadata(dir.join(SEGMENT)).unwrap().len() > (256 << 10));
+    let report = helios_atlas::check(&FsStorage, &dir).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.segments[0].record_count, 5);
+}
+
+#[test]
+fn a_last_record_cut_short_in_padding_is_torn_at_every_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (bytes, end) = three_records_padded(&tmp.path().join("src"));
+    let last = bytes[..end - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    for cut in last + 1..end - 1 {
+        for pad in [b'\n', 0] {
+            // The record's bytes up to `cut` landed; the rest of its blocks did not.
+            let mut b = bytes.clone();
+            b[cut..end].fill(pad);
+            let dir = tmp.path().join(format!("cut{cut}-{pad}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(SEGMENT), &b).unwrap();
+            let db = Atlas::open(&dir, options()).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!((db.last_seq(), db.get("third")), (2, None), "cut {cut}");
+            db.set("fourth", "4").unwrap();
+            drop(db);
+            let db = Atlas::open(&dir, options()).unwrap();
+            assert_eq!((db.last_seq(), db.get("fourth").unwrap()), (3, "4".into()));
+            drop(db);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
+
+#[test]
+fn data_after_the_padding_is_refused_with_its_offset_and_repair_cuts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut bytes, end) = three_records_padded(&tmp.path().join("src"));
+    // Something landed past a gap of padding: not the log's own tail.
+    bytes[end + 4096..end + 4100].copy_from_slice(b"junk");
+    let dir = tmp.path().join("junk");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(SEGMENT), &bytes).unwrap();
+    match Atlas::open(&dir, options()) {
+        Err(AtlasError::Corrupt {
+            file,
+            offset,
+            reason,
+        }) => {
+            assert_eq!((file, offset), (dir.join(SEGMENT), end as u64));
+            assert!(reason.contains(&format!("byte {}", end + 4096)), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    helios_atlas::repair(&FsStorage, &dir).unwrap();
+    let db = Atlas::open(&dir, options()).unwrap();
+    assert_eq!((db.last_seq(), db.get("third").unwrap()), (3, "3".into()));
 }

@@ -492,7 +492,12 @@ fn describe_dir(dir: &Path) -> String {
         .find(|(n, _)| helios_atlas::aof::parse_segment_name(n).is_some())
         && let Ok(bytes) = std::fs::read(dir.join(last))
     {
-        let tail = &bytes[bytes.len().saturating_sub(600)..];
+        // Past the padding a crash leaves after the records (blank lines, or zeros).
+        let end = bytes
+            .iter()
+            .rposition(|&b| b != b'\n' && b != 0)
+            .map_or(0, |i| i + 1);
+        let tail = &bytes[end.saturating_sub(600)..end];
         s.push_str(&format!(
             "  tail of {last} (last {} bytes):\n{:?}\n",
             tail.len(),

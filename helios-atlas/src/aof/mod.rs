@@ -4,7 +4,7 @@
 //! segment is JSON lines:
 //!
 //! ```text
-//! {"format":"helios-aof","version":1,"start_seq":1}
+//! {"format":"helios-aof","version":2,"start_seq":1}
 //! {"seq":1,"crc":"9d62273b","ops":[{"op":"set","k":"a","v":"1"}]}
 //! {"seq":2,"crc":"764cfe1e","ops":[{"op":"del","k":"a"}]}
 //! ```
@@ -17,10 +17,17 @@
 //!   the `ops` text, so a flipped bit anywhere in the record, or a cut, is caught.
 //! - Sequence numbers are contiguous across segments, starting at 1.
 //!
-//! Scanning ([`scan_segment`]) classifies the end of a segment: clean, a torn tail (the last
-//! line has no newline: a crash in the middle of an append), or corruption (a complete line
-//! that fails to parse or to check, or a sequence gap) at a byte offset. What to do about
-//! each is the caller's decision (see `recovery`).
+//! - Version 2 segments may end in padding: blank lines (newlines, JSON whitespace) written
+//!   ahead of the appends by a preallocating storage (`Storage::create_log`), or zero
+//!   bytes where a crash left preallocated blocks unwritten. The log ends where the
+//!   padding starts. Version 1 segments (no padding) read the same way.
+//!
+//! Scanning ([`scan_segment`]) classifies the end of a segment: clean (the records end at
+//! the end of the file or where nothing but padding follows), a torn tail (the last line
+//! has no newline, or fails to decode with only padding after it: a crash in the middle of
+//! an append), or corruption (a complete line that fails to parse or to check with a
+//! record or garbage after it, a sequence gap, or data after padding) at a byte offset.
+//! What to do about each is the caller's decision (see `recovery`).
 
 mod fast;
 
@@ -33,8 +40,42 @@ use std::path::Path;
 
 /// The format name in every segment header.
 pub const AOF_FORMAT: &str = "helios-aof";
-/// The version this build writes and reads.
-pub const AOF_VERSION: u32 = 1;
+/// The version this build writes (2: padding may follow the records). It reads 1 and 2.
+pub const AOF_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const AOF_VERSION_MIN: u32 = 1;
+
+/// Whether `b` is log padding: the newlines a preallocated log is filled with, or the
+/// zeros a file system may show for preallocated blocks a crash left unwritten.
+fn is_pad(b: u8) -> bool {
+    b == b'\n' || b == 0
+}
+
+/// Whether a line that fails to decode is an append cut short in preallocated space, with
+/// nothing but padding after it (some of it there):
+/// - its newline never landed: zero bytes follow its text (the old rule for a last line
+///   without a newline, the zeros standing for the unwritten rest);
+/// - or the padding's newline ends it early: its text is a strict prefix of a JSON value,
+///   and not one that ends as every record does (`]}`).
+///
+/// A complete line that fails to check is corruption, padded or not (a flipped byte cannot
+/// make a record's text a prefix ending elsewhere than in `]}`, nor turn its newline into
+/// a zero); so is a bad complete line at the very end of a file without padding.
+fn torn_in_padding(line: &[u8], after: &[u8]) -> bool {
+    let text = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+    let zeros = &line[text.len()..];
+    if !after.iter().all(|&b| is_pad(b)) {
+        return false;
+    }
+    if !zeros.is_empty() {
+        return zeros.iter().all(|&b| b == 0);
+    }
+    !after.is_empty()
+        && (text.is_empty()
+            || (!text.ends_with(b"]}")
+                && serde_json::from_slice::<serde::de::IgnoredAny>(text)
+                    .is_err_and(|e| e.is_eof())))
+}
 
 /// One logged write: a sequence number and its ops, applied all or nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +245,9 @@ pub struct SegmentScan {
     pub records: Vec<ScannedRecord>,
     /// Byte offset just past the header line (0 if the header itself is torn).
     pub header_end: u64,
+    /// Byte offset just past the last valid record (or the header): where the log's
+    /// content ends; padding, or the bad tail [`SegmentScan::end`] reports, follows.
+    pub log_end: u64,
     /// How the segment ends.
     pub end: ScanEnd,
 }
@@ -236,6 +280,7 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
     Ok(SegmentScan {
         records,
         header_end: summary.header_end,
+        log_end: summary.log_end,
         end: summary.end,
     })
 }
@@ -247,6 +292,9 @@ pub struct ScanSummary {
     pub record_count: u64,
     /// Byte offset just past the header line (0 if the header itself is torn).
     pub header_end: u64,
+    /// Byte offset just past the last valid record (or the header); see
+    /// [`SegmentScan::log_end`].
+    pub log_end: u64,
     /// How the segment ends.
     pub end: ScanEnd,
 }
@@ -262,28 +310,30 @@ pub fn scan_segment_each(
     start_seq: u64,
     mut each: impl FnMut(ScannedRecord),
 ) -> Result<ScanSummary, AtlasError> {
+    let ended = |end| ScanSummary {
+        record_count: 0,
+        header_end: 0,
+        log_end: 0,
+        end,
+    };
     let Some(header_len) = bytes.iter().position(|&b| b == b'\n') else {
-        return Ok(ScanSummary {
-            record_count: 0,
-            header_end: 0,
-            end: if bytes.is_empty() {
-                ScanEnd::Clean
-            } else {
-                ScanEnd::Torn { offset: 0 }
-            },
-        });
+        return Ok(ended(if bytes.is_empty() {
+            ScanEnd::Clean
+        } else {
+            ScanEnd::Torn { offset: 0 }
+        }));
     };
     let header: Header = match serde_json::from_slice(&bytes[..header_len]) {
         Ok(h) => h,
+        // The header's append cut short in preallocated space (or never made it there).
+        Err(_) if torn_in_padding(&bytes[..header_len], &bytes[header_len + 1..]) => {
+            return Ok(ended(ScanEnd::Torn { offset: 0 }));
+        }
         Err(e) => {
-            return Ok(ScanSummary {
-                record_count: 0,
-                header_end: 0,
-                end: ScanEnd::Corrupt {
-                    offset: 0,
-                    reason: format!("bad segment header: {e}"),
-                },
-            });
+            return Ok(ended(ScanEnd::Corrupt {
+                offset: 0,
+                reason: format!("bad segment header: {e}"),
+            }));
         }
     };
     if header.format != AOF_FORMAT {
@@ -293,7 +343,7 @@ pub fn scan_segment_each(
             reason: format!("not a HELIOS AOF segment (format {:?})", header.format),
         });
     }
-    if header.version != AOF_VERSION {
+    if !(AOF_VERSION_MIN..=AOF_VERSION).contains(&header.version) {
         return Err(AtlasError::UnsupportedVersion {
             file: file.to_path_buf(),
             found: header.version,
@@ -305,6 +355,7 @@ pub fn scan_segment_each(
         return Ok(ScanSummary {
             record_count: 0,
             header_end,
+            log_end: header_end,
             end: ScanEnd::Corrupt {
                 offset: 0,
                 reason: format!(
@@ -322,6 +373,21 @@ pub fn scan_segment_each(
             break ScanEnd::Clean;
         }
         let rest = &bytes[pos..];
+        if is_pad(rest[0]) {
+            // Padding: the end of the log, if nothing but padding follows.
+            match rest.iter().position(|&b| !is_pad(b)) {
+                None => break ScanEnd::Clean,
+                Some(i) => {
+                    break ScanEnd::Corrupt {
+                        offset: pos as u64,
+                        reason: format!(
+                            "data at byte {} after the padding that ends the log here",
+                            pos + i
+                        ),
+                    };
+                }
+            }
+        }
         let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
             break ScanEnd::Torn { offset: pos as u64 };
         };
@@ -343,12 +409,16 @@ pub fn scan_segment_each(
                     reason: format!("expected sequence {expected_seq}, found {}", record.seq),
                 };
             }
+            Err(_) if torn_in_padding(&rest[..line_len], &rest[line_len + 1..]) => {
+                break ScanEnd::Torn { offset };
+            }
             Err(reason) => break ScanEnd::Corrupt { offset, reason },
         }
     };
     Ok(ScanSummary {
         record_count,
         header_end,
+        log_end: pos as u64,
         end,
     })
 }
@@ -427,6 +497,122 @@ mod tests {
                 other => panic!("flip at {at}: {other:?}"),
             }
         }
+    }
+
+    fn padded(bytes: &[u8], pad: u8, len: usize) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        b.resize(bytes.len() + len, pad);
+        b
+    }
+
+    #[test]
+    fn padding_after_the_records_ends_the_log_cleanly() {
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "22")])]);
+        for pad in [b'\n', 0] {
+            for len in [1, 2, 4096] {
+                let scan = scan_segment(&padded(&bytes, pad, len), Path::new("f"), 1).unwrap();
+                assert_eq!(scan.end, ScanEnd::Clean, "pad {pad} x {len}");
+                assert_eq!(scan.records.len(), 2);
+                assert_eq!(scan.log_end, bytes.len() as u64);
+            }
+        }
+        // Zeros, then newlines (a file system showing unwritten blocks, then padding).
+        let mut b = padded(&bytes, 0, 100);
+        b.extend_from_slice(&[b'\n'; 100]);
+        let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+        assert_eq!(
+            (scan.end, scan.log_end),
+            (ScanEnd::Clean, bytes.len() as u64)
+        );
+    }
+
+    #[test]
+    fn every_cut_of_the_last_record_in_padding_is_torn_not_corrupt() {
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "22")])]);
+        let second = scan_segment(&bytes, Path::new("f"), 1).unwrap().records[1].offset;
+        // The record's bytes up to `cut` landed; the rest of it is padding, or zeros.
+        for cut in second as usize + 1..bytes.len() {
+            for (pad, rest) in [(b'\n', b'\n'), (0, 0), (0, b'\n')] {
+                let mut b = padded(&bytes[..cut], pad, bytes.len() - cut);
+                b.extend_from_slice(&[rest; 64]);
+                let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+                if cut == bytes.len() - 1 && pad == b'\n' {
+                    // Only the newline was missing, and the padding's is as good.
+                    assert_eq!((scan.end, scan.records.len()), (ScanEnd::Clean, 2));
+                    continue;
+                }
+                assert_eq!(scan.records.len(), 1, "cut {cut}");
+                assert_eq!(
+                    scan.end,
+                    ScanEnd::Torn { offset: second },
+                    "cut {cut} pad {pad}"
+                );
+                assert_eq!(scan.log_end, second);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_complete_last_record_is_corrupt_padded_or_not() {
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "22")])]);
+        let scan = scan_segment(&bytes, Path::new("f"), 1).unwrap();
+        let last = &scan.records[1];
+        for at in last.offset..last.end - 1 {
+            let mut b = bytes.clone();
+            b[at as usize] ^= 0x01;
+            for b in [b.clone(), padded(&b, b'\n', 64), padded(&b, 0, 64)] {
+                let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+                match scan.end {
+                    ScanEnd::Corrupt { offset, .. } => assert_eq!(offset, last.offset),
+                    other => panic!("flip at {at}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn data_after_padding_is_corrupt_where_the_padding_starts() {
+        let bytes = seg(&[(1, vec![set("a", "1")])]);
+        let mut b = padded(&bytes, b'\n', 10);
+        b.extend_from_slice(&seg(&[(2, vec![set("b", "2")])])[header_line(2).len()..]);
+        b.extend_from_slice(&[b'\n'; 10]);
+        let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+        assert_eq!(scan.records.len(), 1);
+        assert_eq!(scan.log_end, bytes.len() as u64);
+        match scan.end {
+            ScanEnd::Corrupt { offset, reason } => {
+                assert_eq!(offset, bytes.len() as u64);
+                assert!(
+                    reason.contains(&format!("byte {}", bytes.len() + 10)),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_cut_short_in_padding_is_torn_at_zero() {
+        let header = header_line(1);
+        for cut in 0..header.len() - 1 {
+            for pad in [b'\n', 0] {
+                let b = padded(&header[..cut], pad, 4096);
+                let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+                assert_eq!(
+                    (scan.end, scan.header_end, scan.log_end),
+                    (ScanEnd::Torn { offset: 0 }, 0, 0),
+                    "cut {cut} pad {pad}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn version_1_segments_still_read() {
+        let mut b = b"{\"format\":\"helios-aof\",\"version\":1,\"start_seq\":1}\n".to_vec();
+        b.extend_from_slice(&seg(&[(1, vec![set("a", "1")])])[header_line(1).len()..]);
+        let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+        assert_eq!((scan.end, scan.records.len()), (ScanEnd::Clean, 1));
     }
 
     #[test]

@@ -11,6 +11,15 @@
 //! The trait is deliberately small: append-only files, whole-file reads, rename, remove,
 //! truncate and directory fsync are all ATLAS needs. Paths are full paths; the data
 //! directory is flat.
+//!
+//! Log files ([`Storage::create_log`], [`Storage::open_log`]) may be preallocated: the
+//! real file system keeps [`LOG_PAD_AHEAD_MIN`] to [`LOG_PAD_CHUNK`] bytes of padding
+//! ([`LOG_PAD`] newlines) written past the last append, so that the `fdatasync` of an
+//! append overwrites blocks that are already allocated, written and inside the file's
+//! size: no block allocation, no extent conversion and no size change to commit to the
+//! file system's journal, only the data pages (measured on ext4 here: 54-65 us per
+//! append+fdatasync against 70-122 us for a growing file: `benches/log_fdatasync.py`).
+//! Readers of a log treat trailing padding as the end of the log (`aof::scan_segment`).
 
 mod mem;
 
@@ -46,6 +55,18 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// Opens an existing file for appending at its end.
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// As [`Storage::create`], for a log: the implementation may keep padding
+    /// ([`LOG_PAD`] bytes) written past the last append (see the module docs). The
+    /// default is `create`.
+    fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.create(path)
+    }
+    /// As [`Storage::open_append`], for a log created by [`Storage::create_log`] and cut
+    /// to its last record (no padding left): appends go at its end. The default is
+    /// `open_append`.
+    fn open_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.open_append(path)
+    }
     /// Cuts `path` to `len` bytes and makes the cut durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to`. Durable only after [`Storage::sync_dir`].
@@ -62,14 +83,95 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FsStorage;
 
+/// The byte a log's padding is made of: a newline, so a padded log is still JSON lines
+/// followed by blank lines (JSON whitespace).
+pub const LOG_PAD: u8 = b'\n';
+/// How much padding a log file gets at a time.
+pub const LOG_PAD_CHUNK: u64 = 1 << 20;
+/// A log whose padding left past its last append falls under this gets another chunk.
+pub const LOG_PAD_AHEAD_MIN: u64 = 256 << 10;
+
 #[derive(Debug)]
 struct FsFile {
     file: File,
+    // Some for a log: where appends go and how far padding reaches.
+    log: Option<parking_lot::Mutex<LogEnd>>,
+}
+
+#[derive(Debug)]
+struct LogEnd {
+    // Invariant: every byte in [end, padded) is LOG_PAD (written, maybe not yet synced).
+    end: u64,
+    padded: u64,
+    // Padding failed once (e.g. disk full): appends go on without it.
+    pad_failed: bool,
+}
+
+impl FsFile {
+    fn log(file: File, end: u64) -> Self {
+        FsFile {
+            file,
+            log: Some(parking_lot::Mutex::new(LogEnd {
+                end,
+                padded: end,
+                pad_failed: false,
+            })),
+        }
+    }
+}
+
+impl Drop for FsFile {
+    /// A log closed (or left for a new segment) is cut to its last append: a cleanly
+    /// closed log has no padding. Best effort: the padding is harmless if it stays.
+    fn drop(&mut self) {
+        if let Some(log) = &self.log {
+            let log = log.lock();
+            if log.padded > log.end
+                && let Err(e) = self.file.set_len(log.end)
+            {
+                tracing::debug!(error = %e, "cannot cut the log's padding");
+            }
+        }
+    }
+}
+
+/// Writes `len` bytes of [`LOG_PAD`] at `at`.
+fn write_padding(file: &File, mut at: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static PAD: [u8; 64 << 10] = [LOG_PAD; 64 << 10];
+    let end = at + len;
+    while at < end {
+        let n = (end - at).min(PAD.len() as u64) as usize;
+        file.write_all_at(&PAD[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 impl StorageFile for FsFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
-        (&self.file).write_all(buf)
+        use std::os::unix::fs::FileExt;
+        let Some(log) = &self.log else {
+            return (&self.file).write_all(buf);
+        };
+        let mut log = log.lock();
+        // On error a prefix may be written; the caller stops writing (fail-stop).
+        self.file.write_all_at(buf, log.end)?;
+        log.end += buf.len() as u64;
+        log.padded = log.padded.max(log.end);
+        if !log.pad_failed && log.padded - log.end < LOG_PAD_AHEAD_MIN {
+            // The next fdatasync writes this chunk out with the append's pages, once per
+            // chunk; every later one finds its blocks allocated and inside the file size.
+            match write_padding(&self.file, log.padded, LOG_PAD_CHUNK) {
+                Ok(()) => log.padded += LOG_PAD_CHUNK,
+                Err(e) => {
+                    // Only a cost: appends go on into a growing file.
+                    tracing::warn!(error = %e, "cannot preallocate the log; appending without");
+                    log.pad_failed = true;
+                }
+            }
+        }
+        Ok(())
     }
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -111,17 +213,27 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(path)?;
-        Ok(Arc::new(FsFile { file }))
+        Ok(Arc::new(FsFile {
+            file: File::create(path)?,
+            log: None,
+        }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Arc::new(FsFile { file }))
+        Ok(Arc::new(FsFile { file, log: None }))
+    }
+
+    fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(FsFile::log(File::create(path)?, 0)))
+    }
+
+    fn open_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        // Not O_APPEND: positioned writes go where `end` says (Linux ignores the offset
+        // of a positioned write to an O_APPEND file).
+        let file = OpenOptions::new().write(true).open(path)?;
+        let end = file.metadata()?.len();
+        Ok(Arc::new(FsFile::log(file, end)))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
