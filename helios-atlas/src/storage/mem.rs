@@ -11,9 +11,19 @@
 //! opened before, until [`MemStorage::restart`]. That stops a store that is still running
 //! (its background threads, its `Drop`) from writing to the rebooted disk.
 //!
+//! Log padding ([`MemStorage::with_log_padding`], off by default): a log file
+//! ([`Storage::create_log`]) then keeps padding ([`LOG_PAD`](super::LOG_PAD) bytes) after
+//! its appends, as [`FsStorage`](super::FsStorage) does: the file reads as its data
+//! followed by the padding, an append overwrites padding, and more is added when less than
+//! a quarter chunk is left. A power loss keeps, after the surviving prefix of the data,
+//! the padding that was durable there (the file's length at its last sync), so a torn
+//! append reads as a record cut short in padding. [`Storage::open_log`] appends after
+//! the whole file, padding included, as the real one does (recovery must cut it first).
+//!
 //! Simplifications, stated so tests don't rely on more: directories are durable when
 //! created; `create` always makes a new inode; truncation is durable at once (the trait
-//! says so).
+//! says so); padding does not count against [`MemStorage::set_capacity`], and a crash
+//! never shows zeros for unsynced padding (it keeps or drops it whole).
 
 use super::{DirLock, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -49,6 +59,25 @@ struct Inode {
     data: Vec<u8>,
     // Invariant: synced_len <= data.len(); data[..synced_len] is durable.
     synced_len: usize,
+    // Log padding: the file reads as `data` then `pad_len` LOG_PAD bytes. `synced_file_len`
+    // is the file's whole length at its last sync: [synced_len, synced_file_len) was
+    // padding then, and is what a power loss leaves there.
+    log: bool,
+    pad_len: usize,
+    synced_file_len: usize,
+}
+
+impl Inode {
+    fn contents(&self) -> Vec<u8> {
+        let mut b = self.data.clone();
+        b.resize(self.data.len() + self.pad_len, super::LOG_PAD);
+        b
+    }
+
+    fn mark_synced(&mut self) {
+        self.synced_len = self.data.len();
+        self.synced_file_len = self.data.len() + self.pad_len;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +97,8 @@ struct State {
     fail_append_after: Option<u64>,
     capacity_size: Option<u64>,
     sync_count: u64,
+    // Some(chunk): log files keep padding (see the module docs).
+    log_pad_chunk: Option<usize>,
 }
 
 /// The in-memory fault-injecting storage. Clones share one "disk".
@@ -153,7 +184,11 @@ impl State {
                 }
             };
             inode.data.truncate(keep as usize);
-            inode.synced_len = inode.data.len();
+            if tear != CrashTear::KeepUnsynced {
+                // What was durable past the kept data: padding, up to the synced length.
+                inode.pad_len = inode.synced_file_len.saturating_sub(inode.data.len());
+            }
+            inode.mark_synced();
         }
         self.names = self.durable_names.clone();
         self.locks.clear();
@@ -174,6 +209,14 @@ impl MemStorage {
     /// An empty disk.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty disk whose log files keep padding, `chunk` bytes at a time (see the
+    /// module docs).
+    pub fn with_log_padding(chunk: usize) -> Self {
+        let m = Self::default();
+        m.state.lock().log_pad_chunk = Some(chunk.max(4));
+        m
     }
 
     /// Power loss now: see [`CrashTear`]. The storage stays down until [`Self::restart`].
@@ -262,6 +305,8 @@ impl MemStorage {
             Inode {
                 data: data.to_vec(),
                 synced_len: data.len(),
+                synced_file_len: data.len(),
+                ..Inode::default()
             },
         );
         s.names.insert(path.to_path_buf(), id);
@@ -272,7 +317,9 @@ impl MemStorage {
     pub fn file_size(&self, path: &Path) -> io::Result<u64> {
         let s = self.state.lock();
         let id = s.inode_of(path)?;
-        Ok(s.inodes.get(&id).map_or(0, |i| i.data.len() as u64))
+        Ok(s.inodes
+            .get(&id)
+            .map_or(0, |i| (i.data.len() + i.pad_len) as u64))
     }
 }
 
@@ -311,8 +358,17 @@ impl StorageFile for MemFile {
                 ));
             }
         }
+        let chunk = s.log_pad_chunk;
         let inode = s.inodes.get_mut(&self.inode).ok_or_else(down_error)?;
         inode.data.extend_from_slice(&buf[..take]);
+        if inode.log {
+            inode.pad_len = inode.pad_len.saturating_sub(take);
+            if let Some(chunk) = chunk
+                && inode.pad_len < chunk / 4
+            {
+                inode.pad_len += chunk;
+            }
+        }
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -327,7 +383,7 @@ impl StorageFile for MemFile {
         s.tick_op()?;
         check_sync_fault(&mut s)?;
         let inode = s.inodes.get_mut(&self.inode).ok_or_else(down_error)?;
-        inode.synced_len = inode.data.len();
+        inode.mark_synced();
         s.sync_count += 1;
         Ok(())
     }
@@ -366,6 +422,57 @@ impl Drop for MemLock {
     }
 }
 
+impl MemStorage {
+    fn create_file(&self, path: &Path, log: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let mut s = self.state.lock();
+        s.tick_op()?;
+        match path.parent() {
+            Some(p) if s.dirs.contains(p) => {}
+            _ => return Err(not_found(path)),
+        }
+        let id = s.inode_next;
+        s.inode_next += 1;
+        s.inodes.insert(
+            id,
+            Inode {
+                log,
+                ..Inode::default()
+            },
+        );
+        s.names.insert(path.to_path_buf(), id);
+        Ok(Arc::new(MemFile {
+            state: self.state.clone(),
+            inode: id,
+            generation: s.generation,
+        }))
+    }
+
+    fn open_file(&self, path: &Path, log: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let mut s = self.state.lock();
+        if s.down {
+            return Err(down_error());
+        }
+        let id = s.inode_of(path)?;
+        let inode = s.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        // Appends go after the whole file, padding included (as on the real file system):
+        // padding left here would end up before the new records.
+        if inode.pad_len > 0 {
+            let durable = inode.synced_len == inode.data.len();
+            inode.data = inode.contents();
+            inode.pad_len = 0;
+            if durable {
+                inode.synced_len = inode.data.len().min(inode.synced_file_len);
+            }
+        }
+        inode.log = log;
+        Ok(Arc::new(MemFile {
+            state: self.state.clone(),
+            inode: id,
+            generation: s.generation,
+        }))
+    }
+}
+
 impl Storage for MemStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
@@ -399,41 +506,23 @@ impl Storage for MemStorage {
             return Err(down_error());
         }
         let id = s.inode_of(path)?;
-        Ok(s.inodes
-            .get(&id)
-            .map(|i| i.data.clone())
-            .unwrap_or_default())
+        Ok(s.inodes.get(&id).map(Inode::contents).unwrap_or_default())
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let mut s = self.state.lock();
-        s.tick_op()?;
-        match path.parent() {
-            Some(p) if s.dirs.contains(p) => {}
-            _ => return Err(not_found(path)),
-        }
-        let id = s.inode_next;
-        s.inode_next += 1;
-        s.inodes.insert(id, Inode::default());
-        s.names.insert(path.to_path_buf(), id);
-        Ok(Arc::new(MemFile {
-            state: self.state.clone(),
-            inode: id,
-            generation: s.generation,
-        }))
+        self.create_file(path, false)
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let s = self.state.lock();
-        if s.down {
-            return Err(down_error());
-        }
-        let id = s.inode_of(path)?;
-        Ok(Arc::new(MemFile {
-            state: self.state.clone(),
-            inode: id,
-            generation: s.generation,
-        }))
+        self.open_file(path, false)
+    }
+
+    fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.create_file(path, true)
+    }
+
+    fn open_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.open_file(path, true)
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
@@ -441,8 +530,14 @@ impl Storage for MemStorage {
         s.tick_op()?;
         let id = s.inode_of(path)?;
         let inode = s.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
-        inode.data.truncate(len as usize);
-        inode.synced_len = inode.data.len();
+        let len = len as usize;
+        if len <= inode.data.len() {
+            inode.data.truncate(len);
+            inode.pad_len = 0;
+        } else {
+            inode.pad_len = inode.pad_len.min(len - inode.data.len());
+        }
+        inode.mark_synced();
         Ok(())
     }
 
@@ -510,6 +605,47 @@ mod tests {
 
     fn dir() -> PathBuf {
         PathBuf::from("/d")
+    }
+
+    #[test]
+    fn a_padded_log_reads_as_data_then_padding_and_a_crash_keeps_the_durable_padding() {
+        let m = MemStorage::with_log_padding(16);
+        m.create_dir_all(&dir()).unwrap();
+        let path = dir().join("log");
+        let f = m.create_log(&path).unwrap();
+        m.sync_dir(&dir()).unwrap();
+        f.append(b"abc").unwrap();
+        assert_eq!(
+            m.read(&path).unwrap(),
+            b"abc\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n"
+        );
+        f.sync().unwrap();
+        f.append(b"defgh").unwrap();
+        assert_eq!(&m.read(&path).unwrap()[..9], b"abcdefgh\n");
+        assert_eq!(m.file_size(&path).unwrap(), 19);
+        // The torn append: its first byte landed, the padding synced before stays after it.
+        m.crash(CrashTear::BlockBoundary {
+            block_size: 4,
+            seed: 1,
+        });
+        m.restart();
+        let b = m.read(&path).unwrap();
+        assert_eq!(b.len(), 19, "{b:?}");
+        assert!(b.starts_with(b"abc"));
+        assert!(b[8..].iter().all(|&c| c == b'\n'), "{b:?}");
+        // Without recovery's cut, a reopened log appends after the padding.
+        let f = m.open_log(&path).unwrap();
+        f.append(b"X").unwrap();
+        let b = m.read(&path).unwrap();
+        assert_eq!(b[19], b'X');
+        // Cut first, appends go right after the data.
+        m.truncate(&path, 3).unwrap();
+        let f = m.open_log(&path).unwrap();
+        f.append(b"Y").unwrap();
+        assert_eq!(&m.read(&path).unwrap()[..5], b"abcY\n");
+        m.crash(CrashTear::DropUnsynced);
+        m.restart();
+        assert_eq!(m.read(&path).unwrap(), b"abc");
     }
 
     #[test]
