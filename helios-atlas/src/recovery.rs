@@ -226,7 +226,9 @@ pub(crate) fn recover(
         };
         if is_last {
             let segment_end_seq = start + scan.record_count;
-            if segment_end_seq == keyspace.last_seq() + 1 {
+            // Appends go on only in a segment of this build's version: padding in a
+            // version 1 file would read as corruption to the builds that wrote it.
+            if segment_end_seq == keyspace.last_seq() + 1 && scan.version == aof::AOF_VERSION {
                 append_to = Some((start, valid_size));
             }
         }
@@ -266,7 +268,7 @@ pub(crate) fn recover(
 /// The state of one file found by [`check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileStatus {
-    /// Valid to its end.
+    /// Valid to its end (padding after the last record included).
     Ok,
     /// Ends with a torn record at `offset` (recoverable by truncation).
     TornTail {

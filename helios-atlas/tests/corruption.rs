@@ -9,9 +9,10 @@
 //!   before it.
 //! - The padding the real file system keeps written ahead of the appends (blank lines): a
 //!   crash leaves it after the records, and the store opens with every record and appends
-//!   right after them; a last record cut short inside it (the rest newlines or zeros) is
-//!   torn at every offset; data past a stretch of padding is refused with the offset
-//!   where the padding starts, and `repair` cuts it there.
+//!   right after them; a last record cut at a sector boundary inside it (the rest
+//!   newlines or zeros) is torn, and cut elsewhere it is refused as corrupt (no crash
+//!   cuts there); data past a stretch of padding is refused with the offset where the
+//!   padding starts, and `repair` cuts it there.
 
 use helios_atlas::storage::FsStorage;
 use helios_atlas::{Atlas, AtlasError, FileStatus, FsyncPolicy, Options};
@@ -233,39 +234,70 @@ fn a_crashed_padded_aof_opens_with_every_record_and_appends_after_them() {
 }
 
 #[test]
-fn a_last_record_cut_short_in_padding_is_torn_at_every_offset() {
+fn a_last_record_cut_at_a_sector_boundary_in_padding_is_torn() {
     let tmp = tempfile::tempdir().unwrap();
-    let (bytes, end) = three_records_padded(&tmp.path().join("src"));
+    // A last record over several sectors, holding `]}` and `}` in its value (a JSON
+    // document stored as text), as a crash leaves it: records, then padding.
+    let src = tmp.path().join("src");
+    let doc = r#"{"a":[1]}"#.repeat(300);
+    let db = Atlas::open(&src, options()).unwrap();
+    db.set("first", "1").unwrap();
+    db.set("doc", doc).unwrap();
+    let bytes = std::fs::read(src.join(SEGMENT)).unwrap();
+    drop(db);
+    let end = bytes.iter().rposition(|&b| b != b'\n').unwrap() + 2;
     let last = bytes[..end - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let open_cut = |cut: usize, pad: u8| {
+        // The record's bytes before `cut` landed; its sectors from `cut` on did not.
+        let mut b = bytes.clone();
+        b[cut..end].fill(pad);
+        let dir = tmp.path().join(format!("cut{cut}-{pad}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SEGMENT), &b).unwrap();
+        (Atlas::open(&dir, options()), dir)
+    };
+    let mut torn = 0;
     for cut in last + 1..end - 1 {
-        for pad in [b'\n', 0] {
-            // The record's bytes up to `cut` landed; the rest of its blocks did not.
-            let mut b = bytes.clone();
-            b[cut..end].fill(pad);
-            let dir = tmp.path().join(format!("cut{cut}-{pad}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(SEGMENT), &b).unwrap();
-            let db = Atlas::open(&dir, options()).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
-            assert_eq!((db.last_seq(), db.get("third")), (2, None), "cut {cut}");
-            db.set("fourth", "4").unwrap();
-            drop(db);
-            let db = Atlas::open(&dir, options()).unwrap();
-            assert_eq!((db.last_seq(), db.get("fourth").unwrap()), (3, "4".into()));
-            drop(db);
-            std::fs::remove_dir_all(&dir).unwrap();
+        let aligned = cut.is_multiple_of(helios_atlas::aof::SECTOR_SIZE);
+        if aligned || cut % 37 == 0 {
+            match open_cut(cut, b'\n') {
+                (Ok(db), dir) if aligned => {
+                    assert_eq!((db.last_seq(), db.get("doc")), (1, None), "cut {cut}");
+                    db.set("third", "3").unwrap();
+                    drop(db);
+                    let db = Atlas::open(&dir, options()).unwrap();
+                    assert_eq!((db.last_seq(), db.get("third").unwrap()), (2, "3".into()));
+                    torn += 1;
+                }
+                // No crash cuts a record off a sector boundary: refused, at its start.
+                (Err(AtlasError::Corrupt { offset, .. }), _) if !aligned => {
+                    assert_eq!(offset, last as u64, "cut {cut}");
+                }
+                (other, _) => panic!("cut {cut}: {:?}", other.map(|db| db.last_seq())),
+            }
+        }
+        if aligned {
+            // Sectors a file system shows as zeros (the padding after them intact).
+            let (db, _) = open_cut(cut, 0);
+            assert_eq!(db.unwrap().last_seq(), 1, "cut {cut}");
         }
     }
+    assert!(torn >= 4, "{torn} sector boundaries in the record");
 }
 
 #[test]
-fn data_after_the_padding_is_refused_with_its_offset_and_repair_cuts_it() {
+fn data_after_padding_is_refused_off_a_sector_boundary_and_torn_on_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut bytes, end) = three_records_padded(&tmp.path().join("src"));
-    // Something landed past a gap of padding: not the log's own tail.
-    bytes[end + 4096..end + 4100].copy_from_slice(b"junk");
+    let (bytes, end) = three_records_padded(&tmp.path().join("src"));
+    let sector = helios_atlas::aof::SECTOR_SIZE;
+    // Something landed past a stretch of padding that ends off a sector boundary: no
+    // crash leaves that, so it is not the log's own tail.
+    let at = (end + 4096).next_multiple_of(sector) + 1;
+    let mut b = bytes.clone();
+    b[at..at + 4].copy_from_slice(b"junk");
     let dir = tmp.path().join("junk");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(SEGMENT), &bytes).unwrap();
+    std::fs::write(dir.join(SEGMENT), &b).unwrap();
     match Atlas::open(&dir, options()) {
         Err(AtlasError::Corrupt {
             file,
@@ -273,11 +305,26 @@ fn data_after_the_padding_is_refused_with_its_offset_and_repair_cuts_it() {
             reason,
         }) => {
             assert_eq!((file, offset), (dir.join(SEGMENT), end as u64));
-            assert!(reason.contains(&format!("byte {}", end + 4096)), "{reason}");
+            assert!(reason.contains(&format!("byte {at}")), "{reason}");
         }
         other => panic!("{other:?}"),
     }
     helios_atlas::repair(&FsStorage, &dir).unwrap();
     let db = Atlas::open(&dir, options()).unwrap();
     assert_eq!((db.last_seq(), db.get("third").unwrap()), (3, "3".into()));
+    drop(db);
+    // On a sector boundary, after padding: sectors never written, then one that landed
+    // out of order (after the last fsync): a torn tail, cut.
+    let at = at - 1;
+    let mut b = bytes.clone();
+    b[at..at + 4].copy_from_slice(b"junk");
+    let dir = tmp.path().join("hole");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(SEGMENT), &b).unwrap();
+    let db = Atlas::open(&dir, options()).unwrap();
+    assert_eq!((db.last_seq(), db.get("third").unwrap()), (3, "3".into()));
+    db.set("fourth", "4").unwrap();
+    drop(db);
+    let db = Atlas::open(&dir, options()).unwrap();
+    assert_eq!(db.get("fourth").unwrap(), "4");
 }

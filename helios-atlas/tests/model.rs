@@ -114,7 +114,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Snapshot),
         1 => Just(Action::Rewrite),
         1 => Just(Action::Reopen),
-        2 => (0u8..5, any::<u64>()).prop_map(|(t, s)| Action::Crash(t, s)),
+        2 => (0u8..6, any::<u64>()).prop_map(|(t, s)| Action::Crash(t, s)),
     ]
 }
 
@@ -209,10 +209,11 @@ fn tear(t: u8, seed: u64) -> CrashTear {
             block_size: 512,
             seed,
         },
-        _ => CrashTear::BlockBoundary {
+        4 => CrashTear::BlockBoundary {
             block_size: 4096,
             seed,
         },
+        _ => CrashTear::LostSectors { seed },
     }
 }
 

@@ -249,13 +249,14 @@ fn random_points(policy: FsyncPolicy, padded: bool, crashes: u32) {
     let mut w = Workload::new();
     let mut durable_seq = 0;
     for crash in 0..crashes {
-        let tear = match rng.below(4) {
+        let tear = match rng.below(5) {
             0 => CrashTear::DropUnsynced,
             1 => CrashTear::RandomPrefix { seed: rng.next() },
             2 => CrashTear::BlockBoundary {
                 block_size: 512,
                 seed: rng.next(),
             },
+            3 => CrashTear::LostSectors { seed: rng.next() },
             _ => CrashTear::BlockBoundary {
                 block_size: 4096,
                 seed: rng.next(),

@@ -51,30 +51,64 @@ fn is_pad(b: u8) -> bool {
     b == b'\n' || b == 0
 }
 
-/// Whether a line that fails to decode is an append cut short in preallocated space, with
-/// nothing but padding after it (some of it there):
-/// - its newline never landed: zero bytes follow its text (the old rule for a last line
-///   without a newline, the zeros standing for the unwritten rest);
-/// - or the padding's newline ends it early: its text is a strict prefix of a JSON value,
-///   and not one that ends as every record does (`]}`).
+/// The granularity at which a crash keeps or loses a write: a disk sector. An append cut
+/// short (power loss tears at sectors; a killed process at pages, which are whole
+/// sectors) stops at a multiple of it, and in a preallocated log a sector it did not reach
+/// still holds padding.
+pub const SECTOR_SIZE: usize = 512;
+
+/// What the padding that starts at `at` (a pad byte) is.
+#[derive(Debug, PartialEq, Eq)]
+enum Gap {
+    /// Padding to the end of the file: the log ends at `at`.
+    End,
+    /// Sectors an append never reached (newlines, the padding they held, up to a sector
+    /// boundary), then data that did land: writes reached the disk out of order, all of
+    /// them after the last fsync (nothing synced follows a hole), so unacknowledged under
+    /// `always`. The log ends at `at`, torn.
+    Hole,
+    /// Anything else: padding that no crash explains (zeros, or not ending on a sector
+    /// boundary), then data at this offset.
+    Bad(usize),
+}
+
+fn gap_at(bytes: &[u8], at: usize) -> Gap {
+    match bytes[at..].iter().position(|&b| !is_pad(b)) {
+        None => Gap::End,
+        Some(n)
+            if (at + n).is_multiple_of(SECTOR_SIZE)
+                && bytes[at..at + n].iter().all(|&b| b == b'\n') =>
+        {
+            Gap::Hole
+        }
+        Some(n) => Gap::Bad(at + n),
+    }
+}
+
+/// Whether the line at `pos`, which failed to decode, is an append cut short by a crash:
+/// it has no newline at all (the rule for a file without padding), or its bytes stop at a
+/// sector boundary where padding starts, followed only by padding or by a hole
+/// ([`Gap::Hole`]), and its newline never landed: zeros start there, or the padding's
+/// newlines and its text is not yet a whole JSON value.
 ///
-/// A complete line that fails to check is corruption, padded or not (a flipped byte cannot
-/// make a record's text a prefix ending elsewhere than in `]}`, nor turn its newline into
-/// a zero); so is a bad complete line at the very end of a file without padding.
-fn torn_in_padding(line: &[u8], after: &[u8]) -> bool {
-    let text = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
-    let zeros = &line[text.len()..];
-    if !after.iter().all(|&b| is_pad(b)) {
+/// A whole line that fails to check is corruption, padded or not; so is a cut that no
+/// crash makes (off a sector boundary). What a corrupted last record could still pass
+/// for: one whose line happens to end on a sector boundary (1 in 512) AND whose damage
+/// leaves its JSON unfinished (a quote or its last brace hit).
+fn torn_at(bytes: &[u8], pos: usize) -> bool {
+    let Some(t) = bytes[pos..]
+        .iter()
+        .position(|&b| is_pad(b))
+        .map(|n| pos + n)
+    else {
+        return true;
+    };
+    if !t.is_multiple_of(SECTOR_SIZE) || matches!(gap_at(bytes, t), Gap::Bad(_)) {
         return false;
     }
-    if !zeros.is_empty() {
-        return zeros.iter().all(|&b| b == 0);
-    }
-    !after.is_empty()
-        && (text.is_empty()
-            || (!text.ends_with(b"]}")
-                && serde_json::from_slice::<serde::de::IgnoredAny>(text)
-                    .is_err_and(|e| e.is_eof())))
+    bytes[t] == 0
+        || serde_json::from_slice::<serde::de::IgnoredAny>(&bytes[pos..t])
+            .is_err_and(|e| e.is_eof())
 }
 
 /// One logged write: a sequence number and its ops, applied all or nothing.
@@ -220,10 +254,12 @@ pub struct ScannedRecord {
 /// How a segment ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanEnd {
-    /// Every byte belongs to a valid line.
+    /// Every byte belongs to a valid line, or is padding after the last one.
     Clean,
-    /// The last line has no newline: an append cut short by a crash. `offset` is where
-    /// that line starts; truncating there leaves a clean segment.
+    /// An append cut short by a crash: the last line has no newline, or it stops at a
+    /// sector boundary in padding, or sectors in padding were never written and data
+    /// after them was (see `torn_at`). `offset` is where the cut line (or the padding)
+    /// starts; truncating there leaves a clean segment.
     Torn {
         /// Start of the torn line.
         offset: u64,
@@ -295,6 +331,8 @@ pub struct ScanSummary {
     /// Byte offset just past the last valid record (or the header); see
     /// [`SegmentScan::log_end`].
     pub log_end: u64,
+    /// The header's format version (0 if the header is torn or bad).
+    pub version: u32,
     /// How the segment ends.
     pub end: ScanEnd,
 }
@@ -314,6 +352,7 @@ pub fn scan_segment_each(
         record_count: 0,
         header_end: 0,
         log_end: 0,
+        version: 0,
         end,
     };
     let Some(header_len) = bytes.iter().position(|&b| b == b'\n') else {
@@ -326,9 +365,7 @@ pub fn scan_segment_each(
     let header: Header = match serde_json::from_slice(&bytes[..header_len]) {
         Ok(h) => h,
         // The header's append cut short in preallocated space (or never made it there).
-        Err(_) if torn_in_padding(&bytes[..header_len], &bytes[header_len + 1..]) => {
-            return Ok(ended(ScanEnd::Torn { offset: 0 }));
-        }
+        Err(_) if torn_at(bytes, 0) => return Ok(ended(ScanEnd::Torn { offset: 0 })),
         Err(e) => {
             return Ok(ended(ScanEnd::Corrupt {
                 offset: 0,
@@ -356,6 +393,7 @@ pub fn scan_segment_each(
             record_count: 0,
             header_end,
             log_end: header_end,
+            version: header.version,
             end: ScanEnd::Corrupt {
                 offset: 0,
                 reason: format!(
@@ -374,19 +412,15 @@ pub fn scan_segment_each(
         }
         let rest = &bytes[pos..];
         if is_pad(rest[0]) {
-            // Padding: the end of the log, if nothing but padding follows.
-            match rest.iter().position(|&b| !is_pad(b)) {
-                None => break ScanEnd::Clean,
-                Some(i) => {
-                    break ScanEnd::Corrupt {
-                        offset: pos as u64,
-                        reason: format!(
-                            "data at byte {} after the padding that ends the log here",
-                            pos + i
-                        ),
-                    };
-                }
-            }
+            // Padding: the end of the log.
+            break match gap_at(bytes, pos) {
+                Gap::End => ScanEnd::Clean,
+                Gap::Hole => ScanEnd::Torn { offset: pos as u64 },
+                Gap::Bad(at) => ScanEnd::Corrupt {
+                    offset: pos as u64,
+                    reason: format!("data at byte {at} after the padding that ends the log here"),
+                },
+            };
         }
         let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
             break ScanEnd::Torn { offset: pos as u64 };
@@ -409,9 +443,7 @@ pub fn scan_segment_each(
                     reason: format!("expected sequence {expected_seq}, found {}", record.seq),
                 };
             }
-            Err(_) if torn_in_padding(&rest[..line_len], &rest[line_len + 1..]) => {
-                break ScanEnd::Torn { offset };
-            }
+            Err(_) if torn_at(bytes, pos) => break ScanEnd::Torn { offset },
             Err(reason) => break ScanEnd::Corrupt { offset, reason },
         }
     };
@@ -419,6 +451,7 @@ pub fn scan_segment_each(
         record_count,
         header_end,
         log_end: pos as u64,
+        version: header.version,
         end,
     })
 }
@@ -526,30 +559,86 @@ mod tests {
         );
     }
 
+    /// A segment whose last record spans several sectors, with `]}` and `}` inside its
+    /// value (a JSON document stored as text), padded: the bytes, and the last record's
+    /// offset and end.
+    fn long_last_record() -> (Vec<u8>, usize, usize) {
+        let doc = r#"{"a":[1]}"#.repeat(200);
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("doc", &doc)])]);
+        let scan = scan_segment(&bytes, Path::new("f"), 1).unwrap();
+        let last = &scan.records[1];
+        (bytes, last.offset as usize, last.end as usize)
+    }
+
     #[test]
-    fn every_cut_of_the_last_record_in_padding_is_torn_not_corrupt() {
-        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "22")])]);
-        let second = scan_segment(&bytes, Path::new("f"), 1).unwrap().records[1].offset;
-        // The record's bytes up to `cut` landed; the rest of it is padding, or zeros.
-        for cut in second as usize + 1..bytes.len() {
-            for (pad, rest) in [(b'\n', b'\n'), (0, 0), (0, b'\n')] {
-                let mut b = padded(&bytes[..cut], pad, bytes.len() - cut);
-                b.extend_from_slice(&[rest; 64]);
+    fn a_last_record_cut_at_a_sector_boundary_in_padding_is_torn() {
+        let (bytes, last, end) = long_last_record();
+        let mut cuts = 0;
+        for cut in last + 1..end - 1 {
+            for pad in [b'\n', 0] {
+                // The record's bytes before `cut` landed; from `cut` on, its sectors still
+                // hold the padding (or show zeros).
+                let mut b = padded(&bytes, pad, 4096);
+                b[cut..end].fill(pad);
                 let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
-                if cut == bytes.len() - 1 && pad == b'\n' {
-                    // Only the newline was missing, and the padding's is as good.
-                    assert_eq!((scan.end, scan.records.len()), (ScanEnd::Clean, 2));
-                    continue;
-                }
                 assert_eq!(scan.records.len(), 1, "cut {cut}");
-                assert_eq!(
-                    scan.end,
-                    ScanEnd::Torn { offset: second },
-                    "cut {cut} pad {pad}"
-                );
-                assert_eq!(scan.log_end, second);
+                assert_eq!(scan.log_end, last as u64);
+                // Zeros to the end of the file hold no newline at all: torn wherever the cut
+                // is, as in a file without padding (the rule for a growing file on a file
+                // system that shows zeros where data did not land).
+                if cut.is_multiple_of(SECTOR_SIZE) || pad == 0 {
+                    assert_eq!(
+                        scan.end,
+                        ScanEnd::Torn {
+                            offset: last as u64
+                        },
+                        "cut {cut} pad {pad}"
+                    );
+                    cuts += 1;
+                } else {
+                    // No crash cuts there: a damaged record.
+                    assert!(
+                        matches!(scan.end, ScanEnd::Corrupt { offset, .. } if offset == last as u64),
+                        "cut {cut} pad {pad}: {:?}",
+                        scan.end
+                    );
+                }
             }
         }
+        assert!(cuts >= (end - last - 2) + 3, "the record spans sectors");
+    }
+
+    #[test]
+    fn sectors_never_written_then_data_is_torn_where_the_record_starts() {
+        let (bytes, last, end) = long_last_record();
+        let hole = last.next_multiple_of(SECTOR_SIZE);
+        assert!(hole + SECTOR_SIZE < end);
+        // One sector of the last record never landed, and the ones after it did; then the
+        // same with its first sector missing too (padding from where the first record
+        // ends, then data).
+        for from in [hole, last] {
+            let mut b = padded(&bytes, b'\n', 4096);
+            b[from..hole + SECTOR_SIZE].fill(b'\n');
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            let torn = ScanEnd::Torn {
+                offset: last as u64,
+            };
+            assert_eq!((scan.end, scan.records.len()), (torn, 1), "from {from}");
+        }
+        // Zeros there are not what an unwritten sector of padding holds: corrupt.
+        let mut b = padded(&bytes, b'\n', 4096);
+        b[hole..hole + SECTOR_SIZE].fill(0);
+        assert!(matches!(
+            scan_segment(&b, Path::new("f"), 1).unwrap().end,
+            ScanEnd::Corrupt { .. }
+        ));
+        // Nor is a stretch of newlines that ends off a sector boundary.
+        let mut b = padded(&bytes, b'\n', 4096);
+        b[hole..hole + 100].fill(b'\n');
+        assert!(matches!(
+            scan_segment(&b, Path::new("f"), 1).unwrap().end,
+            ScanEnd::Corrupt { .. }
+        ));
     }
 
     #[test]
@@ -592,19 +681,21 @@ mod tests {
     }
 
     #[test]
-    fn a_header_cut_short_in_padding_is_torn_at_zero() {
+    fn a_header_that_never_landed_is_torn_at_zero() {
         let header = header_line(1);
-        for cut in 0..header.len() - 1 {
-            for pad in [b'\n', 0] {
-                let b = padded(&header[..cut], pad, 4096);
-                let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
-                assert_eq!(
-                    (scan.end, scan.header_end, scan.log_end),
-                    (ScanEnd::Torn { offset: 0 }, 0, 0),
-                    "cut {cut} pad {pad}"
-                );
-            }
+        for pad in [b'\n', 0] {
+            let scan = scan_segment(&[pad; 4096], Path::new("f"), 1).unwrap();
+            assert_eq!(
+                (scan.end, scan.header_end, scan.log_end),
+                (ScanEnd::Torn { offset: 0 }, 0, 0)
+            );
         }
+        // A header cut inside its sector and followed by newlines: no crash does that.
+        let b = padded(&header[..10], b'\n', 4096);
+        assert!(matches!(
+            scan_segment(&b, Path::new("f"), 1).unwrap().end,
+            ScanEnd::Corrupt { offset: 0, .. }
+        ));
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub enum CrashTear {
         /// Seed of the choice.
         seed: u64,
     },
+    /// Each unsynced 512-byte sector of a padded log lands or not, independently: writes
+    /// into preallocated space reach the disk in no particular order, and a sector that
+    /// did not land still holds padding. Other files keep a prefix, as `BlockBoundary`
+    /// with 512-byte blocks.
+    LostSectors {
+        /// Seed of the choice.
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +80,31 @@ impl Inode {
         let mut b = self.data.clone();
         b.resize(self.data.len() + self.pad_len, super::LOG_PAD);
         b
+    }
+
+    /// A power loss that lands each unsynced sector or not: a sector that did not land
+    /// holds padding (what the log was preallocated with), and the file keeps at least its
+    /// synced length.
+    fn lose_sectors(&mut self, rng: &mut SplitMix) {
+        let mut bytes = self.contents();
+        let file_len = bytes.len();
+        let mut sector = self.synced_len / 512 * 512;
+        let mut landed_end = self.synced_len;
+        while sector < self.data.len() {
+            let end = (sector + 512).min(file_len);
+            if rng.below(2) == 0 {
+                // Not landed: the old content, padding past the synced data.
+                bytes[sector.max(self.synced_len)..end].fill(super::LOG_PAD);
+            } else {
+                landed_end = landed_end.max(end.min(self.data.len()));
+            }
+            sector += 512;
+        }
+        let kept = self.synced_file_len.max(landed_end);
+        bytes.truncate(kept);
+        self.data = bytes[..landed_end].to_vec();
+        self.pad_len = kept - landed_end;
+        self.mark_synced();
     }
 
     fn mark_synced(&mut self) {
@@ -157,7 +190,9 @@ impl State {
 
     fn power_loss(&mut self, tear: CrashTear) {
         let mut rng = SplitMix(match tear {
-            CrashTear::RandomPrefix { seed } | CrashTear::BlockBoundary { seed, .. } => seed,
+            CrashTear::RandomPrefix { seed }
+            | CrashTear::BlockBoundary { seed, .. }
+            | CrashTear::LostSectors { seed } => seed,
             _ => 0,
         });
         let live: BTreeSet<u64> = self.durable_names.values().copied().collect();
@@ -165,23 +200,33 @@ impl State {
         for inode in self.inodes.values_mut() {
             let synced = inode.synced_len as u64;
             let len = inode.data.len() as u64;
+            // Padding was durable past the synced data: the unsynced bytes overwrote it.
+            let padded = inode.log && inode.synced_file_len > inode.synced_len;
+            if let (CrashTear::LostSectors { .. }, true) = (tear, padded) {
+                inode.lose_sectors(&mut rng);
+                continue;
+            }
+            let block = |block_size: u64, rng: &mut SplitMix| {
+                let block_size = block_size.max(1);
+                let mut candidates = vec![synced];
+                let mut b = synced.div_ceil(block_size) * block_size;
+                while b <= len {
+                    if b > synced {
+                        candidates.push(b);
+                    }
+                    b += block_size;
+                }
+                let pick = rng.below(candidates.len() as u64) as usize;
+                candidates[pick]
+            };
             let keep = match tear {
                 CrashTear::DropUnsynced => synced,
                 CrashTear::KeepUnsynced => len,
+                // A padded log tears at sectors (a cut elsewhere is not one a disk makes).
+                CrashTear::RandomPrefix { .. } if padded => block(512, &mut rng),
                 CrashTear::RandomPrefix { .. } => synced + rng.below(len - synced + 1),
-                CrashTear::BlockBoundary { block_size, .. } => {
-                    let block_size = block_size.max(1);
-                    let mut candidates = vec![synced];
-                    let mut b = synced.div_ceil(block_size) * block_size;
-                    while b <= len {
-                        if b > synced {
-                            candidates.push(b);
-                        }
-                        b += block_size;
-                    }
-                    let pick = rng.below(candidates.len() as u64) as usize;
-                    candidates[pick]
-                }
+                CrashTear::BlockBoundary { block_size, .. } => block(block_size, &mut rng),
+                CrashTear::LostSectors { .. } => block(512, &mut rng),
             };
             inode.data.truncate(keep as usize);
             if tear != CrashTear::KeepUnsynced {

@@ -19,7 +19,9 @@
 //! size: no block allocation, no extent conversion and no size change to commit to the
 //! file system's journal, only the data pages (measured on ext4 here: 54-65 us per
 //! append+fdatasync against 70-122 us for a growing file: `benches/log_fdatasync.py`).
-//! Readers of a log treat trailing padding as the end of the log (`aof::scan_segment`).
+//! The append that adds a chunk pays for it: its sync writes the chunk and the size
+//! change. Readers of a log treat trailing padding as the end of the log
+//! (`aof::scan_segment`), and a crash's torn tail by where it stops and what follows.
 
 mod mem;
 
@@ -129,7 +131,7 @@ impl Drop for FsFile {
             if log.padded > log.end
                 && let Err(e) = self.file.set_len(log.end)
             {
-                tracing::debug!(error = %e, "cannot cut the log's padding");
+                tracing::warn!(error = %e, "cannot cut the log's padding");
             }
         }
     }
