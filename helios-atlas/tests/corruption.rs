@@ -328,3 +328,34 @@ fn data_after_padding_is_refused_off_a_sector_boundary_and_torn_on_one() {
     let db = Atlas::open(&dir, options()).unwrap();
     assert_eq!(db.get("fourth").unwrap(), "4");
 }
+
+#[test]
+fn a_version_1_last_segment_is_read_and_left_as_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A store written by a version-1 build: a header and a record, no padding.
+    let v1 = concat!(
+        "{\"format\":\"helios-aof\",\"version\":1,\"start_seq\":1}\n",
+        "{\"seq\":1,\"crc\":\"9d62273b\",\"ops\":[{\"op\":\"set\",\"k\":\"a\",\"v\":\"1\"}]}\n"
+    );
+    std::fs::write(tmp.path().join(SEGMENT), v1).unwrap();
+    let db = Atlas::open(tmp.path(), options()).unwrap();
+    assert_eq!(db.get("a").unwrap(), "1");
+    db.set("b", "2").unwrap();
+    // The new record went to a new (version 2, padded) segment; the old file is untouched.
+    let v2 = tmp.path().join("aof-00000000000000000002.jsonl");
+    assert!(
+        std::fs::read(&v2)
+            .unwrap()
+            .starts_with(b"{\"format\":\"helios-aof\",\"version\":2,")
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join(SEGMENT)).unwrap(),
+        v1.as_bytes()
+    );
+    drop(db);
+    let db = Atlas::open(tmp.path(), options()).unwrap();
+    assert_eq!(
+        (db.get("a").unwrap(), db.get("b").unwrap()),
+        ("1".into(), "2".into())
+    );
+}
