@@ -15,7 +15,8 @@ import time
 
 DIR = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp()
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
-PREALLOC = 16 << 20
+# Room for every append of the biggest size (plus slack), so no run grows the file.
+PREALLOC = max(16 << 20, N * 2100 + (1 << 20))
 
 
 def run(layout, size):
@@ -23,7 +24,7 @@ def run(layout, size):
     fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
     if layout == "padded":
         chunk = b"\n" * (1 << 20)
-        for _ in range(PREALLOC >> 20):
+        for _ in range(-(-PREALLOC // len(chunk))):
             os.write(fd, chunk)
         os.fsync(fd)
     elif layout == "fallocate":

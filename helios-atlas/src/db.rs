@@ -252,7 +252,11 @@ impl Atlas {
         let (file, segment_start, segment_size) = match rec.append_to {
             Some((start, size)) if size > 0 => {
                 let path = dir.join(aof::segment_name(start));
-                (storage.open_log(&path).map_err(io_err(&path))?, start, size)
+                (
+                    storage.open_log(&path, size).map_err(io_err(&path))?,
+                    start,
+                    size,
+                )
             }
             _ => {
                 // Either nothing to append to, or the last segment's header was torn:

@@ -173,15 +173,7 @@ pub(crate) fn recover(
             }
         })?;
         let valid_size = match scan.end {
-            // Padding after the records of the segment appends go to next: cut it, so the
-            // appends start where the records end (the storage pads again as they come).
-            ScanEnd::Clean if is_last && scan.log_end < bytes.len() as u64 => {
-                tracing::debug!(file = %path.display(), offset = scan.log_end, "cutting the AOF's padding");
-                storage
-                    .truncate(&path, scan.log_end)
-                    .map_err(|e| AtlasError::io(&path, e))?;
-                scan.log_end
-            }
+            // Padding may follow: appends start where the records end (`open_log`).
             ScanEnd::Clean => scan.log_end,
             // A last segment whose header never made it: a crash while rotating. No record
             // was in it, so resetting it loses nothing, whatever `aof_load_truncated` says.

@@ -17,8 +17,8 @@
 //! followed by the padding, an append overwrites padding, and more is added when less than
 //! a quarter chunk is left. A power loss keeps, after the surviving prefix of the data,
 //! the padding that was durable there (the file's length at its last sync), so a torn
-//! append reads as a record cut short in padding. [`Storage::open_log`] appends after
-//! the whole file, padding included, as the real one does (recovery must cut it first).
+//! append reads as a record cut short in padding. [`Storage::open_log`] appends at the
+//! offset it is given, the rest of the file becoming padding, as the real one does.
 //!
 //! Simplifications, stated so tests don't rely on more: directories are durable when
 //! created; `create` always makes a new inode; truncation is durable at once (the trait
@@ -492,24 +492,24 @@ impl MemStorage {
         }))
     }
 
-    fn open_file(&self, path: &Path, log: bool) -> io::Result<Arc<dyn StorageFile>> {
+    fn open_log_at(&self, path: &Path, end: u64) -> io::Result<Arc<dyn StorageFile>> {
         let mut s = self.state.lock();
         if s.down {
             return Err(down_error());
         }
         let id = s.inode_of(path)?;
         let inode = s.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
-        // Appends go after the whole file, padding included (as on the real file system):
-        // padding left here would end up before the new records.
-        if inode.pad_len > 0 {
-            let durable = inode.synced_len == inode.data.len();
-            inode.data = inode.contents();
-            inode.pad_len = 0;
-            if durable {
-                inode.synced_len = inode.data.len().min(inode.synced_file_len);
-            }
-        }
-        inode.log = log;
+        // Appends go at `end`; whatever follows is padding they overwrite, as on the real
+        // file system (the caller says it is padding).
+        let contents = inode.contents();
+        let end = usize::try_from(end)
+            .ok()
+            .filter(|&e| e <= contents.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "end past the file"))?;
+        inode.data = contents[..end].to_vec();
+        inode.pad_len = contents.len() - end;
+        inode.synced_len = inode.synced_len.min(end);
+        inode.log = true;
         Ok(Arc::new(MemFile {
             state: self.state.clone(),
             inode: id,
@@ -558,16 +558,12 @@ impl Storage for MemStorage {
         self.create_file(path, false)
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.open_file(path, false)
-    }
-
     fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         self.create_file(path, true)
     }
 
-    fn open_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.open_file(path, true)
+    fn open_log(&self, path: &Path, end: u64) -> io::Result<Arc<dyn StorageFile>> {
+        self.open_log_at(path, end)
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
@@ -678,19 +674,17 @@ mod tests {
         assert_eq!(b.len(), 19, "{b:?}");
         assert!(b.starts_with(b"abc"));
         assert!(b[8..].iter().all(|&c| c == b'\n'), "{b:?}");
-        // Without recovery's cut, a reopened log appends after the padding.
-        let f = m.open_log(&path).unwrap();
-        f.append(b"X").unwrap();
-        let b = m.read(&path).unwrap();
-        assert_eq!(b[19], b'X');
-        // Cut first, appends go right after the data.
-        m.truncate(&path, 3).unwrap();
-        let f = m.open_log(&path).unwrap();
+        // Reopened where its records end: appends overwrite the padding after them.
+        assert!(m.open_log(&path, 20).is_err());
+        let f = m.open_log(&path, 3).unwrap();
         f.append(b"Y").unwrap();
-        assert_eq!(&m.read(&path).unwrap()[..5], b"abcY\n");
+        let b = m.read(&path).unwrap();
+        assert_eq!((&b[..5], b.len()), (&b"abcY\n"[..], 19));
+        // "Y" was never synced: the padding durable there comes back.
         m.crash(CrashTear::DropUnsynced);
         m.restart();
-        assert_eq!(m.read(&path).unwrap(), b"abc");
+        let b = m.read(&path).unwrap();
+        assert_eq!((&b[..4], b.len()), (&b"abc\n"[..], 19));
     }
 
     #[test]

@@ -55,20 +55,13 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates `path`, truncating it if it exists, and opens it for appending.
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
-    /// Opens an existing file for appending at its end.
-    fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// As [`Storage::create`], for a log: the implementation may keep padding
-    /// ([`LOG_PAD`] bytes) written past the last append (see the module docs). The
-    /// default is `create`.
-    fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.create(path)
-    }
-    /// As [`Storage::open_append`], for a log created by [`Storage::create_log`] and cut
-    /// to its last record (no padding left): appends go at its end. The default is
-    /// `open_append`.
-    fn open_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        self.open_append(path)
-    }
+    /// ([`LOG_PAD`] bytes) written past the last append (see the module docs).
+    fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens an existing log for appending at `end`, where its records end: every byte
+    /// past it must be padding (recovery cuts anything else first), which the appends
+    /// overwrite. `InvalidInput` if the file is shorter than `end`.
+    fn open_log(&self, path: &Path, end: u64) -> io::Result<Arc<dyn StorageFile>>;
     /// Cuts `path` to `len` bytes and makes the cut durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to`. Durable only after [`Storage::sync_dir`].
@@ -102,7 +95,8 @@ struct FsFile {
 
 #[derive(Debug)]
 struct LogEnd {
-    // Invariant: every byte in [end, padded) is LOG_PAD (written, maybe not yet synced).
+    // Invariant: every byte in [end, padded) is padding: LOG_PAD (written, maybe not yet
+    // synced), or zeros a crash left in padding that was never synced.
     end: u64,
     padded: u64,
     // Padding failed once (e.g. disk full): appends go on without it.
@@ -110,12 +104,13 @@ struct LogEnd {
 }
 
 impl FsFile {
-    fn log(file: File, end: u64) -> Self {
+    /// A log whose records end at `end` and whose padding reaches `padded`.
+    fn log(file: File, end: u64, padded: u64) -> Self {
         FsFile {
             file,
             log: Some(parking_lot::Mutex::new(LogEnd {
                 end,
-                padded: end,
+                padded,
                 pad_failed: false,
             })),
         }
@@ -221,21 +216,26 @@ impl Storage for FsStorage {
         }))
     }
 
-    fn open_append(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Arc::new(FsFile { file, log: None }))
-    }
-
     fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(FsFile::log(File::create(path)?, 0)))
+        Ok(Arc::new(FsFile::log(File::create(path)?, 0, 0)))
     }
 
-    fn open_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+    fn open_log(&self, path: &Path, end: u64) -> io::Result<Arc<dyn StorageFile>> {
         // Not O_APPEND: positioned writes go where `end` says (Linux ignores the offset
         // of a positioned write to an O_APPEND file).
         let file = OpenOptions::new().write(true).open(path)?;
-        let end = file.metadata()?.len();
-        Ok(Arc::new(FsFile::log(file, end)))
+        let len = file.metadata()?.len();
+        if len < end {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: {len} bytes, records said to end at {end}",
+                    path.display()
+                ),
+            ));
+        }
+        // The padding a crash (or a process that never dropped the store) left is reused.
+        Ok(Arc::new(FsFile::log(file, end, len)))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {

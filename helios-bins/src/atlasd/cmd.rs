@@ -482,7 +482,7 @@ async fn run_kv(
     } else {
         shared
             .committer
-            .run(write_job(run.clone(), resp3, false), run.len(), None)
+            .run(write_job(run.clone(), resp3, false), run.len())
             .await
     };
     settle(shared, &run, resp3, r, out).await;
@@ -505,11 +505,7 @@ async fn settle(
         Err(_) => {
             for q in run.iter() {
                 let one: Arc<[Queued]> = Arc::from([q.clone()]);
-                match shared
-                    .committer
-                    .run(write_job(one, resp3, false), 1, None)
-                    .await
-                {
+                match shared.committer.run(write_job(one, resp3, false), 1).await {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
@@ -597,7 +593,7 @@ async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     let n = m.queued.len();
     match shared
         .committer
-        .run(write_job(m.queued.into(), out.resp3, true), n, None)
+        .run(write_job(m.queued.into(), out.resp3, true), n)
         .await
     {
         Ok(buf) => out.buf.extend_from_slice(&buf),

@@ -345,23 +345,9 @@ impl Committer {
     /// its commands; a lone command joins its turn's group, where it shares the append
     /// with the other connections' (one `write` per turn, as Redis).
     ///
-    /// With a `sink` (the connection's, with nothing of the connection's own waiting to be
-    /// written to its socket, and no other job of it in flight), a job committed in a
-    /// group has its replies written to the socket by the committer and returns only
-    /// what was left unwritten (empty when all of it went out); without one, or when it
-    /// commits inline, it returns all of them.
-    pub async fn run(
-        &self,
-        f: JobFn,
-        commands: usize,
-        sink: Option<&Sink>,
-    ) -> Result<BytesMut, AtlasError> {
-        if let Some(sink) = sink {
-            return match self.submit(f, commands, sink) {
-                Submitted::Done(r) => r,
-                Submitted::Queued(ticket) => ticket.wait().await,
-            };
-        }
+    /// All the replies come back (the connection writes them); [`Committer::submit`] has
+    /// the committer write them to the socket.
+    pub async fn run(&self, f: JobFn, commands: usize) -> Result<BytesMut, AtlasError> {
         if self.commits_inline(commands) {
             return self.atlas.transact(f);
         }
@@ -372,8 +358,11 @@ impl Committer {
         got.await.unwrap_or(Err(AtlasError::Closed))
     }
 
-    /// Queues `f` as [`Committer::run`] does with a sink, without waiting: the ticket
-    /// brings the answer (the replies the socket did not take). The connection may read
+    /// Queues `f` as [`Committer::run`] does, with the connection's `sink` (nothing of
+    /// the connection's own waiting to be written to its socket): once the group is
+    /// logged and applied, the committer writes the replies to the socket itself, and the
+    /// ticket brings the answer (the replies the socket did not take, or the error); a
+    /// transaction that commits inline comes back whole as `Done`. The connection may read
     /// meanwhile, but must act on the answer before anything else of its own (it holds
     /// at most one ticket: `sink`'s answer slot is reused).
     pub fn submit(&self, f: JobFn, commands: usize, sink: &Sink) -> Submitted {
@@ -593,15 +582,12 @@ mod tests {
     /// A write succeeds, a panicking job answers `Closed`, and so does a later write
     /// (answered, not left waiting).
     async fn a_panic_closes_the_writers(c: &Committer) {
-        c.run(set("a".into()), 1, None).await.unwrap();
+        c.run(set("a".into()), 1).await.unwrap();
         let boom: JobFn = Box::new(|_| panic!("a bug in a command"));
-        assert!(matches!(
-            c.run(boom, 1, None).await,
-            Err(AtlasError::Closed)
-        ));
+        assert!(matches!(c.run(boom, 1).await, Err(AtlasError::Closed)));
         let r = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            c.run(set("b".into()), 1, None),
+            c.run(set("b".into()), 1),
         )
         .await;
         assert!(
@@ -673,7 +659,7 @@ mod tests {
         let jobs: Vec<_> = (0..n)
             .map(|i| {
                 let c = c.clone();
-                tokio::spawn(async move { c.run(set(format!("k{i}")), 1, None).await })
+                tokio::spawn(async move { c.run(set(format!("k{i}")), 1).await })
             })
             .collect();
         for j in jobs {
@@ -713,7 +699,7 @@ mod tests {
         let (c, thread) = start(atlas.clone(), true, hub).unwrap();
         rt.block_on(async {
             for i in 0..3 {
-                c.run(set(format!("k{i}")), 1, None).await.unwrap();
+                c.run(set(format!("k{i}")), 1).await.unwrap();
             }
         });
         assert_eq!(atlas.key_count(), 3);
@@ -730,7 +716,7 @@ mod tests {
         let late = rt.block_on(async {
             tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                c.run(set("late".into()), 1, None),
+                c.run(set("late".into()), 1),
             )
             .await
         });
@@ -767,8 +753,7 @@ mod tests {
         rt.block_on(async {
             let (sink, mut client) = socket_pair().await;
             // A small reply: all of it written by the committer, nothing comes back.
-            let left = c
-                .run(reply_of(b"+OK\r\n".to_vec()), 1, Some(&sink))
+            let left = run_sink(&c, reply_of(b"+OK\r\n".to_vec()), 1, &sink)
                 .await
                 .unwrap();
             assert!(left.is_empty());
@@ -778,7 +763,7 @@ mod tests {
             // A reply larger than the socket takes while the client does not read: the
             // committer writes what fits, the rest comes back, in order.
             let big: Vec<u8> = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-            let left = c.run(reply_of(big.clone()), 1, Some(&sink)).await.unwrap();
+            let left = run_sink(&c, reply_of(big.clone()), 1, &sink).await.unwrap();
             assert!(!left.is_empty() && left.len() < big.len(), "{}", left.len());
             assert_eq!(&big[big.len() - left.len()..], &left[..]);
             let reader = tokio::spawn(async move {
@@ -808,6 +793,19 @@ mod tests {
     }
 
     /// The ticket of `job` queued with `sink` (a lone write under `always` is queued).
+    /// Submits `job` with `sink` and waits for its answer (what the socket did not take).
+    async fn run_sink(
+        c: &Committer,
+        job: JobFn,
+        commands: usize,
+        sink: &Sink,
+    ) -> Result<BytesMut, AtlasError> {
+        match c.submit(job, commands, sink) {
+            Submitted::Done(r) => r,
+            Submitted::Queued(ticket) => ticket.wait().await,
+        }
+    }
+
     fn queued(c: &Committer, sink: &Sink, job: JobFn) -> Ticket {
         match c.submit(job, 1, sink) {
             Submitted::Queued(ticket) => ticket,
@@ -880,8 +878,7 @@ mod tests {
         rt.block_on(async {
             use tokio::io::AsyncReadExt;
             let (sink, mut client) = socket_pair().await;
-            let left = c
-                .run(reply_of(b"+OK\r\n+OK\r\n".to_vec()), 2, Some(&sink))
+            let left = run_sink(&c, reply_of(b"+OK\r\n+OK\r\n".to_vec()), 2, &sink)
                 .await
                 .unwrap();
             assert_eq!(&left[..], b"+OK\r\n+OK\r\n");
@@ -927,7 +924,7 @@ mod tests {
         rt.block_on(async {
             concurrent_sets(&c, 32).await;
             // A pipelined run commits inline, on its own.
-            c.run(set("p".into()), 2, None).await.unwrap();
+            c.run(set("p".into()), 2).await.unwrap();
         });
         let used = atlas.stats().groups_committed_count - groups;
         assert!(used <= 5, "32 lone writes and one run took {used} appends");
@@ -960,7 +957,7 @@ mod tests {
         drop(thread);
         assert!(hub.target.lock().is_none());
         assert!(matches!(
-            rt.block_on(c.run(set("late".into()), 1, None)),
+            rt.block_on(c.run(set("late".into()), 1)),
             Err(AtlasError::Closed)
         ));
     }
