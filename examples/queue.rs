@@ -11,20 +11,35 @@
 use helios::atlas::{Atlas, FsyncPolicy, Options};
 use helios::queue::{Backoff, EnqueueRequest, JobState, Queue, QueueConfig};
 use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let tmp;
-    let dir = match std::env::args().nth(1) {
-        Some(d) => std::path::PathBuf::from(d),
-        None => {
-            tmp = std::env::temp_dir().join(format!("helios-queue-example-{}", std::process::id()));
-            tmp.clone()
-        }
+fn main() -> ExitCode {
+    let (dir, temporary) = match std::env::args().nth(1) {
+        Some(d) => (PathBuf::from(d), false),
+        None => (
+            std::env::temp_dir().join(format!("helios-queue-example-{}", std::process::id())),
+            true,
+        ),
     };
+    let result = run(&dir);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let atlas = Atlas::open(
-        &dir,
+        dir,
         Options {
             fsync: FsyncPolicy::Everysec,
             ..Options::default()

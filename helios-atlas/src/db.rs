@@ -240,11 +240,15 @@ impl Atlas {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let storage = options.storage.clone();
-        storage.create_dir_all(&dir).map_err(io_err(&dir))?;
-        let lock = storage.lock_dir(&dir).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock => AtlasError::Locked { dir: dir.clone() },
+        storage.create_dir_all(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                AtlasError::NotADirectory { dir: dir.clone() }
+            }
             _ => AtlasError::io(&dir, e),
         })?;
+        let lock = storage
+            .lock_dir(&dir)
+            .map_err(|e| AtlasError::lock_failed(&*storage, &dir, e))?;
         let rec = recovery::recover(&*storage, &dir, options.aof_load_truncated)?;
         let keyspace = rec.keyspace;
         let next_seq = keyspace.last_seq() + 1;

@@ -91,9 +91,21 @@ pub enum AtlasError {
     #[error("store is closed")]
     Closed,
     /// Another process or handle holds the data directory's lock.
-    #[error("data directory {dir} is locked by another opener")]
+    #[error(
+        "data directory {} is in use{}: is another server (or an offline `helios` command) running on it? Stop it first, or choose another directory",
+        dir.display(),
+        holder_text(*holder_pid)
+    )]
     Locked {
         /// The data directory.
+        dir: PathBuf,
+        /// The process id the lock holder wrote into the `LOCK` file, when known.
+        holder_pid: Option<u32>,
+    },
+    /// The data directory's path names something that is not a directory.
+    #[error("data directory {}: not a directory", dir.display())]
+    NotADirectory {
+        /// The path given.
         dir: PathBuf,
     },
     /// A file in the data directory is corrupt before its tail (or a torn tail was found
@@ -144,7 +156,35 @@ impl AtlasError {
             source,
         }
     }
+
+    /// The error for a failed [`crate::storage::Storage::lock_dir`] on `dir`: `Locked`
+    /// (naming the holder's pid from the `LOCK` file when it wrote one) for a held lock,
+    /// `Io` otherwise.
+    pub(crate) fn lock_failed(
+        storage: &dyn crate::storage::Storage,
+        dir: &std::path::Path,
+        e: std::io::Error,
+    ) -> Self {
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            return AtlasError::io(dir, e);
+        }
+        let holder_pid = storage
+            .read(&dir.join(crate::storage::LOCK_FILE_NAME))
+            .ok()
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok());
+        AtlasError::Locked {
+            dir: dir.to_path_buf(),
+            holder_pid,
+        }
+    }
 }
 
 /// Result alias for ATLAS.
 pub type Result<T, E = AtlasError> = std::result::Result<T, E>;
+
+fn holder_text(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!(" by process {pid}"),
+        None => " by another opener".to_owned(),
+    }
+}

@@ -18,7 +18,6 @@ use crate::error::{AtlasError, Result};
 use crate::keyspace::Keyspace;
 use crate::snapshot;
 use crate::storage::{DirLock, Storage};
-use std::io;
 use std::path::{Path, PathBuf};
 
 /// What a data directory holds, by kind.
@@ -406,12 +405,9 @@ fn set_aside(
 ///
 /// Takes the directory lock, so it cannot run while the store is open.
 pub fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
-    let _lock: Box<dyn DirLock> = storage.lock_dir(dir).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock => AtlasError::Locked {
-            dir: dir.to_path_buf(),
-        },
-        _ => AtlasError::io(dir, e),
-    })?;
+    let _lock: Box<dyn DirLock> = storage
+        .lock_dir(dir)
+        .map_err(|e| AtlasError::lock_failed(storage, dir, e))?;
     let report_in = check(storage, dir)?;
     let mut report = RepairReport::default();
     for snap in &report_in.snapshots {

@@ -339,7 +339,7 @@ fn second_opener_is_refused() {
     let (m, c) = setup();
     let db = open(&m, &c, FsyncPolicy::Always);
     match helios_atlas::Atlas::open(dir(), options(&m, &c, FsyncPolicy::Always)) {
-        Err(AtlasError::Locked { dir: d }) => assert_eq!(d, dir()),
+        Err(AtlasError::Locked { dir: d, .. }) => assert_eq!(d, dir()),
         other => panic!("{other:?}"),
     }
     drop(db);

@@ -156,12 +156,43 @@ fn repair_refuses_while_the_store_is_open() {
 fn a_second_process_style_opener_is_refused_on_the_real_fs() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Atlas::open(tmp.path(), options()).unwrap();
-    assert!(matches!(
-        Atlas::open(tmp.path(), options()),
-        Err(AtlasError::Locked { .. })
-    ));
+    // The holder's pid is named, and the message says what to do about it.
+    match Atlas::open(tmp.path(), options()) {
+        Err(e @ AtlasError::Locked { .. }) => {
+            let AtlasError::Locked { holder_pid, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*holder_pid, Some(std::process::id()));
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("by process {}", std::process::id()))
+                    && text.contains("another server"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     drop(db);
     Atlas::open(tmp.path(), options()).unwrap();
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_named_as_not_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("data");
+    std::fs::write(&file, "x").unwrap();
+    for dir in [file.clone(), file.join("below")] {
+        match Atlas::open(&dir, options()) {
+            Err(e @ AtlasError::NotADirectory { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    format!("data directory {}: not a directory", dir.display())
+                );
+            }
+            other => panic!("{}: {other:?}", dir.display()),
+        }
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
 #[test]

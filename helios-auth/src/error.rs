@@ -35,6 +35,11 @@ pub enum AuthError {
         /// What is wrong (signature, algorithm, expired, revoked...).
         reason: String,
     },
+    /// The access token was valid but its `exp` (plus the leeway) has passed: the client
+    /// should renew it with its refresh token. Only said of a token whose signature,
+    /// algorithm and key were checked first.
+    #[error("token expired")]
+    TokenExpired,
     /// A refresh token was used twice: the whole family is now revoked.
     #[error("refresh token reuse detected; all sessions of this login are revoked")]
     RefreshReuse,

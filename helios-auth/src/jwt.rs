@@ -254,7 +254,7 @@ impl KeyRing {
         };
         let leeway = self.config.leeway_s;
         if c.exp.saturating_add(leeway) <= now_s {
-            return Err(invalid("expired"));
+            return Err(AuthError::TokenExpired);
         }
         if c.nbf > now_s.saturating_add(leeway) {
             return Err(invalid("not yet valid"));

@@ -28,6 +28,14 @@ fn refused(e: &Env, token: &str, why: &str) {
     }
 }
 
+/// Refused as expired (its own error, so clients know to refresh), not as invalid.
+fn expired(e: &Env, token: &str, why: &str) {
+    match e.auth.verify_access(token) {
+        Err(AuthError::TokenExpired) => {}
+        other => panic!("{why}: expected TokenExpired, got {other:?}"),
+    }
+}
+
 fn forge(claims: &serde_json::Value, alg: Algorithm, kid: Option<&str>, secret: &str) -> String {
     let mut h = Header::new(alg);
     h.kid = kid.map(str::to_owned);
@@ -99,10 +107,23 @@ fn time_issuer_audience_and_required_claims() {
     e.auth
         .verify_access(&with("exp", serde_json::json!(now + 100)))
         .unwrap();
-    refused(
+    expired(
         &e,
         &with("exp", serde_json::json!(now - 10)),
         "expired beyond leeway",
+    );
+    // Expired and forged: the signature is checked first, so it is invalid, not expired.
+    let mut c = base.clone();
+    c["exp"] = serde_json::json!(now - 10);
+    refused(
+        &e,
+        &forge(
+            &c,
+            Algorithm::HS256,
+            Some("k1"),
+            "not the secret, but thirty-two bytes",
+        ),
+        "expired and badly signed",
     );
     e.auth
         .verify_access(&with("exp", serde_json::json!(now - 2)))
@@ -316,7 +337,7 @@ fn a_verified_token_still_expires_and_rotation_rechecks_it() {
     e.auth.verify_access(&token).unwrap();
     e.auth.verify_access(&token).unwrap();
     e.clock.advance_ms(900_000 + 5_000);
-    refused(&e, &token, "expired after being verified once");
+    expired(&e, &token, "expired after being verified once");
     let e = env();
     let (token, _) = login(&e);
     e.auth.verify_access(&token).unwrap();

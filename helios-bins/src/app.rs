@@ -3,7 +3,8 @@
 
 use crate::config::GatewayConfig;
 use helios_atlas::{Atlas, FsyncPolicy, Options};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 
 /// Starts `tracing`: JSON lines, or pretty lines on a terminal (`log.format: auto`). The
 /// filter comes from `RUST_LOG` when set, else from `log.level`.
@@ -64,4 +65,37 @@ pub fn open_atlas(cfg: &GatewayConfig) -> Result<Atlas, helios_atlas::AtlasError
             ..Options::default()
         },
     )
+}
+
+/// Writes `contents` to `path` readable by its owner only: a temporary file beside it is
+/// created exclusively with mode 0600 (no window with looser permissions), written,
+/// fsynced and renamed over `path`, then the directory is fsynced. Errors name the file.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    // A temporary file left by a crash is ours to replace.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(&tmp, e)),
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| err(&tmp, e))?;
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err(dir, e))?;
+    }
+    Ok(())
 }

@@ -299,8 +299,14 @@ impl GatewayConfig {
             &mut tree,
             env,
             "HELIOS_",
-            // Variables the binaries read directly, and helios-atlasd's own.
-            |k| matches!(k, "ADMIN_PASSWORD" | "SEED") || k.starts_with("ATLASD_"),
+            // Variables the binaries read directly, the `helios` CLI's (a shell set up
+            // for the CLI must still start a gateway), and helios-atlasd's own.
+            |k| {
+                matches!(
+                    k,
+                    "ADMIN_PASSWORD" | "SEED" | "URL" | "TOKEN_FILE" | "PASSWORD" | "NEW_PASSWORD"
+                ) || k.starts_with("ATLASD_")
+            },
             |_| false,
         )?;
         if let Some(l) = &flags.listen {
@@ -406,12 +412,16 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_ignores_atlasd_variables() {
+    fn the_gateway_ignores_atlasd_and_cli_variables() {
         let c = load(
             "listen: 127.0.0.1:9000\n",
             &[
                 ("HELIOS_ATLASD_REQUIREPASS", "x"),
                 ("HELIOS_ADMIN_PASSWORD", "y"),
+                ("HELIOS_URL", "http://127.0.0.1:8080"),
+                ("HELIOS_TOKEN_FILE", "/tmp/token"),
+                ("HELIOS_PASSWORD", "p"),
+                ("HELIOS_NEW_PASSWORD", "p"),
                 ("HELIOS_QUEUE__DEPTH_MAX", "7"),
             ],
         )

@@ -1,17 +1,64 @@
 //! The `helios` CLI: online commands against a gateway on 127.0.0.1:0 (login, kv, jobs,
-//! admin) with their exit codes, and the offline tools (aof check/repair, backup, restore)
-//! on data directories.
+//! admin) with their exit codes and messages (not logged in, session expired), passwords
+//! from stdin and the missing-password usage error (the built binary, stdin not a
+//! terminal), `--version` and `--help`, and the offline tools (aof check/repair, backup,
+//! restore) on data directories, whose errors print as messages.
 
 mod common;
 
 use clap::Parser;
-use helios_bins::cli::{Cli, EXIT_REFUSED, EXIT_UNREACHABLE, run};
+use helios_bins::cli::{Cli, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, run};
 use helios_bins::config::GatewayConfig;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 async fn cli(args: &[&str]) -> Result<(), u8> {
+    cli_failure(args).await.map_err(|f| f.code)
+}
+
+async fn cli_failure(args: &[&str]) -> Result<(), Failure> {
     let mut all = vec!["helios"];
     all.extend_from_slice(args);
-    run(Cli::parse_from(all)).await.map_err(|f| f.code)
+    run(Cli::parse_from(all)).await
+}
+
+/// Runs the built `helios` binary with `stdin` (None: stdin is /dev/null), without the
+/// password variables of the environment, on a blocking thread (the test's gateway keeps
+/// serving meanwhile).
+async fn binary(args: Vec<String>, stdin: Option<&'static str>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_helios"));
+        cmd.args(&args)
+            .env_remove("HELIOS_PASSWORD")
+            .env_remove("HELIOS_NEW_PASSWORD")
+            .env_remove("HELIOS_URL")
+            .env_remove("HELIOS_TOKEN_FILE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match stdin {
+            None => {
+                cmd.stdin(Stdio::null());
+                cmd.output().unwrap()
+            }
+            Some(text) => {
+                cmd.stdin(Stdio::piped());
+                let mut child = cmd.spawn().unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
 }
 
 #[tokio::test]
@@ -35,7 +82,7 @@ async fn online_commands_and_exit_codes() {
     assert_eq!(
         cli(&with(&["kv", "get", "k"])).await,
         Err(EXIT_REFUSED),
-        "no token yet: 401"
+        "no token yet: not logged in"
     );
     assert_eq!(
         cli(&with(&[
@@ -116,7 +163,15 @@ async fn online_commands_and_exit_codes() {
         serde_json::json!({"access_token": "garbage", "refresh_token": refresh}).to_string(),
     )
     .unwrap();
-    assert_eq!(cli(&with(&["admin", "stats"])).await, Err(EXIT_REFUSED));
+    let f = cli_failure(&with(&["admin", "stats"])).await.unwrap_err();
+    assert_eq!(f.code, EXIT_REFUSED);
+    assert!(
+        f.message.contains("session has expired")
+            && f.message.contains("helios login --username NAME")
+            && f.message.contains("401"),
+        "{}",
+        f.message
+    );
     let _ = tx.send(());
     server.await.unwrap().unwrap();
     assert_eq!(
@@ -172,4 +227,192 @@ async fn offline_check_repair_backup_restore() {
     );
     cli(&["aof", "repair", "--data-dir", &d]).await.unwrap();
     cli(&["aof", "check", "--data-dir", &d]).await.unwrap();
+}
+
+#[tokio::test]
+async fn not_logged_in_fails_before_contacting_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let t = token.to_str().unwrap();
+    // Port 1 refuses connections: contacting it would be exit 3, not 1.
+    let base = ["--url", "http://127.0.0.1:1", "--token-file", t];
+    for contents in [None, Some(""), Some("  \n")] {
+        if let Some(c) = contents {
+            std::fs::write(&token, c).unwrap();
+        }
+        for cmd in [
+            &["kv", "get", "k"][..],
+            &["admin", "stats"],
+            &["users", "roles"],
+        ] {
+            let mut args = base.to_vec();
+            args.extend_from_slice(cmd);
+            let f = cli_failure(&args).await.unwrap_err();
+            assert_eq!(f.code, EXIT_REFUSED, "{}", f.message);
+            assert_eq!(
+                f.message,
+                format!(
+                    "not logged in (no token in {t}): run `helios login --username NAME` first"
+                )
+            );
+        }
+    }
+    // The binary prints it and exits 1.
+    let out = binary(strings(&[&base[..], &["kv", "list"]].concat()), None).await;
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("helios: not logged in (no token in "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn password_stdin_and_the_missing_password_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = GatewayConfig {
+        data_dir: dir.path().join("data"),
+        ..GatewayConfig::default()
+    };
+    cfg.auth.bcrypt_cost = 4;
+    let (addr, _, tx, server) = common::spawn(cfg).await;
+    let url = format!("http://{addr}");
+    let token = dir.path().join("token");
+    let t = token.to_str().unwrap().to_owned();
+    let args =
+        |rest: &[&str]| strings(&[&["--url", url.as_str(), "--token-file", &t], rest].concat());
+
+    // No password source, stdin not a terminal: usage error naming the three ways.
+    for cmd in [
+        &["login", "--username", "admin"][..],
+        &["users", "add", "bob"],
+    ] {
+        let out = binary(args(cmd), None).await;
+        assert_eq!(out.status.code(), Some(i32::from(EXIT_USAGE)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--password-stdin")
+                && err.contains("--password")
+                && err.contains("HELIOS_")
+                && err.contains("terminal"),
+            "{err}"
+        );
+    }
+    assert!(!token.exists());
+
+    // --password-stdin: the first line, its newline (and a CR) stripped.
+    let out = binary(
+        args(&["login", "--username", "admin", "--password-stdin"]),
+        Some("wrong password\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)));
+    let out = binary(
+        args(&["login", "--username", "admin", "--password-stdin"]),
+        Some("admin password 1\r\nignored second line\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logged in"));
+    cli(&["--url", &url, "--token-file", &t, "admin", "stats"])
+        .await
+        .unwrap();
+    // An empty first line is a usage error, before any request.
+    let out = binary(
+        args(&["login", "--username", "admin", "--password-stdin"]),
+        Some("\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_USAGE)));
+
+    // users add takes its password the same way; the new user can log in with it.
+    let out = binary(
+        args(&["users", "add", "bob", "--password-stdin"]),
+        Some("bob password 12345"),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let out = binary(
+        args(&["login", "--username", "bob", "--password-stdin"]),
+        Some("bob password 12345\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn version_and_help() {
+    let out = binary(strings(&["--version"]), None).await;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("helios {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = binary(strings(&["--help"]), None).await;
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for wanted in [
+        "HELIOS_URL",
+        "HELIOS_TOKEN_FILE",
+        "HELIOS_PASSWORD",
+        "HELIOS_NEW_PASSWORD",
+        "http://127.0.0.1:8080",
+        "Exit codes",
+    ] {
+        assert!(help.contains(wanted), "{wanted} missing from:\n{help}");
+    }
+    // A password in the environment never shows in the help.
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_helios"))
+            .args(["login", "--help"])
+            .env("HELIOS_PASSWORD", "s3cret-in-env")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--password-stdin"), "{help}");
+    assert!(!help.contains("s3cret-in-env"), "{help}");
+}
+
+#[tokio::test]
+async fn offline_errors_print_as_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap().to_owned();
+    let db = helios_atlas::Atlas::open(&data, helios_atlas::Options::default()).unwrap();
+    let out = dir.path().join("backup");
+    for args in [
+        vec!["aof", "repair", "--data-dir", &d],
+        vec!["backup", "--data-dir", &d, "--out", out.to_str().unwrap()],
+    ] {
+        let f = cli_failure(&args).await.unwrap_err();
+        assert!(
+            f.message.contains(d.as_str()) && !f.message.contains("Locked {"),
+            "{}",
+            f.message
+        );
+    }
+    db.close().unwrap();
+    // A damaged segment reads as text in `aof check`, not as a debug structure.
+    let seg = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("aof-"))
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(b"{\"seq\":999,\"crc\":\"00000000\",\"ops\":[]}\n")
+        .unwrap();
+    drop(f);
+    let out = binary(strings(&["aof", "check", "--data-dir", &d]), None).await;
+    assert_eq!(out.status.code(), Some(i32::from(EXIT_REFUSED)));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("at byte") && !text.contains("Corrupt {") && !text.contains("TornTail"),
+        "{text}"
+    );
 }

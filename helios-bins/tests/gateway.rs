@@ -465,11 +465,18 @@ async fn expired_and_foreign_tokens_get_401() {
         &jsonwebtoken::EncodingKey::from_secret(b"another secret of thirty-two bytes or more"),
     )
     .unwrap();
-    for token in [&expired, &foreign] {
+    // An expired token has its own problem type (the client should refresh); a token
+    // that is not ours is just invalid.
+    for (token, kind) in [(&expired, "token-expired"), (&foreign, "invalid-token")] {
         let (st, h, v) = s
             .call(Method::GET, "/api/v1/auth/me", Some(token), None, &[])
             .await;
         assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+        assert_eq!(
+            v["type"],
+            format!("https://helios.dev/problems/{kind}"),
+            "{v}"
+        );
         assert!(
             h["www-authenticate"]
                 .to_str()

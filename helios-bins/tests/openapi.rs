@@ -20,7 +20,10 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The operations that take no token.
-const OPEN: [(&str, &str); 6] = [
+const OPEN: [(&str, &str); 9] = [
+    ("GET", "/"),
+    ("GET", "/api/v1"),
+    ("GET", "/openapi.yaml"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -361,6 +364,8 @@ async fn real_responses_match_the_documented_schemas() {
         }};
     }
     let creds = json!({"username": "olga", "password": "correct horse battery"});
+    call!(Method::GET, "/", "/", None, None);
+    call!(Method::GET, "/api/v1", "/api/v1", None, None);
     call!(Method::GET, "/healthz", "/healthz", None, None);
     call!(Method::GET, "/readyz", "/readyz", None, None);
     call!(

@@ -233,6 +233,9 @@ async fn each_role_on_each_route() {
     }
     // The table covers every protected route the router serves.
     let open = [
+        "/",
+        "/api/v1",
+        "/openapi.yaml",
         "/healthz",
         "/readyz",
         "/metrics",

@@ -88,7 +88,7 @@ async fn tls_serves_http1_and_http2_chosen_by_alpn() {
     let resp = send.send_request(get(s.addr, "/healthz")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], br#"{"status":"ok"}"#);
+    assert_eq!(&body[..], b"{\"status\":\"ok\"}\n");
     // Protected routes are protected over TLS too.
     let resp = send
         .send_request(get(s.addr, "/api/v1/kv/x"))

@@ -264,7 +264,18 @@ impl Storage for FsStorage {
             .write(true)
             .open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(FsLock { _file: file })),
+            Ok(()) => {
+                // Our pid, for the error a second opener prints (best effort: the lock
+                // is what matters, the text only helps the operator).
+                let pid = format!("{}\n", std::process::id());
+                if let Err(e) = file
+                    .set_len(0)
+                    .and_then(|()| (&file).write_all(pid.as_bytes()))
+                {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot write the pid into the lock file");
+                }
+                Ok(Box::new(FsLock { _file: file }))
+            }
             Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!("{} is held by another opener", path.display()),

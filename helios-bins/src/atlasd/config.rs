@@ -57,7 +57,7 @@ impl Default for AtlasdConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:6380".into(),
-            data_dir: PathBuf::from("data"),
+            data_dir: PathBuf::from("atlasd-data"),
             appendfsync: "everysec".into(),
             requirepass: String::new(),
             auth_users: false,

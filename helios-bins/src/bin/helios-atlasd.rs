@@ -16,20 +16,28 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The HELIOS RESP server.
 #[derive(Debug, Parser)]
 #[command(
+    name = "helios-atlasd",
     version,
-    about = "helios-atlasd: the ATLAS store over the Redis protocol (RESP2/RESP3)"
+    about = "helios-atlasd: the ATLAS store over the Redis protocol (RESP2/RESP3)",
+    after_help = "\
+Settings are layered: built-in defaults <- the --config file <- HELIOS_ATLASD_* environment
+variables <- these flags. Environment:
+  HELIOS_ATLASD_<KEY>     any config key in capitals: HELIOS_ATLASD_REQUIREPASS=s3cret,
+                          HELIOS_ATLASD_APPENDFSYNC=always, HELIOS_ATLASD_CLIENTS_MAX=100
+  RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
+Every key is documented in configs/atlasd.yaml. SIGINT, SIGTERM and SHUTDOWN fsync, exit 0."
 )]
 struct Args {
     /// YAML config file (default: built-in defaults; see configs/atlasd.yaml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// ATLAS data directory (overrides `data_dir`).
+    /// ATLAS data directory (overrides `data_dir`; default ./atlasd-data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Address to listen on, HOST:PORT (overrides `listen`; default 127.0.0.1:6380).
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
-    /// fsync policy of the AOF (overrides `appendfsync`).
+    /// fsync policy of the AOF (overrides `appendfsync`; default everysec).
     #[arg(long, value_parser = ["always", "everysec", "no"])]
     appendfsync: Option<String>,
     /// TCP port, as on redis-server (replaces the port of `listen`).
@@ -81,18 +89,19 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let atlas = match helios_bins::atlasd::open_atlas(&cfg) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open ATLAS");
-                eprintln!("helios-atlasd: cannot open ATLAS in {}: {e}", cfg.data_dir.display());
-                return ExitCode::FAILURE;
-            }
-        };
+        // The port first: a busy one fails before the data directory is created.
         let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("helios-atlasd: cannot listen on {}: {e}", cfg.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let atlas = match helios_bins::atlasd::open_atlas(&cfg) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open ATLAS");
+                eprintln!("helios-atlasd: cannot open ATLAS: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -3,12 +3,25 @@
 //! Online commands talk to a gateway (`--url`, default `http://127.0.0.1:8080`) with the
 //! tokens saved by `helios login` (access and refresh token as JSON, in `--token-file` /
 //! `$HELIOS_TOKEN_FILE`, default `~/.config/helios/token`, mode 0600, replaced
-//! atomically). A 401 with a refresh token saved renews the pair once and retries. Offline commands work on a data directory and
-//! take its lock, so they refuse to run beside a live server.
+//! atomically). A command that needs a token and finds none saved fails before contacting
+//! the server and says to run `helios login`. A 401 with a refresh token saved renews the
+//! pair once and retries; a 401 that remains says the session has expired (with the
+//! server's problem detail). `users add` (open registration) needs no token.
+//!
+//! Passwords (`login`, `users add`): `--password-stdin` reads the first line of stdin (as
+//! `docker login --password-stdin`; it wins over `--password`, since clap cannot tell the
+//! flag from its environment variable in a conflict); else `--password` or its environment
+//! variable (`HELIOS_PASSWORD`, `HELIOS_NEW_PASSWORD`); else, when stdin is a terminal, a
+//! prompt without echo (twice for `users add`, which must match); else a usage error.
+//!
+//! Offline commands work on a data directory and take its lock, so they refuse to run
+//! beside a live server. Their errors print as messages, never as debug structures.
 //!
 //! Exit codes, for scripts: 0 success; 1 the server answered with an error (its problem
-//! detail goes to stderr) or the offline check found damage; 2 bad usage; 3 the gateway
-//! could not be reached or the local files could not be read.
+//! detail goes to stderr), the session is missing or expired (not logged in), or the
+//! offline check found damage; 2 bad usage (including no password source); 3 the gateway
+//! could not be reached or the local files (token file, terminal, data directory) could
+//! not be read.
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -17,9 +30,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
-/// Exit code: the server refused, or a check found damage.
+/// Exit code: the server refused, the session is missing or expired, or a check found
+/// damage.
 pub const EXIT_REFUSED: u8 = 1;
 /// Exit code: bad usage.
 pub const EXIT_USAGE: u8 = 2;
@@ -29,8 +44,10 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 /// The HELIOS command-line tool.
 #[derive(Debug, Parser)]
 #[command(
+    name = "helios",
     version,
-    about = "HELIOS command-line tool (exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable)"
+    about = "HELIOS command-line tool",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Gateway base URL.
@@ -41,14 +58,32 @@ pub struct Cli {
         env = "HELIOS_URL"
     )]
     pub url: String,
-    /// Where `login` saves the token and other commands read it (default
-    /// `~/.config/helios/token`).
-    #[arg(long, global = true, env = "HELIOS_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    /// Where `login` saves the token pair and other commands read it.
+    #[arg(
+        long,
+        global = true,
+        env = "HELIOS_TOKEN_FILE",
+        default_value_os_t = default_token_file()
+    )]
+    pub token_file: PathBuf,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The environment and exit codes, under `helios --help`.
+const AFTER_HELP: &str = "\
+Environment:
+  HELIOS_URL           gateway base URL (--url)
+  HELIOS_TOKEN_FILE    token file (--token-file; default $HOME/.config/helios/token)
+  HELIOS_PASSWORD      password for `helios login` (--password)
+  HELIOS_NEW_PASSWORD  password for `helios users add` (--password)
+
+Passwords: `--password-stdin` reads the first line of stdin; in a terminal, `login` and
+`users add` prompt without echo. Start with `helios login --username NAME`.
+
+Exit codes: 0 ok; 1 the server refused, not logged in or session expired, or damage found;
+2 bad usage; 3 gateway unreachable or local files unreadable.";
 
 /// Commands.
 #[derive(Debug, Subcommand)]
@@ -59,9 +94,14 @@ pub enum Command {
         /// Username.
         #[arg(long)]
         username: String,
-        /// Password (prefer the environment variable).
-        #[arg(long, env = "HELIOS_PASSWORD")]
-        password: String,
+        /// Password (shows in `ps` and shell history: prefer the prompt, --password-stdin
+        /// or the environment variable).
+        #[arg(long, env = "HELIOS_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Read the password from the first line of stdin (`--password-stdin <
+        /// data/admin-password`).
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Key-value entries.
     Kv {
@@ -201,9 +241,13 @@ pub enum UsersOp {
     Add {
         /// Username.
         username: String,
-        /// Password.
-        #[arg(long, env = "HELIOS_NEW_PASSWORD")]
-        password: String,
+        /// Password (shows in `ps` and shell history: prefer the prompt, --password-stdin
+        /// or the environment variable).
+        #[arg(long, env = "HELIOS_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// List users, or give one a role.
     Roles {
@@ -289,16 +333,41 @@ struct Session {
 }
 
 impl Session {
-    fn read(path: &Path) -> Option<Session> {
-        let text = std::fs::read_to_string(path).ok()?;
+    /// The saved session; `None` if the file is missing or empty.
+    fn read(path: &Path) -> Result<Option<Session>, Failure> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(fail(
+                    EXIT_UNREACHABLE,
+                    format!("cannot read the token file {}: {e}", path.display()),
+                ));
+            }
+        };
         let text = text.trim();
         if text.is_empty() {
-            return None;
+            return Ok(None);
         }
-        Some(serde_json::from_str(text).unwrap_or_else(|_| Session {
-            access_token: text.to_owned(),
-            refresh_token: None,
-        }))
+        Ok(Some(serde_json::from_str(text).unwrap_or_else(|_| {
+            Session {
+                access_token: text.to_owned(),
+                refresh_token: None,
+            }
+        })))
+    }
+
+    /// The saved session, or the not-logged-in failure (before any server contact).
+    fn require(path: &Path) -> Result<Session, Failure> {
+        Session::read(path)?.ok_or_else(|| {
+            fail(
+                EXIT_REFUSED,
+                format!(
+                    "not logged in (no token in {}): run `helios login --username NAME` first",
+                    path.display()
+                ),
+            )
+        })
     }
 
     /// From a login or refresh answer.
@@ -352,13 +421,22 @@ impl Api {
         body: Option<Value>,
     ) -> Result<Value, Failure> {
         let token = self.session.lock().as_ref().map(|s| s.access_token.clone());
-        let (status, v) = self
+        let (mut status, mut v) = self
             .send(method.clone(), path, body.clone(), token.as_deref())
             .await?;
         if status == http::StatusCode::UNAUTHORIZED && self.refresh().await? {
             let token = self.session.lock().as_ref().map(|s| s.access_token.clone());
-            let (status, v) = self.send(method, path, body, token.as_deref()).await?;
-            return Self::answer(status, v);
+            (status, v) = self.send(method, path, body, token.as_deref()).await?;
+        }
+        if status == http::StatusCode::UNAUTHORIZED && token.is_some() {
+            return Err(fail(
+                EXIT_REFUSED,
+                format!(
+                    "the session has expired (refresh token spent, expired or revoked): run \
+                     `helios login --username NAME` again (server: {})",
+                    Self::problem(status, &v)
+                ),
+            ));
         }
         Self::answer(status, v)
     }
@@ -395,8 +473,15 @@ impl Api {
         if status.is_success() {
             Ok(v)
         } else {
-            let detail = v["detail"].as_str().unwrap_or("").to_owned();
-            Err(fail(EXIT_REFUSED, format!("{status}: {detail}")))
+            Err(fail(EXIT_REFUSED, Self::problem(status, &v)))
+        }
+    }
+
+    /// The status and the problem detail of an error answer.
+    fn problem(status: http::StatusCode, v: &Value) -> String {
+        match v["detail"].as_str() {
+            Some(detail) if !detail.is_empty() => format!("{status}: {detail}"),
+            _ => status.to_string(),
         }
     }
 
@@ -417,22 +502,131 @@ impl Api {
         let req = b
             .body(Full::new(body))
             .map_err(|e| fail(EXIT_USAGE, format!("bad request: {e}")))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| fail(EXIT_UNREACHABLE, format!("cannot reach {}: {e}", self.base)))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            fail(
+                EXIT_UNREACHABLE,
+                format!("cannot reach {}: {}", self.base, chain(&e)),
+            )
+        })?;
         let status = resp.status();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| fail(EXIT_UNREACHABLE, format!("reading the answer: {e}")))?
+            .map_err(|e| {
+                fail(
+                    EXIT_UNREACHABLE,
+                    format!("reading the answer: {}", chain(&e)),
+                )
+            })?
             .to_bytes();
         Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         ))
+    }
+}
+
+/// An error and its sources, as one line ("client error (Connect): tcp connect error: ...").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Which password source `login` or `users add` was given.
+struct PasswordArgs<'a> {
+    /// `--password` or its environment variable.
+    given: Option<String>,
+    /// `--password-stdin`.
+    from_stdin: bool,
+    /// The environment variable, for messages.
+    env: &'a str,
+    /// Prompt twice and require both to match (a new password).
+    confirm: bool,
+}
+
+/// The password from `--password-stdin`, `--password`/environment, or a no-echo prompt on
+/// the terminal; a usage error if none applies.
+fn password(args: PasswordArgs<'_>) -> Result<String, Failure> {
+    let PasswordArgs {
+        given,
+        from_stdin,
+        env,
+        confirm,
+    } = args;
+    if from_stdin {
+        return first_line(&mut std::io::stdin().lock());
+    }
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            EXIT_USAGE,
+            format!(
+                "no password given and stdin is not a terminal to prompt on: pass \
+                 --password-stdin (reads the first line of stdin), set {env}, or pass --password"
+            ),
+        ));
+    }
+    let tty = |e: std::io::Error| {
+        fail(
+            EXIT_UNREACHABLE,
+            format!("cannot read the password from the terminal: {e}"),
+        )
+    };
+    let p = rpassword::prompt_password("Password: ").map_err(tty)?;
+    if p.is_empty() {
+        return Err(fail(EXIT_USAGE, "empty password"));
+    }
+    if confirm && rpassword::prompt_password("Repeat the password: ").map_err(tty)? != p {
+        return Err(fail(
+            EXIT_USAGE,
+            "the two passwords differ; nothing was sent",
+        ));
+    }
+    Ok(p)
+}
+
+/// The first line of `input`, its line ending stripped (`--password-stdin`).
+fn first_line(input: &mut impl BufRead) -> Result<String, Failure> {
+    let mut line = String::new();
+    input.read_line(&mut line).map_err(|e| {
+        fail(
+            EXIT_UNREACHABLE,
+            format!("cannot read the password from stdin: {e}"),
+        )
+    })?;
+    let p = line.strip_suffix('\n').unwrap_or(&line);
+    let p = p.strip_suffix('\r').unwrap_or(p);
+    if p.is_empty() {
+        return Err(fail(
+            EXIT_USAGE,
+            "--password-stdin: the first line of stdin is empty",
+        ));
+    }
+    Ok(p.to_owned())
+}
+
+/// How `helios aof check` prints a file's state.
+fn status_text(status: &helios_atlas::FileStatus) -> String {
+    match status {
+        helios_atlas::FileStatus::Ok => "ok".to_owned(),
+        helios_atlas::FileStatus::TornTail { offset } => {
+            format!("torn last record at byte {offset} (recoverable: `helios aof repair`)")
+        }
+        helios_atlas::FileStatus::Corrupt { offset, reason } => {
+            format!("corrupt at byte {offset}: {reason}")
+        }
     }
 }
 
@@ -454,10 +648,10 @@ fn offline(cmd: &Command) -> Option<Result<(), Failure>> {
             Ok(report) => {
                 for f in report.snapshots.iter().chain(&report.segments) {
                     println!(
-                        "{}: {} records, {:?}",
+                        "{}: {} records, {}",
                         f.path.display(),
                         f.record_count,
-                        f.status
+                        status_text(&f.status)
                     );
                 }
                 if report.is_clean() {
@@ -492,20 +686,24 @@ fn offline(cmd: &Command) -> Option<Result<(), Failure>> {
 }
 
 fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> Result<u64, Failure> {
-    let io = |e: std::io::Error| fail(EXIT_UNREACHABLE, e.to_string());
-    std::fs::create_dir_all(to).map_err(io)?;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| fail(EXIT_UNREACHABLE, format!("{path}: {e}"))
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
     let mut n = 0;
-    for entry in std::fs::read_dir(from).map_err(io)? {
-        let entry = entry.map_err(io)?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().map_err(io)?.is_file() && wanted(&name) {
-            std::fs::copy(entry.path(), to.join(&name)).map_err(io)?;
+        let path = entry.path();
+        if entry.file_type().map_err(io(&path))?.is_file() && wanted(&name) {
+            std::fs::copy(&path, to.join(&name)).map_err(io(&path))?;
             n += 1;
         }
     }
     std::fs::File::open(to)
         .and_then(|d| d.sync_all())
-        .map_err(io)?;
+        .map_err(io(to))?;
     Ok(n)
 }
 
@@ -577,15 +775,34 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(r) = offline(&cli.command) {
         return r;
     }
-    let token_path = cli.token_file.clone().unwrap_or_else(default_token_file);
+    let token_path = cli.token_file.clone();
+    // Login and open registration need no session; every other command fails here, before
+    // contacting the server, when none is saved.
+    let session = match &cli.command {
+        Command::Login { .. } => None,
+        Command::Users {
+            op: UsersOp::Add { .. },
+        } => Session::read(&token_path)?,
+        _ => Some(Session::require(&token_path)?),
+    };
     let api = Api {
         base: cli.url.clone(),
-        session: parking_lot::Mutex::new(Session::read(&token_path)),
+        session: parking_lot::Mutex::new(session),
         session_path: token_path.clone(),
         client: Client::builder(TokioExecutor::new()).build_http(),
     };
     match cli.command {
-        Command::Login { username, password } => {
+        Command::Login {
+            username,
+            password: given,
+            password_stdin,
+        } => {
+            let password = password(PasswordArgs {
+                given,
+                from_stdin: password_stdin,
+                env: "HELIOS_PASSWORD",
+                confirm: false,
+            })?;
             let (status, v) = api
                 .send(
                     Method::POST,
@@ -685,14 +902,26 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
         },
         Command::Users { op } => match op {
-            UsersOp::Add { username, password } => print(
-                &api.call(
-                    Method::POST,
-                    "/api/v1/auth/register",
-                    Some(json!({"username": username, "password": password})),
+            UsersOp::Add {
+                username,
+                password: given,
+                password_stdin,
+            } => {
+                let password = password(PasswordArgs {
+                    given,
+                    from_stdin: password_stdin,
+                    env: "HELIOS_NEW_PASSWORD",
+                    confirm: true,
+                })?;
+                print(
+                    &api.call(
+                        Method::POST,
+                        "/api/v1/auth/register",
+                        Some(json!({"username": username, "password": password})),
+                    )
+                    .await?,
                 )
-                .await?,
-            ),
+            }
             UsersOp::Roles { id: None, .. } => {
                 print(&api.call(Method::GET, "/admin/users", None).await?)
             }

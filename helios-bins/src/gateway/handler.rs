@@ -31,6 +31,9 @@ use tracing::Instrument;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
+    Index,
+    ApiIndex,
+    OpenApi,
     Healthz,
     Readyz,
     Metrics,
@@ -61,7 +64,10 @@ enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 27] = [
+    const ALL: [Route; 30] = [
+        Route::Index,
+        Route::ApiIndex,
+        Route::OpenApi,
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -93,6 +99,9 @@ impl Route {
 
     fn pattern(self) -> &'static str {
         match self {
+            Route::Index => "/",
+            Route::ApiIndex => "/api/v1",
+            Route::OpenApi => "/openapi.yaml",
             Route::Healthz => "/healthz",
             Route::Readyz => "/readyz",
             Route::Metrics => "/metrics",
@@ -125,9 +134,14 @@ impl Route {
 
     fn methods(self) -> &'static [Method] {
         match self {
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::Me | Route::KvList => {
-                &[Method::GET]
-            }
+            Route::Index
+            | Route::ApiIndex
+            | Route::OpenApi
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::Me
+            | Route::KvList => &[Method::GET],
             Route::Register | Route::Login | Route::Refresh | Route::Logout => &[Method::POST],
             Route::KvItem => &[Method::GET, Method::PUT, Method::DELETE],
             Route::Jobs => &[Method::GET, Method::POST],
@@ -147,19 +161,20 @@ impl Route {
     /// Every route needs a token except the ops endpoints and the three ways to get one
     /// (an allowlist: a new route is protected unless listed here).
     fn needs_token(self) -> bool {
-        !matches!(
-            self,
-            Route::Healthz
-                | Route::Readyz
-                | Route::Metrics
-                | Route::Register
-                | Route::Login
-                | Route::Refresh
-        )
+        !(self.is_ops() || matches!(self, Route::Register | Route::Login | Route::Refresh))
     }
 
+    /// The routes that skip authentication, rate limiting and RBAC.
     fn is_ops(self) -> bool {
-        matches!(self, Route::Healthz | Route::Readyz | Route::Metrics)
+        matches!(
+            self,
+            Route::Index
+                | Route::ApiIndex
+                | Route::OpenApi
+                | Route::Healthz
+                | Route::Readyz
+                | Route::Metrics
+        )
     }
 
     fn permission(self, method: &Method) -> Option<&'static str> {
@@ -387,6 +402,11 @@ pub(super) fn auth_error(e: AuthError) -> Response<Body> {
             "invalid-token",
             "the token is not valid",
         ),
+        AuthError::TokenExpired => problem(
+            StatusCode::UNAUTHORIZED,
+            "token-expired",
+            "the access token has expired: renew it with POST /api/v1/auth/refresh",
+        ),
         AuthError::Store(e) => store_error(e),
         other => {
             tracing::error!(error = %other, "auth failure");
@@ -543,11 +563,18 @@ async fn route_request(
                 r
             })?;
         Some(state.auth.verify_access_shared(token).map_err(|e| {
+            // RFC 6750 section 3: an expired token is an invalid_token too; the
+            // description (and the problem type) tell the client to refresh.
+            let challenge = if matches!(e, AuthError::TokenExpired) {
+                "Bearer error=\"invalid_token\", error_description=\"the access token expired\""
+            } else {
+                "Bearer error=\"invalid_token\""
+            };
             let mut r = auth_error(e);
             if r.status() == StatusCode::UNAUTHORIZED {
                 r.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    HeaderValue::from_static(challenge),
                 );
             }
             r
@@ -628,7 +655,12 @@ async fn route_request(
             )
             .await
         }
-        Route::Healthz | Route::Readyz | Route::Metrics => Ok(ops(state, route)),
+        Route::Index
+        | Route::ApiIndex
+        | Route::OpenApi
+        | Route::Healthz
+        | Route::Readyz
+        | Route::Metrics => Ok(ops(state, route)),
     };
     // Every limited response carries the rate-limit headers, errors included.
     let mut resp = match result {
@@ -638,8 +670,57 @@ async fn route_request(
     Ok(resp)
 }
 
+/// The API description served at `/openapi.yaml` (the same file the OpenAPI test checks
+/// against the router).
+const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
 fn ops(state: &State, route: Route) -> Response<Body> {
     match route {
+        Route::Index => {
+            let mut links = serde_json::json!({
+                "api": "/api/v1",
+                "openapi": "/openapi.yaml",
+                "health": "/healthz",
+                "ready": "/readyz",
+            });
+            if state.config.metrics_listen.is_empty() {
+                links["metrics"] = "/metrics".into();
+            }
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "name": "helios-gateway",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "links": links,
+                }),
+            )
+        }
+        Route::ApiIndex => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "version": "v1",
+                "links": {
+                    "register": "/api/v1/auth/register",
+                    "login": "/api/v1/auth/login",
+                    "refresh": "/api/v1/auth/refresh",
+                    "me": "/api/v1/auth/me",
+                    "kv": "/api/v1/kv",
+                    "jobs": "/api/v1/jobs",
+                    "queues": "/api/v1/queues",
+                    "openapi": "/openapi.yaml",
+                },
+            }),
+        ),
+        Route::OpenApi => {
+            let mut r = Response::new(http_body_util::Full::new(Bytes::from_static(
+                OPENAPI_YAML.as_bytes(),
+            )));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            r
+        }
         Route::Healthz => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         Route::Readyz => match state.atlas.stats().write_error {
             None => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
@@ -841,7 +922,7 @@ async fn kv_item(
                 }
                 None => body.extend_from_slice(b"null"),
             }
-            body.push(b'}');
+            body.extend_from_slice(b"}\n");
             let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -1048,7 +1129,10 @@ mod tests {
         for r in Route::ALL {
             let open = matches!(
                 r,
-                Route::Healthz
+                Route::Index
+                    | Route::ApiIndex
+                    | Route::OpenApi
+                    | Route::Healthz
                     | Route::Readyz
                     | Route::Metrics
                     | Route::Register

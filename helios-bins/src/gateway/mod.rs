@@ -42,6 +42,10 @@ use helios_core::{SystemClock, TokenBucketConfig};
 /// Name of the file in the data directory that keeps a generated JWT secret.
 pub const SECRET_FILE_NAME: &str = "gateway.secret";
 
+/// Name of the file in the data directory that keeps a generated `admin` password (mode
+/// 0600; written only when a fresh store is bootstrapped without `HELIOS_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD_FILE_NAME: &str = "admin-password";
+
 fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
     if !cfg.auth.jwt_secret.is_empty() {
         return Ok(cfg.auth.jwt_secret.clone());
@@ -54,24 +58,49 @@ fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     }
     let secret = helios_auth::random::hex_token(&OsRandom, 32);
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &secret).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::app::write_private_file(&path, secret.as_bytes())?;
     tracing::info!(file = %path.display(), "generated the JWT signing secret");
     Ok(secret)
 }
 
 /// Opens everything the gateway serves from `cfg`: ATLAS, auth (creating the `admin` user
-/// on a fresh store with `admin_password`, or a random one that is printed once), and the
-/// rate limiters.
+/// on a fresh store with `admin_password`, or a random one written to
+/// [`ADMIN_PASSWORD_FILE_NAME`] in the data directory), and the rate limiters.
 pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<State>, String> {
     let atlas = crate::app::open_atlas(&cfg).map_err(|e| e.to_string())?;
     start_with(cfg, atlas, admin_password)
+}
+
+/// Creates the `admin` user on a store without users. With no password given, a random
+/// one is written to a 0600 file in the data directory first (so it is never lost between
+/// the file and the user), and its path logged; it is never printed.
+fn bootstrap_admin(
+    auth: &Auth,
+    cfg: &GatewayConfig,
+    admin_password: Option<String>,
+) -> Result<(), String> {
+    if !auth.users().is_empty() {
+        return Ok(());
+    }
+    let (password, file) = match admin_password {
+        Some(p) => (p, None),
+        None => {
+            let p = helios_auth::random::hex_token(&OsRandom, 16);
+            let path = cfg.data_dir.join(ADMIN_PASSWORD_FILE_NAME);
+            crate::app::write_private_file(&path, format!("{p}\n").as_bytes())?;
+            (p, Some(path))
+        }
+    };
+    auth.bootstrap_admin(Some(&password))
+        .map_err(|e| format!("bootstrap admin: {e}"))?;
+    match file {
+        Some(path) => tracing::warn!(
+            file = %path.display(),
+            "created user 'admin' with a generated password, written to this file (owner-only); log in with it, then change it and delete the file"
+        ),
+        None => tracing::info!("created user 'admin' with the password from HELIOS_ADMIN_PASSWORD"),
+    }
+    Ok(())
 }
 
 /// [`start`] over an ATLAS store opened by the caller (tests open one on fault-injecting
@@ -110,14 +139,7 @@ pub fn start_with(
         Arc::new(OsRandom),
     )
     .map_err(|e| e.to_string())?;
-    match auth.bootstrap_admin(admin_password.as_deref()) {
-        Ok(Some(generated)) => {
-            // Printed once, on stdout, where the operator starting a fresh store sees it.
-            println!("helios-gateway: created user 'admin' with password: {generated}");
-        }
-        Ok(None) => {}
-        Err(e) => return Err(format!("bootstrap admin: {e}")),
-    }
+    bootstrap_admin(&auth, &cfg, admin_password)?;
     let limiter = RateLimiter::new(
         atlas.clone(),
         RateLimitConfig {

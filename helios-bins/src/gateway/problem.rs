@@ -12,10 +12,11 @@ pub type Body = Full<Bytes>;
 /// The base of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://helios.dev/problems/";
 
-/// A JSON response.
+/// A JSON response. The body ends with a newline (so `curl` output ends its line).
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     // Serializing our own response structs cannot fail.
-    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -1,0 +1,303 @@
+//! A new user's first minutes with the real binaries: a busy port fails before anything
+//! is created (gateway and atlasd), a fresh gateway writes the generated admin password
+//! to an owner-only file (never to stdout) that logs in, `GET /` and `/openapi.yaml`
+//! answer, JSON ends with a newline, a second server on the same data directory is told
+//! which pid holds it, a data directory that is a file is named as such, SIGINT exits 0,
+//! and `--version` / `--help` name the binary, its defaults and its environment.
+//! Everything on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_helios-gateway");
+const ATLASD: &str = env!("CARGO_BIN_EXE_helios-atlasd");
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn gateway(data_dir: &Path, listen: &str) -> Command {
+    let mut c = Command::new(GATEWAY);
+    c.arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(listen)
+        .env_remove("HELIOS_ADMIN_PASSWORD")
+        .env("HELIOS_AUTH__BCRYPT_COST", "4")
+        .env("HELIOS_LOG__FORMAT", "json");
+    c
+}
+
+/// Runs `cmd` to its end, failing the test if that takes more than 20 s.
+fn run_bounded(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the process did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// One HTTP/1.1 request with `Connection: close`: (status, content type, body).
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+fn wait_healthy(addr: SocketAddr, child: &mut Child) {
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the gateway exited early: {st}");
+        }
+        if TcpStream::connect(addr).is_ok() && http(addr, "GET", "/healthz", "").0 == 200 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no /healthz");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigint(child: &Child) {
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_busy_port_fails_at_once_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let data = tmp.path().join("data");
+    let out = run_bounded(gateway(&data, &addr));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        !data.exists(),
+        "the gateway created its data dir before binding"
+    );
+
+    let data = tmp.path().join("atlasd-data");
+    let mut cmd = Command::new(ATLASD);
+    cmd.arg("--dir").arg(&data).arg("--listen").arg(&addr);
+    let out = run_bounded(cmd);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(!data.exists(), "atlasd created its data dir before binding");
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("data");
+    std::fs::write(&file, "not a dir").unwrap();
+    let out = run_bounded(gateway(&file, &format!("127.0.0.1:{}", free_port())));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a directory"), "{err}");
+    assert!(
+        !err.contains("{ "),
+        "a Debug struct reached the user: {err}"
+    );
+}
+
+#[test]
+fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = gateway(&data, &addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain stderr (the logs) on a thread, so a full pipe never blocks the server.
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    wait_healthy(addr, &mut child);
+
+    let file = data.join("admin-password");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(password.len() >= 20, "{password:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "admin-password is {mode:o}");
+        let mode = std::fs::metadata(data.join("gateway.secret"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "gateway.secret is {mode:o}");
+    }
+    let (st, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/auth/login",
+        &format!(r#"{{"username":"admin","password":"{password}"}}"#),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        body.ends_with('\n'),
+        "JSON without a final newline: {body:?}"
+    );
+
+    // The index, the API index and the API description, all without a token.
+    let (st, ct, body) = http(addr, "GET", "/", "");
+    assert_eq!((st, ct.as_str()), (200, "application/json"), "{body}");
+    assert!(body.ends_with("}\n"), "{body:?}");
+    let index: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(index["links"]["health"], "/healthz");
+    assert_eq!(index["links"]["api"], "/api/v1");
+    assert_eq!(index["links"]["openapi"], "/openapi.yaml");
+    for link in ["/healthz", "/api/v1", "/openapi.yaml"] {
+        assert_eq!(http(addr, "GET", link, "").0, 200, "{link}");
+    }
+    let (_, ct, yaml) = http(addr, "GET", "/openapi.yaml", "");
+    assert_eq!(ct, "application/yaml");
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml");
+    assert_eq!(yaml, std::fs::read_to_string(doc).unwrap());
+    // Errors (problem+json) end with a newline too.
+    let (st, _, body) = http(addr, "GET", "/nowhere", "");
+    assert_eq!(st, 404);
+    assert!(body.ends_with("}\n"), "{body:?}");
+
+    // A second gateway on the same data directory names the pid that holds it, and
+    // leaves the first one alone.
+    let out = run_bounded(gateway(&data, &format!("127.0.0.1:{}", free_port())));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("in use by process {}", child.id()))
+            && err.contains("another server"),
+        "{err}"
+    );
+    assert_eq!(http(addr, "GET", "/healthz", "").0, 200);
+
+    sigint(&child);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "SIGINT exit status {status}");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(
+        !stdout.contains(&password),
+        "the password went to stdout: {stdout}"
+    );
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.iter().any(|l| l.contains("admin-password")
+            && l.contains("created user 'admin'")
+            && !l.contains(&password)),
+        "no log line names the password file: {logs:#?}"
+    );
+    assert!(logs.iter().all(|l| !l.contains(&password)));
+
+    // A restart neither regenerates nor rewrites the file: the user exists.
+    let before = std::fs::read_to_string(&file).unwrap();
+    let mut child = gateway(&data, &addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(addr, &mut child);
+    sigint(&child);
+    assert!(wait_exit(&mut child).success());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+}
+
+#[test]
+fn version_and_help_name_the_binary_its_defaults_and_environment() {
+    for (bin, name, defaults, env) in [
+        (
+            GATEWAY,
+            "helios-gateway",
+            &["127.0.0.1:8080", "./data", "everysec"][..],
+            &["HELIOS_ADMIN_PASSWORD", "HELIOS_", "RUST_LOG"][..],
+        ),
+        (
+            ATLASD,
+            "helios-atlasd",
+            &["127.0.0.1:6380", "./atlasd-data", "everysec"][..],
+            &["HELIOS_ATLASD_", "RUST_LOG"][..],
+        ),
+    ] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        let v = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(v, format!("{name} {}\n", env!("CARGO_PKG_VERSION")));
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        for want in defaults.iter().chain(env) {
+            assert!(help.contains(want), "{name} --help lacks {want}:\n{help}");
+        }
+    }
+}
