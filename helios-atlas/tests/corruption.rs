@@ -390,3 +390,33 @@ fn a_version_1_last_segment_is_read_and_left_as_is() {
         ("1".into(), "2".into())
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fresh_data_dir_and_its_files_are_owner_only_from_creation() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a").join("data");
+    let db = Atlas::open(&dir, options()).unwrap();
+    db.set("k", "v").unwrap();
+    db.snapshot().unwrap();
+    db.set("k2", "v").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The parent created on the way is private too.
+    assert_eq!(mode(&tmp.path().join("a")), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert!(names.iter().any(|n| n.starts_with("aof-")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("snapshot-")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"LOCK".to_owned()), "{names:?}");
+    drop(db);
+}

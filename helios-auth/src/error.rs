@@ -15,9 +15,20 @@ pub enum AuthError {
         /// How long until the lockout ends.
         retry_after_ms: u64,
     },
-    /// The account is disabled.
+    /// The account is disabled (said to the holder of a token or refresh token; a login
+    /// to a disabled account is `InvalidCredentials`, so it is no password oracle).
     #[error("account is disabled")]
     Disabled,
+    /// The acting user would grant, take or change what it does not hold itself (a role
+    /// granting a permission it lacks, or an admin's account without `admin:*`).
+    #[error("not allowed: {reason}")]
+    PrivilegeEscalation {
+        /// What is missing.
+        reason: String,
+    },
+    /// The change would leave no enabled user holding `admin:*`.
+    #[error("the last enabled admin cannot be removed, disabled or lose admin:*")]
+    LastAdmin,
     /// The username is taken (case-insensitively).
     #[error("username {0:?} is taken")]
     UsernameTaken(String),

@@ -4,9 +4,10 @@
 //! Synchronous and deterministic: time comes from an injected [`helios_core::Clock`],
 //! randomness from an injected [`Randomness`]. Modules:
 //! - [`store`]: [`Auth`], the users/sessions/roles service and its ATLAS records;
-//! - [`jwt`]: the key ring and token checks; [`password`]: rules and bcrypt;
-//! - [`rbac`]: permission patterns and the pure `authorize`;
-//! - [`throttle`]: login lockouts; [`ratelimit`]: per-client token buckets;
+//! - [`jwt`]: the key ring and token checks; [`password`]: rules (zxcvbn) and bcrypt;
+//! - [`rbac`]: permission patterns, the pure `authorize` and `covers`;
+//! - [`throttle`]: login lockouts of (username, client) pairs and clients, and a bounded
+//!   per-username delay; [`ratelimit`]: per-client token buckets;
 //! - [`random`]: the randomness sources.
 
 pub mod error;

@@ -1,5 +1,10 @@
 //! Password rules and hashing (bcrypt, never truncating).
 //!
+//! Rules of a new password ([`check_rules`]): 10 characters or more (configurable), at most
+//! [`PASSWORD_SIZE_MAX`] bytes, not blank, not the username, and a zxcvbn score of
+//! [`STRENGTH_SCORE_MIN`] or more with the username counted against it. zxcvbn reads only
+//! the first 100 characters, so the check is bounded whatever the input.
+//!
 //! bcrypt only reads the first 72 bytes of a password, and the `bcrypt` crate's `hash`
 //! silently truncates (its `non_truncating_*` functions refuse 72 bytes and more, counting
 //! the terminating NUL). Here passwords of 72 bytes or more are pre-hashed: SHA-256 of the
@@ -24,26 +29,49 @@ fn prehash(password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(d.as_ref())
 }
 
-/// Checks the password rules: at least `len_min` characters, at most
-/// [`PASSWORD_SIZE_MAX`] bytes, not all whitespace.
-pub fn check_rules(password: &str, len_min: usize) -> Result<()> {
+/// Lowest zxcvbn score accepted (of 0..=4): "safely unguessable" for an online attack.
+pub const STRENGTH_SCORE_MIN: u8 = 3;
+
+/// Checks the rules of a new password, for the user `username`: at least `len_min`
+/// characters, at most [`PASSWORD_SIZE_MAX`] bytes, not blank, not the username, and a
+/// zxcvbn score of at least [`STRENGTH_SCORE_MIN`] with the username counted against it
+/// (common passwords, dictionary words, keyboard walks, repeats and dates score low).
+/// `field` names the input in the error (`password`, `new_password`,
+/// `HELIOS_ADMIN_PASSWORD`); the reason says why, with zxcvbn's warning when it has one.
+pub fn check_rules(
+    field: &'static str,
+    password: &str,
+    username: &str,
+    len_min: usize,
+) -> Result<()> {
+    let invalid = |reason: String| AuthError::Invalid { field, reason };
     if password.chars().count() < len_min {
-        return Err(AuthError::Invalid {
-            field: "password",
-            reason: format!("must be at least {len_min} characters"),
-        });
+        return Err(invalid(format!("must be at least {len_min} characters")));
     }
     if password.len() > PASSWORD_SIZE_MAX {
-        return Err(AuthError::Invalid {
-            field: "password",
-            reason: format!("must be at most {PASSWORD_SIZE_MAX} bytes"),
-        });
+        return Err(invalid(format!(
+            "must be at most {PASSWORD_SIZE_MAX} bytes"
+        )));
     }
     if password.trim().is_empty() {
-        return Err(AuthError::Invalid {
-            field: "password",
-            reason: "must not be blank".to_owned(),
-        });
+        return Err(invalid("must not be blank".to_owned()));
+    }
+    if !username.is_empty() && password.trim().eq_ignore_ascii_case(username) {
+        return Err(invalid("must not be the username".to_owned()));
+    }
+    let estimate = zxcvbn::zxcvbn(password, &[username]);
+    let score = u8::from(estimate.score());
+    if score < STRENGTH_SCORE_MIN {
+        let mut reason = format!(
+            "too easy to guess (strength {score} of 4, at least {STRENGTH_SCORE_MIN} needed)"
+        );
+        if let Some(w) = estimate.feedback().and_then(|f| f.warning()) {
+            reason.push_str(": ");
+            reason.push_str(&w.to_string());
+        } else {
+            reason.push_str(": use a longer passphrase of unrelated words");
+        }
+        return Err(invalid(reason));
     }
     Ok(())
 }
@@ -110,9 +138,40 @@ mod tests {
         assert!(verify("correct horse", &h));
         assert!(!verify("correct horsf", &h));
         assert!(!verify("x", "not a hash"));
-        assert!(check_rules("short", 10).is_err());
-        assert!(check_rules("          ", 10).is_err());
-        assert!(check_rules(&"y".repeat(2000), 10).is_err());
-        assert!(check_rules("long enough pw", 10).is_ok());
+    }
+
+    fn reason(field: &'static str, pw: &str, user: &str) -> String {
+        match check_rules(field, pw, user, 10) {
+            Err(AuthError::Invalid { field: f, reason }) => {
+                assert_eq!(f, field);
+                reason
+            }
+            other => panic!("{pw:?}: expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_refuse_short_blank_huge_the_username_and_guessable_passwords() {
+        assert!(reason("password", "short", "bob").contains("at least 10"));
+        assert!(reason("password", "          ", "bob").contains("blank"));
+        assert!(reason("password", &"y".repeat(2000), "bob").contains("at most"));
+        assert!(reason("new_password", "Marguerite-77", "marguerite-77").contains("username"));
+        // Common passwords and repeats are refused with zxcvbn's warning, naming the field.
+        let r = reason("HELIOS_ADMIN_PASSWORD", "password123", "admin");
+        assert!(
+            r.contains("too easy to guess") && r.contains("common"),
+            "{r}"
+        );
+        assert!(reason("password", &"q".repeat(72), "bob").contains("Repeats"));
+        // The username counts against the score.
+        check_rules("password", "Qwopfrank2024!", "someone", 10).unwrap();
+        assert!(reason("password", "Qwopfrank2024!", "qwopfrank").contains("guess"));
+        for strong in [
+            "tangerine-kayak-47-violet",
+            "correct horse battery",
+            "admin password 1",
+        ] {
+            check_rules("password", strong, "admin", 10).unwrap();
+        }
     }
 }

@@ -16,14 +16,33 @@
 //! applies to the very next request. Verification needs no write and no fsync.
 //!
 //! Timing: a login for an unknown user verifies the password against a dummy hash of the
-//! same cost, so it costs the same time as a wrong password for a known user.
+//! same cost, so it costs the same time as a wrong password for a known user; a login to a
+//! disabled account runs the same check and answers exactly like a wrong password (the
+//! right password is not counted as a failure, so its owner is not throttled).
+//!
+//! Throttling ([`crate::throttle`]): failures lock the (username, client) pair and the
+//! client; a username's failures from anywhere only add a bounded delay
+//! ([`Auth::login_delay_ms`], served by the caller before [`Auth::login`]), so nobody can
+//! lock somebody else out.
+//!
+//! Sessions: every access and refresh token carries the user's session epoch
+//! (`session_epoch` in the user record). A password change or a disable bumps it, so every
+//! earlier token (access and refresh, every family) is refused for good, also after a
+//! re-enable, and also when the access token's signature check was cached.
+//!
+//! Privilege (the `*_as` methods take the acting user's id): granting, taking, editing or
+//! deleting a role needs every permission the role grants (before and after an edit);
+//! only an `admin:*` holder may disable, delete or change the roles of a user who holds
+//! `admin:*`. Whatever the actor (the methods without `_as` act as the system: bootstrap,
+//! tools, tests), no change may leave a store that has an enabled `admin:*` holder without
+//! one. Each check runs under the write lock with the write it guards.
 
 use crate::error::{AuthError, Result};
 use crate::jwt::{Claims, JwtConfig, KeyRing};
 use crate::password;
 use crate::random::{Randomness, hex_token, sha256_hex};
 use crate::rbac::{self, Role};
-use crate::throttle::{Lockout, Throttle, ThrottleConfig};
+use crate::throttle::{Lockout, LoginKeys, Throttle, ThrottleConfig};
 use base64::Engine as _;
 use helios_atlas::{Atlas, Expiry, Precondition, WriteBatch};
 use helios_core::Clock;
@@ -61,7 +80,7 @@ pub struct User {
     pub password_hash: String,
     /// Disabled users cannot log in, and their tokens stop working.
     pub disabled: bool,
-    /// Bumped by a password change: every earlier session ends.
+    /// Bumped by a password change and by a disable: every earlier session ends for good.
     pub session_epoch: u64,
     /// Registration time, ms.
     pub created_at_ms: u64,
@@ -114,6 +133,121 @@ struct Session {
 struct Index {
     users: HashMap<String, Session>,
     roles: HashMap<String, Vec<String>>,
+}
+
+/// Who asks for a change: a user, checked against its own permissions, or the system
+/// (bootstrap, tools, tests), which is not.
+#[derive(Debug, Clone, Copy)]
+enum Actor<'a> {
+    System,
+    User(&'a str),
+}
+
+impl Index {
+    /// Whether `roles` grant `permission`, whatever the user's state.
+    fn roles_grant(&self, roles: &[String], permission: &str) -> bool {
+        roles.iter().any(|r| {
+            self.roles
+                .get(r)
+                .is_some_and(|ps| rbac::authorize(ps.iter().map(String::as_str), permission))
+        })
+    }
+
+    /// Whether user `id` holds `admin:*` through its roles (enabled or not).
+    fn holds_admin(&self, id: &str) -> bool {
+        self.users
+            .get(id)
+            .is_some_and(|s| self.roles_grant(&s.roles, rbac::perms::ADMIN_ALL))
+    }
+
+    /// The permission patterns an enabled user holds (none for a missing or disabled one).
+    fn held(&self, id: &str) -> Vec<&str> {
+        match self.users.get(id) {
+            Some(s) if !s.disabled => s
+                .roles
+                .iter()
+                .filter_map(|r| self.roles.get(r))
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The actor must hold every pattern of `granted` (a role being granted, taken,
+    /// edited or deleted).
+    fn check_covers(&self, actor: Actor<'_>, granted: &[String], what: &str) -> Result<()> {
+        let Actor::User(id) = actor else {
+            return Ok(());
+        };
+        let held = self.held(id);
+        match granted
+            .iter()
+            .find(|p| !rbac::covers(held.iter().copied(), p))
+        {
+            Some(p) => Err(AuthError::PrivilegeEscalation {
+                reason: format!("{what} needs {p}, which you do not hold"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Only an `admin:*` holder may change the account or roles of one.
+    fn check_admin_target(&self, actor: Actor<'_>, target: &str) -> Result<()> {
+        let Actor::User(id) = actor else {
+            return Ok(());
+        };
+        if self.holds_admin(target) && !rbac::covers(self.held(id), rbac::perms::ADMIN_ALL) {
+            return Err(AuthError::PrivilegeEscalation {
+                reason: "only an admin:* holder may change the account or roles of a user \
+                         who holds admin:*"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether an enabled user holds `admin:*` once `user` (`None`: deleted) replaces
+    /// that user's session and `role` (`None`: deleted) replaces that role's patterns.
+    fn any_admin_with(
+        &self,
+        user: Option<(&str, Option<&Session>)>,
+        role: Option<(&str, Option<&[String]>)>,
+    ) -> bool {
+        let grants_admin = |roles: &[String]| {
+            roles.iter().any(|r| {
+                let patterns = match role {
+                    Some((name, changed)) if name == r => changed,
+                    _ => self.roles.get(r).map(Vec::as_slice),
+                };
+                patterns.is_some_and(|ps| {
+                    rbac::authorize(ps.iter().map(String::as_str), rbac::perms::ADMIN_ALL)
+                })
+            })
+        };
+        self.users.iter().any(|(id, s)| {
+            let s = match user {
+                Some((changed_id, changed)) if changed_id == id => match changed {
+                    Some(c) => c,
+                    None => return false,
+                },
+                _ => s,
+            };
+            !s.disabled && grants_admin(&s.roles)
+        })
+    }
+
+    /// Refuses a change that would leave a store with an enabled admin without one.
+    fn check_last_admin(
+        &self,
+        user: Option<(&str, Option<&Session>)>,
+        role: Option<(&str, Option<&[String]>)>,
+    ) -> Result<()> {
+        if self.any_admin_with(None, None) && !self.any_admin_with(user, role) {
+            return Err(AuthError::LastAdmin);
+        }
+        Ok(())
+    }
 }
 
 /// Users, passwords, tokens and roles. `Send + Sync`.
@@ -237,15 +371,25 @@ impl Auth {
             dummy_hash,
         };
         auth.load()?;
-        if auth.index.read().roles.is_empty() {
-            // All default roles in one batch: a crash never leaves half of them.
+        // Default roles a store lacks (all of them on a fresh store; on an older one, those
+        // added since, such as `worker`) are created in one batch: a crash never leaves
+        // half of them. Existing roles, edited or not, are left as they are.
+        let missing: Vec<rbac::Role> = {
+            let idx = auth.index.read();
+            rbac::default_roles()
+                .into_iter()
+                .filter(|r| !idx.roles.contains_key(&r.name))
+                .collect()
+        };
+        if !missing.is_empty() {
             let mut b = WriteBatch::new();
-            for role in rbac::default_roles() {
-                b.set(role_key(&role.name), json(&role), Expiry::Never);
+            for role in &missing {
+                b.set(role_key(&role.name), json(role), Expiry::Never);
             }
             auth.atlas.write_batch(b)?;
             let mut idx = auth.index.write();
-            for role in rbac::default_roles() {
+            for role in missing {
+                tracing::info!(role = %role.name, "created a default role");
                 idx.roles.insert(role.name, role.permissions);
             }
         }
@@ -331,7 +475,7 @@ impl Auth {
     /// Creates a user with `roles` (admins, bootstrap).
     pub fn create_user(&self, username: &str, password: &str, roles: &[&str]) -> Result<UserView> {
         check_username(username)?;
-        password::check_rules(password, self.config.password_len_min)?;
+        password::check_rules("password", password, username, self.config.password_len_min)?;
         {
             let idx = self.index.read();
             if let Some(r) = roles.iter().find(|r| !idx.roles.contains_key(**r)) {
@@ -405,23 +549,75 @@ impl Auth {
         }
     }
 
-    /// Logs in: throttled per username and per client; unknown users cost the same time.
+    /// The delay a login (or password change) for `username` must wait before its check,
+    /// ms: 0 normally; after repeated failures on the name from anywhere, up to the
+    /// throttle's `user_delay_ms_max` (seconds). Never a refusal: the caller sleeps it
+    /// (the gateway does, off the blocking pool), so guesses spread over many addresses are
+    /// slowed while the right password still gets through.
+    pub fn login_delay_ms(&self, username: &str) -> u64 {
+        if check_username(username).is_err() {
+            return 0;
+        }
+        self.throttle
+            .delay_for(&crate::throttle::user_key(username), self.now_ms())
+    }
+
+    /// Counts an attempt against the (username, client) pair and the client, refusing it
+    /// if either is locked.
+    fn throttle_gate(&self, keys: &LoginKeys, now: u64) -> Result<()> {
+        if let Some(ms) = self.throttle.attempt(&keys.pair, now) {
+            return Err(AuthError::LockedOut { retry_after_ms: ms });
+        }
+        if let Some(ms) = self.throttle.attempt(&keys.client, now) {
+            self.throttle.refund(&keys.pair);
+            return Err(AuthError::LockedOut { retry_after_ms: ms });
+        }
+        Ok(())
+    }
+
+    /// The right password: the pair starts over, the client and the username get one
+    /// attempt back (they are not cleared: an attacker's own account must not reset them).
+    fn throttle_passed(&self, keys: &LoginKeys) {
+        self.throttle.success(&keys.pair);
+        self.throttle.refund(&keys.client);
+        self.throttle.refund(&keys.user);
+    }
+
+    /// Logs in: [`Auth::authenticate`]'s check, then a new session (a token pair).
     pub fn login(&self, username: &str, password: &str, client: &str) -> Result<TokenPair> {
+        let user = self.check_password(username, password, client)?;
+        let family = hex_token(&*self.rng, 16);
+        self.issue(&user.id, user.session_epoch, &family, None)
+    }
+
+    /// Checks a username and password from `client` (an address), as every password login
+    /// does (the gateway's [`Auth::login`], helios-atlasd's `AUTH`). Throttled per
+    /// (username, client) pair and per client (locks), and per username (a bounded delay
+    /// the caller serves first: [`Auth::login_delay_ms`]). Unknown users cost the same time;
+    /// a disabled account answers like a wrong password (`InvalidCredentials`) after the
+    /// same check, without counting the right password as a failure. Blocking (bcrypt).
+    pub fn authenticate(&self, username: &str, password: &str, client: &str) -> Result<UserView> {
+        let user = self.check_password(username, password, client)?;
+        Ok(self.user(&user.id).unwrap_or(UserView {
+            id: user.id,
+            username: user.username,
+            roles: Vec::new(),
+            disabled: user.disabled,
+        }))
+    }
+
+    /// The password check of [`Auth::authenticate`] (and so of [`Auth::login`]).
+    fn check_password(&self, username: &str, password: &str, client: &str) -> Result<User> {
         let now = self.now_ms();
         // Names that break the (public) rules cannot exist: refuse them before anything,
         // so they cannot fill the throttle with huge keys. Same for oversized passwords.
         if check_username(username).is_err() || password.len() > password::PASSWORD_SIZE_MAX {
             return Err(AuthError::InvalidCredentials);
         }
-        let user_throttle_key = format!("user:{}", username.to_ascii_lowercase());
-        let client_throttle_key = crate::throttle::client_key(client);
+        let keys = LoginKeys::new(username, client);
         // The attempt counts before the slow check, so parallel guesses cannot slip
-        // through a window; a success takes it back.
-        for k in [&user_throttle_key, &client_throttle_key] {
-            if let Some(ms) = self.throttle.attempt(k, now) {
-                return Err(AuthError::LockedOut { retry_after_ms: ms });
-            }
-        }
+        // through a window; the right password takes it back.
+        self.throttle_gate(&keys, now)?;
         let user = self
             .user_id_by_name(username)
             .and_then(|id| self.user_record(&id).ok());
@@ -433,17 +629,14 @@ impl Auth {
             }
         };
         let Some(user) = user.filter(|_| ok) else {
+            self.throttle.count(&keys.user, now);
             return Err(AuthError::InvalidCredentials);
         };
+        self.throttle_passed(&keys);
         if user.disabled {
-            return Err(AuthError::Disabled);
+            return Err(AuthError::InvalidCredentials);
         }
-        // A success clears the username's failures. The client's are not cleared (an
-        // attacker's own account must not reset its spray budget); they decay instead.
-        self.throttle.success(&user_throttle_key);
-        self.throttle.refund(&client_throttle_key);
-        let family = hex_token(&*self.rng, 16);
-        self.issue(&user.id, user.session_epoch, &family, None)
+        Ok(user)
     }
 
     /// Writes a new refresh token (rotating `previous` if given, atomically) and signs an
@@ -556,7 +749,7 @@ impl Auth {
             return Err(AuthError::Disabled);
         }
         if session.epoch != record.epoch {
-            return Err(invalid("password changed since"));
+            return Err(invalid("sessions ended since (password change or disable)"));
         }
         let (user, epoch, family) = (record.user.clone(), record.epoch, record.family.clone());
         match self.issue(&user, epoch, &family, Some((key, bytes.to_vec(), record))) {
@@ -619,21 +812,29 @@ impl Auth {
         match self.index.read().users.get(&claims.sub) {
             None => Err(invalid("user gone")),
             Some(s) if s.disabled => Err(AuthError::Disabled),
-            Some(s) if s.epoch != claims.sep => Err(invalid("password changed since")),
+            Some(s) if s.epoch != claims.sep => {
+                Err(invalid("sessions ended since (password change or disable)"))
+            }
             Some(_) => Ok(claims),
         }
     }
 
-    /// Logout: revokes the access token (until its expiry) and its refresh family.
+    /// Logout: revokes the access token (until its expiry) and its refresh family. The
+    /// arithmetic on the token's `exp` saturates, whatever the claims say.
     pub fn logout(&self, claims: &Claims) -> Result<()> {
-        let leeway_ms = self.keys.read().config().leeway_s * 1000;
-        let until = (claims.exp * 1000).saturating_add(leeway_ms);
-        let family_until = self.now_ms().saturating_add(self.config.refresh_ttl_ms);
+        let leeway_ms = self.keys.read().config().leeway_s.saturating_mul(1000);
+        let now = self.now_ms();
+        let until = claims
+            .exp
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(leeway_ms))
+            .unwrap_or(u64::MAX);
+        let family_until = now.saturating_add(self.config.refresh_ttl_ms);
         let mut b = WriteBatch::new();
         b.set(
             jti_key(&claims.jti),
             "revoked",
-            Expiry::AtMs(until.max(self.now_ms() + 1)),
+            Expiry::AtMs(until.max(now.saturating_add(1))),
         )
         .set(
             family_key(&claims.fam),
@@ -658,8 +859,24 @@ impl Auth {
             })
     }
 
-    fn update_user(&self, id: &str, f: impl FnOnce(&mut User)) -> Result<User> {
-        let _w = self.writes.lock();
+    /// Whether `user_id` holds `permission` or some narrowing of it now
+    /// ([`rbac::grants_some`]: `jobs:work:emails` is some of `jobs:work`). A route's first
+    /// check when the exact permission depends on the object; [`Auth::authorize`] follows.
+    pub fn authorize_some(&self, user_id: &str, permission: &str) -> bool {
+        let idx = self.index.read();
+        let Some(s) = idx.users.get(user_id) else {
+            return false;
+        };
+        !s.disabled
+            && s.roles.iter().any(|r| {
+                idx.roles.get(r).is_some_and(|ps| {
+                    rbac::authorize_some(ps.iter().map(String::as_str), permission)
+                })
+            })
+    }
+
+    /// Rewrites a user record; the caller holds `self.writes`.
+    fn update_user_locked(&self, id: &str, f: impl FnOnce(&mut User)) -> Result<User> {
         let mut user = self.user_record(id)?;
         f(&mut user);
         self.atlas.set(&user_key(id), json(&user))?;
@@ -670,32 +887,108 @@ impl Auth {
         Ok(user)
     }
 
-    /// Changes a password after checking the old one; every session of the user ends.
-    pub fn change_password(&self, user_id: &str, old: &str, new: &str) -> Result<()> {
-        password::check_rules(new, self.config.password_len_min)?;
+    /// Changes the password of `user_id` after checking `current` (throttled like a login
+    /// from `client`; the caller serves [`Auth::login_delay_ms`] first) and the rules
+    /// (field `new_password`). Every session of the user ends (the session epoch moves);
+    /// the returned pair is the caller's new session.
+    pub fn change_password(
+        &self,
+        user_id: &str,
+        current: &str,
+        new: &str,
+        client: &str,
+    ) -> Result<TokenPair> {
+        let username = self
+            .index
+            .read()
+            .users
+            .get(user_id)
+            .map(|s| s.username.clone())
+            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+        password::check_rules("new_password", new, &username, self.config.password_len_min)?;
+        let now = self.now_ms();
+        let keys = LoginKeys::new(&username, client);
+        self.throttle_gate(&keys, now)?;
         let user = self.user_record(user_id)?;
-        if !password::verify(old, &user.password_hash) {
+        if !password::verify(current, &user.password_hash) {
+            self.throttle.count(&keys.user, now);
             return Err(AuthError::InvalidCredentials);
+        }
+        self.throttle_passed(&keys);
+        if user.disabled {
+            return Err(AuthError::Disabled);
         }
         let mut salt = [0u8; 16];
         self.rng.fill(&mut salt);
         let hash = password::hash(new, self.config.bcrypt_cost, salt)?;
-        self.update_user(user_id, |u| {
-            u.password_hash = hash;
-            u.session_epoch += 1;
+        let user = {
+            let _w = self.writes.lock();
+            self.update_user_locked(user_id, |u| {
+                u.password_hash = hash;
+                u.session_epoch = u.session_epoch.saturating_add(1);
+            })?
+        };
+        let family = hex_token(&*self.rng, 16);
+        self.issue(user_id, user.session_epoch, &family, None)
+    }
+
+    /// Disables or enables a user, as the system (see [`Auth::set_disabled_as`]).
+    pub fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
+        self.set_disabled_by(Actor::System, user_id, disabled)
+    }
+
+    /// Disables or enables a user on behalf of `actor` (a user id): only an `admin:*`
+    /// holder may change an admin's account, and the last enabled admin cannot be
+    /// disabled. Disabling ends every session of the user for good (the session epoch
+    /// moves: a later enable does not bring old tokens back).
+    pub fn set_disabled_as(&self, actor: &str, user_id: &str, disabled: bool) -> Result<()> {
+        self.set_disabled_by(Actor::User(actor), user_id, disabled)
+    }
+
+    fn set_disabled_by(&self, actor: Actor<'_>, user_id: &str, disabled: bool) -> Result<()> {
+        let _w = self.writes.lock();
+        {
+            let idx = self.index.read();
+            let s = idx
+                .users
+                .get(user_id)
+                .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+            idx.check_admin_target(actor, user_id)?;
+            if disabled {
+                let after = Session {
+                    disabled: true,
+                    ..s.clone()
+                };
+                idx.check_last_admin(Some((user_id, Some(&after))), None)?;
+            }
+        }
+        self.update_user_locked(user_id, |u| {
+            if disabled {
+                u.session_epoch = u.session_epoch.saturating_add(1);
+            }
+            u.disabled = disabled;
         })?;
         Ok(())
     }
 
-    /// Disables or enables a user; a disabled user's tokens stop working at once.
-    pub fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
-        self.update_user(user_id, |u| u.disabled = disabled)?;
-        Ok(())
+    /// Deletes a user (record, name and roles), as the system.
+    pub fn delete_user(&self, user_id: &str) -> Result<()> {
+        self.delete_user_by(Actor::System, user_id)
     }
 
-    /// Deletes a user (record, name and roles).
-    pub fn delete_user(&self, user_id: &str) -> Result<()> {
+    /// Deletes a user on behalf of `actor`: only an `admin:*` holder may delete an admin,
+    /// and never the last enabled one.
+    pub fn delete_user_as(&self, actor: &str, user_id: &str) -> Result<()> {
+        self.delete_user_by(Actor::User(actor), user_id)
+    }
+
+    fn delete_user_by(&self, actor: Actor<'_>, user_id: &str) -> Result<()> {
         let _w = self.writes.lock();
+        {
+            let idx = self.index.read();
+            idx.check_admin_target(actor, user_id)?;
+            idx.check_last_admin(Some((user_id, None)), None)?;
+        }
         let user = self.user_record(user_id)?;
         let mut b = WriteBatch::new();
         b.delete(user_key(user_id))
@@ -739,18 +1032,28 @@ impl Auth {
         v
     }
 
-    fn set_user_roles(&self, user_id: &str, f: impl FnOnce(&mut Vec<String>)) -> Result<()> {
+    /// Changes a user's roles: `check` sees the index and the roles after the change,
+    /// under the write lock, before anything is written.
+    fn set_user_roles(
+        &self,
+        user_id: &str,
+        f: impl FnOnce(&mut Vec<String>),
+        check: impl FnOnce(&Index, &Session) -> Result<()>,
+    ) -> Result<()> {
         let _w = self.writes.lock();
-        let mut roles = self
-            .index
-            .read()
-            .users
-            .get(user_id)
-            .map(|s| s.roles.clone())
-            .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
-        f(&mut roles);
-        roles.sort();
-        roles.dedup();
+        let roles = {
+            let idx = self.index.read();
+            let mut after = idx
+                .users
+                .get(user_id)
+                .cloned()
+                .ok_or_else(|| AuthError::UserNotFound(user_id.to_owned()))?;
+            f(&mut after.roles);
+            after.roles.sort();
+            after.roles.dedup();
+            check(&idx, &after)?;
+            after.roles
+        };
         self.atlas.set(&user_roles_key(user_id), json(&roles))?;
         if let Some(s) = self.index.write().users.get_mut(user_id) {
             s.roles = roles;
@@ -758,26 +1061,83 @@ impl Auth {
         Ok(())
     }
 
-    /// Gives a user a role (takes effect on the next request).
+    /// Gives a user a role (takes effect on the next request), as the system.
     pub fn assign_role(&self, user_id: &str, role: &str) -> Result<()> {
-        if !self.index.read().roles.contains_key(role) {
-            return Err(AuthError::RoleNotFound(role.to_owned()));
-        }
-        self.set_user_roles(user_id, |r| r.push(role.to_owned()))
+        self.assign_role_by(Actor::System, user_id, role)
     }
 
-    /// Takes a role from a user.
+    /// Gives a user a role on behalf of `actor`, who must hold every permission the role
+    /// grants (and `admin:*` to change an admin's roles).
+    pub fn assign_role_as(&self, actor: &str, user_id: &str, role: &str) -> Result<()> {
+        self.assign_role_by(Actor::User(actor), user_id, role)
+    }
+
+    fn assign_role_by(&self, actor: Actor<'_>, user_id: &str, role: &str) -> Result<()> {
+        self.set_user_roles(
+            user_id,
+            |r| r.push(role.to_owned()),
+            |idx, _| {
+                let granted = idx
+                    .roles
+                    .get(role)
+                    .ok_or_else(|| AuthError::RoleNotFound(role.to_owned()))?;
+                idx.check_covers(actor, granted, &format!("granting role {role:?}"))?;
+                idx.check_admin_target(actor, user_id)
+            },
+        )
+    }
+
+    /// Takes a role from a user, as the system (never the last admin's `admin:*`).
     pub fn revoke_role(&self, user_id: &str, role: &str) -> Result<()> {
-        self.set_user_roles(user_id, |r| r.retain(|x| x != role))
+        self.revoke_role_by(Actor::System, user_id, role)
     }
 
-    /// Creates or replaces a role.
+    /// Takes a role from a user on behalf of `actor`, who must hold every permission the
+    /// role grants (and `admin:*` to change an admin's roles).
+    pub fn revoke_role_as(&self, actor: &str, user_id: &str, role: &str) -> Result<()> {
+        self.revoke_role_by(Actor::User(actor), user_id, role)
+    }
+
+    fn revoke_role_by(&self, actor: Actor<'_>, user_id: &str, role: &str) -> Result<()> {
+        self.set_user_roles(
+            user_id,
+            |r| r.retain(|x| x != role),
+            |idx, after| {
+                if let Some(granted) = idx.roles.get(role) {
+                    idx.check_covers(actor, granted, &format!("taking role {role:?}"))?;
+                }
+                idx.check_admin_target(actor, user_id)?;
+                idx.check_last_admin(Some((user_id, Some(after))), None)
+            },
+        )
+    }
+
+    /// Creates or replaces a role, as the system.
     pub fn put_role(&self, name: &str, permissions: Vec<String>) -> Result<()> {
+        self.put_role_by(Actor::System, name, permissions)
+    }
+
+    /// Creates or replaces a role on behalf of `actor`, who must hold every permission the
+    /// role grants, before and after. Never leaves the store without an enabled admin.
+    pub fn put_role_as(&self, actor: &str, name: &str, permissions: Vec<String>) -> Result<()> {
+        self.put_role_by(Actor::User(actor), name, permissions)
+    }
+
+    fn put_role_by(&self, actor: Actor<'_>, name: &str, permissions: Vec<String>) -> Result<()> {
         rbac::check_role_name(name)?;
         for p in &permissions {
             rbac::check_pattern(p)?;
         }
         let _w = self.writes.lock();
+        {
+            let idx = self.index.read();
+            let what = format!("editing role {name:?}");
+            idx.check_covers(actor, &permissions, &what)?;
+            if let Some(old) = idx.roles.get(name) {
+                idx.check_covers(actor, old, &what)?;
+            }
+            idx.check_last_admin(None, Some((name, Some(&permissions))))?;
+        }
         let role = Role {
             name: name.to_owned(),
             permissions: permissions.clone(),
@@ -790,11 +1150,26 @@ impl Auth {
         Ok(())
     }
 
-    /// Deletes a role (users keep the name, which then grants nothing).
+    /// Deletes a role (users keep the name, which then grants nothing), as the system.
     pub fn delete_role(&self, name: &str) -> Result<()> {
+        self.delete_role_by(Actor::System, name)
+    }
+
+    /// Deletes a role on behalf of `actor`, who must hold every permission it grants.
+    pub fn delete_role_as(&self, actor: &str, name: &str) -> Result<()> {
+        self.delete_role_by(Actor::User(actor), name)
+    }
+
+    fn delete_role_by(&self, actor: Actor<'_>, name: &str) -> Result<()> {
         let _w = self.writes.lock();
-        if !self.index.read().roles.contains_key(name) {
-            return Err(AuthError::RoleNotFound(name.to_owned()));
+        {
+            let idx = self.index.read();
+            let old = idx
+                .roles
+                .get(name)
+                .ok_or_else(|| AuthError::RoleNotFound(name.to_owned()))?;
+            idx.check_covers(actor, old, &format!("deleting role {name:?}"))?;
+            idx.check_last_admin(None, Some((name, None)))?;
         }
         self.atlas.delete(&role_key(name))?;
         self.index.write().roles.remove(name);
@@ -816,14 +1191,20 @@ impl Auth {
         v
     }
 
-    /// Current lockouts (for admins).
+    /// Current lockouts and delays (for admins), by key.
     pub fn lockouts(&self) -> Vec<Lockout> {
         self.throttle.lockouts(self.now_ms())
     }
 
-    /// Lifts a lockout (`user:{name}` or `client:{id}`).
-    pub fn lift_lockout(&self, key: &str) -> bool {
-        self.throttle.lift(key)
+    /// Lifts what slows `who` down: a username (case-insensitive) lifts its `user:` delay
+    /// and every `pair:{username}@...` lock; a key with a `:` (`client:10.0.0.3`,
+    /// `pair:bob@10.0.0.3`) lifts that key. Returns how many keys were lifted.
+    pub fn lift_lockout(&self, who: &str) -> usize {
+        if who.contains(':') {
+            usize::from(self.throttle.lift(who))
+        } else {
+            self.throttle.lift_username(who)
+        }
     }
 
     /// Replaces the JWT key ring (key rotation): checked before it takes effect.

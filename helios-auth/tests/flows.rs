@@ -3,13 +3,14 @@
 mod common;
 
 use common::*;
-use helios_auth::rbac::perms;
+use helios_auth::rbac::{self, perms};
 use helios_auth::{AuthError, RateLimitConfig, RateLimiter, ThrottleConfig};
 use helios_core::{Clock, TokenBucketConfig};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
-const PW: &str = "correct horse battery";
+const PW: &str = "tangerine-kayak-47-violet";
+const NEW_PW: &str = "marmalade-zeppelin-93-quartz";
 
 #[test]
 fn registration_rules_and_case_insensitive_uniqueness() {
@@ -60,12 +61,14 @@ fn registration_rules_and_case_insensitive_uniqueness() {
 }
 
 #[test]
-fn throttling_locks_out_grows_and_can_be_lifted() {
+fn throttling_locks_the_pair_and_the_client_and_only_delays_the_name() {
     let mut c = config();
     c.throttle = ThrottleConfig {
         failures_before_lock: 3,
         lock_ms_base: 1_000,
         lock_ms_max: 10_000,
+        user_delay_ms_base: 500,
+        user_delay_ms_max: 2_000,
         keys_max: 1_000,
     };
     let e = env_with(c);
@@ -76,16 +79,29 @@ fn throttling_locks_out_grows_and_can_be_lifted() {
             Err(AuthError::InvalidCredentials)
         ));
     }
-    match e.auth.login("dave", PW, "10.0.0.2") {
+    // That address is locked out of that name, even with the right password...
+    match e.auth.login("dave", PW, "10.0.0.1") {
         Err(AuthError::LockedOut { retry_after_ms }) => assert_eq!(retry_after_ms, 1_000),
         other => panic!("{other:?}"),
     }
-    let locks = e.auth.lockouts();
-    assert!(locks.iter().any(|l| l.key == "user:dave"));
-    assert!(e.auth.lift_lockout("user:dave"));
+    // ...but the name is only delayed: the right password from another address works.
+    assert_eq!(e.auth.login_delay_ms("DAVE"), 500);
     e.auth.login("dave", PW, "10.0.0.2").unwrap();
+    let locks = e.auth.lockouts();
+    assert!(
+        locks
+            .iter()
+            .any(|l| l.key == "pair:dave@10.0.0.1" && l.remaining_ms == 1_000),
+        "{locks:?}"
+    );
+    assert_eq!(
+        e.auth.lift_lockout("Dave"),
+        2,
+        "the pair and the name's count"
+    );
+    e.auth.login("dave", PW, "10.0.0.1").unwrap();
     // A password spray from one client over many (unknown) names locks the client after
-    // four times the per-name threshold, without revealing which names exist.
+    // four times the per-pair threshold, without revealing which names exist.
     for i in 0..12 {
         assert!(matches!(
             e.auth.login(&format!("nobody{i}"), PW, "10.0.0.3"),
@@ -99,11 +115,13 @@ fn throttling_locks_out_grows_and_can_be_lifted() {
     ));
     e.clock.advance_ms(1_000);
     e.auth.login("dave", PW, "10.0.0.3").unwrap();
+    assert_eq!(e.auth.lift_lockout("client:10.0.0.3"), 1);
     // Malformed names never reach the throttle or bcrypt.
     assert!(matches!(
         e.auth.login(&"x".repeat(10_000), PW, "10.0.0.4"),
         Err(AuthError::InvalidCredentials)
     ));
+    assert_eq!(e.auth.login_delay_ms(&"x".repeat(10_000)), 0);
 }
 
 #[test]
@@ -113,12 +131,10 @@ fn password_change_disable_and_delete_end_sessions() {
     let p = e.auth.login("erin", PW, "ip").unwrap();
     assert!(matches!(
         e.auth
-            .change_password(&u.id, "not the password", "new password 123"),
+            .change_password(&u.id, "not the password", NEW_PW, "ip"),
         Err(AuthError::InvalidCredentials)
     ));
-    e.auth
-        .change_password(&u.id, PW, "new password 123")
-        .unwrap();
+    let fresh = e.auth.change_password(&u.id, PW, NEW_PW, "ip").unwrap();
     assert!(
         e.auth.verify_access(&p.access_token).is_err(),
         "old access token"
@@ -127,20 +143,25 @@ fn password_change_disable_and_delete_end_sessions() {
         e.auth.refresh(&p.refresh_token).is_err(),
         "old refresh token"
     );
+    e.auth.verify_access(&fresh.access_token).unwrap();
     assert!(e.auth.login("erin", PW, "ip").is_err());
-    let p = e.auth.login("erin", "new password 123", "ip").unwrap();
+    let p = e.auth.login("erin", NEW_PW, "ip").unwrap();
     e.auth.set_disabled(&u.id, true).unwrap();
     assert!(matches!(
         e.auth.verify_access(&p.access_token),
         Err(AuthError::Disabled)
     ));
     assert!(matches!(
-        e.auth.login("erin", "new password 123", "ip"),
-        Err(AuthError::Disabled)
+        e.auth.login("erin", NEW_PW, "ip"),
+        Err(AuthError::InvalidCredentials)
     ));
     assert!(!e.auth.authorize(&u.id, perms::KV_READ));
     e.auth.set_disabled(&u.id, false).unwrap();
-    e.auth.verify_access(&p.access_token).unwrap();
+    assert!(
+        e.auth.verify_access(&p.access_token).is_err(),
+        "a re-enable does not bring old tokens back"
+    );
+    let p = e.auth.login("erin", NEW_PW, "ip").unwrap();
     e.auth.delete_user(&u.id).unwrap();
     assert!(e.auth.verify_access(&p.access_token).is_err());
     assert!(e.auth.user(&u.id).is_none());
@@ -163,11 +184,13 @@ fn bootstrap_admin_once_with_random_or_given_password() {
     let e = env();
     assert_eq!(
         e.auth
-            .bootstrap_admin(Some("given admin password"))
+            .bootstrap_admin(Some("obsidian-lantern-58-harbor"))
             .unwrap(),
         None
     );
-    e.auth.login("admin", "given admin password", "ip").unwrap();
+    e.auth
+        .login("admin", "obsidian-lantern-58-harbor", "ip")
+        .unwrap();
 }
 
 #[test]
@@ -194,6 +217,29 @@ fn role_changes_apply_to_the_next_check_and_survive_restart() {
     assert!(!e.auth.authorize(&u.id, perms::JOBS_WORK));
     e.auth.revoke_role(&u.id, "user").unwrap();
     assert!(!e.auth.authorize(&u.id, perms::KV_READ));
+}
+
+#[test]
+fn a_store_from_before_a_default_role_gains_it_and_keeps_edited_ones() {
+    let e = env();
+    // A store written before `worker` existed, whose `user` role was edited.
+    e.auth.delete_role("worker").unwrap();
+    e.auth
+        .put_role("user", vec![perms::KV_READ.into()])
+        .unwrap();
+    let e = e.reopen(config());
+    let roles = e.auth.roles();
+    let worker = roles.iter().find(|r| r.name == "worker").unwrap();
+    assert_eq!(
+        worker.permissions,
+        rbac::default_roles()
+            .into_iter()
+            .find(|r| r.name == "worker")
+            .unwrap()
+            .permissions
+    );
+    let user = roles.iter().find(|r| r.name == "user").unwrap();
+    assert_eq!(user.permissions, [perms::KV_READ]);
 }
 
 fn limiter(e: &Env, capacity: u64) -> RateLimiter {
@@ -311,6 +357,8 @@ proptest! {
     #[test]
     fn rbac_matches_the_model(ops in prop::collection::vec(role_op(), 1..40)) {
         let mut e = env();
+        // A standing admin outside the model's roles: the last-admin rule never applies.
+        e.auth.bootstrap_admin(Some("obsidian-lantern-58-harbor")).unwrap();
         let users: Vec<String> = ["u0x", "u1x"].iter().map(|n| {
             let id = e.auth.register(n, PW).unwrap().id;
             e.auth.revoke_role(&id, "user").unwrap();

@@ -9,14 +9,12 @@ use helios_auth::{AuthError, Claims, JwtConfig, KeyConfig, KeyRing, KeyState};
 use helios_core::Clock;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
+const PW: &str = "tangerine-kayak-47-violet";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn login(e: &Env) -> (String, Claims) {
-    e.auth.register("alice", "correct horse battery").unwrap();
-    let pair = e
-        .auth
-        .login("alice", "correct horse battery", "1.2.3.4")
-        .unwrap();
+    e.auth.register("alice", PW).unwrap();
+    let pair = e.auth.login("alice", PW, "1.2.3.4").unwrap();
     let claims = e.auth.verify_access(&pair.access_token).unwrap();
     (pair.access_token, claims)
 }
@@ -178,10 +176,7 @@ fn kid_rotation_unknown_and_retired_keys() {
         ]))
         .unwrap();
     e.auth.verify_access(&old_token).unwrap();
-    let fresh = e
-        .auth
-        .login("alice", "correct horse battery", "ip")
-        .unwrap();
+    let fresh = e.auth.login("alice", PW, "ip").unwrap();
     let header: serde_json::Value = serde_json::from_slice(
         &B64.decode(fresh.access_token.split('.').next().unwrap())
             .unwrap(),
@@ -208,8 +203,8 @@ fn kid_rotation_unknown_and_retired_keys() {
 #[test]
 fn revoked_tokens_and_refresh_reuse() {
     let e = env();
-    e.auth.register("bob", "correct horse battery").unwrap();
-    let p1 = e.auth.login("bob", "correct horse battery", "ip").unwrap();
+    e.auth.register("bob", PW).unwrap();
+    let p1 = e.auth.login("bob", PW, "ip").unwrap();
     let p2 = e.auth.refresh(&p1.refresh_token).unwrap();
     e.auth.verify_access(&p2.access_token).unwrap();
     // Reusing the rotated token revokes the whole family, including the new pair.
@@ -220,7 +215,7 @@ fn revoked_tokens_and_refresh_reuse() {
     assert!(e.auth.refresh(&p2.refresh_token).is_err());
     refused(&e, &p2.access_token, "family revoked");
     // Logout revokes that access token until its expiry, and its family.
-    let p3 = e.auth.login("bob", "correct horse battery", "ip").unwrap();
+    let p3 = e.auth.login("bob", PW, "ip").unwrap();
     let c3 = e.auth.verify_access(&p3.access_token).unwrap();
     e.auth.logout(&c3).unwrap();
     refused(&e, &p3.access_token, "revoked jti");
@@ -235,16 +230,18 @@ fn revoked_tokens_and_refresh_reuse() {
 #[test]
 fn a_72_byte_password_registers_and_logs_in() {
     let e = env();
-    let p72 = "q".repeat(72);
+    // 72 bytes of a strong passphrase (a run of one character alone is refused as weak).
+    let p72 = format!("{PW:-<72}");
+    assert_eq!(p72.len(), 72);
     e.auth.register("dora", &p72).unwrap();
     e.auth.login("dora", &p72, "ip").unwrap();
-    assert!(e.auth.login("dora", &"q".repeat(71), "ip").is_err());
+    assert!(e.auth.login("dora", &p72[..71], "ip").is_err());
 }
 
 #[test]
 fn long_passwords_sharing_72_bytes_are_not_interchangeable() {
     let e = env();
-    let base = "p".repeat(72);
+    let base = format!("{PW:-<72}");
     e.auth.register("carol", &format!("{base}-one")).unwrap();
     assert!(matches!(
         e.auth.login("carol", &format!("{base}-two"), "ip"),
@@ -302,8 +299,8 @@ fn rs256_and_eddsa_rings_sign_and_verify_and_pin_the_algorithm() {
 #[test]
 fn concurrent_use_of_one_refresh_token_wins_once_then_revokes_the_family() {
     let e = env();
-    e.auth.register("gina", "correct horse battery").unwrap();
-    let p = e.auth.login("gina", "correct horse battery", "ip").unwrap();
+    e.auth.register("gina", PW).unwrap();
+    let p = e.auth.login("gina", PW, "ip").unwrap();
     let auth = std::sync::Arc::new(e.auth);
     let results: Vec<_> = (0..8)
         .map(|_| {

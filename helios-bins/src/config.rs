@@ -42,6 +42,16 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Most open connections; more wait in the accept queue.
     pub connections_max: usize,
+    /// Most open connections from one client address (an IPv6 /64 counts as one); a
+    /// connection past it is closed at once, so one address cannot take the others'
+    /// share of `connections_max`.
+    pub connections_per_address_max: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub http2_streams_max: u32,
+    /// Bytes of request bodies being read at once, over all connections (each body
+    /// reserves its declared length, else `body_size_max`); past it a request waits up to
+    /// a second, then gets 503.
+    pub body_bytes_in_flight_max: u64,
     /// A connection with no request in progress for this long is closed, ms, counted
     /// from its last request's end (or its start), not from its last byte: idle
     /// keep-alive, a socket that never sends anything, or one that trickles a request
@@ -159,6 +169,9 @@ impl Default for GatewayConfig {
                 body_read_timeout_ms: 30_000,
                 request_timeout_ms: 30_000,
                 connections_max: 10_000,
+                connections_per_address_max: 256,
+                http2_streams_max: 100,
+                body_bytes_in_flight_max: 64 * 1024 * 1024,
                 idle_timeout_ms: 60_000,
                 shutdown_grace_ms: 10_000,
             },
@@ -370,6 +383,20 @@ impl GatewayConfig {
         }
         if self.http.connections_max == 0 {
             return Err(err("http.connections_max", "at least 1"));
+        }
+        if self.http.connections_per_address_max == 0 {
+            return Err(err("http.connections_per_address_max", "at least 1"));
+        }
+        if self.http.http2_streams_max == 0 {
+            return Err(err("http.http2_streams_max", "at least 1"));
+        }
+        if self.http.body_bytes_in_flight_max < self.http.body_size_max
+            || self.http.body_bytes_in_flight_max > u64::from(u32::MAX)
+        {
+            return Err(err(
+                "http.body_bytes_in_flight_max",
+                "at least http.body_size_max, at most 4294967295",
+            ));
         }
         if !(4..=31).contains(&self.auth.bcrypt_cost) {
             return Err(err("auth.bcrypt_cost", "4..=31"));

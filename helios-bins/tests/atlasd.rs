@@ -602,8 +602,14 @@ fn auth_and_noauth() {
         .get_connection()
         .unwrap();
     assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+    // The password is never given back, by name or by pattern.
     let cfg: Vec<String> = q(&mut c, &["CONFIG", "GET", "requirepass"]);
-    assert_eq!(cfg, vec!["requirepass".to_string(), "s3cret".into()]);
+    assert_eq!(cfg, vec!["requirepass".to_string(), "<redacted>".into()]);
+    let all: Vec<String> = q(&mut c, &["CONFIG", "GET", "*"]);
+    assert!(all.iter().any(|v| v == "requirepass"), "{all:?}");
+    assert!(!all.iter().any(|v| v.contains("s3cret")), "{all:?}");
+    let pass: Vec<String> = q(&mut c, &["CONFIG", "GET", "*pass*"]);
+    assert_eq!(pass, vec!["requirepass".to_string(), "<redacted>".into()]);
     // No password configured.
     let (_d2, s2) = start();
     let mut c2 = s2.client();
@@ -952,8 +958,9 @@ fn auth_user_pass_checks_helios_auth_users() {
         b"AUTH admin \"admin password 1\"\r\nPING\r\n",
         "+OK\r\n+PONG\r\n",
     );
-    // Five failures lock the username (as the gateway's login): then even the right
-    // password is refused, with the same reply.
+    // Five failures lock the username from this address (the gateway login's throttle,
+    // through `Auth::authenticate`): then even the right password is refused, with the
+    // same reply.
     let mut raw = s.raw();
     for _ in 0..5 {
         expect(
@@ -1358,4 +1365,342 @@ fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
         "{got}"
     );
     s.stop();
+}
+
+// ---- helios-auth users (auth_users: true): scoping and AUTH throttling (issue 17, 3) ----
+
+const ADMIN_PW: &str = "Vermilion-Anchor-Tundra-83";
+const ALICE_PW: &str = "Quartz-Nebula-Falcon-42";
+const BOB_PW: &str = "Copper-Glacier-Lantern-17";
+const RITA_PW: &str = "Saffron-Meadow-Piston-56";
+const DORA_PW: &str = "Indigo-Harbor-Thistle-29";
+
+/// Ids of the users a gateway left in a data directory.
+struct Users {
+    alice: String,
+    bob: String,
+}
+
+/// A data directory as the gateway leaves it: the bootstrap `admin`, users `alice` and
+/// `bob` (role `user`), `rita` (`readonly`) and `dora` (disabled); alice has a KV entry
+/// `greeting` written the gateway's way (her namespace).
+fn gateway_dir() -> (tempfile::TempDir, Users) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = helios_bins::config::GatewayConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    g.auth.bcrypt_cost = 4;
+    let state = helios_bins::gateway::start(g, Some(ADMIN_PW.into())).unwrap();
+    let alice = state
+        .auth
+        .create_user("alice", ALICE_PW, &["user"])
+        .unwrap();
+    let bob = state.auth.create_user("bob", BOB_PW, &["user"]).unwrap();
+    state
+        .auth
+        .create_user("rita", RITA_PW, &["readonly"])
+        .unwrap();
+    let dora = state.auth.create_user("dora", DORA_PW, &["user"]).unwrap();
+    state.auth.set_disabled(&dora.id, true).unwrap();
+    let greeting = helios_core::keys::KvSpace::User(&alice.id)
+        .key("greeting")
+        .unwrap();
+    state
+        .atlas
+        .set(&greeting, "hello from the gateway")
+        .unwrap();
+    state.atlas.close().unwrap();
+    (
+        dir,
+        Users {
+            alice: alice.id,
+            bob: bob.id,
+        },
+    )
+}
+
+fn users_server(dir: &Path) -> Server {
+    Server::start(dir, None, |c| {
+        c.requirepass = "s3cret".into();
+        c.auth_users = true;
+    })
+}
+
+/// A connection logged in as `user` (the redis crate sends `AUTH user pass`).
+fn user_client(s: &Server, user: &str, pass: &str) -> redis::Connection {
+    redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn noperm_cmd(user: &str, cmd: &str) -> String {
+    format!("NOPERM User {user} has no permissions to run the '{cmd}' command")
+}
+
+/// A non-admin helios-auth user sees and touches only its own KV namespace (the gateway's
+/// `kv:u:{id}:`), without the prefix; internal keys and other users' keys cannot be named.
+#[test]
+fn auth_users_see_only_their_own_namespace() {
+    let (dir, u) = gateway_dir();
+    let s = users_server(dir.path());
+    let mut alice = user_client(&s, "alice", ALICE_PW);
+    // The gateway's entry, by its client key.
+    assert_eq!(
+        q::<String>(&mut alice, &["GET", "greeting"]),
+        "hello from the gateway"
+    );
+    // Every keyed command works inside the namespace.
+    let _: () = q(&mut alice, &["SET", "k1", "v1"]);
+    let _: () = q(&mut alice, &["MSET", "k2", "1", "k3", "3"]);
+    assert_eq!(q::<i64>(&mut alice, &["INCR", "k2"]), 2);
+    let _: () = q(&mut alice, &["RENAME", "k3", "k4"]);
+    assert_eq!(q::<i64>(&mut alice, &["EXISTS", "k1", "k3", "k4"]), 2);
+    assert_eq!(q::<i64>(&mut alice, &["EXPIRE", "k1", "100"]), 1);
+    assert!(q::<i64>(&mut alice, &["TTL", "k1"]) > 0);
+    assert_eq!(
+        q::<Vec<Option<String>>>(&mut alice, &["MGET", "k1", "k2", "nope"]),
+        vec![Some("v1".into()), Some("2".into()), None]
+    );
+    let mine = vec!["greeting", "k1", "k2", "k4"];
+    assert_eq!(sorted(q(&mut alice, &["KEYS", "*"])), mine);
+    assert_eq!(sorted(q(&mut alice, &["KEYS", "k*"])), ["k1", "k2", "k4"]);
+    let (cursor, page): (String, Vec<String>) =
+        q(&mut alice, &["SCAN", "0", "MATCH", "*", "COUNT", "1000"]);
+    assert_eq!(
+        (cursor.as_str(), sorted(page)),
+        ("0", sorted(q(&mut alice, &["KEYS", "*"])))
+    );
+    let mut scanned: Vec<String> = alice
+        .scan_match::<_, String>("k*")
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    scanned.sort();
+    assert_eq!(scanned, ["k1", "k2", "k4"]);
+    assert_eq!(q::<i64>(&mut alice, &["DBSIZE"]), 4);
+    let r: String = q(&mut alice, &["RANDOMKEY"]);
+    assert!(mine.contains(&r.as_str()), "{r}");
+
+    // Internal keys cannot be reached: they name the user's own (absent) keys.
+    let auth_key = helios_core::keys::auth_user(&u.alice).unwrap();
+    let roles_key = helios_core::keys::rbac_user_roles(&u.alice).unwrap();
+    let bob_key = helios_core::keys::KvSpace::User(&u.bob).key("x").unwrap();
+    assert_eq!(q::<Option<String>>(&mut alice, &["GET", &auth_key]), None);
+    assert_eq!(q::<Option<String>>(&mut alice, &["GET", &roles_key]), None);
+    assert_eq!(
+        q::<Option<String>>(&mut alice, &["GET", "meta:kv_layout"]),
+        None
+    );
+    assert_eq!(
+        q::<i64>(
+            &mut alice,
+            &["DEL", &helios_core::keys::auth_user(&u.bob).unwrap()]
+        ),
+        0
+    );
+    assert_eq!(q::<i64>(&mut alice, &["EXISTS", &bob_key]), 0);
+    let none: Vec<String> = q(&mut alice, &["KEYS", "auth:*"]);
+    assert!(none.is_empty());
+    // The escalation of the issue writes only the user's own key of that name.
+    let _: () = q(&mut alice, &["SET", &roles_key, r#"["admin"]"#]);
+    assert_eq!(
+        sorted(q(&mut alice, &["KEYS", "rbac:*"])),
+        vec![roles_key.clone()]
+    );
+    assert_eq!(
+        e(&mut alice, &["FLUSHALL"]),
+        noperm_cmd("alice", "flushall")
+    );
+
+    // Server commands need admin:*, and change nothing.
+    for (c, name) in [
+        (&["FLUSHDB"][..], "flushdb"),
+        (&["SAVE"], "save"),
+        (&["BGSAVE"], "bgsave"),
+        (&["BGREWRITEAOF"], "bgrewriteaof"),
+        (&["LASTSAVE"], "lastsave"),
+        (&["INFO"], "info"),
+        (&["CONFIG", "GET", "*"], "config|get"),
+        (&["SHUTDOWN", "NOSAVE"], "shutdown"),
+    ] {
+        assert_eq!(e(&mut alice, c), noperm_cmd("alice", name), "{c:?}");
+    }
+    // MULTI/EXEC inside the namespace; a refused command aborts the transaction.
+    let _: () = q(&mut alice, &["MULTI"]);
+    let _: String = q(&mut alice, &["SET", "m", "1"]);
+    let _: String = q(&mut alice, &["INCR", "m"]);
+    assert_eq!(
+        q::<Vec<Value>>(&mut alice, &["EXEC"]),
+        vec![Value::Okay, Value::Int(2)]
+    );
+    let _: () = q(&mut alice, &["MULTI"]);
+    let _: String = q(&mut alice, &["SET", "m", "5"]);
+    assert_eq!(
+        e(&mut alice, &["FLUSHALL"]),
+        noperm_cmd("alice", "flushall")
+    );
+    assert!(e(&mut alice, &["EXEC"]).starts_with("EXECABORT"));
+    assert_eq!(q::<String>(&mut alice, &["GET", "m"]), "2");
+
+    // Another user sees none of it.
+    let mut bob = user_client(&s, "bob", BOB_PW);
+    assert!(q::<Vec<String>>(&mut bob, &["KEYS", "*"]).is_empty());
+    assert_eq!(q::<Option<String>>(&mut bob, &["GET", "greeting"]), None);
+    assert_eq!(q::<i64>(&mut bob, &["DBSIZE"]), 0);
+    assert_eq!(q::<Option<String>>(&mut bob, &["RANDOMKEY"]), None);
+    let (_, page): (String, Vec<String>) = q(&mut bob, &["SCAN", "0", "COUNT", "1000"]);
+    assert!(page.is_empty());
+
+    // A readonly user reads, and every write is refused with nothing changed.
+    let mut rita = user_client(&s, "rita", RITA_PW);
+    assert_eq!(q::<Option<String>>(&mut rita, &["GET", "x"]), None);
+    for w in [
+        &["SET", "x", "1"][..],
+        &["DEL", "x"],
+        &["MSET", "x", "1", "y", "2"],
+        &["INCR", "x"],
+        &["EXPIRE", "x", "5"],
+    ] {
+        assert_eq!(
+            e(&mut rita, w),
+            "NOPERM No permissions to access a key",
+            "{w:?}"
+        );
+    }
+    assert!(q::<Vec<String>>(&mut rita, &["KEYS", "*"]).is_empty());
+
+    // A disabled user answers like a wrong password.
+    let mut raw = s.raw();
+    expect(
+        &mut raw,
+        format!("AUTH dora {DORA_PW}\r\n").as_bytes(),
+        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    // With auth_users and no AUTH, nothing runs.
+    expect(
+        &mut raw,
+        b"GET greeting\r\n",
+        "-NOAUTH Authentication required.\r\n",
+    );
+
+    // An admin, and the default user, see the raw keyspace verbatim.
+    let mut admin = user_client(&s, "admin", ADMIN_PW);
+    let raw_roles: String = q(&mut admin, &["GET", &roles_key]);
+    assert_eq!(raw_roles, r#"["user"]"#, "the real record is unchanged");
+    let alices: Vec<String> = q(&mut admin, &["KEYS", &format!("kv:u:{}:*", u.alice)]);
+    assert_eq!(alices.len(), 6, "{alices:?}");
+    assert!(q::<Vec<String>>(&mut admin, &["KEYS", "auth:user:*"]).len() >= 5);
+    let mut default = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(
+        q::<i64>(&mut default, &["DBSIZE"]),
+        q::<i64>(&mut admin, &["DBSIZE"])
+    );
+    assert_eq!(
+        q::<String>(&mut default, &["GET", &roles_key]),
+        r#"["user"]"#
+    );
+    // A scoped user becomes unrestricted by AUTHing as another user, and back.
+    let _: () = redis::cmd("AUTH").arg("s3cret").query(&mut alice).unwrap();
+    assert_eq!(q::<String>(&mut alice, &["GET", &roles_key]), r#"["user"]"#);
+    s.stop();
+
+    // What the gateway sees afterwards: alice is still a plain user, her writes are in her
+    // namespace.
+    let atlas = Atlas::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(atlas.get(&roles_key).as_deref(), Some(&br#"["user"]"#[..]));
+    let space = helios_core::keys::KvSpace::User(&u.alice);
+    assert_eq!(
+        atlas.get(&space.key("k1").unwrap()).as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert!(atlas.get(&space.key(&roles_key).unwrap()).is_some());
+    assert!(atlas.get("k1").is_none());
+    atlas.close().unwrap();
+}
+
+/// `AUTH <requirepass>` is throttled per client address: after a few failures each attempt
+/// waits longer, the right password as long as a wrong one, on any connection of the
+/// address; the right password clears it.
+#[test]
+fn requirepass_auth_is_throttled_per_address() {
+    use helios_bins::atlasd::auth::{DELAY_MS_BASE, FREE_FAILURES};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), None, |c| c.requirepass = "s3cret".into());
+    let wrong = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    let mut one = s.raw();
+    for i in 0..FREE_FAILURES {
+        // Both forms, and HELLO's, count.
+        let req: &[u8] = match i % 3 {
+            0 => b"AUTH guess\r\n",
+            1 => b"AUTH default guess\r\n",
+            _ => b"HELLO 2 AUTH default guess\r\n",
+        };
+        expect(&mut one, req, wrong);
+    }
+    let timed = |c: &mut TcpStream, req: &[u8], want: &str| {
+        let t = std::time::Instant::now();
+        expect(c, req, want);
+        t.elapsed()
+    };
+    // The next guess waits (lower bounds only: a slow machine only waits longer).
+    let took = timed(&mut one, b"AUTH guess\r\n", wrong);
+    assert!(took >= Duration::from_millis(DELAY_MS_BASE), "{took:?}");
+    // So does the next one, longer, on another connection of the same address.
+    let mut two = s.raw();
+    let took = timed(&mut two, b"AUTH guess\r\n", wrong);
+    assert!(
+        took >= Duration::from_millis(2 * DELAY_MS_BASE - 20),
+        "{took:?}"
+    );
+    // The right password waits its turn too (never faster than a wrong one), then passes.
+    let took = timed(&mut two, b"AUTH s3cret\r\nPING\r\n", "+OK\r\n+PONG\r\n");
+    assert!(
+        took >= Duration::from_millis(4 * DELAY_MS_BASE - 20),
+        "{took:?}"
+    );
+    // It cleared the address: the free failures are back.
+    let mut three = s.raw();
+    for _ in 0..FREE_FAILURES {
+        expect(&mut three, b"AUTH guess\r\n", wrong);
+    }
+    expect(&mut three, b"AUTH s3cret\r\n", "+OK\r\n");
+}
+
+/// `AUTH user pass` goes through helios-auth's one check (`Auth::authenticate`), with the
+/// gateway login's throttle: the per-username delay is served before the check.
+#[test]
+fn auth_users_are_throttled_like_the_gateway_login() {
+    let (dir, _) = gateway_dir();
+    let s = users_server(dir.path());
+    let wrong = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    let delay = helios_auth::ThrottleConfig::default().user_delay_ms_base;
+    let mut raw = s.raw();
+    for _ in 0..helios_auth::ThrottleConfig::default().failures_before_lock {
+        expect(&mut raw, b"AUTH bob not-the-password\r\n", wrong);
+    }
+    // Bob's name now costs a delay before any check, and this address is locked out of
+    // bob: even the right password is refused.
+    let t = std::time::Instant::now();
+    expect(&mut raw, format!("AUTH bob {BOB_PW}\r\n").as_bytes(), wrong);
+    assert!(
+        t.elapsed() >= Duration::from_millis(delay),
+        "{:?}",
+        t.elapsed()
+    );
+    // Other users are not affected.
+    expect(
+        &mut raw,
+        format!("AUTH alice {ALICE_PW}\r\nGET greeting\r\n").as_bytes(),
+        "+OK\r\n$22\r\nhello from the gateway\r\n",
+    );
 }

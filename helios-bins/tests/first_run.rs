@@ -192,6 +192,14 @@ fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600, "gateway.secret is {mode:o}");
+        // Everything in a fresh data dir is owner-only (the AOF holds bcrypt hashes).
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the data dir is {mode:o}");
+        for entry in std::fs::read_dir(&data).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
     }
     let (st, _, body) = http(
         addr,

@@ -201,7 +201,17 @@ async fn auth_kv_errors_and_restart() {
         )
         .await;
     assert!(admin["access_token"].is_string());
-    let (_, _, v) = s.call(Method::GET, "/metrics", None, None, &[]).await;
+    // On the API listener, /metrics needs metrics:read (admins have it; users do not).
+    let (st, _, _) = s.call(Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = s
+        .call(Method::GET, "/metrics", Some(&token), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let admin_token = admin["access_token"].as_str().unwrap().to_owned();
+    let (_, _, v) = s
+        .call(Method::GET, "/metrics", Some(&admin_token), None, &[])
+        .await;
     let text = v.as_str().unwrap();
     assert!(text.contains("helios_requests_total{"), "{text}");
     assert!(text.contains("helios_request_duration_seconds_bucket"));
@@ -868,7 +878,8 @@ async fn admin_routes_and_their_permissions() {
         .0,
         StatusCode::NOT_FOUND
     );
-    // Disable: the user's token stops working at once; enable brings it back.
+    // Disable: the user's token stops working at once, for good: an enable lets the user
+    // log in again but does not bring the old token back.
     assert_eq!(
         s.call(
             Method::POST,
@@ -899,6 +910,13 @@ async fn admin_routes_and_their_permissions() {
         .0,
         StatusCode::NO_CONTENT
     );
+    assert_eq!(
+        s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let user = login(&s, "dave").await;
     assert_eq!(
         s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
             .await
@@ -942,5 +960,440 @@ async fn admin_routes_and_their_permissions() {
         );
     }
     assert!(codes.contains(&StatusCode::TOO_MANY_REQUESTS), "{codes:?}");
+    s.stop().await;
+}
+
+/// Issue 17, point 2: the job tests' accounts: the admin's token, alice's user id (alice
+/// and bob are plain users), wendy also holding the default `worker` role, evan a custom
+/// role narrowed to `jobs:work:emails`.
+struct JobUsers {
+    admin: String,
+    alice_id: String,
+    wendy: String,
+    evan: String,
+}
+
+async fn job_users(s: &Server) -> JobUsers {
+    let admin = admin_token(s).await;
+    let user_id = |token: String| async move {
+        let (_, _, me) = s
+            .call(Method::GET, "/api/v1/auth/me", Some(&token), None, &[])
+            .await;
+        me["id"].as_str().unwrap().to_owned()
+    };
+    let alice = login(s, "alice").await;
+    let (wendy, evan) = (login(s, "wendy").await, login(s, "evan").await);
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/admin/roles/emails-worker",
+            Some(&admin),
+            Some(json!({"permissions": ["jobs:work:emails"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    for (token, role) in [(&wendy, "worker"), (&evan, "emails-worker")] {
+        let (st, _, v) = s
+            .call(
+                Method::POST,
+                &format!("/admin/users/{}/roles", user_id(token.clone()).await),
+                Some(&admin),
+                Some(json!({"role": role})),
+                &[],
+            )
+            .await;
+        assert_eq!(st, StatusCode::NO_CONTENT, "{role}: {v}");
+    }
+    JobUsers {
+        alice_id: user_id(alice).await,
+        admin,
+        wendy,
+        evan,
+    }
+}
+
+async fn enqueue(s: &Server, token: &str, body: Value) -> (StatusCode, Value) {
+    let (st, _, v) = s
+        .call(Method::POST, "/api/v1/jobs", Some(token), Some(body), &[])
+        .await;
+    (st, v)
+}
+
+/// Issue 17, point 2, first bullet ("each job records its owner"): today bob reads alice's
+/// job by id (200 with her payload), lists and cancels it, and a plain user acks. Now a
+/// stranger's job is 404 everywhere, exactly like a missing one; claim/ack/nack/heartbeat
+/// need `jobs:work` (the default `worker` role) or `jobs:work:{queue}`: 403 without any, 404
+/// for a job in a queue one may not work; a job without an owner is `jobs:admin`'s only.
+#[tokio::test]
+async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), 10_000)).await;
+    let secret = json!({"to": "alice@example.com", "secret": 42});
+    let alice = login(&s, "alice").await;
+    let bob = login(&s, "bob").await;
+    let (st, job) = enqueue(&s, &alice, json!({"queue": "emails", "payload": secret})).await;
+    assert_eq!(st, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job_path = format!("/api/v1/jobs/{id}");
+    // Reading: bob gets the answer of a job that does not exist.
+    let (st, _, v) = s.call(Method::GET, &job_path, Some(&bob), None, &[]).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "bob reads alice's job: {v}");
+    assert!(!v.to_string().contains("alice@example.com"));
+    let missing = format!("{}0", &id[..31]);
+    let (st, _, w) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/jobs/{missing}"),
+            Some(&bob),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!((st, &v["type"]), (StatusCode::NOT_FOUND, &w["type"]));
+    let u = job_users(&s).await;
+    assert_eq!(job["owner"], u.alice_id.as_str());
+    let (st, _, v) = s
+        .call(Method::GET, &job_path, Some(&alice), None, &[])
+        .await;
+    assert_eq!((st, &v["payload"]), (StatusCode::OK, &secret));
+    let (st, _, _) = s
+        .call(Method::GET, &job_path, Some(&u.admin), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    // Listing: one's own jobs; everyone's with jobs:admin.
+    let (st, bobs) = enqueue(&s, &bob, json!({"queue": "emails"})).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let bobs = bobs["id"].as_str().unwrap().to_owned();
+    let list = |token: String| {
+        let s = &s;
+        async move {
+            let (st, _, v) = s
+                .call(
+                    Method::GET,
+                    "/api/v1/jobs?queue=emails",
+                    Some(&token),
+                    None,
+                    &[],
+                )
+                .await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(bob.clone()).await, vec![bobs.clone()]);
+    assert_eq!(list(alice.clone()).await, vec![id.clone()]);
+    assert_eq!(list(u.admin.clone()).await, vec![id.clone(), bobs.clone()]);
+
+    // Cancel: bob cannot touch alice's job (404; it stays pending); he can his own.
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            &format!("{job_path}/cancel"),
+            Some(&bob),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, _, v) = s
+        .call(Method::GET, &job_path, Some(&alice), None, &[])
+        .await;
+    assert_eq!(v["state"], "PENDING");
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/jobs/{bobs}/cancel"),
+            Some(&bob),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    // Working: a user may not claim (403); the `worker` role may, in any queue; a
+    // `jobs:work:emails` holder in `emails` only (403 elsewhere).
+    enqueue(&s, &alice, json!({"queue": "sms"})).await;
+    let claim = |token: String, queue: &'static str| {
+        let s = &s;
+        async move {
+            s.call(
+                Method::POST,
+                "/api/v1/jobs/claim",
+                Some(&token),
+                Some(json!({"queue": queue, "worker_id": "w", "lease_seconds": 60})),
+                &[],
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        claim(alice.clone(), "emails").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(claim(u.evan.clone(), "sms").await.0, StatusCode::FORBIDDEN);
+    let (st, _, c) = claim(u.wendy.clone(), "sms").await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let sms_id = c["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let sms_token = c["jobs"][0]["lease_token"].as_str().unwrap().to_owned();
+    let (st, _, c) = claim(u.evan.clone(), "emails").await;
+    assert_eq!((st, &c["jobs"][0]["id"]), (StatusCode::OK, &json!(id)));
+    let token = c["jobs"][0]["lease_token"].as_str().unwrap().to_owned();
+    // Ack/nack/heartbeat: no jobs:work at all is 403; a job in a queue one may not work
+    // is 404 (evan and the sms job), whatever the token.
+    for (who, t) in [("alice", &alice), ("bob", &bob)] {
+        let (st, _, v) = s
+            .call(
+                Method::POST,
+                &format!("{job_path}/ack"),
+                Some(t),
+                Some(json!({"lease_token": token})),
+                &[],
+            )
+            .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{who}: {v}");
+    }
+    for action in ["ack", "nack", "heartbeat"] {
+        let (st, _, v) = s
+            .call(
+                Method::POST,
+                &format!("/api/v1/jobs/{sms_id}/{action}"),
+                Some(&u.evan),
+                Some(json!({"lease_token": sms_token})),
+                &[],
+            )
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "evan {action}s an sms job: {v}");
+    }
+    for (path, t, body) in [
+        (
+            format!("/api/v1/jobs/{sms_id}/ack"),
+            &u.wendy,
+            json!({"lease_token": sms_token}),
+        ),
+        (
+            format!("{job_path}/heartbeat"),
+            &u.evan,
+            json!({"lease_token": token}),
+        ),
+        (
+            format!("{job_path}/ack"),
+            &u.evan,
+            json!({"lease_token": token}),
+        ),
+    ] {
+        let (st, _, v) = s.call(Method::POST, &path, Some(t), Some(body), &[]).await;
+        assert!(st.is_success(), "{path}: {st} {v}");
+    }
+    // Working a job does not make it one's own (404), and queue administration stays
+    // jobs:admin.
+    let (st, _, _) = s
+        .call(Method::GET, &job_path, Some(&u.evan), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    for path in ["/api/v1/queues", "/api/v1/queues/emails/dlq"] {
+        let (st, _, _) = s.call(Method::GET, path, Some(&u.wendy), None, &[]).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // A job without an owner (the embedded API) is jobs:admin's only.
+    let anon = s
+        .state
+        .queue
+        .enqueue(helios_queue::EnqueueRequest::new("emails", json!(1)))
+        .unwrap()
+        .id;
+    let anon_path = format!("/api/v1/jobs/{anon}");
+    let (st, _, _) = s
+        .call(Method::GET, &anon_path, Some(&alice), None, &[])
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _, v) = s
+        .call(Method::GET, &anon_path, Some(&u.admin), None, &[])
+        .await;
+    assert_eq!((st, &v["owner"]), (StatusCode::OK, &Value::Null));
+    s.stop().await;
+}
+
+/// Issue 17, point 2, second bullet ("dedup ids are scoped per (owner, queue)"): today bob
+/// enqueueing with alice's dedup id gets her job back (200, her id and payload), and so
+/// keeps her from enqueueing. Now bob gets a job of his own, in her queue or another, and
+/// alice's next enqueue with the id still finds her own job.
+#[tokio::test]
+async fn dedup_ids_are_scoped_per_owner_and_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), 10_000)).await;
+    let alice = login(&s, "alice").await;
+    let bob = login(&s, "bob").await;
+    let body =
+        |queue: &str, who: &str| json!({"queue": queue, "payload": {"who": who}, "dedup_id": "d1"});
+    let (st, first) = enqueue(&s, &alice, body("emails", "alice")).await;
+    assert_eq!(st, StatusCode::CREATED, "{first}");
+    let mut bobs = Vec::new();
+    for queue in ["emails", "sms"] {
+        let (st, v) = enqueue(&s, &bob, body(queue, "bob")).await;
+        assert_eq!(st, StatusCode::CREATED, "bob's own job in {queue}: {v}");
+        assert_ne!(v["id"], first["id"]);
+        assert_eq!(v["payload"], json!({"who": "bob"}));
+        bobs.push(v["id"].clone());
+    }
+    // Each owner's second enqueue in a queue finds their own first job.
+    let (st, v) = enqueue(&s, &alice, body("emails", "alice")).await;
+    assert_eq!((st, &v["id"]), (StatusCode::OK, &first["id"]));
+    let (st, v) = enqueue(&s, &bob, body("emails", "bob")).await;
+    assert_eq!((st, &v["id"]), (StatusCode::OK, &bobs[0]));
+    s.stop().await;
+}
+
+/// Issue 17, point 2, third bullet ("job ids are not guessable"): today ids are a time and
+/// a counter (two jobs in a row differ by one). Now they are UUIDv7 (version 7, variant
+/// 10), time-ordered, with 64 random bits, written as 32 lowercase hex digits, the only
+/// form a path accepts (the hyphenated UUID is a 400).
+#[tokio::test]
+async fn job_ids_are_uuid_v7_in_32_hex() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), 10_000)).await;
+    let alice = login(&s, "alice").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (st, v) = enqueue(&s, &alice, json!({"queue": "emails"})).await;
+        assert_eq!(st, StatusCode::CREATED);
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(&id[12..13], "7", "UUID version 7: {id}");
+        assert!(
+            matches!(&id[16..17], "8" | "9" | "a" | "b"),
+            "variant: {id}"
+        );
+    }
+    for w in ids.windows(2) {
+        assert!(w[0] < w[1], "time-ordered: {w:?}");
+        let low = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+        assert!(low(&w[0]).abs_diff(low(&w[1])) > 1 << 20, "random: {w:?}");
+    }
+    let id = &ids[0];
+    let (st, _, _) = s
+        .call(
+            Method::GET,
+            &format!("/api/v1/jobs/{id}"),
+            Some(&alice),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let hyphenated = format!(
+        "{}-{}-{}-{}-{}",
+        &id[..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..]
+    );
+    for bad in [hyphenated, id.to_ascii_uppercase()] {
+        let (st, _, v) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/jobs/{bad}"),
+                Some(&alice),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    s.stop().await;
+}
+/// A data directory written before jobs had owners keeps working through the gateway: a
+/// job record of the previous layout (an id of ms + sequence, no owner) is served by its
+/// 32-hex id to `jobs:admin` (owner null), is a 404 to a user, lists before newer jobs, and
+/// is worked and cancelled as before.
+#[tokio::test]
+async fn jobs_of_the_previous_layout_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = "0000018f6e2b6700000000000000002a";
+    let old2 = "0000018f6e2b6700000000000000002b";
+    {
+        let atlas =
+            helios_atlas::Atlas::open(dir.path(), helios_atlas::Options::default()).unwrap();
+        for id in [old, old2] {
+            // The exact bytes the previous `Job::encode_json` wrote.
+            let record = format!(
+                r#"{{"id":"{id}","queue":"mail","payload":{{"n":1}},"state":"PENDING","priority":0,"run_at_ms":1715000000000,"attempts":0,"attempts_max":3,"backoff":{{"kind":"exponential","base_ms":1000,"max_ms":300000}},"token_last":0,"created_at_ms":1715000000000,"updated_at_ms":1715000000000}}"#
+            );
+            atlas.set(&format!("job:{id}"), record).unwrap();
+        }
+        atlas.close().unwrap();
+    }
+    let s = start(config(dir.path(), 1000)).await;
+    let admin = admin_token(&s).await;
+    let user = login(&s, "olga").await;
+    let path = format!("/api/v1/jobs/{old}");
+    let (st, _, v) = s.call(Method::GET, &path, Some(&admin), None, &[]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!((&v["id"], &v["owner"]), (&json!(old), &Value::Null));
+    assert_eq!(
+        s.call(Method::GET, &path, Some(&user), None, &[]).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, _, new) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(&user),
+            Some(json!({"queue": "mail"})),
+            &[],
+        )
+        .await;
+    let new_id = new["id"].as_str().unwrap().to_owned();
+    assert!(new_id.as_str() > old2, "{new_id} sorts after the old ids");
+    let (_, _, page) = s
+        .call(
+            Method::GET,
+            "/api/v1/jobs?queue=mail",
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![old, old2, new_id.as_str()]);
+    let (st, _, c) = s
+        .call(
+            Method::POST,
+            "/api/v1/jobs/claim",
+            Some(&admin),
+            Some(json!({"queue": "mail", "worker_id": "w", "lease_seconds": 30})),
+            &[],
+        )
+        .await;
+    assert_eq!((st, &c["jobs"][0]["id"]), (StatusCode::OK, &json!(old)));
+    let (st, _, _) = s
+        .call(
+            Method::POST,
+            &format!("/api/v1/jobs/{old2}/cancel"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
     s.stop().await;
 }

@@ -1,260 +1,558 @@
-//! The RBAC matrix over HTTP: every protected route and method, called by an `admin`, a
-//! `user` and a `readonly` user; each call is either refused with 403 or not (whatever
-//! else it answers with the dummy arguments), exactly as this table says.
+//! The authorization matrix (issue 17, point 10): every route of the router and every
+//! method it serves, called by each of seven callers, with the exact status each must get:
+//!
+//! - anonymous (no token);
+//! - A, a `user` who owns the objects the paths name (a KV key, a job);
+//! - B, another `user` (someone else's objects: 404, never 403, where ownership decides);
+//! - a `readonly` user; a `worker` (role `worker`: `jobs:work`);
+//! - a custom role holding only `users:admin`; and `admin`.
+//!
+//! Rows run in order against one gateway, and within a row the callers in [`CALL_ORDER`]
+//! (A's own destructive calls after the others'), so a row's writes are part of what the
+//! next calls see. A route or method of the router missing from the table fails the test:
+//! a new route cannot skip it. Open routes (no token at all) are listed apart and checked
+//! to answer anonymous callers.
 
 mod common;
 
 use bytes::Bytes;
-use helios_bins::config::GatewayConfig;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
-/// (method, path with dummy parameters, pattern, allowed for [admin, user, readonly]).
-const MATRIX: &[(&str, &str, &str, [bool; 3])] = &[
+const ADMIN_PASSWORD: &str = "matrix-admin-Quartz-91-lantern";
+const PASSWORD: &str = "tangerine-kayak-47-violet";
+
+/// Callers, by index into each row's expectations.
+const ANON: usize = 0;
+const A: usize = 1;
+const B: usize = 2;
+const RO: usize = 3;
+const WK: usize = 4;
+const UA: usize = 5;
+const AD: usize = 6;
+const NAMES: [&str; 7] = [
+    "anonymous",
+    "user A",
+    "user B",
+    "readonly",
+    "worker",
+    "users:admin only",
+    "admin",
+];
+/// The order callers make each row's call in.
+const CALL_ORDER: [usize; 7] = [ANON, B, RO, WK, UA, A, AD];
+
+/// Placeholders in paths and bodies: A's user id, B's user id, the admin's user id, A's job.
+fn fill(text: &str, ids: &Ids) -> String {
+    text.replace("{A}", &ids.a)
+        .replace("{B}", &ids.b)
+        .replace("{ADMIN}", &ids.admin)
+        .replace("{JOB}", &ids.job)
+}
+
+struct Ids {
+    a: String,
+    b: String,
+    admin: String,
+    job: String,
+}
+
+/// (method, path, pattern, body, expected status per caller: anon, A, B, ro, worker,
+/// users-admin, admin).
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    [u16; 7],
+);
+
+const MATRIX: &[Row] = &[
+    // Identity.
     (
         "GET",
         "/api/v1/auth/me",
         "/api/v1/auth/me",
-        [true, true, true],
+        "",
+        [401, 200, 200, 200, 200, 403, 200],
     ),
-    ("GET", "/api/v1/kv", "/api/v1/kv", [true, true, true]),
+    (
+        "POST",
+        "/api/v1/auth/password",
+        "/api/v1/auth/password",
+        r#"{"current_password":"not-the-Password-19","new_password":"another-Strong-pass-77"}"#,
+        [401, 403, 403, 403, 403, 403, 403],
+    ),
     (
         "GET",
-        "/api/v1/kv/k",
+        "/metrics",
+        "/metrics",
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
+    ),
+    // The caller's own namespace: A's key does not exist for anyone else.
+    (
+        "GET",
+        "/api/v1/kv",
+        "/api/v1/kv",
+        "",
+        [401, 200, 200, 200, 403, 403, 200],
+    ),
+    (
+        "GET",
+        "/api/v1/kv/a-key",
         "/api/v1/kv/{key}",
-        [true, true, true],
+        "",
+        [401, 200, 404, 404, 403, 403, 404],
+    ),
+    // B and the admin create their own `a-key`; A replaces hers.
+    (
+        "PUT",
+        "/api/v1/kv/a-key",
+        "/api/v1/kv/{key}",
+        r#"{"value":1}"#,
+        [401, 200, 201, 403, 403, 403, 201],
+    ),
+    // A shared namespace nobody but the admin holds a permission for.
+    (
+        "GET",
+        "/api/v1/ns/team/kv",
+        "/api/v1/ns/{ns}/kv",
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
+    ),
+    (
+        "GET",
+        "/api/v1/ns/team/kv/t",
+        "/api/v1/ns/{ns}/kv/{key}",
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
     ),
     (
         "PUT",
-        "/api/v1/kv/k",
-        "/api/v1/kv/{key}",
-        [true, true, false],
+        "/api/v1/ns/team/kv/t",
+        "/api/v1/ns/{ns}/kv/{key}",
+        r#"{"value":2}"#,
+        [401, 403, 403, 403, 403, 403, 200],
+    ),
+    // The admin's view of A's namespace.
+    (
+        "GET",
+        "/admin/users/{A}/kv",
+        "/admin/users/{id}/kv",
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
+    ),
+    (
+        "GET",
+        "/admin/users/{A}/kv/a-key",
+        "/admin/users/{id}/kv/{key}",
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
+    ),
+    (
+        "PUT",
+        "/admin/users/{A}/kv/by-admin",
+        "/admin/users/{id}/kv/{key}",
+        r#"{"value":3}"#,
+        [401, 403, 403, 403, 403, 403, 201],
     ),
     (
         "DELETE",
-        "/api/v1/kv/k",
-        "/api/v1/kv/{key}",
-        [true, true, false],
+        "/admin/users/{A}/kv/by-admin",
+        "/admin/users/{id}/kv/{key}",
+        "",
+        [401, 403, 403, 403, 403, 403, 204],
     ),
-    ("POST", "/api/v1/jobs", "/api/v1/jobs", [true, true, false]),
-    ("GET", "/api/v1/jobs", "/api/v1/jobs", [true, false, false]),
+    // Jobs: A owns {JOB}.
     (
         "POST",
-        "/api/v1/jobs/claim",
-        "/api/v1/jobs/claim",
-        [true, false, false],
+        "/api/v1/jobs",
+        "/api/v1/jobs",
+        r#"{"queue":"q","payload":1}"#,
+        [401, 201, 201, 403, 403, 403, 201],
     ),
     (
         "GET",
-        "/api/v1/jobs/00000000000000000000000000000001",
+        "/api/v1/jobs?queue=q",
+        "/api/v1/jobs",
+        "",
+        [401, 200, 200, 403, 403, 403, 200],
+    ),
+    (
+        "GET",
+        "/api/v1/jobs/{JOB}",
         "/api/v1/jobs/{id}",
-        [true, true, false],
+        "",
+        [401, 200, 404, 403, 403, 403, 200],
+    ),
+    // Only workers ack, and a pending job has no lease to ack.
+    (
+        "POST",
+        "/api/v1/jobs/{JOB}/ack",
+        "/api/v1/jobs/{id}/{action}",
+        r#"{"lease_token":"1"}"#,
+        [401, 403, 403, 403, 409, 403, 409],
+    ),
+    // The owner cancels; then it is no longer pending for the admin.
+    (
+        "POST",
+        "/api/v1/jobs/{JOB}/cancel",
+        "/api/v1/jobs/{id}/{action}",
+        "",
+        [401, 204, 404, 403, 403, 403, 409],
     ),
     (
         "POST",
-        "/api/v1/jobs/00000000000000000000000000000001/ack",
-        "/api/v1/jobs/{id}/{action}",
-        [true, false, false],
+        "/api/v1/jobs/claim",
+        "/api/v1/jobs/claim",
+        r#"{"queue":"q","worker_id":"w","lease_seconds":60}"#,
+        [401, 403, 403, 403, 200, 403, 200],
     ),
     (
         "GET",
         "/api/v1/queues",
         "/api/v1/queues",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
     ),
     (
         "GET",
         "/api/v1/queues/q/dlq",
         "/api/v1/queues/{queue}/dlq",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
     ),
     (
         "POST",
         "/api/v1/queues/q/dlq/redrive",
         "/api/v1/queues/{queue}/dlq/redrive",
-        [true, false, false],
+        "{}",
+        [401, 403, 403, 403, 403, 403, 200],
     ),
-    ("GET", "/admin/stats", "/admin/stats", [true, false, false]),
+    // The store: admin:* only (users:admin is not enough).
+    (
+        "GET",
+        "/admin/stats",
+        "/admin/stats",
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
+    ),
     (
         "POST",
         "/admin/snapshot",
         "/admin/snapshot",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
     ),
     (
         "POST",
         "/admin/aof/rewrite",
         "/admin/aof/rewrite",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 403, 200],
     ),
-    ("GET", "/admin/users", "/admin/users", [true, false, false]),
+    // Users and roles: users:admin, never past what the granter holds.
+    (
+        "GET",
+        "/admin/users",
+        "/admin/users",
+        "",
+        [401, 403, 403, 403, 403, 200, 200],
+    ),
     (
         "POST",
-        "/admin/users/nobody/roles",
+        "/admin/users/{B}/roles",
         "/admin/users/{id}/roles",
-        [true, false, false],
+        r#"{"role":"readonly"}"#,
+        [401, 403, 403, 403, 403, 403, 204],
     ),
     (
         "DELETE",
-        "/admin/users/nobody/roles/r",
+        "/admin/users/{B}/roles/readonly",
         "/admin/users/{id}/roles/{role}",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 403, 204],
     ),
     (
         "POST",
         "/admin/users/nobody/disable",
         "/admin/users/{id}/{action}",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 404, 404],
     ),
-    ("GET", "/admin/roles", "/admin/roles", [true, false, false]),
+    // Nobody but an admin touches an admin, and the last admin stays.
+    (
+        "POST",
+        "/admin/users/{ADMIN}/disable",
+        "/admin/users/{id}/{action}",
+        "",
+        [401, 403, 403, 403, 403, 403, 403],
+    ),
+    (
+        "GET",
+        "/admin/roles",
+        "/admin/roles",
+        "",
+        [401, 403, 403, 403, 403, 200, 200],
+    ),
     (
         "PUT",
-        "/admin/roles/r",
+        "/admin/roles/readers",
         "/admin/roles/{name}",
-        [true, false, false],
+        r#"{"permissions":["kv:read"]}"#,
+        [401, 403, 403, 403, 403, 403, 204],
+    ),
+    (
+        "PUT",
+        "/admin/roles/useradmins",
+        "/admin/roles/{name}",
+        r#"{"permissions":["users:admin"]}"#,
+        [401, 403, 403, 403, 403, 204, 204],
     ),
     (
         "DELETE",
-        "/admin/roles/r",
+        "/admin/roles/readers",
         "/admin/roles/{name}",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 403, 204],
     ),
     (
         "GET",
         "/admin/rate-limits",
         "/admin/rate-limits",
-        [true, false, false],
+        "",
+        [401, 403, 403, 403, 403, 200, 200],
     ),
     (
         "PUT",
         "/admin/rate-limits",
         "/admin/rate-limits",
-        [true, false, false],
+        r#"{"bogus":1}"#,
+        [401, 403, 403, 403, 403, 400, 400],
+    ),
+    (
+        "GET",
+        "/admin/lockouts",
+        "/admin/lockouts",
+        "",
+        [401, 403, 403, 403, 403, 200, 200],
+    ),
+    (
+        "DELETE",
+        "/admin/lockouts/nobody",
+        "/admin/lockouts/{username}",
+        "",
+        [401, 403, 403, 403, 403, 404, 404],
+    ),
+    // Deletes: each caller's own key (A's last), the shared key by the admin.
+    (
+        "DELETE",
+        "/api/v1/ns/team/kv/t",
+        "/api/v1/ns/{ns}/kv/{key}",
+        "",
+        [401, 403, 403, 403, 403, 403, 204],
+    ),
+    (
+        "DELETE",
+        "/api/v1/kv/a-key",
+        "/api/v1/kv/{key}",
+        "",
+        [401, 204, 204, 403, 403, 403, 204],
+    ),
+    // Last: logging out ends each caller's token.
+    (
+        "POST",
+        "/api/v1/auth/logout",
+        "/api/v1/auth/logout",
+        "",
+        [401, 204, 204, 204, 204, 204, 204],
+    ),
+];
+
+/// Routes that take no token, and what an anonymous caller gets from each.
+const OPEN: &[(&str, &str, &str, u16)] = &[
+    ("GET", "/", "{}", 200),
+    ("GET", "/api/v1", "{}", 200),
+    ("GET", "/openapi.yaml", "", 200),
+    ("GET", "/healthz", "", 200),
+    ("GET", "/readyz", "", 200),
+    ("POST", "/api/v1/auth/register", r#"{"username":"x"}"#, 400),
+    ("POST", "/api/v1/auth/login", r#"{"username":"x"}"#, 400),
+    (
+        "POST",
+        "/api/v1/auth/refresh",
+        r#"{"refresh_token":"nope"}"#,
+        401,
     ),
 ];
 
 #[tokio::test]
-async fn each_role_on_each_route() {
+async fn every_route_for_every_caller() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = GatewayConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..GatewayConfig::default()
-    };
-    cfg.auth.bcrypt_cost = 4;
-    cfg.rate_limit.capacity = 100_000;
-    let (addr, _, tx, server) = common::spawn(cfg).await;
-    let base = format!("http://{addr}");
+    let mut cfg = common::config(dir.path(), 100_000);
+    cfg.http.body_size_max = 64 * 1024;
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start(cfg, Some(ADMIN_PASSWORD.into()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let s = common::server(common::serve(state).await);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let call = |method: &str, path: &str, token: Option<&str>, body: Value| {
+    let base = format!("http://{}", s.addr);
+    let call = |method: &str, path: &str, token: Option<&str>, body: &str| {
         let mut b = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(format!("{base}{path}"));
+            .uri(format!("{base}{path}"))
+            .header("content-type", "application/json");
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
-        let req = b.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        let req = b.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         let client = client.clone();
         async move {
             let r = client.request(req).await.unwrap();
             let st = r.status();
-            let v: Value =
-                serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes())
-                    .unwrap_or(Value::Null);
+            let bytes = r.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
             (st, v)
         }
     };
-    let pw = "correct horse battery";
-    let login = |name: &'static str, pass: &'static str| {
+    let login = |name: &'static str, password: &'static str| {
         let call = &call;
         async move {
-            let (st, v) = call(
-                "POST",
-                "/api/v1/auth/login",
-                None,
-                json!({"username": name, "password": pass}),
-            )
-            .await;
-            assert_eq!(st, StatusCode::OK, "{v}");
+            let body = json!({"username": name, "password": password}).to_string();
+            let (st, v) = call("POST", "/api/v1/auth/login", None, &body).await;
+            assert_eq!(st, StatusCode::OK, "login {name}: {v}");
             v["access_token"].as_str().unwrap().to_owned()
         }
     };
-    let admin = login("admin", "admin password 1").await;
-    for name in ["plainuser", "reader"] {
-        let (st, _) = call(
+    let admin = login("admin", ADMIN_PASSWORD).await;
+    let mut ids = std::collections::HashMap::new();
+    for name in ["alice", "bob", "reader", "wkr", "uadm"] {
+        let body = json!({"username": name, "password": PASSWORD}).to_string();
+        let (st, v) = call("POST", "/api/v1/auth/register", None, &body).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        ids.insert(name, v["id"].as_str().unwrap().to_owned());
+    }
+    let (st, v) = call(
+        "PUT",
+        "/admin/roles/useradmin",
+        Some(&admin),
+        r#"{"permissions":["users:admin"]}"#,
+    )
+    .await;
+    assert!(st.is_success(), "{v}");
+    for (name, role) in [
+        ("reader", "readonly"),
+        ("wkr", "worker"),
+        ("uadm", "useradmin"),
+    ] {
+        let id = &ids[name];
+        let body = json!({ "role": role }).to_string();
+        let (st, v) = call(
             "POST",
-            "/api/v1/auth/register",
-            None,
-            json!({"username": name, "password": pw}),
+            &format!("/admin/users/{id}/roles"),
+            Some(&admin),
+            &body,
         )
         .await;
-        assert_eq!(st, StatusCode::CREATED);
+        assert!(st.is_success(), "{name} +{role}: {v}");
+        let (st, v) = call(
+            "DELETE",
+            &format!("/admin/users/{id}/roles/user"),
+            Some(&admin),
+            "",
+        )
+        .await;
+        assert!(st.is_success(), "{name} -user: {v}");
     }
-    let (_, users) = call("GET", "/admin/users", Some(&admin), json!(null)).await;
-    let reader_id = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == "reader")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    call(
+    let tokens: [Option<String>; 7] = [
+        None,
+        Some(login("alice", PASSWORD).await),
+        Some(login("bob", PASSWORD).await),
+        Some(login("reader", PASSWORD).await),
+        Some(login("wkr", PASSWORD).await),
+        Some(login("uadm", PASSWORD).await),
+        Some(admin.clone()),
+    ];
+    let alice = tokens[A].as_deref();
+    // A's objects, and a shared key.
+    let (st, v) = call("PUT", "/api/v1/kv/a-key", alice, r#"{"value":"A's"}"#).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = call(
         "POST",
-        &format!("/admin/users/{reader_id}/roles"),
-        Some(&admin),
-        json!({"role": "readonly"}),
+        "/api/v1/jobs",
+        alice,
+        r#"{"queue":"q","payload":"A's"}"#,
     )
     .await;
-    call(
-        "DELETE",
-        &format!("/admin/users/{reader_id}/roles/user"),
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let job = v["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(
+        "PUT",
+        "/api/v1/ns/team/kv/t",
         Some(&admin),
-        json!(null),
+        r#"{"value":0}"#,
     )
     .await;
-    let user = login("plainuser", pw).await;
-    let reader = login("reader", pw).await;
-    let mut checked = std::collections::BTreeSet::new();
-    for (method, path, pattern, allowed) in MATRIX {
-        for (i, token) in [&admin, &user, &reader].into_iter().enumerate() {
-            let (st, v) = call(method, path, Some(token), json!({})).await;
-            let who = ["admin", "user", "readonly"][i];
-            if allowed[i] {
-                assert_ne!(st, StatusCode::FORBIDDEN, "{who} {method} {path}: {v}");
-            } else {
-                assert_eq!(st, StatusCode::FORBIDDEN, "{who} {method} {path}: {v}");
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, me) = call("GET", "/api/v1/auth/me", Some(&admin), "").await;
+    let ids = Ids {
+        a: ids["alice"].clone(),
+        b: ids["bob"].clone(),
+        admin: me["id"].as_str().unwrap().to_owned(),
+        job,
+    };
+
+    let mut failures = Vec::new();
+    let mut covered = BTreeSet::new();
+    for (method, path, pattern, body, expected) in MATRIX {
+        let path = fill(path, &ids);
+        let body = fill(body, &ids);
+        for who in CALL_ORDER {
+            let (st, v) = call(method, &path, tokens[who].as_deref(), &body).await;
+            if st.as_u16() != expected[who] {
+                failures.push(format!(
+                    "{method} {path} as {}: {} (expected {}): {v}",
+                    NAMES[who],
+                    st.as_u16(),
+                    expected[who]
+                ));
             }
         }
-        checked.insert((method.to_string(), pattern.to_string()));
+        covered.insert((method.to_string(), pattern.to_string()));
     }
-    // The table covers every protected route the router serves.
-    let open = [
-        "/",
-        "/api/v1",
-        "/openapi.yaml",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/api/v1/auth/register",
-        "/api/v1/auth/login",
-        "/api/v1/auth/refresh",
-        "/api/v1/auth/logout",
-    ];
-    for (pattern, methods) in helios_bins::gateway::routes() {
-        if open.contains(&pattern) {
-            continue;
+    for (method, path, body, expected) in OPEN {
+        let (st, v) = call(method, path, None, body).await;
+        if st.as_u16() != *expected {
+            failures.push(format!(
+                "{method} {path} as anonymous: {} (expected {expected}): {v}",
+                st.as_u16()
+            ));
         }
+        covered.insert((method.to_string(), path.to_string()));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} unexpected statuses:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // The table covers every route and method the router serves.
+    for (pattern, methods) in helios_bins::gateway::routes() {
         for m in methods {
             assert!(
-                checked.contains(&(m.to_string(), pattern.to_string())),
+                covered.contains(&(m.to_string(), pattern.to_string())),
                 "{m} {pattern} is missing from the matrix"
             );
         }
     }
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
+    s.stop().await;
 }

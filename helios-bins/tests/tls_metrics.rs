@@ -194,7 +194,11 @@ async fn metrics_on_their_own_listener_only() {
     cfg.metrics_listen = "127.0.0.1:9".into();
     let s = start(cfg).await;
     let (st, _, _) = s.call(Method::GET, "/metrics", None, None, &[]).await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "not on the API listener");
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "never open on the API listener"
+    );
     let (st, _, _) = s.call(Method::GET, "/healthz", None, None, &[]).await;
     assert_eq!(st, StatusCode::OK);
 

@@ -6,7 +6,26 @@
 //! kv:{key}            rate:{clientId}
 //! job:{jobId}         job:dedup:{dedupId}
 //! proxy:backend:{id}  proxy:route:{id}          worker:{workerId}
+//! meta:{name}
 //! ```
+//!
+//! `meta:` holds store-wide layout records (today `meta:kv_layout`, the version of the
+//! layout under `kv:`).
+//!
+//! # Under `kv:`: namespaces
+//!
+//! ```text
+//! kv:u:{userId}:{key}      a user's own namespace (the gateway's /api/v1/kv)
+//! kv:ns:{namespace}:{key}  a shared namespace, [a-z0-9_-]{1,64} (/api/v1/ns/{ns}/kv)
+//! ```
+//!
+//! Every key under `kv:` belongs to exactly one namespace ([`KvSpace`]): the prefix of a
+//! namespace ends in `':'`, and neither user ids nor namespace names contain `':'`, so no
+//! namespace's prefix is a prefix of another's, and a scan of one namespace's prefix never
+//! sees another's keys. A user key (after the namespace prefix) is any non-empty UTF-8.
+//! Keys written before namespaces existed (`kv:{key}`, layout 1) are moved into the shared
+//! namespace [`KV_LEGACY_NAMESPACE`] by the gateway at its first start on layout 2
+//! (recorded in `meta:kv_layout`).
 //!
 //! Every crate builds its keys from the families here: with the builder functions, or, on
 //! hot paths where the id is valid by construction (a hex job id, a hex hash), by joining
@@ -57,6 +76,21 @@ pub const PROXY_BACKEND_PREFIX: &str = "proxy:backend:";
 pub const PROXY_ROUTE_PREFIX: &str = "proxy:route:";
 /// Prefix of registered workers: `worker:{workerId}`.
 pub const WORKER_PREFIX: &str = "worker:";
+/// Prefix of store-wide layout records: `meta:{name}`.
+pub const META_PREFIX: &str = "meta:";
+
+/// Prefix of the per-user KV namespaces: `kv:u:{userId}:{key}`.
+pub const KV_USER_PREFIX: &str = "kv:u:";
+/// Prefix of the shared KV namespaces: `kv:ns:{namespace}:{key}`.
+pub const KV_SHARED_PREFIX: &str = "kv:ns:";
+/// The shared namespace that holds the keys written before namespaces existed.
+pub const KV_LEGACY_NAMESPACE: &str = "legacy";
+/// Name of the `meta:` record holding the layout version under `kv:`.
+pub const META_KV_LAYOUT: &str = "kv_layout";
+/// The layout under `kv:` that this code writes: namespaces.
+pub const KV_LAYOUT_VERSION: u32 = 2;
+/// The longest shared namespace name.
+pub const KV_NAMESPACE_SIZE_MAX: usize = 64;
 
 /// The longest characters of a rejected key kept in a [`KeyError::UnknownFamily`], so an
 /// error from a huge garbage key stays small in logs.
@@ -89,12 +123,14 @@ pub enum KeyFamily {
     ProxyRoute,
     /// `worker:{workerId}`
     Worker,
+    /// `meta:{name}`
+    Meta,
 }
 
 impl KeyFamily {
     /// Every family, longest prefix first among those that share a start (`job:dedup:`
     /// before `job:`): the order [`parse`] tries them in.
-    pub const ALL: [KeyFamily; 12] = [
+    pub const ALL: [KeyFamily; 13] = [
         KeyFamily::AuthUsername,
         KeyFamily::AuthUser,
         KeyFamily::AuthToken,
@@ -107,6 +143,7 @@ impl KeyFamily {
         KeyFamily::ProxyBackend,
         KeyFamily::ProxyRoute,
         KeyFamily::Worker,
+        KeyFamily::Meta,
     ];
 
     /// The family's prefix, ending in `':'` (e.g. `"kv:"`).
@@ -124,6 +161,7 @@ impl KeyFamily {
             KeyFamily::ProxyBackend => PROXY_BACKEND_PREFIX,
             KeyFamily::ProxyRoute => PROXY_ROUTE_PREFIX,
             KeyFamily::Worker => WORKER_PREFIX,
+            KeyFamily::Meta => META_PREFIX,
         }
     }
 
@@ -175,6 +213,7 @@ impl KeyFamily {
             KeyFamily::ProxyBackend => Key::ProxyBackend(id),
             KeyFamily::ProxyRoute => Key::ProxyRoute(id),
             KeyFamily::Worker => Key::Worker(id),
+            KeyFamily::Meta => Key::Meta(id),
         }
     }
 }
@@ -209,11 +248,32 @@ pub enum KeyError {
     },
     /// The key starts with no known prefix.
     #[error(
-        "key {key:?} starts with no known prefix (auth:, rbac:, kv:, rate:, job:, proxy:, worker:)"
+        "key {key:?} starts with no known prefix (auth:, rbac:, kv:, rate:, job:, proxy:, worker:, meta:)"
     )]
     UnknownFamily {
         /// The key, cut to its first [`ERROR_KEY_CHARS_MAX`] characters.
         key: String,
+    },
+    /// A shared KV namespace name is not `[a-z0-9_-]{1,64}`.
+    #[error("namespace {namespace:?} is not 1..=64 of [a-z0-9_-]")]
+    InvalidNamespace {
+        /// The name, cut to its first [`ERROR_KEY_CHARS_MAX`] characters.
+        namespace: String,
+    },
+    /// A `kv:` key is in no namespace (`kv:u:{userId}:` or `kv:ns:{namespace}:`).
+    #[error("kv key {key:?} is in no namespace (kv:u:{{userId}}:... or kv:ns:{{namespace}}:...)")]
+    NotNamespaced {
+        /// The key, cut to its first [`ERROR_KEY_CHARS_MAX`] characters.
+        key: String,
+    },
+    /// A part of a scoped dedup id (`job:dedup:{queue}/{owner}/{dedupId}`) is empty, or the
+    /// queue or owner contains `'/'` (the separator).
+    #[error("job dedup key: the {part} {value:?} is empty or contains '/'")]
+    BadDedupScope {
+        /// `queue`, `owner` or `dedup id`.
+        part: &'static str,
+        /// The part, cut to its first [`ERROR_KEY_CHARS_MAX`] characters.
+        value: String,
     },
 }
 
@@ -247,6 +307,8 @@ pub enum Key<'a> {
     ProxyRoute(&'a str),
     /// `worker:{workerId}`
     Worker(&'a str),
+    /// `meta:{name}`
+    Meta(&'a str),
 }
 
 impl<'a> Key<'a> {
@@ -265,6 +327,7 @@ impl<'a> Key<'a> {
             Key::ProxyBackend(_) => KeyFamily::ProxyBackend,
             Key::ProxyRoute(_) => KeyFamily::ProxyRoute,
             Key::Worker(_) => KeyFamily::Worker,
+            Key::Meta(_) => KeyFamily::Meta,
         }
     }
 
@@ -282,7 +345,8 @@ impl<'a> Key<'a> {
             | Key::JobDedup(id)
             | Key::ProxyBackend(id)
             | Key::ProxyRoute(id)
-            | Key::Worker(id) => id,
+            | Key::Worker(id)
+            | Key::Meta(id) => id,
         }
     }
 
@@ -375,9 +439,61 @@ pub fn job(job_id: &str) -> Result<String, KeyError> {
     KeyFamily::Job.key(job_id)
 }
 
-/// `job:dedup:{dedup_id}`: a dedup record suppressing duplicate enqueues.
+/// `job:dedup:{dedup_id}`: a dedup record suppressing duplicate enqueues, in the layout
+/// before dedup ids were scoped (one scope for every queue and owner). helios-queue still
+/// reads such records; it writes [`job_dedup_scoped`] ones.
 pub fn job_dedup(dedup_id: &str) -> Result<String, KeyError> {
     KeyFamily::JobDedup.key(dedup_id)
+}
+
+/// `job:dedup:{queue}/{owner}/{dedup_id}`: a dedup record scoped to one owner and one queue,
+/// so two owners (or two queues) using the same dedup id never meet. A job without an
+/// owner has an empty owner part: `job:dedup:{queue}//{dedup_id}`.
+///
+/// The queue and the owner may not contain `'/'` and the dedup id, last, may; so the id
+/// splits back at its first two `'/'` ([`parse_job_dedup_scoped`]) and distinct scopes
+/// give distinct keys. No part may contain `':'` (the family rule) or be empty.
+pub fn job_dedup_scoped(
+    owner: Option<&str>,
+    queue: &str,
+    dedup_id: &str,
+) -> Result<String, KeyError> {
+    let bad = |part: &'static str, value: &str| KeyError::BadDedupScope {
+        part,
+        value: value.chars().take(ERROR_KEY_CHARS_MAX).collect(),
+    };
+    if queue.is_empty() || queue.contains('/') {
+        return Err(bad("queue", queue));
+    }
+    if let Some(o) = owner
+        && (o.is_empty() || o.contains('/'))
+    {
+        return Err(bad("owner", o));
+    }
+    if dedup_id.is_empty() {
+        return Err(bad("dedup id", dedup_id));
+    }
+    let owner = owner.unwrap_or("");
+    let mut id = String::with_capacity(queue.len() + owner.len() + dedup_id.len() + 2);
+    id.push_str(queue);
+    id.push('/');
+    id.push_str(owner);
+    id.push('/');
+    id.push_str(dedup_id);
+    KeyFamily::JobDedup.key(&id)
+}
+
+/// The `(owner, queue, dedup id)` of a dedup id in the [`job_dedup_scoped`] layout (the
+/// part after `job:dedup:`), or `None` when it does not split into one. An old-layout dedup
+/// id may split too (it may hold '/'), so the layout of a stored record is told by its
+/// value, not by this.
+pub fn parse_job_dedup_scoped(id: &str) -> Option<(Option<&str>, &str, &str)> {
+    let (queue, rest) = id.split_once('/')?;
+    let (owner, dedup_id) = rest.split_once('/')?;
+    if queue.is_empty() || dedup_id.is_empty() || id.contains(':') {
+        return None;
+    }
+    Some(((!owner.is_empty()).then_some(owner), queue, dedup_id))
 }
 
 /// `proxy:backend:{id}`: a proxy backend.
@@ -395,6 +511,110 @@ pub fn worker(worker_id: &str) -> Result<String, KeyError> {
     KeyFamily::Worker.key(worker_id)
 }
 
+/// `meta:{name}`: a store-wide layout record.
+pub fn meta(name: &str) -> Result<String, KeyError> {
+    KeyFamily::Meta.key(name)
+}
+
+/// A namespace under `kv:` (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KvSpace<'a> {
+    /// The user's own namespace, by user id: `kv:u:{userId}:`.
+    User(&'a str),
+    /// A shared namespace, by name: `kv:ns:{namespace}:`.
+    Shared(&'a str),
+}
+
+/// Checks a shared namespace name: `[a-z0-9_-]{1,64}`.
+pub fn check_namespace(namespace: &str) -> Result<(), KeyError> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= KV_NAMESPACE_SIZE_MAX
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::InvalidNamespace {
+            namespace: namespace.chars().take(ERROR_KEY_CHARS_MAX).collect(),
+        })
+    }
+}
+
+impl KvSpace<'_> {
+    /// Checks the user id (non-empty, no `':'`) or the namespace name.
+    pub fn validate(&self) -> Result<(), KeyError> {
+        match *self {
+            KvSpace::User(id) => {
+                if id.is_empty() {
+                    return Err(KeyError::EmptyId {
+                        family: KeyFamily::Kv,
+                    });
+                }
+                match id.find(':') {
+                    Some(index) => Err(KeyError::ColonInId {
+                        family: KeyFamily::Kv,
+                        id: id.to_owned(),
+                        index,
+                    }),
+                    None => Ok(()),
+                }
+            }
+            KvSpace::Shared(ns) => check_namespace(ns),
+        }
+    }
+
+    /// The namespace's prefix, ending in `':'`: every key of the namespace starts with it
+    /// and no key of another namespace does.
+    pub fn prefix(&self) -> Result<String, KeyError> {
+        self.validate()?;
+        let (family, id) = match *self {
+            KvSpace::User(id) => (KV_USER_PREFIX, id),
+            KvSpace::Shared(ns) => (KV_SHARED_PREFIX, ns),
+        };
+        let mut p = String::with_capacity(family.len() + id.len() + 1);
+        p.push_str(family);
+        p.push_str(id);
+        p.push(':');
+        Ok(p)
+    }
+
+    /// The full ATLAS key of `key` in this namespace. `key` is any non-empty UTF-8.
+    pub fn key(&self, key: &str) -> Result<String, KeyError> {
+        if key.is_empty() {
+            return Err(KeyError::EmptyId {
+                family: KeyFamily::Kv,
+            });
+        }
+        let mut full = self.prefix()?;
+        full.push_str(key);
+        Ok(full)
+    }
+}
+
+/// Splits a full `kv:` key into its namespace and the user key within it.
+pub fn parse_kv(full: &str) -> Result<(KvSpace<'_>, &str), KeyError> {
+    let not_namespaced = || KeyError::NotNamespaced {
+        key: full.chars().take(ERROR_KEY_CHARS_MAX).collect(),
+    };
+    let (space, rest) = if let Some(rest) = full.strip_prefix(KV_USER_PREFIX) {
+        let (id, key) = rest.split_once(':').ok_or_else(not_namespaced)?;
+        (KvSpace::User(id), key)
+    } else if let Some(rest) = full.strip_prefix(KV_SHARED_PREFIX) {
+        let (ns, key) = rest.split_once(':').ok_or_else(not_namespaced)?;
+        (KvSpace::Shared(ns), key)
+    } else {
+        return Err(not_namespaced());
+    };
+    space.validate()?;
+    if rest.is_empty() {
+        return Err(KeyError::EmptyId {
+            family: KeyFamily::Kv,
+        });
+    }
+    Ok((space, rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,7 +623,7 @@ mod tests {
     type Builder = fn(&str) -> Result<String, KeyError>;
 
     /// Every builder with its family, so tests cover them all.
-    const BUILDERS: [(Builder, KeyFamily); 12] = [
+    const BUILDERS: [(Builder, KeyFamily); 13] = [
         (auth_user, KeyFamily::AuthUser),
         (auth_username, KeyFamily::AuthUsername),
         (auth_token, KeyFamily::AuthToken),
@@ -416,12 +636,13 @@ mod tests {
         (proxy_backend, KeyFamily::ProxyBackend),
         (proxy_route, KeyFamily::ProxyRoute),
         (worker, KeyFamily::Worker),
+        (meta, KeyFamily::Meta),
     ];
 
     /// Shows every builder spells the schema of DESIGN.md.
     #[test]
     fn builders_spell_the_schema() {
-        let cases: [(Result<String, KeyError>, &str); 12] = [
+        let cases: [(Result<String, KeyError>, &str); 13] = [
             (auth_user("u1"), "auth:user:u1"),
             (auth_username("alice"), "auth:username:alice"),
             (auth_token("ab12"), "auth:token:ab12"),
@@ -434,9 +655,76 @@ mod tests {
             (proxy_backend("b1"), "proxy:backend:b1"),
             (proxy_route("r1"), "proxy:route:r1"),
             (worker("w1"), "worker:w1"),
+            (meta("kv_layout"), "meta:kv_layout"),
         ];
         for (built, expected) in cases {
             assert_eq!(built.unwrap(), expected);
+        }
+    }
+
+    /// Shows the scoped dedup layout: each (owner, queue, dedup id) its own key, parsed back;
+    /// a '/' in the queue or owner, an empty part or a ':' anywhere is refused.
+    #[test]
+    fn job_dedup_scoped_layout() {
+        let cases = [
+            (
+                Some("alice"),
+                "emails",
+                "order-17",
+                "job:dedup:emails/alice/order-17",
+            ),
+            (
+                Some("bob"),
+                "emails",
+                "order-17",
+                "job:dedup:emails/bob/order-17",
+            ),
+            (None, "emails", "a/b", "job:dedup:emails//a/b"),
+        ];
+        for (owner, queue, dedup, want) in cases {
+            let key = job_dedup_scoped(owner, queue, dedup).unwrap();
+            assert_eq!(key, want);
+            let Key::JobDedup(id) = parse(&key).unwrap() else {
+                panic!("{key} is a dedup key");
+            };
+            assert_eq!(parse_job_dedup_scoped(id), Some((owner, queue, dedup)));
+        }
+        let bad = |part, value: &str| KeyError::BadDedupScope {
+            part,
+            value: value.to_owned(),
+        };
+        assert_eq!(job_dedup_scoped(None, "a/b", "d"), Err(bad("queue", "a/b")));
+        assert_eq!(job_dedup_scoped(None, "", "d"), Err(bad("queue", "")));
+        assert_eq!(
+            job_dedup_scoped(Some("u/1"), "q", "d"),
+            Err(bad("owner", "u/1"))
+        );
+        assert_eq!(job_dedup_scoped(Some(""), "q", "d"), Err(bad("owner", "")));
+        assert_eq!(job_dedup_scoped(None, "q", ""), Err(bad("dedup id", "")));
+        assert!(matches!(
+            job_dedup_scoped(Some("u"), "q", "a:b"),
+            Err(KeyError::ColonInId { .. })
+        ));
+        assert_eq!(parse_job_dedup_scoped("order-17"), None);
+        assert_eq!(parse_job_dedup_scoped("q/"), None);
+        assert_eq!(parse_job_dedup_scoped("/o/d"), None);
+    }
+
+    proptest! {
+        /// Distinct scopes give distinct keys, and every key parses back to its scope.
+        #[test]
+        fn job_dedup_scoped_round_trips(
+            owner in proptest::option::of("[^:/]{1,8}"),
+            queue in "[A-Za-z0-9_.-]{1,8}",
+            dedup in "[^:]{1,12}",
+        ) {
+            let key = job_dedup_scoped(owner.as_deref(), &queue, &dedup).unwrap();
+            let id = key.strip_prefix(JOB_DEDUP_PREFIX).unwrap();
+            prop_assert_eq!(parse(&key).unwrap(), Key::JobDedup(id));
+            prop_assert_eq!(
+                parse_job_dedup_scoped(id),
+                Some((owner.as_deref(), queue.as_str(), dedup.as_str()))
+            );
         }
     }
 
@@ -603,6 +891,53 @@ mod tests {
         }
     }
 
+    /// Shows the namespace layout under `kv:`: prefixes, keys, and the parse back.
+    #[test]
+    fn kv_namespaces() {
+        assert_eq!(KvSpace::User("u1").prefix().unwrap(), "kv:u:u1:");
+        assert_eq!(
+            KvSpace::Shared("team-a").key("x:y").unwrap(),
+            "kv:ns:team-a:x:y"
+        );
+        assert_eq!(
+            KvSpace::Shared(KV_LEGACY_NAMESPACE).key("old").unwrap(),
+            "kv:ns:legacy:old"
+        );
+        assert_eq!(
+            parse_kv("kv:u:u1:a:b").unwrap(),
+            (KvSpace::User("u1"), "a:b")
+        );
+        assert_eq!(
+            parse_kv("kv:ns:team:k").unwrap(),
+            (KvSpace::Shared("team"), "k")
+        );
+        for bad in [
+            "kv:x",
+            "kv:u:",
+            "kv:u:u1",
+            "kv:u:u1:",
+            "kv:ns:Team:k",
+            "kv:ns::k",
+            "job:x",
+        ] {
+            assert!(parse_kv(bad).is_err(), "{bad}");
+        }
+        for bad in ["", "Team", "a:b", "a b", &"x".repeat(65)] {
+            assert!(check_namespace(bad).is_err(), "{bad:?}");
+            assert!(KvSpace::Shared(bad).key("k").is_err());
+        }
+        assert!(check_namespace(&"x".repeat(64)).is_ok());
+        assert!(KvSpace::User("a:b").prefix().is_err());
+        assert!(KvSpace::User("").prefix().is_err());
+        assert!(KvSpace::User("u").key("").is_err());
+        assert_eq!(
+            check_namespace("A").unwrap_err().to_string(),
+            "namespace \"A\" is not 1..=64 of [a-z0-9_-]"
+        );
+        // Every namespaced key is a valid kv key.
+        assert_eq!(parse("kv:u:u1:k").unwrap(), Key::Kv("u:u1:k"));
+    }
+
     fn family_strategy() -> impl Strategy<Value = KeyFamily> {
         proptest::sample::select(KeyFamily::ALL.to_vec())
     }
@@ -624,9 +959,30 @@ mod tests {
             prop_assert_eq!(key.to_key_string(), built);
         }
 
+        /// Namespaces are disjoint: a key built in one space parses back to that space and
+        /// key, and starts with no other space's prefix.
+        #[test]
+        fn kv_spaces_are_disjoint(
+            a_user in any::<bool>(),
+            a_id in "[a-z0-9_-]{1,8}",
+            b_user in any::<bool>(),
+            b_id in "[a-z0-9_-]{1,8}",
+            key in "\\PC{1,16}",
+        ) {
+            fn space(user: bool, id: &str) -> KvSpace<'_> {
+                if user { KvSpace::User(id) } else { KvSpace::Shared(id) }
+            }
+            let (a, b) = (space(a_user, &a_id), space(b_user, &b_id));
+            let full = a.key(&key).unwrap();
+            prop_assert_eq!(parse_kv(&full).unwrap(), (a, key.as_str()));
+            if a != b {
+                prop_assert!(!full.starts_with(&b.prefix().unwrap()));
+            }
+        }
+
         /// Any string: parse never panics, and whatever parses prints back to itself.
         #[test]
-        fn parse_any_string(text in "\\PC{0,40}|(auth|rbac|kv|rate|job|proxy|worker)[:a-z_]{0,16}\\PC{0,8}") {
+        fn parse_any_string(text in "\\PC{0,40}|(auth|rbac|kv|rate|job|proxy|worker|meta)[:a-z_]{0,16}\\PC{0,8}") {
             if let Ok(key) = parse(&text) {
                 prop_assert_eq!(key.to_key_string(), text.clone());
                 prop_assert_eq!(key.validate(), Ok(()));

@@ -9,24 +9,96 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// A job id: the enqueue time in ms and a sequence number within that ms. Ordered by
-/// creation, unique (the generator never goes back, across restarts too), and shown as 32
-/// hex digits, so text order equals creation order.
+/// A job id: 128 bits, written as 32 lowercase hex digits (in URLs, records and keys; the
+/// same digits as a UUID's `simple` form, and nothing else is accepted). Ids made now are
+/// UUIDv7 (RFC 9562), laid out as:
+///
+/// ```text
+/// bits 127..80  ms since the Unix epoch (48)      bits 65..64  random (2)
+/// bits  79..76  version, 7                         bits 63..62  variant, 0b10
+/// bits  75..66  counter within the ms (10)         bits 61..0   random (62)
+/// ```
+///
+/// 64 random bits (from the queue's injected randomness) make an id useless for guessing
+/// another; the ms and the counter (method 1 of RFC 9562 section 6.2) make ids sort by
+/// creation, which the FIFO order within a priority relies on. The counter starts at 0
+/// in each ms; past 1023 ids in one ms the ms field moves on by one (ids may run ahead of
+/// the clock under that load, never back).
+///
+/// Ids of the earlier layout (the ms in the high 64 bits, a sequence in the low 64) still
+/// parse, load and print the same: their top 16 bits are 0, so they sort below every new
+/// id and an upgraded queue keeps its order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobId {
-    /// Enqueue time, ms since the Unix epoch.
-    pub created_at_ms: u64,
-    /// Sequence within the ms.
-    pub seq: u64,
+    // Invariant: (hi, lo) order is the order of the 128-bit value (fields in this order).
+    hi: u64,
+    lo: u64,
 }
 
+/// Highest counter value in one ms.
+const ID_COUNTER_MAX: u64 = (1 << 10) - 1;
+/// Highest ms the 48-bit field holds (year 10889).
+const ID_MS_MAX: u64 = (1 << 48) - 1;
+
 impl JobId {
+    /// The id with this 128-bit value.
+    pub const fn from_u128(v: u128) -> Self {
+        Self {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
+    }
+
+    /// The 128-bit value.
+    pub const fn as_u128(&self) -> u128 {
+        ((self.hi as u128) << 64) | self.lo as u128
+    }
+
+    /// The creation ms of a UUIDv7 id; `None` for an id of the earlier layout.
+    pub fn uuid_v7_ms(&self) -> Option<u64> {
+        let v7 = (self.hi >> 12) & 0xf == 7 && self.lo >> 62 == 0b10;
+        v7.then_some(self.hi >> 16)
+    }
+
+    fn v7(ms: u64, counter: u64, random: u64) -> Self {
+        debug_assert!(ms <= ID_MS_MAX && counter <= ID_COUNTER_MAX);
+        Self {
+            hi: (ms << 16) | (7 << 12) | (counter << 2) | (random >> 62),
+            lo: (0b10 << 62) | (random & ((1 << 62) - 1)),
+        }
+    }
+
+    /// The id to issue after `last` at `now_ms`, its 64 random bits taken from `random`:
+    /// above `last` whatever the clock did. `None` once the ms field is exhausted.
+    pub(crate) fn next_after(last: JobId, now_ms: u64, random: u64) -> Option<JobId> {
+        // For an id of the earlier layout these read garbage, far below any real clock,
+        // so the first branch is taken; the check at the end covers the rest.
+        let last_ms = last.hi >> 16;
+        let last_counter = (last.hi >> 2) & ID_COUNTER_MAX;
+        let (ms, counter) = if now_ms > last_ms {
+            (now_ms, 0)
+        } else if last_counter < ID_COUNTER_MAX {
+            (last_ms, last_counter + 1)
+        } else {
+            (last_ms + 1, 0)
+        };
+        if ms > ID_MS_MAX {
+            return None;
+        }
+        let id = Self::v7(ms, counter, random);
+        if id > last {
+            return Some(id);
+        }
+        // Only an earlier-layout `last` read as (ms, counter) gets here.
+        (last_ms < ID_MS_MAX).then(|| Self::v7(last_ms + 1, 0, random))
+    }
+
     /// The 32 lowercase hex digits (formatted by hand: ids are written on every
     /// transition, and `fmt` machinery showed in profiles).
     pub fn to_hex(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        out[..16].copy_from_slice(&helios_core::digits::hex(self.created_at_ms).0);
-        out[16..].copy_from_slice(&helios_core::digits::hex(self.seq).0);
+        out[..16].copy_from_slice(&helios_core::digits::hex(self.hi).0);
+        out[16..].copy_from_slice(&helios_core::digits::hex(self.lo).0);
         out
     }
 }
@@ -50,9 +122,9 @@ impl FromStr for JobId {
         {
             return Err(bad());
         }
-        let created_at_ms = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?;
-        let seq = u64::from_str_radix(&s[16..], 16).map_err(|_| bad())?;
-        Ok(JobId { created_at_ms, seq })
+        let hi = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?;
+        let lo = u64::from_str_radix(&s[16..], 16).map_err(|_| bad())?;
+        Ok(JobId { hi, lo })
     }
 }
 
@@ -185,6 +257,11 @@ pub struct Job {
     pub id: JobId,
     /// The queue it belongs to.
     pub queue: String,
+    /// Who enqueued it (the gateway's user id). Only the owner and `jobs:admin` reach it
+    /// over HTTP; a job without one (enqueued by the embedded API, or before owners were
+    /// recorded) is reached by `jobs:admin` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Arc<str>>,
     /// The caller's payload: shared, not copied, by every version of the job (a claim or an
     /// ack writes a new record but never copies the payload tree).
     pub payload: Arc<serde_json::Value>,
@@ -249,6 +326,10 @@ impl Job {
         out.extend_from_slice(&self.id.to_hex());
         out.extend_from_slice(br#"","queue":"#);
         push_str(out, &self.queue)?;
+        if let Some(o) = &self.owner {
+            out.extend_from_slice(br#","owner":"#);
+            push_str(out, o)?;
+        }
         out.extend_from_slice(br#","payload":"#);
         serde_json::to_writer(&mut *out, &self.payload)?;
         out.extend_from_slice(br#","state":""#);
@@ -313,12 +394,48 @@ impl Job {
     }
 }
 
+/// A dedup record, stored as JSON under `job:dedup:{queue}/{owner}/{dedup_id}`
+/// ([`helios_core::keys::job_dedup_scoped`]) with the dedup window as its TTL: while it
+/// lives, an enqueue by the same owner into the same queue with the same dedup id returns
+/// `job` instead of creating one.
+///
+/// Records of the earlier layout (`job:dedup:{dedup_id}`, one scope for every queue and
+/// owner) hold only the job id, as 32 hex digits; they are read into the scope of the job
+/// they name (no owner, its queue) and written no more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    /// The first job enqueued with the dedup id.
+    pub job: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Arc<str>>,
+    /// The dedup id.
+    pub dedup_id: String,
+}
+
+impl DedupRecord {
+    /// The ATLAS key of the record (also its key in memory).
+    pub fn key(&self) -> Result<String> {
+        helios_core::keys::job_dedup_scoped(self.owner.as_deref(), &self.queue, &self.dedup_id)
+            .map_err(|e| QueueError::Invalid {
+                field: "dedup_id",
+                reason: e.to_string(),
+            })
+    }
+}
+
 /// What to enqueue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     /// Queue name, `[A-Za-z0-9_.-]{1,64}`.
     pub queue: String,
+    /// The owner recorded on the job (see [`Job::owner`]); it also scopes the dedup id.
+    /// 1..=256 bytes without ':', '/' or control characters.
+    #[serde(default)]
+    pub owner: Option<Arc<str>>,
     /// Any JSON (shared with the job it creates, not copied).
     #[serde(default)]
     pub payload: Arc<serde_json::Value>,
@@ -337,8 +454,8 @@ pub struct EnqueueRequest {
     /// Retry delay policy (default from the queue config).
     #[serde(default)]
     pub backoff: Option<Backoff>,
-    /// A second enqueue with the same dedup id within the dedup window returns the first
-    /// job instead of creating one.
+    /// A second enqueue with the same dedup id, by the same owner into the same queue,
+    /// within the dedup window returns the first job instead of creating one.
     #[serde(default)]
     pub dedup_id: Option<String>,
 }
@@ -348,6 +465,7 @@ impl EnqueueRequest {
     pub fn new(queue: impl Into<String>, payload: serde_json::Value) -> Self {
         Self {
             queue: queue.into(),
+            owner: None,
             payload: Arc::new(payload),
             priority: 0,
             delay_ms: None,
@@ -386,8 +504,24 @@ impl EnqueueRequest {
         if let Some(d) = &self.dedup_id {
             validate_id("dedup_id", d)?;
         }
+        if let Some(o) = &self.owner {
+            validate_owner(o)?;
+        }
         Ok(())
     }
+}
+
+/// Checks an owner: a valid id ([`validate_id`]) without '/' either (it is a part of the
+/// scoped dedup key, `helios_core::keys::job_dedup_scoped`).
+pub fn validate_owner(owner: &str) -> Result<()> {
+    validate_id("owner", owner)?;
+    if owner.contains('/') {
+        return Err(QueueError::Invalid {
+            field: "owner",
+            reason: "must not contain '/'".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a queue name: `[A-Za-z0-9_.-]{1,64}`.
@@ -427,26 +561,68 @@ mod tests {
 
     #[test]
     fn job_id_text_round_trips_and_sorts() {
-        let a = JobId {
-            created_at_ms: 5,
-            seq: 2,
-        };
-        let b = JobId {
-            created_at_ms: 5,
-            seq: 10,
-        };
+        // An id of the earlier layout: ms 5, sequence 2.
+        let a = JobId::from_u128((5 << 64) | 2);
+        let b = JobId::from_u128((5 << 64) | 10);
+        assert_eq!(a.to_string(), "00000000000000050000000000000002");
         assert_eq!(a.to_string().parse::<JobId>().unwrap(), a);
-        let big = JobId {
-            created_at_ms: u64::MAX,
-            seq: 0x0123_4567_89ab_cdef,
-        };
-        assert_eq!(
-            big.to_string(),
-            format!("{:016x}{:016x}", u64::MAX, big.seq)
-        );
+        let big = JobId::from_u128(u128::MAX - 7);
+        assert_eq!(big.to_string(), format!("{:032x}", u128::MAX - 7));
+        assert_eq!(big.to_string().parse::<JobId>().unwrap(), big);
         assert!(a < b && a.to_string() < b.to_string());
         assert!("xyz".parse::<JobId>().is_err());
         assert!("0000000000000005000000000000000A".parse::<JobId>().is_err());
+        // The hyphenated UUID form is not an id here: one text form only.
+        assert!(
+            "01890a5d-ac96-774b-bcce-b302099a8057"
+                .parse::<JobId>()
+                .is_err()
+        );
+        assert!("+0000000000000050000000000000002".parse::<JobId>().is_err());
+    }
+
+    /// Shows new ids are UUIDv7 with 64 bits from the random source, time-ordered, strictly
+    /// growing within a ms and across the counter's end and a clock that went back, and
+    /// above every id of the earlier layout.
+    #[test]
+    fn new_ids_are_uuid_v7_and_grow() {
+        let now: u64 = 1_700_000_000_000;
+        let old = JobId::from_u128((u128::from(now) << 64) | 99);
+        assert_eq!(old.uuid_v7_ms(), None);
+        let a = JobId::next_after(old, now, u64::MAX).unwrap();
+        assert!(a > old);
+        assert_eq!(a.uuid_v7_ms(), Some(now));
+        let text = a.to_string();
+        assert_eq!(&text[12..13], "7", "version nibble");
+        assert!(matches!(&text[16..17], "8" | "9" | "a" | "b"), "variant");
+        // The 64 random bits land in the id: two ids differing only in them differ in
+        // exactly those bits.
+        let r0 = JobId::next_after(old, now, 0).unwrap();
+        assert_eq!((a.as_u128() ^ r0.as_u128()).count_ones(), 64);
+        // Same ms: the counter orders them whatever the random bits say.
+        let mut last = a;
+        for i in 0..3000u64 {
+            let random = if i % 2 == 0 { 0 } else { u64::MAX };
+            let next = JobId::next_after(last, now, random).unwrap();
+            assert!(next > last, "{next} > {last}");
+            assert!(next.uuid_v7_ms().is_some());
+            last = next;
+        }
+        // 3001 ids in one ms: the ms field moved on twice.
+        assert_eq!(last.uuid_v7_ms(), Some(now + 2));
+        // A clock that went back does not take ids back.
+        let back = JobId::next_after(last, now - 60_000, 7).unwrap();
+        assert!(back > last);
+        // A later ms starts the counter again.
+        let later = JobId::next_after(back, now + 10, 7).unwrap();
+        assert_eq!(later.uuid_v7_ms(), Some(now + 10));
+        assert!(later > back);
+        // The ms field is finite.
+        assert_eq!(JobId::next_after(old, 1 << 48, 0), None);
+        // An earlier-layout id whose bits read as a later ms than the clock still gets a
+        // larger successor.
+        let odd = JobId::from_u128(u128::from(u64::MAX) << 64);
+        assert!(JobId::next_after(odd, now, 0).is_none_or(|n| n > odd));
     }
 
     fn any_job() -> impl proptest::strategy::Strategy<Value = Job> {
@@ -471,7 +647,13 @@ mod tests {
             any::<i64>().prop_map(serde_json::Value::from),
         ];
         (
-            (any::<u64>(), any::<u64>(), text, value.clone(), state),
+            (
+                any::<u128>(),
+                text,
+                proptest::option::of(text),
+                value.clone(),
+                state,
+            ),
             (
                 any::<i32>(),
                 any::<u64>(),
@@ -489,17 +671,15 @@ mod tests {
         )
             .prop_map(
                 |(
-                    (created, seq, queue, payload, state),
+                    (id, queue, owner, payload, state),
                     (priority, run_at_ms, attempts, attempts_max, backoff),
                     (lease, token_last, dedup_id),
                     (created_at_ms, updated_at_ms, finished_at_ms),
                     (last_error, result),
                 )| Job {
-                    id: JobId {
-                        created_at_ms: created,
-                        seq,
-                    },
+                    id: JobId::from_u128(id),
                     queue,
+                    owner: owner.map(Arc::from),
                     payload: Arc::new(payload),
                     state,
                     priority,
@@ -532,6 +712,20 @@ mod tests {
         }
     }
 
+    /// Shows a record written by the previous layout (no owner, an id of ms and sequence)
+    /// reads back, and is written again byte for byte.
+    #[test]
+    fn previous_layout_record_reads_back() {
+        let old = r#"{"id":"0000018f2c6a1b2c0000000000000003","queue":"mail","payload":{"to":"x"},"state":"PENDING","priority":0,"run_at_ms":1715000000300,"attempts":0,"attempts_max":3,"backoff":{"kind":"exponential","base_ms":1000,"max_ms":300000},"token_last":0,"dedup_id":"d1","created_at_ms":1715000000300,"updated_at_ms":1715000000300}"#;
+        let job: Job = serde_json::from_str(old).unwrap();
+        assert_eq!(job.owner, None);
+        assert_eq!(job.id, JobId::from_u128((0x18f_2c6a_1b2c << 64) | 3));
+        assert_eq!(job.id.uuid_v7_ms(), None);
+        let mut again = Vec::new();
+        job.encode_json(&mut again).unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), old);
+    }
+
     #[test]
     fn backoff_delays() {
         let b = Backoff::Exponential {
@@ -554,5 +748,10 @@ mod tests {
         assert!(validate_queue_name(&"q".repeat(65)).is_err());
         assert!(validate_id("dedup_id", "order-17").is_ok());
         assert!(validate_id("dedup_id", "a:b").is_err());
+        assert!(validate_id("dedup_id", "a/b").is_ok());
+        assert!(validate_owner("0190f3a2c4d5e6f7").is_ok());
+        assert!(validate_owner("u/1").is_err());
+        assert!(validate_owner("u:1").is_err());
+        assert!(validate_owner("").is_err());
     }
 }

@@ -4,9 +4,11 @@
 //! - [`QueueState`] (`state`) is the pure state machine: `plan_*` an operation at `now_ms`,
 //!   persist the [`Transition`], then `apply` it. Property-tested against a model.
 //! - [`Queue`] (`queue`) runs it over an ATLAS store: every transition is one atomic ATLAS
-//!   batch of `job:{id}` (and `job:dedup:{id}`) records, written before anything is
-//!   answered; on open the indexes are rebuilt from those records.
-//! - [`Job`] and friends (`job`) are the stored data.
+//!   batch of `job:{id}` (and `job:dedup:{queue}/{owner}/{dedupId}`) records, written
+//!   before anything is answered; on open the indexes are rebuilt from those records.
+//! - [`Job`] and friends (`job`) are the stored data. Job ids are UUIDv7 ([`JobId`]): time
+//!   ordered, with 64 random bits from an injected rng; a job records its `owner`, and a
+//!   dedup id suppresses duplicates per (owner, queue).
 //!
 //! States: PENDING (ready, or delayed until `run_at_ms`) -> IN_PROGRESS (leased) -> DONE;
 //! IN_PROGRESS -> PENDING on nack or lease expiry while attempts remain (after backoff), or
@@ -23,7 +25,10 @@ mod state;
 
 pub use error::{QueueError, Result};
 pub use job::{
-    Backoff, EnqueueRequest, Job, JobId, JobState, Lease, validate_id, validate_queue_name,
+    Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, validate_id, validate_owner,
+    validate_queue_name,
 };
-pub use queue::{Queue, TickReport};
-pub use state::{Claim, Enqueued, QueueConfig, QueueState, QueueStats, Transition, job_key};
+pub use queue::{IdRng, Queue, TickReport};
+pub use state::{
+    Claim, DedupPut, Enqueued, QueueConfig, QueueState, QueueStats, Transition, job_key,
+};

@@ -10,17 +10,25 @@
 //! while the process was down can expire leases early; the jobs are then redelivered
 //! (at-least-once), never lost.
 //!
-//! Concurrency: one mutex guards the state from plan to apply, so a claim is one atomic
-//! transition and two workers can never claim the same job. Only this module writes `job:*`
-//! keys; a foreign write to them is not seen until the next open.
+//! Randomness: job ids take 64 random bits each from an injected cryptographic rng
+//! ([`Queue::open_with`]); tests pass a seeded `StdRng`, so a run replays id for id.
+//! [`Queue::open`] and [`Queue::open_with_clock`] default to a `StdRng` (ChaCha12) seeded
+//! once from the OS (`os_seeded_rng`, the crate's one read of OS randomness).
+//!
+//! Concurrency: one mutex guards the state (and the rng) from plan to apply, so a claim is
+//! one atomic transition and two workers can never claim the same job. Only this module
+//! writes `job:*` keys; a foreign write to them is not seen until the next open.
 
 use crate::error::{QueueError, Result};
-use crate::job::{EnqueueRequest, Job, JobId, JobState};
+use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState};
 use crate::state::{Claim, Enqueued, QueueConfig, QueueState, QueueStats, Transition};
 use helios_atlas::{Atlas, KeyTtl};
 use helios_core::keys::{self, Key};
 use helios_core::{Clock, MonotonicClock};
 use parking_lot::Mutex;
+use rand::rngs::{StdRng, SysRng};
+use rand::{CryptoRng, SeedableRng};
+use std::fmt;
 use std::sync::Arc;
 
 /// What a `tick` did.
@@ -32,29 +40,69 @@ pub struct TickReport {
     pub dead_lettered_count: u64,
 }
 
+/// The source of the random bits of job ids: any cryptographic rng (`rand`'s
+/// `CryptoRng`), boxed.
+pub type IdRng = Box<dyn CryptoRng + Send>;
+
+/// A `StdRng` seeded once from the OS: the default [`IdRng`]. The only place the crate
+/// reads OS randomness; the state machine only ever sees the rng it is handed.
+fn os_seeded_rng() -> StdRng {
+    // The OS RNG failing means no id can be made unguessable; going on would hand out
+    // predictable ids.
+    StdRng::try_from_rng(&mut SysRng).expect("the OS random number generator failed")
+}
+
+struct Locked {
+    state: QueueState,
+    rng: IdRng,
+}
+
 /// The durable job queue. `Send + Sync`; share it with an `Arc`.
-#[derive(Debug)]
 pub struct Queue {
     atlas: Atlas,
-    state: Mutex<QueueState>,
+    inner: Mutex<Locked>,
     clock: Arc<dyn Clock>,
 }
 
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The rng's state is a secret (it predicts ids); it is not shown.
+        f.debug_struct("Queue")
+            .field("atlas", &self.atlas)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Queue {
-    /// Opens the queue stored in `atlas` with the monotonic clock.
+    /// Opens the queue stored in `atlas` with the monotonic clock and an OS-seeded rng.
     pub fn open(atlas: Atlas, config: QueueConfig) -> Result<Queue> {
         Self::open_with_clock(atlas, config, Arc::new(MonotonicClock::new()))
     }
 
-    /// Opens the queue stored in `atlas`, reading time from `clock`. Rebuilds every index
-    /// from the `job:*` records.
+    /// Opens the queue stored in `atlas`, reading time from `clock`, with an OS-seeded rng.
     pub fn open_with_clock(
         atlas: Atlas,
         config: QueueConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Queue> {
+        Self::open_with(atlas, config, clock, Box::new(os_seeded_rng()))
+    }
+
+    /// Opens the queue stored in `atlas`, reading time from `clock` and the random bits of
+    /// job ids from `rng` (the OS's in production, a seeded `StdRng` in tests). Rebuilds
+    /// every index from the `job:*` records, records of the earlier layouts included.
+    pub fn open_with(
+        atlas: Atlas,
+        config: QueueConfig,
+        clock: Arc<dyn Clock>,
+        rng: IdRng,
+    ) -> Result<Queue> {
         config.validate()?;
         let mut state = QueueState::new(config);
+        // Dedup records of the earlier layout: (dedup id, job, window end), placed once
+        // every job is loaded (they take their scope from their job).
+        let mut legacy_dedup: Vec<(String, JobId, u64)> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = atlas.scan(keys::JOB_PREFIX, cursor.as_deref(), 10_000)?;
@@ -65,14 +113,29 @@ impl Queue {
                 };
                 match keys::parse(key).map_err(|e| corrupt(e.to_string()))? {
                     Key::JobDedup(d) => {
-                        let id: JobId = std::str::from_utf8(value)
-                            .map_err(|e| corrupt(e.to_string()))?
-                            .parse()
-                            .map_err(|e: QueueError| corrupt(e.to_string()))?;
-                        match atlas.ttl(key) {
-                            KeyTtl::Expires { at_ms, .. } => {
-                                state.load_dedup(d.to_owned(), id, at_ms);
+                        // A JSON record (scoped), or the bare job id of the earlier layout.
+                        let record = if value.first() == Some(&b'{') {
+                            let r: DedupRecord = serde_json::from_slice(value)
+                                .map_err(|e| corrupt(e.to_string()))?;
+                            if r.key().map_err(|e| corrupt(e.to_string()))? != *key {
+                                return Err(corrupt(format!("holds the record of {r:?}")));
                             }
+                            Some(r)
+                        } else {
+                            None
+                        };
+                        let id: JobId = match &record {
+                            Some(r) => r.job,
+                            None => std::str::from_utf8(value)
+                                .map_err(|e| corrupt(e.to_string()))?
+                                .parse()
+                                .map_err(|e: QueueError| corrupt(e.to_string()))?,
+                        };
+                        match atlas.ttl(key) {
+                            KeyTtl::Expires { at_ms, .. } => match record {
+                                Some(_) => state.load_dedup(key.clone(), id, at_ms, true),
+                                None => legacy_dedup.push((d.to_owned(), id, at_ms)),
+                            },
                             // Expired between the scan and now: the window is over.
                             KeyTtl::Missing => {}
                             KeyTtl::Persistent => {
@@ -96,10 +159,26 @@ impl Queue {
                 None => break,
             }
         }
+        for (dedup_id, id, until_ms) in legacy_dedup {
+            // Before dedup ids were scoped, one id suppressed duplicates in every queue and
+            // for every caller; it now suppresses them in its job's scope. A record whose
+            // job was purged has no scope left: its window goes unused.
+            let Some(job) = state.job(id) else {
+                tracing::info!(dedup_id, job = %id, "dedup record of a purged job ignored");
+                continue;
+            };
+            let key = keys::job_dedup_scoped(job.owner.as_deref(), &job.queue, &dedup_id).map_err(
+                |e| QueueError::CorruptRecord {
+                    key: keys::job_dedup(&dedup_id).unwrap_or_default(),
+                    reason: e.to_string(),
+                },
+            )?;
+            state.load_dedup(key, id, until_ms, false);
+        }
         tracing::info!(jobs = state.job_count(), "queue loaded");
         Ok(Queue {
             atlas,
-            state: Mutex::new(state),
+            inner: Mutex::new(Locked { state, rng }),
             clock,
         })
     }
@@ -132,9 +211,10 @@ impl Queue {
     /// Enqueues several jobs atomically (all or none).
     pub fn enqueue_batch(&self, reqs: &[EnqueueRequest]) -> Result<Vec<Enqueued>> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
-        let (out, t) = st.plan_enqueue(reqs, now)?;
-        self.commit(&mut st, t)?;
+        let mut guard = self.inner.lock();
+        let Locked { state, rng } = &mut *guard;
+        let (out, t) = state.plan_enqueue(reqs, now, &mut **rng)?;
+        self.commit(state, t)?;
         Ok(out)
     }
 
@@ -148,28 +228,31 @@ impl Queue {
         lease_ms: u64,
     ) -> Result<Vec<Claim>> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         st.promote_due(queue, now);
         let (claims, t) = st.plan_claim(queue, worker, count, lease_ms, now)?;
-        self.commit(&mut st, t)?;
+        self.commit(st, t)?;
         Ok(claims)
     }
 
     /// Extends a lease to `lease_ms` from now; returns the new expiry.
     pub fn heartbeat(&self, id: JobId, token: u64, lease_ms: u64) -> Result<u64> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         let (until, t) = st.plan_heartbeat(id, token, lease_ms, now)?;
-        self.commit(&mut st, t)?;
+        self.commit(st, t)?;
         Ok(until)
     }
 
     /// Marks a leased job done.
     pub fn ack(&self, id: JobId, token: u64, result: Option<serde_json::Value>) -> Result<()> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         let t = st.plan_ack(id, token, result, now)?;
-        self.commit(&mut st, t)
+        self.commit(st, t)
     }
 
     /// Reports a failed attempt; returns the job's new state (PENDING or FAILED).
@@ -181,9 +264,10 @@ impl Queue {
         retry_delay_ms: Option<u64>,
     ) -> Result<JobState> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         let (state, t) = st.plan_nack(id, token, error, retry_delay_ms, now)?;
-        self.commit(&mut st, t)?;
+        self.commit(st, t)?;
         Ok(state)
     }
 
@@ -191,7 +275,8 @@ impl Queue {
     /// twice; a runtime calls it every few hundred ms.
     pub fn tick(&self) -> Result<TickReport> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         st.expire_dedup(now);
         let t = st.plan_tick(now);
         let mut report = TickReport::default();
@@ -201,26 +286,28 @@ impl Queue {
                 _ => report.retried_count += 1,
             }
         }
-        self.commit(&mut st, t)?;
+        self.commit(st, t)?;
         Ok(report)
     }
 
     /// Cancels a pending job.
     pub fn cancel(&self, id: JobId) -> Result<()> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         let t = st.plan_cancel(id, now)?;
-        self.commit(&mut st, t)
+        self.commit(st, t)
     }
 
     /// Moves dead-lettered jobs of `queue` back to pending (the given ids, or the oldest
     /// batch). Returns how many.
     pub fn redrive(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         let t = st.plan_redrive(queue, ids, now)?;
         let n = t.puts.len() as u64;
-        self.commit(&mut st, t)?;
+        self.commit(st, t)?;
         Ok(n)
     }
 
@@ -228,16 +315,17 @@ impl Queue {
     /// until it returns 0). Returns how many.
     pub fn purge(&self, retention_ms: u64, include_failed: bool) -> Result<u64> {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         let t = st.plan_purge(retention_ms, include_failed, now);
         let n = t.deletes.len() as u64;
-        self.commit(&mut st, t)?;
+        self.commit(st, t)?;
         Ok(n)
     }
 
     /// A job by id.
     pub fn get(&self, id: JobId) -> Option<Job> {
-        self.state.lock().job(id).cloned()
+        self.inner.lock().state.job(id).cloned()
     }
 
     /// A page of the jobs of `queue` in `state` (the dead-letter list is `Failed`), in id
@@ -249,8 +337,25 @@ impl Queue {
         cursor: Option<JobId>,
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobId>)> {
-        let st = self.state.lock();
+        let guard = self.inner.lock();
+        let st = &guard.state;
         let (page, next) = st.list(queue, state, cursor, limit)?;
+        Ok((page.into_iter().cloned().collect(), next))
+    }
+
+    /// As [`Queue::list`], only the jobs owned by `owner` (walking that owner's index: the
+    /// other owners' jobs cost nothing).
+    pub fn list_owned(
+        &self,
+        queue: &str,
+        state: JobState,
+        owner: &str,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobId>)> {
+        let guard = self.inner.lock();
+        let st = &guard.state;
+        let (page, next) = st.list_owned(queue, state, owner, cursor, limit)?;
         Ok((page.into_iter().cloned().collect(), next))
     }
 
@@ -258,13 +363,14 @@ impl Queue {
     /// one claims from does not make every call count them again.
     pub fn stats(&self, queue: &str) -> QueueStats {
         let now = self.now_ms();
-        let mut st = self.state.lock();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
         st.promote_due(queue, now);
         st.stats(queue, now)
     }
 
     /// Runs `f` on the state (tests check invariants with it).
     pub fn with_state<R>(&self, f: impl FnOnce(&QueueState) -> R) -> R {
-        f(&self.state.lock())
+        f(&self.inner.lock().state)
     }
 }

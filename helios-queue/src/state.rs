@@ -14,8 +14,14 @@
 //!   entries without scanning (a job due when it turns pending goes there at once);
 //!   `delayed` ordered by run_at; `ready_since` by run_at for the
 //!   oldest-ready age; one set of ids per state for listings;
+//!   and per owner one set of ids per state, so an owner's listing skips other owners'
+//!   jobs;
 //! - `leases` ordered by expiry for `tick`; `finished` ordered by finish time for purge;
-//! - `dedup`: dedup id -> (job, window end).
+//! - `dedup`: scoped dedup key (`keys::job_dedup_scoped`: owner, queue, dedup id) ->
+//!   (job, window end).
+//!
+//! Job ids are UUIDv7 ([`JobId`]): `plan_enqueue` takes the random bits from the rng it is
+//! given, so the same state, inputs and rng seed give the same ids, byte for byte.
 //!
 //! Fencing: each claim issues a token greater than every token issued before
 //! (`token_last`, rebuilt as the maximum over jobs on load, and at least `now_ms * 2^20` so
@@ -23,16 +29,18 @@
 //! nack and heartbeat must present the current one before the lease expires.
 
 use crate::error::{QueueError, Result};
-use crate::job::{Backoff, EnqueueRequest, Job, JobId, JobState, Lease, validate_id};
+use crate::job::{Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, validate_id};
 use crate::limits::{
     BATCH_COUNT_MAX, DURATION_MS_MAX, ERROR_SIZE_MAX, LIST_LIMIT_MAX, PAYLOAD_SIZE_MAX,
     SWEEP_COUNT_MAX, TICK_COUNT_MAX,
 };
 use helios_atlas::{Expiry, WriteBatch};
 use helios_core::keys;
+use rand::Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// Hashes job ids for the job table: ids are made by the queue itself, never chosen by a
 /// client, so a keyed SipHash buys nothing there. Multiply-rotate per word (as FxHash),
@@ -112,10 +120,22 @@ pub struct Transition {
     pub puts: Vec<Job>,
     /// Jobs removed (purge).
     pub deletes: Vec<JobId>,
-    /// Dedup records written: (dedup id, job, window end on the queue clock, window
-    /// length). ATLAS gets the length (a relative TTL on its own clock), so a difference
-    /// between the two clocks cannot make it drop or stretch the record.
-    pub dedup_puts: Vec<(String, JobId, u64, u64)>,
+    /// Dedup records written.
+    pub dedup_puts: Vec<DedupPut>,
+}
+
+/// A dedup record a transition writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupPut {
+    /// Its key (`keys::job_dedup_scoped`), in ATLAS and in memory.
+    pub key: String,
+    /// What is stored under it.
+    pub record: DedupRecord,
+    /// When the window ends, on the queue clock.
+    pub until_ms: u64,
+    /// The window's length. ATLAS gets the length (a relative TTL on its own clock), so a
+    /// difference between the two clocks cannot make it drop or stretch the record.
+    pub window_ms: u64,
 }
 
 impl Transition {
@@ -140,12 +160,12 @@ impl Transition {
         for id in &self.deletes {
             b.delete(job_key(*id));
         }
-        for (dedup, id, _, window_ms) in &self.dedup_puts {
-            let key = keys::job_dedup(dedup).map_err(|e| QueueError::Invalid {
-                field: "dedup_id",
-                reason: e.to_string(),
+        for d in &self.dedup_puts {
+            let value = serde_json::to_vec(&d.record).map_err(|e| QueueError::CorruptRecord {
+                key: d.key.clone(),
+                reason: format!("cannot encode: {e}"),
             })?;
-            b.set(key, id.to_string(), Expiry::InMs((*window_ms).max(1)));
+            b.set(d.key.clone(), value, Expiry::InMs(d.window_ms.max(1)));
         }
         Ok(b)
     }
@@ -227,6 +247,9 @@ struct QueueIndex {
     ready_since: BTreeSet<(u64, JobId)>,
     delayed: BTreeSet<(u64, JobId)>,
     by_state: BTreeMap<JobState, BTreeSet<JobId>>,
+    // The jobs that have an owner, per owner and state. Invariant: no empty set or map
+    // is kept, so an owner with no job left costs nothing.
+    by_owner: BTreeMap<Arc<str>, BTreeMap<JobState, BTreeSet<JobId>>>,
 }
 
 impl QueueIndex {
@@ -246,6 +269,7 @@ pub struct QueueState {
     queues: BTreeMap<String, QueueIndex>,
     leases: BTreeSet<(u64, JobId)>,
     finished: BTreeSet<(u64, JobId)>,
+    // Scoped dedup key -> (first job, window end). Keys hold client text: SipHash.
     dedup: HashMap<String, (JobId, u64)>,
     // Invariant: >= every job id ever applied.
     id_last: JobId,
@@ -274,10 +298,7 @@ impl QueueState {
             leases: BTreeSet::new(),
             finished: BTreeSet::new(),
             dedup: HashMap::new(),
-            id_last: JobId {
-                created_at_ms: 0,
-                seq: 0,
-            },
+            id_last: JobId::from_u128(0),
             token_last: 0,
         }
     }
@@ -307,26 +328,14 @@ impl QueueState {
         self.queues.keys().map(String::as_str)
     }
 
-    fn next_id(last: JobId, now_ms: u64) -> JobId {
-        if now_ms > last.created_at_ms {
-            JobId {
-                created_at_ms: now_ms,
-                seq: 0,
-            }
-        } else {
-            JobId {
-                created_at_ms: last.created_at_ms,
-                seq: last.seq + 1,
-            }
-        }
-    }
-
     /// Plans an enqueue of `reqs` (one atomic batch). Requests with a dedup id seen within
-    /// the window (or earlier in the same batch) return the first job instead.
-    pub fn plan_enqueue(
+    /// the window (or earlier in the same batch) for the same owner and queue return the
+    /// first job instead. Each new job's id takes 64 bits from `rng` (one `next_u64`).
+    pub fn plan_enqueue<R: Rng + ?Sized>(
         &self,
         reqs: &[EnqueueRequest],
         now_ms: u64,
+        rng: &mut R,
     ) -> Result<(Vec<Enqueued>, Transition)> {
         if reqs.len() > BATCH_COUNT_MAX {
             return Err(QueueError::Invalid {
@@ -341,18 +350,29 @@ impl QueueState {
         let mut out = Vec::with_capacity(reqs.len());
         let mut id = self.id_last;
         let mut added: HashMap<&str, u64> = HashMap::new();
-        let mut batch_dedup: HashMap<&str, JobId> = HashMap::new();
+        let mut batch_dedup: HashMap<String, JobId> = HashMap::new();
         for req in reqs {
             req.validate()?;
-            if let Some(d) = req.dedup_id.as_deref() {
-                if let Some(&first) = batch_dedup.get(d) {
+            let dedup_key = match req.dedup_id.as_deref() {
+                Some(d) => Some(
+                    keys::job_dedup_scoped(req.owner.as_deref(), &req.queue, d).map_err(|e| {
+                        QueueError::Invalid {
+                            field: "dedup_id",
+                            reason: e.to_string(),
+                        }
+                    })?,
+                ),
+                None => None,
+            };
+            if let Some(k) = &dedup_key {
+                if let Some(&first) = batch_dedup.get(k) {
                     out.push(Enqueued {
                         id: first,
                         deduplicated: true,
                     });
                     continue;
                 }
-                if let Some(&(first, until)) = self.dedup.get(d)
+                if let Some(&(first, until)) = self.dedup.get(k)
                     && until > now_ms
                 {
                     out.push(Enqueued {
@@ -379,7 +399,12 @@ impl QueueState {
                 });
             }
             *added.entry(req.queue.as_str()).or_default() += 1;
-            id = Self::next_id(id, now_ms);
+            id = JobId::next_after(id, now_ms, rng.next_u64()).ok_or_else(|| {
+                QueueError::Invalid {
+                    field: "now_ms",
+                    reason: format!("{now_ms}: job ids end at the year 10889"),
+                }
+            })?;
             let run_at_ms = match (req.delay_ms, req.run_at_ms) {
                 (Some(d), _) => now_ms.saturating_add(d),
                 (None, Some(at)) => at,
@@ -388,6 +413,7 @@ impl QueueState {
             let job = Job {
                 id,
                 queue: req.queue.clone(),
+                owner: req.owner.clone(),
                 payload: req.payload.clone(),
                 state: JobState::Pending,
                 priority: req.priority,
@@ -404,14 +430,19 @@ impl QueueState {
                 last_error: None,
                 result: None,
             };
-            if let Some(d) = req.dedup_id.as_deref() {
-                batch_dedup.insert(d, id);
-                t.dedup_puts.push((
-                    d.to_owned(),
-                    id,
-                    now_ms.saturating_add(self.config.dedup_window_ms),
-                    self.config.dedup_window_ms,
-                ));
+            if let (Some(key), Some(d)) = (dedup_key, &req.dedup_id) {
+                batch_dedup.insert(key.clone(), id);
+                t.dedup_puts.push(DedupPut {
+                    key,
+                    record: DedupRecord {
+                        job: id,
+                        queue: req.queue.clone(),
+                        owner: req.owner.clone(),
+                        dedup_id: d.clone(),
+                    },
+                    until_ms: now_ms.saturating_add(self.config.dedup_window_ms),
+                    window_ms: self.config.dedup_window_ms,
+                });
             }
             out.push(Enqueued {
                 id,
@@ -762,13 +793,41 @@ impl QueueState {
         cursor: Option<JobId>,
         limit: usize,
     ) -> Result<(Vec<&Job>, Option<JobId>)> {
+        let set = self.queues.get(queue).and_then(|q| q.by_state.get(&state));
+        self.page(set, cursor, limit)
+    }
+
+    /// Jobs of `queue` in `state` owned by `owner`, in id order, after `cursor`. Walks the
+    /// owner's own index: O(log n + limit), however many jobs other owners have there.
+    pub fn list_owned(
+        &self,
+        queue: &str,
+        state: JobState,
+        owner: &str,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<(Vec<&Job>, Option<JobId>)> {
+        let set = self
+            .queues
+            .get(queue)
+            .and_then(|q| q.by_owner.get(owner))
+            .and_then(|m| m.get(&state));
+        self.page(set, cursor, limit)
+    }
+
+    fn page(
+        &self,
+        set: Option<&BTreeSet<JobId>>,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<(Vec<&Job>, Option<JobId>)> {
         if limit == 0 || limit > LIST_LIMIT_MAX {
             return Err(QueueError::Invalid {
                 field: "limit",
                 reason: format!("{limit} is outside 1..={LIST_LIMIT_MAX}"),
             });
         }
-        let Some(set) = self.queues.get(queue).and_then(|q| q.by_state.get(&state)) else {
+        let Some(set) = set else {
             return Ok((Vec::new(), None));
         };
         let start = match cursor {
@@ -839,6 +898,19 @@ impl QueueState {
             if let Some(s) = q.by_state.get_mut(&job.state) {
                 s.remove(&id);
             }
+            if let Some(owner) = job.owner.as_deref()
+                && let Some(m) = q.by_owner.get_mut(owner)
+            {
+                if let Some(s) = m.get_mut(&job.state) {
+                    s.remove(&id);
+                    if s.is_empty() {
+                        m.remove(&job.state);
+                    }
+                }
+                if m.is_empty() {
+                    q.by_owner.remove(owner);
+                }
+            }
         }
         if let Some(l) = &job.lease {
             leases.remove(&(l.expires_at_ms, id));
@@ -861,6 +933,13 @@ impl QueueState {
             None => queues.entry(job.queue.clone()).or_default(),
         };
         q.by_state.entry(job.state).or_default().insert(id);
+        if let Some(owner) = &job.owner {
+            let m = match q.by_owner.get_mut(&**owner) {
+                Some(m) => m,
+                None => q.by_owner.entry(owner.clone()).or_default(),
+            };
+            m.entry(job.state).or_default().insert(id);
+        }
         match job.state {
             // A job due when it became pending is ready at once; a later one waits in
             // `delayed` until `promote_due` moves it (so a bulk enqueue never leaves the
@@ -913,8 +992,8 @@ impl QueueState {
             // job was purged (as in SQS): the window, not the job, bounds it.
             Self::unindex(queues, leases, finished, &old);
         }
-        for (d, id, until, _) in t.dedup_puts {
-            self.dedup.insert(d, (id, until));
+        for d in t.dedup_puts {
+            self.dedup.insert(d.key, (d.record.job, d.until_ms));
         }
     }
 
@@ -926,15 +1005,22 @@ impl QueueState {
         });
     }
 
-    /// Loads a dedup record read back from ATLAS (on open).
-    pub fn load_dedup(&mut self, dedup_id: String, id: JobId, until_ms: u64) {
-        self.dedup.insert(dedup_id, (id, until_ms));
+    /// Loads a dedup record read back from ATLAS (on open), under its scoped key
+    /// (`keys::job_dedup_scoped`). With `replace` false, a record already loaded under the
+    /// key wins (a record of the earlier layout yields to one written since).
+    pub fn load_dedup(&mut self, key: String, id: JobId, until_ms: u64, replace: bool) {
+        if replace {
+            self.dedup.insert(key, (id, until_ms));
+        } else {
+            self.dedup.entry(key).or_insert((id, until_ms));
+        }
     }
 
     /// Asserts every index agrees with the jobs. O(jobs): for tests.
     pub fn check_invariants(&self) {
         let mut leases = 0;
         let mut finished = 0;
+        let mut owned: BTreeMap<&str, usize> = BTreeMap::new();
         for (id, job) in &self.jobs {
             assert_eq!(*id, job.id);
             assert!(job.id <= self.id_last, "id_last");
@@ -947,6 +1033,14 @@ impl QueueState {
             for s in JobState::ALL {
                 let member = q.by_state.get(&s).is_some_and(|set| set.contains(id));
                 assert_eq!(member, s == job.state, "job {id} state index");
+            }
+            if let Some(owner) = job.owner.as_deref() {
+                let m = &q.by_owner[owner];
+                for s in JobState::ALL {
+                    let member = m.get(&s).is_some_and(|set| set.contains(id));
+                    assert_eq!(member, s == job.state, "job {id} owner index");
+                }
+                *owned.entry(&job.queue).or_default() += 1;
             }
             let ready = q
                 .ready
@@ -981,9 +1075,22 @@ impl QueueState {
         }
         assert_eq!(self.leases.len(), leases, "lease index size");
         assert_eq!(self.finished.len(), finished, "finished index size");
-        for q in self.queues.values() {
+        for (name, q) in &self.queues {
             let n: usize = q.by_state.values().map(BTreeSet::len).sum();
             assert!(n <= self.jobs.len());
+            let mut n_owned = 0;
+            for m in q.by_owner.values() {
+                assert!(!m.is_empty(), "queue {name}: an empty owner map is kept");
+                for set in m.values() {
+                    assert!(!set.is_empty(), "queue {name}: an empty owner set is kept");
+                    n_owned += set.len();
+                }
+            }
+            assert_eq!(
+                n_owned,
+                owned.get(name.as_str()).copied().unwrap_or(0),
+                "queue {name}: owner index size"
+            );
         }
     }
 }

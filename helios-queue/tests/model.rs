@@ -1,10 +1,15 @@
-//! Model-based property test of the queue: random enqueues (priorities, delays, dedup ids),
+//! Model-based property test of the queue: random enqueues (priorities, delays, owners,
+//! dedup ids scoped per owner and queue), owner-filtered and plain listings,
 //! claims, heartbeats, acks and nacks with live and stale tokens, cancels, redrives,
 //! purges, lease-expiry ticks, clock moves (forwards and back), clean reopens and power
 //! loss of the ATLAS disk (`always`, so nothing acknowledged may be lost) run against the
 //! store and against a plain model (a map of jobs; claim order found by sorting).
 //!
-//! Checked after every step: each reply equals the model's; the index invariants hold;
+//! The queue's id rng is a `StdRng` seeded by the case, so a failing case replays exactly.
+//!
+//! Checked after every step: each reply equals the model's (a dedup hit only within the
+//! same owner and queue: two owners using one dedup id get two jobs); listings, by owner
+//! or not, are the model's jobs in id order; the index invariants hold;
 //! every job is in exactly the model's state with the model's attempts; claim order is
 //! priority, then run-at, then id, and never returns a job before its run-at; tokens only
 //! grow, so a stale token never changes anything; a DONE job is never claimed again;
@@ -22,6 +27,8 @@ use std::sync::Arc;
 
 const QUEUES: [&str; 2] = ["q1", "q2"];
 const DEDUP: [&str; 3] = ["d1", "d2", "d3"];
+const OWNERS: [Option<&str>; 3] = [None, Some("alice"), Some("bob")];
+const STATES: [JobState; 5] = JobState::ALL;
 const BACKOFF_MS: u64 = 50;
 const DEDUP_WINDOW_MS: u64 = 1_000;
 
@@ -33,6 +40,13 @@ enum Action {
         delay_ms: u64,
         attempts_max: u32,
         dedup: Option<usize>,
+        owner: usize,
+    },
+    List {
+        queue: usize,
+        state: usize,
+        owner: usize,
+        limit: usize,
     },
     Claim {
         queue: usize,
@@ -54,8 +68,10 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        6 => (0..2usize, -1..=1i32, prop_oneof![Just(0u64), 1..300u64], 1..4u32, prop::option::of(0..3usize))
-            .prop_map(|(queue, priority, delay_ms, attempts_max, dedup)| Action::Enqueue { queue, priority, delay_ms, attempts_max, dedup }),
+        6 => (0..2usize, -1..=1i32, prop_oneof![Just(0u64), 1..300u64], 1..4u32, prop::option::of(0..3usize), 0..3usize)
+            .prop_map(|(queue, priority, delay_ms, attempts_max, dedup, owner)| Action::Enqueue { queue, priority, delay_ms, attempts_max, dedup, owner }),
+        2 => (0..2usize, 0..5usize, 0..3usize, 1..4usize)
+            .prop_map(|(queue, state, owner, limit)| Action::List { queue, state, owner, limit }),
         5 => (0..2usize, 1..4usize, 10..400u64).prop_map(|(queue, count, lease_ms)| Action::Claim { queue, count, lease_ms }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(i, s)| Action::Ack(i, s)),
         3 => (any::<usize>(), any::<bool>(), prop::option::of(0..100u64)).prop_map(|(i, s, d)| Action::Nack(i, s, d)),
@@ -74,6 +90,7 @@ fn action() -> impl Strategy<Value = Action> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MJob {
     queue: usize,
+    owner: usize,
     priority: i32,
     run_at: u64,
     state: JobState,
@@ -96,10 +113,12 @@ struct Harness {
     purged_any: bool,
     // The highest job id ever issued.
     id_max: Option<JobId>,
-    dedup: BTreeMap<usize, (JobId, u64)>,
+    // (owner, queue, dedup id) -> (first job, window end).
+    dedup: BTreeMap<(usize, usize, usize), (JobId, u64)>,
     // Every dedup record written (ATLAS keeps each until its TTL, even after a tick dropped
     // it from memory, so a reopen brings back the ones still live).
-    dedup_written: BTreeMap<usize, (JobId, u64)>,
+    dedup_written: BTreeMap<(usize, usize, usize), (JobId, u64)>,
+    seed: u64,
 }
 
 fn config() -> QueueConfig {
@@ -113,7 +132,8 @@ fn config() -> QueueConfig {
     }
 }
 
-fn open(disk: &MemStorage, clock: &Arc<ManualClock>) -> Queue {
+fn open(disk: &MemStorage, clock: &Arc<ManualClock>, seed: u64) -> Queue {
+    use rand::SeedableRng;
     let atlas = Atlas::open(
         PathBuf::from("/q"),
         Options {
@@ -126,7 +146,8 @@ fn open(disk: &MemStorage, clock: &Arc<ManualClock>) -> Queue {
         },
     )
     .expect("open atlas");
-    Queue::open_with_clock(atlas, config(), clock.clone()).expect("open queue")
+    let rng = Box::new(rand::rngs::StdRng::seed_from_u64(seed));
+    Queue::open_with(atlas, config(), clock.clone(), rng).expect("open queue")
 }
 
 impl Harness {
@@ -197,14 +218,17 @@ impl Harness {
                 delay_ms,
                 attempts_max,
                 dedup,
+                owner,
             } => {
                 let mut req = EnqueueRequest::new(QUEUES[queue], serde_json::json!({"n": 1}));
+                req.owner = OWNERS[owner].map(Into::into);
                 req.priority = priority;
                 req.delay_ms = Some(delay_ms);
                 req.attempts_max = Some(attempts_max);
                 req.dedup_id = dedup.map(|d| DEDUP[d].to_owned());
                 let r = self.q().enqueue(req).expect("enqueue");
-                match dedup.and_then(|d| self.dedup.get(&d).copied()) {
+                let scope = dedup.map(|d| (owner, queue, d));
+                match scope.and_then(|k| self.dedup.get(&k).copied()) {
                     Some((first, until)) if until > now => {
                         assert!(r.deduplicated);
                         assert_eq!(r.id, first);
@@ -222,6 +246,7 @@ impl Harness {
                             r.id,
                             MJob {
                                 queue,
+                                owner,
                                 priority,
                                 run_at: now + delay_ms,
                                 state: JobState::Pending,
@@ -232,12 +257,49 @@ impl Harness {
                                 finished_at: None,
                             },
                         );
-                        if let Some(d) = dedup {
-                            self.dedup.insert(d, (r.id, now + DEDUP_WINDOW_MS));
-                            self.dedup_written.insert(d, (r.id, now + DEDUP_WINDOW_MS));
+                        if let Some(k) = scope {
+                            self.dedup.insert(k, (r.id, now + DEDUP_WINDOW_MS));
+                            self.dedup_written.insert(k, (r.id, now + DEDUP_WINDOW_MS));
                         }
+                        let job = self.q().get(r.id).expect("enqueued");
+                        assert_eq!(job.owner.as_deref(), OWNERS[owner], "owner recorded");
                     }
                 }
+            }
+            Action::List {
+                queue,
+                state,
+                owner,
+                limit,
+            } => {
+                let state = STATES[state];
+                let want: Vec<JobId> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.queue == queue && j.state == state)
+                    .filter(|(_, j)| OWNERS[owner].is_none() || j.owner == owner)
+                    .map(|(id, _)| *id)
+                    .collect();
+                // Page through with `limit`-sized pages; the pages add up to the model.
+                let mut got = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let (page, next) = match OWNERS[owner] {
+                        Some(o) => self.q().list_owned(QUEUES[queue], state, o, cursor, limit),
+                        None => self.q().list(QUEUES[queue], state, cursor, limit),
+                    }
+                    .expect("list");
+                    assert!(page.len() <= limit);
+                    for j in &page {
+                        assert_eq!(j.owner.as_deref().is_some(), self.jobs[&j.id].owner != 0);
+                    }
+                    got.extend(page.iter().map(|j| j.id));
+                    match next {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, want, "listing of {:?} by {:?}", state, OWNERS[owner]);
             }
             Action::Claim {
                 queue,
@@ -375,14 +437,16 @@ impl Harness {
             Action::Back(ms) => self.clock.set_ms(now.saturating_sub(ms)),
             Action::Reopen => {
                 drop(self.queue.take());
-                self.queue = Some(open(&self.disk, &self.clock));
+                self.seed = self.seed.wrapping_add(1);
+                self.queue = Some(open(&self.disk, &self.clock, self.seed));
                 self.reload_dedup(now);
             }
             Action::Crash => {
                 self.disk.crash(CrashTear::DropUnsynced);
                 drop(self.queue.take());
                 self.disk.restart();
-                self.queue = Some(open(&self.disk, &self.clock));
+                self.seed = self.seed.wrapping_add(1);
+                self.queue = Some(open(&self.disk, &self.clock, self.seed));
                 self.reload_dedup(now);
             }
         }
@@ -423,10 +487,10 @@ impl Harness {
     }
 }
 
-fn run(actions: &[Action]) {
+fn run(seed: u64, actions: &[Action]) {
     let disk = MemStorage::new();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let queue = open(&disk, &clock);
+    let queue = open(&disk, &clock, seed);
     let mut h = Harness {
         disk,
         clock,
@@ -438,6 +502,7 @@ fn run(actions: &[Action]) {
         id_max: None,
         dedup: BTreeMap::new(),
         dedup_written: BTreeMap::new(),
+        seed,
     };
     for a in actions {
         h.step(a);
@@ -447,7 +512,46 @@ fn run(actions: &[Action]) {
 
 proptest! {
     #[test]
-    fn queue_matches_model(actions in prop::collection::vec(action(), 1..120)) {
-        run(&actions);
+    fn queue_matches_model(seed in any::<u64>(), actions in prop::collection::vec(action(), 1..120)) {
+        run(seed, &actions);
     }
+}
+
+/// The scoped-dedup cases named in issue 17 as a fixed run: alice and bob use one dedup id
+/// in one queue (two jobs), alice again (her first job), bob in the other queue (a third),
+/// no owner (a fourth), then listings by owner, a reopen and a crash.
+#[test]
+fn two_owners_one_dedup_id() {
+    let enqueue = |queue, owner| Action::Enqueue {
+        queue,
+        priority: 0,
+        delay_ms: 0,
+        attempts_max: 1,
+        dedup: Some(0),
+        owner,
+    };
+    let list = |owner| Action::List {
+        queue: 0,
+        state: 0,
+        owner,
+        limit: 1,
+    };
+    run(
+        0,
+        &[
+            enqueue(0, 1),
+            enqueue(0, 2),
+            enqueue(0, 1),
+            enqueue(1, 2),
+            enqueue(0, 0),
+            list(1),
+            list(2),
+            list(0),
+            Action::Reopen,
+            enqueue(0, 2),
+            Action::Crash,
+            enqueue(0, 1),
+            list(1),
+        ],
+    );
 }

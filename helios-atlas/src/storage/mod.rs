@@ -186,9 +186,53 @@ impl DirLock for FsLock {}
 /// Name of the lock file inside a data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
+/// Mode of the directories [`FsStorage`] creates: the owner only (the AOF holds every
+/// value, the gateway's bcrypt hashes among them).
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the files [`FsStorage`] creates: the owner only.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Options that create a file with [`FILE_MODE`] from the start (no window in which the
+/// umask's looser mode applies).
+fn private_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(FILE_MODE);
+    }
+    o
+}
+
+fn create_private(path: &Path) -> io::Result<File> {
+    private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        let mut b = fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(DIR_MODE);
+        }
+        b.create(dir)?;
+        // A directory that existed before keeps its mode (it may be shared on purpose),
+        // but the operator hears about it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data directory is readable by others; `chmod 700` it");
+            }
+        }
+        Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -211,13 +255,13 @@ impl Storage for FsStorage {
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         Ok(Arc::new(FsFile {
-            file: File::create(path)?,
+            file: create_private(path)?,
             log: None,
         }))
     }
 
     fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(FsFile::log(File::create(path)?, 0, 0)))
+        Ok(Arc::new(FsFile::log(create_private(path)?, 0, 0)))
     }
 
     fn open_log(&self, path: &Path, end: u64) -> io::Result<Arc<dyn StorageFile>> {
@@ -258,7 +302,7 @@ impl Storage for FsStorage {
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
         let path: PathBuf = dir.join(LOCK_FILE_NAME);
-        let file = OpenOptions::new()
+        let file = private_options()
             .create(true)
             .truncate(false)
             .write(true)

@@ -18,6 +18,13 @@
 //! queue-time errors). EXEC runs them as one ATLAS transaction; a runtime error (wrong
 //! value, syntax) is that command's reply and the others still apply (Redis semantics).
 //!
+//! # Users
+//! AUTH and HELLO's AUTH are [`super::auth`]'s (throttled, so awaited here). A connection
+//! scoped to a helios-auth user ([`Session::scope`]) has each command checked, and its key
+//! arguments mapped into the user's namespace, as it is classified ([`super::acl`]), so
+//! the runs, MULTI queues and EXEC below only ever see ATLAS keys they may touch; KEYS,
+//! SCAN, RANDOMKEY and DBSIZE walk the namespace's prefix only.
+//!
 //! Invariant: write transactions (runs with a write, EXEC) go through the committer
 //! ([`super::committer`]): committed in groups at the end of the runtime's turns (one AOF
 //! write, and under `always` one fsync, for every connection waiting), or inline under
@@ -26,6 +33,8 @@
 //! walks, stats) run in `block_in_place`.
 
 use super::Shared;
+use super::acl::Scope;
+use super::auth::{self, WRONGPASS};
 use super::committer::{JobFn, Sink, Submitted, Ticket};
 use super::glob;
 use super::kv::{self, ERR_NOT_INT, ERR_SYNTAX, KvFn};
@@ -206,10 +215,15 @@ pub struct Session {
     pub id: u64,
     /// Whether AUTH succeeded (or none is required).
     pub authed: bool,
+    /// The helios-auth user (without `admin:*`) the connection is confined to; `None`:
+    /// unrestricted (the `default` user, or an admin).
+    pub scope: Option<Scope>,
     /// CLIENT SETNAME.
     pub name: Option<Bytes>,
     /// The peer address.
     pub addr: String,
+    /// The peer's IP (the AUTH throttles' client).
+    pub peer: std::net::IpAddr,
     multi: Option<MultiState>,
 }
 
@@ -227,12 +241,14 @@ impl std::fmt::Debug for MultiState {
 
 impl Session {
     /// A new connection's state.
-    pub fn new(id: u64, authed: bool, addr: String) -> Self {
+    pub fn new(id: u64, authed: bool, addr: std::net::SocketAddr) -> Self {
         Self {
             id,
             authed,
+            scope: None,
             name: None,
-            addr,
+            addr: addr.to_string(),
+            peer: addr.ip(),
             multi: None,
         }
     }
@@ -268,7 +284,10 @@ fn unknown_command(args: &[Bytes]) -> String {
     s
 }
 
-fn classify(s: &Session, args: &[Bytes]) -> Step {
+/// What to do with `args`. For a scoped connection it also checks the user's rights and
+/// maps the key arguments into its namespace: only when the answer is `Kv` or `Queue`
+/// (which consume `args`), so a request is never mapped twice.
+fn classify(s: &Session, args: &mut [Bytes]) -> Step {
     let Some(name) = args.first() else {
         return Step::Skip;
     };
@@ -288,6 +307,11 @@ fn classify(s: &Session, args: &[Bytes]) -> Step {
     );
     if !s.authed && !exempt {
         return Step::Error("NOAUTH Authentication required.".into());
+    }
+    if let Some(scope) = &s.scope
+        && let Err(e) = scope.admit(spec, args)
+    {
+        return Step::Error(e);
     }
     match spec.exec {
         Exec::Kv(f, w) if s.multi.is_some() => Step::Queue(f, w),
@@ -344,7 +368,7 @@ pub async fn execute_batch(
         .fetch_add(reqs.len() as u64, Ordering::Relaxed);
     let mut i = 0;
     while i < reqs.len() {
-        match classify(s, &reqs[i]) {
+        match classify(s, &mut reqs[i]) {
             Step::Skip => i += 1,
             Step::Error(e) => {
                 if let Some(m) = s.multi.as_mut() {
@@ -376,7 +400,7 @@ pub async fn execute_batch(
                 i += 1;
                 let mut rest = Vec::new();
                 while i < reqs.len() && rest.len() + 1 < RUN_COUNT_MAX {
-                    match classify(s, &reqs[i]) {
+                    match classify(s, &mut reqs[i]) {
                         Step::Kv(f, write) => {
                             rest.push(Queued {
                                 f,
@@ -403,6 +427,17 @@ pub async fn execute_batch(
             Step::Server(Srv::Exec) => {
                 i += 1;
                 exec(shared, s, out).await;
+            }
+            // Throttled: they may wait (without holding the runtime thread).
+            Step::Server(Srv::Auth) => {
+                let args = std::mem::take(&mut reqs[i]);
+                i += 1;
+                auth_command(shared, s, &args, out).await;
+            }
+            Step::Server(Srv::Hello) => {
+                let args = std::mem::take(&mut reqs[i]);
+                i += 1;
+                hello(shared, s, &args, out).await;
             }
             Step::Server(c) => {
                 let args = std::mem::take(&mut reqs[i]);
@@ -605,83 +640,23 @@ fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-
-/// Checks AUTH credentials: `default` (or no user) against `requirepass`; any other user
-/// against helios-auth users when `auth_users` is on. Blocking (bcrypt).
-fn check_credentials(shared: &Shared, user: Option<&[u8]>, pass: &[u8]) -> bool {
-    match user {
-        None => constant_time_eq(pass, shared.cfg.requirepass.as_bytes()),
-        // As in Redis 7: with no requirepass the default user has no password, and any
-        // password is accepted for it.
-        Some(u) if u == b"default" => {
-            shared.cfg.requirepass.is_empty()
-                || constant_time_eq(pass, shared.cfg.requirepass.as_bytes())
-        }
-        Some(u) if shared.cfg.auth_users => {
-            let (Ok(u), Ok(p)) = (std::str::from_utf8(u), std::str::from_utf8(pass)) else {
-                return false;
-            };
-            super::blocking(|| auth_user(shared, u, p))
-        }
-        Some(_) => false,
-    }
-}
-
-/// Cost of the dummy hash checked for unknown usernames: the gateway's default bcrypt
-/// cost, which is what its users' hashes carry.
-const DUMMY_HASH_COST: u32 = 12;
-
-/// `AUTH user pass` against helios-auth users, as the gateway's login does it: the attempt
-/// counts against the username's throttle before the slow check (a locked username is
-/// refused without one), and an unknown username costs a bcrypt check too, so timing does
-/// not tell which users exist.
-fn auth_user(shared: &Shared, username: &str, password: &str) -> bool {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let throttle_key = format!("user:{}", username.to_ascii_lowercase());
-    if shared
-        .auth_throttle
-        .attempt(&throttle_key, now_ms)
-        .is_some()
-    {
-        return false;
-    }
-    let user = helios_core::keys::auth_username(&username.to_ascii_lowercase())
-        .ok()
-        .and_then(|k| shared.atlas.get(&k))
-        .and_then(|id| {
-            std::str::from_utf8(&id)
-                .ok()
-                .and_then(|id| helios_core::keys::auth_user(id).ok())
-        })
-        .and_then(|k| shared.atlas.get(&k))
-        .and_then(|b| serde_json::from_slice::<helios_auth::User>(&b).ok());
-    let ok = match &user {
-        Some(u) => helios_auth::password::verify(password, &u.password_hash) && !u.disabled,
-        None => {
-            let dummy = shared.auth_dummy_hash.get_or_init(|| {
-                let mut salt = [0u8; 16];
-                helios_auth::Randomness::fill(&helios_auth::OsRandom, &mut salt);
-                helios_auth::password::hash("not a password", DUMMY_HASH_COST, salt)
-                    .unwrap_or_default()
-            });
-            let _ = helios_auth::password::verify(password, dummy);
-            false
+/// AUTH [user] pass.
+async fn auth_command(shared: &Shared, s: &mut Session, a: &[Bytes], out: &mut Out) {
+    let (user, pass) = match a.len() {
+        2 => (None, &a[1]),
+        3 => (Some(&a[1][..]), &a[2]),
+        _ => {
+            out.error(ERR_SYNTAX);
+            return;
         }
     };
-    if ok {
-        shared.auth_throttle.success(&throttle_key);
+    if user.is_none() && shared.cfg.requirepass.is_empty() {
+        out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    } else if auth::log_in(shared, s, user, pass).await {
+        out.ok();
+    } else {
+        out.error(WRONGPASS);
     }
-    ok
 }
 
 fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut Out) -> Flow {
@@ -694,28 +669,12 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
             s.multi = None;
             s.name = None;
             out.resp3 = false;
-            s.authed = shared.cfg.requirepass.is_empty();
+            s.authed = auth::starts_authed(&shared.cfg);
+            s.scope = None;
             out.simple("RESET");
         }
-        Srv::Auth => {
-            let (user, pass) = match a.len() {
-                2 => (None, &a[1]),
-                3 => (Some(&a[1][..]), &a[2]),
-                _ => {
-                    out.error(ERR_SYNTAX);
-                    return Flow::Continue;
-                }
-            };
-            if user.is_none() && shared.cfg.requirepass.is_empty() {
-                out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            } else if check_credentials(shared, user, pass) {
-                s.authed = true;
-                out.ok();
-            } else {
-                out.error(WRONGPASS);
-            }
-        }
-        Srv::Hello => hello(shared, s, a, out),
+        // Awaited in `execute_batch`.
+        Srv::Auth | Srv::Hello => unreachable!("AUTH and HELLO are executed by execute_batch"),
         Srv::Select => match parse_i64_canonical(&a[1]) {
             Some(0) => out.ok(),
             Some(_) => out.error("ERR DB index is out of range"),
@@ -726,16 +685,27 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
         // Both read ATLAS's stats, which may wait for the writer lock (held across an
         // fsync under `always`).
         Srv::Info => super::blocking(|| info(shared, a, out)),
-        Srv::Dbsize => out.int(shared.atlas.key_count() as i64),
+        Srv::Dbsize => match &s.scope {
+            None => out.int(shared.atlas.key_count() as i64),
+            // O(namespace): a walk of its prefix.
+            Some(scope) => out.int(super::blocking(|| count_prefix(shared, scope.prefix())) as i64),
+        },
         Srv::Keys => {
-            let keys = super::blocking(|| all_keys(shared, Some(&a[1])));
+            let keys = super::blocking(|| all_keys(shared, s.scope.as_ref(), Some(&a[1])));
             out.array(keys.len());
             for k in keys {
                 out.bulk(k.as_bytes());
             }
         }
-        Srv::Scan => scan(shared, a, out),
+        Srv::Scan => scan(shared, s.scope.as_ref(), a, out),
         Srv::Randomkey => {
+            if let Some(scope) = &s.scope {
+                // O(namespace): one walk of its prefix.
+                let key = super::blocking(|| random_in_prefix(shared, scope.prefix()));
+                let key = key.as_deref().and_then(|k| scope.client_key(k));
+                out.opt_bulk(key.map(str::as_bytes));
+                return Flow::Continue;
+            }
             let n = shared.atlas.key_count();
             let key = if n == 0 {
                 None
@@ -797,7 +767,7 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
             }
         }
         Srv::Lastsave => out.int(shared.last_save_s.load(Ordering::Relaxed) as i64),
-        Srv::Config => super::blocking(|| config(shared, s, a, out)),
+        Srv::Config => super::blocking(|| config(shared, a, out)),
         Srv::Multi => {
             if s.multi.is_some() {
                 out.error("ERR MULTI calls can not be nested");
@@ -842,7 +812,7 @@ fn server(shared: &Arc<Shared>, s: &mut Session, c: Srv, a: &[Bytes], out: &mut 
     Flow::Continue
 }
 
-fn hello(shared: &Shared, s: &mut Session, a: &[Bytes], out: &mut Out) {
+async fn hello(shared: &Shared, s: &mut Session, a: &[Bytes], out: &mut Out) {
     let mut i = 1;
     let mut proto = if out.resp3 { 3 } else { 2 };
     if let Some(v) = a.get(1) {
@@ -876,13 +846,11 @@ fn hello(shared: &Shared, s: &mut Session, a: &[Bytes], out: &mut Out) {
             return;
         }
     }
-    if let Some((u, p)) = creds {
-        if check_credentials(shared, Some(&u), &p) {
-            s.authed = true;
-        } else {
-            out.error(WRONGPASS);
-            return;
-        }
+    if let Some((u, p)) = creds
+        && !auth::log_in(shared, s, Some(&u), &p).await
+    {
+        out.error(WRONGPASS);
+        return;
     }
     if !s.authed {
         out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
@@ -999,26 +967,60 @@ fn command(a: &[Bytes], out: &mut Out) {
     }
 }
 
-/// Every live key (matching `pattern` if given), in key order.
-fn all_keys(shared: &Shared, pattern: Option<&[u8]>) -> Vec<String> {
-    let mut keys = Vec::new();
+/// Calls `f` with every page of live keys under `prefix`, in key order.
+fn walk_prefix(shared: &Shared, prefix: &str, mut f: impl FnMut(Vec<(String, Bytes)>)) {
     let mut cursor: Option<String> = None;
     loop {
-        let Ok(page) = shared.atlas.scan("", cursor.as_deref(), 10_000) else {
+        let Ok(page) = shared.atlas.scan(prefix, cursor.as_deref(), 10_000) else {
             break;
         };
-        keys.extend(
-            page.entries
-                .into_iter()
-                .map(|(k, _)| k)
-                .filter(|k| pattern.is_none_or(|p| glob::matches(p, k.as_bytes()))),
-        );
+        f(page.entries);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
+}
+
+/// Every live key the connection sees (matching `pattern` if given), in key order: all
+/// of them verbatim, or a scope's, without its prefix.
+fn all_keys(shared: &Shared, scope: Option<&Scope>, pattern: Option<&[u8]>) -> Vec<String> {
+    let mut keys = Vec::new();
+    let prefix = scope.map_or("", |sc| sc.prefix());
+    walk_prefix(shared, prefix, |entries| {
+        keys.extend(entries.into_iter().filter_map(|(k, _)| {
+            let k = match scope {
+                None => k,
+                Some(sc) => sc.client_key(&k)?.to_owned(),
+            };
+            pattern
+                .is_none_or(|p| glob::matches(p, k.as_bytes()))
+                .then_some(k)
+        }));
+    });
     keys
+}
+
+/// How many live keys start with `prefix`.
+fn count_prefix(shared: &Shared, prefix: &str) -> u64 {
+    let mut n = 0u64;
+    walk_prefix(shared, prefix, |entries| n += entries.len() as u64);
+    n
+}
+
+/// A live key under `prefix` drawn uniformly (one walk, reservoir sampling).
+fn random_in_prefix(shared: &Shared, prefix: &str) -> Option<String> {
+    let mut seen = 0u64;
+    let mut pick = None;
+    walk_prefix(shared, prefix, |entries| {
+        for (k, _) in entries {
+            seen += 1;
+            if shared.random().is_multiple_of(seen) {
+                pick = Some(k);
+            }
+        }
+    });
+    pick
 }
 
 fn flush(shared: &Shared) -> Result<(), AtlasError> {
@@ -1032,7 +1034,7 @@ fn flush(shared: &Shared) -> Result<(), AtlasError> {
     }
 }
 
-fn scan(shared: &Shared, a: &[Bytes], out: &mut Out) {
+fn scan(shared: &Shared, scope: Option<&Scope>, a: &[Bytes], out: &mut Out) {
     let Some(cursor) = std::str::from_utf8(&a[1])
         .ok()
         .and_then(|c| c.parse::<u64>().ok())
@@ -1082,7 +1084,10 @@ fn scan(shared: &Shared, a: &[Bytes], out: &mut Out) {
             }
         }
     };
-    let page = match shared.atlas.scan("", after.as_deref(), count) {
+    // A scope's cursors are ATLAS keys of its namespace: the scan never leaves the prefix,
+    // whatever cursor the client names.
+    let prefix = scope.map_or("", |sc| sc.prefix());
+    let page = match shared.atlas.scan(prefix, after.as_deref(), count) {
         Ok(p) => p,
         Err(e) => {
             out.error(&atlas_error_line(&e));
@@ -1096,7 +1101,10 @@ fn scan(shared: &Shared, a: &[Bytes], out: &mut Out) {
     let keys: Vec<&str> = page
         .entries
         .iter()
-        .map(|(k, _)| k.as_str())
+        .filter_map(|(k, _)| match scope {
+            None => Some(k.as_str()),
+            Some(sc) => sc.client_key(k),
+        })
         .filter(|k| type_ok && pattern.is_none_or(|p| glob::matches(p, k.as_bytes())))
         .collect();
     out.array(2);
@@ -1107,10 +1115,10 @@ fn scan(shared: &Shared, a: &[Bytes], out: &mut Out) {
     }
 }
 
-fn config(shared: &Shared, s: &Session, a: &[Bytes], out: &mut Out) {
+fn config(shared: &Shared, a: &[Bytes], out: &mut Out) {
     let sub = &a[1];
     if eq(sub, "GET") && a.len() >= 3 {
-        let settings = shared.settings(s.authed);
+        let settings = shared.settings();
         let hits: Vec<&(String, String)> = settings
             .iter()
             .filter(|(k, _)| {

@@ -28,10 +28,12 @@ pub struct AtlasdConfig {
     pub data_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
-    /// Password of `AUTH`; empty: no authentication.
+    /// Password of `AUTH` (the `default` user, which may do everything); empty: none.
+    /// Never shown by `CONFIG GET`.
     pub requirepass: String,
     /// When true, `AUTH username password` checks helios-auth users stored in this data
-    /// directory.
+    /// directory, and every connection must AUTH; a user without `admin:*` sees only its
+    /// own KV namespace, with its roles' rights (`super::acl`).
     pub auth_users: bool,
     /// Most connected clients; past it a new client gets `-ERR max number of clients
     /// reached` and is closed (Redis's `maxclients`).

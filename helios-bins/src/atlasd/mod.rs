@@ -3,15 +3,20 @@
 //!
 //! Layout (after mini-redis, with limits): [`resp`] frames bytes (parser with limits,
 //! reply encoder), [`cmd`] is the command table and dispatch, [`kv`] the keyspace
-//! commands over an ATLAS transaction, [`glob`] the KEYS/SCAN pattern matcher, [`config`]
-//! the settings; this module owns the listener, the connections and shutdown.
+//! commands over an ATLAS transaction, [`glob`] the KEYS/SCAN pattern matcher, [`auth`]
+//! the credentials of AUTH (and their throttles), [`acl`] what a helios-auth user may do,
+//! [`config`] the settings; this module owns the listener, the connections and shutdown.
 //!
 //! # Keys
 //! One process owns a data directory, and atlasd owns its whole keyspace as a plain Redis
-//! keyspace: RESP keys are stored verbatim (no prefix). ATLAS keys are UTF-8 strings, so a
-//! key that is not valid UTF-8 (or is empty) gets `-ERR invalid key: ...` and nothing
-//! happens. Values are arbitrary bytes. (A data directory written by the gateway can be
-//! served by atlasd, and its `kv:`/`job:`/`auth:` keys are then visible as they are.)
+//! keyspace: for an unrestricted connection (the `default` user of `requirepass`, or a
+//! helios-auth admin) RESP keys are stored verbatim (no prefix). A helios-auth user without
+//! `admin:*` (with `auth_users: true`) sees only its own KV namespace, the gateway's
+//! `kv:u:{userId}:`, addressed without the prefix, with its RBAC rights ([`acl`]). ATLAS
+//! keys are UTF-8 strings, so a key that is not valid UTF-8 (or is empty) gets `-ERR
+//! invalid key: ...` and nothing happens. Values are arbitrary bytes. (A data directory
+//! written by the gateway can be served by atlasd, and its `kv:`/`job:`/`auth:` keys are
+//! then visible, to unrestricted connections, as they are.)
 //!
 //! # Connections
 //! Each connection is one task: it reads what is available, parses every complete request,
@@ -41,6 +46,8 @@
 //! Redis does; server commands that may wait run in `block_in_place`), or grow a buffer
 //! past the configured limits because of what a client sends.
 
+pub mod acl;
+pub mod auth;
 pub mod cmd;
 pub mod committer;
 pub mod config;
@@ -82,6 +89,9 @@ pub enum AtlasdError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The helios-auth users and roles (`auth_users: true`) failed to load.
+    #[error("helios-auth users: {0}")]
+    Auth(#[from] helios_auth::AuthError),
 }
 
 /// State shared by every connection.
@@ -106,10 +116,12 @@ pub struct Shared {
     rng: AtomicU64,
     scan_cursors: Mutex<ScanCursors>,
     shutdown: watch::Sender<bool>,
-    /// Failed `AUTH user pass` attempts per username (helios-auth's throttle).
-    pub(crate) auth_throttle: helios_auth::throttle::Throttle,
-    /// A bcrypt hash checked for unknown usernames, so they take as long as known ones.
-    pub(crate) auth_dummy_hash: std::sync::OnceLock<String>,
+    /// helios-auth's users and roles of the data directory (`auth_users: true` only).
+    auth: Option<helios_auth::Auth>,
+    /// Failed `AUTH <requirepass>` attempts per client address.
+    pass_throttle: auth::PassThrottle,
+    /// SHA-256 of `requirepass` (AUTH compares digests, in constant time).
+    pass_digest: [u8; 32],
 }
 
 fn unix_s() -> u64 {
@@ -127,6 +139,11 @@ impl Shared {
         self.atlas.view(|tx| tx.now_ms())
     }
 
+    /// Milliseconds since the server started (monotonic: the AUTH throttle's clock).
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// A cheap pseudo-random number (RANDOMKEY); not for secrets.
     fn random(&self) -> u64 {
         let mut x = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
@@ -137,14 +154,15 @@ impl Shared {
         x ^ (x >> 31)
     }
 
-    /// The read-only view of the settings for `CONFIG GET` (Redis names).
-    fn settings(&self, authed: bool) -> Vec<(String, String)> {
+    /// The read-only view of the settings for `CONFIG GET` (Redis names). `requirepass`
+    /// is never given: it reads empty when none is set, else `<redacted>`.
+    fn settings(&self) -> Vec<(String, String)> {
         let (bind, _) = self
             .cfg
             .listen
             .rsplit_once(':')
             .unwrap_or((self.cfg.listen.as_str(), ""));
-        let mut v = vec![
+        let v = vec![
             ("appendonly", "yes".to_owned()),
             ("appendfsync", self.cfg.appendfsync.clone()),
             ("dir", self.atlas.dir().display().to_string()),
@@ -166,10 +184,15 @@ impl Shared {
             ("maxmemory-policy", "noeviction".to_owned()),
             // The runtime threads serving clients (Redis's nearest setting).
             ("io-threads", self.cfg.worker_threads.to_string()),
+            (
+                "requirepass",
+                if self.cfg.requirepass.is_empty() {
+                    String::new()
+                } else {
+                    "<redacted>".to_owned()
+                },
+            ),
         ];
-        if authed {
-            v.push(("requirepass", self.cfg.requirepass.clone()));
-        }
         v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 }
@@ -183,6 +206,46 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
         }
         _ => f(),
     }
+}
+
+/// bcrypt cost of the hash checked for unknown usernames: the gateway's default
+/// `auth.bcrypt_cost`, which its users' hashes carry, so an unknown name costs the same.
+const DUMMY_HASH_COST: u32 = 12;
+
+/// helios-auth over `atlas` (`auth_users: true`): the users and roles of the data
+/// directory, checked as the gateway checks them. It never issues tokens, so its signing
+/// key is a random one of this process.
+fn open_auth(atlas: Atlas) -> Result<helios_auth::Auth, helios_auth::AuthError> {
+    use helios_auth::{AuthConfig, JwtConfig, KeyConfig, KeyState, OsRandom, Randomness};
+    let mut secret = [0u8; 32];
+    OsRandom.fill(&mut secret);
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    helios_auth::Auth::open(
+        atlas,
+        AuthConfig {
+            bcrypt_cost: DUMMY_HASH_COST,
+            password_len_min: 10,
+            registration_open: false,
+            refresh_ttl_ms: 1_000,
+            jwt: JwtConfig {
+                algorithm: jsonwebtoken::Algorithm::HS256,
+                issuer: "helios-atlasd".into(),
+                audience: "helios-atlasd".into(),
+                access_ttl_s: 60,
+                leeway_s: 0,
+                keys: vec![KeyConfig {
+                    kid: "atlasd".into(),
+                    state: KeyState::Active,
+                    secret: Some(secret),
+                    private_pem: None,
+                    public_pem: None,
+                }],
+            },
+            throttle: helios_auth::ThrottleConfig::default(),
+        },
+        Arc::new(helios_core::SystemClock),
+        Arc::new(OsRandom),
+    )
 }
 
 /// Opens ATLAS in the configured data directory with the configured fsync policy.
@@ -225,6 +288,16 @@ pub async fn run(
     turns: Arc<committer::TurnHub>,
 ) -> Result<(), AtlasdError> {
     let port = listener.local_addr()?.port();
+    // Loading users and roles reads the store and hashes the dummy password (bcrypt).
+    let auth = if cfg.auth_users {
+        let atlas = atlas.clone();
+        let opened = tokio::task::spawn_blocking(move || open_auth(atlas))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Some(opened?)
+    } else {
+        None
+    };
     let (tx, mut rx) = watch::channel(false);
     let (committer, committer_thread) =
         committer::start(atlas.clone(), cfg.appendfsync == "always", turns)?;
@@ -248,9 +321,9 @@ pub async fn run(
         rng: AtomicU64::new(unix_s() ^ u64::from(std::process::id())),
         scan_cursors: Mutex::new(ScanCursors::default()),
         shutdown: tx,
-        auth_throttle: helios_auth::throttle::Throttle::new(helios_auth::ThrottleConfig::default())
-            .map_err(|e| std::io::Error::other(e.to_string()))?,
-        auth_dummy_hash: std::sync::OnceLock::new(),
+        auth,
+        pass_throttle: auth::PassThrottle::default(),
+        pass_digest: auth::digest(cfg.requirepass.as_bytes()),
         cfg,
     });
     let slots = Arc::new(Semaphore::new(shared.cfg.clients_max));
@@ -282,7 +355,7 @@ pub async fn run(
                 tasks.spawn(async move {
                     shared.connected.fetch_add(1, Ordering::Relaxed);
                     let id = shared.client_id_next.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = connection(&shared, socket, id, addr.to_string()).await {
+                    if let Err(e) = connection(&shared, socket, id, addr).await {
                         tracing::debug!(client = id, error = %e, "connection ended");
                     }
                     shared.connected.fetch_sub(1, Ordering::Relaxed);
@@ -318,13 +391,13 @@ async fn connection(
     shared: &Arc<Shared>,
     socket: TcpStream,
     id: u64,
-    addr: String,
+    addr: std::net::SocketAddr,
 ) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
     // Shared with the committer, which writes committed replies to its socket; this task
     // writes only when no job of its own is in the committer's hands.
     let mut sink = committer::Sink::new(socket);
-    let mut session = Session::new(id, shared.cfg.requirepass.is_empty(), addr);
+    let mut session = Session::new(id, auth::starts_authed(&shared.cfg), addr);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut pstate = ParseState::default();
     let mut out = Out::new();

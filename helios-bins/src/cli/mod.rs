@@ -13,6 +13,9 @@
 //! flag from its environment variable in a conflict); else `--password` or its environment
 //! variable (`HELIOS_PASSWORD`, `HELIOS_NEW_PASSWORD`); else, when stdin is a terminal, a
 //! prompt without echo (twice for `users add`, which must match); else a usage error.
+//! `passwd` takes the current and the new password the same way (`--current-password`,
+//! `--new-password`, or two lines of stdin; no environment variables), changes it through
+//! `POST /api/v1/auth/password` and saves the fresh token pair (every other session ends).
 //!
 //! Offline commands work on a data directory and take its lock, so they refuse to run
 //! beside a live server. Their errors print as messages, never as debug structures.
@@ -79,8 +82,9 @@ Environment:
   HELIOS_PASSWORD      password for `helios login` (--password)
   HELIOS_NEW_PASSWORD  password for `helios users add` (--password)
 
-Passwords: `--password-stdin` reads the first line of stdin; in a terminal, `login` and
-`users add` prompt without echo. Start with `helios login --username NAME`.
+Passwords: `--password-stdin` reads the first line of stdin (`passwd`: the current
+password, then the new one on the second line); in a terminal, `login`, `users add` and
+`passwd` prompt without echo. Start with `helios login --username NAME`.
 
 Exit codes: 0 ok; 1 the server refused, not logged in or session expired, or damage found;
 2 bad usage; 3 gateway unreachable or local files unreadable.";
@@ -105,6 +109,10 @@ pub enum Command {
     },
     /// Key-value entries.
     Kv {
+        /// A shared namespace (`[a-z0-9_-]{1,64}`; needs `kv:read:NAME` / `kv:write:NAME`)
+        /// instead of your own.
+        #[arg(long, global = true, value_name = "NAME")]
+        ns: Option<String>,
         #[command(subcommand)]
         /// What to do.
         op: KvOp,
@@ -114,6 +122,20 @@ pub enum Command {
         #[command(subcommand)]
         /// What to do.
         op: JobsOp,
+    },
+    /// Change your password: every other session ends, and the new token pair is saved.
+    Passwd {
+        /// The current password (shows in `ps` and shell history: prefer the prompt or
+        /// --password-stdin).
+        #[arg(long)]
+        current_password: Option<String>,
+        /// The new password (long and not guessable; same caveat).
+        #[arg(long)]
+        new_password: Option<String>,
+        /// Read the current password from the first line of stdin and the new one from
+        /// the second.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Users (admin).
     Users {
@@ -203,16 +225,16 @@ pub enum JobsOp {
         /// Delay, s.
         #[arg(long)]
         delay: Option<u64>,
-        /// Dedup id.
+        /// Dedup id (scoped to the caller and the queue).
         #[arg(long)]
         dedup_id: Option<String>,
     },
-    /// Show a job.
+    /// Show a job (one's own; any with jobs:admin).
     Get {
-        /// Job id.
+        /// Job id: 32 lowercase hex digits.
         id: String,
     },
-    /// List jobs of a queue in a state.
+    /// List jobs of a queue in a state (one's own; every job with jobs:admin).
     List {
         /// Queue.
         queue: String,
@@ -269,6 +291,14 @@ pub enum AdminOp {
     Snapshot,
     /// Print store statistics.
     Stats,
+    /// List login lockouts (locked address and name pairs, locked addresses) and delayed
+    /// names, or lift them.
+    Lockouts {
+        /// Lift every lockout and delay of this username (or one key, e.g.
+        /// `client:10.0.0.3`).
+        #[arg(long, value_name = "USERNAME")]
+        lift: Option<String>,
+    },
 }
 
 /// Offline AOF commands.
@@ -548,8 +578,12 @@ struct PasswordArgs<'a> {
     given: Option<String>,
     /// `--password-stdin`.
     from_stdin: bool,
-    /// The environment variable, for messages.
+    /// The environment variable, for messages (empty: none).
     env: &'a str,
+    /// The flag that gives it, for messages.
+    flag: &'a str,
+    /// The terminal prompt.
+    prompt: &'a str,
     /// Prompt twice and require both to match (a new password).
     confirm: bool,
 }
@@ -561,6 +595,8 @@ fn password(args: PasswordArgs<'_>) -> Result<String, Failure> {
         given,
         from_stdin,
         env,
+        flag,
+        prompt,
         confirm,
     } = args;
     if from_stdin {
@@ -570,11 +606,16 @@ fn password(args: PasswordArgs<'_>) -> Result<String, Failure> {
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
+        let env = if env.is_empty() {
+            String::new()
+        } else {
+            format!("set {env}, ")
+        };
         return Err(fail(
             EXIT_USAGE,
             format!(
                 "no password given and stdin is not a terminal to prompt on: pass \
-                 --password-stdin (reads the first line of stdin), set {env}, or pass --password"
+                 --password-stdin (reads the first line of stdin), {env}or pass {flag}"
             ),
         ));
     }
@@ -584,7 +625,7 @@ fn password(args: PasswordArgs<'_>) -> Result<String, Failure> {
             format!("cannot read the password from the terminal: {e}"),
         )
     };
-    let p = rpassword::prompt_password("Password: ").map_err(tty)?;
+    let p = rpassword::prompt_password(prompt).map_err(tty)?;
     if p.is_empty() {
         return Err(fail(EXIT_USAGE, "empty password"));
     }
@@ -690,14 +731,33 @@ fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> Result<u
         let path = path.display().to_string();
         move |e: std::io::Error| fail(EXIT_UNREACHABLE, format!("{path}: {e}"))
     };
-    std::fs::create_dir_all(to).map_err(io(to))?;
+    // Owner-only, like the data directory itself (the files hold every value).
+    let mut dir = std::fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        dir.mode(0o700);
+    }
+    dir.create(to).map_err(io(to))?;
     let mut n = 0;
     for entry in std::fs::read_dir(from).map_err(io(from))? {
         let entry = entry.map_err(io(from))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         if entry.file_type().map_err(io(&path))?.is_file() && wanted(&name) {
-            std::fs::copy(&path, to.join(&name)).map_err(io(&path))?;
+            let dest = to.join(&name);
+            std::fs::copy(&path, &dest).map_err(io(&path))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(&dest))?;
+            }
+            // Durable before the directory entry is.
+            std::fs::File::open(&dest)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&dest))?;
             n += 1;
         }
     }
@@ -801,6 +861,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 given,
                 from_stdin: password_stdin,
                 env: "HELIOS_PASSWORD",
+                flag: "--password",
+                prompt: "Password: ",
                 confirm: false,
             })?;
             let (status, v) = api
@@ -817,36 +879,39 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             session.save(&token_path)?;
             println!("logged in; tokens saved in {}", token_path.display());
         }
-        Command::Kv { op } => match op {
-            KvOp::Get { key } => print(
-                &api.call(Method::GET, &format!("/api/v1/kv/{}", enc(&key)), None)
-                    .await?["value"],
-            ),
-            KvOp::Set { key, value, ttl } => {
-                let mut body = json!({"value": json_arg(&value)});
-                if let Some(t) = ttl {
-                    body["ttl_seconds"] = json!(t);
+        Command::Kv { ns, op } => {
+            // Your own namespace, or a shared one.
+            let base = match &ns {
+                Some(n) => format!("/api/v1/ns/{}/kv", enc(n)),
+                None => "/api/v1/kv".to_owned(),
+            };
+            match op {
+                KvOp::Get { key } => print(
+                    &api.call(Method::GET, &format!("{base}/{}", enc(&key)), None)
+                        .await?["value"],
+                ),
+                KvOp::Set { key, value, ttl } => {
+                    let mut body = json!({"value": json_arg(&value)});
+                    if let Some(t) = ttl {
+                        body["ttl_seconds"] = json!(t);
+                    }
+                    api.call(Method::PUT, &format!("{base}/{}", enc(&key)), Some(body))
+                        .await?;
                 }
-                api.call(
-                    Method::PUT,
-                    &format!("/api/v1/kv/{}", enc(&key)),
-                    Some(body),
-                )
-                .await?;
+                KvOp::Del { key } => {
+                    api.call(Method::DELETE, &format!("{base}/{}", enc(&key)), None)
+                        .await?;
+                }
+                KvOp::List { prefix, limit } => print(
+                    &api.call(
+                        Method::GET,
+                        &format!("{base}?prefix={}&limit={limit}", enc(&prefix)),
+                        None,
+                    )
+                    .await?,
+                ),
             }
-            KvOp::Del { key } => {
-                api.call(Method::DELETE, &format!("/api/v1/kv/{}", enc(&key)), None)
-                    .await?;
-            }
-            KvOp::List { prefix, limit } => print(
-                &api.call(
-                    Method::GET,
-                    &format!("/api/v1/kv?prefix={}&limit={limit}", enc(&prefix)),
-                    None,
-                )
-                .await?,
-            ),
-        },
+        }
         Command::Jobs { op } => match op {
             JobsOp::Enqueue {
                 queue,
@@ -911,6 +976,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     given,
                     from_stdin: password_stdin,
                     env: "HELIOS_NEW_PASSWORD",
+                    flag: "--password",
+                    prompt: "Password: ",
                     confirm: true,
                 })?;
                 print(
@@ -951,7 +1018,56 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Admin { op } => match op {
             AdminOp::Snapshot => print(&api.call(Method::POST, "/admin/snapshot", None).await?),
             AdminOp::Stats => print(&api.call(Method::GET, "/admin/stats", None).await?),
+            AdminOp::Lockouts { lift: None } => {
+                print(&api.call(Method::GET, "/admin/lockouts", None).await?)
+            }
+            AdminOp::Lockouts { lift: Some(who) } => {
+                api.call(
+                    Method::DELETE,
+                    &format!("/admin/lockouts/{}", enc(&who)),
+                    None,
+                )
+                .await?;
+                println!("lifted the lockouts of {who}");
+            }
         },
+        Command::Passwd {
+            current_password,
+            new_password,
+            password_stdin,
+        } => {
+            let current = password(PasswordArgs {
+                given: current_password,
+                from_stdin: password_stdin,
+                env: "",
+                flag: "--current-password",
+                prompt: "Current password: ",
+                confirm: false,
+            })?;
+            let new = password(PasswordArgs {
+                given: new_password,
+                from_stdin: password_stdin,
+                env: "",
+                flag: "--new-password",
+                prompt: "New password: ",
+                confirm: true,
+            })?;
+            let v = api
+                .call(
+                    Method::POST,
+                    "/api/v1/auth/password",
+                    Some(json!({"current_password": current, "new_password": new})),
+                )
+                .await?;
+            // The old tokens are dead now: keep the new pair.
+            let session = Session::from_answer(&v)
+                .ok_or_else(|| fail(EXIT_REFUSED, "the answer holds no access_token"))?;
+            session.save(&token_path)?;
+            println!(
+                "password changed; every other session has ended; new tokens saved in {}",
+                token_path.display()
+            );
+        }
         Command::Aof { .. } | Command::Backup { .. } | Command::Restore { .. } => {}
     }
     Ok(())

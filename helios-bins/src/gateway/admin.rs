@@ -1,6 +1,10 @@
 //! The admin routes (`/admin/...`): store stats, snapshot and AOF rewrite, users and their
-//! roles, roles, rate limits. Permission `admin:*` for the store, `users:admin` for the
-//! rest (RBAC runs before these handlers).
+//! roles, roles, rate limits, login lockouts. Permission `admin:*` for the store,
+//! `users:admin` for the rest (RBAC runs before these handlers).
+//!
+//! Changes to roles and accounts act as the caller (`actor`, the token's `sub`): helios-auth
+//! refuses what the caller does not hold itself (`403` `privilege-escalation`) and what
+//! would leave no enabled admin (`403` `last-admin`).
 
 // Handlers return `Err(response)` to answer early (see handler.rs).
 #![allow(clippy::result_large_err)]
@@ -8,7 +12,7 @@
 use super::State;
 use super::handler::{auth_error, blocking, parse, percent_decode, store_error};
 use super::problem::{Body, empty, json, problem};
-use helios_auth::RateLimitConfig;
+use helios_auth::{AuthError, RateLimitConfig};
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json as j;
@@ -39,8 +43,30 @@ fn decoded(raw: Option<String>, what: &str) -> Result<String, Response<Body>> {
         })
 }
 
+/// Every limit of a `PUT /admin/rate-limits` body, naming the first bad field
+/// (`default`, `roles.{role}`, `clients.{client}`): a `400`, never a `500`.
+fn check_limits(cfg: &RateLimitConfig) -> Result<(), Response<Body>> {
+    let bad = |field: &str, e: &dyn std::fmt::Display| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            format!("{field}: {e}"),
+        )
+    };
+    cfg.default.validate().map_err(|e| bad("default", &e))?;
+    for (name, c) in &cfg.roles {
+        c.validate()
+            .map_err(|e| bad(&format!("roles.{name}"), &e))?;
+    }
+    for (name, c) in &cfg.clients {
+        c.validate()
+            .map_err(|e| bad(&format!("clients.{name}"), &e))?;
+    }
+    Ok(())
+}
+
 /// Serves one admin route; `pattern` is the route's pattern, `second` the second path
-/// parameter (`{role}`, `{name}` or `{action}`).
+/// parameter (`{role}`, `{name}` or `{action}`), `actor` the caller's user id.
 pub(super) async fn handle(
     state: &Arc<State>,
     pattern: &str,
@@ -48,7 +74,9 @@ pub(super) async fn handle(
     first: Option<String>,
     second: Option<String>,
     body: &[u8],
+    actor: &str,
 ) -> Result<Response<Body>, Response<Body>> {
+    let actor = actor.to_owned();
     match (pattern, method) {
         ("/admin/stats", _) => {
             let s = state.atlas.stats();
@@ -88,7 +116,7 @@ pub(super) async fn handle(
             let id = decoded(first, "id")?;
             let b: RoleBody = parse(body)?;
             let auth = state.auth.clone();
-            blocking(move || auth.assign_role(&id, &b.role))
+            blocking(move || auth.assign_role_as(&actor, &id, &b.role))
                 .await?
                 .map_err(not_found_or)?;
             Ok(empty(StatusCode::NO_CONTENT))
@@ -97,7 +125,7 @@ pub(super) async fn handle(
             let id = decoded(first, "id")?;
             let role = decoded(second, "role")?;
             let auth = state.auth.clone();
-            blocking(move || auth.revoke_role(&id, &role))
+            blocking(move || auth.revoke_role_as(&actor, &id, &role))
                 .await?
                 .map_err(not_found_or)?;
             Ok(empty(StatusCode::NO_CONTENT))
@@ -116,7 +144,7 @@ pub(super) async fn handle(
                 }
             };
             let auth = state.auth.clone();
-            blocking(move || auth.set_disabled(&id, disabled))
+            blocking(move || auth.set_disabled_as(&actor, &id, disabled))
                 .await?
                 .map_err(not_found_or)?;
             Ok(empty(StatusCode::NO_CONTENT))
@@ -126,15 +154,15 @@ pub(super) async fn handle(
             let name = decoded(second, "name")?;
             let b: PermissionsBody = parse(body)?;
             let auth = state.auth.clone();
-            blocking(move || auth.put_role(&name, b.permissions))
+            blocking(move || auth.put_role_as(&actor, &name, b.permissions))
                 .await?
-                .map_err(auth_error)?;
+                .map_err(not_found_or)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         ("/admin/roles/{name}", _) => {
             let name = decoded(second, "name")?;
             let auth = state.auth.clone();
-            blocking(move || auth.delete_role(&name))
+            blocking(move || auth.delete_role_as(&actor, &name))
                 .await?
                 .map_err(not_found_or)?;
             Ok(empty(StatusCode::NO_CONTENT))
@@ -146,7 +174,23 @@ pub(super) async fn handle(
             cfg.idle_ms = current.idle_ms;
             cfg.clients_max = current.clients_max;
             cfg.persist_interval_ms = current.persist_interval_ms;
-            state.limiter.set_config(cfg).map_err(auth_error)?;
+            check_limits(&cfg)?;
+            state.limiter.set_config(cfg).map_err(not_found_or)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        ("/admin/lockouts", _) => Ok(json(
+            StatusCode::OK,
+            &j!({"lockouts": state.auth.lockouts()}),
+        )),
+        ("/admin/lockouts/{username}", _) => {
+            let who = decoded(first, "username")?;
+            if state.auth.lift_lockout(&who) == 0 {
+                return Err(problem(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    format!("no lockout for {who:?}"),
+                ));
+            }
             Ok(empty(StatusCode::NO_CONTENT))
         }
         _ => {
@@ -159,14 +203,26 @@ pub(super) async fn handle(
     }
 }
 
-fn not_found_or(e: helios_auth::AuthError) -> Response<Body> {
+fn not_found_or(e: AuthError) -> Response<Body> {
     match e {
-        helios_auth::AuthError::UserNotFound(id) => {
+        AuthError::UserNotFound(id) => {
             problem(StatusCode::NOT_FOUND, "not-found", format!("no user {id}"))
         }
-        helios_auth::AuthError::RoleNotFound(r) => {
+        AuthError::RoleNotFound(r) => {
             problem(StatusCode::NOT_FOUND, "not-found", format!("no role {r:?}"))
         }
+        e @ AuthError::PrivilegeEscalation { .. } => {
+            problem(StatusCode::FORBIDDEN, "privilege-escalation", e.to_string())
+        }
+        e @ AuthError::LastAdmin => problem(StatusCode::FORBIDDEN, "last-admin", e.to_string()),
+        AuthError::Config { key, reason } => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            format!(
+                "{}: {reason}",
+                key.strip_prefix("rate_limit.").unwrap_or(key)
+            ),
+        ),
         other => auth_error(other),
     }
 }

@@ -1,6 +1,20 @@
 //! The job routes: enqueue, get, list, claim (with long polling), ack / nack / heartbeat /
 //! cancel, queue stats, the dead-letter list and its redrive. Each maps onto one
 //! `helios_queue::Queue` call, run on the blocking pool (it writes to ATLAS).
+//!
+//! Jobs belong to someone: an enqueue records the caller's user id as the job's owner (and
+//! scopes its dedup id to that owner and queue). Access is decided per job, here, once the
+//! job is loaded and before anything of it is read ([`Caller`]):
+//! - get, list, cancel: `jobs:enqueue` for one's own jobs, `jobs:admin` for everyone's
+//!   (and for jobs without an owner); a job of someone else is `404`, exactly as a missing
+//!   one (no existence oracle). Without either permission, `403`.
+//! - claim: `jobs:work` or `jobs:work:{queue}` for the body's queue, else `403`; ack, nack,
+//!   heartbeat: some `jobs:work` permission, else `403`, then `jobs:work` or
+//!   `jobs:work:{queue}` for the job's queue, else `404`.
+//! - queue stats, the dead-letter list and redrive: `jobs:admin` (checked by the router).
+//!
+//! Job ids in paths and bodies are the 32 lowercase hex digits of the UUIDv7 (the UUID's
+//! `simple` form); anything else (the hyphenated form included) is a `400`.
 
 // Handlers return `Err(response)` to answer early (see handler.rs).
 #![allow(clippy::result_large_err)]
@@ -8,6 +22,8 @@
 use super::State;
 use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs};
 use super::problem::{Body, empty, json, problem};
+use helios_auth::Claims;
+use helios_auth::rbac::perms;
 use helios_queue::{EnqueueRequest, Job, JobId, JobState, QueueError, validate_queue_name};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Deserialize;
@@ -55,10 +71,74 @@ fn queue_error(e: QueueError) -> Response<Body> {
     }
 }
 
+fn not_found(id: JobId) -> Response<Body> {
+    problem(StatusCode::NOT_FOUND, "not-found", format!("no job {id}"))
+}
+
+fn forbidden(permission: &str) -> Response<Body> {
+    problem(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("missing permission {permission}"),
+    )
+}
+
+/// The caller of a job route and what they may do with a given job. Roles are read when
+/// asked (`Auth::authorize`), so a role change applies to the next request.
+struct Caller<'a> {
+    state: &'a State,
+    user_id: &'a str,
+}
+
+impl<'a> Caller<'a> {
+    /// The verified caller, or `403`: a backstop that fails closed (every job route needs
+    /// a token, so the router has verified one already).
+    fn new(state: &'a State, claims: Option<&'a Claims>) -> Result<Self, Response<Body>> {
+        let c = claims.ok_or_else(|| forbidden(perms::JOBS_ENQUEUE))?;
+        Ok(Self {
+            state,
+            user_id: &c.sub,
+        })
+    }
+
+    fn can(&self, permission: &str) -> bool {
+        self.state.auth.authorize(self.user_id, permission)
+    }
+
+    /// Reading and cancelling jobs needs `jobs:enqueue` (one's own) or `jobs:admin`.
+    fn require_reader(&self) -> Result<bool, Response<Body>> {
+        let admin = self.can(perms::JOBS_ADMIN);
+        if admin || self.can(perms::JOBS_ENQUEUE) {
+            Ok(admin)
+        } else {
+            Err(forbidden(perms::JOBS_ENQUEUE))
+        }
+    }
+
+    /// Whether a reader (see `require_reader`, which says `admin`) reaches a job of
+    /// `owner`: their own, or any with `jobs:admin`.
+    fn reaches(&self, admin: bool, owner: Option<&str>) -> bool {
+        admin || owner == Some(self.user_id)
+    }
+
+    /// Whether the caller may work `queue`: `jobs:work`, or `jobs:work:{queue}`.
+    fn works(&self, queue: &str) -> bool {
+        self.can(perms::JOBS_WORK) || self.can(&format!("{}:{queue}", perms::JOBS_WORK))
+    }
+}
+
+/// The queue and owner of a job (both fixed for its life), without copying the job.
+fn scope_of(state: &State, id: JobId) -> Option<(String, Option<Arc<str>>)> {
+    state
+        .queue
+        .with_state(|s| s.job(id).map(|j| (j.queue.clone(), j.owner.clone())))
+}
+
 fn job_view(job: &Job) -> Value {
     j!({
         "id": job.id,
         "queue": job.queue,
+        "owner": job.owner,
         "state": job.state,
         "payload": job.payload,
         "priority": job.priority,
@@ -98,10 +178,13 @@ struct EnqueueBody {
 
 pub(super) async fn enqueue(
     state: &Arc<State>,
+    claims: Option<&Claims>,
     body: &[u8],
 ) -> Result<Response<Body>, Response<Body>> {
+    let caller = Caller::new(state, claims)?;
     let b: EnqueueBody = parse(body)?;
     let mut req = EnqueueRequest::new(b.queue, b.payload);
+    req.owner = Some(Arc::from(caller.user_id));
     req.priority = b.priority;
     req.delay_ms = b.delay_seconds.map(|s| s.saturating_mul(1000));
     req.attempts_max = b.max_attempts;
@@ -127,19 +210,29 @@ pub(super) async fn enqueue(
     ))
 }
 
-pub(super) fn get(state: &State, raw: Option<String>) -> Result<Response<Body>, Response<Body>> {
+pub(super) fn get(
+    state: &State,
+    claims: Option<&Claims>,
+    raw: Option<String>,
+) -> Result<Response<Body>, Response<Body>> {
+    let caller = Caller::new(state, claims)?;
+    let admin = caller.require_reader()?;
     let id = job_id(raw)?;
     let job = state
         .queue
         .get(id)
-        .ok_or_else(|| problem(StatusCode::NOT_FOUND, "not-found", format!("no job {id}")))?;
+        .filter(|j| caller.reaches(admin, j.owner.as_deref()))
+        .ok_or_else(|| not_found(id))?;
     Ok(json(StatusCode::OK, &job_view(&job)))
 }
 
+/// A page of a queue's jobs in a state; with `owner`, only that owner's (through the
+/// owner's own index: a user with few jobs in a big queue costs a few lookups).
 fn page(
     state: &State,
     queue: &str,
     job_state: JobState,
+    owner: Option<&str>,
     query: &str,
     allow_state: bool,
 ) -> Result<Response<Body>, Response<Body>> {
@@ -172,18 +265,27 @@ fn page(
         }
     }
     validate_queue_name(&queue).map_err(queue_error)?;
-    let (jobs, next) = state
-        .queue
-        .list(&queue, st, cursor, limit)
-        .map_err(queue_error)?;
+    let (jobs, next) = match owner {
+        Some(o) => state.queue.list_owned(&queue, st, o, cursor, limit),
+        None => state.queue.list(&queue, st, cursor, limit),
+    }
+    .map_err(queue_error)?;
     Ok(json(
         StatusCode::OK,
         &j!({"items": jobs.iter().map(job_view).collect::<Vec<_>>(), "next_cursor": next}),
     ))
 }
 
-pub(super) fn list(state: &State, query: &str) -> Result<Response<Body>, Response<Body>> {
-    page(state, "", JobState::Pending, query, true)
+/// Everyone's jobs for `jobs:admin`, one's own for `jobs:enqueue`.
+pub(super) fn list(
+    state: &State,
+    claims: Option<&Claims>,
+    query: &str,
+) -> Result<Response<Body>, Response<Body>> {
+    let caller = Caller::new(state, claims)?;
+    let admin = caller.require_reader()?;
+    let owner = (!admin).then_some(caller.user_id);
+    page(state, "", JobState::Pending, owner, query, true)
 }
 
 pub(super) fn dlq(
@@ -192,7 +294,7 @@ pub(super) fn dlq(
     query: &str,
 ) -> Result<Response<Body>, Response<Body>> {
     let queue = raw.as_deref().and_then(percent_decode).unwrap_or_default();
-    page(state, &queue, JobState::Failed, query, false)
+    page(state, &queue, JobState::Failed, None, query, false)
 }
 
 #[derive(Deserialize)]
@@ -209,9 +311,15 @@ struct ClaimBody {
 
 pub(super) async fn claim(
     state: &Arc<State>,
+    claims: Option<&Claims>,
     body: &[u8],
 ) -> Result<Response<Body>, Response<Body>> {
+    let caller = Caller::new(state, claims)?;
     let b: ClaimBody = parse(body)?;
+    validate_queue_name(&b.queue).map_err(queue_error)?;
+    if !caller.works(&b.queue) {
+        return Err(forbidden(&format!("{}:{}", perms::JOBS_WORK, b.queue)));
+    }
     let wait = Duration::from_secs(b.wait_seconds.unwrap_or(0).min(WAIT_S_MAX));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -263,14 +371,21 @@ struct LeaseBody {
 
 pub(super) async fn action(
     state: &Arc<State>,
+    claims: Option<&Claims>,
     raw: Option<String>,
     action: Option<String>,
     body: &[u8],
 ) -> Result<Response<Body>, Response<Body>> {
-    let id = job_id(raw)?;
+    let caller = Caller::new(state, claims)?;
     let action = action.unwrap_or_default();
-    let q = state.queue.clone();
     if action == "cancel" {
+        let admin = caller.require_reader()?;
+        let id = job_id(raw)?;
+        match scope_of(state, id) {
+            Some((_, owner)) if caller.reaches(admin, owner.as_deref()) => {}
+            _ => return Err(not_found(id)),
+        }
+        let q = state.queue.clone();
         blocking(move || q.cancel(id)).await?.map_err(queue_error)?;
         return Ok(empty(StatusCode::NO_CONTENT));
     }
@@ -281,6 +396,17 @@ pub(super) async fn action(
             format!("no job action {action:?}"),
         ));
     }
+    // Some `jobs:work` first (403 without any), then the job's queue (404 if it is not
+    // one the caller works, as if the job did not exist).
+    if !state.auth.authorize_some(caller.user_id, perms::JOBS_WORK) {
+        return Err(forbidden(perms::JOBS_WORK));
+    }
+    let id = job_id(raw)?;
+    match scope_of(state, id) {
+        Some((queue, _)) if caller.works(&queue) => {}
+        _ => return Err(not_found(id)),
+    }
+    let q = state.queue.clone();
     let b: LeaseBody = parse(body)?;
     let token: u64 = b.lease_token.parse().map_err(|_| {
         problem(

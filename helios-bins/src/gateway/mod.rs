@@ -8,13 +8,20 @@
 //! the rate-limit buckets and close ATLAS (fsync).
 //!
 //! Every request goes through the same steps, in this order (`handler::handle`): request
-//! id (accept or make `X-Request-Id`) -> tracing span -> metrics -> body size limit and
-//! read timeout -> authentication -> rate limit -> RBAC -> route handler.
+//! id (accept or make `X-Request-Id`) -> tracing span -> metrics -> authentication ->
+//! rate limit -> RBAC (these three on the head alone: a refused request's body is never
+//! read) -> body (size limit, read timeout, the in-flight budget) -> route handler.
+//!
+//! Connections: at most `http.connections_max`, of which at most
+//! `http.connections_per_address_max` from one client address (an IPv6 /64); HTTP/2
+//! streams per connection are bounded by `http.http2_streams_max`.
 
+mod account;
 mod admin;
 mod handler;
 mod idle;
 mod jobs;
+pub mod kv;
 mod metrics;
 pub mod problem;
 pub mod tls;
@@ -83,7 +90,18 @@ fn bootstrap_admin(
         return Ok(());
     }
     let (password, file) = match admin_password {
-        Some(p) => (p, None),
+        Some(p) => {
+            // A weak password from the environment fails the start, naming the variable
+            // and why (zxcvbn's warning), before any user exists.
+            helios_auth::password::check_rules(
+                "HELIOS_ADMIN_PASSWORD",
+                &p,
+                "admin",
+                auth.config().password_len_min,
+            )
+            .map_err(|e| e.to_string())?;
+            (p, None)
+        }
         None => {
             let p = helios_auth::random::hex_token(&OsRandom, 16);
             let path = cfg.data_dir.join(ADMIN_PASSWORD_FILE_NAME);
@@ -110,6 +128,8 @@ pub fn start_with(
     atlas: Atlas,
     admin_password: Option<String>,
 ) -> Result<Arc<State>, String> {
+    // Before anything serves: the keys of the layout before namespaces move to `legacy`.
+    kv::migrate_layout(&atlas).map_err(|e| format!("moving KV keys to namespaces: {e}"))?;
     let secret = jwt_secret(&cfg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let auth = helios_auth::Auth::open(
@@ -164,12 +184,16 @@ pub fn start_with(
         },
     )
     .map_err(|e| e.to_string())?;
-    let queue = helios_queue::Queue::open(
+    // Job ids take their 64 random bits from the OS CSPRNG (a getrandom call per id):
+    // unguessable ids are what keeps one user from probing another's jobs.
+    let queue = helios_queue::Queue::open_with(
         atlas.clone(),
         helios_queue::QueueConfig {
             depth_max: cfg.queue.depth_max,
             ..helios_queue::QueueConfig::default()
         },
+        Arc::new(helios_core::MonotonicClock::new()),
+        Box::new(rand::rand_core::UnwrapErr(rand::rngs::SysRng)),
     )
     .map_err(|e| e.to_string())?;
     let tls = tls::Tls::load(&cfg.tls)?;
@@ -209,6 +233,8 @@ pub struct State {
     pub job_ready: tokio::sync::Notify,
     /// TLS for the API listener, when configured.
     pub tls: Option<tls::Tls>,
+    /// Bytes of request bodies being read, at most `http.body_bytes_in_flight_max`.
+    pub body_budget: Arc<Semaphore>,
     router: handler::Router,
 }
 
@@ -223,6 +249,9 @@ impl State {
         clock: Arc<dyn Clock>,
         queue: Arc<helios_queue::Queue>,
     ) -> Self {
+        let body_budget = Arc::new(Semaphore::new(
+            usize::try_from(config.http.body_bytes_in_flight_max).unwrap_or(usize::MAX),
+        ));
         Self {
             atlas,
             auth,
@@ -234,6 +263,7 @@ impl State {
             queue,
             job_ready: tokio::sync::Notify::new(),
             tls: None,
+            body_budget,
             router: handler::Router::new(),
         }
     }
@@ -307,6 +337,47 @@ pub async fn run_metrics(
     }
 }
 
+/// Open connections per client address, for `http.connections_per_address_max`.
+#[derive(Debug, Default)]
+struct AddressSlots {
+    open: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open connection of an address; gives its slot back when dropped.
+#[derive(Debug)]
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    address: String,
+}
+
+impl AddressSlots {
+    /// A slot for `address`, unless it already holds `max` connections.
+    fn take(self: &Arc<Self>, address: String, max: usize) -> Option<AddressSlot> {
+        let mut open = self.open.lock();
+        let n = open.entry(address.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            slots: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock();
+        if let Some(n) = open.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then drains and closes.
 pub async fn run(
     listener: TcpListener,
@@ -323,10 +394,12 @@ pub async fn run(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
+        .max_header_list_size(64 * 1024)
+        .max_concurrent_streams(http.http2_streams_max);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(http.connections_max));
+    let per_address = Arc::new(AddressSlots::default());
     // Rate-limit buckets are persisted on a bounded interval, never on the request path.
     let flusher = {
         let state = state.clone();
@@ -373,6 +446,16 @@ pub async fn run(
                 }
             },
         };
+        // One address (an IPv6 /64) holds at most its share of the connections.
+        let Some(slot) = per_address.take(
+            handler::client_key(peer.ip()),
+            http.connections_per_address_max,
+        ) else {
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            drop(stream);
+            continue;
+        };
+        let permit = (permit, slot);
         let _ = stream.set_nodelay(true);
         let activity = idle::Activity::new();
         let service = {

@@ -167,3 +167,29 @@ pub async fn login(s: &Server, user: &str) -> String {
     assert_eq!(v["token_type"], "Bearer");
     v["access_token"].as_str().unwrap().to_owned()
 }
+
+/// A gateway on 127.0.0.1:0 whose `admin` has `admin_password`.
+pub async fn start_with_admin(cfg: GatewayConfig, admin_password: &'static str) -> Server {
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start(cfg, Some(admin_password.into()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    server(serve(state).await)
+}
+
+/// Logs `user` in with `password`: its access token.
+pub async fn login_with(s: &Server, user: &str, password: &str) -> String {
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": user, "password": password})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "login {user}: {v}");
+    v["access_token"].as_str().unwrap().to_owned()
+}

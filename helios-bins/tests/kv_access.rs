@@ -1,0 +1,312 @@
+//! KV belongs to someone (issue 17, point 1; OWASP API1, BOLA), over HTTP:
+//! - `/api/v1/kv` is the caller's own namespace: another user's key is 404 (never 403),
+//!   listings show only the caller's keys, a cursor cannot leave the namespace;
+//! - `/api/v1/ns/{ns}/kv` is a shared namespace guarded by `kv:read:{ns}` /
+//!   `kv:write:{ns}` (a role granting `kv:read` alone does not reach it);
+//! - `/admin/users/{id}/kv` lets an admin reach any user's namespace;
+//! - keys written by the layout before namespaces move to the `legacy` namespace, which
+//!   only admins read;
+//! - keys with control characters or bidirectional overrides are refused, naming the byte.
+
+mod common;
+
+use common::Server;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ADMIN_PASSWORD: &str = "kv-admin-Quartz-91-lantern";
+const PASSWORD: &str = "tangerine-kayak-47-violet";
+
+async fn start(dir: &std::path::Path) -> Server {
+    common::start_with_admin(common::config(dir, 100_000), ADMIN_PASSWORD).await
+}
+
+async fn login(s: &Server, user: &str, password: &str) -> String {
+    common::login_with(s, user, password).await
+}
+
+async fn register(s: &Server, user: &str) -> (String, String) {
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            "/api/v1/auth/register",
+            None,
+            Some(json!({"username": user, "password": PASSWORD})),
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    (id, login(s, user, PASSWORD).await)
+}
+
+async fn put(s: &Server, token: &str, path: &str, value: Value) -> (StatusCode, Value) {
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            path,
+            Some(token),
+            Some(json!({ "value": value })),
+            &[],
+        )
+        .await;
+    (st, v)
+}
+
+async fn get(s: &Server, token: &str, path: &str) -> (StatusCode, Value) {
+    let (st, _, v) = s.call(Method::GET, path, Some(token), None, &[]).await;
+    (st, v)
+}
+
+fn keys_of(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_users_keys_are_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let (alice_id, alice) = register(&s, "alice").await;
+    let (_, bob) = register(&s, "bob").await;
+
+    assert_eq!(
+        put(&s, &alice, "/api/v1/kv/alice-private", json!("secret"))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    // Bob cannot read, list, delete or overwrite it: it does not exist for him.
+    let (st, v) = get(&s, &bob, "/api/v1/kv/alice-private").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["type"], "https://helios.dev/problems/not-found");
+    let (st, _, _) = s
+        .call(
+            Method::DELETE,
+            "/api/v1/kv/alice-private",
+            Some(&bob),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list) = get(&s, &bob, "/api/v1/kv").await;
+    assert!(keys_of(&list).is_empty(), "{list}");
+    // His PUT of the same name creates his own key.
+    assert_eq!(
+        put(&s, &bob, "/api/v1/kv/alice-private", json!("bob's"))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (_, v) = get(&s, &alice, "/api/v1/kv/alice-private").await;
+    assert_eq!(v["value"], "secret");
+    let (_, v) = get(&s, &bob, "/api/v1/kv/alice-private").await;
+    assert_eq!(v["value"], "bob's");
+
+    // Listings and cursors stay in the caller's namespace, whatever the cursor says.
+    for i in 0..3 {
+        put(&s, &alice, &format!("/api/v1/kv/a{i}"), json!(i)).await;
+    }
+    let (_, list) = get(&s, &bob, "/api/v1/kv?limit=1000").await;
+    assert_eq!(keys_of(&list), ["alice-private"]);
+    for cursor in [
+        "",
+        "%00",
+        "..%2F..",
+        &format!("kv%3Au%3A{alice_id}%3A"),
+        &format!("..%2Fu%3A{alice_id}%3Aa0"),
+    ] {
+        let (st, list) = get(&s, &bob, &format!("/api/v1/kv?cursor={cursor}")).await;
+        if st == StatusCode::OK {
+            assert!(
+                keys_of(&list).iter().all(|k| k == "alice-private"),
+                "cursor {cursor:?}: {list}"
+            );
+            assert_ne!(list["next_cursor"], json!("a0"));
+        } else {
+            assert_eq!(st, StatusCode::BAD_REQUEST, "cursor {cursor:?}: {list}");
+        }
+    }
+    let (_, list) = get(&s, &alice, "/api/v1/kv?prefix=a&limit=2").await;
+    assert_eq!(keys_of(&list), ["a0", "a1"]);
+    let next = list["next_cursor"].as_str().unwrap().to_owned();
+    let (_, list) = get(&s, &alice, &format!("/api/v1/kv?prefix=a&cursor={next}")).await;
+    assert_eq!(keys_of(&list), ["a2", "alice-private"]);
+
+    // The admin route reaches a user's namespace; a user cannot use it.
+    let admin = login(&s, "admin", ADMIN_PASSWORD).await;
+    let (st, v) = get(
+        &s,
+        &admin,
+        &format!("/admin/users/{alice_id}/kv/alice-private"),
+    )
+    .await;
+    assert_eq!((st, &v["value"]), (StatusCode::OK, &json!("secret")), "{v}");
+    let (_, list) = get(&s, &admin, &format!("/admin/users/{alice_id}/kv")).await;
+    assert_eq!(keys_of(&list), ["a0", "a1", "a2", "alice-private"]);
+    assert_eq!(
+        get(&s, &admin, "/admin/users/nobody/kv").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(
+            &s,
+            &bob,
+            &format!("/admin/users/{alice_id}/kv/alice-private")
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // The admin's own /api/v1/kv is the admin's namespace too.
+    let (_, list) = get(&s, &admin, "/api/v1/kv").await;
+    assert!(keys_of(&list).is_empty(), "{list}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shared_namespaces_are_guarded_by_scoped_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let (bob_id, _) = register(&s, "bob").await;
+    let (_, alice) = register(&s, "alice").await;
+    let admin = login(&s, "admin", ADMIN_PASSWORD).await;
+    let (st, _, v) = s
+        .call(
+            Method::PUT,
+            "/admin/roles/team-rw",
+            Some(&admin),
+            Some(json!({"permissions": ["kv:read:team", "kv:write:team"]})),
+            &[],
+        )
+        .await;
+    assert!(st.is_success(), "{st} {v}");
+    let (st, _, v) = s
+        .call(
+            Method::POST,
+            &format!("/admin/users/{bob_id}/roles"),
+            Some(&admin),
+            Some(json!({"role": "team-rw"})),
+            &[],
+        )
+        .await;
+    assert!(st.is_success(), "{st} {v}");
+    let bob = login(&s, "bob", PASSWORD).await;
+
+    let (st, v) = put(&s, &bob, "/api/v1/ns/team/kv/doc", json!({"v": 1})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = get(&s, &bob, "/api/v1/ns/team/kv/doc").await;
+    assert_eq!((st, &v["value"]), (StatusCode::OK, &json!({"v": 1})));
+    let (_, list) = get(&s, &bob, "/api/v1/ns/team/kv").await;
+    assert_eq!(keys_of(&list), ["doc"]);
+    // The shared key is not in bob's own namespace, nor alice's.
+    assert_eq!(
+        get(&s, &bob, "/api/v1/kv/doc").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Alice holds kv:read and kv:write (role user), which do not open a shared namespace.
+    for (method, path) in [
+        (Method::GET, "/api/v1/ns/team/kv/doc"),
+        (Method::GET, "/api/v1/ns/team/kv"),
+        (Method::PUT, "/api/v1/ns/team/kv/doc"),
+        (Method::DELETE, "/api/v1/ns/team/kv/doc"),
+    ] {
+        let (st, _, v) = s
+            .call(
+                method.clone(),
+                path,
+                Some(&alice),
+                Some(json!({"value": 0})),
+                &[],
+            )
+            .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(":team"), "{v}");
+    }
+    // Bob's team role does not open another namespace; the admin reaches every one.
+    assert_eq!(
+        get(&s, &bob, "/api/v1/ns/other/kv/doc").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&s, &admin, "/api/v1/ns/team/kv/doc").await.0,
+        StatusCode::OK
+    );
+    // Namespace names are [a-z0-9_-]{1,64}.
+    for bad in ["Team", "a%3Ab", &"x".repeat(65)] {
+        let (st, v) = get(&s, &admin, &format!("/api/v1/ns/{bad}/kv")).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["detail"].as_str().unwrap().starts_with("ns:"), "{v}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keys_of_the_old_layout_move_to_legacy_which_only_admins_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A data directory written by the layout before namespaces.
+        let db = helios_atlas::Atlas::open(dir.path(), helios_atlas::Options::default()).unwrap();
+        db.set("kv:old", "\"from before\"").unwrap();
+        db.set("kv:team:notes", "[1,2]").unwrap();
+        db.close().unwrap();
+    }
+    let s = start(dir.path()).await;
+    assert_eq!(
+        s.state.atlas.get("meta:kv_layout").as_deref(),
+        Some(&b"2"[..])
+    );
+    assert!(s.state.atlas.get("kv:old").is_none());
+    let admin = login(&s, "admin", ADMIN_PASSWORD).await;
+    let (st, v) = get(&s, &admin, "/api/v1/ns/legacy/kv/old").await;
+    assert_eq!((st, &v["value"]), (StatusCode::OK, &json!("from before")));
+    let (_, list) = get(&s, &admin, "/api/v1/ns/legacy/kv").await;
+    assert_eq!(keys_of(&list), ["old", "team:notes"]);
+    let (_, alice) = register(&s, "alice").await;
+    assert_eq!(
+        get(&s, &alice, "/api/v1/ns/legacy/kv/old").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&s, &alice, "/api/v1/kv/old").await.0,
+        StatusCode::NOT_FOUND
+    );
+    s.stop().await;
+    // A restart moves nothing again.
+    let s = start(dir.path()).await;
+    let admin = login(&s, "admin", ADMIN_PASSWORD).await;
+    let (_, list) = get(&s, &admin, "/api/v1/ns/legacy/kv").await;
+    assert_eq!(keys_of(&list), ["old", "team:notes"]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn control_characters_in_keys_are_refused_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let (_, alice) = register(&s, "alice").await;
+    for (path, offset) in [
+        ("/api/v1/kv/a%00b", 1),
+        ("/api/v1/kv/ab%0D%0A", 2),
+        ("/api/v1/kv/%1B%5B31m", 0),
+        ("/api/v1/kv/x%E2%80%AEtxt.exe", 1),
+    ] {
+        let (st, v) = put(&s, &alice, path, json!(1)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("at byte {offset}")),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = get(&s, &alice, "/api/v1/kv?prefix=a%0Ab").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    s.stop().await;
+}
