@@ -632,10 +632,15 @@ impl Auth {
             self.throttle.count(&keys.user, now);
             return Err(AuthError::InvalidCredentials);
         };
-        self.throttle_passed(&keys);
         if user.disabled {
+            // Answered like a wrong password, and not counted as one: this attempt is
+            // given back, but earlier failures stay (clearing them, as a success does,
+            // would tell a guesser that this password was the right one).
+            self.throttle.refund(&keys.pair);
+            self.throttle.refund(&keys.client);
             return Err(AuthError::InvalidCredentials);
         }
+        self.throttle_passed(&keys);
         Ok(user)
     }
 

@@ -239,6 +239,19 @@ fn disabling_ends_every_session_for_good_and_is_no_password_oracle() {
         ));
     }
     assert!(e.auth.lockouts().iter().all(|l| !l.key.contains("ip4")));
+    // Nor does it clear earlier failures, as a success would (that told a guesser the
+    // candidate was right: the lock vanished): four wrong, the right password, then the
+    // fifth wrong one still locks the pair.
+    for _ in 0..4 {
+        let _ = e.auth.login("bob", "not-bobs-password", "ip5");
+    }
+    let _ = e.auth.login("bob", PW, "ip5");
+    let _ = e.auth.login("bob", "not-bobs-password", "ip5");
+    let after = e.auth.login("bob", PW, "ip5");
+    assert!(
+        matches!(after, Err(AuthError::LockedOut { .. })),
+        "{after:?}"
+    );
     e.auth.set_disabled(&bob, false).unwrap();
     for p in [&p1, &p2] {
         assert!(

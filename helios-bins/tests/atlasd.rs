@@ -1704,3 +1704,97 @@ fn auth_users_are_throttled_like_the_gateway_login() {
         "+OK\r\n$22\r\nhello from the gateway\r\n",
     );
 }
+
+/// A gateway data directory of the KV layout before namespaces: users (the bootstrap
+/// `admin` and `alice`), a layout-1 key `kv:x`, and no `meta:kv_layout`. Returns alice's id.
+fn layout1_gateway_dir(dir: &Path) -> String {
+    let mut g = helios_bins::config::GatewayConfig {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    g.auth.bcrypt_cost = 4;
+    let state = helios_bins::gateway::start(g, Some(ADMIN_PW.into())).unwrap();
+    let alice = state
+        .auth
+        .create_user("alice", ALICE_PW, &["user"])
+        .unwrap();
+    // Back to layout 1, as an older gateway left it.
+    assert!(state.atlas.delete("meta:kv_layout").unwrap());
+    state.atlas.set("kv:x", "old").unwrap();
+    state.atlas.close().unwrap();
+    alice.id
+}
+
+/// With `auth_users`, atlasd serves the gateway's directory, so it brings the KV keys to
+/// the gateway's layout before serving, as the gateway's start does: what its users write
+/// then stays theirs when the gateway starts later. Without `auth_users` nothing is moved.
+#[test]
+fn auth_users_brings_a_gateway_directory_to_the_current_kv_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice_id = layout1_gateway_dir(dir.path());
+    // A plain keyspace (no auth_users): atlasd's own, left as it is.
+    let s = Server::start(dir.path(), None, |_| {});
+    let mut c = s.client();
+    assert_eq!(
+        q::<Option<String>>(&mut c, &["GET", "meta:kv_layout"]),
+        None
+    );
+    assert_eq!(q::<String>(&mut c, &["GET", "kv:x"]), "old");
+    s.stop();
+    // With auth_users: migrated before the first connection is served.
+    let s = users_server(dir.path());
+    let mut admin = user_client(&s, "admin", ADMIN_PW);
+    assert_eq!(q::<String>(&mut admin, &["GET", "meta:kv_layout"]), "2");
+    assert_eq!(q::<String>(&mut admin, &["GET", "kv:ns:legacy:x"]), "old");
+    assert_eq!(q::<i64>(&mut admin, &["EXISTS", "kv:x"]), 0);
+    let mut alice = user_client(&s, "alice", ALICE_PW);
+    let _: () = q(&mut alice, &["SET", "mine", "v"]);
+    s.stop();
+    // The gateway starts later: alice's key is still in her namespace.
+    let mut g = helios_bins::config::GatewayConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    g.auth.bcrypt_cost = 4;
+    let state = helios_bins::gateway::start(g, None).unwrap();
+    let mine = helios_core::keys::KvSpace::User(&alice_id)
+        .key("mine")
+        .unwrap();
+    assert_eq!(state.atlas.get(&mine).as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        state.atlas.get("kv:ns:legacy:x").as_deref(),
+        Some(&b"old"[..])
+    );
+    state.atlas.close().unwrap();
+}
+
+/// A layout atlasd cannot bring to the current one (written by a newer build) fails the
+/// start with `auth_users`, and serves nothing.
+#[test]
+fn auth_users_refuses_an_unknown_kv_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    layout1_gateway_dir(dir.path());
+    let atlas = Atlas::open(dir.path(), Options::default()).unwrap();
+    atlas.set("meta:kv_layout", "99").unwrap();
+    let cfg = AtlasdConfig {
+        data_dir: dir.path().to_path_buf(),
+        auth_users: true,
+        ..AtlasdConfig::default()
+    };
+    let (rt, turns) = helios_bins::atlasd::runtime(&cfg).unwrap();
+    let err = rt
+        .block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            helios_bins::atlasd::run(listener, atlas.clone(), cfg, std::future::pending(), turns)
+                .await
+        })
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("moving KV keys to namespaces:") && msg.contains("99"),
+        "{msg}"
+    );
+    // Nothing moved.
+    assert_eq!(atlas.get("kv:x").as_deref(), Some(&b"old"[..]));
+    atlas.close().unwrap();
+}

@@ -95,6 +95,15 @@ async fn refusals_on_the_head_never_read_the_body() {
         );
         assert!(closed_by_server(&mut c).await, "{want}: left open");
     }
+    // The credential routes take small bodies only (16 KiB), so anonymous bodies cannot
+    // fill the in-flight budget.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(head("POST", "/api/v1/auth/login", None, 32 * 1024).as_bytes())
+        .await
+        .unwrap();
+    let resp = read_response(&mut c).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(closed_by_server(&mut c).await);
     // Forbidden on the head too: a readonly-less user writing a namespace it cannot.
     let mut c = TcpStream::connect(s.addr).await.unwrap();
     let user = common::login(&s, "bodyless").await;

@@ -16,15 +16,19 @@
 //! AUTH leaves the connection as it was.
 //!
 //! # Throttling (never on the runtime thread)
+//! Both throttles key on the client as the gateway does ([`crate::net::client_key`]): an
+//! IPv4 address, or an IPv6 address's /64 (a host owns the whole /64, so rotating its
+//! addresses inside it dodges nothing). "Address" below means that client.
 //! - `requirepass`: per client address ([`PassThrottle`]): an attempt counts as a failure
 //!   before the check and a success clears the address; after [`FREE_FAILURES`] failures
 //!   each attempt waits [`DELAY_MS_BASE`], doubling per failure up to [`DELAY_MS_MAX`],
 //!   after the previous attempt's start, so parallel connections from one address queue
 //!   behind each other. An attempt that would wait more than [`WAIT_MS_MAX`] is refused at
 //!   once, unchecked. A quiet address starts over after [`QUIET_MS`].
-//! - helios-auth users: the gateway login's throttle, inside `Auth`: locks per
-//!   (username, address) pair and per address, and a bounded per-username delay
-//!   ([`helios_auth::Auth::login_delay_ms`]) served here before the check.
+//! - helios-auth users: the gateway login's throttle, inside `Auth` (given the same client
+//!   key as the gateway gives it): locks per (username, address) pair and per address,
+//!   and a bounded per-username delay ([`helios_auth::Auth::login_delay_ms`]) served here
+//!   before the check.
 //!
 //! Waits are `tokio::time::sleep` (the connection's task yields; a shutdown cuts them
 //! short); bcrypt runs in `block_in_place`.
@@ -42,7 +46,6 @@ use super::config::AtlasdConfig;
 use helios_auth::rbac::perms;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// The reply to every failed AUTH (Redis's text).
@@ -93,9 +96,11 @@ enum Identity {
 /// user. Returns whether they held. Waits as the throttles say first (see the module
 /// docs).
 pub async fn log_in(shared: &Shared, s: &mut Session, user: Option<&[u8]>, pass: &[u8]) -> bool {
+    // The throttles' client: the address, or its IPv6 /64 (as the gateway's).
+    let client = crate::net::client_key(s.peer);
     let who = match user {
-        None | Some(b"default") => default_user(shared, s.peer, pass).await,
-        Some(u) => helios_user(shared, s.peer, u, pass).await,
+        None | Some(b"default") => default_user(shared, &client, pass).await,
+        Some(u) => helios_user(shared, &client, u, pass).await,
     };
     match who {
         Some(Identity::Unrestricted) => {
@@ -112,23 +117,23 @@ pub async fn log_in(shared: &Shared, s: &mut Session, user: Option<&[u8]>, pass:
     }
 }
 
-async fn default_user(shared: &Shared, peer: IpAddr, pass: &[u8]) -> Option<Identity> {
+async fn default_user(shared: &Shared, client: &str, pass: &[u8]) -> Option<Identity> {
     if shared.cfg.requirepass.is_empty() {
         // As Redis 7: the default user has no password and any is accepted, unless
         // helios-auth users are on (then it is off).
         return (!shared.cfg.auth_users).then_some(Identity::Unrestricted);
     }
-    let wait = shared.pass_throttle.begin(peer, shared.mono_ms())?;
+    let wait = shared.pass_throttle.begin(client, shared.mono_ms())?;
     pause(shared, wait).await;
     if secret_eq(pass, &shared.pass_digest) {
-        shared.pass_throttle.success(peer);
+        shared.pass_throttle.success(client);
         Some(Identity::Unrestricted)
     } else {
         None
     }
 }
 
-async fn helios_user(shared: &Shared, peer: IpAddr, user: &[u8], pass: &[u8]) -> Option<Identity> {
+async fn helios_user(shared: &Shared, client: &str, user: &[u8], pass: &[u8]) -> Option<Identity> {
     // Without `auth_users`, `default` is the only user.
     let auth = shared.auth.as_ref()?;
     // helios-auth names and passwords are UTF-8: anything else is no user's.
@@ -136,8 +141,7 @@ async fn helios_user(shared: &Shared, peer: IpAddr, user: &[u8], pass: &[u8]) ->
         return None;
     };
     pause(shared, auth.login_delay_ms(user)).await;
-    let client = peer.to_string();
-    let view = super::blocking(|| auth.authenticate(user, pass, &client)).ok()?;
+    let view = super::blocking(|| auth.authenticate(user, pass, client)).ok()?;
     if auth.authorize(&view.id, perms::ADMIN_ALL) {
         return Some(Identity::Unrestricted);
     }
@@ -172,11 +176,12 @@ struct Entry {
     seen_ms: u64,
 }
 
-/// The per-address throttle of `AUTH <requirepass>` (see the module docs). Time is
+/// The per-address throttle of `AUTH <requirepass>` (see the module docs), keyed by the
+/// client key of [`crate::net::client_key`] (an IPv4 address or an IPv6 /64). Time is
 /// passed in (ms on any monotonic clock).
 #[derive(Debug, Default)]
 pub struct PassThrottle {
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
 /// The wait after `failures` failures: none before [`FREE_FAILURES`], then doubling.
@@ -189,20 +194,24 @@ fn delay_ms(failures: u32) -> u64 {
 }
 
 impl PassThrottle {
-    /// Counts an attempt from `ip` at `now_ms` (as a failure until [`PassThrottle::success`])
-    /// and returns how long it must wait before its check; `None`: it would wait more than
-    /// [`WAIT_MS_MAX`], and is refused unchecked (and not counted).
-    pub fn begin(&self, ip: IpAddr, now_ms: u64) -> Option<u64> {
+    /// Counts an attempt from `client` (a [`crate::net::client_key`]) at `now_ms` (as a
+    /// failure until [`PassThrottle::success`]) and returns how long it must wait before
+    /// its check; `None`: it would wait more than [`WAIT_MS_MAX`], and is refused unchecked
+    /// (and not counted).
+    pub fn begin(&self, client: &str, now_ms: u64) -> Option<u64> {
         let mut m = self.entries.lock();
-        if !m.contains_key(&ip) && m.len() >= ADDRESSES_MAX {
+        if !m.contains_key(client) && m.len() >= ADDRESSES_MAX {
             m.retain(|_, e| now_ms.saturating_sub(e.seen_ms) <= QUIET_MS);
             if m.len() >= ADDRESSES_MAX
-                && let Some(oldest) = m.iter().min_by_key(|(_, e)| e.seen_ms).map(|(k, _)| *k)
+                && let Some(oldest) = m
+                    .iter()
+                    .min_by_key(|(_, e)| e.seen_ms)
+                    .map(|(k, _)| k.clone())
             {
                 m.remove(&oldest);
             }
         }
-        let e = m.entry(ip).or_insert(Entry {
+        let e = m.entry(client.to_owned()).or_insert(Entry {
             failures: 0,
             start_ms: 0,
             seen_ms: now_ms,
@@ -221,14 +230,14 @@ impl PassThrottle {
         Some(wait)
     }
 
-    /// The right password: the address starts over.
-    pub fn success(&self, ip: IpAddr) {
-        self.entries.lock().remove(&ip);
+    /// The right password: the client starts over.
+    pub fn success(&self, client: &str) {
+        self.entries.lock().remove(client);
     }
 
-    /// Failures counted for `ip` (tests, diagnostics).
-    pub fn failures(&self, ip: IpAddr) -> u32 {
-        self.entries.lock().get(&ip).map_or(0, |e| e.failures)
+    /// Failures counted for `client` (tests, diagnostics).
+    pub fn failures(&self, client: &str) -> u32 {
+        self.entries.lock().get(client).map_or(0, |e| e.failures)
     }
 }
 
@@ -236,8 +245,11 @@ impl PassThrottle {
 mod tests {
     use super::*;
 
-    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
-    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+    use crate::net::client_key;
+    use std::net::IpAddr;
+
+    const A: &str = "10.0.0.1";
+    const B: &str = "10.0.0.2";
 
     #[test]
     fn one_connections_guesses_wait_longer_and_longer() {
@@ -304,9 +316,38 @@ mod tests {
         assert_eq!(t.failures(A), 1);
         let t = PassThrottle::default();
         for i in 0..(ADDRESSES_MAX as u32 + 10) {
-            t.begin(IpAddr::V4(std::net::Ipv4Addr::from(i)), u64::from(i));
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(i));
+            t.begin(&client_key(ip), u64::from(i));
         }
         assert!(t.entries.lock().len() <= ADDRESSES_MAX);
+    }
+
+    /// One IPv6 host owns its /64: rotating addresses inside it is one client, throttled
+    /// as one; another /64 (and an IPv4-mapped address, as its IPv4 one) is another.
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_a_throttle() {
+        let t = PassThrottle::default();
+        let key = |s: &str| client_key(s.parse::<IpAddr>().unwrap());
+        for i in 0..FREE_FAILURES {
+            let a = format!("2001:db8:1:2:{i:x}:{i:x}:{i:x}:1");
+            assert_eq!(t.begin(&key(&a), 0), Some(0));
+        }
+        // A fresh address of the same /64 waits as the next guess of the first would.
+        assert_eq!(
+            t.begin(&key("2001:db8:1:2:ffff::9"), 0),
+            Some(DELAY_MS_BASE)
+        );
+        assert_eq!(t.failures(&key("2001:db8:1:2::1")), FREE_FAILURES + 1);
+        // The next /64 is not slowed.
+        assert_eq!(t.begin(&key("2001:db8:1:3::1"), 0), Some(0));
+        // An IPv4-mapped address is its IPv4 address.
+        for _ in 0..FREE_FAILURES {
+            t.begin(&key("10.0.0.7"), 0);
+        }
+        assert_eq!(t.begin(&key("::ffff:10.0.0.7"), 0), Some(DELAY_MS_BASE));
+        // The right password from any address of the /64 clears it.
+        t.success(&key("2001:db8:1:2::abcd"));
+        assert_eq!(t.failures(&key("2001:db8:1:2::1")), 0);
     }
 
     #[test]

@@ -222,7 +222,7 @@ pub struct Session {
     pub name: Option<Bytes>,
     /// The peer address.
     pub addr: String,
-    /// The peer's IP (the AUTH throttles' client).
+    /// The peer's IP (its [`crate::net::client_key`] is the AUTH throttles' client).
     pub peer: std::net::IpAddr,
     multi: Option<MultiState>,
 }

@@ -18,6 +18,15 @@
 //! written by the gateway can be served by atlasd, and its `kv:`/`job:`/`auth:` keys are
 //! then visible, to unrestricted connections, as they are.)
 //!
+//! With `auth_users: true` the directory is the gateway's (its users live there), so
+//! before serving atlasd brings its KV keys to the gateway's current layout, as the
+//! gateway's own start does ([`crate::gateway::kv::migrate_layout`]: layout-1 `kv:{key}`
+//! keys move to the `legacy` namespace and `meta:kv_layout` is written); a failure (a
+//! layout written by a newer build, say) fails the start. Otherwise users would write
+//! under `kv:u:{id}:` in a layout-1 directory, and the gateway's first start would move
+//! their keys to `legacy`. Without `auth_users` the keyspace is atlasd's plain Redis
+//! keyspace and nothing is moved.
+//!
 //! # Connections
 //! Each connection is one task: it reads what is available, parses every complete request,
 //! executes them in order (a run of keyspace commands as one ATLAS transaction: on the
@@ -92,6 +101,9 @@ pub enum AtlasdError {
     /// The helios-auth users and roles (`auth_users: true`) failed to load.
     #[error("helios-auth users: {0}")]
     Auth(#[from] helios_auth::AuthError),
+    /// Bringing the gateway's KV keys to its current layout (`auth_users: true`) failed.
+    #[error("moving KV keys to namespaces: {0}")]
+    KvLayout(helios_atlas::AtlasError),
 }
 
 /// State shared by every connection.
@@ -288,12 +300,24 @@ pub async fn run(
     turns: Arc<committer::TurnHub>,
 ) -> Result<(), AtlasdError> {
     let port = listener.local_addr()?.port();
-    // Loading users and roles reads the store and hashes the dummy password (bcrypt).
+    // The gateway's directory: its KV layout first (as the gateway's start does), then its
+    // users and roles (reading the store and hashing the dummy password: bcrypt).
     let auth = if cfg.auth_users {
         let atlas = atlas.clone();
-        let opened = tokio::task::spawn_blocking(move || open_auth(atlas))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let opened = tokio::task::spawn_blocking(move || {
+            let moved = crate::gateway::kv::migrate_layout(&atlas)
+                .map_err(AtlasdError::KvLayout)?
+                .moved;
+            if moved > 0 {
+                tracing::info!(
+                    moved,
+                    "KV keys of the layout before namespaces moved to `legacy`"
+                );
+            }
+            open_auth(atlas).map_err(AtlasdError::Auth)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         Some(opened?)
     } else {
         None

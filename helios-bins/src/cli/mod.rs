@@ -747,17 +747,19 @@ fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> Result<u
         let path = entry.path();
         if entry.file_type().map_err(io(&path))?.is_file() && wanted(&name) {
             let dest = to.join(&name);
-            std::fs::copy(&path, &dest).map_err(io(&path))?;
+            // Created owner-only (no window with the source's or the umask's mode),
+            // copied, and durable before the directory entry is.
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
             #[cfg(unix)]
             {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io(&dest))?;
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
             }
-            // Durable before the directory entry is.
-            std::fs::File::open(&dest)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&dest))?;
+            let mut out = opts.open(&dest).map_err(io(&dest))?;
+            let mut src = std::fs::File::open(&path).map_err(io(&path))?;
+            std::io::copy(&mut src, &mut out).map_err(io(&dest))?;
+            out.sync_all().map_err(io(&dest))?;
             n += 1;
         }
     }

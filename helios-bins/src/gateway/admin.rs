@@ -12,6 +12,7 @@
 use super::State;
 use super::handler::{auth_error, blocking, parse, percent_decode, store_error};
 use super::problem::{Body, empty, json, problem};
+use helios_auth::rbac::perms;
 use helios_auth::{AuthError, RateLimitConfig};
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
@@ -184,6 +185,16 @@ pub(super) async fn handle(
         )),
         ("/admin/lockouts/{username}", _) => {
             let who = decoded(first, "username")?;
+            // Lifting a lock that protects an admin (the admin's name, a pair on it) or
+            // every account (an address) needs admin:* itself: a `users:admin` holder
+            // must not be able to clear the throttle on the account it would escalate to.
+            if !state.auth.authorize(&actor, perms::ADMIN_ALL) && protects_an_admin(state, &who) {
+                return Err(problem(
+                    StatusCode::FORBIDDEN,
+                    "privilege-escalation",
+                    format!("lifting {who:?} needs {}", perms::ADMIN_ALL),
+                ));
+            }
             if state.auth.lift_lockout(&who) == 0 {
                 return Err(problem(
                     StatusCode::NOT_FOUND,
@@ -201,6 +212,22 @@ pub(super) async fn handle(
             ))
         }
     }
+}
+
+/// Whether the throttle key or username `who` guards an `admin:*` holder's account, or
+/// every account (an address's key).
+fn protects_an_admin(state: &State, who: &str) -> bool {
+    let name = match who.split_once(':') {
+        None => who,
+        Some(("user", name)) => name,
+        Some(("pair", rest)) => rest.split_once('@').map_or(rest, |(name, _)| name),
+        // `client:{address}` and anything unknown.
+        Some(_) => return true,
+    };
+    state
+        .auth
+        .user_view_by_name(name)
+        .is_some_and(|u| state.auth.authorize(&u.id, perms::ADMIN_ALL))
 }
 
 fn not_found_or(e: AuthError) -> Response<Body> {

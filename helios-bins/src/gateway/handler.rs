@@ -15,6 +15,7 @@ use super::State;
 use super::kv::Space;
 use super::metrics::RequestLabels;
 use super::problem::{Body, empty, json, problem};
+pub(super) use crate::net::client_key;
 use bytes::Bytes;
 use helios_atlas::AtlasError;
 use helios_auth::rbac::perms;
@@ -221,16 +222,20 @@ impl Route {
             (Route::Queues, _) | (Route::Dlq, _) | (Route::DlqRedrive, _) => {
                 Some(perms::JOBS_ADMIN)
             }
-            (Route::AdminStats, _) | (Route::AdminSnapshot, _) | (Route::AdminRewrite, _) => {
-                Some(perms::ADMIN_ALL)
-            }
+            // Rate limits bind every client, admins included: setting them is admin:*'s
+            // (with users:admin, a limit of one request a day on the admin's id would
+            // lock the admin out).
+            (Route::AdminStats, _)
+            | (Route::AdminSnapshot, _)
+            | (Route::AdminRewrite, _)
+            | (Route::AdminRateLimits, &Method::PUT) => Some(perms::ADMIN_ALL),
             (Route::AdminUsers, _)
             | (Route::AdminUserRoles, _)
             | (Route::AdminUserRole, _)
             | (Route::AdminUserAction, _)
             | (Route::AdminRoles, _)
             | (Route::AdminRole, _)
-            | (Route::AdminRateLimits, _)
+            | (Route::AdminRateLimits, &Method::GET)
             | (Route::AdminLockouts, _)
             | (Route::AdminLockout, _) => Some(perms::USERS_ADMIN),
             _ => None,
@@ -364,8 +369,8 @@ async fn read_body(
     state: &State,
     parts: &http::request::Parts,
     body: Incoming,
+    limit: usize,
 ) -> Result<Bytes, Response<Body>> {
-    let limit = state.config.http.body_size_max as usize;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -648,6 +653,9 @@ async fn dispatch(
     (Some(route), resp)
 }
 
+/// The largest body of the credential routes (register, login, refresh, password).
+const CREDENTIALS_BODY_MAX: usize = 16 * 1024;
+
 /// What the head of a request earned: its verified claims, the KV namespace it acts on,
 /// and the rate-limit decision (for the response's headers).
 type Gate = (Option<Arc<Claims>>, Option<Space>, Decision);
@@ -811,22 +819,6 @@ fn authorize(
     Ok(space)
 }
 
-/// The client identity of an address for rate limits and login throttling: an IPv4
-/// address, or an IPv6 address's /64 (one subscriber's prefix; a host owns 2^64 of them).
-pub(super) fn client_key(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-                format!("{prefix}/64")
-            }
-        },
-    }
-}
-
 /// The path parameters a route uses (by role, not by name).
 struct PathParams {
     /// `key`, else `id`, else `queue`.
@@ -877,7 +869,16 @@ async fn route_request(
         }
     };
     let body = if matches!(parts.method, Method::POST | Method::PUT) {
-        match read_body(state, &parts, body).await {
+        // The routes anyone may call take credentials only: a small body, so that
+        // unauthenticated bodies cannot take much of the in-flight budget.
+        let limit = match route {
+            Route::Register | Route::Login | Route::Refresh | Route::Password => {
+                CREDENTIALS_BODY_MAX
+            }
+            _ => usize::MAX,
+        }
+        .min(usize::try_from(state.config.http.body_size_max).unwrap_or(usize::MAX));
+        match read_body(state, &parts, body, limit).await {
             Ok(b) => b,
             Err(mut r) => {
                 rate_headers(&mut r, &decision);
@@ -1201,18 +1202,6 @@ mod tests {
         assert!(Route::Jobs.checked_per_object(&Method::GET));
         assert!(!Route::Jobs.checked_per_object(&Method::POST));
         assert!(!Route::Dlq.checked_per_object(&Method::GET));
-    }
-
-    #[test]
-    fn client_identity_is_the_ipv4_address_or_the_ipv6_64() {
-        let key = |s: &str| client_key(s.parse().unwrap());
-        assert_eq!(key("10.1.2.3"), "10.1.2.3");
-        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
-        // Every address of one /64 is one client; the next /64 is another.
-        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
-        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
-        assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::/64");
-        assert_eq!(key("::1"), "::/64");
     }
 
     #[test]

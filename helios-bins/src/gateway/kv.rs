@@ -398,18 +398,45 @@ fn unhex(text: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// Every key under `prefix` (in pages).
-fn all_keys(atlas: &Atlas, prefix: &str) -> Result<Vec<String>, AtlasError> {
+/// Every key under `prefix` with the size of its key and value.
+fn all_sized(atlas: &Atlas, prefix: &str) -> Result<Vec<(String, usize)>, AtlasError> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = atlas.scan(prefix, cursor.as_deref(), 10_000)?;
-        out.extend(page.entries.into_iter().map(|(k, _)| k));
+        let page = atlas.scan(prefix, cursor.as_deref(), 1_000)?;
+        out.extend(page.entries.into_iter().map(|(k, v)| {
+            let size = k.len() + v.len();
+            (k, size)
+        }));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(out),
         }
     }
+}
+
+/// The most bytes of keys and values [`migrate_layout`] moves in one transaction (its
+/// AOF record stays far below `RECORD_SIZE_MAX`).
+pub const LAYOUT_TX_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Splits `entries` into runs of at most `per_tx` keys and `bytes_max` bytes (a single
+/// larger entry is a run of its own).
+fn runs(entries: Vec<(String, usize)>, per_tx: usize, bytes_max: usize) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0usize;
+    for (key, size) in entries {
+        if !run.is_empty() && (run.len() >= per_tx || bytes.saturating_add(size) > bytes_max) {
+            out.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+        run.push(key);
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
 }
 
 /// Moves each `(from, to)` in one transaction, keeping values and absolute expiry times;
@@ -460,15 +487,17 @@ fn key_error(e: keys::KeyError) -> AtlasError {
 /// marker, then staging to `legacy`; a crash anywhere resumes at the next start. A marker
 /// naming a newer layout is refused (a newer build wrote this directory).
 pub fn migrate_layout(atlas: &Atlas) -> Result<LayoutReport, AtlasError> {
-    migrate_layout_in_steps(atlas, LAYOUT_TX_OPS_MAX, usize::MAX)
+    migrate_layout_in_steps(atlas, LAYOUT_TX_OPS_MAX, LAYOUT_TX_BYTES_MAX, usize::MAX)
 }
 
-/// [`migrate_layout`] with at most `ops_max` writes per transaction, stopping (as a crash
-/// would) after `steps_max` staging transactions. For tests.
+/// [`migrate_layout`] with at most `ops_max` writes and `bytes_max` bytes per
+/// transaction, stopping (as a crash would) after `steps_max` staging transactions. For
+/// tests.
 #[doc(hidden)]
 pub fn migrate_layout_in_steps(
     atlas: &Atlas,
     ops_max: usize,
+    bytes_max: usize,
     steps_max: usize,
 ) -> Result<LayoutReport, AtlasError> {
     let marker_key = keys::meta(keys::META_KV_LAYOUT).map_err(key_error)?;
@@ -490,9 +519,9 @@ pub fn migrate_layout_in_steps(
         }
         None => {
             // Layout 1: every key under `kv:` is a legacy key.
-            let old = all_keys(atlas, keys::KV_PREFIX)?;
-            let count = old.len();
-            if count <= per_tx {
+            let old = runs(all_sized(atlas, keys::KV_PREFIX)?, per_tx, bytes_max);
+            if old.len() <= 1 {
+                let old = old.into_iter().flatten();
                 let moves = old
                     .into_iter()
                     .map(|k| {
@@ -504,7 +533,7 @@ pub fn migrate_layout_in_steps(
                 report.moved = move_keys(atlas, moves, true)?;
                 report.atomic = true;
             } else {
-                for (steps, chunk) in old.chunks(per_tx).enumerate() {
+                for (steps, chunk) in old.iter().enumerate() {
                     if steps == steps_max {
                         return Ok(report);
                     }
@@ -522,8 +551,8 @@ pub fn migrate_layout_in_steps(
         }
     }
     // Staged keys (a chunked move, perhaps cut short by a crash) go to `legacy`.
-    let staged = all_keys(atlas, &staging_prefix)?;
-    for chunk in staged.chunks(per_tx) {
+    let staged = runs(all_sized(atlas, &staging_prefix)?, per_tx, bytes_max);
+    for chunk in &staged {
         let moves = chunk
             .iter()
             .map(|k| {
@@ -556,6 +585,14 @@ pub fn migrate_layout_in_steps(
 mod tests {
     use super::*;
     use helios_atlas::{FsyncPolicy, Options};
+
+    /// Every key under `prefix`.
+    fn all_keys(atlas: &Atlas, prefix: &str) -> Result<Vec<String>, AtlasError> {
+        Ok(all_sized(atlas, prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
 
     #[test]
     fn etag_is_quoted_fnv1a_hex() {
@@ -698,13 +735,39 @@ mod tests {
             let db = open(tmp.path());
             fill_layout_1(&db, 40);
             // 42 keys, 9 writes per transaction: 4 keys a step, 11 steps.
-            migrate_layout_in_steps(&db, 9, crash_after).unwrap();
+            migrate_layout_in_steps(&db, 9, usize::MAX, crash_after).unwrap();
             assert!(db.get("meta:kv_layout").is_none());
             drop(db);
             let db = open(tmp.path());
-            migrate_layout_in_steps(&db, 9, usize::MAX).unwrap();
+            migrate_layout_in_steps(&db, 9, usize::MAX, usize::MAX).unwrap();
             check_layout_2(&db, 40);
         }
+    }
+
+    #[test]
+    fn transactions_are_bounded_by_bytes_too() {
+        // 42 keys of a few bytes each, at most 40 bytes a transaction: staged in many
+        // steps, and the result is the same.
+        let tmp = tempfile::tempdir().unwrap();
+        let db = open(tmp.path());
+        fill_layout_1(&db, 40);
+        let seq = db.last_seq();
+        let r = migrate_layout_in_steps(&db, LAYOUT_TX_OPS_MAX, 40, usize::MAX).unwrap();
+        assert!(!r.atomic);
+        assert!(db.last_seq() > seq + 10, "{} -> {}", seq, db.last_seq());
+        check_layout_2(&db, 40);
+        assert_eq!(
+            runs(
+                vec![("a".into(), 5), ("b".into(), 50), ("c".into(), 5)],
+                10,
+                40
+            ),
+            [
+                vec!["a".to_owned()],
+                vec!["b".to_owned()],
+                vec!["c".to_owned()]
+            ]
+        );
     }
 
     #[test]
