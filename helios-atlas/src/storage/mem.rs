@@ -7,6 +7,10 @@
 //! names, and for each file its synced bytes plus, depending on [`CrashTear`], none, all
 //! or a torn prefix of the unsynced ones.
 //!
+//! A process crash ([`MemStorage::kill_process`]) is not a power loss: the handles of the
+//! dead process stop working, but what it wrote stays readable (synced or not, its names
+//! durable or not) until a power loss decides what of it was durable.
+//!
 //! After a crash the storage is "down": every operation fails, including those of handles
 //! opened before, until [`MemStorage::restart`]. That stops a store that is still running
 //! (its background threads, its `Drop`) from writing to the rebooted disk.
@@ -23,7 +27,9 @@
 //! Simplifications, stated so tests don't rely on more: directories are durable when
 //! created; `create` always makes a new inode; truncation is durable at once (the trait
 //! says so); padding does not count against [`MemStorage::set_capacity`], and a crash
-//! never shows zeros for unsynced padding (it keeps or drops it whole).
+//! never shows zeros for unsynced padding (it keeps or drops it whole); a failed sync
+//! leaves the unsynced bytes as they were, so a later sync (the next process's open)
+//! makes them durable, where Linux may already have marked them clean ("fsyncgate").
 
 use super::{DirLock, Storage, StorageFile};
 use parking_lot::Mutex;
@@ -278,6 +284,17 @@ impl MemStorage {
         let mut s = self.state.lock();
         let at = s.ops_count + ops;
         s.crash_at_ops = Some((at, tear));
+    }
+
+    /// A process crash (`kill -9`) of every opener of this disk, without a power loss:
+    /// their file handles and directory locks are gone (later operations through those
+    /// handles fail), while the page cache lives on: every byte written, synced or not,
+    /// and every name, durable or not, is there for the next process to read. A power
+    /// loss later can still take back whatever was never synced.
+    pub fn kill_process(&self) {
+        let mut s = self.state.lock();
+        s.locks.clear();
+        s.generation += 1;
     }
 
     /// Whether a crash has happened and [`Self::restart`] has not been called.
@@ -708,6 +725,23 @@ mod tests {
         assert!(f.append(b"x").is_err(), "old handles fail after a crash");
         m.restart();
         assert_eq!(m.read(&dir().join("a")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_killed_process_leaves_the_page_cache_for_the_next_one_until_power_loss() {
+        let m = MemStorage::new();
+        m.create_dir_all(&dir()).unwrap();
+        let _lock = m.lock_dir(&dir()).unwrap();
+        let f = m.create(&dir().join("a")).unwrap();
+        f.append(b"hello").unwrap();
+        m.kill_process();
+        assert!(f.append(b"x").is_err(), "the dead process's handles fail");
+        assert!(m.lock_dir(&dir()).is_ok(), "its lock is released");
+        // Unsynced bytes and a name never made durable: readable, not durable.
+        assert_eq!(m.read(&dir().join("a")).unwrap(), b"hello");
+        m.crash(CrashTear::KeepUnsynced);
+        m.restart();
+        assert!(m.list(&dir()).unwrap().is_empty());
     }
 
     #[test]
