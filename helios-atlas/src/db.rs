@@ -253,18 +253,33 @@ impl Atlas {
         let keyspace = rec.keyspace;
         let next_seq = keyspace.last_seq() + 1;
         let mut segments = rec.listing.segments.clone();
+        // What was replayed may never have been fsynced (its writer was killed, or its
+        // fsync failed, so it was never acknowledged), and the last segment's name may not
+        // be durable (a rotation killed between R2 and R3): a reader must not see a value
+        // that a power loss takes back, nor a writer be acknowledged in a file whose name
+        // can vanish. So the last segment and the directory are fsynced before the store
+        // serves anything. Older segments were fsynced by the rotation that closed them
+        // (R1); a cut made by recovery is durable by itself (`Storage::truncate`).
         let (file, segment_start, segment_size) = match rec.append_to {
             Some((start, size)) if size > 0 => {
                 let path = dir.join(aof::segment_name(start));
-                (
-                    storage.open_log(&path, size).map_err(io_err(&path))?,
-                    start,
-                    size,
-                )
+                let file = storage.open_log(&path, size).map_err(io_err(&path))?;
+                file.sync().map_err(io_err(&path))?;
+                storage.sync_dir(&dir).map_err(io_err(&dir))?;
+                (file, start, size)
             }
             _ => {
+                if let Some((start, size)) = rec.last_segment
+                    && size > 0
+                {
+                    // Replayed but not appended to (a version 1 segment, say).
+                    let path = dir.join(aof::segment_name(start));
+                    let file = storage.open_log(&path, size).map_err(io_err(&path))?;
+                    file.sync().map_err(io_err(&path))?;
+                }
                 // Either nothing to append to, or the last segment's header was torn:
-                // (re)create the segment for the next record.
+                // (re)create the segment for the next record. Its directory fsync makes
+                // every name durable.
                 let (file, size) = create_segment(&*storage, &dir, next_seq)?;
                 if !segments.contains(&next_seq) {
                     segments.push(next_seq);

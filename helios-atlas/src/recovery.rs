@@ -12,6 +12,11 @@
 //!   when `aof_load_truncated` is on, and refused otherwise. Anything else bad (a complete
 //!   line that fails its checksum, a sequence gap, a torn line in an older segment) refuses
 //!   to open with the file and byte offset, until [`repair`].
+//! - What was replayed may never have been fsynced (its writer was killed, or its fsync
+//!   failed), and the last segment's name may not be durable (a rotation killed before
+//!   its directory fsync): `Atlas::open` fsyncs the last segment and the directory before
+//!   it serves a read or takes a write ([`Recovered::last_segment`]). A cut (`truncate`)
+//!   is durable by itself.
 
 use crate::aof::{self, ScanEnd};
 use crate::error::{AtlasError, Result};
@@ -54,6 +59,9 @@ pub(crate) struct Recovered {
     /// The segment to append to and its valid length, if it can be reused (its records
     /// end exactly where the keyspace does).
     pub append_to: Option<(u64, u64)>,
+    /// The last segment and where its records end (after any cut), if there is one: open
+    /// makes it durable before serving what was replayed from it.
+    pub last_segment: Option<(u64, u64)>,
 }
 
 fn read_file(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>> {
@@ -146,6 +154,7 @@ pub(crate) fn recover(
     };
     let base_seq = keyspace.last_seq();
     let mut append_to = None;
+    let mut last_segment = None;
     let count = listing.segments.len();
     for (i, &start) in listing.segments.iter().enumerate() {
         let is_last = i + 1 == count;
@@ -216,6 +225,7 @@ pub(crate) fn recover(
             }
         };
         if is_last {
+            last_segment = Some((start, valid_size));
             let segment_end_seq = start + scan.record_count;
             // Appends go on only in a segment of this build's version: padding in a
             // version 1 file would read as corruption to the builds that wrote it.
@@ -253,6 +263,7 @@ pub(crate) fn recover(
         keyspace,
         listing,
         append_to,
+        last_segment,
     })
 }
 

@@ -14,11 +14,15 @@
 //!   writes acknowledged in the last 2 s before the crash; `no` keeps a prefix of the
 //!   acknowledged history. Half the crashes hit an AOF that keeps padding after its
 //!   records (as on the real file system). `HELIOS_SEED=<n>` replays a run.
+//! - Open after a process crash (`kill -9`, the page cache kept) and then a power loss:
+//!   what open replayed and served, and the segment it appends to, are durable before
+//!   the first read or write (issue 18, point 1).
 
 mod common;
 
 use common::*;
-use helios_atlas::storage::{CrashTear, MemStorage};
+use helios_atlas::aof;
+use helios_atlas::storage::{CrashTear, MemStorage, Storage};
 use helios_atlas::{Atlas, FileStatus, FsyncPolicy};
 use helios_core::{Clock, ManualClock};
 use std::collections::BTreeMap;
@@ -333,4 +337,86 @@ fn random_points_everysec() {
 fn random_points_no() {
     random_points(FsyncPolicy::No, false, 20);
     random_points(FsyncPolicy::No, true, 20);
+}
+
+fn disk(padded: bool) -> MemStorage {
+    if padded {
+        MemStorage::with_log_padding(512)
+    } else {
+        MemStorage::new()
+    }
+}
+
+/// Issue 18.1 (a): a record written but never fsynced (its writer was killed before the
+/// fsync: never acknowledged) is replayed by the next process, which had the page cache
+/// and no power loss, and served to a reader. A power loss after that must not take back
+/// the value the reader saw: open made it durable first.
+#[test]
+fn a_record_served_after_a_process_crash_survives_a_later_power_loss() {
+    for padded in [false, true] {
+        let disk = disk(padded);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let db = open(&disk, &clock, FsyncPolicy::Always);
+        db.set("a", "1").unwrap();
+        drop(db);
+        // Under `no` the record is appended and not fsynced: the same bytes as an `always`
+        // writer killed between its append and its fsync.
+        let db = open(&disk, &clock, FsyncPolicy::No);
+        db.set("b", "2").unwrap();
+        disk.kill_process();
+        drop(db);
+
+        let db = open(&disk, &clock, FsyncPolicy::Always);
+        assert_eq!(
+            db.get("b").unwrap(),
+            "2",
+            "padded {padded}: replayed and served"
+        );
+        disk.crash(CrashTear::DropUnsynced);
+        drop(db);
+        disk.restart();
+
+        let db = open(&disk, &clock, FsyncPolicy::Always);
+        assert_eq!(db.get("a").unwrap(), "1", "padded {padded}");
+        assert_eq!(
+            db.get("b").as_deref(),
+            Some(&b"2"[..]),
+            "padded {padded}: a reader saw b=2 before the power loss took it back"
+        );
+    }
+}
+
+/// Issue 18.1 (b): the previous process was killed during a rotation, after it created
+/// the new segment (header appended and fsynced, R2) and before the directory fsync (R3),
+/// so the segment's name is not durable. The next process appends an acknowledged
+/// `always` write to that segment; a power loss must not take it back with the name.
+#[test]
+fn an_acknowledged_write_to_a_segment_left_by_a_killed_rotation_survives_power_loss() {
+    for padded in [false, true] {
+        let disk = disk(padded);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let db = open(&disk, &clock, FsyncPolicy::Always);
+        db.set("a", "1").unwrap();
+        drop(db);
+        let path = file(&aof::segment_name(2));
+        let f = disk.create_log(&path).unwrap();
+        f.append(&aof::header_line(2)).unwrap();
+        f.sync().unwrap();
+        disk.kill_process();
+        drop(f);
+
+        let db = open(&disk, &clock, FsyncPolicy::Always);
+        db.set("b", "2").unwrap();
+        disk.crash(CrashTear::DropUnsynced);
+        drop(db);
+        disk.restart();
+
+        let db = open(&disk, &clock, FsyncPolicy::Always);
+        assert_eq!(db.get("a").unwrap(), "1", "padded {padded}");
+        assert_eq!(
+            db.get("b").as_deref(),
+            Some(&b"2"[..]),
+            "padded {padded}: b=2 was acknowledged under always"
+        );
+    }
 }
