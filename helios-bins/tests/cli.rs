@@ -25,8 +25,16 @@ async fn cli_failure(args: &[&str]) -> Result<(), Failure> {
 /// Runs the built `helios` binary with `stdin` (None: stdin is /dev/null), without the
 /// password variables of the environment, on a blocking thread (the test's gateway keeps
 /// serving meanwhile).
+/// Spawning a process copies this process's descriptors into the child until it execs,
+/// a data directory's `LOCK` among them: for that moment the child holds the lock (flock
+/// belongs to the open file description), and a test that closes a store and reopens it
+/// at once can find it still locked. Spawns take this shared; the tests that close and
+/// reopen stores take it exclusively.
+static SPAWNS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn binary(args: Vec<String>, stdin: Option<&'static str>) -> Output {
     tokio::task::spawn_blocking(move || {
+        let _spawning = SPAWNS.blocking_read();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_helios"));
         cmd.args(&args)
             .env_remove("HELIOS_PASSWORD")
@@ -183,6 +191,7 @@ async fn online_commands_and_exit_codes() {
 
 #[tokio::test]
 async fn offline_check_repair_backup_restore() {
+    let _no_spawns = SPAWNS.write().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     {
@@ -196,9 +205,9 @@ async fn offline_check_repair_backup_restore() {
     cli(&["aof", "check", "--data-dir", &d]).await.unwrap();
     let backup = dir.path().join("backup");
     let b = backup.to_str().unwrap().to_owned();
-    cli(&["backup", "--data-dir", &d, "--out", &b])
+    cli_failure(&["backup", "--data-dir", &d, "--out", &b])
         .await
-        .unwrap();
+        .unwrap_or_else(|f| panic!("backup: {} (exit {})", f.message, f.code));
     let restored = dir.path().join("restored");
     let r = restored.to_str().unwrap().to_owned();
     cli(&["restore", "--from", &b, "--data-dir", &r])
@@ -366,6 +375,7 @@ async fn version_and_help() {
     }
     // A password in the environment never shows in the help.
     let out = tokio::task::spawn_blocking(|| {
+        let _spawning = SPAWNS.blocking_read();
         Command::new(env!("CARGO_BIN_EXE_helios"))
             .args(["login", "--help"])
             .env("HELIOS_PASSWORD", "s3cret-in-env")
