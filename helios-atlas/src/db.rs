@@ -18,7 +18,11 @@
 //!
 //! # Fail-stop
 //! A failed append or fsync poisons the store: the group's writers get the error, and
-//! every later write gets [`AtlasError::PreviousIo`]. Reads go on. Nothing is retried.
+//! every later write, sync, rotation and snapshot gets [`AtlasError::PreviousIo`]. Reads
+//! go on. Nothing is retried: each log file is a [`FailStopFile`], whose fsyncs run one
+//! at a time and whose first failure is final, so that no fsync racing a failed one
+//! (the `everysec` timer against a commit leader, say) can report success for data the
+//! kernel dropped.
 //!
 //! # Snapshots
 //! Taking a snapshot first rotates the AOF (O(1) under the writer lock: three fsyncs, of
@@ -46,7 +50,7 @@ use crate::limits::{
 use crate::options::{FsyncPolicy, Options};
 use crate::recovery;
 use crate::snapshot;
-use crate::storage::{DirLock, Storage, StorageFile};
+use crate::storage::{DirLock, FailStopFile, Storage, StorageFile};
 use crate::tx::Tx;
 use bytes::Bytes;
 use helios_core::Clock;
@@ -90,8 +94,10 @@ pub struct Stats {
     pub key_count: u64,
     /// Keys with an expiry.
     pub expiring_count: u64,
-    /// Estimated memory of keys and values.
+    /// Estimated memory of keys and values (the change feed's ring not included).
     pub memory_size: u64,
+    /// Estimated memory of the change feed's ring of recent records.
+    pub feed_buffer_size: u64,
     /// The configured memory limit.
     pub memory_limit_size: Option<u64>,
     /// Sequence number of the last applied record.
@@ -118,6 +124,12 @@ pub struct Stats {
     pub expired_count: u64,
     /// The I/O error that stopped writes, if any.
     pub write_error: Option<String>,
+    /// How long ago (ms, on the store's clock) the last successful AOF fsync started:
+    /// writes appended before that are durable.
+    pub fsync_last_ok_age_ms: u64,
+    /// Writes that had to fsync before their acknowledgement because the last successful
+    /// fsync was older than `Options::everysec_lag_max_ms` (everysec only).
+    pub fsync_lag_stall_count: u64,
 }
 
 #[derive(Debug)]
@@ -182,6 +194,7 @@ struct Counters {
     fsyncs: AtomicU64,
     snapshots: AtomicU64,
     expired: AtomicU64,
+    lag_stalls: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +224,12 @@ struct Inner {
     snapshot_lock: Mutex<()>,
     maintenance: Arc<Maintenance>,
     last_fsync_ms: AtomicU64,
+    // Clock time at which the last successful fsync of the AOF started: every append
+    // before it is durable (open made everything durable).
+    synced_through_ms: AtomicU64,
+    // Writers are fsyncing because the everysec fsync fell behind (logged once per
+    // episode).
+    lagging: AtomicBool,
     // An automatic snapshot thread is running.
     snapshot_running: AtomicBool,
     _lock: Box<dyn DirLock>,
@@ -263,7 +282,9 @@ impl Atlas {
         let (file, segment_start, segment_size) = match rec.append_to {
             Some((start, size)) if size > 0 => {
                 let path = dir.join(aof::segment_name(start));
-                let file = storage.open_log(&path, size).map_err(io_err(&path))?;
+                let file: Arc<dyn StorageFile> = Arc::new(FailStopFile::new(
+                    storage.open_log(&path, size).map_err(io_err(&path))?,
+                ));
                 file.sync().map_err(io_err(&path))?;
                 storage.sync_dir(&dir).map_err(io_err(&dir))?;
                 (file, start, size)
@@ -289,6 +310,7 @@ impl Atlas {
         };
         let feed = Arc::new(FeedShared::new(
             options.feed_buffer_count,
+            options.feed_buffer_size,
             keyspace.last_seq(),
             storage.clone(),
             dir.clone(),
@@ -329,10 +351,13 @@ impl Atlas {
                 fsyncs: AtomicU64::new(0),
                 snapshots: AtomicU64::new(0),
                 expired: AtomicU64::new(0),
+                lag_stalls: AtomicU64::new(0),
             },
             snapshot_lock: Mutex::new(()),
             maintenance: Arc::new(Maintenance::default()),
             last_fsync_ms: AtomicU64::new(0),
+            synced_through_ms: AtomicU64::new(options.clock.now_ms()),
+            lagging: AtomicBool::new(false),
             snapshot_running: AtomicBool::new(false),
             _lock: lock,
             options,
@@ -463,6 +488,7 @@ impl Atlas {
             key_count,
             expiring_count,
             memory_size,
+            feed_buffer_size: self.inner.feed.buffer_size(),
             memory_limit_size: self.inner.options.memory_limit_size,
             last_seq,
             records_written_count: c.records_written.load(Ordering::Relaxed),
@@ -479,6 +505,12 @@ impl Atlas {
             snapshot_last_seq,
             expired_count: c.expired.load(Ordering::Relaxed),
             write_error: self.inner.poison_cause.lock().clone(),
+            fsync_last_ok_age_ms: self
+                .inner
+                .clock
+                .now_ms()
+                .saturating_sub(self.inner.synced_through_ms.load(Ordering::Acquire)),
+            fsync_lag_stall_count: c.lag_stalls.load(Ordering::Relaxed),
         }
     }
 
@@ -792,7 +824,9 @@ fn create_segment(
     start_seq: u64,
 ) -> Result<(Arc<dyn StorageFile>, u64)> {
     let path = dir.join(aof::segment_name(start_seq));
-    let file = storage.create_log(&path).map_err(io_err(&path))?;
+    let file: Arc<dyn StorageFile> = Arc::new(FailStopFile::new(
+        storage.create_log(&path).map_err(io_err(&path))?,
+    ));
     let header = aof::header_line(start_seq);
     file.append(&header).map_err(io_err(&path))?;
     file.sync().map_err(io_err(&path))?;
@@ -828,7 +862,9 @@ impl Inner {
         if self.options.fsync != FsyncPolicy::Always {
             // Without an fsync to share, a group buys nothing and its hand-offs cost
             // context switches: each writer commits alone, serialized by the writer lock.
-            let r = self.commit(std::slice::from_ref(&cmd)).pop();
+            let r = self
+                .bound_lag(self.commit(std::slice::from_ref(&cmd)))
+                .pop();
             // commit returns one result per command.
             return r.unwrap_or(Err(AtlasError::Closed));
         }
@@ -902,7 +938,7 @@ impl Inner {
         let committed = if valid.is_empty() {
             Vec::new()
         } else if self.options.fsync != FsyncPolicy::Always {
-            self.commit(&valid)
+            self.bound_lag(self.commit(&valid))
         } else if let Some(_leader) = self.try_lead() {
             self.commit(&valid)
         } else {
@@ -1050,9 +1086,12 @@ impl Inner {
             .append(&writer.buf)
             .map_err(|e| AtlasError::io(path(), e));
         if outcome.is_ok() && self.options.fsync == FsyncPolicy::Always {
+            let started_ms = self.clock.now_ms();
             outcome = writer.file.sync().map_err(|e| AtlasError::io(path(), e));
             if outcome.is_ok() {
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.synced_through_ms
+                    .fetch_max(started_ms, Ordering::AcqRel);
             }
         }
         if let Err(e) = outcome {
@@ -1072,15 +1111,20 @@ impl Inner {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
         self.counters.expired.fetch_add(expired, Ordering::Relaxed);
-        {
+        let keys_size = {
             let mut ks = self.keyspace.write();
             for r in &records {
                 ks.apply(r);
             }
-        }
+            ks.memory_size()
+        };
         // Subscriptions hold the feed too: with none, the ring need not keep records.
         let subscribed = Arc::strong_count(&self.feed) > 1;
-        self.feed.publish(records, subscribed);
+        let headroom = self
+            .options
+            .memory_limit_size
+            .map(|limit| limit.saturating_sub(keys_size));
+        self.feed.publish(records, subscribed, headroom);
         if writer.buf.capacity() > 4 * 1024 * 1024 {
             // Don't keep a huge buffer around after one big batch.
             writer.buf = Vec::with_capacity(64 * 1024);
@@ -1088,7 +1132,39 @@ impl Inner {
         Ok(())
     }
 
+    /// Under `everysec`, once the last successful fsync started more than
+    /// `everysec_lag_max_ms` ago, the writer of `results` fsyncs before it is
+    /// acknowledged (waiting behind an fsync in flight, if any); if that fails, its
+    /// writes are not acknowledged.
+    fn bound_lag(&self, mut results: Vec<Result<Reply>>) -> Vec<Result<Reply>> {
+        if self.options.fsync != FsyncPolicy::Everysec || !self.dirty.load(Ordering::Acquire) {
+            return results;
+        }
+        let now = self.clock.now_ms();
+        let synced = self.synced_through_ms.load(Ordering::Acquire);
+        let lag = now.saturating_sub(synced);
+        if lag <= self.options.everysec_lag_max_ms {
+            return results;
+        }
+        self.counters.lag_stalls.fetch_add(1, Ordering::Relaxed);
+        if !self.lagging.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                lag_ms = lag,
+                bound_ms = self.options.everysec_lag_max_ms,
+                "the everysec fsync is behind; writes wait for an fsync before they are acknowledged"
+            );
+        }
+        if let Err(e) = self.sync_now() {
+            let msg = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(AtlasError::PreviousIo { cause: msg.clone() });
+            }
+        }
+        results
+    }
+
     fn sync_now(&self) -> Result<()> {
+        let started_ms = self.clock.now_ms();
         let (file, path) = {
             let w = self.writer.lock();
             // Cleared under the writer lock: a write after this point sets it again, and a
@@ -1102,6 +1178,7 @@ impl Inner {
         match file.sync() {
             Ok(()) => {
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.synced_through(started_ms);
                 Ok(())
             }
             Err(e) => {
@@ -1112,13 +1189,30 @@ impl Inner {
         }
     }
 
+    /// Records a successful fsync that started at `started_ms`.
+    fn synced_through(&self, started_ms: u64) {
+        self.synced_through_ms
+            .fetch_max(started_ms, Ordering::AcqRel);
+        let lag_max = self.options.everysec_lag_max_ms;
+        if self.clock.now_ms().saturating_sub(started_ms) <= lag_max
+            && self.lagging.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!("the everysec fsync caught up");
+        }
+    }
+
     /// Fsyncs the current segment and starts a new one at the next sequence number.
     /// Returns the last sequence number of the closed segments.
     fn rotate(&self, writer: &mut Writer) -> Result<u64> {
+        // Checked under the writer lock: a sync that failed on another thread since the
+        // caller last checked stops the rotation (and the snapshot, and its compaction).
+        self.check_writable()?;
         let path = self.dir.join(aof::segment_name(writer.segment_start));
+        let started_ms = self.clock.now_ms();
         let r = (|| {
             writer.file.sync().map_err(io_err(&path))?;
             self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.synced_through(started_ms);
             create_segment(&*self.storage, &self.dir, writer.next_seq)
         })();
         let (file, size) = match r {

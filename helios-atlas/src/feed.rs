@@ -1,9 +1,12 @@
 //! The change feed: subscribers follow the records under a key prefix, from any sequence
 //! number the AOF still holds, without polling the keyspace.
 //!
-//! Recent records sit in a bounded in-memory ring (`feed_buffer_count`); a subscriber that
-//! falls behind it, or resumes after a restart, reads the AOF segments back from disk, one
-//! segment at a time. Once compaction has removed the segment holding a requested
+//! Recent records sit in an in-memory ring bounded by count (`feed_buffer_count`) and by
+//! bytes (`feed_buffer_size`, and, under a memory limit, by what the keyspace leaves of
+//! it: the ring's values count against `memory_limit_size`, and it is the ring that gives
+//! way). A record larger than the bound is not kept at all. A subscriber that falls
+//! behind the ring, or resumes after a restart, reads the AOF segments back from disk,
+//! one segment at a time. Once compaction has removed the segment holding a requested
 //! sequence, the subscriber gets [`AtlasError::FeedCompacted`] and must resync (scan the
 //! keyspace, then subscribe from `last_seq() + 1`).
 //!
@@ -34,8 +37,25 @@ pub struct ChangeEvent {
 pub(crate) struct FeedState {
     // Invariant: contiguous sequence numbers, the last one == last_seq (when non-empty).
     buffer: VecDeque<Arc<Record>>,
+    // Invariant: the sum of `record_size` over `buffer`.
+    buffer_size: u64,
     last_seq: u64,
     closed: bool,
+}
+
+/// What a buffered record holds in memory, estimated: its keys and values plus a fixed
+/// overhead per op and per record. Values are counted whole although the keyspace may
+/// share them (`Bytes`): once a key is overwritten, only the ring holds its old value.
+pub(crate) fn record_size(r: &Record) -> u64 {
+    const RECORD_OVERHEAD_SIZE: u64 = 64;
+    const OP_OVERHEAD_SIZE: u64 = 48;
+    r.ops.iter().fold(RECORD_OVERHEAD_SIZE, |n, op| {
+        let value = match op {
+            Op::Set { value, .. } => value.len() as u64,
+            Op::Del { .. } | Op::Expire { .. } => 0,
+        };
+        n + OP_OVERHEAD_SIZE + op.key().len() as u64 + value
+    })
 }
 
 #[derive(Debug)]
@@ -43,6 +63,7 @@ pub(crate) struct FeedShared {
     state: Mutex<FeedState>,
     cv: Condvar,
     capacity: usize,
+    capacity_size: u64,
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     clock: Arc<dyn Clock>,
@@ -53,6 +74,7 @@ pub(crate) struct FeedShared {
 impl FeedShared {
     pub(crate) fn new(
         capacity: usize,
+        capacity_size: u64,
         last_seq: u64,
         storage: Arc<dyn Storage>,
         dir: PathBuf,
@@ -62,11 +84,13 @@ impl FeedShared {
         Self {
             state: Mutex::new(FeedState {
                 buffer: VecDeque::with_capacity(capacity.min(65_536)),
+                buffer_size: 0,
                 last_seq,
                 closed: false,
             }),
             cv: Condvar::new(),
             capacity,
+            capacity_size,
             storage,
             dir,
             clock,
@@ -76,7 +100,8 @@ impl FeedShared {
 
     /// Publishes applied records, in sequence. With no subscriber (`buffer` false) only
     /// the position moves and the ring is emptied (a later subscriber reads the AOF).
-    pub(crate) fn publish(&self, records: Vec<Record>, buffer: bool) {
+    /// `headroom_size`: what the memory limit leaves the ring (`None`: no limit).
+    pub(crate) fn publish(&self, records: Vec<Record>, buffer: bool, headroom_size: Option<u64>) {
         let Some(last) = records.last().map(|r| r.seq) else {
             return;
         };
@@ -88,18 +113,37 @@ impl FeedShared {
         );
         if !buffer {
             st.buffer.clear();
+            st.buffer_size = 0;
             st.last_seq = last;
             return;
         }
+        let size_max = headroom_size.map_or(self.capacity_size, |h| h.min(self.capacity_size));
         for r in records {
             st.last_seq = r.seq;
+            let size = record_size(&r);
+            if size > size_max {
+                // Too big to keep: the ring restarts after it (contiguity), and readers
+                // of it go to the AOF.
+                st.buffer.clear();
+                st.buffer_size = 0;
+                continue;
+            }
             st.buffer.push_back(Arc::new(r));
-            if st.buffer.len() > self.capacity {
-                st.buffer.pop_front();
+            st.buffer_size += size;
+        }
+        while st.buffer.len() > self.capacity || st.buffer_size > size_max {
+            match st.buffer.pop_front() {
+                Some(r) => st.buffer_size -= record_size(&r),
+                None => break,
             }
         }
         drop(st);
         self.cv.notify_all();
+    }
+
+    /// Bytes the ring holds now (see [`record_size`]).
+    pub(crate) fn buffer_size(&self) -> u64 {
+        self.state.lock().buffer_size
     }
 
     pub(crate) fn close(&self) {

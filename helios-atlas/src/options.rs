@@ -57,10 +57,21 @@ pub struct Options {
     /// Recent records kept in memory for change-feed subscribers (default 4096); older
     /// ones are read back from the AOF.
     pub feed_buffer_count: usize,
+    /// Bytes of recent records kept in memory for change-feed subscribers (default
+    /// 64 MiB; keys and values, estimated). Under `memory_limit_size` the ring also gives
+    /// way to the keyspace: keys plus ring stay under the limit.
+    pub feed_buffer_size: u64,
     /// Period of the maintenance thread (everysec fsync, active expiry, auto snapshots),
     /// default 100 ms. `None` runs no thread: the embedder calls `tick`, `sync` and
     /// `snapshot` itself (tests and simulations do).
     pub maintenance_interval_ms: Option<u64>,
+    /// Under `everysec`, the oldest an acknowledged write may be while still unsynced
+    /// (default 2000 ms, at least 1000): once the last successful fsync started longer
+    /// ago than this (a slow disk, a stalled maintenance thread), writers fsync before
+    /// they are acknowledged, waiting behind an fsync in flight, as Redis's writes wait
+    /// when its background fsync is over 2 s behind. Counted in
+    /// `Stats::fsync_lag_stall_count`.
+    pub everysec_lag_max_ms: u64,
     /// The clock that reads "now" for TTLs (default: the system clock).
     pub clock: Arc<dyn Clock>,
     /// Where the bytes go (default: the real file system).
@@ -76,7 +87,9 @@ impl Default for Options {
             auto_snapshot_aof_size: Some(64 * 1024 * 1024),
             snapshots_retained_count: 2,
             feed_buffer_count: 4096,
+            feed_buffer_size: 64 << 20,
             maintenance_interval_ms: Some(100),
+            everysec_lag_max_ms: 2000,
             clock: Arc::new(SystemClock),
             storage: Arc::new(FsStorage),
         }
@@ -108,6 +121,15 @@ impl Options {
             return Err(AtlasError::InvalidOption {
                 name: "auto_snapshot_aof_size",
                 reason: "must be at least 4096 bytes".to_owned(),
+            });
+        }
+        if self.everysec_lag_max_ms < 1000 {
+            return Err(AtlasError::InvalidOption {
+                name: "everysec_lag_max_ms",
+                reason: format!(
+                    "{} is under 1000 (the everysec fsync runs once a second)",
+                    self.everysec_lag_max_ms
+                ),
             });
         }
         if let Some(ms) = self.maintenance_interval_ms

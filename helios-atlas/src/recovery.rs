@@ -17,6 +17,9 @@
 //!   its directory fsync): `Atlas::open` fsyncs the last segment and the directory before
 //!   it serves a read or takes a write ([`Recovered::last_segment`]). A cut (`truncate`)
 //!   is durable by itself.
+//! - Whatever follows the last record of the last segment (padding, zeros a crash left in
+//!   padding that was never synced) is cut before the first append, so that appends only
+//!   ever land on padding that is durable (issue 18, point 3).
 
 use crate::aof::{self, ScanEnd};
 use crate::error::{AtlasError, Result};
@@ -181,7 +184,16 @@ pub(crate) fn recover(
             }
         })?;
         let valid_size = match scan.end {
-            // Padding may follow: appends start where the records end (`open_log`).
+            // Padding may follow. It is cut before appends go on: a crash may have left
+            // zeros in it (padding never synced), and an append landing on those would
+            // leave zeros then data after the next crash, which reads as damage. The
+            // first append then adds fresh padding, synced (`storage` module docs).
+            ScanEnd::Clean if is_last && (bytes.len() as u64) > scan.log_end => {
+                storage
+                    .truncate(&path, scan.log_end)
+                    .map_err(|e| AtlasError::io(&path, e))?;
+                scan.log_end
+            }
             ScanEnd::Clean => scan.log_end,
             // A last segment whose header never made it: a crash while rotating. No record
             // was in it, so resetting it loses nothing, whatever `aof_load_truncated` says.

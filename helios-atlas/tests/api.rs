@@ -695,3 +695,73 @@ fn huge_timeouts_do_not_panic() {
     let mut sub = db.subscribe("", 1).unwrap();
     assert_eq!(sub.next_timeout(Duration::MAX).unwrap().unwrap().seq, 1);
 }
+
+/// Issue 18.6: the feed's ring is bounded in bytes as well as in records; a subscriber
+/// that does not keep up reads the rest from the AOF, in order, losing nothing.
+#[test]
+fn the_feed_ring_is_bounded_in_bytes_and_a_slow_subscriber_reads_the_aof() {
+    let (m, c) = setup();
+    let o = helios_atlas::Options {
+        feed_buffer_size: 1 << 20,
+        ..options(&m, &c, FsyncPolicy::Everysec)
+    };
+    let db = helios_atlas::Atlas::open(dir(), o).unwrap();
+    let mut sub = db.subscribe("", 1).unwrap();
+    let value = |i: usize| Bytes::from(vec![b'a' + (i % 26) as u8; 100 << 10]);
+    for i in 0..40 {
+        db.set(&format!("k{i:02}"), value(i)).unwrap();
+        let held = db.stats().feed_buffer_size;
+        assert!(held <= 1 << 20, "after {i}: {held}");
+    }
+    assert!(db.stats().feed_buffer_size > 512 << 10, "the ring is used");
+    // A record larger than the bound is not kept at all.
+    db.set("huge", Bytes::from(vec![b'h'; 2 << 20])).unwrap();
+    assert_eq!(db.stats().feed_buffer_size, 0);
+    for i in 0..40 {
+        let ev = sub.try_next().unwrap().expect("an event");
+        assert_eq!(ev.seq, i as u64 + 1);
+        match &ev.changes[..] {
+            [Op::Set { key, value: v, .. }] => {
+                assert_eq!((key.as_str(), v), (format!("k{i:02}").as_str(), &value(i)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let ev = sub.try_next().unwrap().expect("the huge one");
+    assert_eq!(ev.seq, 41);
+}
+
+/// Issue 18.6: under a memory limit the ring counts against it and gives way: keys plus
+/// ring stay under the limit, and the ring never makes a write fail.
+#[test]
+fn under_a_memory_limit_the_feed_ring_gives_way_to_the_keyspace() {
+    let (m, c) = setup();
+    let limit = 4 << 20;
+    let o = helios_atlas::Options {
+        memory_limit_size: Some(limit),
+        ..options(&m, &c, FsyncPolicy::Everysec)
+    };
+    let db = helios_atlas::Atlas::open(dir(), o).unwrap();
+    let _sub = db.subscribe("", 1).unwrap();
+    let mut refused = 0;
+    for i in 0..60 {
+        // Overwrites pin old values in the ring only; new keys grow the keyspace.
+        let key = format!("k{}", i % 30);
+        match db.set(&key, Bytes::from(vec![b'x'; 100 << 10])) {
+            Ok(()) => {}
+            Err(AtlasError::MemoryLimit { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+        let s = db.stats();
+        assert!(
+            s.memory_size + s.feed_buffer_size <= limit,
+            "after {i}: keys {} + ring {} > {limit}",
+            s.memory_size,
+            s.feed_buffer_size
+        );
+    }
+    assert_eq!(
+        refused, 0,
+        "30 keys of 100 KiB fit; the ring never refuses a write"
+    );
+}

@@ -17,13 +17,18 @@
 //! - Open after a process crash (`kill -9`, the page cache kept) and then a power loss:
 //!   what open replayed and served, and the segment it appends to, are durable before
 //!   the first read or write (issue 18, point 1).
+//! - Zeros a power loss left after the records (padding never synced) are cut at open,
+//!   so a later crash cannot leave zeros then landed data (issue 18, point 3).
+//! - A failed fsync is final: nothing is acknowledged after it though the next fsync
+//!   would succeed, the way Linux drops the data of a failed writeback (issue 18,
+//!   point 2).
 
 mod common;
 
 use common::*;
 use helios_atlas::aof;
 use helios_atlas::storage::{CrashTear, MemStorage, Storage};
-use helios_atlas::{Atlas, FileStatus, FsyncPolicy};
+use helios_atlas::{Atlas, AtlasError, FileStatus, FsyncPolicy, Options};
 use helios_core::{Clock, ManualClock};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -244,7 +249,10 @@ fn random_points(policy: FsyncPolicy, padded: bool, crashes: u32) {
     eprintln!("random_points {policy:?} padded {padded}: HELIOS_SEED={seed}");
     let mut rng = Rng(seed | 1);
     let disk = if padded {
-        MemStorage::with_log_padding(512)
+        // Padding a crash never let the disk sync may come back as zeros, too.
+        let d = MemStorage::with_log_padding(512);
+        d.set_zero_unsynced_padding(true);
+        d
     } else {
         MemStorage::new()
     };
@@ -419,4 +427,197 @@ fn an_acknowledged_write_to_a_segment_left_by_a_killed_rotation_survives_power_l
             "padded {padded}: b=2 was acknowledged under always"
         );
     }
+}
+
+/// The AOF segments on `disk`, last one last.
+fn last_segment(disk: &MemStorage) -> Vec<u8> {
+    let last = names(disk, &dir())
+        .into_iter()
+        .filter(|n| n.starts_with("aof-"))
+        .max()
+        .expect("a segment");
+    disk.read(&file(&last)).expect("read")
+}
+
+/// Issue 18.3: a power loss between a padding chunk's write and its fsync leaves zeros
+/// after the records. Open must not append over them: an append torn by the next crash
+/// (a sector that did not land, still zeros, before one that did) would read as damage,
+/// and the store would refuse to open although every acknowledged write is there.
+#[test]
+fn zeros_after_the_records_are_cut_before_appends_go_on() {
+    let mut zero_tails = 0;
+    for crash_op in 0..240 {
+        for seed in 0..6u64 {
+            let disk = MemStorage::with_log_padding(2048);
+            disk.set_zero_unsynced_padding(true);
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let db = open(&disk, &clock, FsyncPolicy::Always);
+            let mut acked = Vec::new();
+            disk.arm_crash(crash_op, CrashTear::RandomPrefix { seed });
+            for i in 0..120 {
+                let k = format!("key{i:03}");
+                if db.set(&k, "v").is_err() {
+                    break;
+                }
+                acked.push(k);
+            }
+            drop(db);
+            disk.restart();
+            zero_tails += usize::from(last_segment(&disk).ends_with(&[0]));
+            let label = format!("crash_op {crash_op} seed {seed}");
+            // Appended over what follows the records, never synced: the second crash
+            // lands some of its sectors and not others.
+            let db = Atlas::open(dir(), options(&disk, &clock, FsyncPolicy::No))
+                .unwrap_or_else(|e| panic!("{label}: first reopen: {e}"));
+            for i in 0..24 {
+                db.set(&format!("late{i:03}"), "v").unwrap();
+            }
+            disk.crash(CrashTear::LostSectors {
+                seed: seed ^ (crash_op << 8),
+            });
+            drop(db);
+            disk.restart();
+            let db = Atlas::open(dir(), options(&disk, &clock, FsyncPolicy::Always))
+                .unwrap_or_else(|e| panic!("{label}: reopen after the second crash: {e}"));
+            for k in &acked {
+                assert!(db.exists(k), "{label}: {k} was acknowledged");
+            }
+        }
+    }
+    assert!(
+        zero_tails > 10,
+        "the crash left zeros after the records {zero_tails} times"
+    );
+}
+
+/// Issue 18.2: one fsync fails the way Linux fails it (the unsynced bytes are dropped,
+/// the next fsync succeeds). The write whose fsync failed is not acknowledged, nor is any
+/// later one, and syncs, snapshots and rotations refuse too; after a power loss every
+/// acknowledged write is there. A store that retried the fsync and acknowledged would
+/// lose the write the power loss takes back.
+#[test]
+fn a_failed_fsync_is_final_for_writes_syncs_and_snapshots() {
+    for padded in [false, true] {
+        for policy in [FsyncPolicy::Always, FsyncPolicy::Everysec] {
+            let label = format!("padded {padded} {policy:?}");
+            let disk = disk(padded);
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let db = open(&disk, &clock, policy);
+            db.set("ok", "1").unwrap();
+            db.sync().unwrap();
+            disk.fail_one_sync_after(0);
+            match policy {
+                FsyncPolicy::Always => {
+                    assert!(db.set("bad", "1").is_err(), "{label}");
+                    assert!(!db.exists("bad"), "{label}: never visible");
+                }
+                _ => {
+                    // Acknowledged before its fsync (the everysec promise): the tick's
+                    // fsync fails.
+                    db.set("bad", "1").unwrap();
+                    clock.advance_ms(1_500);
+                    assert!(db.tick(clock.now_ms()).is_err(), "{label}");
+                }
+            }
+            // The disk would sync again now; the store does not try.
+            let syncs = disk.sync_count();
+            assert!(
+                matches!(db.set("later", "1"), Err(AtlasError::PreviousIo { .. })),
+                "{label}"
+            );
+            assert!(db.sync().is_err(), "{label}");
+            assert!(db.snapshot().is_err(), "{label}");
+            assert!(db.rewrite_aof().is_err(), "{label}");
+            assert_eq!(
+                disk.sync_count(),
+                syncs,
+                "{label}: no fsync after the failure"
+            );
+            assert_eq!(db.get("ok").unwrap(), "1", "{label}: reads go on");
+            disk.crash(CrashTear::KeepUnsynced);
+            drop(db);
+            disk.restart();
+            let db = open(&disk, &clock, policy);
+            assert_eq!(db.get("ok").unwrap(), "1", "{label}");
+            assert!(!db.exists("later"), "{label}");
+        }
+    }
+}
+
+fn everysec_options(disk: &MemStorage, clock: &Arc<ManualClock>, lag_max_ms: u64) -> Options {
+    Options {
+        everysec_lag_max_ms: lag_max_ms,
+        ..options(disk, clock, FsyncPolicy::Everysec)
+    }
+}
+
+/// Issue 18.5: with no everysec fsync for longer than the bound (the maintenance thread
+/// stalled, say), the next writer fsyncs before it is acknowledged; a power loss then
+/// keeps every write acknowledged more than the bound before it. Without the bound (the
+/// old behaviour, `u64::MAX`) the same power loss takes them all.
+#[test]
+fn everysec_writers_fsync_once_the_last_fsync_is_older_than_the_bound() {
+    for (lag_max_ms, bounded) in [(2_000, true), (u64::MAX, false)] {
+        let disk = MemStorage::new();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let db = Atlas::open(dir(), everysec_options(&disk, &clock, lag_max_ms)).unwrap();
+        db.set("a", "1").unwrap();
+        clock.advance_ms(1_500);
+        db.set("b", "2").unwrap();
+        let fsyncs = db.stats().fsync_count;
+        assert_eq!(db.stats().fsync_lag_stall_count, 0, "within the bound");
+        clock.advance_ms(1_000);
+        db.set("c", "3").unwrap();
+        let s = db.stats();
+        if bounded {
+            assert_eq!((s.fsync_count, s.fsync_lag_stall_count), (fsyncs + 1, 1));
+            assert_eq!(s.fsync_last_ok_age_ms, 0);
+        } else {
+            assert_eq!((s.fsync_count, s.fsync_lag_stall_count), (fsyncs, 0));
+            assert_eq!(s.fsync_last_ok_age_ms, 2_500);
+        }
+        disk.crash(CrashTear::DropUnsynced);
+        drop(db);
+        disk.restart();
+        let db = open(&disk, &clock, FsyncPolicy::Everysec);
+        let kept: Vec<bool> = ["a", "b", "c"].iter().map(|k| db.exists(k)).collect();
+        assert_eq!(kept, vec![bounded; 3], "lag_max_ms {lag_max_ms}");
+    }
+}
+
+/// Issue 18.5 on a slow disk: the everysec fsync hangs; once it is older than the bound, a
+/// writer waits for it (and its own fsync) before it is acknowledged.
+#[test]
+fn everysec_writers_wait_behind_a_slow_fsync_past_the_bound() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let db = Atlas::open(dir(), everysec_options(&disk, &clock, 2_000)).unwrap();
+    db.set("a", "1").unwrap();
+    clock.advance_ms(1_100);
+    disk.hold_syncs();
+    let ticker = {
+        let (db, now) = (db.clone(), clock.now_ms());
+        std::thread::spawn(move || db.tick(now))
+    };
+    while disk.held_sync_count() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Within the bound, writes go on while the fsync hangs.
+    db.set("b", "2").unwrap();
+    clock.advance_ms(1_000);
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || db.set("c", "3"))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!writer.is_finished(), "past the bound, the writer waits");
+    disk.release_syncs();
+    ticker.join().unwrap().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(db.stats().fsync_lag_stall_count, 1);
+    disk.crash(CrashTear::DropUnsynced);
+    drop(db);
+    disk.restart();
+    let db = open(&disk, &clock, FsyncPolicy::Everysec);
+    assert!(db.exists("c"), "acknowledged after its fsync");
 }

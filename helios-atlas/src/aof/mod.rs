@@ -75,26 +75,40 @@ enum Gap {
 fn gap_at(bytes: &[u8], at: usize) -> Gap {
     match bytes[at..].iter().position(|&b| !is_pad(b)) {
         None => Gap::End,
-        Some(n)
-            if (at + n).is_multiple_of(SECTOR_SIZE)
-                && bytes[at..at + n].iter().all(|&b| b == b'\n') =>
-        {
-            Gap::Hole
+        Some(n) => {
+            let data = at + n;
+            // The first landed sector starts at `data`, or one byte before it when its
+            // first byte is the newline that ends a record begun in a lost sector (the
+            // next record starts right after it).
+            let landed = if data.is_multiple_of(SECTOR_SIZE) {
+                Some(data)
+            } else if (data - 1).is_multiple_of(SECTOR_SIZE) && data - 1 > at && bytes[data] == b'{'
+            {
+                Some(data - 1)
+            } else {
+                None
+            };
+            match landed {
+                Some(l) if bytes[at..=l.min(data - 1)].iter().all(|&b| b == b'\n') => Gap::Hole,
+                _ => Gap::Bad(data),
+            }
         }
-        Some(n) => Gap::Bad(at + n),
     }
 }
 
 /// Whether the line at `pos`, which failed to decode, is an append cut short by a crash:
 /// it has no newline at all (the rule for a file without padding), or its bytes stop at a
-/// sector boundary where padding starts, followed only by padding or by a hole
-/// ([`Gap::Hole`]), and its newline never landed: zeros start there, or the padding's
-/// newlines and its text is not yet a whole JSON value.
+/// sector boundary where the padding's newlines start, followed only by padding or by a
+/// hole ([`Gap::Hole`]), and its text is not yet a whole JSON value.
 ///
 /// A whole line that fails to check is corruption, padded or not; so is a cut that no
-/// crash makes (off a sector boundary). What a corrupted last record could still pass
-/// for: one whose line happens to end on a sector boundary (1 in 512) AND whose damage
-/// leaves its JSON unfinished (a quote or its last brace hit).
+/// crash makes (off a sector boundary), a whole JSON value whose newline is missing, and
+/// a record whose sectors read as zeros with padding after them: appends are written
+/// only over padding that is durable (`storage` module docs), so a sector a crash did
+/// not let land reads as newlines; zeros inside the padded region are damage. What a
+/// corrupted last record could still pass for: one whose line happens to end on a
+/// sector boundary (1 in 512) AND whose damage leaves its JSON unfinished AND the rest
+/// of its sectors read as newlines.
 fn torn_at(bytes: &[u8], pos: usize) -> bool {
     let Some(t) = bytes[pos..]
         .iter()
@@ -103,13 +117,17 @@ fn torn_at(bytes: &[u8], pos: usize) -> bool {
     else {
         return true;
     };
-    if !t.is_multiple_of(SECTOR_SIZE) || matches!(gap_at(bytes, t), Gap::Bad(_)) {
+    if !t.is_multiple_of(SECTOR_SIZE) || bytes[t] != LOG_PAD_BYTE {
         return false;
     }
-    bytes[t] == 0
-        || serde_json::from_slice::<serde::de::IgnoredAny>(&bytes[pos..t])
-            .is_err_and(|e| e.is_eof())
+    if matches!(gap_at(bytes, t), Gap::Bad(_)) {
+        return false;
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes[pos..t]).is_err_and(|e| e.is_eof())
 }
+
+/// The padding byte of a log (`storage::LOG_PAD`).
+const LOG_PAD_BYTE: u8 = b'\n';
 
 /// One logged write: a sequence number and its ops, applied all or nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -639,6 +657,81 @@ mod tests {
             scan_segment(&b, Path::new("f"), 1).unwrap().end,
             ScanEnd::Corrupt { .. }
         ));
+    }
+
+    #[test]
+    fn a_landed_sector_that_starts_with_a_records_newline_ends_a_hole() {
+        // Record 2's newline is the first byte of a sector; the sectors before it never
+        // landed (padding), that one and record 3 after it did: a hole, torn at record 2.
+        let len_of = |n: usize| {
+            let b = seg(&[
+                (1, vec![set("a", "1")]),
+                (2, vec![set("v", &"x".repeat(n))]),
+            ]);
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            (
+                b,
+                scan.records[1].offset as usize,
+                scan.records[1].end as usize,
+            )
+        };
+        let n = (600..1200)
+            .find(|&n| (len_of(n).2 - 1).is_multiple_of(SECTOR_SIZE))
+            .expect("a length that puts the newline on a sector boundary");
+        let (mut b, second, newline_end) = len_of(n);
+        b.extend_from_slice(&seg(&[(3, vec![set("c", "3")])])[header_line(3).len()..]);
+        let mut b = padded(&b, b'\n', 4096);
+        b[second..newline_end - 1].fill(b'\n');
+        let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+        let torn = ScanEnd::Torn {
+            offset: second as u64,
+        };
+        assert_eq!((scan.end, scan.records.len()), (torn, 1));
+        // The same newline one byte off the sector boundary is no crash's doing.
+        let mut c = b.clone();
+        c.insert(second, b'\n');
+        assert!(matches!(
+            scan_segment(&c, Path::new("f"), 1).unwrap().end,
+            ScanEnd::Corrupt { .. }
+        ));
+    }
+
+    #[test]
+    fn a_last_record_whose_sectors_read_as_zeros_before_padding_is_corrupt_not_torn() {
+        // Issue 18.4: a whole, checksummed last record whose final sector(s) read back as
+        // zeros, with the padding after them intact. Appends land only on durable
+        // padding, so no crash leaves zeros there: damage, reported where it starts.
+        let (bytes, last, end) = long_last_record();
+        let mut cuts = 0;
+        for cut in (last + 1..end).filter(|c| c.is_multiple_of(SECTOR_SIZE)) {
+            let mut b = padded(&bytes, b'\n', 4096);
+            b[cut..end].fill(0);
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            assert!(
+                matches!(scan.end, ScanEnd::Corrupt { offset, .. } if offset == last as u64),
+                "cut {cut}: {:?}",
+                scan.end
+            );
+            cuts += 1;
+        }
+        assert!(cuts >= 2, "the record spans sectors");
+        // A whole JSON value whose newline never landed is not a torn append either.
+        let mut b = padded(&bytes, b'\n', 4096);
+        b[end - 1] = 0;
+        assert!(matches!(
+            scan_segment(&b, Path::new("f"), 1).unwrap().end,
+            ScanEnd::Corrupt { .. }
+        ));
+        // Zeros to the end of the file (a growing file, or a chunk a crash left unsynced)
+        // are still a torn tail.
+        let mut b = padded(&bytes, 0, 4096);
+        b[last + 10..].fill(0);
+        assert_eq!(
+            scan_segment(&b, Path::new("f"), 1).unwrap().end,
+            ScanEnd::Torn {
+                offset: last as u64
+            }
+        );
     }
 
     #[test]

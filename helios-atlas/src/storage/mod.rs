@@ -19,12 +19,28 @@
 //! size: no block allocation, no extent conversion and no size change to commit to the
 //! file system's journal, only the data pages (measured on ext4 here: 54-65 us per
 //! append+fdatasync against 70-122 us for a growing file: `benches/log_fdatasync.py`).
-//! The append that adds a chunk pays for it: its sync writes the chunk and the size
-//! change. Readers of a log treat trailing padding as the end of the log
-//! (`aof::scan_segment`), and a crash's torn tail by where it stops and what follows.
+//! The append that adds a chunk pays for it: it fsyncs the chunk (and the appends before
+//! it) at once, so that records are only ever written over padding that is durable: a
+//! sector that a crash did not let land then still reads as padding, never as the zeros
+//! of an unwritten extent, and zeros followed by data stay a sign of damage
+//! (`aof::scan_segment`). One extra fsync per [`LOG_PAD_CHUNK`] appended. For the same
+//! reason recovery cuts whatever follows the records (padding a crash may have turned to
+//! zeros, or sectors of an append that was never synced) before the first append.
+//! Readers of a log treat trailing padding as the end of the log, and a crash's torn tail
+//! by where it stops and what follows.
+//!
+//! # Fsync failures
+//! Linux reports a failed writeback once per file description and then marks the pages
+//! clean: a second `fsync` returns 0 although the data never reached the disk
+//! ("fsyncgate"). So [`FailStopFile`] (which the store wraps every log in) serializes the
+//! fsyncs of a file and keeps the first error: every later sync and append of that file
+//! fails with it, and no sync racing a failed one can report success.
 
+mod failstop;
 mod mem;
 
+pub use failstop::FailStopFile;
+pub(crate) use failstop::SyncGate;
 pub use mem::{CrashTear, MemStorage};
 
 use std::fmt;
@@ -34,7 +50,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An open file, written only by appending. Methods take `&self` so one thread can append
-/// while another fsyncs the same file (the `everysec` policy does exactly that).
+/// while another fsyncs the same file (the `everysec` policy does exactly that). The
+/// implementations do not remember failures: wrap a file in [`FailStopFile`] for that.
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Appends all of `buf`. On error, a prefix of `buf` may have been written.
     fn append(&self, buf: &[u8]) -> io::Result<()>;
@@ -58,9 +75,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// As [`Storage::create`], for a log: the implementation may keep padding
     /// ([`LOG_PAD`] bytes) written past the last append (see the module docs).
     fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
-    /// Opens an existing log for appending at `end`, where its records end: every byte
-    /// past it must be padding (recovery cuts anything else first), which the appends
-    /// overwrite. `InvalidInput` if the file is shorter than `end`.
+    /// Opens an existing log for appending at `end`, where its records end: whatever
+    /// follows is reused as padding, so the caller cuts anything it does not trust to be
+    /// durable padding first (recovery cuts everything: see the module docs).
+    /// `InvalidInput` if the file is shorter than `end`.
     fn open_log(&self, path: &Path, end: u64) -> io::Result<Arc<dyn StorageFile>>;
     /// Cuts `path` to `len` bytes and makes the cut durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
@@ -91,6 +109,9 @@ struct FsFile {
     file: File,
     // Some for a log: where appends go and how far padding reaches.
     log: Option<parking_lot::Mutex<LogEnd>>,
+    // The fsyncs of `sync` and of a new padding chunk, one at a time; the first failure
+    // is final (see `FailStopFile`).
+    gate: SyncGate,
 }
 
 #[derive(Debug)]
@@ -113,6 +134,7 @@ impl FsFile {
                 padded,
                 pad_failed: false,
             })),
+            gate: SyncGate::default(),
         }
     }
 }
@@ -148,19 +170,28 @@ fn write_padding(file: &File, mut at: u64, len: u64) -> io::Result<()> {
 impl StorageFile for FsFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
+        self.gate.check()?;
         let Some(log) = &self.log else {
-            return (&self.file).write_all(buf);
+            return (&self.file).write_all(buf).map_err(|e| self.gate.fail(e));
         };
         let mut log = log.lock();
-        // On error a prefix may be written; the caller stops writing (fail-stop).
-        self.file.write_all_at(buf, log.end)?;
+        // On error a prefix may be written; the file fails stop.
+        self.file
+            .write_all_at(buf, log.end)
+            .map_err(|e| self.gate.fail(e))?;
         log.end += buf.len() as u64;
         log.padded = log.padded.max(log.end);
         if !log.pad_failed && log.padded - log.end < LOG_PAD_AHEAD_MIN {
-            // The next fdatasync writes this chunk out with the append's pages, once per
-            // chunk; every later one finds its blocks allocated and inside the file size.
+            // Written and made durable now, once per chunk, so that appends only ever land
+            // on durable padding (module docs); every later fdatasync finds its blocks
+            // allocated and inside the file size.
             match write_padding(&self.file, log.padded, LOG_PAD_CHUNK) {
-                Ok(()) => log.padded += LOG_PAD_CHUNK,
+                Ok(()) => {
+                    log.padded += LOG_PAD_CHUNK;
+                    // A failure here is the append's: the caller fails stop, and the
+                    // appended bytes were never acknowledged.
+                    self.gate.sync(|| self.file.sync_data())?;
+                }
                 Err(e) => {
                     // Only a cost: appends go on into a growing file.
                     tracing::warn!(error = %e, "cannot preallocate the log; appending without");
@@ -171,7 +202,7 @@ impl StorageFile for FsFile {
         Ok(())
     }
     fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.gate.sync(|| self.file.sync_data())
     }
 }
 
@@ -257,6 +288,7 @@ impl Storage for FsStorage {
         Ok(Arc::new(FsFile {
             file: create_private(path)?,
             log: None,
+            gate: SyncGate::default(),
         }))
     }
 
@@ -278,7 +310,7 @@ impl Storage for FsStorage {
                 ),
             ));
         }
-        // The padding a crash (or a process that never dropped the store) left is reused.
+        // Whatever follows is reused as padding (recovery cut anything else).
         Ok(Arc::new(FsFile::log(file, end, len)))
     }
 

@@ -1189,7 +1189,7 @@ fn info(shared: &Shared, a: &[Bytes], out: &mut Out) {
     if want("persistence") {
         let _ = write!(
             t,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_segments:{}\r\naof_fsyncs:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_saves:{}\r\natlas_last_seq:{}\r\natlas_snapshot_last_seq:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_rewrite_in_progress:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_segments:{}\r\naof_fsyncs:{}\r\naof_delayed_fsync:{}\r\naof_last_fsync_age_ms:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_saves:{}\r\natlas_last_seq:{}\r\natlas_snapshot_last_seq:{}\r\n\r\n",
             shared.cfg.appendfsync,
             u8::from(shared.bg_running.load(Ordering::Relaxed)),
             if stats.write_error.is_some() {
@@ -1200,6 +1200,8 @@ fn info(shared: &Shared, a: &[Bytes], out: &mut Out) {
             stats.aof_current_size,
             stats.aof_segment_count,
             stats.fsync_count,
+            stats.fsync_lag_stall_count,
+            stats.fsync_last_ok_age_ms,
             u8::from(shared.bg_running.load(Ordering::Relaxed)),
             shared.last_save_s.load(Ordering::Relaxed),
             stats.snapshots_written_count,

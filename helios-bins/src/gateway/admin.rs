@@ -90,6 +90,8 @@ pub(super) async fn handle(
                     "last_seq": s.last_seq,
                     "records_written_count": s.records_written_count,
                     "fsync_count": s.fsync_count,
+                    "fsync_last_ok_age_ms": s.fsync_last_ok_age_ms,
+                    "fsync_lag_stall_count": s.fsync_lag_stall_count,
                     "aof_segment_count": s.aof_segment_count,
                     "aof_current_size": s.aof_current_size,
                     "snapshot_last_seq": s.snapshot_last_seq,
