@@ -51,7 +51,7 @@ BUILD_CMD=(cargo build --release -p helios-bins --bins)
 WAIT_S=${HELIOS_TOUR_WAIT_S:-900}
 BLOCK_TIMEOUT_S=${HELIOS_TOUR_BLOCK_TIMEOUT_S:-1800}
 REQUIRED_BLOCKS=(gateway curl cli atlasd redis examples)
-TOUR_DIRS=(data atlasd-data)
+TOUR_DIRS=(data atlasd-data backups)
 
 move_aside=0
 keep=0

@@ -86,7 +86,9 @@ fn empty_target(storage: &dyn Storage, dir: &Path) -> Result<()> {
 /// Writes `bytes` to `dir/name` and fsyncs it.
 fn write_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(name);
-    let f = storage.create(&path).map_err(|e| AtlasError::io(&path, e))?;
+    let f = storage
+        .create(&path)
+        .map_err(|e| AtlasError::io(&path, e))?;
     f.append(bytes).map_err(|e| AtlasError::io(&path, e))?;
     f.sync().map_err(|e| AtlasError::io(&path, e))
 }
@@ -230,11 +232,7 @@ pub fn verify_backup(storage: &dyn Storage, dir: &Path) -> Result<BackupManifest
             return Err(AtlasError::Corrupt {
                 file,
                 offset: f.size.min(bytes.len() as u64),
-                reason: format!(
-                    "{} bytes, the manifest says {}",
-                    bytes.len(),
-                    f.size
-                ),
+                reason: format!("{} bytes, the manifest says {}", bytes.len(), f.size),
             });
         }
         let crc = crc_hex(&bytes);

@@ -38,6 +38,7 @@
 //! briefly and may wait for one; reads of keys never do.
 
 use crate::aof::{self, Record};
+use crate::backup::{self, BackupManifest};
 use crate::command::{
     self, Command, Expiry, Overlay, OverlayScratch, Reply, SetOptions, WriteBatch,
 };
@@ -725,6 +726,16 @@ impl Atlas {
         self.inner.snapshot(true)
     }
 
+    /// Writes a consistent, point-in-time backup of the store into `to` (created if
+    /// missing; it must hold no file) while writers go on: the newest snapshot and the
+    /// AOF segments after it up to the last acknowledged record, each fsynced, and a
+    /// manifest of their sizes and checksums written last (`backup` module docs). The
+    /// current segment is rotated first, as a snapshot does; snapshots and compaction wait
+    /// for the copy. Restore with [`crate::restore_backup`], then open the directory.
+    pub fn backup(&self, to: impl AsRef<Path>) -> Result<BackupManifest> {
+        self.inner.backup(to.as_ref())
+    }
+
     /// Subscribes to the changes under `prefix` from record `from_seq` on (1 for all that
     /// the AOF still holds; `last_seq() + 1` for only new ones).
     pub fn subscribe(&self, prefix: &str, from_seq: u64) -> Result<Subscription> {
@@ -1287,6 +1298,49 @@ impl Inner {
         };
         self.compact(upto_seq, keep)?;
         Ok(Some(upto_seq))
+    }
+
+    fn backup(&self, to: &Path) -> Result<BackupManifest> {
+        // Held for the whole copy: no compaction removes a file being copied, and no
+        // snapshot rotates meanwhile.
+        let _g = self.snapshot_lock.lock();
+        self.check_writable()?;
+        if to == self.dir {
+            return Err(AtlasError::BackupInvalid {
+                dir: to.to_path_buf(),
+                reason: "is the store's own data directory".to_owned(),
+            });
+        }
+        let (last_seq, base, segments) = {
+            let mut w = self.writer.lock();
+            let last = w.next_seq - 1;
+            if w.segment_start <= last {
+                // Every record up to `last` is now in a closed, fsynced segment.
+                self.rotate(&mut w)?;
+            }
+            (
+                last,
+                w.snapshots.last().copied(),
+                self.feed.segments.lock().clone(),
+            )
+        };
+        let started_ms = self.clock.now_ms();
+        let manifest = backup::write(
+            &*self.storage,
+            &self.dir,
+            to,
+            base,
+            &segments,
+            last_seq,
+            started_ms,
+        )?;
+        tracing::info!(
+            to = %to.display(),
+            last_seq,
+            files = manifest.files.len(),
+            "backup written"
+        );
+        Ok(manifest)
     }
 
     /// Rebuilds the state at `upto_seq` from snapshot `base` and the closed segments.

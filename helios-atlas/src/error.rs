@@ -139,6 +139,14 @@ pub enum AtlasError {
         /// The oldest sequence number still available.
         oldest_seq: u64,
     },
+    /// A backup directory cannot be written to, or is not a complete backup.
+    #[error("backup {}: {reason}", dir.display())]
+    BackupInvalid {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Options failed validation.
     #[error("invalid option {name}: {reason}")]
     InvalidOption {

@@ -23,11 +23,13 @@
 //! - [`storage`]: the one trait all file I/O goes through, with the real file system and
 //!   a fault-injecting in-memory disk.
 //! - `feed`: the change feed ([`Subscription`]).
+//! - `backup`: online backups ([`Atlas::backup`]), [`verify_backup`], [`restore_backup`].
 //! - [`limits`]: every bound, with its reason.
 //!
 //! Durability contracts are argued case by case in `docs/durability.md`.
 
 pub mod aof;
+mod backup;
 mod command;
 mod db;
 mod error;
@@ -42,6 +44,10 @@ pub mod storage;
 mod tx;
 mod value;
 
+pub use backup::{
+    BACKUP_FORMAT, BACKUP_VERSION, BackupFile, BackupManifest, MANIFEST_NAME, restore_backup,
+    verify_backup,
+};
 pub use command::{Expiry, Precondition, SetCondition, SetOptions, WriteBatch};
 pub use db::{Atlas, KeyTtl, ScanPage, Stats};
 pub use error::{AtlasError, Result};

@@ -140,6 +140,9 @@ pub struct GatewayConfig {
     pub metrics_listen: String,
     /// ATLAS data directory.
     pub data_dir: PathBuf,
+    /// Where `POST /admin/backup` writes backups, one directory each (never inside
+    /// `data_dir`).
+    pub backup_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
     /// HTTP limits.
@@ -162,6 +165,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:8080".into(),
             metrics_listen: String::new(),
             data_dir: PathBuf::from("data"),
+            backup_dir: PathBuf::from("backups"),
             appendfsync: "everysec".into(),
             http: HttpConfig {
                 body_size_max: 1024 * 1024,
@@ -341,6 +345,12 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if self.backup_dir.as_os_str().is_empty() || self.backup_dir == self.data_dir {
+            return Err(err(
+                "backup_dir",
+                "a directory of its own (not empty, not data_dir)",
+            ));
         }
         if !self.metrics_listen.is_empty()
             && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()

@@ -74,6 +74,7 @@ async fn online_commands_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = GatewayConfig {
         data_dir: dir.path().join("data"),
+        backup_dir: dir.path().join("backups"),
         ..GatewayConfig::default()
     };
     cfg.auth.bcrypt_cost = 4;
@@ -138,6 +139,19 @@ async fn online_commands_and_exit_codes() {
     cli(&with(&["admin", "stats"])).await.unwrap();
     cli(&with(&["admin", "snapshot"])).await.unwrap();
     cli(&with(&["users", "roles"])).await.unwrap();
+    // An online backup while the server runs; the name is the server's to refuse twice.
+    cli(&with(&["kv", "set", "kept", "\"in the backup\""]))
+        .await
+        .unwrap();
+    cli(&with(&["backup", "--name", "b1"])).await.unwrap();
+    assert_eq!(
+        cli(&with(&["backup", "--name", "b1"])).await,
+        Err(EXIT_REFUSED),
+        "409: exists"
+    );
+    cli(&with(&["kv", "set", "after", "\"not in it\""]))
+        .await
+        .unwrap();
 
     // The token file holds the pair, owner-only; an access token that no longer works is
     // renewed with the refresh token (saved again), without a new login.
@@ -187,6 +201,23 @@ async fn online_commands_and_exit_codes() {
         Err(EXIT_UNREACHABLE),
         "server gone"
     );
+    // Restored offline into a new directory: the write before the backup is there, the
+    // one after it is not.
+    let b1 = dir.path().join("backups").join("b1");
+    let restored = dir.path().join("restored");
+    cli(&[
+        "restore",
+        "--from",
+        b1.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ])
+    .await
+    .unwrap();
+    let db = helios_atlas::Atlas::open(&restored, helios_atlas::Options::default()).unwrap();
+    let keys: Vec<String> = db.with_keyspace(|ks| ks.iter().map(|(k, _)| k.to_owned()).collect());
+    assert!(keys.iter().any(|k| k.ends_with(":kept")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.ends_with(":after")), "{keys:?}");
 }
 
 #[tokio::test]

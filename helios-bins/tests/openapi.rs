@@ -607,6 +607,27 @@ async fn real_responses_match_the_documented_schemas() {
         a,
         None
     );
+    call!(
+        Method::POST,
+        "/admin/backup",
+        "/admin/backup",
+        a,
+        Some(json!({"name": "nightly"}))
+    );
+    call!(
+        Method::POST,
+        "/admin/backup",
+        "/admin/backup",
+        a,
+        Some(json!({"name": "nightly"}))
+    );
+    call!(
+        Method::POST,
+        "/admin/backup",
+        "/admin/backup",
+        a,
+        Some(json!({"name": "../up"}))
+    );
     let (_, v) = call!(Method::GET, "/admin/users", "/admin/users", a, None);
     let uid = v["items"]
         .as_array()

@@ -256,6 +256,13 @@ const MATRIX: &[Row] = &[
         "",
         [401, 403, 403, 403, 403, 403, 200],
     ),
+    (
+        "POST",
+        "/admin/backup",
+        "/admin/backup",
+        "",
+        [401, 403, 403, 403, 403, 403, 201],
+    ),
     // Users and roles: users:admin, never past what the granter holds.
     (
         "GET",

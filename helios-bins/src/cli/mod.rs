@@ -155,16 +155,23 @@ pub enum Command {
         /// What to do.
         op: AofOp,
     },
-    /// Offline: a consistent copy of a data directory (snapshot + AOF).
+    /// A consistent backup (snapshot + AOF + manifest). Online by default: the running
+    /// gateway writes it into its `backup_dir` while writes go on (`admin:*`). With
+    /// `--data-dir` and `--out`: offline, on a directory no server uses.
     Backup {
-        /// The data directory (must not be in use).
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// Where to write the copy (must not exist).
-        #[arg(long)]
-        out: PathBuf,
+        /// Online: the backup's name under the gateway's `backup_dir` (default
+        /// `backup-{unix ms}`).
+        #[arg(long, conflicts_with_all = ["data_dir", "out"])]
+        name: Option<String>,
+        /// Offline: the data directory (must not be in use).
+        #[arg(long, requires = "out")]
+        data_dir: Option<PathBuf>,
+        /// Offline: where to write the backup (must not exist).
+        #[arg(long, requires = "data_dir")]
+        out: Option<PathBuf>,
     },
-    /// Offline: restore a backup into an empty data directory.
+    /// Offline: verify a backup against its manifest and restore it into an empty data
+    /// directory.
     Restore {
         /// The backup directory.
         #[arg(long)]
@@ -720,53 +727,14 @@ fn offline(cmd: &Command) -> Option<Result<(), Failure>> {
                 Ok(())
             }
         },
-        Command::Backup { data_dir, out } => backup(data_dir, out),
+        Command::Backup {
+            data_dir: Some(data_dir),
+            out: Some(out),
+            ..
+        } => backup(data_dir, out),
         Command::Restore { from, data_dir } => restore(from, data_dir),
         _ => return None,
     })
-}
-
-fn copy_files(from: &Path, to: &Path, wanted: impl Fn(&str) -> bool) -> Result<u64, Failure> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |e: std::io::Error| fail(EXIT_UNREACHABLE, format!("{path}: {e}"))
-    };
-    // Owner-only, like the data directory itself (the files hold every value).
-    let mut dir = std::fs::DirBuilder::new();
-    dir.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        dir.mode(0o700);
-    }
-    dir.create(to).map_err(io(to))?;
-    let mut n = 0;
-    for entry in std::fs::read_dir(from).map_err(io(from))? {
-        let entry = entry.map_err(io(from))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if entry.file_type().map_err(io(&path))?.is_file() && wanted(&name) {
-            let dest = to.join(&name);
-            // Created owner-only (no window with the source's or the umask's mode),
-            // copied, and durable before the directory entry is.
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut out = opts.open(&dest).map_err(io(&dest))?;
-            let mut src = std::fs::File::open(&path).map_err(io(&path))?;
-            std::io::copy(&mut src, &mut out).map_err(io(&dest))?;
-            out.sync_all().map_err(io(&dest))?;
-            n += 1;
-        }
-    }
-    std::fs::File::open(to)
-        .and_then(|d| d.sync_all())
-        .map_err(io(to))?;
-    Ok(n)
 }
 
 fn backup(data_dir: &Path, out: &Path) -> Result<(), Failure> {
@@ -776,8 +744,8 @@ fn backup(data_dir: &Path, out: &Path) -> Result<(), Failure> {
             format!("{} exists; pick a new directory", out.display()),
         ));
     }
-    // Opening takes the lock (no server may run) and recovers; a snapshot then makes the
-    // newest state one file, and close fsyncs: what is copied is consistent.
+    // Opening takes the lock (no server may run: online, ask it with `helios backup`
+    // without --data-dir) and recovers; the backup is then the same as the server's.
     let db = helios_atlas::Atlas::open(
         data_dir,
         helios_atlas::Options {
@@ -786,47 +754,42 @@ fn backup(data_dir: &Path, out: &Path) -> Result<(), Failure> {
         },
     )
     .map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
-    db.snapshot()
-        .map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
-    let n = copy_files(data_dir, out, |name| {
-        (name.starts_with("snapshot-") || name.starts_with("aof-"))
-            && !name.ends_with(".tmp")
-            && !name.ends_with(".corrupt")
-    });
+    let written = db.backup(out);
     let closed = db.close();
-    let n = n?;
+    let manifest = written.map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
     closed.map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
-    println!("backed up {n} files to {}", out.display());
+    println!(
+        "backed up {} files (records up to {}) to {}",
+        manifest.files.len(),
+        manifest.last_seq,
+        out.display()
+    );
     Ok(())
 }
 
 fn restore(from: &Path, data_dir: &Path) -> Result<(), Failure> {
-    if data_dir.exists()
-        && std::fs::read_dir(data_dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(fail(
-            EXIT_USAGE,
-            format!("{} is not empty", data_dir.display()),
-        ));
-    }
-    let report = helios_atlas::check(&helios_atlas::storage::FsStorage, from)
-        .map_err(|e| fail(EXIT_UNREACHABLE, e.to_string()))?;
-    if !report.is_clean() {
-        return Err(fail(
+    use helios_atlas::AtlasError;
+    let storage = helios_atlas::storage::FsStorage;
+    // Verifies every file against the manifest, then copies (each fsynced).
+    let manifest = helios_atlas::restore_backup(&storage, from, data_dir).map_err(|e| match e {
+        AtlasError::BackupInvalid { ref dir, .. } if dir == data_dir => {
+            fail(EXIT_USAGE, e.to_string())
+        }
+        AtlasError::Io { .. } => fail(EXIT_UNREACHABLE, e.to_string()),
+        _ => fail(
             EXIT_REFUSED,
-            "the backup is damaged; see `helios aof check`",
-        ));
-    }
-    let n = copy_files(from, data_dir, |_| true)?;
+            format!("{e}; the backup is damaged or incomplete, nothing was restored"),
+        ),
+    })?;
     // Opening proves the copy recovers.
     let db = helios_atlas::Atlas::open(data_dir, helios_atlas::Options::default())
         .map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
     let keys = db.key_count();
     db.close().map_err(|e| fail(EXIT_REFUSED, e.to_string()))?;
     println!(
-        "restored {n} files ({keys} keys) into {}",
+        "restored {} files ({keys} keys, records up to {}) into {}",
+        manifest.files.len(),
+        manifest.last_seq,
         data_dir.display()
     );
     Ok(())
@@ -1070,7 +1033,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 token_path.display()
             );
         }
-        Command::Aof { .. } | Command::Backup { .. } | Command::Restore { .. } => {}
+        Command::Backup { name, .. } => {
+            let body = name.as_ref().map(|n| json!({ "name": n }));
+            let v = api.call(Method::POST, "/admin/backup", body).await?;
+            println!(
+                "backed up {} files (records up to {}) to {} on the server",
+                v["files"].as_array().map_or(0, Vec::len),
+                v["last_seq"],
+                v["dir"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Aof { .. } | Command::Restore { .. } => {}
     }
     Ok(())
 }

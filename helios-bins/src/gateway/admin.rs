@@ -1,4 +1,4 @@
-//! The admin routes (`/admin/...`): store stats, snapshot and AOF rewrite, users and their
+//! The admin routes (`/admin/...`): store stats, snapshot, AOF rewrite and backup, users and their
 //! roles, roles, rate limits, login lockouts. Permission `admin:*` for the store,
 //! `users:admin` for the rest (RBAC runs before these handlers).
 //!
@@ -12,6 +12,7 @@
 use super::State;
 use super::handler::{auth_error, blocking, parse, percent_decode, store_error};
 use super::problem::{Body, empty, json, problem};
+use helios_atlas::AtlasError;
 use helios_auth::rbac::perms;
 use helios_auth::{AuthError, RateLimitConfig};
 use http::{Method, Response, StatusCode};
@@ -23,6 +24,30 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 struct RoleBody {
     role: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    name: Option<String>,
+}
+
+/// A backup's name: one path component of safe characters.
+fn backup_name(name: &str) -> Result<(), Response<Body>> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            "name: 1 to 64 of A-Z a-z 0-9 - _ . (not starting with a dot)",
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -113,6 +138,54 @@ pub(super) async fn handle(
             .await?
             .map_err(store_error)?;
             Ok(json(StatusCode::OK, &j!({"seq": seq})))
+        }
+        ("/admin/backup", _) => {
+            let b: BackupBody = if body.iter().all(u8::is_ascii_whitespace) {
+                BackupBody::default()
+            } else {
+                parse(body)?
+            };
+            let name = b
+                .name
+                .unwrap_or_else(|| format!("backup-{}", state.clock.now_ms()));
+            backup_name(&name)?;
+            let dir = state.config.backup_dir.join(&name);
+            let exists = || {
+                problem(
+                    StatusCode::CONFLICT,
+                    "backup-exists",
+                    format!("a backup named {name} exists; pick another name"),
+                )
+            };
+            if dir.exists() {
+                return Err(exists());
+            }
+            let atlas = state.atlas.clone();
+            let to = dir.clone();
+            let manifest = blocking(move || atlas.backup(&to))
+                .await?
+                .map_err(|e| match e {
+                    AtlasError::BackupInvalid { .. } => exists(),
+                    AtlasError::Io { .. } | AtlasError::Corrupt { .. } => {
+                        tracing::error!(error = %e, "backup failed");
+                        problem(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "backup-failed",
+                            format!("the backup failed: {e}"),
+                        )
+                    }
+                    other => store_error(other),
+                })?;
+            tracing::info!(actor = %actor, name = %name, last_seq = manifest.last_seq, "backup taken");
+            Ok(json(
+                StatusCode::CREATED,
+                &j!({
+                    "name": name,
+                    "dir": dir.display().to_string(),
+                    "last_seq": manifest.last_seq,
+                    "files": manifest.files,
+                }),
+            ))
         }
         ("/admin/users", _) => Ok(json(StatusCode::OK, &j!({"users": state.auth.users()}))),
         ("/admin/users/{id}/roles", _) => {

@@ -64,6 +64,7 @@ enum Route {
     AdminStats,
     AdminSnapshot,
     AdminRewrite,
+    AdminBackup,
     AdminUsers,
     AdminUserRoles,
     AdminUserRole,
@@ -105,6 +106,7 @@ impl Route {
         Route::AdminStats,
         Route::AdminSnapshot,
         Route::AdminRewrite,
+        Route::AdminBackup,
         Route::AdminUsers,
         Route::AdminUserRoles,
         Route::AdminUserRole,
@@ -146,6 +148,7 @@ impl Route {
             Route::AdminStats => "/admin/stats",
             Route::AdminSnapshot => "/admin/snapshot",
             Route::AdminRewrite => "/admin/aof/rewrite",
+            Route::AdminBackup => "/admin/backup",
             Route::AdminUsers => "/admin/users",
             Route::AdminUserRoles => "/admin/users/{id}/roles",
             Route::AdminUserRole => "/admin/users/{id}/roles/{role}",
@@ -182,6 +185,7 @@ impl Route {
             Route::AdminStats | Route::AdminUsers | Route::AdminRoles => &[Method::GET],
             Route::AdminSnapshot
             | Route::AdminRewrite
+            | Route::AdminBackup
             | Route::AdminUserRoles
             | Route::AdminUserAction => &[Method::POST],
             Route::AdminUserRole => &[Method::DELETE],
@@ -228,6 +232,7 @@ impl Route {
             (Route::AdminStats, _)
             | (Route::AdminSnapshot, _)
             | (Route::AdminRewrite, _)
+            | (Route::AdminBackup, _)
             | (Route::AdminRateLimits, &Method::PUT) => Some(perms::ADMIN_ALL),
             (Route::AdminUsers, _)
             | (Route::AdminUserRoles, _)
@@ -918,6 +923,7 @@ async fn route_request(
         Route::AdminStats
         | Route::AdminSnapshot
         | Route::AdminRewrite
+        | Route::AdminBackup
         | Route::AdminUsers
         | Route::AdminUserRoles
         | Route::AdminUserRole

@@ -26,6 +26,7 @@ pub struct Server {
 pub fn config(dir: &Path, capacity: u64) -> GatewayConfig {
     let mut c = GatewayConfig {
         data_dir: dir.to_path_buf(),
+        backup_dir: dir.join("backups"),
         ..GatewayConfig::default()
     };
     c.auth.bcrypt_cost = 4;
