@@ -34,6 +34,8 @@ mod command;
 mod db;
 mod error;
 mod feed;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keyspace;
 pub mod limits;
 mod op;
