@@ -213,20 +213,7 @@ const FLUSH_BATCH_COUNT: usize = 10_000;
 /// `rate:{id}`: ids that are short and plain are kept readable; others (IPv6 addresses
 /// with ':', long ids) are stored under `h.` + SHA-256, so every key fits the schema.
 fn rate_key(client: &str) -> String {
-    let plain = !client.is_empty()
-        && client.len() <= 128
-        && client
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if plain {
-        format!("{}{client}", keys::RATE_PREFIX)
-    } else {
-        format!(
-            "{}h.{}",
-            keys::RATE_PREFIX,
-            crate::random::sha256_hex(client)
-        )
-    }
+    keys::rate_client(client, crate::random::sha256_hex)
 }
 
 fn div_ceil_s(ms: u64) -> u64 {
@@ -361,6 +348,10 @@ impl RateLimiter {
                 })
                 .collect()
         };
+        // In key order: the same buckets give the same AOF records and batch boundaries,
+        // whatever the map's iteration order.
+        let mut pending = pending;
+        pending.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut written = 0;
         for chunk in pending.chunks(FLUSH_BATCH_COUNT) {
             let mut batch = WriteBatch::new();

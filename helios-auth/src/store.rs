@@ -276,32 +276,41 @@ pub struct Auth {
 /// Most verified tokens remembered (see `Auth::verified`).
 const VERIFIED_CACHE_COUNT_MAX: usize = 16_384;
 
-fn refresh_key(token: &str) -> String {
-    format!("{}{}", keys::AUTH_TOKEN_PREFIX, sha256_hex(token))
+/// An id that failed its family's rules (ids here are generated or validated before they
+/// get this far, so this names a bug, not bad input).
+fn key_error(field: &'static str) -> impl FnOnce(keys::KeyError) -> AuthError {
+    move |e| AuthError::Invalid {
+        field,
+        reason: e.to_string(),
+    }
 }
 
-fn jti_key(jti: &str) -> String {
-    format!("{}jti.{jti}", keys::AUTH_TOKEN_PREFIX)
+fn refresh_key(token: &str) -> Result<String, AuthError> {
+    keys::auth_token(&sha256_hex(token)).map_err(key_error("refresh token"))
 }
 
-fn family_key(fam: &str) -> String {
-    format!("{}fam.{fam}", keys::AUTH_TOKEN_PREFIX)
+fn jti_key(jti: &str) -> Result<String, AuthError> {
+    keys::auth_token_jti(jti).map_err(key_error("jti"))
 }
 
-fn user_key(id: &str) -> String {
-    format!("{}{id}", keys::AUTH_USER_PREFIX)
+fn family_key(fam: &str) -> Result<String, AuthError> {
+    keys::auth_token_family(fam).map_err(key_error("token family"))
 }
 
-fn username_key(lower: &str) -> String {
-    format!("{}{lower}", keys::AUTH_USERNAME_PREFIX)
+fn user_key(id: &str) -> Result<String, AuthError> {
+    keys::auth_user(id).map_err(key_error("user id"))
 }
 
-fn role_key(name: &str) -> String {
-    format!("{}{name}", keys::RBAC_ROLE_PREFIX)
+fn username_key(lower: &str) -> Result<String, AuthError> {
+    keys::auth_username(lower).map_err(key_error("username"))
 }
 
-fn user_roles_key(id: &str) -> String {
-    format!("{}{id}", keys::RBAC_USER_ROLES_PREFIX)
+fn role_key(name: &str) -> Result<String, AuthError> {
+    keys::rbac_role(name).map_err(key_error("role"))
+}
+
+fn user_roles_key(id: &str) -> Result<String, AuthError> {
+    keys::rbac_user_roles(id).map_err(key_error("user id"))
 }
 
 fn corrupt(key: &str, e: impl std::fmt::Display) -> AuthError {
@@ -384,7 +393,7 @@ impl Auth {
         if !missing.is_empty() {
             let mut b = WriteBatch::new();
             for role in &missing {
-                b.set(role_key(&role.name), json(role), Expiry::Never);
+                b.set(role_key(&role.name)?, json(role), Expiry::Never);
             }
             auth.atlas.write_batch(b)?;
             let mut idx = auth.index.write();
@@ -419,7 +428,7 @@ impl Auth {
         })?;
         self.scan_all(keys::AUTH_USER_PREFIX, |k, v| {
             let user: User = serde_json::from_slice(v).map_err(|e| corrupt(k, e))?;
-            let rk = user_roles_key(&user.id);
+            let rk = user_roles_key(&user.id)?;
             let roles: Vec<String> = match self.atlas.get(&rk) {
                 Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(&rk, e))?,
                 None => Vec::new(),
@@ -449,7 +458,7 @@ impl Auth {
     }
 
     fn user_record(&self, id: &str) -> Result<User> {
-        let k = user_key(id);
+        let k = user_key(id)?;
         let b = self
             .atlas
             .get(&k)
@@ -460,7 +469,7 @@ impl Auth {
     fn user_id_by_name(&self, username: &str) -> Option<String> {
         let b = self
             .atlas
-            .get(&username_key(&username.to_ascii_lowercase()))?;
+            .get(&username_key(&username.to_ascii_lowercase()).ok()?)?;
         String::from_utf8(b.to_vec()).ok()
     }
 
@@ -498,10 +507,10 @@ impl Auth {
         };
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         let mut b = WriteBatch::new();
-        b.require(username_key(&lower), Precondition::Absent)
-            .set(username_key(&lower), id.clone(), Expiry::Never)
-            .set(user_key(&id), json(&user), Expiry::Never)
-            .set(user_roles_key(&id), json(&roles), Expiry::Never);
+        b.require(username_key(&lower)?, Precondition::Absent)
+            .set(username_key(&lower)?, id.clone(), Expiry::Never)
+            .set(user_key(&id)?, json(&user), Expiry::Never)
+            .set(user_roles_key(&id)?, json(&roles), Expiry::Never);
         let _w = self.writes.lock();
         match self.atlas.write_batch(b) {
             Ok(()) => {}
@@ -678,7 +687,7 @@ impl Auth {
             );
         }
         b.set(
-            refresh_key(&refresh),
+            refresh_key(&refresh)?,
             json(&record),
             Expiry::AtMs(expires_at_ms),
         );
@@ -727,13 +736,13 @@ impl Auth {
         if refresh_token.len() > 256 {
             return Err(invalid("refresh token too long"));
         }
-        let key = refresh_key(refresh_token);
+        let key = refresh_key(refresh_token)?;
         let bytes = self
             .atlas
             .get(&key)
             .ok_or_else(|| invalid("unknown refresh token"))?;
         let record: RefreshRecord = serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
-        if self.atlas.exists(&family_key(&record.family)) {
+        if self.atlas.exists(&family_key(&record.family)?) {
             return Err(invalid("session revoked"));
         }
         if record.rotated {
@@ -770,7 +779,7 @@ impl Auth {
     fn revoke_family(&self, family: &str) -> Result<()> {
         let until = self.now_ms().saturating_add(self.config.refresh_ttl_ms);
         self.atlas.set_with(
-            &family_key(family),
+            &family_key(family)?,
             "revoked",
             helios_atlas::SetOptions {
                 expiry: Expiry::AtMs(until),
@@ -808,10 +817,10 @@ impl Auth {
         let invalid = |r: &str| AuthError::InvalidToken {
             reason: r.to_owned(),
         };
-        if self.atlas.exists(&jti_key(&claims.jti)) {
+        if self.atlas.exists(&jti_key(&claims.jti)?) {
             return Err(invalid("revoked"));
         }
-        if self.atlas.exists(&family_key(&claims.fam)) {
+        if self.atlas.exists(&family_key(&claims.fam)?) {
             return Err(invalid("session revoked"));
         }
         match self.index.read().users.get(&claims.sub) {
@@ -837,12 +846,12 @@ impl Auth {
         let family_until = now.saturating_add(self.config.refresh_ttl_ms);
         let mut b = WriteBatch::new();
         b.set(
-            jti_key(&claims.jti),
+            jti_key(&claims.jti)?,
             "revoked",
             Expiry::AtMs(until.max(now.saturating_add(1))),
         )
         .set(
-            family_key(&claims.fam),
+            family_key(&claims.fam)?,
             "revoked",
             Expiry::AtMs(family_until),
         );
@@ -884,7 +893,7 @@ impl Auth {
     fn update_user_locked(&self, id: &str, f: impl FnOnce(&mut User)) -> Result<User> {
         let mut user = self.user_record(id)?;
         f(&mut user);
-        self.atlas.set(&user_key(id), json(&user))?;
+        self.atlas.set(&user_key(id)?, json(&user))?;
         if let Some(s) = self.index.write().users.get_mut(id) {
             s.disabled = user.disabled;
             s.epoch = user.session_epoch;
@@ -996,9 +1005,9 @@ impl Auth {
         }
         let user = self.user_record(user_id)?;
         let mut b = WriteBatch::new();
-        b.delete(user_key(user_id))
-            .delete(username_key(&user.username.to_ascii_lowercase()))
-            .delete(user_roles_key(user_id));
+        b.delete(user_key(user_id)?)
+            .delete(username_key(&user.username.to_ascii_lowercase())?)
+            .delete(user_roles_key(user_id)?);
         self.atlas.write_batch(b)?;
         self.index.write().users.remove(user_id);
         Ok(())
@@ -1059,7 +1068,7 @@ impl Auth {
             check(&idx, &after)?;
             after.roles
         };
-        self.atlas.set(&user_roles_key(user_id), json(&roles))?;
+        self.atlas.set(&user_roles_key(user_id)?, json(&roles))?;
         if let Some(s) = self.index.write().users.get_mut(user_id) {
             s.roles = roles;
         }
@@ -1147,7 +1156,7 @@ impl Auth {
             name: name.to_owned(),
             permissions: permissions.clone(),
         };
-        self.atlas.set(&role_key(name), json(&role))?;
+        self.atlas.set(&role_key(name)?, json(&role))?;
         self.index
             .write()
             .roles
@@ -1176,7 +1185,7 @@ impl Auth {
             idx.check_covers(actor, old, &format!("deleting role {name:?}"))?;
             idx.check_last_admin(None, Some((name, None)))?;
         }
-        self.atlas.delete(&role_key(name))?;
+        self.atlas.delete(&role_key(name)?)?;
         self.index.write().roles.remove(name);
         Ok(())
     }

@@ -230,7 +230,9 @@ impl Throttle {
             if m.len() >= self.config.keys_max
                 && let Some(oldest) = m
                     .iter()
-                    .min_by_key(|(_, e)| e.last_ms)
+                    // Oldest first, ties by key: the same history evicts the same key,
+                    // whatever the map's iteration order.
+                    .min_by(|a, b| a.1.last_ms.cmp(&b.1.last_ms).then_with(|| a.0.cmp(b.0)))
                     .map(|(k, _)| k.clone())
             {
                 m.remove(&oldest);
@@ -339,6 +341,25 @@ mod tests {
             user_delay_ms_base: 10,
             user_delay_ms_max: 25,
             keys_max: 10,
+        }
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_key_and_ties_by_key() {
+        // Every key seen at the same time: the smallest key goes, whatever the map's order.
+        for _ in 0..8 {
+            let t = Throttle::new(small()).unwrap();
+            let mut keys: Vec<String> = (0..10).map(|i| format!("client:{i}")).collect();
+            keys.reverse();
+            for k in &keys {
+                t.count(k, 1_000);
+            }
+            t.count("client:new", 1_000);
+            assert_eq!(t.entries.lock().len(), 10);
+            assert!(
+                !t.entries.lock().contains_key("client:0"),
+                "the smallest key went"
+            );
         }
     }
 

@@ -396,3 +396,38 @@ proptest! {
         }
     }
 }
+
+/// Issue 19: the bytes the rate limiter writes to the AOF depend on its history only, not
+/// on a hash map's iteration order: two limiters fed the same checks write the same log.
+#[test]
+fn rate_limit_flushes_write_the_same_aof_for_the_same_history() {
+    let logs: Vec<Vec<u8>> = (0..2)
+        .map(|_| {
+            let disk = helios_atlas::storage::MemStorage::new();
+            let clock = std::sync::Arc::new(helios_core::ManualClock::new(1_700_000_000_000));
+            let atlas = common::atlas(&disk, &clock);
+            let l = RateLimiter::new(atlas.clone(), RateLimitConfig::default()).unwrap();
+            let now = clock.now_ms();
+            for i in 0..300 {
+                l.check(&format!("ip.10.0.{}.{}", i / 200, i % 200), &[], 1, now);
+            }
+            assert_eq!(l.flush(now).unwrap(), 300);
+            drop(l);
+            atlas.close().unwrap();
+            use helios_atlas::storage::Storage;
+            let dir = std::path::Path::new("/auth");
+            let mut log = Vec::new();
+            for name in disk.list(dir).unwrap() {
+                if name.starts_with("aof-") {
+                    log.extend(disk.read(&dir.join(name)).unwrap());
+                }
+            }
+            log
+        })
+        .collect();
+    assert!(logs[0].len() > 300 * 40, "the buckets were written");
+    assert!(
+        logs[0] == logs[1],
+        "the same history wrote different AOF bytes"
+    );
+}

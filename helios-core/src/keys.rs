@@ -27,9 +27,10 @@
 //! namespace [`KV_LEGACY_NAMESPACE`] by the gateway at its first start on layout 2
 //! (recorded in `meta:kv_layout`).
 //!
-//! Every crate builds its keys from the families here: with the builder functions, or, on
-//! hot paths where the id is valid by construction (a hex job id, a hex hash), by joining
-//! the family's prefix constant and the id; never with a prefix spelled out elsewhere. Keys
+//! Every crate builds the keys it writes with the builder functions here (`job_hex` and
+//! `rate_client` are the infallible ones for ids valid by construction); a prefix
+//! constant outside this file only starts a scan. `scripts/check_invariants.sh` (CI)
+//! fails on a key joined anywhere else. Keys
 //! are read back with [`parse`], so the schema cannot drift between crates. Within a
 //! family a crate may namespace its ids (helios-auth keeps revoked token ids under
 //! `auth:token:jti.{jti}` and revoked sessions under `auth:token:fam.{family}` beside the
@@ -95,6 +96,27 @@ pub const KV_NAMESPACE_SIZE_MAX: usize = 64;
 /// The longest characters of a rejected key kept in a [`KeyError::UnknownFamily`], so an
 /// error from a huge garbage key stays small in logs.
 pub const ERROR_KEY_CHARS_MAX: usize = 64;
+
+/// Which crate writes each family (the only writer; others may read). A test keeps this
+/// table and [`KeyFamily::ALL`] equal.
+pub const FAMILY_OWNERS: [(KeyFamily, &str); 13] = [
+    (KeyFamily::AuthUser, "helios-auth"),
+    (KeyFamily::AuthUsername, "helios-auth"),
+    (KeyFamily::AuthToken, "helios-auth"),
+    (KeyFamily::RbacRole, "helios-auth"),
+    (KeyFamily::RbacUserRoles, "helios-auth"),
+    (KeyFamily::Kv, "helios-bins (gateway kv, atlasd)"),
+    (KeyFamily::Rate, "helios-auth (rate limiter)"),
+    (KeyFamily::Job, "helios-queue"),
+    (KeyFamily::JobDedup, "helios-queue"),
+    (KeyFamily::ProxyBackend, "helios-proxy (not yet written)"),
+    (KeyFamily::ProxyRoute, "helios-proxy (not yet written)"),
+    (
+        KeyFamily::Worker,
+        "helios-bins worker registry (not yet written)",
+    ),
+    (KeyFamily::Meta, "helios-bins (gateway: kv layout)"),
+];
 
 /// A family of keys: one line of the schema, with its prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -414,6 +436,17 @@ pub fn auth_token(token_hash: &str) -> Result<String, KeyError> {
     KeyFamily::AuthToken.key(token_hash)
 }
 
+/// `auth:token:jti.{jti}`: an access token revoked before its expiry, by its `jti` claim
+/// (helios-auth's id space inside the token family).
+pub fn auth_token_jti(jti: &str) -> Result<String, KeyError> {
+    KeyFamily::AuthToken.key(&format!("jti.{jti}"))
+}
+
+/// `auth:token:fam.{family}`: a revoked login session (a refresh-token family), by its id.
+pub fn auth_token_family(family: &str) -> Result<String, KeyError> {
+    KeyFamily::AuthToken.key(&format!("fam.{family}"))
+}
+
 /// `rbac:role:{role}`: a role definition.
 pub fn rbac_role(role: &str) -> Result<String, KeyError> {
     KeyFamily::RbacRole.key(role)
@@ -434,9 +467,42 @@ pub fn rate(client_id: &str) -> Result<String, KeyError> {
     KeyFamily::Rate.key(client_id)
 }
 
+/// `rate:{client}` for a client id that is plain (`[A-Za-z0-9._-]{1,128}`), and
+/// `rate:h.{digest(client)}` for any other (a `':'`, a space, a long id): `digest` is a hex
+/// hash (helios-auth passes SHA-256), so every client gets a valid key of bounded size
+/// and a plain id can never collide with a hashed one (`'h.'` + 64 hex digits is not a
+/// plain id an address or a user id makes; the limiter's ids are `ip.`, `user.`, ...).
+pub fn rate_client(client: &str, digest: impl FnOnce(&str) -> String) -> String {
+    let plain = !client.is_empty()
+        && client.len() <= 128
+        && client
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let mut key = String::with_capacity(RATE_PREFIX.len() + 130);
+    key.push_str(RATE_PREFIX);
+    if plain {
+        key.push_str(client);
+    } else {
+        key.push_str("h.");
+        key.push_str(&digest(client));
+    }
+    key
+}
+
 /// `job:{job_id}`: a job.
 pub fn job(job_id: &str) -> Result<String, KeyError> {
     KeyFamily::Job.key(job_id)
+}
+
+/// `job:{hex}` for a job id given as its 32 lowercase hex digits (helios-queue's `JobId`):
+/// valid by construction (never empty, never a `':'`), so no check and one allocation on
+/// the queue's hot path.
+pub fn job_hex(hex: &[u8; 32]) -> String {
+    debug_assert!(hex.iter().all(u8::is_ascii_hexdigit), "a job id is hex");
+    let mut key = String::with_capacity(JOB_PREFIX.len() + hex.len());
+    key.push_str(JOB_PREFIX);
+    key.extend(hex.iter().map(|&b| char::from(b)));
+    key
 }
 
 /// `job:dedup:{dedup_id}`: a dedup record suppressing duplicate enqueues, in the layout
@@ -619,6 +685,41 @@ pub fn parse_kv(full: &str) -> Result<(KvSpace<'_>, &str), KeyError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_family_has_one_owner() {
+        let owned: Vec<KeyFamily> = FAMILY_OWNERS.iter().map(|(f, _)| *f).collect();
+        let mut sorted = owned.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), owned.len(), "a family listed twice");
+        let mut all = KeyFamily::ALL.to_vec();
+        all.sort();
+        assert_eq!(sorted, all, "FAMILY_OWNERS and KeyFamily::ALL differ");
+    }
+
+    #[test]
+    fn the_token_id_spaces_and_rate_and_job_builders_stay_in_their_families() {
+        let jti = auth_token_jti("abc").unwrap();
+        let fam = auth_token_family("def").unwrap();
+        assert_eq!(
+            (jti.as_str(), fam.as_str()),
+            ("auth:token:jti.abc", "auth:token:fam.def")
+        );
+        assert_eq!(parse(&jti).unwrap().family(), KeyFamily::AuthToken);
+        assert!(auth_token_jti("a:b").is_err(), "no ':' in an id");
+        let digest = |_: &str| "0".repeat(64);
+        assert_eq!(rate_client("ip.10.0.0.1", digest), "rate:ip.10.0.0.1");
+        let hashed = rate_client("user:x y", digest);
+        assert_eq!(hashed, format!("rate:h.{}", "0".repeat(64)));
+        assert_eq!(rate_client(&"a".repeat(129), digest), hashed);
+        for k in [rate_client("ip.1", digest), hashed] {
+            assert_eq!(parse(&k).unwrap().family(), KeyFamily::Rate);
+        }
+        let j = job_hex(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(j, "job:0123456789abcdef0123456789abcdef");
+        assert_eq!(parse(&j).unwrap().family(), KeyFamily::Job);
+    }
 
     type Builder = fn(&str) -> Result<String, KeyError>;
 

@@ -195,11 +195,7 @@ const TOKENS_PER_MS: u64 = 1 << 20;
 
 /// The ATLAS key of a job.
 pub fn job_key(id: JobId) -> String {
-    // A job id is 32 hex digits: never empty, never a ':'.
-    let mut key = String::with_capacity(keys::JOB_PREFIX.len() + 32);
-    key.push_str(keys::JOB_PREFIX);
-    key.extend(id.to_hex().iter().map(|&b| char::from(b)));
-    key
+    keys::job_hex(&id.to_hex())
 }
 
 /// A claimed job and the token its worker must present.
