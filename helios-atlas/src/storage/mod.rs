@@ -17,8 +17,8 @@
 //! ([`LOG_PAD`] newlines) written past the last append, so that the `fdatasync` of an
 //! append overwrites blocks that are already allocated, written and inside the file's
 //! size: no block allocation, no extent conversion and no size change to commit to the
-//! file system's journal, only the data pages (measured on ext4 here: 54-65 us per
-//! append+fdatasync against 70-122 us for a growing file: `benches/log_fdatasync.py`).
+//! file system's journal, only the data pages (docs/performance.md, "fdatasync of an
+//! append, by the state of the file", has the figures).
 //! The append that adds a chunk pays for it: it fsyncs the chunk (and the appends before
 //! it) at once, so that records are only ever written over padding that is durable: a
 //! sector that a crash did not let land then still reads as padding, never as the zeros

@@ -8,8 +8,8 @@
 //! The runtime thread itself commits the queue at the end of its turn, in the
 //! `on_thread_park` hook ([`TurnHub`]), when it has run every ready connection: exactly
 //! Redis's `beforeSleep`. The thread waits for that group's fsync; requests arriving
-//! meanwhile wait in their sockets and make the next turn's group larger (measured: 25-28
-//! writes per fsync under 50 clients at `-P 1`, against 12 with a committer thread alone).
+//! meanwhile wait in their sockets and make the next turn's group larger (the figures are
+//! in docs/performance.md, "Turn-end commits").
 //! The committer thread is a watchdog that only takes jobs still queued after one to two
 //! [`TURN_WAIT_MAX`] with no turn-end commit between (a runtime thread busy without a
 //! pause); it ticks while jobs come and sleeps after [`IDLE_TICKS_MAX`] empty ticks, so
