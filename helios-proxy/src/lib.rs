@@ -5,12 +5,16 @@
 //! Built so far:
 //! - [`balance`]: [`Pool`], round-robin, least connections, smooth weighted round-robin
 //!   and power of two choices over peak EWMA, property-tested.
+//! - [`breaker`]: [`Breaker`], closed / open / half-open on the failure rate over a
+//!   sliding window, checked against a plain model.
 //!
 //! Still to come (issue 20): the route table, active health checks, outlier ejection,
-//! circuit breakers, the retry budget, and the `helios-proxy` binary.
+//! the retry budget, and the `helios-proxy` binary.
 
 pub mod balance;
+pub mod breaker;
 mod error;
 
 pub use balance::{Policy, Pool};
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use error::ProxyError;
