@@ -7,14 +7,18 @@
 //!   and power of two choices over peak EWMA, property-tested.
 //! - [`breaker`]: [`Breaker`], closed / open / half-open on the failure rate over a
 //!   sliding window, checked against a plain model.
+//! - [`health`]: [`Health`], active checks with thresholds and passive outlier ejection
+//!   (growing ejection times, a cap on the ejected share), checked against a plain model.
 //!
-//! Still to come (issue 20): the route table, active health checks, outlier ejection,
-//! the retry budget, and the `helios-proxy` binary.
+//! Still to come (issue 20): the route table, the retry budget, and the `helios-proxy`
+//! binary.
 
 pub mod balance;
 pub mod breaker;
 mod error;
+pub mod health;
 
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use error::ProxyError;
+pub use health::{Health, HealthConfig};
