@@ -10,15 +10,26 @@
 //! - [`health`]: [`Health`], active checks with thresholds and passive outlier ejection
 //!   (growing ejection times, a cap on the ejected share), checked against a plain model.
 //!
-//! Still to come (issue 20): the route table, the retry budget, and the `helios-proxy`
-//! binary.
+//! - [`retry`]: which failures may be retried, and [`RetryBudget`] (Envoy's: retries at
+//!   most a share of the requests, with a floor).
+//!
+//! - [`route`]: [`RouteTable`], host and longest path prefix, built and validated from
+//!   route and backend specs (the config's, or ATLAS's `proxy:route:` / `proxy:backend:`
+//!   records).
+//!
+//! Still to come (issue 20): the `helios-proxy` binary (on the shared runner of issue 19),
+//! dynamic configuration through the gateway, metrics.
 
 pub mod balance;
 pub mod breaker;
 mod error;
 pub mod health;
+pub mod retry;
+pub mod route;
 
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use error::ProxyError;
 pub use health::{Health, HealthConfig};
+pub use retry::{FailureKind, RetryBudget, RetryConfig, retryable};
+pub use route::{BackendSpec, Route, RouteBackend, RouteSpec, RouteTable};
