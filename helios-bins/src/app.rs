@@ -1,10 +1,14 @@
-//! The app wrapper shared by every binary: structured logs, the shutdown signal, and the
+//! The app wrapper shared by every binary: structured logs, the shutdown signal, the
+//! [`Context`] (clock and randomness) servers take instead of reading them, and the
 //! opening of ATLAS (and the cores over it) from the configuration.
 
 use crate::config::GatewayConfig;
 use helios_atlas::{Atlas, FsyncPolicy, Options};
+use helios_auth::{OsRandom, Randomness};
+use helios_core::{Clock, SystemClock};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Starts `tracing`: JSON lines, or pretty lines on a terminal (`log.format: auto`). The
 /// filter comes from `RUST_LOG` when set, else from `log.level`.
@@ -55,13 +59,44 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Opens ATLAS in the configured data directory with the configured fsync policy.
-pub fn open_atlas(cfg: &GatewayConfig) -> Result<Atlas, helios_atlas::AtlasError> {
+/// What a server takes from its surroundings instead of reading it itself: the clock
+/// (ATLAS's TTLs, rate limits, tokens, LASTSAVE) and the randomness (secrets, generated
+/// passwords, token ids, atlasd's RANDOMKEY). The binaries pass [`Context::system`];
+/// tests pass a `ManualClock` and a seeded source, so time and ids replay.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Cryptographic randomness.
+    pub random: Arc<dyn Randomness>,
+}
+
+impl Context {
+    /// The system clock and the operating system's CSPRNG.
+    pub fn system() -> Self {
+        Context {
+            clock: Arc::new(SystemClock),
+            random: Arc::new(OsRandom),
+        }
+    }
+
+    /// A random `u64` from [`Context::random`].
+    pub fn random_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        self.random.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// Opens ATLAS in the configured data directory with the configured fsync policy, on the
+/// context's clock.
+pub fn open_atlas(cfg: &GatewayConfig, ctx: &Context) -> Result<Atlas, helios_atlas::AtlasError> {
     let fsync: FsyncPolicy = cfg.appendfsync.parse()?;
     Atlas::open(
         &cfg.data_dir,
         Options {
             fsync,
+            clock: ctx.clock.clone(),
             ..Options::default()
         },
     )

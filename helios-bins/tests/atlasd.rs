@@ -34,6 +34,15 @@ impl Server {
             fsync: cfg.appendfsync.parse::<FsyncPolicy>().unwrap(),
             ..Options::default()
         };
+        // The server's context: the test's clock (the store runs on it too) and seeded
+        // randomness, or the system's.
+        let ctx = match &clock {
+            Some(c) => helios_bins::app::Context {
+                clock: c.clone(),
+                random: Arc::new(helios_auth::SeededRandom::new(7)),
+            },
+            None => helios_bins::app::Context::system(),
+        };
         if let Some(c) = clock {
             options.clock = c;
             options.maintenance_interval_ms = None;
@@ -47,10 +56,11 @@ impl Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                helios_bins::atlasd::run(
+                helios_bins::atlasd::run_in(
                     listener,
                     atlas,
                     cfg,
+                    ctx,
                     async {
                         let _ = rx.await;
                     },
@@ -367,6 +377,10 @@ fn ttl_semantics_on_a_manual_clock() {
     assert_eq!(q::<i64>(&mut c, &["PEXPIRETIME", "k"]), 1_700_000_100_000);
     clock.advance_ms(40_400);
     assert_eq!(q::<i64>(&mut c, &["TTL", "k"]), 60);
+    // LASTSAVE is on the server's clock too (its context), not the wall clock.
+    assert_eq!(q::<i64>(&mut c, &["LASTSAVE"]), 1_700_000_000);
+    assert_eq!(q::<String>(&mut c, &["SAVE"]), "OK");
+    assert_eq!(q::<i64>(&mut c, &["LASTSAVE"]), 1_700_000_040);
     // NX/XX/GT/LT.
     assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k", "10", "NX"]), 0);
     assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k", "10", "GT"]), 0);

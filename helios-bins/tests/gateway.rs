@@ -1397,3 +1397,59 @@ async fn jobs_of_the_previous_layout_are_served() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     s.stop().await;
 }
+
+/// Issue 19: the gateway takes its clock (and randomness) from the context, so rate limits
+/// and token lifetimes run on a `ManualClock`: exact, with no waiting on the wall clock.
+#[tokio::test]
+async fn rate_limits_and_tokens_run_on_the_context_clock() {
+    let clock = std::sync::Arc::new(helios_core::ManualClock::new(1_800_000_000_000));
+    let ctx = helios_bins::app::Context {
+        clock: clock.clone(),
+        random: std::sync::Arc::new(helios_auth::SeededRandom::new(3)),
+    };
+    let disk = helios_atlas::storage::MemStorage::new();
+    let mut cfg = config(std::path::Path::new("/gw"), 3);
+    cfg.auth.access_ttl_s = 60;
+    cfg.auth.jwt_secret = "a test secret of at least thirty-two bytes".into();
+    let atlas = helios_atlas::Atlas::open(
+        "/gw",
+        helios_atlas::Options {
+            storage: std::sync::Arc::new(disk),
+            clock: clock.clone(),
+            maintenance_interval_ms: None,
+            ..helios_atlas::Options::default()
+        },
+    )
+    .unwrap();
+    let state = tokio::task::spawn_blocking(move || {
+        helios_bins::gateway::start_with_in(cfg, atlas, Some("admin password 1".into()), &ctx)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let s = common::server(common::serve(state).await);
+    let token = login(&s, "clara").await;
+    let get = || s.call(Method::GET, "/api/v1/kv/none", Some(&token), None, &[]);
+    // Capacity 3, refilled at 1 a second of the context's clock: exactly 3, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get().await.0);
+    }
+    let allowed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NOT_FOUND)
+        .count();
+    assert_eq!(allowed, 3, "{statuses:?}");
+    clock.advance_ms(1_000);
+    assert_eq!(get().await.0, StatusCode::NOT_FOUND, "one token refilled");
+    assert_eq!(get().await.0, StatusCode::TOO_MANY_REQUESTS);
+    // The access token lives 60 s (plus the 30 s leeway) of the same clock.
+    clock.advance_ms(95_000);
+    let (st, _, v) = get().await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(
+        v["type"].as_str().unwrap_or("").ends_with("token-expired"),
+        "{v}"
+    );
+    s.stop().await;
+}

@@ -64,11 +64,13 @@ pub mod glob;
 pub mod kv;
 pub mod resp;
 
+use crate::app::Context;
 use crate::atlasd::cmd::{Flow, ScanCursors, Session};
 use crate::atlasd::resp::{Limits, Out, ParseState, Parsed, parse_request_resume};
 use bytes::BytesMut;
 use config::AtlasdConfig;
 use helios_atlas::{Atlas, FsyncPolicy, Options};
+use helios_core::Clock;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
@@ -125,6 +127,8 @@ pub struct Shared {
     client_id_next: AtomicU64,
     last_save_s: AtomicU64,
     bg_running: AtomicBool,
+    // The context's clock: LASTSAVE, INFO's save times.
+    clock: Arc<dyn Clock>,
     rng: AtomicU64,
     scan_cursors: Mutex<ScanCursors>,
     shutdown: watch::Sender<bool>,
@@ -136,15 +140,10 @@ pub struct Shared {
     pass_digest: [u8; 32],
 }
 
-fn unix_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Shared {
     fn saved_now(&self) {
-        self.last_save_s.store(unix_s(), Ordering::Relaxed);
+        self.last_save_s
+            .store(self.clock.now_ms() / 1000, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -227,10 +226,10 @@ const DUMMY_HASH_COST: u32 = 12;
 /// helios-auth over `atlas` (`auth_users: true`): the users and roles of the data
 /// directory, checked as the gateway checks them. It never issues tokens, so its signing
 /// key is a random one of this process.
-fn open_auth(atlas: Atlas) -> Result<helios_auth::Auth, helios_auth::AuthError> {
-    use helios_auth::{AuthConfig, JwtConfig, KeyConfig, KeyState, OsRandom, Randomness};
+fn open_auth(atlas: Atlas, ctx: &Context) -> Result<helios_auth::Auth, helios_auth::AuthError> {
+    use helios_auth::{AuthConfig, JwtConfig, KeyConfig, KeyState};
     let mut secret = [0u8; 32];
-    OsRandom.fill(&mut secret);
+    ctx.random.fill(&mut secret);
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     helios_auth::Auth::open(
         atlas,
@@ -255,18 +254,24 @@ fn open_auth(atlas: Atlas) -> Result<helios_auth::Auth, helios_auth::AuthError> 
             },
             throttle: helios_auth::ThrottleConfig::default(),
         },
-        Arc::new(helios_core::SystemClock),
-        Arc::new(OsRandom),
+        ctx.clock.clone(),
+        ctx.random.clone(),
     )
 }
 
 /// Opens ATLAS in the configured data directory with the configured fsync policy.
 pub fn open_atlas(cfg: &AtlasdConfig) -> Result<Atlas, helios_atlas::AtlasError> {
+    open_atlas_in(cfg, &Context::system())
+}
+
+/// [`open_atlas`] on `ctx`'s clock.
+pub fn open_atlas_in(cfg: &AtlasdConfig, ctx: &Context) -> Result<Atlas, helios_atlas::AtlasError> {
     let fsync: FsyncPolicy = cfg.appendfsync.parse()?;
     Atlas::open(
         &cfg.data_dir,
         Options {
             fsync,
+            clock: ctx.clock.clone(),
             ..Options::default()
         },
     )
@@ -299,11 +304,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     turns: Arc<committer::TurnHub>,
 ) -> Result<(), AtlasdError> {
+    run_in(listener, atlas, cfg, Context::system(), shutdown, turns).await
+}
+
+/// [`run`] on `ctx`'s clock and randomness (LASTSAVE, RANDOMKEY's seed, the `auth_users`
+/// signing key); open `atlas` on the same clock ([`open_atlas_in`]).
+pub async fn run_in(
+    listener: TcpListener,
+    atlas: Atlas,
+    cfg: AtlasdConfig,
+    ctx: Context,
+    shutdown: impl Future<Output = ()>,
+    turns: Arc<committer::TurnHub>,
+) -> Result<(), AtlasdError> {
     let port = listener.local_addr()?.port();
     // The gateway's directory: its KV layout first (as the gateway's start does), then its
     // users and roles (reading the store and hashing the dummy password: bcrypt).
     let auth = if cfg.auth_users {
         let atlas = atlas.clone();
+        let auth_ctx = ctx.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let moved = crate::gateway::kv::migrate_layout(&atlas)
                 .map_err(AtlasdError::KvLayout)?
@@ -314,7 +333,7 @@ pub async fn run(
                     "KV keys of the layout before namespaces moved to `legacy`"
                 );
             }
-            open_auth(atlas).map_err(AtlasdError::Auth)
+            open_auth(atlas, &auth_ctx).map_err(AtlasdError::Auth)
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -340,9 +359,10 @@ pub async fn run(
         commands_total: AtomicU64::new(0),
         rejected_total: AtomicU64::new(0),
         client_id_next: AtomicU64::new(1),
-        last_save_s: AtomicU64::new(unix_s()),
+        last_save_s: AtomicU64::new(ctx.clock.now_ms() / 1000),
         bg_running: AtomicBool::new(false),
-        rng: AtomicU64::new(unix_s() ^ u64::from(std::process::id())),
+        rng: AtomicU64::new(ctx.random_u64()),
+        clock: ctx.clock.clone(),
         scan_cursors: Mutex::new(ScanCursors::default()),
         shutdown: tx,
         auth,

@@ -41,10 +41,9 @@ use tokio::sync::Semaphore;
 pub use handler::routes;
 pub use metrics::Metrics;
 
-use helios_auth::{
-    AuthConfig, JwtConfig, KeyConfig, KeyState, OsRandom, RateLimitConfig, ThrottleConfig,
-};
-use helios_core::{SystemClock, TokenBucketConfig};
+use crate::app::Context;
+use helios_auth::{AuthConfig, JwtConfig, KeyConfig, KeyState, RateLimitConfig, ThrottleConfig};
+use helios_core::TokenBucketConfig;
 
 /// Name of the file in the data directory that keeps a generated JWT secret.
 pub const SECRET_FILE_NAME: &str = "gateway.secret";
@@ -53,7 +52,7 @@ pub const SECRET_FILE_NAME: &str = "gateway.secret";
 /// 0600; written only when a fresh store is bootstrapped without `HELIOS_ADMIN_PASSWORD`).
 pub const ADMIN_PASSWORD_FILE_NAME: &str = "admin-password";
 
-fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
+fn jwt_secret(cfg: &GatewayConfig, ctx: &Context) -> Result<String, String> {
     if !cfg.auth.jwt_secret.is_empty() {
         return Ok(cfg.auth.jwt_secret.clone());
     }
@@ -64,7 +63,7 @@ fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{}: {e}", path.display())),
     }
-    let secret = helios_auth::random::hex_token(&OsRandom, 32);
+    let secret = helios_auth::random::hex_token(&*ctx.random, 32);
     crate::app::write_private_file(&path, secret.as_bytes())?;
     tracing::info!(file = %path.display(), "generated the JWT signing secret");
     Ok(secret)
@@ -74,8 +73,17 @@ fn jwt_secret(cfg: &GatewayConfig) -> Result<String, String> {
 /// on a fresh store with `admin_password`, or a random one written to
 /// [`ADMIN_PASSWORD_FILE_NAME`] in the data directory), and the rate limiters.
 pub fn start(cfg: GatewayConfig, admin_password: Option<String>) -> Result<Arc<State>, String> {
-    let atlas = crate::app::open_atlas(&cfg).map_err(|e| e.to_string())?;
-    start_with(cfg, atlas, admin_password)
+    start_in(cfg, admin_password, &Context::system())
+}
+
+/// [`start`] on `ctx`'s clock and randomness (ATLAS opened on that clock too).
+pub fn start_in(
+    cfg: GatewayConfig,
+    admin_password: Option<String>,
+    ctx: &Context,
+) -> Result<Arc<State>, String> {
+    let atlas = crate::app::open_atlas(&cfg, ctx).map_err(|e| e.to_string())?;
+    start_with_in(cfg, atlas, admin_password, ctx)
 }
 
 /// Creates the `admin` user on a store without users. With no password given, a random
@@ -85,6 +93,7 @@ fn bootstrap_admin(
     auth: &Auth,
     cfg: &GatewayConfig,
     admin_password: Option<String>,
+    ctx: &Context,
 ) -> Result<(), String> {
     if !auth.users().is_empty() {
         return Ok(());
@@ -103,7 +112,7 @@ fn bootstrap_admin(
             (p, None)
         }
         None => {
-            let p = helios_auth::random::hex_token(&OsRandom, 16);
+            let p = helios_auth::random::hex_token(&*ctx.random, 16);
             let path = cfg.data_dir.join(ADMIN_PASSWORD_FILE_NAME);
             crate::app::write_private_file(&path, format!("{p}\n").as_bytes())?;
             (p, Some(path))
@@ -128,10 +137,21 @@ pub fn start_with(
     atlas: Atlas,
     admin_password: Option<String>,
 ) -> Result<Arc<State>, String> {
+    start_with_in(cfg, atlas, admin_password, &Context::system())
+}
+
+/// [`start_with`] on `ctx`'s clock and randomness (tests drive rate limits, tokens and
+/// leases with a `ManualClock`; ATLAS should run on the same clock).
+pub fn start_with_in(
+    cfg: GatewayConfig,
+    atlas: Atlas,
+    admin_password: Option<String>,
+    ctx: &Context,
+) -> Result<Arc<State>, String> {
     // Before anything serves: the keys of the layout before namespaces move to `legacy`.
     kv::migrate_layout(&atlas).map_err(|e| format!("moving KV keys to namespaces: {e}"))?;
-    let secret = jwt_secret(&cfg)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let secret = jwt_secret(&cfg, ctx)?;
+    let clock: Arc<dyn Clock> = ctx.clock.clone();
     let auth = helios_auth::Auth::open(
         atlas.clone(),
         AuthConfig {
@@ -156,10 +176,10 @@ pub fn start_with(
             throttle: ThrottleConfig::default(),
         },
         clock.clone(),
-        Arc::new(OsRandom),
+        ctx.random.clone(),
     )
     .map_err(|e| e.to_string())?;
-    bootstrap_admin(&auth, &cfg, admin_password)?;
+    bootstrap_admin(&auth, &cfg, admin_password, ctx)?;
     let limiter = RateLimiter::new(
         atlas.clone(),
         RateLimitConfig {
