@@ -51,6 +51,9 @@ pub struct AtlasdConfig {
     /// should serve reads in parallel). Snapshots, fsyncs and bcrypt run on other threads
     /// either way.
     pub worker_threads: usize,
+    /// At shutdown, how long connections get to finish what they are doing before they
+    /// are closed, ms (the gateway's `http.shutdown_grace_ms`).
+    pub shutdown_grace_ms: u64,
     /// Logs.
     pub log: LogSection,
 }
@@ -69,6 +72,7 @@ impl Default for AtlasdConfig {
             array_count_max: 1024 * 1024,
             multi_count_max: 100_000,
             worker_threads: 1,
+            shutdown_grace_ms: 5_000,
             log: LogSection {
                 format: "auto".into(),
                 level: "info".into(),
@@ -183,6 +187,9 @@ impl AtlasdConfig {
         if self.multi_count_max == 0 || self.multi_count_max > 1_000_000 {
             return Err(err("multi_count_max", "1..=1000000"));
         }
+        if self.shutdown_grace_ms > 600_000 {
+            return Err(err("shutdown_grace_ms", "0..=600000"));
+        }
         if self.worker_threads == 0 || self.worker_threads > 1024 {
             return Err(err("worker_threads", "1..=1024"));
         }
@@ -270,5 +277,25 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "worker_threads");
+        let c = AtlasdConfig::load(
+            None,
+            [(
+                "HELIOS_ATLASD_SHUTDOWN_GRACE_MS".to_string(),
+                "250".to_string(),
+            )],
+            &AtlasdFlags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace_ms, 250);
+        let e = AtlasdConfig::load(
+            None,
+            [(
+                "HELIOS_ATLASD_SHUTDOWN_GRACE_MS".to_string(),
+                "900000".to_string(),
+            )],
+            &AtlasdFlags::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "shutdown_grace_ms");
     }
 }

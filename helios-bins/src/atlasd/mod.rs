@@ -87,9 +87,6 @@ pub const REDIS_VERSION: &str = "7.2.0";
 /// batches (bounds the reply buffer and the writer lock's hold time).
 const BATCH_COUNT_MAX: usize = 1024;
 
-/// How long connections get to finish at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Errors of starting or running the server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -412,10 +409,9 @@ pub async fn run_in(
     }
     drop(listener);
     shared.shutdown.send_replace(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let grace = Duration::from_millis(shared.cfg.shutdown_grace_ms);
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
         tasks.abort_all();
