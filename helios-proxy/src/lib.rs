@@ -13,6 +13,8 @@
 //! - [`retry`]: which failures may be retried, and [`RetryBudget`] (Envoy's: retries at
 //!   most a share of the requests, with a floor).
 //!
+//! - [`headers`]: the request headers sent upstream (hop-by-hop stripped, `X-Forwarded-*`,
+//!   RFC 7239 `Forwarded`, `Via`), trusting forwarding claims only from [`TrustedProxies`].
 //! - [`route`]: [`RouteTable`], host and longest path prefix, built and validated from
 //!   route and backend specs (the config's, or ATLAS's `proxy:route:` / `proxy:backend:`
 //!   records).
@@ -23,6 +25,7 @@
 pub mod balance;
 pub mod breaker;
 mod error;
+pub mod headers;
 pub mod health;
 pub mod retry;
 pub mod route;
@@ -30,6 +33,7 @@ pub mod route;
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use error::ProxyError;
+pub use headers::{Hop, TrustedProxies, upstream_headers};
 pub use health::{Health, HealthConfig};
 pub use retry::{FailureKind, RetryBudget, RetryConfig, retryable};
 pub use route::{BackendSpec, Route, RouteBackend, RouteSpec, RouteTable};
