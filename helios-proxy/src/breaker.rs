@@ -22,7 +22,8 @@
 use crate::error::ProxyError;
 
 /// The breaker's settings. `Default` is a sensible production start.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// The sliding window's length.
     pub window_ms: u64,

@@ -20,7 +20,8 @@
 use crate::error::ProxyError;
 
 /// Health settings, per pool. `Default` is a production start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Time between two active checks of a backend.
     pub interval_ms: u64,

@@ -13,6 +13,8 @@
 //! - [`retry`]: which failures may be retried, and [`RetryBudget`] (Envoy's: retries at
 //!   most a share of the requests, with a floor).
 //!
+//! - [`config`]: [`ProxyConfig`], the configuration as data (a document or the quick
+//!   start's flags), validated as a whole into the route table and trusted proxies.
 //! - [`headers`]: the request headers sent upstream (hop-by-hop stripped, `X-Forwarded-*`,
 //!   RFC 7239 `Forwarded`, `Via`), trusting forwarding claims only from [`TrustedProxies`].
 //! - [`route`]: [`RouteTable`], host and longest path prefix, built and validated from
@@ -24,6 +26,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod config;
 mod error;
 pub mod headers;
 pub mod health;
@@ -32,6 +35,7 @@ pub mod route;
 
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use config::{HealthCheck, ProxyConfig, Timeouts};
 pub use error::ProxyError;
 pub use headers::{Hop, TrustedProxies, upstream_headers};
 pub use health::{Health, HealthConfig};

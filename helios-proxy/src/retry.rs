@@ -42,7 +42,8 @@ pub fn retryable(method: &str, kind: FailureKind, response_started: bool) -> boo
 }
 
 /// Retry budget settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Retries allowed as a share of the requests in the window, in percent (Envoy: 20).
     pub budget_percent: u32,
