@@ -21,6 +21,9 @@
 //!   route and backend specs (the config's, or ATLAS's `proxy:route:` / `proxy:backend:`
 //!   records).
 //!
+//! - [`upstream`]: [`Upstream`], one route's pool, health, breakers and retry budget kept
+//!   consistent: what the server asks where to send a request, and tells how it ended.
+//!
 //! Still to come (issue 20): the `helios-proxy` binary (on the shared runner of issue 19),
 //! dynamic configuration through the gateway, metrics.
 
@@ -32,6 +35,7 @@ pub mod headers;
 pub mod health;
 pub mod retry;
 pub mod route;
+pub mod upstream;
 
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
@@ -41,3 +45,4 @@ pub use headers::{Hop, TrustedProxies, upstream_headers};
 pub use health::{Health, HealthConfig};
 pub use retry::{FailureKind, RetryBudget, RetryConfig, retryable};
 pub use route::{BackendSpec, Route, RouteBackend, RouteSpec, RouteTable};
+pub use upstream::{Outcome, Pick, Upstream};
