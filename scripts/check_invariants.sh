@@ -10,6 +10,8 @@
 # 4. ATLAS keys are built in helios-core/src/keys.rs: no key prefix constant is joined to an
 #    id, and no literal key prefix is formatted, anywhere else (tests excepted).
 # 5. Every .rs file of the workspace opens with a `//!` doc saying what it owns.
+# 6. The job queue's pure state machine (helios-queue/src/state.rs) names no storage type:
+#    queue.rs, the layer that talks to ATLAS, encodes its transitions.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CORE=(helios-core helios-atlas helios-queue helios-auth helios-proxy)
@@ -68,6 +70,11 @@ while IFS= read -r -d '' f; do
         *) fail "$f does not open with a //! doc" ;;
     esac
 done < <(find helios-*/src helios-*/tests helios-*/examples src benches examples fuzz/fuzz_targets -name '*.rs' -print0 2>/dev/null)
+
+# 6. The queue's state machine stays pure.
+hits=$(code helios-queue/src/state.rs | grep -E 'helios_atlas|WriteBatch|Atlas\b')
+[ -z "$hits" ] || fail "helios-queue's state machine names storage (encode in queue.rs):
+$hits"
 
 if [ "$failed" = 0 ]; then
     echo "invariants: ok"

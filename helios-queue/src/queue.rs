@@ -21,8 +21,8 @@
 
 use crate::error::{QueueError, Result};
 use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState};
-use crate::state::{Claim, Enqueued, QueueConfig, QueueState, QueueStats, Transition};
-use helios_atlas::{Atlas, KeyTtl};
+use crate::state::{Claim, Enqueued, QueueConfig, QueueState, QueueStats, Transition, job_key};
+use helios_atlas::{Atlas, Expiry, KeyTtl, WriteBatch};
 use helios_core::keys::{self, Key};
 use helios_core::{Clock, MonotonicClock};
 use parking_lot::Mutex;
@@ -193,7 +193,7 @@ impl Queue {
         if t.is_empty() {
             return Ok(());
         }
-        self.atlas.write_batch(t.to_batch()?)?;
+        self.atlas.write_batch(batch_of(&t)?)?;
         state.apply(t);
         Ok(())
     }
@@ -373,4 +373,32 @@ impl Queue {
     pub fn with_state<R>(&self, f: impl FnOnce(&QueueState) -> R) -> R {
         f(&self.inner.lock().state)
     }
+}
+
+/// The ATLAS batch that makes transition `t` durable: each job's record, each purge, each
+/// dedup record with its window as a relative TTL. The pure state plans transitions; this
+/// layer, which talks to ATLAS, encodes them.
+fn batch_of(t: &Transition) -> Result<WriteBatch> {
+    let mut b = WriteBatch::new();
+    b.reserve(t.puts.len() + t.deletes.len() + t.dedup_puts.len());
+    for job in &t.puts {
+        let mut value = Vec::with_capacity(512);
+        job.encode_json(&mut value)
+            .map_err(|e| QueueError::CorruptRecord {
+                key: job_key(job.id),
+                reason: format!("cannot encode: {e}"),
+            })?;
+        b.set(job_key(job.id), value, Expiry::Never);
+    }
+    for id in &t.deletes {
+        b.delete(job_key(*id));
+    }
+    for d in &t.dedup_puts {
+        let value = serde_json::to_vec(&d.record).map_err(|e| QueueError::CorruptRecord {
+            key: d.key.clone(),
+            reason: format!("cannot encode: {e}"),
+        })?;
+        b.set(d.key.clone(), value, Expiry::InMs(d.window_ms.max(1)));
+    }
+    Ok(b)
 }

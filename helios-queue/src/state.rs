@@ -3,7 +3,8 @@
 //! Protocol (raft-rs style: the core says what to persist, the caller persists, then tells
 //! the core): every operation is *planned* against the state at a given `now_ms`
 //! (`plan_*`, `&self`), giving a reply and a [`Transition`]; the caller writes the
-//! transition to ATLAS as one atomic batch ([`Transition::to_batch`]) and only then
+//! transition to ATLAS as one atomic batch (`queue.rs` encodes it: this module names no
+//! storage type) and only then
 //! [`QueueState::apply`]s it. A plan that is never applied changes nothing. The only
 //! `&mut self` work outside `apply` is [`QueueState::promote_due`], which moves due delayed
 //! jobs into the ready index: an index change, not a state change, and idempotent.
@@ -34,7 +35,6 @@ use crate::limits::{
     BATCH_COUNT_MAX, DURATION_MS_MAX, ERROR_SIZE_MAX, LIST_LIMIT_MAX, PAYLOAD_SIZE_MAX,
     SWEEP_COUNT_MAX, TICK_COUNT_MAX,
 };
-use helios_atlas::{Expiry, WriteBatch};
 use helios_core::keys;
 use rand::Rng;
 use std::cmp::Reverse;
@@ -142,32 +142,6 @@ impl Transition {
     /// Whether the transition writes nothing.
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty() && self.deletes.is_empty() && self.dedup_puts.is_empty()
-    }
-
-    /// The ATLAS batch that makes the transition durable.
-    pub fn to_batch(&self) -> Result<WriteBatch> {
-        let mut b = WriteBatch::new();
-        b.reserve(self.puts.len() + self.deletes.len() + self.dedup_puts.len());
-        for job in &self.puts {
-            let mut value = Vec::with_capacity(512);
-            job.encode_json(&mut value)
-                .map_err(|e| QueueError::CorruptRecord {
-                    key: job_key(job.id),
-                    reason: format!("cannot encode: {e}"),
-                })?;
-            b.set(job_key(job.id), value, Expiry::Never);
-        }
-        for id in &self.deletes {
-            b.delete(job_key(*id));
-        }
-        for d in &self.dedup_puts {
-            let value = serde_json::to_vec(&d.record).map_err(|e| QueueError::CorruptRecord {
-                key: d.key.clone(),
-                reason: format!("cannot encode: {e}"),
-            })?;
-            b.set(d.key.clone(), value, Expiry::InMs(d.window_ms.max(1)));
-        }
-        Ok(b)
     }
 }
 
