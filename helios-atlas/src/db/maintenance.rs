@@ -1,0 +1,130 @@
+//! Periodic work and the end of an [`Atlas`](super::Atlas): `tick` (the everysec fsync,
+//! active expiry), the maintenance thread that calls it and starts automatic snapshots,
+//! and `close` (also run when the last handle drops).
+//!
+//! Invariant: the thread holds the store only while it works, so dropping the last
+//! handle closes the store.
+
+use super::*;
+
+impl Inner {
+    pub(super) fn tick(&self, now_ms: u64) -> Result<u64> {
+        if self.options.fsync == FsyncPolicy::Everysec && self.dirty.load(Ordering::Acquire) {
+            let last = self.last_fsync_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(last) >= EVERYSEC_INTERVAL_MS || now_ms < last {
+                self.check_writable()?;
+                self.last_fsync_ms.store(now_ms, Ordering::Relaxed);
+                self.sync_now()?;
+            }
+        }
+        let keys = self.keyspace.read().expired_keys(
+            now_ms,
+            EXPIRE_PER_TICK_COUNT_MAX,
+            EXPIRE_PER_TICK_SIZE_MAX,
+        );
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        match self.submit(Command::ExpireDue { keys, now_ms })? {
+            Reply::Count(n) => Ok(n),
+            other => unreachable_reply(other),
+        }
+    }
+
+    pub(super) fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            *self.maintenance.stop.lock() = true;
+            self.maintenance.cv.notify_all();
+        }
+        let handle = self.maintenance.handle.lock().take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+        // Let a running snapshot finish (it refuses to start once closed).
+        drop(self.snapshot_lock.lock());
+        // Wait for an in-flight group, then make everything written durable.
+        let w = self.writer.lock();
+        let r = if self.poisoned.load(Ordering::Acquire) {
+            // Writes acknowledged before the failure may not be durable: say so.
+            Err(AtlasError::PreviousIo {
+                cause: self.poison_cause.lock().clone().unwrap_or_default(),
+            })
+        } else {
+            let path = self.dir.join(aof::segment_name(w.segment_start));
+            w.file.sync().map_err(io_err(&path))
+        };
+        drop(w);
+        self.feed.close();
+        if let Err(e @ AtlasError::Io { .. }) = &r {
+            self.poison(e);
+        }
+        tracing::info!(dir = %self.dir.display(), "ATLAS closed");
+        r
+    }
+
+    pub(super) fn maintenance_step(self: &Arc<Self>) {
+        if self.check_writable().is_err() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        match self.tick(now) {
+            Ok(_) | Err(AtlasError::Closed) => {}
+            Err(e) => tracing::warn!(error = %e, "maintenance tick failed"),
+        }
+        if let Some(limit) = self.options.auto_snapshot_aof_size {
+            let size = self.writer.lock().segment_size;
+            // On its own thread: a snapshot of a large keyspace takes seconds, and the
+            // everysec fsyncs and active expiry of this thread must go on meanwhile.
+            if size > limit && !self.snapshot_running.swap(true, Ordering::AcqRel) {
+                let inner = self.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("atlas-snapshot".into())
+                    .spawn(move || {
+                        if let Err(e) = inner.snapshot(false) {
+                            tracing::error!(error = %e, "automatic snapshot failed");
+                        }
+                        inner.snapshot_running.store(false, Ordering::Release);
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the snapshot thread");
+                    self.snapshot_running.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn maintenance_loop(weak: Weak<Inner>, shared: Arc<Maintenance>, interval_ms: u64) {
+    loop {
+        {
+            let mut stop = shared.stop.lock();
+            if *stop {
+                return;
+            }
+            shared
+                .cv
+                .wait_for(&mut stop, Duration::from_millis(interval_ms));
+            if *stop {
+                return;
+            }
+        }
+        // Hold the store only while working, so dropping the last handle closes it.
+        let Some(inner) = weak.upgrade() else { return };
+        inner.maintenance_step();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire)
+            && let Err(e) = self.close()
+        {
+            tracing::warn!(error = %e, "closing ATLAS on drop failed");
+        }
+    }
+}
