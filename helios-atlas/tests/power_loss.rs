@@ -355,6 +355,21 @@ fn disk(padded: bool) -> MemStorage {
     }
 }
 
+/// Power loss with `db` open, then `a=1` and `b=2` must both be there.
+fn assert_a_and_b_survive_a_power_loss(
+    disk: &MemStorage,
+    clock: &Arc<ManualClock>,
+    db: Atlas,
+    label: &str,
+) {
+    disk.crash(CrashTear::DropUnsynced);
+    drop(db);
+    disk.restart();
+    let db = open(disk, clock, FsyncPolicy::Always);
+    assert_eq!(db.get("a").unwrap(), "1", "{label}");
+    assert_eq!(db.get("b").as_deref(), Some(&b"2"[..]), "{label}");
+}
+
 /// Issue 18.1 (a): a record written but never fsynced (its writer was killed before the
 /// fsync: never acknowledged) is replayed by the next process, which had the page cache
 /// and no power loss, and served to a reader. A power loss after that must not take back
@@ -380,16 +395,11 @@ fn a_record_served_after_a_process_crash_survives_a_later_power_loss() {
             "2",
             "padded {padded}: replayed and served"
         );
-        disk.crash(CrashTear::DropUnsynced);
-        drop(db);
-        disk.restart();
-
-        let db = open(&disk, &clock, FsyncPolicy::Always);
-        assert_eq!(db.get("a").unwrap(), "1", "padded {padded}");
-        assert_eq!(
-            db.get("b").as_deref(),
-            Some(&b"2"[..]),
-            "padded {padded}: a reader saw b=2 before the power loss took it back"
+        assert_a_and_b_survive_a_power_loss(
+            &disk,
+            &clock,
+            db,
+            &format!("padded {padded}: a reader saw b=2 before the power loss took it back"),
         );
     }
 }
@@ -415,16 +425,11 @@ fn an_acknowledged_write_to_a_segment_left_by_a_killed_rotation_survives_power_l
 
         let db = open(&disk, &clock, FsyncPolicy::Always);
         db.set("b", "2").unwrap();
-        disk.crash(CrashTear::DropUnsynced);
-        drop(db);
-        disk.restart();
-
-        let db = open(&disk, &clock, FsyncPolicy::Always);
-        assert_eq!(db.get("a").unwrap(), "1", "padded {padded}");
-        assert_eq!(
-            db.get("b").as_deref(),
-            Some(&b"2"[..]),
-            "padded {padded}: b=2 was acknowledged under always"
+        assert_a_and_b_survive_a_power_loss(
+            &disk,
+            &clock,
+            db,
+            &format!("padded {padded}: b=2 was acknowledged under always"),
         );
     }
 }

@@ -130,7 +130,8 @@ impl Health {
         })
     }
 
-    fn advance(&mut self, now_ms: u64) -> u64 {
+    /// Moves the time on to `now_ms` (ejections that ended end); earlier times are ignored.
+    pub(crate) fn advance(&mut self, now_ms: u64) -> u64 {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
         for b in &mut self.backends {
@@ -240,18 +241,20 @@ impl Health {
     /// Whether backend `index` may take traffic at `now_ms`: healthy and not ejected.
     pub fn is_available(&mut self, index: usize, now_ms: u64) -> bool {
         self.advance(now_ms);
-        self.backends
-            .get(index)
-            .is_some_and(|b| b.healthy && b.ejected_until_ms.is_none())
+        self.serving(index)
     }
 
     /// [`Health::is_available`] for every backend, in order.
     pub fn available(&mut self, now_ms: u64) -> Vec<bool> {
         self.advance(now_ms);
+        (0..self.backends.len()).map(|i| self.serving(i)).collect()
+    }
+
+    /// Whether backend `index` is healthy and not ejected as of the last [`Health::advance`].
+    pub(crate) fn serving(&self, index: usize) -> bool {
         self.backends
-            .iter()
-            .map(|b| b.healthy && b.ejected_until_ms.is_none())
-            .collect()
+            .get(index)
+            .is_some_and(|b| b.healthy && b.ejected_until_ms.is_none())
     }
 
     /// Whether the active checks say backend `index` is healthy.

@@ -79,10 +79,12 @@ impl Upstream {
         })
     }
 
+    /// Tells the pool which backends serve at `now_ms` (no allocation: it runs per pick).
     fn refresh(&mut self, now_ms: u64) {
-        for (i, available) in self.health.available(now_ms).into_iter().enumerate() {
+        self.health.advance(now_ms);
+        for i in 0..self.pool.len() {
             let open = matches!(self.breakers[i].state(now_ms), BreakerState::Open { .. });
-            self.pool.set_available(i, available && !open);
+            self.pool.set_available(i, self.health.serving(i) && !open);
         }
     }
 

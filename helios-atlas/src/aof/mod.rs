@@ -117,7 +117,7 @@ fn torn_at(bytes: &[u8], pos: usize) -> bool {
     else {
         return true;
     };
-    if !t.is_multiple_of(SECTOR_SIZE) || bytes[t] != LOG_PAD_BYTE {
+    if !t.is_multiple_of(SECTOR_SIZE) || bytes[t] != crate::storage::LOG_PAD {
         return false;
     }
     if matches!(gap_at(bytes, t), Gap::Bad(_)) {
@@ -125,9 +125,6 @@ fn torn_at(bytes: &[u8], pos: usize) -> bool {
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes[pos..t]).is_err_and(|e| e.is_eof())
 }
-
-/// The padding byte of a log (`storage::LOG_PAD`).
-const LOG_PAD_BYTE: u8 = b'\n';
 
 /// One logged write: a sequence number and its ops, applied all or nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,6 +57,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bin;
 pub mod cmd;
 pub mod committer;
 pub mod config;

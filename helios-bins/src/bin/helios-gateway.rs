@@ -1,9 +1,7 @@
 //! `helios-gateway`: the HTTP/JSON API with an embedded ATLAS. A thin main: parse flags,
 //! load the config, start logging, open the stores, serve until SIGINT/SIGTERM.
+//! The command line and start-up live in `helios_bins::gateway::bin`.
 
-use clap::Parser;
-use helios_bins::config::{FlagOverrides, GatewayConfig};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 // With the opt-in `mimalloc` feature: glibc malloc's cross-thread frees cost a fifth of
@@ -12,131 +10,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The HELIOS gateway.
-#[derive(Debug, Parser)]
-#[command(
-    name = "helios-gateway",
-    version,
-    about = "HELIOS gateway: JSON over HTTP on an embedded ATLAS store",
-    after_help = "\
-Settings are layered: built-in defaults <- the --config file <- HELIOS_* environment
-variables <- these flags. Environment:
-  HELIOS_ADMIN_PASSWORD   password of the 'admin' user created on a fresh data directory
-                          (unset: a random one is written to <data dir>/admin-password, 0600)
-  HELIOS_<KEY>            any config key, `__` between levels: HELIOS_LISTEN=0.0.0.0:8080,
-                          HELIOS_AUTH__REGISTRATION_OPEN=false, HELIOS_TLS__CERT_FILE=cert.pem
-  RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
-Every key is documented in configs/default.yaml. SIGINT/SIGTERM drain and fsync, exit 0."
-)]
-struct Args {
-    /// YAML config file (default: built-in defaults, the same as configs/default.yaml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// ATLAS data directory (overrides `data_dir`; default ./data).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address to listen on, HOST:PORT (overrides `listen`; default 127.0.0.1:8080).
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: Option<String>,
-    /// fsync policy of the AOF (overrides `appendfsync`; default everysec).
-    #[arg(long, value_parser = ["always", "everysec", "no"])]
-    appendfsync: Option<String>,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
-    // The one place that reads the environment: HELIOS_* config overrides and the
-    // bootstrap admin password.
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let admin_password = std::env::var("HELIOS_ADMIN_PASSWORD").ok();
-    let flags = FlagOverrides {
-        listen: args.listen,
-        data_dir: args.data_dir,
-        appendfsync: args.appendfsync,
-    };
-    let cfg = match GatewayConfig::load(args.config.as_deref(), env, &flags) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("helios-gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    helios_bins::app::init_tracing(&cfg.log.format, &cfg.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("helios-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        // Listeners first: a busy port fails here, before the data directory, the secret
-        // or the admin user exist.
-        let listen = cfg.listen.clone();
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("helios-gateway: cannot listen on {listen}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let metrics_listener = if cfg.metrics_listen.is_empty() {
-            None
-        } else {
-            let addr = cfg.metrics_listen.clone();
-            match tokio::net::TcpListener::bind(&addr).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!("helios-gateway: cannot listen on {addr} (metrics_listen): {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        };
-        let started =
-            tokio::task::spawn_blocking(move || helios_bins::gateway::start(cfg, admin_password))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-        let state = match started {
-            Ok(s) => s,
-            Err(msg) => {
-                tracing::error!(error = %msg, "cannot start");
-                eprintln!("helios-gateway: {msg}");
-                return ExitCode::FAILURE;
-            }
-        };
-        // The metrics listener stops with the API's shutdown signal.
-        let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
-        let metrics_task = metrics_listener.map(|l| {
-            tracing::info!(addr = %state.config.metrics_listen, "serving /metrics");
-            let mut stopped = metrics_stopped.clone();
-            tokio::spawn(helios_bins::gateway::run_metrics(
-                l,
-                state.clone(),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            ))
-        });
-        let scheme = if state.tls.is_some() { "https" } else { "http" };
-        tracing::info!(%listen, scheme, data_dir = %state.config.data_dir.display(), "helios-gateway serving");
-        let served = helios_bins::gateway::run(listener, state, async move {
-            helios_bins::app::shutdown_signal().await;
-            let _ = metrics_stop.send(true);
-        })
-        .await;
-        if let Some(t) = metrics_task {
-            let _ = t.await;
-        }
-        match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("helios-gateway: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
+    helios_bins::gateway::bin::main()
 }

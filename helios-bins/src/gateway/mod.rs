@@ -18,6 +18,7 @@
 
 mod account;
 mod admin;
+pub mod bin;
 mod handler;
 mod idle;
 mod jobs;

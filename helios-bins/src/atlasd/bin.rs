@@ -1,0 +1,120 @@
+//! The `helios-atlasd` binary's command line and start-up: parse flags, load the config,
+//! start logging, bind before creating anything, open the stores, serve until a signal.
+//! The binary's `main` only calls [`main`] (and picks the allocator).
+
+use crate::atlasd::config::{AtlasdConfig, AtlasdFlags};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The HELIOS RESP server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "helios-atlasd",
+    version,
+    about = "helios-atlasd: the ATLAS store over the Redis protocol (RESP2/RESP3)",
+    after_help = "\
+Settings are layered: built-in defaults <- the --config file <- HELIOS_ATLASD_* environment
+variables <- these flags. Environment:
+  HELIOS_ATLASD_<KEY>     any config key in capitals: HELIOS_ATLASD_REQUIREPASS=s3cret,
+                          HELIOS_ATLASD_APPENDFSYNC=always, HELIOS_ATLASD_CLIENTS_MAX=100
+  RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
+Every key is documented in configs/atlasd.yaml. SIGINT, SIGTERM and SHUTDOWN fsync, exit 0."
+)]
+struct Args {
+    /// YAML config file (default: built-in defaults; see configs/atlasd.yaml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// ATLAS data directory (overrides `data_dir`; default ./atlasd-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (overrides `listen`; default 127.0.0.1:6380).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// fsync policy of the AOF (overrides `appendfsync`; default everysec).
+    #[arg(long, value_parser = ["always", "everysec", "no"])]
+    appendfsync: Option<String>,
+    /// TCP port, as on redis-server (replaces the port of `listen`).
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// Address to bind, as on redis-server (replaces the host of `listen`).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Data directory, as on redis-server (same as --data-dir).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Password clients must give with AUTH (overrides `requirepass`).
+    #[arg(long, value_name = "PASS")]
+    requirepass: Option<String>,
+    /// Runtime threads serving connections (overrides `worker_threads`; default 1).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+/// The binary: parses the command line, then configures, starts and serves.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    // The one place that reads the environment.
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let flags = AtlasdFlags {
+        listen: args.listen,
+        bind: args.bind,
+        port: args.port,
+        data_dir: args.data_dir,
+        dir: args.dir,
+        appendfsync: args.appendfsync,
+        requirepass: args.requirepass,
+        worker_threads: args.threads,
+    };
+    let cfg = match AtlasdConfig::load(args.config.as_deref(), env, &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("helios-atlasd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    // A runtime thread about to park has served every ready connection: the end of a
+    // turn, when the turn's writes commit as one group (atlasd::committer).
+    let (runtime, turns) = match crate::atlasd::runtime(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("helios-atlasd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        // The port first: a busy one fails before the data directory is created.
+        let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("helios-atlasd: cannot listen on {}: {e}", cfg.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let atlas = match crate::atlasd::open_atlas(&cfg) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open ATLAS");
+                eprintln!("helios-atlasd: cannot open ATLAS: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), appendfsync = %cfg.appendfsync, "helios-atlasd serving");
+        match crate::atlasd::run(
+            listener,
+            atlas,
+            cfg,
+            crate::app::shutdown_signal(),
+            turns,
+        )
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("helios-atlasd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
