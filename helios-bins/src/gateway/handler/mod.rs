@@ -1,0 +1,93 @@
+//! Request handling: the fixed middleware order of the module docs, then the routes.
+//!
+//! Routes (see `docs/openapi.yaml`; the full table with each route's permission is in
+//! `router.rs`):
+//! - `GET /healthz`, `GET /readyz` (no auth), `GET /metrics` (`metrics:read`; served openly
+//!   on `metrics_listen` instead when that is set);
+//! - `POST /api/v1/auth/register|login|refresh` (no token; their own stricter limit),
+//!   `POST /api/v1/auth/logout`, `GET /api/v1/auth/me`, `POST /api/v1/auth/password`
+//!   (`account.rs`; a token, no permission);
+//! - `GET /api/v1/kv` (list), `GET|PUT|DELETE /api/v1/kv/{key}`.
+//!
+//! Files, one job each:
+//! - this file: the entry point [`handle`] (request id, tracing span, metrics around
+//!   `dispatch::dispatch`) and the names the rest of the gateway uses;
+//! - `router.rs`: the route table, the [`Router`], the permission each route needs;
+//! - `middleware.rs`: the per-request pipeline in front of the routes: request id,
+//!   authentication, rate limit, RBAC (on the head alone), body limits;
+//! - `dispatch.rs`: path and method matching, the request deadline, and the call from
+//!   a route to its handler;
+//! - `problems.rs`: the cores' errors (auth, store) as problem+json responses;
+//! - `support.rs`: what route handlers share (JSON bodies, query strings, blocking work);
+//! - `auth_routes.rs`: register, login, refresh, logout, me;
+//! - `meta.rs`: `/`, `/api/v1`, `/openapi.yaml`, health, readiness, metrics.
+//!
+//! The KV, job, admin and account routes are in `kv.rs`, `jobs.rs`, `admin.rs` and
+//! `account.rs` next to this folder.
+
+// Handlers return `Err(response)` to answer early; the response is moved once per request,
+// so boxing it (what this lint asks) would only add an allocation. (The attribute covers
+// this module's files too.)
+#![allow(clippy::result_large_err)]
+
+mod auth_routes;
+mod dispatch;
+mod meta;
+mod middleware;
+mod problems;
+mod router;
+mod support;
+
+use super::State;
+use super::metrics::RequestLabels;
+use super::problem::Body;
+use dispatch::dispatch;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use middleware::{request_id, static_method};
+use router::Route;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub(super) use crate::net::client_key;
+pub(super) use meta::metrics_response;
+pub(super) use problems::{auth_error, store_error};
+pub(super) use router::Router;
+pub use router::routes;
+pub(super) use support::{blocking, page_limit, parse, percent_decode, query_pairs};
+
+/// Handles one request through every step.
+pub(super) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let rid = request_id(&req, &state);
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, path = %req.uri().path());
+    let (route, mut resp) = dispatch(&state, req, peer).instrument(span.clone()).await;
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let elapsed = started.elapsed();
+    state.metrics.count_request(RequestLabels {
+        route: route.map_or("unmatched", Route::pattern),
+        method: static_method(&method),
+        status: resp.status().as_u16(),
+    });
+    state
+        .metrics
+        .duration
+        .observe_us(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    span.in_scope(|| {
+        tracing::info!(
+            status = resp.status().as_u16(),
+            micros = elapsed.as_micros() as u64,
+            "served"
+        );
+    });
+    resp
+}

@@ -1,0 +1,83 @@
+//! What route handlers share (here and in `kv.rs`, `jobs.rs`, `admin.rs`, `account.rs`):
+//! the JSON body parse, percent-decoding, query pairs, the page size parameter, and
+//! running blocking work off the reactor.
+//!
+//! Invariants: bad input is a 400 problem (`malformed-json`, `invalid-field`), never a
+//! panic; a blocking task that fails is a 500 problem, logged.
+
+use crate::gateway::problem::{Body, problem};
+use http::{Response, StatusCode};
+use serde::Deserialize;
+
+pub(in crate::gateway) fn parse<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+) -> Result<T, Response<Body>> {
+    serde_json::from_slice(body).map_err(|e| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            format!("request body: {e}"),
+        )
+    })
+}
+
+/// Runs blocking work (bcrypt, writes that may fsync) off the reactor.
+pub(in crate::gateway) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response<Body>> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "blocking task failed");
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })
+}
+
+pub(in crate::gateway) fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The decoded `key=value` pairs of a query string (`+` is a space).
+pub(in crate::gateway) fn query_pairs(
+    query: &str,
+) -> Result<Vec<(String, String)>, Response<Body>> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            percent_decode(&v.replace('+', " "))
+                .map(|v| (k.to_owned(), v))
+                .ok_or_else(|| {
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-field",
+                        format!("{k}: bad percent-encoding"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A page size parameter: 1..=1000.
+pub(in crate::gateway) fn page_limit(v: &str) -> Result<usize, Response<Body>> {
+    v.parse()
+        .ok()
+        .filter(|l| (1..=1000).contains(l))
+        .ok_or_else(|| problem(StatusCode::BAD_REQUEST, "invalid-field", "limit: 1..=1000"))
+}
