@@ -40,13 +40,14 @@
 //! written does not even wake it (the client's next request does). Reads
 //! take one `recv` per request ([`read_request_bytes`]). A protocol error gets its `-ERR
 //! Protocol error: ...` reply after the replies of the requests before it, and closes only
-//! that connection. Past `clients_max` a new client gets `-ERR max number of clients reached`
-//! and is closed. With `idle_timeout_s` > 0 a client idle that long is closed.
+//! that connection. The accept loop is the runner's ([`crate::app::serve`]): past
+//! `clients_max` a new client gets `-ERR max number of clients reached` and is closed. With
+//! `idle_timeout_s` > 0 a client idle that long is closed.
 //!
 //! # Shutdown
 //! On the shutdown future (SIGINT/SIGTERM in the binary) or `SHUTDOWN`, the listener
-//! stops, connections finish the batch in hand (and the write run in flight, whose
-//! replies they see written) and close (up to a grace period), then
+//! stops and the runner drains: connections finish the batch in hand (and the write run in
+//! flight, whose replies they see written) and close (up to `shutdown_grace_ms`), then
 //! ATLAS is closed (fsynced).
 //!
 //! What this module must never do: hold a lock across an `.await`, block a connection's
@@ -65,12 +66,12 @@ pub mod glob;
 pub mod kv;
 pub mod resp;
 
-use crate::app::Context;
+use crate::app::{Context, serve};
 use crate::atlasd::cmd::{Flow, ScanCursors, Session};
 use crate::atlasd::resp::{Limits, Out, ParseState, Parsed, parse_request_resume};
 use bytes::BytesMut;
 use config::AtlasdConfig;
-use helios_atlas::{Atlas, FsyncPolicy, Options};
+use helios_atlas::Atlas;
 use helios_core::Clock;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -79,7 +80,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 /// The Redis version atlasd reports (clients gate features on it).
 pub const REDIS_VERSION: &str = "7.2.0";
@@ -118,10 +119,9 @@ pub struct Shared {
     limits: Limits,
     port: u16,
     started: Instant,
-    connected: AtomicU64,
-    connections_total: AtomicU64,
+    /// Connections: open, accepted and refused (the accept loop counts).
+    conns: Arc<serve::Counters>,
     commands_total: AtomicU64,
-    rejected_total: AtomicU64,
     client_id_next: AtomicU64,
     last_save_s: AtomicU64,
     bg_running: AtomicBool,
@@ -264,15 +264,7 @@ pub fn open_atlas(cfg: &AtlasdConfig) -> Result<Atlas, helios_atlas::AtlasError>
 
 /// [`open_atlas`] on `ctx`'s clock.
 pub fn open_atlas_in(cfg: &AtlasdConfig, ctx: &Context) -> Result<Atlas, helios_atlas::AtlasError> {
-    let fsync: FsyncPolicy = cfg.appendfsync.parse()?;
-    Atlas::open(
-        &cfg.data_dir,
-        Options {
-            fsync,
-            clock: ctx.clock.clone(),
-            ..Options::default()
-        },
-    )
+    crate::app::open_atlas(&cfg.data_dir, &cfg.appendfsync, ctx)
 }
 
 /// The runtime atlasd serves on (the binary's, and the tests'): `cfg.worker_threads`
@@ -352,10 +344,8 @@ pub async fn run_in(
         atlas,
         port,
         started: Instant::now(),
-        connected: AtomicU64::new(0),
-        connections_total: AtomicU64::new(0),
+        conns: Arc::default(),
         commands_total: AtomicU64::new(0),
-        rejected_total: AtomicU64::new(0),
         client_id_next: AtomicU64::new(1),
         last_save_s: AtomicU64::new(ctx.clock.now_ms() / 1000),
         bg_running: AtomicBool::new(false),
@@ -368,55 +358,30 @@ pub async fn run_in(
         pass_digest: auth::digest(cfg.requirepass.as_bytes()),
         cfg,
     });
-    let slots = Arc::new(Semaphore::new(shared.cfg.clients_max));
-    let mut tasks = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
+    let limits = serve::Limits {
+        connections_max: shared.cfg.clients_max,
+        per_address_max: usize::MAX,
+        when_full: serve::WhenFull::Refuse(b"-ERR max number of clients reached\r\n"),
+        drain_grace: Duration::from_millis(shared.cfg.shutdown_grace_ms),
+        counters: shared.conns.clone(),
+    };
+    // The signal, or a client's SHUTDOWN.
+    let stop = async move {
         tokio::select! {
-            _ = &mut shutdown => break,
-            _ = rx.wait_for(|v| *v) => break,
-            accepted = listener.accept() => {
-                let (mut socket, addr) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                shared.connections_total.fetch_add(1, Ordering::Relaxed);
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    shared.rejected_total.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(async move {
-                        let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
-                    });
-                    continue;
-                };
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    shared.connected.fetch_add(1, Ordering::Relaxed);
-                    let id = shared.client_id_next.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = connection(&shared, socket, id, addr).await {
-                        tracing::debug!(client = id, error = %e, "connection ended");
-                    }
-                    shared.connected.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
-                });
-                // Reap finished connections so the set does not grow.
-                while tasks.try_join_next().is_some() {}
+            _ = shutdown => {}
+            _ = rx.wait_for(|v| *v) => {}
+        }
+    };
+    serve::serve(listener, &limits, stop, |conn| {
+        let shared = shared.clone();
+        async move {
+            let id = shared.client_id_next.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(&shared, conn, id).await {
+                tracing::debug!(client = id, error = %e, "connection ended");
             }
         }
-    }
-    drop(listener);
-    shared.shutdown.send_replace(true);
-    let grace = Duration::from_millis(shared.cfg.shutdown_grace_ms);
-    let drained =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!("connections still open after the grace period; closing them");
-        tasks.abort_all();
-    }
+    })
+    .await;
     let atlas = shared.atlas.clone();
     tokio::task::spawn_blocking(move || {
         committer_thread.stop();
@@ -428,12 +393,12 @@ pub async fn run_in(
     Ok(())
 }
 
-async fn connection(
-    shared: &Arc<Shared>,
-    socket: TcpStream,
-    id: u64,
-    addr: std::net::SocketAddr,
-) -> std::io::Result<()> {
+async fn connection(shared: &Arc<Shared>, conn: serve::Conn, id: u64) -> std::io::Result<()> {
+    let serve::Conn {
+        stream: socket,
+        peer: addr,
+        drain,
+    } = conn;
     let _ = socket.set_nodelay(true);
     // Shared with the committer, which writes committed replies to its socket; this task
     // writes only when no job of its own is in the committer's hands.
@@ -446,10 +411,8 @@ async fn connection(
     let mut in_flight: Option<cmd::InFlight> = None;
     // One shutdown wait for the connection's life (not a new one per read: each would
     // register with the channel anew).
-    let mut stop = shared.shutdown.subscribe();
-    let stopped = async move {
-        let _ = stop.wait_for(|v| *v).await;
-    };
+    let mut stop = drain.clone();
+    let stopped = async move { stop.wait().await };
     tokio::pin!(stopped);
     let idle =
         (shared.cfg.idle_timeout_s > 0).then(|| Duration::from_secs(shared.cfg.idle_timeout_s));
@@ -515,7 +478,7 @@ async fn connection(
                 return Ok(());
             }
         }
-        if *shared.shutdown.borrow() {
+        if drain.is_draining() {
             finish_in_flight(shared, &mut in_flight, &sink, &mut out).await;
             return Ok(());
         }

@@ -15,7 +15,7 @@
 
 use super::State;
 use super::handler::{auth_error, blocking, parse};
-use super::problem::{Body, json, problem};
+use crate::app::http::{Body, json, problem};
 use helios_auth::{AuthError, Claims};
 use http::{Response, StatusCode};
 use serde::Deserialize;

@@ -11,7 +11,7 @@
 
 use super::State;
 use super::handler::{auth_error, blocking, parse, percent_decode, store_error};
-use super::problem::{Body, empty, json, problem};
+use crate::app::http::{Body, empty, json, problem};
 use helios_atlas::AtlasError;
 use helios_auth::rbac::perms;
 use helios_auth::{AuthError, RateLimitConfig};

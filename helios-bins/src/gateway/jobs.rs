@@ -21,7 +21,7 @@
 
 use super::State;
 use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs};
-use super::problem::{Body, empty, json, problem};
+use crate::app::http::{Body, empty, json, problem};
 use helios_auth::Claims;
 use helios_auth::rbac::perms;
 use helios_queue::{EnqueueRequest, Job, JobId, JobState, QueueError, validate_queue_name};

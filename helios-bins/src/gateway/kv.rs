@@ -23,7 +23,7 @@
 
 use super::State;
 use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs, store_error};
-use super::problem::{Body, empty, json, problem};
+use crate::app::http::{Body, empty, json, problem};
 use bytes::Bytes;
 use helios_atlas::{
     Atlas, AtlasError, Expiry, KeyTtl, Precondition, SetCondition, SetOptions, WriteBatch,

@@ -1,11 +1,12 @@
 //! The HTTP gateway: hyper 1.x over tokio, serving the JSON API.
 //!
 //! [`run`] takes a bound listener, the shared [`State`] and a shutdown future (tests pass
-//! their own; `main` passes SIGINT/SIGTERM). Per connection: HTTP/1.1 or HTTP/2 (auto),
-//! a header read timeout (with the timer hyper needs to enforce it), a connection cap
-//! (a semaphore: connections past it wait in the accept queue). At shutdown: stop
-//! accepting, let in-flight requests finish within `http.shutdown_grace_ms`, then persist
-//! the rate-limit buckets and close ATLAS (fsync).
+//! their own; `main` passes SIGINT/SIGTERM), and serves on the runner's accept loop
+//! ([`crate::app::serve`]) and HTTP connections ([`crate::app::http`]): HTTP/1.1 or
+//! HTTP/2 (auto), a header read timeout, an idle timeout, a connection cap (connections
+//! past it wait in the accept queue). At shutdown: stop accepting, let in-flight requests
+//! finish within `http.shutdown_grace_ms`, then persist the rate-limit buckets and close
+//! ATLAS (fsync).
 //!
 //! Every request goes through the same steps, in this order (`handler::handle`): request
 //! id (accept or make `X-Request-Id`) -> tracing span -> metrics -> authentication ->
@@ -20,18 +21,17 @@ mod account;
 mod admin;
 pub mod bin;
 mod handler;
-mod idle;
 mod jobs;
 pub mod kv;
 mod metrics;
-pub mod problem;
 pub mod tls;
 
+use crate::app::{http, serve};
 use crate::config::GatewayConfig;
 use helios_atlas::Atlas;
 use helios_auth::{Auth, RateLimiter};
 use helios_core::Clock;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::future::Future;
 use std::sync::Arc;
@@ -83,7 +83,8 @@ pub fn start_in(
     admin_password: Option<String>,
     ctx: &Context,
 ) -> Result<Arc<State>, String> {
-    let atlas = crate::app::open_atlas(&cfg, ctx).map_err(|e| e.to_string())?;
+    let atlas =
+        crate::app::open_atlas(&cfg.data_dir, &cfg.appendfsync, ctx).map_err(|e| e.to_string())?;
     start_with_in(cfg, atlas, admin_password, ctx)
 }
 
@@ -291,112 +292,28 @@ impl State {
 }
 
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, without auth, until
-/// `shutdown` resolves. For `metrics_listen`; plain HTTP/1.1, a few connections at most.
+/// `shutdown` resolves. For `metrics_listen`; a few connections at most.
 pub async fn run_metrics(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(
             state.config.http.header_read_timeout_ms,
         ));
-    let permits = Arc::new(Semaphore::new(16));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
-            },
-        };
-        let stream = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            a = listener.accept() => match a {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let idle = Duration::from_millis(state.config.http.idle_timeout_ms);
-        let activity = idle::Activity::new();
-        let state = state.clone();
-        let counted = activity.clone();
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let state = state.clone();
-                let request = counted.begin();
-                async move {
-                    let _request = request;
-                    let resp =
-                        if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
-                            handler::metrics_response(&state)
-                        } else {
-                            problem::problem(
-                                hyper::StatusCode::NOT_FOUND,
-                                "not-found",
-                                "this listener serves GET /metrics only",
-                            )
-                        };
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
-            });
-        let io = idle::IdleTimeout::new(stream, idle, activity);
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-}
-
-/// Open connections per client address, for `http.connections_per_address_max`.
-#[derive(Debug, Default)]
-struct AddressSlots {
-    open: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// One open connection of an address; gives its slot back when dropped.
-#[derive(Debug)]
-struct AddressSlot {
-    slots: Arc<AddressSlots>,
-    address: String,
-}
-
-impl AddressSlots {
-    /// A slot for `address`, unless it already holds `max` connections.
-    fn take(self: &Arc<Self>, address: String, max: usize) -> Option<AddressSlot> {
-        let mut open = self.open.lock();
-        let n = open.entry(address.clone()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            slots: self.clone(),
-            address,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock();
-        if let Some(n) = open.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.address);
-            }
-        }
-    }
+    let settings = http::ConnSettings {
+        builder: Arc::new(builder),
+        tls: None,
+        handshake_timeout: Duration::from_millis(state.config.http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(state.config.http.idle_timeout_ms),
+    };
+    let render = Arc::new(move || handler::metrics_response(&state));
+    http::serve_metrics(listener, settings, render, shutdown).await;
+    Ok(())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains and closes.
@@ -417,10 +334,6 @@ pub async fn run(
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024)
         .max_concurrent_streams(http.http2_streams_max);
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(http.connections_max));
-    let per_address = Arc::new(AddressSlots::default());
     // Rate-limit buckets are persisted on a bounded interval, never on the request path.
     let flusher = {
         let state = state.clone();
@@ -446,108 +359,42 @@ pub async fn run(
             }
         })
     };
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let limits = serve::Limits {
+        connections_max: http.connections_max,
         // One address (an IPv6 /64) holds at most its share of the connections.
-        let Some(slot) = per_address.take(
-            handler::client_key(peer.ip()),
-            http.connections_per_address_max,
-        ) else {
-            tracing::debug!(%peer, "connection refused: too many from this address");
-            drop(stream);
-            continue;
-        };
-        let permit = (permit, slot);
-        let _ = stream.set_nodelay(true);
-        let activity = idle::Activity::new();
-        let service = {
-            let state = state.clone();
-            let activity = activity.clone();
-            hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let request = activity.begin();
-                async move {
-                    let resp = handler::handle(state, req, peer).await;
-                    drop(request);
-                    Ok::<_, std::convert::Infallible>(resp)
-                }
+        per_address_max: http.connections_per_address_max,
+        when_full: serve::WhenFull::Wait,
+        drain_grace: Duration::from_millis(http.shutdown_grace_ms),
+        counters: Arc::default(),
+    };
+    let settings = Arc::new(http::ConnSettings {
+        builder: Arc::new(builder),
+        tls: state.tls.as_ref().map(|t| t.acceptor().clone()),
+        handshake_timeout: Duration::from_millis(http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+    });
+    tracing::debug!(?limits, "serving the API");
+    serve::serve(listener, &limits, shutdown, |conn| {
+        let state = state.clone();
+        let settings = settings.clone();
+        let peer = conn.peer;
+        async move {
+            http::serve_connection(conn, &settings, |activity| {
+                hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    let request = activity.begin();
+                    async move {
+                        let resp = handler::handle(state, req, peer).await;
+                        drop(request);
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                })
             })
-        };
-        let io = idle::IdleTimeout::new(
-            stream,
-            Duration::from_millis(http.idle_timeout_ms),
-            activity,
-        );
-        match &state.tls {
-            None => {
-                let conn = graceful.watch(
-                    builder
-                        .serve_connection(TokioIo::new(io), service)
-                        .into_owned(),
-                );
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
-            Some(tls) => {
-                // The handshake runs in the connection's task, bounded like a request
-                // head, so a stalled one never blocks the accept loop.
-                let acceptor = tls.acceptor().clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let handshake_timeout = Duration::from_millis(http.header_read_timeout_ms);
-                tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
+            .await
         }
-    }
-    drop(listener);
-    tracing::info!("stopped accepting; draining in-flight requests");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(Duration::from_millis(http.shutdown_grace_ms)) => {
-            tracing::warn!("shutdown grace ran out; closing the remaining connections");
-        }
-    }
+    })
+    .await;
+    tracing::info!("stopped accepting; in-flight requests drained");
     flusher.abort();
     let s = state.clone();
     let closed = tokio::task::spawn_blocking(move || {

@@ -39,7 +39,7 @@ pub(super) fn info(shared: &Shared, a: &[Bytes], out: &mut Out) {
         let _ = write!(
             t,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
-            shared.connected.load(Ordering::Relaxed),
+            shared.conns.open.load(Ordering::Relaxed),
             shared.cfg.clients_max
         );
     }
@@ -79,9 +79,9 @@ pub(super) fn info(shared: &Shared, a: &[Bytes], out: &mut Out) {
         let _ = write!(
             t,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\n\r\n",
-            shared.connections_total.load(Ordering::Relaxed),
+            shared.conns.accepted_total.load(Ordering::Relaxed),
             shared.commands_total.load(Ordering::Relaxed),
-            shared.rejected_total.load(Ordering::Relaxed),
+            shared.conns.refused_total.load(Ordering::Relaxed),
             stats.expired_count
         );
     }

@@ -8,8 +8,8 @@
 
 use super::problems::auth_error;
 use super::support::{blocking, parse};
+use crate::app::http::{Body, empty, json, problem};
 use crate::gateway::State;
-use crate::gateway::problem::{Body, empty, json, problem};
 use helios_auth::Claims;
 use http::{Response, StatusCode};
 use serde::Deserialize;

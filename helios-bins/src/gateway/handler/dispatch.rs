@@ -13,7 +13,7 @@ use super::auth_routes::{login, logout, me, refresh, register};
 use super::meta::ops;
 use super::middleware::{CREDENTIALS_BODY_MAX, gate, rate_headers, read_body};
 use super::router::{Route, route_name};
-use crate::gateway::problem::{Body, problem};
+use crate::app::http::{Body, problem};
 use crate::gateway::{State, account, admin, jobs, kv};
 use crate::net::client_key;
 use bytes::Bytes;

@@ -7,8 +7,8 @@
 //! configured, the API listener's `/metrics` is a 404.
 
 use super::router::Route;
+use crate::app::http::{Body, json, problem};
 use crate::gateway::State;
-use crate::gateway::problem::{Body, json, problem};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 

@@ -11,9 +11,9 @@
 use super::problems::auth_error;
 use super::router::Route;
 use super::support::percent_decode;
+use crate::app::http::{Body, problem};
 use crate::gateway::State;
 use crate::gateway::kv::Space;
-use crate::gateway::problem::{Body, problem};
 use bytes::Bytes;
 use helios_auth::{AuthError, Claims, Decision};
 use helios_core::digits::{push_dec_str as push_dec, push_hex_str as push_hex};

@@ -40,7 +40,7 @@ mod support;
 
 use super::State;
 use super::metrics::RequestLabels;
-use super::problem::Body;
+use crate::app::http::Body;
 use dispatch::dispatch;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -51,7 +51,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub(super) use crate::net::client_key;
 pub(super) use meta::metrics_response;
 pub(super) use problems::{auth_error, store_error};
 pub(super) use router::Router;

@@ -4,7 +4,7 @@
 //! Invariants: internal details (I/O errors, paths) go to the log, never to the caller;
 //! a lockout and a store that cannot write answer with `Retry-After`.
 
-use crate::gateway::problem::{Body, problem};
+use crate::app::http::{Body, problem};
 use helios_atlas::AtlasError;
 use helios_auth::AuthError;
 use http::{HeaderValue, Response, StatusCode, header};

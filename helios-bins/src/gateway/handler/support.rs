@@ -5,7 +5,7 @@
 //! Invariants: bad input is a 400 problem (`malformed-json`, `invalid-field`), never a
 //! panic; a blocking task that fails is a 500 problem, logged.
 
-use crate::gateway::problem::{Body, problem};
+use crate::app::http::{Body, problem};
 use http::{Response, StatusCode};
 use serde::Deserialize;
 

@@ -1,8 +1,15 @@
-//! The app wrapper shared by every binary: structured logs, the shutdown signal, the
-//! [`Context`] (clock and randomness) servers take instead of reading them, and the
-//! opening of ATLAS (and the cores over it) from the configuration.
+//! The runner shared by every binary: structured logs, the shutdown signal, the
+//! [`Context`] (clock and randomness) servers take instead of reading them, the opening of
+//! ATLAS from the configuration, the accept loop ([`serve`]), HTTP connections and the
+//! metrics listener ([`http`]), and the idle timeout ([`idle`]).
+//!
+//! A server is `run(listener, state or context, shutdown)` over [`serve::serve`]; its
+//! `main` parses flags, loads its config, and calls it.
 
-use crate::config::GatewayConfig;
+pub mod http;
+pub mod idle;
+pub mod serve;
+
 use helios_atlas::{Atlas, FsyncPolicy, Options};
 use helios_auth::{OsRandom, Randomness};
 use helios_core::{Clock, SystemClock};
@@ -88,12 +95,16 @@ impl Context {
     }
 }
 
-/// Opens ATLAS in the configured data directory with the configured fsync policy, on the
-/// context's clock.
-pub fn open_atlas(cfg: &GatewayConfig, ctx: &Context) -> Result<Atlas, helios_atlas::AtlasError> {
-    let fsync: FsyncPolicy = cfg.appendfsync.parse()?;
+/// Opens ATLAS in `data_dir` with the fsync policy named `appendfsync` (`always`,
+/// `everysec`, `no`), on the context's clock. Every server opens its store here.
+pub fn open_atlas(
+    data_dir: &Path,
+    appendfsync: &str,
+    ctx: &Context,
+) -> Result<Atlas, helios_atlas::AtlasError> {
+    let fsync: FsyncPolicy = appendfsync.parse()?;
     Atlas::open(
-        &cfg.data_dir,
+        data_dir,
         Options {
             fsync,
             clock: ctx.clock.clone(),

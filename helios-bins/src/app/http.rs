@@ -1,0 +1,193 @@
+//! HTTP shared by every HTTP server (the gateway's API and metrics listeners, the proxy):
+//! responses (JSON bodies and RFC 9457 problem details, `application/problem+json`, with a
+//! stable `type` per kind of error), and [`serve_connection`], which serves one accepted
+//! connection with hyper: the TLS handshake bounded in time, the idle timeout
+//! ([`super::idle`]), and a graceful end when the server drains.
+
+use super::idle::{Activity, IdleTimeout};
+use super::serve::{Conn, Drain};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use serde::Serialize;
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// The body type of every response.
+pub type Body = Full<Bytes>;
+
+/// The base of every problem `type` URI.
+pub const PROBLEM_BASE: &str = "https://helios.dev/problems/";
+
+/// A JSON response. The body ends with a newline (so `curl` output ends its line).
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    // Serializing our own response structs cannot fail.
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// An empty response.
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// A problem-details response: `slug` makes the stable `type`.
+pub fn problem(status: StatusCode, slug: &str, detail: impl Into<String>) -> Response<Body> {
+    let body = serde_json::json!({
+        "type": format!("{PROBLEM_BASE}{slug}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    let mut r = json(status, &body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+/// How [`serve_connection`] serves a connection.
+#[derive(Clone)]
+pub struct ConnSettings {
+    /// hyper's connection settings (HTTP/1 and HTTP/2 limits and timers).
+    pub builder: Arc<Builder<TokioExecutor>>,
+    /// TLS, if on: the handshake runs in the connection's task.
+    pub tls: Option<TlsAcceptor>,
+    /// The longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// A connection with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnSettings")
+            .field("tls", &self.tls.is_some())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves HTTP on one accepted connection until the client closes it, it idles past
+/// `idle_timeout`, or the server drains (then the request in progress finishes, HTTP/1
+/// keep-alive ends and HTTP/2 sends GOAWAY). `service` is built with the connection's
+/// [`Activity`]: it must hold [`Activity::begin`]'s guard while a request runs, or the
+/// connection counts as idle.
+pub async fn serve_connection<S, B>(
+    conn: Conn,
+    settings: &ConnSettings,
+    service: impl FnOnce(Arc<Activity>) -> S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let Conn {
+        stream,
+        peer,
+        mut drain,
+    } = conn;
+    let activity = Activity::new();
+    let service = service(activity.clone());
+    let io = IdleTimeout::new(stream, settings.idle_timeout, activity);
+    let Some(acceptor) = &settings.tls else {
+        return drive(io, &settings.builder, service, drain, peer).await;
+    };
+    let stream = tokio::select! {
+        s = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)) => s,
+        _ = drain.wait() => return,
+    };
+    match stream {
+        Ok(Ok(s)) => drive(s, &settings.builder, service, drain, peer).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Runs hyper on `io` until the connection ends, shutting it down gracefully on a drain.
+async fn drive<I, S, B>(
+    io: I,
+    builder: &Builder<TokioExecutor>,
+    service: S,
+    mut drain: Drain,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let c = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(c);
+    let r = tokio::select! {
+        r = c.as_mut() => r,
+        _ = drain.wait() => {
+            c.as_mut().graceful_shutdown();
+            c.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves `GET /metrics` with `render`'s response (and nothing else: 404) on its own
+/// listener, without auth, until `shutdown` resolves: a few connections at most, each
+/// closed when idle.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    settings: ConnSettings,
+    render: Arc<dyn Fn() -> Response<Body> + Send + Sync>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> super::serve::Served {
+    let mut limits = super::serve::Limits::new(16);
+    limits.drain_grace = Duration::from_secs(1);
+    let settings = Arc::new(settings);
+    super::serve::serve(listener, &limits, shutdown, |conn| {
+        let settings = settings.clone();
+        let render = render.clone();
+        async move {
+            serve_connection(conn, &settings, |activity| {
+                hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let request = activity.begin();
+                    let resp =
+                        if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
+                            render()
+                        } else {
+                            problem(
+                                StatusCode::NOT_FOUND,
+                                "not-found",
+                                "this listener serves GET /metrics only",
+                            )
+                        };
+                    drop(request);
+                    std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+                })
+            })
+            .await
+        }
+    })
+    .await
+}
