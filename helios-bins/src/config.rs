@@ -5,28 +5,15 @@
 //! environment (`HELIOS_AUTH__REGISTRATION_OPEN=false` sets `auth.registration_open`: `__`
 //! separates levels, names are lowercased), then flags. A key that the defaults do not have
 //! fails with its dotted path; a value of the wrong type fails naming the key; then
-//! [`GatewayConfig::validate`] checks ranges. Booleans are strict (`yes` is not `true`).
+//! [`GatewayConfig::validate`] checks ranges. Booleans are strict (`yes` is not `true`). The
+//! layering is the runner's ([`crate::app::config`]), shared by every binary.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// A configuration error: the key and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("config {key}: {reason}")]
-pub struct ConfigError {
-    /// Dotted path of the key (or the file).
-    pub key: String,
-    /// What is wrong.
-    pub reason: String,
-}
-
-fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
+pub use crate::app::config::ConfigError;
+use crate::app::config::{EnvLayer, Layered, err};
 
 /// HTTP limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,89 +202,10 @@ pub struct FlagOverrides {
     pub appendfsync: Option<String>,
 }
 
-pub(crate) fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
-    match (base, over) {
-        (Value::Object(b), Value::Object(o)) => {
-            for (k, v) in o {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v, &p)?,
-                    None => return Err(err(p, "unknown key")),
-                }
-            }
-            Ok(())
-        }
-        (Value::Object(_), v) => Err(err(path, format!("expected a section, found {v}"))),
-        (slot, v) => {
-            *slot = v;
-            Ok(())
-        }
+impl Layered for GatewayConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
     }
-}
-
-pub(crate) fn env_value(raw: &str) -> Value {
-    // Numbers and the strict booleans are typed; anything else is a string.
-    match raw {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        _ => raw
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::String(raw.to_owned())),
-    }
-}
-
-/// Merges the YAML file at `path` over `tree` (strict booleans; unknown keys fail with
-/// their dotted path). Shared by every binary's config.
-pub(crate) fn merge_file(tree: &mut Value, path: &Path) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-    let options = serde_saphyr::options! { strict_booleans: true };
-    let v: Value = serde_saphyr::from_str_with_options(&text, options)
-        .map_err(|e| err(path.display().to_string(), e.to_string()))?;
-    if !v.is_null() {
-        merge(tree, v, "")?;
-    }
-    Ok(())
-}
-
-/// Merges the `{prefix}*` variables of `env` over `tree`: `__` separates levels, names are
-/// lowercased, values typed by [`env_value`] unless `verbatim(name)`; names for which
-/// `skip(name)` holds are not config keys. Errors name the key and the variable.
-pub(crate) fn merge_env(
-    tree: &mut Value,
-    env: impl IntoIterator<Item = (String, String)>,
-    prefix: &str,
-    skip: impl Fn(&str) -> bool,
-    verbatim: impl Fn(&str) -> bool,
-) -> Result<(), ConfigError> {
-    for (name, raw) in env {
-        let Some(rest) = name.strip_prefix(prefix) else {
-            continue;
-        };
-        if skip(rest) {
-            continue;
-        }
-        let mut over = if verbatim(rest) {
-            Value::String(raw.clone())
-        } else {
-            env_value(&raw)
-        };
-        for p in rest.rsplit("__") {
-            let mut m = Map::new();
-            m.insert(p.to_ascii_lowercase(), over);
-            over = Value::Object(m);
-        }
-        merge(tree, over, "").map_err(|e| ConfigError {
-            key: format!("{} (from {name})", e.key),
-            reason: e.reason,
-        })?;
-    }
-    Ok(())
 }
 
 impl GatewayConfig {
@@ -307,38 +215,38 @@ impl GatewayConfig {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &FlagOverrides,
     ) -> Result<Self, ConfigError> {
-        let mut tree = serde_json::to_value(GatewayConfig::default())
-            .map_err(|e| err("defaults", e.to_string()))?;
-        if let Some(path) = file {
-            merge_file(&mut tree, path)?;
-        }
-        merge_env(
-            &mut tree,
+        crate::app::config::load(
+            file,
             env,
-            "HELIOS_",
-            // Variables the binaries read directly, the `helios` CLI's (a shell set up
-            // for the CLI must still start a gateway), and helios-atlasd's own.
-            |k| {
-                matches!(
-                    k,
-                    "ADMIN_PASSWORD" | "SEED" | "URL" | "TOKEN_FILE" | "PASSWORD" | "NEW_PASSWORD"
-                ) || k.starts_with("ATLASD_")
+            &EnvLayer {
+                prefix: "HELIOS_",
+                // Variables the binaries read directly, the `helios` CLI's (a shell set up
+                // for the CLI must still start a gateway), and helios-atlasd's own.
+                skip: &|k| {
+                    matches!(
+                        k,
+                        "ADMIN_PASSWORD"
+                            | "SEED"
+                            | "URL"
+                            | "TOKEN_FILE"
+                            | "PASSWORD"
+                            | "NEW_PASSWORD"
+                    ) || k.starts_with("ATLASD_")
+                },
+                verbatim: &|_| false,
             },
-            |_| false,
-        )?;
-        if let Some(l) = &flags.listen {
-            tree["listen"] = Value::String(l.clone());
-        }
-        if let Some(d) = &flags.data_dir {
-            tree["data_dir"] = Value::String(d.display().to_string());
-        }
-        if let Some(a) = &flags.appendfsync {
-            tree["appendfsync"] = Value::String(a.clone());
-        }
-        let cfg: GatewayConfig =
-            serde_json::from_value(tree).map_err(|e| err("config", e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
+            |tree| {
+                if let Some(l) = &flags.listen {
+                    tree["listen"] = Value::String(l.clone());
+                }
+                if let Some(d) = &flags.data_dir {
+                    tree["data_dir"] = Value::String(d.display().to_string());
+                }
+                if let Some(a) = &flags.appendfsync {
+                    tree["appendfsync"] = Value::String(a.clone());
+                }
+            },
+        )
     }
 
     /// Checks ranges and formats, naming the first bad key.

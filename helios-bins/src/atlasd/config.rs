@@ -7,16 +7,11 @@
 //! have; `__` separates levels as in the gateway's config. Unknown keys fail at start,
 //! naming the key.
 
-use crate::config::{ConfigError, LogSection, merge_env};
+use crate::app::config::{EnvLayer, Layered, err};
+use crate::config::{ConfigError, LogSection};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
 
 /// The configuration of `helios-atlasd`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +107,12 @@ fn split_host_port(listen: &str) -> (String, String) {
     }
 }
 
+impl Layered for AtlasdConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+}
+
 impl AtlasdConfig {
     /// Loads: defaults <- `file` <- `HELIOS_ATLASD_*` in `env` <- `flags`, then checks.
     pub fn load(
@@ -119,48 +120,44 @@ impl AtlasdConfig {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &AtlasdFlags,
     ) -> Result<Self, ConfigError> {
-        let mut tree = serde_json::to_value(AtlasdConfig::default())
-            .map_err(|e| err("defaults", e.to_string()))?;
-        if let Some(path) = file {
-            crate::config::merge_file(&mut tree, path)?;
-        }
-        // The password is taken as written (a numeric one stays a string).
-        merge_env(
-            &mut tree,
+        crate::app::config::load(
+            file,
             env,
-            "HELIOS_ATLASD_",
-            |_| false,
-            |k| k == "REQUIREPASS",
-        )?;
-        let mut cfg: AtlasdConfig =
-            serde_json::from_value(tree).map_err(|e| err("config", e.to_string()))?;
-        if let Some(l) = &flags.listen {
-            cfg.listen = l.clone();
-        }
-        if flags.bind.is_some() || flags.port.is_some() {
-            let (host, port) = split_host_port(&cfg.listen);
-            let host = flags.bind.clone().unwrap_or(host);
-            let port = flags.port.map_or(port, |p| p.to_string());
-            cfg.listen = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-        }
-        if let Some(d) = flags.dir.as_ref().or(flags.data_dir.as_ref()) {
-            cfg.data_dir = d.clone();
-        }
-        if let Some(a) = &flags.appendfsync {
-            cfg.appendfsync = a.clone();
-        }
-        if let Some(p) = &flags.requirepass {
-            cfg.requirepass = p.clone();
-        }
-        if let Some(n) = flags.worker_threads {
-            cfg.worker_threads = n;
-        }
-        cfg.validate()?;
-        Ok(cfg)
+            &EnvLayer {
+                prefix: "HELIOS_ATLASD_",
+                skip: &|_| false,
+                // The password is taken as written (a numeric one stays a string).
+                verbatim: &|k| k == "REQUIREPASS",
+            },
+            |tree| {
+                if let Some(l) = &flags.listen {
+                    tree["listen"] = Value::String(l.clone());
+                }
+                if flags.bind.is_some() || flags.port.is_some() {
+                    let (host, port) = split_host_port(tree["listen"].as_str().unwrap_or(""));
+                    let host = flags.bind.clone().unwrap_or(host);
+                    let port = flags.port.map_or(port, |p| p.to_string());
+                    tree["listen"] =
+                        Value::String(if host.contains(':') && !host.starts_with('[') {
+                            format!("[{host}]:{port}")
+                        } else {
+                            format!("{host}:{port}")
+                        });
+                }
+                if let Some(d) = flags.dir.as_ref().or(flags.data_dir.as_ref()) {
+                    tree["data_dir"] = Value::String(d.display().to_string());
+                }
+                if let Some(a) = &flags.appendfsync {
+                    tree["appendfsync"] = Value::String(a.clone());
+                }
+                if let Some(p) = &flags.requirepass {
+                    tree["requirepass"] = Value::String(p.clone());
+                }
+                if let Some(n) = flags.worker_threads {
+                    tree["worker_threads"] = Value::from(n);
+                }
+            },
+        )
     }
 
     /// Checks ranges and formats, naming the first bad key.
