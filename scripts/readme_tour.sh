@@ -17,18 +17,21 @@
 #   their own). The tour knows two servers, by NAME:
 #     gateway: waits for http://127.0.0.1:8080/healthz, checks the README's promises (the
 #              `helios-gateway serving` log line, data/admin-password with mode 600);
-#     atlasd:  waits for redis-cli PING on 127.0.0.1:6380, checks `helios-atlasd serving`.
+#     atlasd:  waits for redis-cli PING on 127.0.0.1:6380, checks `helios-atlasd serving`;
+#     proxy:   waits for http://127.0.0.1:8081/healthz (the gateway's, through the proxy),
+#              checks `helios-proxy serving`.
 #   At the end each server is stopped with SIGINT (what Ctrl-C sends), must exit with
-#   status 0, and its data directory must pass `helios aof check` (it was flushed cleanly).
+#   status 0, and its data directory (the gateway's, atlasd's) must pass `helios aof
+#   check` (it was flushed cleanly).
 # - The tour fails if a marker is malformed, or if one of the blocks it requires (gateway,
-#   curl, cli, atlasd, redis, examples) is missing from the README.
+#   curl, cli, atlasd, redis, proxy, examples) is missing from the README.
 #
 # Where it runs: in this checkout, not a copy, so it tests the working tree (README edits
 # included) with the build cache already in target/. The README's commands use ./data and
 # ./atlasd-data, so the tour refuses to start if either exists (use --move-aside to move them
 # away for the run and back afterwards), and removes the ones it created when it ends
-# (--keep leaves them for inspection). It also refuses to start if 127.0.0.1:8080 or
-# 127.0.0.1:6380 is already taken. Everything listens on 127.0.0.1 only.
+# (--keep leaves them for inspection). It also refuses to start if 127.0.0.1:8080,
+# 127.0.0.1:6380 or 127.0.0.1:8081 is already taken. Everything listens on 127.0.0.1 only.
 #
 # Environment: every HELIOS_* variable is unset first (the README describes a fresh shell);
 # the CLI blocks get HELIOS_TOKEN_FILE pointing into a temporary directory, so
@@ -50,7 +53,7 @@ README=README.md
 BUILD_CMD=(cargo build --release -p helios-bins --bins)
 WAIT_S=${HELIOS_TOUR_WAIT_S:-900}
 BLOCK_TIMEOUT_S=${HELIOS_TOUR_BLOCK_TIMEOUT_S:-1800}
-REQUIRED_BLOCKS=(gateway curl cli atlasd redis examples)
+REQUIRED_BLOCKS=(gateway curl cli atlasd redis proxy examples)
 TOUR_DIRS=(data atlasd-data backups)
 
 move_aside=0
@@ -162,7 +165,7 @@ fi
 
 # --- Preconditions ------------------------------------------------------------------------
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in 8080 6380; do
+for p in 8080 6380 8081; do
     port_taken "$p" && die "127.0.0.1:$p is already in use; stop what listens there first"
 done
 
@@ -277,7 +280,16 @@ start_server() { # NAME BLOCKFILE
             done
             grep -q 'helios-atlasd serving' "$log" || die "the atlasd log lacks 'helios-atlasd serving'"
             ;;
-        *) die "unknown server block '$name' (the tour knows gateway and atlasd)" ;;
+        proxy)
+            until curl -fsS --max-time 2 http://127.0.0.1:8081/healthz >/dev/null 2>&1; do
+                kill -0 "$pid" 2>/dev/null || die "$name exited before answering /healthz (log: $log)"
+                waited=$((waited + 1))
+                [ "$waited" -le "$WAIT_S" ] || die "$name: no /healthz through it after ${WAIT_S}s"
+                sleep 1
+            done
+            grep -q 'helios-proxy serving' "$log" || die "the proxy log lacks 'helios-proxy serving'"
+            ;;
+        *) die "unknown server block '$name' (the tour knows gateway, atlasd and proxy)" ;;
     esac
     echo "readme_tour: $name is up (pid $pid, log $log)"
 }
@@ -346,6 +358,10 @@ for ((i = ${#server_pids[@]} - 1; i >= 0; i--)); do
     case "$name" in
         gateway) dir=data ;;
         atlasd) dir=atlasd-data ;;
+        *)
+            echo "readme_tour: $name exited 0"
+            continue
+            ;;
     esac
     target/release/helios aof check --data-dir "$dir" >"$WORK/$name.check" 2>&1 ||
         die "$name's $dir fails 'helios aof check' after a clean stop: $(cat "$WORK/$name.check")"

@@ -410,10 +410,9 @@ mod tests {
         let e = load("appendfsync: sometimes\n", &[]).unwrap_err();
         assert_eq!(e.key, "appendfsync");
         let e = load("auth:\n  registration_open: yes\n", &[]).unwrap_err();
-        assert!(
-            e.to_string().contains("registration_open") || e.key.contains("config"),
-            "{e}"
-        );
+        assert_eq!(e.key, "auth.registration_open", "{e}");
+        let e = load("", &[("HELIOS_HTTP__CONNECTIONS_MAX", "many")]).unwrap_err();
+        assert_eq!(e.key, "http.connections_max", "{e}");
         let e = load("", &[("HELIOS_NOPE", "1")]).unwrap_err();
         assert!(e.key.starts_with("nope"), "{e}");
         let e = load("listen: nowhere\n", &[]).unwrap_err();

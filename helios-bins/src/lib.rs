@@ -6,6 +6,7 @@
 //!   (clock, randomness), opening ATLAS, the accept loop, HTTP connections, metrics;
 //! - [`gateway`]: the HTTP/JSON API over ATLAS, auth, rate limits and the job queue;
 //! - [`atlasd`]: the RESP (Redis protocol) server over ATLAS;
+//! - [`proxy`]: the reverse proxy over `helios-proxy`'s core;
 //! - [`cli`]: the `helios` command-line tool (online commands and offline AOF tools);
 //! - [`net`]: what the servers share about client addresses (the client identity).
 //!
@@ -19,3 +20,4 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod net;
+pub mod proxy;

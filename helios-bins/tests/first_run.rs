@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_helios-gateway");
 const ATLASD: &str = env!("CARGO_BIN_EXE_helios-atlasd");
+const PROXY: &str = env!("CARGO_BIN_EXE_helios-proxy");
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
@@ -297,6 +298,18 @@ fn version_and_help_name_the_binary_its_defaults_and_environment() {
             &["127.0.0.1:6380", "./atlasd-data", "everysec"][..],
             &["HELIOS_ATLASD_", "RUST_LOG"][..],
         ),
+        (
+            PROXY,
+            "helios-proxy",
+            &[
+                "127.0.0.1:8081",
+                "--backend",
+                "round-robin",
+                "least-conn",
+                "p2c-ewma",
+            ][..],
+            &["HELIOS_PROXY__", "RUST_LOG"][..],
+        ),
     ] {
         let out = Command::new(bin).arg("--version").output().unwrap();
         assert!(out.status.success());
@@ -308,4 +321,68 @@ fn version_and_help_name_the_binary_its_defaults_and_environment() {
             assert!(help.contains(want), "{name} --help lacks {want}:\n{help}");
         }
     }
+}
+
+/// A backend on a thread: answers every request `200 hi` and closes.
+fn tiny_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.read(&mut buf);
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_proxy_quick_start_serves_and_stops_on_sigint() {
+    let backend = tiny_backend();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(PROXY)
+        .args(["--listen", &addr.to_string(), "--backend"])
+        .arg(format!("http://{backend}"))
+        .env("HELIOS_LOG__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("the proxy exited early: {st}");
+        }
+        if TcpStream::connect(addr).is_ok() {
+            let (status, _, body) = http(addr, "GET", "/", "");
+            assert_eq!((status, body.as_str()), (200, "hi"));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no proxy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigint(&child);
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn the_proxy_refuses_bad_settings_naming_them() {
+    let out = run_bounded({
+        let mut c = Command::new(PROXY);
+        c.args(["--backend", "ftp://x"]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--backend"), "{err}");
+    // No route at all.
+    let out = run_bounded(Command::new(PROXY));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no route"), "{err}");
 }

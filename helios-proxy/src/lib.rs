@@ -24,8 +24,8 @@
 //! - [`upstream`]: [`Upstream`], one route's pool, health, breakers and retry budget kept
 //!   consistent: what the server asks where to send a request, and tells how it ended.
 //!
-//! Still to come (issue 20): the `helios-proxy` binary (on the shared runner of issue 19),
-//! dynamic configuration through the gateway, metrics.
+//! The server and the `helios-proxy` binary around this core live in `helios-bins`
+//! (`proxy`). Still to come (issue 20): dynamic configuration through the gateway.
 
 pub mod balance;
 pub mod breaker;

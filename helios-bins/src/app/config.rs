@@ -63,7 +63,13 @@ pub fn load<T: Layered>(
     }
     merge_env(&mut tree, env, layer.prefix, layer.skip, layer.verbatim)?;
     flags(&mut tree);
-    let cfg: T = serde_json::from_value(tree).map_err(|e| err("config", e.to_string()))?;
+    let cfg: T = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let key = e.path().to_string();
+        err(
+            if key == "." { "config".to_owned() } else { key },
+            e.into_inner().to_string(),
+        )
+    })?;
     cfg.check()?;
     Ok(cfg)
 }

@@ -4,7 +4,7 @@
 //! connection with hyper: the TLS handshake bounded in time, the idle timeout
 //! ([`super::idle`]), and a graceful end when the server drains.
 
-use super::idle::{Activity, IdleTimeout};
+use super::idle::{Activity, IdleTimeout, RequestGuard};
 use super::serve::{Conn, Drain};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -124,6 +124,8 @@ pub async fn serve_connection<S, B>(
 }
 
 /// Runs hyper on `io` until the connection ends, shutting it down gracefully on a drain.
+/// Upgrades (`101 Switching Protocols`) are allowed: a service that answers one takes the
+/// connection over (the proxy's tunnels).
 async fn drive<I, S, B>(
     io: I,
     builder: &Builder<TokioExecutor>,
@@ -139,7 +141,7 @@ async fn drive<I, S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let c = builder.serve_connection(TokioIo::new(io), service);
+    let c = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(c);
     let r = tokio::select! {
         r = c.as_mut() => r,
@@ -184,6 +186,47 @@ pub async fn serve_metrics(
                         };
                     drop(request);
                     std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+                })
+            })
+            .await
+        }
+    })
+    .await
+}
+
+/// Serves HTTP on `listener` within `limits` until `shutdown` resolves, then drains: the
+/// accept loop ([`super::serve::serve`]) with [`serve_connection`] for each connection.
+/// `handler` answers each request, given the client's address and the request's
+/// [`RequestGuard`] (drop it when the exchange is over: a handler that streams a body
+/// keeps it with the body, so a long download is not idle).
+pub async fn serve_http<H, Fut, B>(
+    listener: tokio::net::TcpListener,
+    limits: &super::serve::Limits,
+    settings: Arc<ConnSettings>,
+    shutdown: impl std::future::Future<Output = ()>,
+    handler: H,
+) -> super::serve::Served
+where
+    H: Fn(Request<Incoming>, std::net::SocketAddr, RequestGuard) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    super::serve::serve(listener, limits, shutdown, |conn| {
+        let settings = settings.clone();
+        let handler = handler.clone();
+        let peer = conn.peer;
+        async move {
+            serve_connection(conn, &settings, |activity| {
+                hyper::service::service_fn(move |req| {
+                    let request = activity.begin();
+                    let answered = handler(req, peer, request);
+                    async move { Ok::<_, std::convert::Infallible>(answered.await) }
                 })
             })
             .await

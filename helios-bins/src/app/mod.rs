@@ -14,8 +14,10 @@ pub mod serve;
 use helios_atlas::{Atlas, FsyncPolicy, Options};
 use helios_auth::{OsRandom, Randomness};
 use helios_core::{Clock, SystemClock};
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Starts `tracing`: JSON lines, or pretty lines on a terminal (`log.format: auto`). The
@@ -64,6 +66,43 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
         _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+/// A stop switch shared by a server and its side listeners (metrics): [`Stop::trigger`]
+/// once, and every [`Stop::waiter`] resolves.
+#[derive(Debug)]
+pub struct Stop(tokio::sync::watch::Sender<bool>);
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Stop {
+    /// A future that resolves once the switch is triggered (at once if it was).
+    pub fn waiter(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Triggers the switch.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// The process's exit code for a server's result, printing the error as `name: error`.
+pub fn exit_code<E: std::fmt::Display>(name: &str, served: Result<(), E>) -> ExitCode {
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -105,34 +105,21 @@ pub fn main() -> ExitCode {
             }
         };
         // The metrics listener stops with the API's shutdown signal.
-        let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
+        let stop = crate::app::Stop::default();
         let metrics_task = metrics_listener.map(|l| {
             tracing::info!(addr = %state.config.metrics_listen, "serving /metrics");
-            let mut stopped = metrics_stopped.clone();
-            tokio::spawn(crate::gateway::run_metrics(
-                l,
-                state.clone(),
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            ))
+            tokio::spawn(crate::gateway::run_metrics(l, state.clone(), stop.waiter()))
         });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, data_dir = %state.config.data_dir.display(), "helios-gateway serving");
-        let served = crate::gateway::run(listener, state, async move {
+        let served = crate::gateway::run(listener, state, async {
             crate::app::shutdown_signal().await;
-            let _ = metrics_stop.send(true);
+            stop.trigger();
         })
         .await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
-        match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("helios-gateway: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        crate::app::exit_code("helios-gateway", served)
     })
 }

@@ -374,25 +374,21 @@ pub async fn run(
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
     });
     tracing::debug!(?limits, "serving the API");
-    serve::serve(listener, &limits, shutdown, |conn| {
-        let state = state.clone();
-        let settings = settings.clone();
-        let peer = conn.peer;
-        async move {
-            http::serve_connection(conn, &settings, |activity| {
-                hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    let request = activity.begin();
-                    async move {
-                        let resp = handler::handle(state, req, peer).await;
-                        drop(request);
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                })
-            })
-            .await
-        }
-    })
+    let handler_state = state.clone();
+    http::serve_http(
+        listener,
+        &limits,
+        settings,
+        shutdown,
+        move |req, peer, request| {
+            let state = handler_state.clone();
+            async move {
+                let resp = handler::handle(state, req, peer).await;
+                drop(request);
+                resp
+            }
+        },
+    )
     .await;
     tracing::info!("stopped accepting; in-flight requests drained");
     flusher.abort();

@@ -1,0 +1,12 @@
+//! `helios-proxy`: the reverse proxy. A thin main: the command line and start-up live in
+//! `helios_bins::proxy::bin`.
+
+use std::process::ExitCode;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    helios_bins::proxy::bin::main()
+}

@@ -1,0 +1,122 @@
+//! The `helios-proxy` binary's command line and start-up: parse flags, load the config
+//! (or build the quick start's one route from `--backend` flags), start logging, bind,
+//! serve until a signal. The binary's `main` only calls [`main`].
+
+use super::config::{ProxyBinConfig, ProxyFlags};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The HELIOS reverse proxy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "helios-proxy",
+    version,
+    about = "HELIOS reverse proxy: routes, load balancing, health checks, circuit breakers",
+    after_help = "\
+Quick start, no config file:
+  helios-proxy --listen 127.0.0.1:8081 --backend http://127.0.0.1:9001 --backend http://127.0.0.1:9002
+Settings are layered: built-in defaults <- the --config file <- HELIOS_PROXY__* and
+HELIOS_LOG__* environment variables <- these flags. Environment:
+  HELIOS_PROXY__<KEY>     any key of the config's `proxy` section, `__` between levels:
+                          HELIOS_PROXY__TIMEOUTS__CONNECT_MS=500
+  RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
+Every key is documented in configs/proxy.yaml. SIGINT/SIGTERM stop accepting, let
+exchanges in progress finish (up to 10 s), exit 0."
+)]
+struct Args {
+    /// YAML config file (routes, backends, health checks, breakers, retries, timeouts).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT (overrides `proxy.listen`; default 127.0.0.1:8081).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// A backend URL (http://host:port), repeated: one route for every request over them
+    /// (replaces the config's routes).
+    #[arg(long = "backend", value_name = "URL")]
+    backends: Vec<String>,
+    /// The quick start route's balancer.
+    #[arg(long, value_parser = ["round-robin", "least-conn", "weighted", "p2c-ewma"])]
+    balance: Option<String>,
+    /// Runtime threads (0: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Serve `GET /metrics` on this address (overrides `metrics_listen`; default: none).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
+}
+
+/// The binary: parses the command line, then configures and serves.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let flags = ProxyFlags {
+        listen: args.listen,
+        backends: args.backends,
+        balance: args.balance,
+        threads: args.threads,
+        metrics_listen: args.metrics_listen,
+    };
+    let cfg = match ProxyBinConfig::load(args.config.as_deref(), env, &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("helios-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.proxy.threads > 0 {
+        builder.worker_threads(cfg.proxy.threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("helios-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = cfg.proxy.listen.clone();
+        let listener = match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("helios-proxy: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let metrics_listener = if cfg.metrics_listen.is_empty() {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(&cfg.metrics_listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let addr = &cfg.metrics_listen;
+                    eprintln!("helios-proxy: cannot listen on {addr} (metrics_listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        let state = match super::start(cfg.proxy, &crate::app::Context::system()) {
+            Ok(s) => s,
+            Err(msg) => {
+                eprintln!("helios-proxy: {msg}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // The metrics listener stops with the proxy.
+        let stop = crate::app::Stop::default();
+        let metrics_task = metrics_listener
+            .map(|l| tokio::spawn(super::run_metrics(l, state.clone(), stop.waiter())));
+        tracing::info!(%listen, routes = state.routes.len(), "helios-proxy serving");
+        let served = super::run(listener, state, async {
+            crate::app::shutdown_signal().await;
+            stop.trigger();
+        })
+        .await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        crate::app::exit_code("helios-proxy", served)
+    })
+}

@@ -1,0 +1,87 @@
+//! The active health checks of one route: when the core says a backend's check is due
+//! ([`helios_proxy::Upstream::due_checks`]), `GET health_check.path` is sent to it with
+//! the check's timeout, and the result (a status within `status_min..=status_max` passes)
+//! goes back to the core, which applies the healthy/unhealthy thresholds.
+//!
+//! Invariant: a check never holds the route's lock while it waits on the network.
+
+use super::State;
+use http::{Request, Uri};
+use http_body_util::{Either, Empty};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Runs route `r`'s checks until `stop` turns true.
+pub(super) async fn run(state: Arc<State>, r: usize, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = state.clock.now_ms();
+        let (due, next) = {
+            let mut g = state.routes[r].upstream.lock();
+            (g.0.due_checks(now), g.0.next_check_at_ms())
+        };
+        for backend in due {
+            tokio::spawn(check(state.clone(), r, backend));
+        }
+        let wait_ms = next
+            .map_or(1_000, |t| t.saturating_sub(now))
+            .clamp(10, 60_000);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+        }
+    }
+}
+
+/// One check of backend `backend` of route `r`.
+async fn check(state: Arc<State>, r: usize, backend: usize) {
+    let hc = &state.health_check;
+    let b = &state.routes[r].backends[backend];
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(b.authority.clone())
+        .path_and_query(hc.path.as_str())
+        .build();
+    let ok = match uri {
+        Ok(uri) => {
+            let mut req = Request::new(Either::Right(Empty::new()));
+            *req.uri_mut() = uri;
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static("helios-proxy-health-check"),
+            );
+            let timeout = Duration::from_millis(hc.timeout_ms);
+            match tokio::time::timeout(timeout, state.client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    let s = resp.status().as_u16();
+                    (hc.status_min..=hc.status_max).contains(&s)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(backend = %b.id, error = %e, "health check failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::debug!(backend = %b.id, "health check timed out");
+                    false
+                }
+            }
+        }
+        Err(_) => false,
+    };
+    let now = state.clock.now_ms();
+    let serving_before = state.is_serving_index(r, backend);
+    state.routes[r]
+        .upstream
+        .lock()
+        .0
+        .check_result(backend, ok, now);
+    let serving = state.is_serving_index(r, backend);
+    if serving != serving_before {
+        tracing::info!(
+            route = %state.routes[r].id,
+            backend = %b.id,
+            serving,
+            "backend health changed"
+        );
+    }
+}

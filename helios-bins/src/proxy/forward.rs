@@ -1,0 +1,341 @@
+//! One request through the proxy: route (host, longest path prefix) -> backend (the
+//! route's balancer, over healthy, not ejected, breaker-closed backends) -> upstream
+//! request (hop-by-hop headers stripped, forwarding headers and `Via` set, the request id
+//! passed on or made) -> response streamed back (hop-by-hop headers stripped, `Via`), or a
+//! tunnel for an `Upgrade`.
+//!
+//! Failures: no route 404, no backend able to take it 503, a backend that cannot be
+//! reached or breaks 502, one that does not answer within `timeouts.response_headers_ms`
+//! 504, each as problem+json. Retries ([`helios_proxy::retryable`], within the route's
+//! retry budget) go to another pick, and only for requests without a body: a streamed
+//! body is handed to the first attempt and cannot be sent twice.
+
+use super::body::{Finish, Tracked};
+use super::{State, UpstreamBody};
+use crate::app::http::{Body, problem};
+use crate::app::idle::RequestGuard;
+use bytes::Bytes;
+use helios_proxy::{FailureKind, Hop, Outcome, retryable, upstream_headers};
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the proxy answers: a backend's body, streamed, or its own (errors, upgrades).
+pub type ProxyBody = Either<Tracked, Body>;
+
+fn own(r: Response<Body>) -> Response<ProxyBody> {
+    r.map(Either::Right)
+}
+
+/// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` with an
+/// `Upgrade` header).
+fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(http::header::UPGRADE)
+        && h.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// The request's id: the client's `X-Request-Id` if it is a sane one, else a new one.
+fn request_id(h: &HeaderMap, state: &State) -> HeaderValue {
+    if let Some(v) = h.get("x-request-id")
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    {
+        return v.clone();
+    }
+    let n = state.counters.requests_total.load(Ordering::Relaxed);
+    let id = format!("{:x}-{n:x}", state.clock.now_ms());
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Removes hop-by-hop headers from a response (the fixed list of RFC 9110 7.6.1 and the
+/// names its `Connection` lists), keeping `Upgrade`/`Connection: upgrade` on a 101, and
+/// appends this proxy to `Via`.
+fn downstream_headers(h: &mut HeaderMap, switching: bool) {
+    let listed: Vec<HeaderName> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = h.get(http::header::UPGRADE).cloned();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in helios_proxy::headers::HOP_BY_HOP {
+        h.remove(name);
+    }
+    if switching && let Some(u) = upgrade {
+        h.insert(http::header::UPGRADE, u);
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
+    h.append(
+        http::header::VIA,
+        HeaderValue::from_static("1.1 helios-proxy"),
+    );
+}
+
+/// The headers for the backend, through the core's rules ([`upstream_headers`]).
+fn backend_headers(
+    h: &HeaderMap,
+    state: &State,
+    peer: SocketAddr,
+    host: Option<&str>,
+    upgrade: bool,
+    id: &HeaderValue,
+) -> HeaderMap {
+    let incoming: Vec<(String, String)> = h
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let hop = Hop {
+        peer: peer.ip(),
+        peer_trusted: state.trusted.contains(peer.ip()),
+        proto: "http",
+        host,
+        upgrade,
+    };
+    let mut out = HeaderMap::with_capacity(incoming.len() + 6);
+    for (n, v) in upstream_headers(&incoming, &hop) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            out.append(n, v);
+        }
+    }
+    // An HTTP/2 client names the host in `:authority`; HTTP/1.1 needs a `Host`.
+    if !out.contains_key(HOST)
+        && let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        out.insert(HOST, v);
+    }
+    out.insert("x-request-id", id.clone());
+    out
+}
+
+/// Proxies `req` from `peer`; see the module docs. `request` marks the client
+/// connection busy for as long as the exchange lasts.
+pub(super) async fn forward(
+    state: &Arc<State>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    request: RequestGuard,
+) -> Response<ProxyBody> {
+    let host: Option<String> = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let Some(route) = state.table.route(host.as_deref(), req.uri().path()) else {
+        return own(problem(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            format!(
+                "no route for host {:?} and path {:?}",
+                host.as_deref().unwrap_or(""),
+                req.uri().path()
+            ),
+        ));
+    };
+    let Some(&r) = state.route_index.get(&route.id) else {
+        return own(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "route table and route state disagree",
+        ));
+    };
+    let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
+    let id = request_id(req.headers(), state);
+    let headers = backend_headers(req.headers(), state, peer, host.as_deref(), upgrade, &id);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    // A body-less request can be sent again; a streamed body only once.
+    let has_body = !body.is_end_stream();
+    let mut body = has_body.then_some(body);
+    let method = parts.method.as_str();
+    let wait = Duration::from_millis(state.timeouts.response_headers_ms);
+    {
+        let now = state.clock.now_ms();
+        state.routes[r].upstream.lock().0.request(now);
+    }
+    let mut attempt: u32 = 1;
+    loop {
+        let Some(pick) = state.pick(r) else {
+            state
+                .counters
+                .unavailable_total
+                .fetch_add(1, Ordering::Relaxed);
+            return own(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-backend",
+                format!("no backend of route {:?} can take the request", route.id),
+            ));
+        };
+        let backend = &state.routes[r].backends[pick.backend];
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(backend.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build();
+        let out_body: UpstreamBody = match body.take() {
+            Some(b) => Either::Left(b),
+            None => Either::Right(Empty::new()),
+        };
+        let mut out = Request::new(out_body);
+        *out.method_mut() = parts.method.clone();
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = headers.clone();
+        match uri {
+            Ok(u) => *out.uri_mut() = u,
+            Err(e) => {
+                state.finish(r, pick, Outcome::Ok);
+                return own(problem(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("cannot forward this request target: {e}"),
+                ));
+            }
+        }
+        let sent = tokio::time::timeout(wait, state.client.request(out)).await;
+        let (failure, outcome, timed_out) = match sent {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let outcome = if status.is_server_error() {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Ok
+                };
+                let gateway_status = matches!(status.as_u16(), 502..=504);
+                if gateway_status
+                    && !has_body
+                    && retryable(method, FailureKind::GatewayStatus, false)
+                    && try_retry(state, r, attempt + 1)
+                {
+                    state.finish(r, pick, outcome);
+                    drop(resp);
+                    attempt += 1;
+                    continue;
+                }
+                return respond(state, r, pick, outcome, resp, client_upgrade, request, &id);
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                tracing::debug!(backend = %backend.id, error = %e, "connect failed");
+                (FailureKind::Connect, Outcome::ConnectError, false)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend.id, error = %e, "exchange failed");
+                (FailureKind::Broken, Outcome::Timeout, false)
+            }
+            Err(_) => {
+                tracing::debug!(backend = %backend.id, "no response headers in time");
+                (FailureKind::Broken, Outcome::Timeout, true)
+            }
+        };
+        state.finish(r, pick, outcome);
+        if !has_body && retryable(method, failure, false) && try_retry(state, r, attempt + 1) {
+            attempt += 1;
+            continue;
+        }
+        state
+            .counters
+            .backend_failed_total
+            .fetch_add(1, Ordering::Relaxed);
+        return own(if timed_out {
+            problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "backend-timeout",
+                format!("backend {:?} did not answer in time", backend.id),
+            )
+        } else {
+            problem(
+                StatusCode::BAD_GATEWAY,
+                "backend-failed",
+                format!("backend {:?} could not be reached or failed", backend.id),
+            )
+        });
+    }
+}
+
+fn try_retry(state: &State, r: usize, attempt: u32) -> bool {
+    let now = state.clock.now_ms();
+    let ok = state.routes[r].upstream.lock().0.try_retry(attempt, now);
+    if ok {
+        state.counters.retries_total.fetch_add(1, Ordering::Relaxed);
+    }
+    ok
+}
+
+/// The backend's response to the client: streamed through [`Tracked`], or a tunnel for a
+/// `101 Switching Protocols`.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    state: &Arc<State>,
+    r: usize,
+    pick: helios_proxy::Pick,
+    outcome: Outcome,
+    mut resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request: RequestGuard,
+    id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    downstream_headers(resp.headers_mut(), switching);
+    resp.headers_mut().insert("x-request-id", id.clone());
+    if switching && let Some(client_upgrade) = client_upgrade {
+        let backend_upgrade = hyper::upgrade::on(&mut resp);
+        let (parts, _) = resp.into_parts();
+        let state = state.clone();
+        state
+            .counters
+            .upgrades_total
+            .fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _request = request;
+            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok((c, b)) => {
+                    let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                        tracing::debug!(error = %e, "tunnel ended with an error");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+            state.finish(r, pick, outcome);
+        });
+        return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+    }
+    let finish = Finish {
+        state: state.clone(),
+        route: r,
+        pick,
+        outcome,
+    };
+    resp.map(|b| Either::Left(Tracked::new(b, finish, request)))
+}

@@ -1,0 +1,509 @@
+//! helios-proxy end to end on loopback: real backends (hyper servers on 127.0.0.1:0), the
+//! proxy's `start`/`run` as the binary runs them, and clients speaking raw HTTP/1.1, so
+//! what crosses the wire is what is asserted.
+
+use bytes::Bytes;
+use helios_bins::app::Context;
+use helios_proxy::{HealthCheck, HealthConfig, ProxyConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+type BoxBody = http_body_util::Either<Full<Bytes>, Incoming>;
+
+/// A backend named `name`; `healthy` decides what `/health` answers.
+struct Backend {
+    addr: SocketAddr,
+    healthy: Arc<AtomicBool>,
+}
+
+async fn backend(name: &'static str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let h = h.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let h = h.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve(name, &h, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Backend { addr, healthy }
+}
+
+fn text(status: StatusCode, body: String) -> Response<BoxBody> {
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r
+}
+
+async fn serve(name: &str, healthy: &AtomicBool, mut req: Request<Incoming>) -> Response<BoxBody> {
+    match req.uri().path() {
+        "/health" if healthy.load(Ordering::SeqCst) => text(StatusCode::OK, "ok".into()),
+        "/health" => text(StatusCode::SERVICE_UNAVAILABLE, "down".into()),
+        "/headers" => {
+            let mut lines = String::new();
+            for (n, v) in req.headers() {
+                lines.push_str(&format!("{}: {}\n", n, v.to_str().unwrap_or("?")));
+            }
+            text(StatusCode::OK, lines)
+        }
+        "/echo" => Response::new(http_body_util::Either::Right(req.into_body())),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            text(StatusCode::OK, "late".into())
+        }
+        "/fail" => text(StatusCode::INTERNAL_SERVER_ERROR, name.to_owned()),
+        "/ws" => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut r = text(StatusCode::SWITCHING_PROTOCOLS, String::new());
+            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            r
+        }
+        _ => {
+            let mut r = text(StatusCode::OK, name.to_owned());
+            // Hop-by-hop headers the proxy must not pass on to the client.
+            r.headers_mut()
+                .insert("connection", "x-internal".parse().unwrap());
+            r.headers_mut().insert("x-internal", "y".parse().unwrap());
+            r.headers_mut()
+                .insert("keep-alive", "timeout=5".parse().unwrap());
+            r
+        }
+    }
+}
+
+/// A running proxy: its address and its stop switch.
+struct Proxy {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: Arc<helios_bins::proxy::State>,
+}
+
+impl Proxy {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.done.await.unwrap().unwrap();
+    }
+}
+
+/// The quick start's config over `backends`, with fast health checks.
+fn quick(backends: &[SocketAddr]) -> ProxyConfig {
+    let urls: Vec<String> = backends.iter().map(|a| format!("http://{a}")).collect();
+    let mut c = ProxyConfig::quick("127.0.0.1:0", &urls, None).unwrap();
+    c.health = HealthConfig {
+        interval_ms: 100,
+        unhealthy_threshold: 1,
+        healthy_threshold: 1,
+        ..HealthConfig::default()
+    };
+    c.health_check = HealthCheck {
+        path: "/health".into(),
+        timeout_ms: 100,
+        ..HealthCheck::default()
+    };
+    c
+}
+
+async fn proxy(cfg: ProxyConfig) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = helios_bins::proxy::start(cfg, &Context::system()).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(helios_bins::proxy::run(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    Proxy {
+        addr,
+        stop: Some(stop),
+        done,
+        state,
+    }
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = std::str::from_utf8(&b[..eol]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends `head` (and `body`) on a new connection with `Connection: close`, reads the whole
+/// reply.
+async fn call(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let mut req = format!("{head}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let body = body.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(req.as_bytes()).await.unwrap();
+        w.write_all(&body).await.unwrap();
+        w
+    });
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut raw))
+        .await
+        .expect("reply in time")
+        .unwrap();
+    drop(writer.await);
+    parse(&raw)
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    call(addr, &format!("GET {path} HTTP/1.1\r\nHost: app.test"), b"").await
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_and_headers_follow_the_rules() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let p = proxy(quick(&[a.addr, b.addr])).await;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let r = get(p.addr, "/").await;
+        assert_eq!(r.status, 200);
+        seen.push(r.text());
+        // The backend's hop-by-hop headers stay behind; Via names the proxy.
+        assert_eq!(r.header("x-internal"), None, "{r:?}");
+        assert_eq!(r.header("keep-alive"), None, "{r:?}");
+        assert!(r.header("via").unwrap().contains("helios-proxy"));
+        assert!(r.header("x-request-id").is_some());
+    }
+    assert_eq!(seen.iter().filter(|s| *s == "a").count(), 5, "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| *s == "b").count(), 5, "{seen:?}");
+    // What the backend receives: forwarding headers from the proxy, never the client's
+    // claims (127.0.0.1 is not a trusted proxy), no hop-by-hop headers, the request id.
+    let r = call(
+        p.addr,
+        "GET /headers HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Secret: 1\r\nConnection: x-secret\r\nX-Request-Id: req-42",
+        b"",
+    )
+    .await;
+    let seen = r.text();
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
+    assert!(!seen.contains("6.6.6.6"), "{seen}");
+    assert!(
+        seen.contains("forwarded: for=127.0.0.1;proto=http;host=app.test\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-host: app.test\n"), "{seen}");
+    assert!(seen.contains("host: app.test\n"), "{seen}");
+    assert!(seen.contains("via: 1.1 helios-proxy\n"), "{seen}");
+    assert!(seen.contains("x-request-id: req-42\n"), "{seen}");
+    assert!(!seen.contains("x-secret"), "{seen}");
+    assert_eq!(r.header("x-request-id"), Some("req-42"));
+    assert!(p.state.counters.requests_total.load(Ordering::Relaxed) >= 11);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_stream_through_both_ways() {
+    let a = backend("a").await;
+    let p = proxy(quick(&[a.addr])).await;
+    let body: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let r = call(p.addr, "POST /echo HTTP/1.1\r\nHost: app.test", &body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "the echoed body differs");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_backend_is_retried_around_then_taken_out_by_its_health_checks() {
+    let a = backend("a").await;
+    // A port with nothing listening: connections are refused.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = proxy(quick(&[a.addr, dead])).await;
+    // A refused connect is retried on the other backend: every GET succeeds.
+    for _ in 0..6 {
+        let r = get(p.addr, "/").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "a");
+    }
+    // The active checks mark it down (interval 100 ms, threshold 1).
+    let mut down = false;
+    for _ in 0..100 {
+        if p.state.is_serving("default", 1) == Some(false) {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(down, "the dead backend still takes traffic");
+    assert_eq!(p.state.is_serving("default", 0), Some(true));
+    // A failing health endpoint takes a live backend out too, and back in when it heals.
+    a.healthy.store(false, Ordering::SeqCst);
+    let mut out = false;
+    for _ in 0..100 {
+        if p.state.is_serving("default", 0) == Some(false) {
+            out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(out, "a backend failing its checks still takes traffic");
+    let r = get(p.addr, "/").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    a.healthy.store(true, Ordering::SeqCst);
+    let mut back = false;
+    for _ in 0..100 {
+        if get(p.addr, "/").await.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "a healed backend does not come back");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn failures_map_to_502_504_and_404() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.timeouts.response_headers_ms = 300;
+    // Only host `app.test` is routed.
+    cfg.routes[0].host = Some("app.test".into());
+    let p = proxy(cfg).await;
+    let r = get(p.addr, "/slow").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("backend-timeout"), "{}", r.text());
+    let r = call(p.addr, "GET / HTTP/1.1\r\nHost: other.test", b"").await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no-route"), "{}", r.text());
+    // A 500 is the backend's answer: passed on as is.
+    let r = get(p.addr, "/fail").await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.text(), "a");
+    p.stop().await;
+
+    // Every backend unreachable and no health verdict yet: 502 after the retries.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cfg = quick(&[dead]);
+    cfg.health.interval_ms = 60_000;
+    cfg.health_check.timeout_ms = 1_000;
+    let p = proxy(cfg).await;
+    let r = get(p.addr, "/").await;
+    assert!(r.status == 502 || r.status == 503, "{r:?}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled() {
+    let a = backend("a").await;
+    let p = proxy(quick(&[a.addr])).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for msg in [&b"ping"[..], b"through the tunnel"] {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+    assert_eq!(p.state.counters.upgrades_total.load(Ordering::Relaxed), 1);
+    drop(s);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let a = backend("a").await;
+    let p = proxy(quick(&[a.addr])).await;
+    let s = TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("http://app.test/headers")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let seen = String::from_utf8_lossy(&body);
+    // The backend gets HTTP/1.1 with a Host made from the client's :authority.
+    assert!(seen.contains("host: app.test\n"), "{seen}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_report_counters_and_backend_health() {
+    let a = backend("a").await;
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = proxy(quick(&[a.addr, dead])).await;
+    for _ in 0..50 {
+        if p.state.is_serving("default", 1) == Some(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(p.addr, "/").await.status, 200);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let maddr = l.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let m = tokio::spawn(helios_bins::proxy::run_metrics(l, p.state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let r = get(maddr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text();
+    assert!(
+        text.contains("# TYPE proxy_requests_total counter\nproxy_requests_total "),
+        "{text}"
+    );
+    assert!(
+        text.contains("proxy_backend_healthy{route=\"default\",backend=\"b1\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("proxy_backend_healthy{route=\"default\",backend=\"b2\"} 0\n"),
+        "{text}"
+    );
+    assert_eq!(get(maddr, "/other").await.status, 404);
+    stop.send(()).unwrap();
+    m.await.unwrap();
+    p.stop().await;
+}
