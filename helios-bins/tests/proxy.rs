@@ -17,7 +17,40 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-type BoxBody = http_body_util::Either<Full<Bytes>, Incoming>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A body fed through a channel, one frame per message, so a backend can stream slowly.
+struct ChanBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChanBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// A streamed body: `chunks` chunks of 64 KiB, with `pause` after the first one.
+fn streamed(chunks: usize, pause: Duration) -> BoxBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for i in 0..chunks {
+            if tx.send(Bytes::from(vec![b'x'; 64 * 1024])).await.is_err() {
+                return;
+            }
+            if i == 0 {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    });
+    ChanBody(rx).boxed()
+}
 
 /// A backend named `name`; `healthy` decides what `/health` answers.
 struct Backend {
@@ -52,7 +85,7 @@ async fn backend(name: &'static str) -> Backend {
 }
 
 fn text(status: StatusCode, body: String) -> Response<BoxBody> {
-    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(body))));
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *r.status_mut() = status;
     r
 }
@@ -68,7 +101,11 @@ async fn serve(name: &str, healthy: &AtomicBool, mut req: Request<Incoming>) -> 
             }
             text(StatusCode::OK, lines)
         }
-        "/echo" => Response::new(http_body_util::Either::Right(req.into_body())),
+        "/echo" => Response::new(req.into_body().map_err(BoxError::from).boxed()),
+        // 64 MiB, streamed.
+        "/big" => Response::new(streamed(1024, Duration::ZERO)),
+        // One chunk, then nothing for 10 s.
+        "/stall" => Response::new(streamed(2, Duration::from_secs(10))),
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             text(StatusCode::OK, "late".into())
@@ -505,5 +542,88 @@ async fn metrics_report_counters_and_backend_health() {
     assert_eq!(get(maddr, "/other").await.status, 404);
     stop.send(()).unwrap();
     m.await.unwrap();
+    p.stop().await;
+}
+
+/// Reads until the connection ends or `limit` passes: (bytes read, whether it ended).
+async fn drain_for(s: &mut TcpStream, limit: Duration) -> (usize, bool) {
+    let mut n = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            Err(_) => return (n, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (n, true),
+            Ok(Ok(k)) => n += k,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_backend_stalled_mid_body_is_cut_off_after_the_idle_timeout() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.timeouts.idle_ms = 300;
+    let p = proxy(cfg).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (n, ended) = drain_for(&mut s, Duration::from_secs(5)).await;
+    assert!(ended, "the connection still waits on a stalled backend");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(n < 2 * 64 * 1024, "{n} bytes: the stalled body was not cut");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_the_idle_timeout() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.timeouts.idle_ms = 300;
+    let p = proxy(cfg).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing while the proxy's writes back up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (n, ended) = drain_for(&mut s, Duration::from_secs(5)).await;
+    assert!(ended, "the connection is still open");
+    assert!(
+        n < 64 * 1024 * 1024,
+        "the whole body arrived: nothing was cut"
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_total_timeout_bounds_the_whole_exchange() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.timeouts.total_ms = 500;
+    let p = proxy(cfg).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (_, ended) = drain_for(&mut s, Duration::from_secs(5)).await;
+    assert!(ended);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A 503 for a route with no backend left carries Retry-After.
+    a.healthy.store(false, Ordering::SeqCst);
+    let mut got = None;
+    for _ in 0..100 {
+        let r = get(p.addr, "/").await;
+        if r.status == 503 {
+            got = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = got.expect("no 503 once the only backend fails its checks");
+    assert_eq!(r.header("retry-after"), Some("1"));
     p.stop().await;
 }

@@ -72,6 +72,9 @@ pub struct ConnSettings {
     pub handshake_timeout: Duration,
     /// A connection with no request in progress for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection whose writes stay blocked this long is closed, request in progress or
+    /// not (`None`: only the idle timeout applies). See [`IdleTimeout::with_write_stall`].
+    pub write_stall: Option<Duration>,
 }
 
 impl std::fmt::Debug for ConnSettings {
@@ -80,6 +83,7 @@ impl std::fmt::Debug for ConnSettings {
             .field("tls", &self.tls.is_some())
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("write_stall", &self.write_stall)
             .finish_non_exhaustive()
     }
 }
@@ -108,7 +112,10 @@ pub async fn serve_connection<S, B>(
     } = conn;
     let activity = Activity::new();
     let service = service(activity.clone());
-    let io = IdleTimeout::new(stream, settings.idle_timeout, activity);
+    let mut io = IdleTimeout::new(stream, settings.idle_timeout, activity);
+    if let Some(stall) = settings.write_stall {
+        io = io.with_write_stall(stall);
+    }
     let Some(acceptor) = &settings.tls else {
         return drive(io, &settings.builder, service, drain, peer).await;
     };

@@ -83,6 +83,9 @@ pub struct IdleTimeout<T> {
     idle: Duration,
     activity: Arc<Activity>,
     deadline: Pin<Box<Sleep>>,
+    // With `with_write_stall`: how long a write may stay blocked, and since when it is.
+    stall: Option<Duration>,
+    write_blocked_since: Option<Instant>,
 }
 
 impl<T> IdleTimeout<T> {
@@ -93,6 +96,28 @@ impl<T> IdleTimeout<T> {
             idle,
             activity,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            stall: None,
+            write_blocked_since: None,
+        }
+    }
+
+    /// Also fails the connection when a write has been blocked for `stall`, a request in
+    /// progress or not: a client that stops reading a response holds it no longer (the
+    /// proxy, whose responses are streamed from a backend).
+    pub fn with_write_stall(mut self, stall: Duration) -> Self {
+        self.stall = Some(stall);
+        self
+    }
+
+    /// A write would block now: starts the stall clock, and makes the timer fire by its end.
+    fn write_blocked(&mut self) {
+        let (Some(stall), None) = (self.stall, self.write_blocked_since) else {
+            return;
+        };
+        let now = Instant::now();
+        self.write_blocked_since = Some(now);
+        if now + stall < self.deadline.deadline() {
+            self.deadline.as_mut().reset(now + stall);
         }
     }
 
@@ -101,10 +126,14 @@ impl<T> IdleTimeout<T> {
             if self.deadline.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let due = match self.activity.idle_since() {
+            let idle_due = match self.activity.idle_since() {
                 Some(since) => since + self.idle,
                 // A request is in progress: look again one period from now.
                 None => Instant::now() + self.idle,
+            };
+            let due = match (self.write_blocked_since, self.stall) {
+                (Some(since), Some(stall)) => idle_due.min(since + stall),
+                _ => idle_due,
             };
             if due <= Instant::now() {
                 return true;
@@ -146,8 +175,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Ready(r) => {
+                self.write_blocked_since = None;
+                Poll::Ready(r)
+            }
             Poll::Pending => {
+                self.write_blocked();
                 if self.expired(cx) {
                     Poll::Ready(Err(timed_out()))
                 } else {

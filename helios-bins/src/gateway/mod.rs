@@ -310,6 +310,7 @@ pub async fn run_metrics(
         tls: None,
         handshake_timeout: Duration::from_millis(state.config.http.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(state.config.http.idle_timeout_ms),
+        write_stall: None,
     };
     let render = Arc::new(move || handler::metrics_response(&state));
     http::serve_metrics(listener, settings, render, shutdown).await;
@@ -372,6 +373,7 @@ pub async fn run(
         tls: state.tls.as_ref().map(|t| t.acceptor().clone()),
         handshake_timeout: Duration::from_millis(http.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+        write_stall: None,
     });
     tracing::debug!(?limits, "serving the API");
     let handler_state = state.clone();

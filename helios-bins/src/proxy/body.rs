@@ -1,9 +1,12 @@
-//! [`Tracked`]: a backend's response body on its way to the client, which tells the
-//! route's [`helios_proxy::Upstream`] how the request ended exactly once: when the body
-//! ends, when it breaks, or when it is dropped (the client went away).
+//! The bodies the proxy streams. [`Timed`]: any body whose next frame must come within
+//! the idle timeout, and whose end within the exchange's total deadline, or it fails (a
+//! stalled uploader or backend holds nothing for longer). [`Tracked`]: a backend's
+//! response body on its way to the client, which tells the route's
+//! [`helios_proxy::Upstream`] how the request ended exactly once: when the body ends, when
+//! it breaks or times out, or when it is dropped (the client went away).
 //!
 //! Invariant: every [`helios_proxy::Pick`] that reached a backend and got response headers
-//! is finished once, by this body; until then the balancer counts it in flight, so
+//! is finished once, by [`Tracked`]; until then the balancer counts it in flight, so
 //! least-connections sees a slow download as load.
 
 use super::State;
@@ -14,6 +17,87 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// The error of the proxy's bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body that fails when no frame comes for `idle`, or when `deadline` passes.
+pub struct Timed<B> {
+    inner: B,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> Timed<B> {
+    /// Wraps `inner`: frames at most `idle` apart, the end by `deadline` (if any).
+    pub fn new(inner: B, idle: Duration, deadline: Option<Instant>) -> Self {
+        Timed {
+            inner,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        }
+    }
+}
+
+fn timeout_error(what: &str) -> BoxError {
+    Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        what.to_owned(),
+    ))
+}
+
+impl<B> Body for Timed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(d) = this.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Err(timeout_error(
+                "the exchange ran past its total timeout",
+            ))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                let next = Instant::now() + this.idle;
+                this.idle_timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Some(Err(timeout_error(
+                        "no body bytes for the idle timeout",
+                    ))))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What to tell the upstream when the body is done.
 pub(super) struct Finish {
@@ -37,14 +121,14 @@ impl Finish {
 
 /// A backend's response body; see the module docs.
 pub struct Tracked {
-    inner: Incoming,
+    inner: Timed<Incoming>,
     finish: Option<Finish>,
     // The client connection's request in progress: it is not idle while this streams.
     _request: RequestGuard,
 }
 
 impl Tracked {
-    pub(super) fn new(inner: Incoming, finish: Finish, request: RequestGuard) -> Self {
+    pub(super) fn new(inner: Timed<Incoming>, finish: Finish, request: RequestGuard) -> Self {
         Tracked {
             inner,
             finish: Some(finish),
@@ -55,12 +139,12 @@ impl Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
@@ -69,7 +153,7 @@ impl Body for Tracked {
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                // The backend's connection broke mid-body.
+                // The backend's connection broke, or stalled, mid-body.
                 if let Some(f) = self.finish.take() {
                     f.report(true);
                 }

@@ -4,13 +4,13 @@
 //! passed on or made) -> response streamed back (hop-by-hop headers stripped, `Via`), or a
 //! tunnel for an `Upgrade`.
 //!
-//! Failures: no route 404, no backend able to take it 503, a backend that cannot be
+//! Failures: no route 404, no backend able to take it 503 (with `Retry-After`), a backend that cannot be
 //! reached or breaks 502, one that does not answer within `timeouts.response_headers_ms`
 //! 504, each as problem+json. Retries ([`helios_proxy::retryable`], within the route's
 //! retry budget) go to another pick, and only for requests without a body: a streamed
 //! body is handed to the first attempt and cannot be sent twice.
 
-use super::body::{Finish, Tracked};
+use super::body::{Finish, Timed, Tracked};
 use super::{State, UpstreamBody};
 use crate::app::http::{Body, problem};
 use crate::app::idle::RequestGuard;
@@ -180,7 +180,12 @@ pub(super) async fn forward(
     let has_body = !body.is_end_stream();
     let mut body = has_body.then_some(body);
     let method = parts.method.as_str();
-    let wait = Duration::from_millis(state.timeouts.response_headers_ms);
+    let t = state.timeouts;
+    let idle = Duration::from_millis(t.idle_ms);
+    // The whole exchange, first byte in to last byte out (0: none).
+    let deadline =
+        (t.total_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(t.total_ms));
+    let wait = Duration::from_millis(t.response_headers_ms);
     {
         let now = state.clock.now_ms();
         state.routes[r].upstream.lock().0.request(now);
@@ -192,11 +197,15 @@ pub(super) async fn forward(
                 .counters
                 .unavailable_total
                 .fetch_add(1, Ordering::Relaxed);
-            return own(problem(
+            let mut r = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-backend",
                 format!("no backend of route {:?} can take the request", route.id),
-            ));
+            );
+            // Health checks and breakers decide within seconds: worth trying again soon.
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return own(r);
         };
         let backend = &state.routes[r].backends[pick.backend];
         let uri = Uri::builder()
@@ -205,7 +214,7 @@ pub(super) async fn forward(
             .path_and_query(path_and_query.clone())
             .build();
         let out_body: UpstreamBody = match body.take() {
-            Some(b) => Either::Left(b),
+            Some(b) => Either::Left(Timed::new(b, idle, deadline)),
             None => Either::Right(Empty::new()),
         };
         let mut out = Request::new(out_body);
@@ -223,7 +232,10 @@ pub(super) async fn forward(
                 ));
             }
         }
-        let sent = tokio::time::timeout(wait, state.client.request(out)).await;
+        let wait_until = deadline.map_or(tokio::time::Instant::now() + wait, |d| {
+            d.min(tokio::time::Instant::now() + wait)
+        });
+        let sent = tokio::time::timeout_at(wait_until, state.client.request(out)).await;
         let (failure, outcome, timed_out) = match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -243,7 +255,14 @@ pub(super) async fn forward(
                     attempt += 1;
                     continue;
                 }
-                return respond(state, r, pick, outcome, resp, client_upgrade, request, &id);
+                let exchange = Exchange {
+                    route: r,
+                    pick,
+                    outcome,
+                    idle,
+                    deadline,
+                };
+                return respond(state, exchange, resp, client_upgrade, request, &id);
             }
             Ok(Err(e)) if e.is_connect() => {
                 tracing::debug!(backend = %backend.id, error = %e, "connect failed");
@@ -292,14 +311,20 @@ fn try_retry(state: &State, r: usize, attempt: u32) -> bool {
     ok
 }
 
-/// The backend's response to the client: streamed through [`Tracked`], or a tunnel for a
-/// `101 Switching Protocols`.
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    state: &Arc<State>,
-    r: usize,
+/// A request that got its response head from a backend.
+struct Exchange {
+    route: usize,
     pick: helios_proxy::Pick,
     outcome: Outcome,
+    idle: Duration,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// The backend's response to the client: streamed through [`Tracked`], or a tunnel for a
+/// `101 Switching Protocols`.
+fn respond(
+    state: &Arc<State>,
+    x: Exchange,
     mut resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     request: RequestGuard,
@@ -327,15 +352,21 @@ fn respond(
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
-            state.finish(r, pick, outcome);
+            state.finish(x.route, x.pick, x.outcome);
         });
         return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
     }
     let finish = Finish {
         state: state.clone(),
-        route: r,
-        pick,
-        outcome,
+        route: x.route,
+        pick: x.pick,
+        outcome: x.outcome,
     };
-    resp.map(|b| Either::Left(Tracked::new(b, finish, request)))
+    resp.map(|b| {
+        Either::Left(Tracked::new(
+            Timed::new(b, x.idle, x.deadline),
+            finish,
+            request,
+        ))
+    })
 }

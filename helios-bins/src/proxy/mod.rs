@@ -46,9 +46,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// A request body on its way to a backend: the client's, streamed, or none (health checks
-/// and body-less requests, which can then be retried).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// A request body on its way to a backend: the client's, streamed (within the idle and
+/// total timeouts), or none (health checks and body-less requests, which can then be
+/// retried).
+pub type UpstreamBody = Either<body::Timed<Incoming>, Empty<Bytes>>;
 
 /// Connections served at once (the runner waits past it, with the rest in the kernel's
 /// accept queue).
@@ -215,6 +216,7 @@ pub async fn run_metrics(
         tls: None,
         handshake_timeout: Duration::from_millis(t.header_read_ms),
         idle_timeout: Duration::from_millis(t.idle_ms),
+        write_stall: None,
     };
     let render = Arc::new(move || state.metrics_response());
     http::serve_metrics(listener, settings, render, shutdown).await;
@@ -247,6 +249,8 @@ pub async fn run(
         tls: None,
         handshake_timeout: Duration::from_millis(t.header_read_ms),
         idle_timeout: Duration::from_millis(t.idle_ms),
+        // A client that stops reading a streamed response holds its backend no longer.
+        write_stall: Some(Duration::from_millis(t.idle_ms)),
     });
     let mut limits = serve::Limits::new(CONNECTIONS_MAX);
     limits.drain_grace = Duration::from_secs(10);

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# helios-proxy against nginx and HAProxy (issue 20): wrk on loopback against one small
+# backend (helios-bins/examples/hello.rs) directly, through nginx (1 worker, keepalive to
+# the upstream), through HAProxy (1 thread, http-reuse always) and through helios-proxy
+# (--threads 1), one after the other in one run on the same machine. Installs wrk, nginx
+# and haproxy from Debian's packages if missing. Everything binds 127.0.0.1 and stops by
+# itself. Prints a table with the ratios to the better of nginx and HAProxy.
+#
+# Usage: benches/proxy_vs_nginx.sh [DURATION_S] [CONNECTIONS] [WRK_THREADS] [PROXY_THREADS]
+#   (default 10 50 2 1: `wrk -t2 -c50 -d10s`, the issue's setting)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"; CONNS="${2:-50}"; THREADS="${3:-2}"; PTHREADS="${4:-1}"
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+if [ "${#need[@]}" -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+cargo build --release -q -p helios-bins --bin helios-proxy --example hello
+WORK="$(mktemp -d)"
+BACKEND=18600; NGINX_PORT=18601; HAPROXY_PORT=18602; HELIOS_PORT=18603
+PIDS=()
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+target/release/examples/hello "127.0.0.1:$BACKEND" & PIDS+=($!)
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+CONF
+"$NGINX" -c "$WORK/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
+
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 10000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend f
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend b
+backend b
+    server s1 127.0.0.1:$BACKEND
+CONF
+"$HAPROXY" -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
+
+HELIOS_LOG__LEVEL=warn target/release/helios-proxy --listen "127.0.0.1:$HELIOS_PORT" \
+    --backend "http://127.0.0.1:$BACKEND" --threads "$PTHREADS" >"$WORK/helios.log" 2>&1 &
+PIDS+=($!)
+
+for p in $BACKEND $NGINX_PORT $HAPROXY_PORT $HELIOS_PORT; do
+    for _ in $(seq 100); do curl -sf "127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
+    curl -sf "127.0.0.1:$p/" >/dev/null || { echo "nothing answers on $p" >&2; exit 1; }
+done
+
+declare -A RPS P99
+run() { # name port
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
+    RPS[$1]=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    P99[$1]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    printf '%-14s %10s req/s  p99 %s\n' "$1" "${RPS[$1]}" "${P99[$1]}"
+}
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s, helios-proxy --threads $PTHREADS, $(date -u '+%F %H:%M UTC')"
+run backend $BACKEND
+run nginx $NGINX_PORT
+run haproxy $HAPROXY_PORT
+run helios-proxy $HELIOS_PORT
+best=$(awk -v a="${RPS[nginx]}" -v b="${RPS[haproxy]}" 'BEGIN {print (a > b ? a : b)}')
+awk -v h="${RPS[helios-proxy]}" -v b="$best" -v n="${RPS[nginx]}" -v x="${RPS[haproxy]}" 'BEGIN {
+    printf "helios-proxy / nginx %.2fx, / haproxy %.2fx, / the better %.2fx (target 1.2x)\n", h / n, h / x, h / b }'
