@@ -3,119 +3,20 @@
 //! manual clock, AUTH, HELLO 3, protocol limits, SCAN, and restart persistence. Each test
 //! starts its own server on 127.0.0.1:0 over a temp dir; it stops when the test ends.
 
-use helios_atlas::{Atlas, FsyncPolicy, Options};
+mod common;
+
+use common::atlasd::{
+    ADMIN_PW, ALICE_PW, BOB_PW, Server, add_user, gateway_dir, gateway_state, sorted, start,
+    start_with,
+};
+use helios_atlas::{Atlas, Options};
 use helios_bins::atlasd::config::AtlasdConfig;
 use helios_core::ManualClock;
 use redis::{Commands, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Server {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(
-        dir: &Path,
-        clock: Option<Arc<ManualClock>>,
-        edit: impl FnOnce(&mut AtlasdConfig),
-    ) -> Self {
-        let mut cfg = AtlasdConfig {
-            data_dir: dir.to_path_buf(),
-            ..AtlasdConfig::default()
-        };
-        edit(&mut cfg);
-        let mut options = Options {
-            fsync: cfg.appendfsync.parse::<FsyncPolicy>().unwrap(),
-            ..Options::default()
-        };
-        // The server's context: the test's clock (the store runs on it too) and seeded
-        // randomness, or the system's.
-        let ctx = match &clock {
-            Some(c) => helios_bins::app::Context {
-                clock: c.clone(),
-                random: Arc::new(helios_auth::SeededRandom::new(7)),
-            },
-            None => helios_bins::app::Context::system(),
-        };
-        if let Some(c) = clock {
-            options.clock = c;
-            options.maintenance_interval_ms = None;
-        }
-        let atlas = Atlas::open(&cfg.data_dir, options).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            // The binary's runtime: its worker count and turn-end hook.
-            let (rt, turns) = helios_bins::atlasd::runtime(&cfg).unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                helios_bins::atlasd::run_in(
-                    listener,
-                    atlas,
-                    cfg,
-                    ctx,
-                    async {
-                        let _ = rx.await;
-                    },
-                    turns,
-                )
-                .await
-                .unwrap();
-            });
-        });
-        let port = port_rx.recv().unwrap();
-        Server {
-            port,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn client(&self) -> redis::Connection {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    fn raw(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    }
-
-    fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn start() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |_| {});
-    (dir, s)
-}
 
 /// Sends raw bytes, reads until `want` bytes arrived or the peer closed.
 fn roundtrip(s: &mut TcpStream, send: &[u8], want: usize) -> Vec<u8> {
@@ -592,8 +493,7 @@ fn multi_exec_is_atomic_against_concurrent_clients() {
 
 #[test]
 fn auth_and_noauth() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.requirepass = "s3cret".into());
+    let (_dir, s) = start_with(|c| c.requirepass = "s3cret".into());
     let mut raw = s.raw();
     expect(
         &mut raw,
@@ -611,10 +511,7 @@ fn auth_and_noauth() {
         "+OK\r\n+PONG\r\n",
     );
     // The redis crate with a password in the URL.
-    let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut c = s.login("", "s3cret");
     assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
     // The password is never given back, by name or by pattern.
     let cfg: Vec<String> = q(&mut c, &["CONFIG", "GET", "requirepass"]);
@@ -676,8 +573,7 @@ fn hello3_speaks_resp3() {
 
 #[test]
 fn protocol_limits_and_errors_close_only_that_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| {
+    let (_dir, s) = start_with(|c| {
         c.bulk_size_max = 1024;
         c.array_count_max = 16;
     });
@@ -853,8 +749,7 @@ fn keys_and_scan() {
 
 #[test]
 fn restart_keeps_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let (dir, s) = start_with(|c| c.appendfsync = "always".into());
     let mut c = s.client();
     q::<String>(&mut c, &["MSET", "a", "1", "b", "2"]);
     q::<String>(&mut c, &["SET", "t", "x", "EX", "1000"]);
@@ -875,23 +770,19 @@ fn restart_keeps_data() {
 
 #[test]
 fn shutdown_command_stops_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Server::start(dir.path(), None, |_| {});
+    let (dir, s) = start();
     let mut c = s.client();
     q::<String>(&mut c, &["SET", "a", "1"]);
     let _ = cmd(&["SHUTDOWN"]).query::<Value>(&mut c);
     // The server thread ends by itself, having closed ATLAS.
-    if let Some(t) = s.thread.take() {
-        t.join().unwrap();
-    }
+    s.wait();
     let atlas = Atlas::open(dir.path(), Options::default()).unwrap();
     assert_eq!(atlas.get("a").unwrap(), "1");
 }
 
 #[test]
 fn max_clients_and_idle_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| {
+    let (_dir, s) = start_with(|c| {
         c.clients_max = 1;
         c.idle_timeout_s = 1;
     });
@@ -942,31 +833,15 @@ fn large_values_round_trip() {
 #[test]
 fn auth_user_pass_checks_helios_auth_users() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        // The gateway bootstraps an `admin` user in the directory, then lets it go.
-        let mut g = helios_bins::config::GatewayConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        g.auth.bcrypt_cost = 4;
-        let state = helios_bins::gateway::start(g, Some("admin password 1".into())).unwrap();
-        state.atlas.close().unwrap();
-    }
-    let s = Server::start(dir.path(), None, |c| {
-        c.requirepass = "s3cret".into();
-        c.auth_users = true;
-    });
+    // The gateway bootstraps an `admin` user in the directory, then lets it go.
+    let state = gateway_state(dir.path(), Some("admin password 1"));
+    state.atlas.close().unwrap();
+    drop(state); // Its lock on the directory goes with it.
+    let s = Server::with_users(dir.path());
+    let wrong = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     let mut raw = s.raw();
-    expect(
-        &mut raw,
-        b"AUTH admin wrong-password\r\n",
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-    );
-    expect(
-        &mut raw,
-        b"AUTH nobody x\r\n",
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-    );
+    expect(&mut raw, b"AUTH admin wrong-password\r\n", wrong);
+    expect(&mut raw, b"AUTH nobody x\r\n", wrong);
     expect(
         &mut raw,
         b"AUTH admin \"admin password 1\"\r\nPING\r\n",
@@ -977,17 +852,9 @@ fn auth_user_pass_checks_helios_auth_users() {
     // same reply.
     let mut raw = s.raw();
     for _ in 0..5 {
-        expect(
-            &mut raw,
-            b"AUTH admin wrong-password\r\n",
-            "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-        );
+        expect(&mut raw, b"AUTH admin wrong-password\r\n", wrong);
     }
-    expect(
-        &mut raw,
-        b"AUTH admin \"admin password 1\"\r\n",
-        "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-    );
+    expect(&mut raw, b"AUTH admin \"admin password 1\"\r\n", wrong);
     // HELLO with AUTH, on a fresh connection.
     let mut raw = s.raw();
     let got = roundtrip(&mut raw, b"HELLO 3 AUTH default s3cret\r\n", 20);
@@ -1068,8 +935,7 @@ fn random_commands_never_break_the_server() {
 
 #[test]
 fn review_fixes_redis_parity_and_safety() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.requirepass = "pw".into());
+    let (_dir, s) = start_with(|c| c.requirepass = "pw".into());
 
     // Before AUTH, Redis's small limits: a big array is a protocol error and closes.
     let mut raw = s.raw();
@@ -1161,8 +1027,7 @@ fn review_fixes_redis_parity_and_safety() {
     drop(s);
 
     // No requirepass: `AUTH default <anything>` is accepted, as in Redis 7.
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |_| {});
+    let (_dir, s) = start();
     let mut raw = s.raw();
     expect(&mut raw, b"AUTH default whatever\r\n", "+OK\r\n");
 
@@ -1188,8 +1053,7 @@ fn review_fixes_redis_parity_and_safety() {
 /// disturb the others, and the fsyncs are fewer than the writes (group commit).
 #[test]
 fn always_commits_concurrent_clients_in_shared_groups() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let (dir, s) = start_with(|c| c.appendfsync = "always".into());
     let port = s.port;
     let clients = 8;
     let rounds = 150;
@@ -1270,8 +1134,7 @@ fn always_commits_concurrent_clients_in_shared_groups() {
 /// connection in order is the committer's unit test, with a small receive buffer.)
 #[test]
 fn always_replies_written_by_the_committer_keep_their_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let (_dir, s) = start_with(|c| c.appendfsync = "always".into());
     let mut c = s.raw();
     // A write first (committer writes), a server command, a write after it (buffered).
     expect(
@@ -1324,8 +1187,7 @@ fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
     // committer) while the connection reads on: its answer must still reach the client
     // whole when the socket does not take it at once, and a refused write must still get
     // its error, before any later reply.
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.appendfsync = "always".into());
+    let (_dir, s) = start_with(|c| c.appendfsync = "always".into());
     let mut c = s.raw();
     c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
@@ -1383,9 +1245,6 @@ fn always_writes_left_in_flight_are_answered_whole_and_in_order() {
 
 // ---- helios-auth users (auth_users: true): scoping and AUTH throttling (issue 17, 3) ----
 
-const ADMIN_PW: &str = "Vermilion-Anchor-Tundra-83";
-const ALICE_PW: &str = "Quartz-Nebula-Falcon-42";
-const BOB_PW: &str = "Copper-Glacier-Lantern-17";
 const RITA_PW: &str = "Saffron-Meadow-Piston-56";
 const DORA_PW: &str = "Indigo-Harbor-Thistle-29";
 
@@ -1398,60 +1257,22 @@ struct Users {
 /// A data directory as the gateway leaves it: the bootstrap `admin`, users `alice` and
 /// `bob` (role `user`), `rita` (`readonly`) and `dora` (disabled); alice has a KV entry
 /// `greeting` written the gateway's way (her namespace).
-fn gateway_dir() -> (tempfile::TempDir, Users) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut g = helios_bins::config::GatewayConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    g.auth.bcrypt_cost = 4;
-    let state = helios_bins::gateway::start(g, Some(ADMIN_PW.into())).unwrap();
-    let alice = state
-        .auth
-        .create_user("alice", ALICE_PW, &["user"])
-        .unwrap();
-    let bob = state.auth.create_user("bob", BOB_PW, &["user"]).unwrap();
-    state
-        .auth
-        .create_user("rita", RITA_PW, &["readonly"])
-        .unwrap();
-    let dora = state.auth.create_user("dora", DORA_PW, &["user"]).unwrap();
-    state.auth.set_disabled(&dora.id, true).unwrap();
-    let greeting = helios_core::keys::KvSpace::User(&alice.id)
-        .key("greeting")
-        .unwrap();
-    state
-        .atlas
-        .set(&greeting, "hello from the gateway")
-        .unwrap();
-    state.atlas.close().unwrap();
-    (
-        dir,
-        Users {
-            alice: alice.id,
-            bob: bob.id,
-        },
-    )
-}
-
-fn users_server(dir: &Path) -> Server {
-    Server::start(dir, None, |c| {
-        c.requirepass = "s3cret".into();
-        c.auth_users = true;
+fn users_dir() -> (tempfile::TempDir, Users) {
+    gateway_dir(|state| {
+        let alice = add_user(state, "alice", ALICE_PW, "user");
+        let bob = add_user(state, "bob", BOB_PW, "user");
+        add_user(state, "rita", RITA_PW, "readonly");
+        let dora = add_user(state, "dora", DORA_PW, "user");
+        state.auth.set_disabled(&dora, true).unwrap();
+        let greeting = helios_core::keys::KvSpace::User(&alice)
+            .key("greeting")
+            .unwrap();
+        state
+            .atlas
+            .set(&greeting, "hello from the gateway")
+            .unwrap();
+        Users { alice, bob }
     })
-}
-
-/// A connection logged in as `user` (the redis crate sends `AUTH user pass`).
-fn user_client(s: &Server, user: &str, pass: &str) -> redis::Connection {
-    redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{}/", s.port))
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
 }
 
 fn noperm_cmd(user: &str, cmd: &str) -> String {
@@ -1462,9 +1283,9 @@ fn noperm_cmd(user: &str, cmd: &str) -> String {
 /// `kv:u:{id}:`), without the prefix; internal keys and other users' keys cannot be named.
 #[test]
 fn auth_users_see_only_their_own_namespace() {
-    let (dir, u) = gateway_dir();
-    let s = users_server(dir.path());
-    let mut alice = user_client(&s, "alice", ALICE_PW);
+    let (dir, u) = users_dir();
+    let s = Server::with_users(dir.path());
+    let mut alice = s.login("alice", ALICE_PW);
     // The gateway's entry, by its client key.
     assert_eq!(
         q::<String>(&mut alice, &["GET", "greeting"]),
@@ -1564,7 +1385,7 @@ fn auth_users_see_only_their_own_namespace() {
     assert_eq!(q::<String>(&mut alice, &["GET", "m"]), "2");
 
     // Another user sees none of it.
-    let mut bob = user_client(&s, "bob", BOB_PW);
+    let mut bob = s.login("bob", BOB_PW);
     assert!(q::<Vec<String>>(&mut bob, &["KEYS", "*"]).is_empty());
     assert_eq!(q::<Option<String>>(&mut bob, &["GET", "greeting"]), None);
     assert_eq!(q::<i64>(&mut bob, &["DBSIZE"]), 0);
@@ -1573,7 +1394,7 @@ fn auth_users_see_only_their_own_namespace() {
     assert!(page.is_empty());
 
     // A readonly user reads, and every write is refused with nothing changed.
-    let mut rita = user_client(&s, "rita", RITA_PW);
+    let mut rita = s.login("rita", RITA_PW);
     assert_eq!(q::<Option<String>>(&mut rita, &["GET", "x"]), None);
     for w in [
         &["SET", "x", "1"][..],
@@ -1605,7 +1426,7 @@ fn auth_users_see_only_their_own_namespace() {
     );
 
     // An admin, and the default user, see the raw keyspace verbatim.
-    let mut admin = user_client(&s, "admin", ADMIN_PW);
+    let mut admin = s.login("admin", ADMIN_PW);
     let raw_roles: String = q(&mut admin, &["GET", &roles_key]);
     assert_eq!(raw_roles, r#"["user"]"#, "the real record is unchanged");
     let alices: Vec<String> = q(&mut admin, &["KEYS", &format!("kv:u:{}:*", u.alice)]);
@@ -1648,8 +1469,7 @@ fn auth_users_see_only_their_own_namespace() {
 #[test]
 fn requirepass_auth_is_throttled_per_address() {
     use helios_bins::atlasd::auth::{DELAY_MS_BASE, FREE_FAILURES};
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), None, |c| c.requirepass = "s3cret".into());
+    let (_dir, s) = start_with(|c| c.requirepass = "s3cret".into());
     let wrong = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     let mut one = s.raw();
     for i in 0..FREE_FAILURES {
@@ -1694,8 +1514,8 @@ fn requirepass_auth_is_throttled_per_address() {
 /// gateway login's throttle: the per-username delay is served before the check.
 #[test]
 fn auth_users_are_throttled_like_the_gateway_login() {
-    let (dir, _) = gateway_dir();
-    let s = users_server(dir.path());
+    let (dir, _) = users_dir();
+    let s = Server::with_users(dir.path());
     let wrong = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
     let delay = helios_auth::ThrottleConfig::default().user_delay_ms_base;
     let mut raw = s.raw();
@@ -1720,23 +1540,15 @@ fn auth_users_are_throttled_like_the_gateway_login() {
 }
 
 /// A gateway data directory of the KV layout before namespaces: users (the bootstrap
-/// `admin` and `alice`), a layout-1 key `kv:x`, and no `meta:kv_layout`. Returns alice's id.
-fn layout1_gateway_dir(dir: &Path) -> String {
-    let mut g = helios_bins::config::GatewayConfig {
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    g.auth.bcrypt_cost = 4;
-    let state = helios_bins::gateway::start(g, Some(ADMIN_PW.into())).unwrap();
-    let alice = state
-        .auth
-        .create_user("alice", ALICE_PW, &["user"])
-        .unwrap();
-    // Back to layout 1, as an older gateway left it.
-    assert!(state.atlas.delete("meta:kv_layout").unwrap());
-    state.atlas.set("kv:x", "old").unwrap();
-    state.atlas.close().unwrap();
-    alice.id
+/// `admin` and `alice`), a layout-1 key `kv:x`, and no `meta:kv_layout`; with alice's id.
+fn layout1_gateway_dir() -> (tempfile::TempDir, String) {
+    gateway_dir(|state| {
+        let alice = add_user(state, "alice", ALICE_PW, "user");
+        // Back to layout 1, as an older gateway left it.
+        assert!(state.atlas.delete("meta:kv_layout").unwrap());
+        state.atlas.set("kv:x", "old").unwrap();
+        alice
+    })
 }
 
 /// With `auth_users`, atlasd serves the gateway's directory, so it brings the KV keys to
@@ -1744,8 +1556,7 @@ fn layout1_gateway_dir(dir: &Path) -> String {
 /// then stays theirs when the gateway starts later. Without `auth_users` nothing is moved.
 #[test]
 fn auth_users_brings_a_gateway_directory_to_the_current_kv_layout() {
-    let dir = tempfile::tempdir().unwrap();
-    let alice_id = layout1_gateway_dir(dir.path());
+    let (dir, alice_id) = layout1_gateway_dir();
     // A plain keyspace (no auth_users): atlasd's own, left as it is.
     let s = Server::start(dir.path(), None, |_| {});
     let mut c = s.client();
@@ -1756,21 +1567,16 @@ fn auth_users_brings_a_gateway_directory_to_the_current_kv_layout() {
     assert_eq!(q::<String>(&mut c, &["GET", "kv:x"]), "old");
     s.stop();
     // With auth_users: migrated before the first connection is served.
-    let s = users_server(dir.path());
-    let mut admin = user_client(&s, "admin", ADMIN_PW);
+    let s = Server::with_users(dir.path());
+    let mut admin = s.login("admin", ADMIN_PW);
     assert_eq!(q::<String>(&mut admin, &["GET", "meta:kv_layout"]), "2");
     assert_eq!(q::<String>(&mut admin, &["GET", "kv:ns:legacy:x"]), "old");
     assert_eq!(q::<i64>(&mut admin, &["EXISTS", "kv:x"]), 0);
-    let mut alice = user_client(&s, "alice", ALICE_PW);
+    let mut alice = s.login("alice", ALICE_PW);
     let _: () = q(&mut alice, &["SET", "mine", "v"]);
     s.stop();
     // The gateway starts later: alice's key is still in her namespace.
-    let mut g = helios_bins::config::GatewayConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    g.auth.bcrypt_cost = 4;
-    let state = helios_bins::gateway::start(g, None).unwrap();
+    let state = gateway_state(dir.path(), None);
     let mine = helios_core::keys::KvSpace::User(&alice_id)
         .key("mine")
         .unwrap();
@@ -1786,8 +1592,7 @@ fn auth_users_brings_a_gateway_directory_to_the_current_kv_layout() {
 /// start with `auth_users`, and serves nothing.
 #[test]
 fn auth_users_refuses_an_unknown_kv_layout() {
-    let dir = tempfile::tempdir().unwrap();
-    layout1_gateway_dir(dir.path());
+    let (dir, _) = layout1_gateway_dir();
     let atlas = Atlas::open(dir.path(), Options::default()).unwrap();
     atlas.set("meta:kv_layout", "99").unwrap();
     let cfg = AtlasdConfig {

@@ -15,89 +15,12 @@
 //! The table ([`ROWS`]) is data: one loop runs it in order (rows build on the state the
 //! rows before them left) and collects every mismatch into one failure message.
 
-use helios_atlas::{Atlas, FsyncPolicy, Options};
-use helios_bins::atlasd::config::AtlasdConfig;
+mod common;
+
+use common::atlasd::{ADMIN_PW, ALICE_PW, BOB_PW, Server, add_user, gateway_dir, sorted};
 use redis::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
 
-// ---- harness (as in tests/atlasd.rs) ----
-
-struct Server {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    /// atlasd on 127.0.0.1:0 over `dir`, with `requirepass` and helios-auth users.
-    fn start(dir: &Path) -> Self {
-        let cfg = AtlasdConfig {
-            data_dir: dir.to_path_buf(),
-            requirepass: "s3cret".into(),
-            auth_users: true,
-            ..AtlasdConfig::default()
-        };
-        let options = Options {
-            fsync: cfg.appendfsync.parse::<FsyncPolicy>().unwrap(),
-            ..Options::default()
-        };
-        let atlas = Atlas::open(&cfg.data_dir, options).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let (rt, turns) = helios_bins::atlasd::runtime(&cfg).unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
-                helios_bins::atlasd::run(
-                    listener,
-                    atlas,
-                    cfg,
-                    async {
-                        let _ = rx.await;
-                    },
-                    turns,
-                )
-                .await
-                .unwrap();
-            });
-        });
-        let port = port_rx.recv().unwrap();
-        Server {
-            port,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// A connection logged in as `user` (the redis crate sends `AUTH user pass`).
-    fn login(&self, user: &str, pass: &str) -> redis::Connection {
-        redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{}/", self.port))
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-const ADMIN_PW: &str = "Vermilion-Anchor-Tundra-83";
-const ALICE_PW: &str = "Quartz-Nebula-Falcon-42";
-const BOB_PW: &str = "Copper-Glacier-Lantern-17";
 const READER_PW: &str = "Saffron-Meadow-Piston-56";
 
 /// The user ids of the data directory.
@@ -109,26 +32,12 @@ struct Ids {
 
 /// A data directory as the gateway leaves it: the bootstrap `admin`, `alice` and `bob`
 /// (role `user`), `reader` (role `readonly`).
-fn gateway_dir() -> (tempfile::TempDir, Ids) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut g = helios_bins::config::GatewayConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    g.auth.bcrypt_cost = 4;
-    let state = helios_bins::gateway::start(g, Some(ADMIN_PW.into())).unwrap();
-    let alice = state.auth.create_user("alice", ALICE_PW, &["user"]);
-    let bob = state.auth.create_user("bob", BOB_PW, &["user"]);
-    let reader = state.auth.create_user("reader", READER_PW, &["readonly"]);
-    state.atlas.close().unwrap();
-    (
-        dir,
-        Ids {
-            alice: alice.unwrap().id,
-            bob: bob.unwrap().id,
-            reader: reader.unwrap().id,
-        },
-    )
+fn users_dir() -> (tempfile::TempDir, Ids) {
+    gateway_dir(|state| Ids {
+        alice: add_user(state, "alice", ALICE_PW, "user"),
+        bob: add_user(state, "bob", BOB_PW, "user"),
+        reader: add_user(state, "reader", READER_PW, "readonly"),
+    })
 }
 
 // ---- the table ----
@@ -1146,11 +1055,6 @@ fn bulks(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
-}
-
 fn same_keys(got: &Value, want: &[&str], x: &Ctx) -> bool {
     let want = sorted(want.iter().map(|k| x.expand(k)).collect());
     bulks(got).is_some_and(|g| sorted(g) == want)
@@ -1251,8 +1155,8 @@ fn set(con: &mut redis::Connection, args: &[&str]) {
 
 #[test]
 fn acl_matrix_each_command_class_against_own_other_and_internal_keys() {
-    let (dir, ids) = gateway_dir();
-    let mut server = Server::start(dir.path());
+    let (dir, ids) = users_dir();
+    let server = Server::with_users(dir.path());
     let x = Ctx::new(&ids);
     // Every login before the seed snapshot (a login may touch the user's records).
     let mut cons: Vec<redis::Connection> = Who::ALL
@@ -1372,7 +1276,7 @@ fn acl_matrix_each_command_class_against_own_other_and_internal_keys() {
     }
 
     drop(cons);
-    server.shutdown();
+    server.stop();
     assert!(
         failures.is_empty(),
         "ACL MATRIX FAILED: {} of {} rows/checks mismatched (a mismatch on a NOPERM row or a \

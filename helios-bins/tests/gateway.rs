@@ -5,157 +5,85 @@
 
 mod common;
 
-use common::{Server, config, login, start};
+use common::{
+    ADMIN_PW, Server, admin_token, claim, config, enqueue, login, start, start_temp,
+    start_temp_with, user_id,
+};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn auth_kv_errors_and_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), 1000)).await;
+    let (dir, s) = start_temp(1000).await;
     let (st, h, _) = s.call(Method::GET, "/healthz", None, None, &[]).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h.contains_key("x-request-id"));
-    assert_eq!(
-        s.call(Method::GET, "/readyz", None, None, &[]).await.0,
-        StatusCode::OK
-    );
+    s.expect(Method::GET, "/readyz", None, None, 200).await;
 
     let token = login(&s, "alice").await;
-    let (st, _, me) = s
-        .call(Method::GET, "/api/v1/auth/me", Some(&token), None, &[])
-        .await;
-    assert_eq!(st, StatusCode::OK);
+    let t = Some(token.as_str());
+    let me = s.expect(Method::GET, "/api/v1/auth/me", t, None, 200).await;
     assert_eq!(me["username"], "alice");
     assert_eq!(me["roles"], json!(["user"]));
 
     // KV: create, read with ETag, conditional writes, list, delete.
-    let (st, h, _) = s
-        .call(
-            Method::PUT,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            Some(json!({"value": {"hello": "world"}})),
-            &[],
-        )
-        .await;
+    let key = "/api/v1/kv/greeting%20one";
+    let body = json!({"value": {"hello": "world"}});
+    let (st, h, _) = s.call(Method::PUT, key, t, Some(body), &[]).await;
     assert_eq!(st, StatusCode::CREATED);
     let etag = h["etag"].to_str().unwrap().to_owned();
-    let (st, h, v) = s
-        .call(
-            Method::GET,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            None,
-            &[],
-        )
-        .await;
+    let (st, h, v) = s.call(Method::GET, key, t, None, &[]).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(
         v,
         json!({"key": "greeting one", "value": {"hello": "world"}, "ttl_seconds": null})
     );
     assert_eq!(h["etag"].to_str().unwrap(), etag);
+    let if_none = [("if-none-match", "*")];
     let (st, _, v) = s
-        .call(
-            Method::PUT,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            Some(json!({"value": 1})),
-            &[("if-none-match", "*")],
-        )
+        .call(Method::PUT, key, t, Some(json!({"value": 1})), &if_none)
         .await;
     assert_eq!(st, StatusCode::PRECONDITION_FAILED, "{v}");
     assert_eq!(v["type"], "https://helios.dev/problems/precondition-failed");
+    let stale = [("if-match", "\"0000000000000000\"")];
     let (st, _, _) = s
-        .call(
-            Method::PUT,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            Some(json!({"value": 2})),
-            &[("if-match", "\"0000000000000000\"")],
-        )
+        .call(Method::PUT, key, t, Some(json!({"value": 2})), &stale)
         .await;
     assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    let body = json!({"value": 3, "ttl_seconds": 600});
     let (st, _, _) = s
-        .call(
-            Method::PUT,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            Some(json!({"value": 3, "ttl_seconds": 600})),
-            &[("if-match", &etag)],
-        )
+        .call(Method::PUT, key, t, Some(body), &[("if-match", &etag)])
         .await;
     assert_eq!(st, StatusCode::OK);
-    let (_, _, v) = s
-        .call(
-            Method::GET,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            None,
-            &[],
-        )
-        .await;
+    let (_, v) = s.get(key, &token).await;
     assert_eq!(v["value"], 3);
     assert_eq!(v["ttl_seconds"], 600);
     for i in 0..3 {
-        s.call(
-            Method::PUT,
-            &format!("/api/v1/kv/list-{i}"),
-            Some(&token),
-            Some(json!({"value": i})),
-            &[],
-        )
-        .await;
+        s.put_value(&format!("/api/v1/kv/list-{i}"), &token, json!(i))
+            .await;
     }
-    let (st, _, v) = s
-        .call(
-            Method::GET,
-            "/api/v1/kv?prefix=list-&limit=2",
-            Some(&token),
-            None,
-            &[],
-        )
-        .await;
+    let (st, v) = s.get("/api/v1/kv?prefix=list-&limit=2", &token).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["items"].as_array().unwrap().len(), 2);
     let cursor = v["next_cursor"].as_str().unwrap().to_owned();
-    let (_, _, v) = s
-        .call(
-            Method::GET,
-            &format!("/api/v1/kv?prefix=list-&cursor={cursor}"),
-            Some(&token),
-            None,
-            &[],
-        )
+    let (_, v) = s
+        .get(&format!("/api/v1/kv?prefix=list-&cursor={cursor}"), &token)
         .await;
     assert_eq!(v["items"], json!([{"key": "list-2", "value": 2}]));
     assert_eq!(v["next_cursor"], Value::Null);
-    assert_eq!(
-        s.call(Method::DELETE, "/api/v1/kv/list-0", Some(&token), None, &[])
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        s.call(Method::DELETE, "/api/v1/kv/list-0", Some(&token), None, &[])
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
+    s.expect(Method::DELETE, "/api/v1/kv/list-0", t, None, 204)
+        .await;
+    s.expect(Method::DELETE, "/api/v1/kv/list-0", t, None, 404)
+        .await;
 
     // Errors.
     let (st, h, v) = s.call(Method::GET, "/api/v1/kv/x", None, None, &[]).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert_eq!(h["content-type"], "application/problem+json");
     assert_eq!(v["status"], 401);
-    assert_eq!(
-        s.call(Method::GET, "/api/v1/kv/x", Some("garbage"), None, &[])
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
-    let (st, _, v) = s.call(Method::GET, "/nope", None, None, &[]).await;
+    s.expect(Method::GET, "/api/v1/kv/x", Some("garbage"), None, 401)
+        .await;
+    let (st, v) = s.send(Method::GET, "/nope", None, None).await;
     assert_eq!(
         (st, v["type"].as_str().unwrap()),
         (
@@ -163,55 +91,26 @@ async fn auth_kv_errors_and_restart() {
             "https://helios.dev/problems/not-found"
         )
     );
-    let (st, h, _) = s
-        .call(Method::PATCH, "/api/v1/kv/x", Some(&token), None, &[])
-        .await;
+    let (st, h, _) = s.call(Method::PATCH, "/api/v1/kv/x", t, None, &[]).await;
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(h["allow"], "GET, PUT, DELETE");
-    let (st, _, v) = s
-        .call(
-            Method::PUT,
-            "/api/v1/kv/big",
-            Some(&token),
-            Some(json!({"value": "x".repeat(5000)})),
-            &[],
-        )
+    let (st, v) = s
+        .put_value("/api/v1/kv/big", &token, json!("x".repeat(5000)))
         .await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
-    let (st, _, v) = s
-        .call(
-            Method::PUT,
-            "/api/v1/kv/k",
-            Some(&token),
-            Some(json!({"valu": 1})),
-            &[],
-        )
-        .await;
+    let body = Some(json!({"valu": 1}));
+    let (st, v) = s.send(Method::PUT, "/api/v1/kv/k", t, body).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(v["detail"].as_str().unwrap().contains("valu"), "{v}");
 
     // RBAC: a readonly user can read but not write.
-    let (_, _, admin) = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"username": "admin", "password": "admin password 1"})),
-            &[],
-        )
-        .await;
-    assert!(admin["access_token"].is_string());
+    let admin = admin_token(&s).await;
     // On the API listener, /metrics needs metrics:read (admins have it; users do not).
-    let (st, _, _) = s.call(Method::GET, "/metrics", None, None, &[]).await;
+    let (st, _) = s.send(Method::GET, "/metrics", None, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let (st, _, _) = s
-        .call(Method::GET, "/metrics", Some(&token), None, &[])
-        .await;
+    let (st, _) = s.get("/metrics", &token).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let admin_token = admin["access_token"].as_str().unwrap().to_owned();
-    let (_, _, v) = s
-        .call(Method::GET, "/metrics", Some(&admin_token), None, &[])
-        .await;
+    let (_, v) = s.get("/metrics", &admin).await;
     let text = v.as_str().unwrap();
     assert!(text.contains("helios_requests_total{"), "{text}");
     assert!(text.contains("helios_request_duration_seconds_bucket"));
@@ -220,40 +119,22 @@ async fn auth_kv_errors_and_restart() {
     assert!(text.trim_end().ends_with("# EOF"));
 
     // Logout revokes the token.
-    assert_eq!(
-        s.call(Method::POST, "/api/v1/auth/logout", Some(&token), None, &[])
-            .await
-            .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        s.call(Method::GET, "/api/v1/auth/me", Some(&token), None, &[])
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
+    s.expect(Method::POST, "/api/v1/auth/logout", t, None, 204)
+        .await;
+    s.expect(Method::GET, "/api/v1/auth/me", t, None, 401).await;
     s.stop().await;
 
     // Restart: data and users are there.
     let s = start(config(dir.path(), 1000)).await;
     let token = login(&s, "alice").await;
-    let (_, _, v) = s
-        .call(
-            Method::GET,
-            "/api/v1/kv/greeting%20one",
-            Some(&token),
-            None,
-            &[],
-        )
-        .await;
+    let (_, v) = s.get(key, &token).await;
     assert_eq!(v["value"], 3);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn rate_limit_headers_and_429() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), 3)).await;
+    let (_dir, s) = start_temp(3).await;
     let token = login(&s, "bob").await;
     let mut statuses = Vec::new();
     for _ in 0..6 {
@@ -295,8 +176,8 @@ async fn rate_limit_holds_under_concurrent_clients() {
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
                 for _ in 0..5 {
-                    let (st, _, _) = s
-                        .call(Method::GET, "/api/v1/kv/none", Some(&token), None, &[])
+                    let (st, _) = s
+                        .send(Method::GET, "/api/v1/kv/none", Some(&token), None)
                         .await;
                     statuses.push(st);
                 }
@@ -326,8 +207,8 @@ async fn rate_limit_holds_under_concurrent_clients() {
     );
     assert!(admitted >= 20, "the whole burst is usable: {admitted}");
     // Another client's bucket is its own.
-    let (st, _, _) = s
-        .call(Method::GET, "/api/v1/kv/none", Some(&dave), None, &[])
+    let (st, _) = s
+        .send(Method::GET, "/api/v1/kv/none", Some(&dave), None)
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let s = std::sync::Arc::try_unwrap(s).ok().expect("no other handle");
@@ -336,47 +217,24 @@ async fn rate_limit_holds_under_concurrent_clients() {
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 1_000);
-    cfg.queue.depth_max = 2;
-    let s = start(cfg).await;
+    let (_dir, s) = start_temp_with(1_000, ADMIN_PW, |c| c.queue.depth_max = 2).await;
     let token = login(&s, "erin").await;
+    let t = Some(token.as_str());
     let job = json!({"queue": "small", "payload": {}});
     for _ in 0..2 {
-        let (st, _, v) = s
-            .call(
-                Method::POST,
-                "/api/v1/jobs",
-                Some(&token),
-                Some(job.clone()),
-                &[],
-            )
+        s.expect(Method::POST, "/api/v1/jobs", t, Some(job.clone()), 201)
             .await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
     }
     let (st, h, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(&token),
-            Some(job.clone()),
-            &[],
-        )
+        .call(Method::POST, "/api/v1/jobs", t, Some(job), &[])
         .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert!(h.contains_key("retry-after"));
     assert!(v["type"].as_str().unwrap().ends_with("queue-full"), "{v}");
     // Another queue is not affected.
-    let (st, _, _) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(&token),
-            Some(json!({"queue": "other", "payload": {}})),
-            &[],
-        )
+    let other = json!({"queue": "other", "payload": {}});
+    s.expect(Method::POST, "/api/v1/jobs", t, Some(other), 201)
         .await;
-    assert_eq!(st, StatusCode::CREATED);
     s.stop().await;
 }
 
@@ -396,40 +254,28 @@ async fn a_failed_store_refuses_writes_with_503_and_still_serves_reads() {
         },
     )
     .unwrap();
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start_with(cfg, atlas, Some("admin password 1".into()))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let s = common::server(common::serve(state).await);
+    let s = common::start_over(cfg, atlas, helios_bins::app::Context::system()).await;
     let token = login(&s, "frank").await;
-    let put = |v: i64| json!({ "value": v });
-    let (st, _, _) = s
-        .call(Method::PUT, "/api/v1/kv/k", Some(&token), Some(put(1)), &[])
-        .await;
+    let (st, _) = s.put_value("/api/v1/kv/k", &token, json!(1)).await;
     assert_eq!(st, StatusCode::CREATED);
 
     // The disk starts failing every fsync: ATLAS fails stop.
     disk.fail_sync_after(0);
+    let body = Some(json!({"value": 2}));
     let (st, h, v) = s
-        .call(Method::PUT, "/api/v1/kv/k", Some(&token), Some(put(2)), &[])
+        .call(Method::PUT, "/api/v1/kv/k", Some(&token), body, &[])
         .await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(h.contains_key("retry-after"));
-    let (st, _, v) = s
-        .call(Method::PUT, "/api/v1/kv/j", Some(&token), Some(put(3)), &[])
-        .await;
+    let (st, v) = s.put_value("/api/v1/kv/j", &token, json!(3)).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "stays refused: {v}");
     // Reads are still served, with the last acknowledged value.
-    let (st, _, v) = s
-        .call(Method::GET, "/api/v1/kv/k", Some(&token), None, &[])
-        .await;
+    let (st, v) = s.get("/api/v1/kv/k", &token).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["value"], 1);
-    let (st, _, _) = s.call(Method::GET, "/readyz", None, None, &[]).await;
+    let (st, _) = s.send(Method::GET, "/readyz", None, None).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "not ready for writes");
-    let (st, _, _) = s.call(Method::GET, "/healthz", None, None, &[]).await;
+    let (st, _) = s.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, StatusCode::OK, "the process is up");
     // Shutting down reports the failed store instead of pretending it flushed.
     assert!(s.stop_result().await.is_err());
@@ -437,15 +283,10 @@ async fn a_failed_store_refuses_writes_with_503_and_still_serves_reads() {
 
 #[tokio::test]
 async fn expired_and_foreign_tokens_get_401() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 1_000);
     let secret = "a test secret of at least thirty-two bytes";
-    cfg.auth.jwt_secret = secret.into();
-    let s = start(cfg).await;
+    let (_dir, s) = start_temp_with(1_000, ADMIN_PW, |c| c.auth.jwt_secret = secret.into()).await;
     let good = login(&s, "gina").await;
-    let (_, _, me) = s
-        .call(Method::GET, "/api/v1/auth/me", Some(&good), None, &[])
-        .await;
+    let (_, me) = s.get("/api/v1/auth/me", &good).await;
     // The same claims, re-signed with the right key, but expired an hour ago (well past
     // the leeway); and a fresh token signed with another key.
     let mut claims: helios_auth::Claims = jsonwebtoken::dangerous::insecure_decode(&good)
@@ -495,131 +336,57 @@ async fn expired_and_foreign_tokens_get_401() {
         );
     }
     // The genuine token still works.
-    let (st, _, again) = s
-        .call(Method::GET, "/api/v1/auth/me", Some(&good), None, &[])
-        .await;
+    let (st, again) = s.get("/api/v1/auth/me", &good).await;
     assert_eq!((st, again), (StatusCode::OK, me));
     s.stop().await;
 }
 
-async fn admin_token(s: &Server) -> String {
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"username": "admin", "password": "admin password 1"})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    v["access_token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn jobs_enqueue_claim_long_poll_ack_nack_dlq() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(start(config(dir.path(), 1000)).await);
+    let (_dir, s) = start_temp(1000).await;
+    let s = std::sync::Arc::new(s);
     let user = login(&s, "carol").await;
     let admin = admin_token(&s).await;
-    let (_, _, me) = s
-        .call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
-        .await;
+    let (u, a) = (Some(user.as_str()), Some(admin.as_str()));
+    let (_, me) = s.get("/api/v1/auth/me", &user).await;
     assert_eq!(me["roles"], json!(["user"]), "{me}");
     // A user may enqueue but not work or administer.
-    let (st, _, job) = s
-        .call(Method::POST, "/api/v1/jobs", Some(&user), Some(json!({"queue": "mail", "payload": {"to": "x"}, "dedup_id": "d1", "max_attempts": 1})), &[])
+    let body =
+        json!({"queue": "mail", "payload": {"to": "x"}, "dedup_id": "d1", "max_attempts": 1});
+    let job = s
+        .expect(Method::POST, "/api/v1/jobs", u, Some(body), 201)
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
-    let (st, _, again) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(&user),
-            Some(json!({"queue": "mail", "payload": {"to": "x"}, "dedup_id": "d1"})),
-            &[],
-        )
-        .await;
+    let body = json!({"queue": "mail", "payload": {"to": "x"}, "dedup_id": "d1"});
+    let (st, again) = s.send(Method::POST, "/api/v1/jobs", u, Some(body)).await;
     assert_eq!(
         (st, again["id"].as_str().unwrap()),
         (StatusCode::OK, id.as_str()),
         "dedup hit"
     );
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs/claim",
-            Some(&user),
-            Some(json!({"queue": "mail", "worker_id": "w", "lease_seconds": 30})),
-            &[],
-        )
+    let work = json!({"queue": "mail", "worker_id": "w", "lease_seconds": 30});
+    s.expect(Method::POST, "/api/v1/jobs/claim", u, Some(work), 403)
         .await;
-    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
-    assert_eq!(
-        s.call(Method::GET, "/api/v1/queues", Some(&user), None, &[])
-            .await
-            .0,
-        StatusCode::FORBIDDEN
-    );
+    s.expect(Method::GET, "/api/v1/queues", u, None, 403).await;
 
     // Claim, ack; a second ack with the same token is refused.
-    let (st, _, c) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs/claim",
-            Some(&admin),
-            Some(json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 5})),
-            &[],
-        )
+    let work = json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 5});
+    let c = s
+        .expect(Method::POST, "/api/v1/jobs/claim", a, Some(work), 200)
         .await;
-    assert_eq!(st, StatusCode::OK, "{c}");
     let jobs = c["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["attempt"], 1);
     let token = jobs[0]["lease_token"].as_str().unwrap().to_owned();
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{id}/heartbeat"),
-            Some(&admin),
-            Some(json!({"lease_token": token, "lease_seconds": 60})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+    let beat = json!({"lease_token": token, "lease_seconds": 60});
+    let path = format!("/api/v1/jobs/{id}/heartbeat");
+    s.expect(Method::POST, &path, a, Some(beat), 200).await;
     let path = format!("/api/v1/jobs/{id}/ack");
-    assert_eq!(
-        s.call(
-            Method::POST,
-            &path,
-            Some(&admin),
-            Some(json!({"lease_token": token, "result": 7})),
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
-    );
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            &path,
-            Some(&admin),
-            Some(json!({"lease_token": token})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::CONFLICT, "{v}");
-    let (_, _, v) = s
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{id}"),
-            Some(&user),
-            None,
-            &[],
-        )
-        .await;
+    let ack = json!({"lease_token": token, "result": 7});
+    s.expect(Method::POST, &path, a, Some(ack), 204).await;
+    let ack = json!({"lease_token": token});
+    s.expect(Method::POST, &path, a, Some(ack), 409).await;
+    let (_, v) = s.get(&format!("/api/v1/jobs/{id}"), &user).await;
     assert_eq!(
         (v["state"].as_str().unwrap(), &v["result"]),
         ("DONE", &json!(7))
@@ -631,21 +398,14 @@ async fn jobs_enqueue_claim_long_poll_ack_nack_dlq() {
         let admin = admin.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let (_, _, c) = s
-                .call(Method::POST, "/api/v1/jobs/claim", Some(&admin), Some(json!({"queue": "late", "worker_id": "w2", "lease_seconds": 30, "wait_seconds": 10})), &[])
-                .await;
+            let body = json!({"queue": "late", "worker_id": "w2", "lease_seconds": 30, "wait_seconds": 10});
+            let (_, c) = claim(&s, &admin, body).await;
             (c, started.elapsed())
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    s.call(
-        Method::POST,
-        "/api/v1/jobs",
-        Some(&user),
-        Some(json!({"queue": "late", "max_attempts": 1})),
-        &[],
-    )
-    .await;
+    let late = json!({"queue": "late", "max_attempts": 1});
+    s.send(Method::POST, "/api/v1/jobs", u, Some(late)).await;
     let (c, waited) = waiter.await.unwrap();
     assert_eq!(c["jobs"].as_array().unwrap().len(), 1, "{c}");
     assert!(
@@ -656,42 +416,19 @@ async fn jobs_enqueue_claim_long_poll_ack_nack_dlq() {
     // Nack with no attempts left: dead-lettered; listed; redriven.
     let jid = c["jobs"][0]["id"].as_str().unwrap().to_owned();
     let tok = c["jobs"][0]["lease_token"].as_str().unwrap().to_owned();
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{jid}/nack"),
-            Some(&admin),
-            Some(json!({"lease_token": tok, "error": "boom"})),
-            &[],
-        )
-        .await;
+    let nack = json!({"lease_token": tok, "error": "boom"});
+    let path = format!("/api/v1/jobs/{jid}/nack");
+    let (st, v) = s.send(Method::POST, &path, a, Some(nack)).await;
     assert_eq!(
         (st, v["state"].as_str().unwrap()),
         (StatusCode::OK, "FAILED")
     );
-    let (_, _, dlq) = s
-        .call(
-            Method::GET,
-            "/api/v1/queues/late/dlq",
-            Some(&admin),
-            None,
-            &[],
-        )
-        .await;
+    let (_, dlq) = s.get("/api/v1/queues/late/dlq", &admin).await;
     assert_eq!(dlq["items"][0]["last_error"], "boom");
-    let (_, _, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/queues/late/dlq/redrive",
-            Some(&admin),
-            Some(json!({})),
-            &[],
-        )
-        .await;
+    let path = "/api/v1/queues/late/dlq/redrive";
+    let (_, v) = s.send(Method::POST, path, a, Some(json!({}))).await;
     assert_eq!(v["redriven"], 1);
-    let (_, _, qs) = s
-        .call(Method::GET, "/api/v1/queues", Some(&admin), None, &[])
-        .await;
+    let (_, qs) = s.get("/api/v1/queues", &admin).await;
     let late = qs["queues"]
         .as_array()
         .unwrap()
@@ -700,36 +437,20 @@ async fn jobs_enqueue_claim_long_poll_ack_nack_dlq() {
         .unwrap()
         .clone();
     assert_eq!(late["pending"], 1);
-    let (st, _, _) = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{jid}/cancel"),
-            Some(&admin),
-            None,
-            &[],
-        )
+    let path = format!("/api/v1/jobs/{jid}/cancel");
+    s.expect(Method::POST, &path, a, None, 204).await;
+    s.expect(Method::GET, "/api/v1/jobs/not-an-id", u, None, 400)
         .await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
-    let (st, _, v) = s
-        .call(
-            Method::GET,
-            "/api/v1/jobs/not-an-id",
-            Some(&user),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     let s = std::sync::Arc::into_inner(s).unwrap();
     s.stop().await;
 }
 
 #[tokio::test]
 async fn admin_routes_and_their_permissions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), 1000)).await;
+    let (_dir, s) = start_temp(1000).await;
     let user = login(&s, "dave").await;
     let admin = admin_token(&s).await;
+    let (u, a) = (Some(user.as_str()), Some(admin.as_str()));
     for (m, p) in [
         (Method::GET, "/admin/stats"),
         (Method::POST, "/admin/snapshot"),
@@ -737,227 +458,64 @@ async fn admin_routes_and_their_permissions() {
         (Method::GET, "/admin/roles"),
         (Method::GET, "/admin/rate-limits"),
     ] {
-        assert_eq!(
-            s.call(m, p, Some(&user), None, &[]).await.0,
-            StatusCode::FORBIDDEN,
-            "{p}"
-        );
+        s.expect(m, p, u, None, 403).await;
     }
-    let (st, _, stats) = s
-        .call(Method::GET, "/admin/stats", Some(&admin), None, &[])
-        .await;
-    assert_eq!(st, StatusCode::OK);
+    let stats = s.expect(Method::GET, "/admin/stats", a, None, 200).await;
     assert!(stats["key_count"].as_u64().unwrap() > 0);
-    let (st, _, v) = s
-        .call(Method::POST, "/admin/snapshot", Some(&admin), None, &[])
+    let v = s
+        .expect(Method::POST, "/admin/snapshot", a, None, 200)
         .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
     assert!(v["seq"].as_u64().is_some());
-    assert_eq!(
-        s.call(Method::POST, "/admin/aof/rewrite", Some(&admin), None, &[])
-            .await
-            .0,
-        StatusCode::OK
-    );
-    let (_, _, users) = s
-        .call(Method::GET, "/admin/users", Some(&admin), None, &[])
+    s.expect(Method::POST, "/admin/aof/rewrite", a, None, 200)
         .await;
-    let dave = users["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == "dave")
-        .unwrap()
-        .clone();
-    let id = dave["id"].as_str().unwrap().to_owned();
+    let id = user_id(&s, &admin, "dave").await;
     // A custom role, assigned: the next request sees it.
-    let (st, _, v) = s
-        .call(
-            Method::PUT,
-            "/admin/roles/worker",
-            Some(&admin),
-            Some(json!({"permissions": ["jobs:work"]})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
-    assert_eq!(
-        s.call(
-            Method::PUT,
-            "/admin/roles/bad",
-            Some(&admin),
-            Some(json!({"permissions": ["nope"]})),
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::BAD_REQUEST
-    );
     let claim = json!({"queue": "q", "worker_id": "w", "lease_seconds": 5});
-    assert_eq!(
-        s.call(
-            Method::POST,
-            "/api/v1/jobs/claim",
-            Some(&user),
-            Some(claim.clone()),
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        s.call(
-            Method::POST,
-            &format!("/admin/users/{id}/roles"),
-            Some(&admin),
-            Some(json!({"role": "worker"})),
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        s.call(
-            Method::POST,
-            "/api/v1/jobs/claim",
-            Some(&user),
-            Some(claim.clone()),
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.call(
-            Method::DELETE,
-            &format!("/admin/users/{id}/roles/worker"),
-            Some(&admin),
-            None,
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        s.call(
-            Method::POST,
-            "/api/v1/jobs/claim",
-            Some(&user),
-            Some(claim),
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        s.call(
-            Method::DELETE,
-            "/admin/roles/worker",
-            Some(&admin),
-            None,
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        s.call(
-            Method::DELETE,
-            "/admin/roles/worker",
-            Some(&admin),
-            None,
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NOT_FOUND
-    );
+    let (jobs, worker) = ("/api/v1/jobs/claim", "/admin/roles/worker");
+    let roles = format!("/admin/users/{id}/roles");
+    let role = format!("{roles}/worker");
+    let can_work = json!({"permissions": ["jobs:work"]});
+    let unknown = json!({"permissions": ["nope"]});
+    let as_worker = json!({"role": "worker"});
+    s.expect_each([
+        (Method::PUT, worker, a, Some(can_work), 204),
+        (Method::PUT, "/admin/roles/bad", a, Some(unknown), 400),
+        (Method::POST, jobs, u, Some(claim.clone()), 403),
+        (Method::POST, &roles, a, Some(as_worker), 204),
+        (Method::POST, jobs, u, Some(claim.clone()), 200),
+        (Method::DELETE, &role, a, None, 204),
+        (Method::POST, jobs, u, Some(claim), 403),
+        (Method::DELETE, worker, a, None, 204),
+        (Method::DELETE, worker, a, None, 404),
+    ])
+    .await;
     // Disable: the user's token stops working at once, for good: an enable lets the user
     // log in again but does not bring the old token back.
-    assert_eq!(
-        s.call(
-            Method::POST,
-            &format!("/admin/users/{id}/disable"),
-            Some(&admin),
-            None,
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
+    let (disable, enable) = (
+        format!("/admin/users/{id}/disable"),
+        format!("/admin/users/{id}/enable"),
     );
-    assert_eq!(
-        s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
-            .await
-            .0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        s.call(
-            Method::POST,
-            &format!("/admin/users/{id}/enable"),
-            Some(&admin),
-            None,
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
+    s.expect_each([
+        (Method::POST, disable.as_str(), a, None, 204),
+        (Method::GET, "/api/v1/auth/me", u, None, 403),
+        (Method::POST, &enable, a, None, 204),
+        (Method::GET, "/api/v1/auth/me", u, None, 401),
+    ])
+    .await;
     let user = login(&s, "dave").await;
-    assert_eq!(
-        s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
-            .await
-            .0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        s.call(
-            Method::POST,
-            &format!("/admin/users/{id}/explode"),
-            Some(&admin),
-            None,
-            &[]
-        )
-        .await
-        .0,
-        StatusCode::NOT_FOUND
-    );
-    // Rate limits change at run time.
-    let (_, _, rl) = s
-        .call(Method::GET, "/admin/rate-limits", Some(&admin), None, &[])
+    s.expect(Method::GET, "/api/v1/auth/me", Some(&user), None, 200)
         .await;
+    let path = format!("/admin/users/{id}/explode");
+    s.expect(Method::POST, &path, a, None, 404).await;
+    // Rate limits change at run time.
+    let (_, rl) = s.get("/admin/rate-limits", &admin).await;
     assert_eq!(rl["default"]["capacity"], 1000);
     let body = json!({"default": {"capacity": 2, "refill_tokens": 1, "refill_period_ms": 60000}});
-    let (st, _, v) = s
-        .call(
-            Method::PUT,
-            "/admin/rate-limits",
-            Some(&admin),
-            Some(body),
-            &[],
-        )
+    s.expect(Method::PUT, "/admin/rate-limits", a, Some(body), 204)
         .await;
-    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
     let mut codes = Vec::new();
     for _ in 0..4 {
-        codes.push(
-            s.call(Method::GET, "/api/v1/auth/me", Some(&user), None, &[])
-                .await
-                .0,
-        );
+        codes.push(s.get("/api/v1/auth/me", &user).await.0);
     }
     assert!(codes.contains(&StatusCode::TOO_MANY_REQUESTS), "{codes:?}");
     s.stop().await;
@@ -975,33 +533,20 @@ struct JobUsers {
 
 async fn job_users(s: &Server) -> JobUsers {
     let admin = admin_token(s).await;
+    let a = Some(admin.as_str());
     let user_id = |token: String| async move {
-        let (_, _, me) = s
-            .call(Method::GET, "/api/v1/auth/me", Some(&token), None, &[])
-            .await;
+        let (_, me) = s.get("/api/v1/auth/me", &token).await;
         me["id"].as_str().unwrap().to_owned()
     };
     let alice = login(s, "alice").await;
     let (wendy, evan) = (login(s, "wendy").await, login(s, "evan").await);
-    let (st, _, v) = s
-        .call(
-            Method::PUT,
-            "/admin/roles/emails-worker",
-            Some(&admin),
-            Some(json!({"permissions": ["jobs:work:emails"]})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let role = Some(json!({"permissions": ["jobs:work:emails"]}));
+    let path = "/admin/roles/emails-worker";
+    s.expect(Method::PUT, path, a, role, 204).await;
     for (token, role) in [(&wendy, "worker"), (&evan, "emails-worker")] {
-        let (st, _, v) = s
-            .call(
-                Method::POST,
-                &format!("/admin/users/{}/roles", user_id(token.clone()).await),
-                Some(&admin),
-                Some(json!({"role": role})),
-                &[],
-            )
+        let path = format!("/admin/users/{}/roles", user_id(token.clone()).await);
+        let (st, v) = s
+            .send(Method::POST, &path, a, Some(json!({"role": role})))
             .await;
         assert_eq!(st, StatusCode::NO_CONTENT, "{role}: {v}");
     }
@@ -1013,13 +558,6 @@ async fn job_users(s: &Server) -> JobUsers {
     }
 }
 
-async fn enqueue(s: &Server, token: &str, body: Value) -> (StatusCode, Value) {
-    let (st, _, v) = s
-        .call(Method::POST, "/api/v1/jobs", Some(token), Some(body), &[])
-        .await;
-    (st, v)
-}
-
 /// Issue 17, point 2, first bullet ("each job records its owner"): today bob reads alice's
 /// job by id (200 with her payload), lists and cancels it, and a plain user acks. Now a
 /// stranger's job is 404 everywhere, exactly like a missing one; claim/ack/nack/heartbeat
@@ -1027,8 +565,7 @@ async fn enqueue(s: &Server, token: &str, body: Value) -> (StatusCode, Value) {
 /// for a job in a queue one may not work; a job without an owner is `jobs:admin`'s only.
 #[tokio::test]
 async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), 10_000)).await;
+    let (_dir, s) = start_temp(10_000).await;
     let secret = json!({"to": "alice@example.com", "secret": 42});
     let alice = login(&s, "alice").await;
     let bob = login(&s, "bob").await;
@@ -1037,30 +574,18 @@ async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
     let id = job["id"].as_str().unwrap().to_owned();
     let job_path = format!("/api/v1/jobs/{id}");
     // Reading: bob gets the answer of a job that does not exist.
-    let (st, _, v) = s.call(Method::GET, &job_path, Some(&bob), None, &[]).await;
+    let (st, v) = s.get(&job_path, &bob).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "bob reads alice's job: {v}");
     assert!(!v.to_string().contains("alice@example.com"));
     let missing = format!("{}0", &id[..31]);
-    let (st, _, w) = s
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{missing}"),
-            Some(&bob),
-            None,
-            &[],
-        )
-        .await;
+    let (st, w) = s.get(&format!("/api/v1/jobs/{missing}"), &bob).await;
     assert_eq!((st, &v["type"]), (StatusCode::NOT_FOUND, &w["type"]));
     let u = job_users(&s).await;
     assert_eq!(job["owner"], u.alice_id.as_str());
-    let (st, _, v) = s
-        .call(Method::GET, &job_path, Some(&alice), None, &[])
-        .await;
+    let (st, v) = s.get(&job_path, &alice).await;
     assert_eq!((st, &v["payload"]), (StatusCode::OK, &secret));
-    let (st, _, _) = s
-        .call(Method::GET, &job_path, Some(&u.admin), None, &[])
+    s.expect(Method::GET, &job_path, Some(&u.admin), None, 200)
         .await;
-    assert_eq!(st, StatusCode::OK);
 
     // Listing: one's own jobs; everyone's with jobs:admin.
     let (st, bobs) = enqueue(&s, &bob, json!({"queue": "emails"})).await;
@@ -1069,15 +594,7 @@ async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
     let list = |token: String| {
         let s = &s;
         async move {
-            let (st, _, v) = s
-                .call(
-                    Method::GET,
-                    "/api/v1/jobs?queue=emails",
-                    Some(&token),
-                    None,
-                    &[],
-                )
-                .await;
+            let (st, v) = s.get("/api/v1/jobs?queue=emails", &token).await;
             assert_eq!(st, StatusCode::OK, "{v}");
             v["items"]
                 .as_array()
@@ -1092,114 +609,67 @@ async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
     assert_eq!(list(u.admin.clone()).await, vec![id.clone(), bobs.clone()]);
 
     // Cancel: bob cannot touch alice's job (404; it stays pending); he can his own.
-    let (st, _, _) = s
-        .call(
-            Method::POST,
-            &format!("{job_path}/cancel"),
-            Some(&bob),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
-    let (_, _, v) = s
-        .call(Method::GET, &job_path, Some(&alice), None, &[])
-        .await;
+    let cancel = format!("{job_path}/cancel");
+    s.expect(Method::POST, &cancel, Some(&bob), None, 404).await;
+    let (_, v) = s.get(&job_path, &alice).await;
     assert_eq!(v["state"], "PENDING");
-    let (st, _, _) = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{bobs}/cancel"),
-            Some(&bob),
-            None,
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
+    let cancel = format!("/api/v1/jobs/{bobs}/cancel");
+    s.expect(Method::POST, &cancel, Some(&bob), None, 204).await;
 
     // Working: a user may not claim (403); the `worker` role may, in any queue; a
     // `jobs:work:emails` holder in `emails` only (403 elsewhere).
     enqueue(&s, &alice, json!({"queue": "sms"})).await;
-    let claim = |token: String, queue: &'static str| {
-        let s = &s;
-        async move {
-            s.call(
-                Method::POST,
-                "/api/v1/jobs/claim",
-                Some(&token),
-                Some(json!({"queue": queue, "worker_id": "w", "lease_seconds": 60})),
-                &[],
-            )
-            .await
-        }
-    };
+    let work = |queue: &str| json!({"queue": queue, "worker_id": "w", "lease_seconds": 60});
     assert_eq!(
-        claim(alice.clone(), "emails").await.0,
+        claim(&s, &alice, work("emails")).await.0,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(claim(u.evan.clone(), "sms").await.0, StatusCode::FORBIDDEN);
-    let (st, _, c) = claim(u.wendy.clone(), "sms").await;
+    assert_eq!(
+        claim(&s, &u.evan, work("sms")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (st, c) = claim(&s, &u.wendy, work("sms")).await;
     assert_eq!(st, StatusCode::OK, "{c}");
     let sms_id = c["jobs"][0]["id"].as_str().unwrap().to_owned();
     let sms_token = c["jobs"][0]["lease_token"].as_str().unwrap().to_owned();
-    let (st, _, c) = claim(u.evan.clone(), "emails").await;
+    let sms_lease = json!({"lease_token": sms_token});
+    let (st, c) = claim(&s, &u.evan, work("emails")).await;
     assert_eq!((st, &c["jobs"][0]["id"]), (StatusCode::OK, &json!(id)));
     let token = c["jobs"][0]["lease_token"].as_str().unwrap().to_owned();
+    let lease = json!({"lease_token": token});
     // Ack/nack/heartbeat: no jobs:work at all is 403; a job in a queue one may not work
     // is 404 (evan and the sms job), whatever the token.
+    let ack = format!("{job_path}/ack");
     for (who, t) in [("alice", &alice), ("bob", &bob)] {
-        let (st, _, v) = s
-            .call(
-                Method::POST,
-                &format!("{job_path}/ack"),
-                Some(t),
-                Some(json!({"lease_token": token})),
-                &[],
-            )
+        let (st, v) = s
+            .send(Method::POST, &ack, Some(t), Some(lease.clone()))
             .await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{who}: {v}");
     }
     for action in ["ack", "nack", "heartbeat"] {
-        let (st, _, v) = s
-            .call(
-                Method::POST,
-                &format!("/api/v1/jobs/{sms_id}/{action}"),
-                Some(&u.evan),
-                Some(json!({"lease_token": sms_token})),
-                &[],
-            )
-            .await;
+        let path = format!("/api/v1/jobs/{sms_id}/{action}");
+        let body = Some(sms_lease.clone());
+        let (st, v) = s.send(Method::POST, &path, Some(&u.evan), body).await;
         assert_eq!(st, StatusCode::NOT_FOUND, "evan {action}s an sms job: {v}");
     }
+    let sms_ack = format!("/api/v1/jobs/{sms_id}/ack");
+    let beat = format!("{job_path}/heartbeat");
     for (path, t, body) in [
-        (
-            format!("/api/v1/jobs/{sms_id}/ack"),
-            &u.wendy,
-            json!({"lease_token": sms_token}),
-        ),
-        (
-            format!("{job_path}/heartbeat"),
-            &u.evan,
-            json!({"lease_token": token}),
-        ),
-        (
-            format!("{job_path}/ack"),
-            &u.evan,
-            json!({"lease_token": token}),
-        ),
+        (&sms_ack, &u.wendy, &sms_lease),
+        (&beat, &u.evan, &lease),
+        (&ack, &u.evan, &lease),
     ] {
-        let (st, _, v) = s.call(Method::POST, &path, Some(t), Some(body), &[]).await;
+        let (st, v) = s
+            .send(Method::POST, path, Some(t), Some(body.clone()))
+            .await;
         assert!(st.is_success(), "{path}: {st} {v}");
     }
     // Working a job does not make it one's own (404), and queue administration stays
     // jobs:admin.
-    let (st, _, _) = s
-        .call(Method::GET, &job_path, Some(&u.evan), None, &[])
+    s.expect(Method::GET, &job_path, Some(&u.evan), None, 404)
         .await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
     for path in ["/api/v1/queues", "/api/v1/queues/emails/dlq"] {
-        let (st, _, _) = s.call(Method::GET, path, Some(&u.wendy), None, &[]).await;
-        assert_eq!(st, StatusCode::FORBIDDEN, "{path}");
+        s.expect(Method::GET, path, Some(&u.wendy), None, 403).await;
     }
 
     // A job without an owner (the embedded API) is jobs:admin's only.
@@ -1210,13 +680,9 @@ async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
         .unwrap()
         .id;
     let anon_path = format!("/api/v1/jobs/{anon}");
-    let (st, _, _) = s
-        .call(Method::GET, &anon_path, Some(&alice), None, &[])
+    s.expect(Method::GET, &anon_path, Some(&alice), None, 404)
         .await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, _, v) = s
-        .call(Method::GET, &anon_path, Some(&u.admin), None, &[])
-        .await;
+    let (st, v) = s.get(&anon_path, &u.admin).await;
     assert_eq!((st, &v["owner"]), (StatusCode::OK, &Value::Null));
     s.stop().await;
 }
@@ -1227,8 +693,7 @@ async fn a_strangers_job_is_404_and_working_needs_jobs_work() {
 /// alice's next enqueue with the id still finds her own job.
 #[tokio::test]
 async fn dedup_ids_are_scoped_per_owner_and_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), 10_000)).await;
+    let (_dir, s) = start_temp(10_000).await;
     let alice = login(&s, "alice").await;
     let bob = login(&s, "bob").await;
     let body =
@@ -1257,8 +722,7 @@ async fn dedup_ids_are_scoped_per_owner_and_queue() {
 /// form a path accepts (the hyphenated UUID is a 400).
 #[tokio::test]
 async fn job_ids_are_uuid_v7_in_32_hex() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), 10_000)).await;
+    let (_dir, s) = start_temp(10_000).await;
     let alice = login(&s, "alice").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -1284,15 +748,7 @@ async fn job_ids_are_uuid_v7_in_32_hex() {
         assert!(low(&w[0]).abs_diff(low(&w[1])) > 1 << 20, "random: {w:?}");
     }
     let id = &ids[0];
-    let (st, _, _) = s
-        .call(
-            Method::GET,
-            &format!("/api/v1/jobs/{id}"),
-            Some(&alice),
-            None,
-            &[],
-        )
-        .await;
+    let (st, _) = s.get(&format!("/api/v1/jobs/{id}"), &alice).await;
     assert_eq!(st, StatusCode::OK);
     let hyphenated = format!(
         "{}-{}-{}-{}-{}",
@@ -1303,19 +759,12 @@ async fn job_ids_are_uuid_v7_in_32_hex() {
         &id[20..]
     );
     for bad in [hyphenated, id.to_ascii_uppercase()] {
-        let (st, _, v) = s
-            .call(
-                Method::GET,
-                &format!("/api/v1/jobs/{bad}"),
-                Some(&alice),
-                None,
-                &[],
-            )
-            .await;
+        let (st, v) = s.get(&format!("/api/v1/jobs/{bad}"), &alice).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
     s.stop().await;
 }
+
 /// A data directory written before jobs had owners keeps working through the gateway: a
 /// job record of the previous layout (an id of ms + sequence, no owner) is served by its
 /// 32-hex id to `jobs:admin` (owner null), is a 404 to a user, lists before newer jobs, and
@@ -1341,33 +790,13 @@ async fn jobs_of_the_previous_layout_are_served() {
     let admin = admin_token(&s).await;
     let user = login(&s, "olga").await;
     let path = format!("/api/v1/jobs/{old}");
-    let (st, _, v) = s.call(Method::GET, &path, Some(&admin), None, &[]).await;
-    assert_eq!(st, StatusCode::OK, "{v}");
+    let v = s.expect(Method::GET, &path, Some(&admin), None, 200).await;
     assert_eq!((&v["id"], &v["owner"]), (&json!(old), &Value::Null));
-    assert_eq!(
-        s.call(Method::GET, &path, Some(&user), None, &[]).await.0,
-        StatusCode::NOT_FOUND
-    );
-    let (_, _, new) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(&user),
-            Some(json!({"queue": "mail"})),
-            &[],
-        )
-        .await;
+    s.expect(Method::GET, &path, Some(&user), None, 404).await;
+    let (_, new) = enqueue(&s, &user, json!({"queue": "mail"})).await;
     let new_id = new["id"].as_str().unwrap().to_owned();
     assert!(new_id.as_str() > old2, "{new_id} sorts after the old ids");
-    let (_, _, page) = s
-        .call(
-            Method::GET,
-            "/api/v1/jobs?queue=mail",
-            Some(&admin),
-            None,
-            &[],
-        )
-        .await;
+    let (_, page) = s.get("/api/v1/jobs?queue=mail", &admin).await;
     let ids: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -1375,26 +804,12 @@ async fn jobs_of_the_previous_layout_are_served() {
         .map(|j| j["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec![old, old2, new_id.as_str()]);
-    let (st, _, c) = s
-        .call(
-            Method::POST,
-            "/api/v1/jobs/claim",
-            Some(&admin),
-            Some(json!({"queue": "mail", "worker_id": "w", "lease_seconds": 30})),
-            &[],
-        )
-        .await;
+    let body = json!({"queue": "mail", "worker_id": "w", "lease_seconds": 30});
+    let (st, c) = claim(&s, &admin, body).await;
     assert_eq!((st, &c["jobs"][0]["id"]), (StatusCode::OK, &json!(old)));
-    let (st, _, _) = s
-        .call(
-            Method::POST,
-            &format!("/api/v1/jobs/{old2}/cancel"),
-            Some(&admin),
-            None,
-            &[],
-        )
+    let cancel = format!("/api/v1/jobs/{old2}/cancel");
+    s.expect(Method::POST, &cancel, Some(&admin), None, 204)
         .await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
     s.stop().await;
 }
 
@@ -1421,15 +836,9 @@ async fn rate_limits_and_tokens_run_on_the_context_clock() {
         },
     )
     .unwrap();
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start_with_in(cfg, atlas, Some("admin password 1".into()), &ctx)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let s = common::server(common::serve(state).await);
+    let s = common::start_over(cfg, atlas, ctx).await;
     let token = login(&s, "clara").await;
-    let get = || s.call(Method::GET, "/api/v1/kv/none", Some(&token), None, &[]);
+    let get = || s.get("/api/v1/kv/none", &token);
     // Capacity 3, refilled at 1 a second of the context's clock: exactly 3, then 429.
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -1445,7 +854,7 @@ async fn rate_limits_and_tokens_run_on_the_context_clock() {
     assert_eq!(get().await.0, StatusCode::TOO_MANY_REQUESTS);
     // The access token lives 60 s (plus the 30 s leeway) of the same clock.
     clock.advance_ms(95_000);
-    let (st, _, v) = get().await;
+    let (st, v) = get().await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
     assert!(
         v["type"].as_str().unwrap_or("").ends_with("token-expired"),

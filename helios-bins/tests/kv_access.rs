@@ -10,52 +10,28 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, login_with as login};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "kv-admin-Quartz-91-lantern";
 const PASSWORD: &str = "tangerine-kayak-47-violet";
 
+/// A gateway over `dir` whose `admin` has [`ADMIN_PASSWORD`].
 async fn start(dir: &std::path::Path) -> Server {
     common::start_with_admin(common::config(dir, 100_000), ADMIN_PASSWORD).await
 }
 
-async fn login(s: &Server, user: &str, password: &str) -> String {
-    common::login_with(s, user, password).await
+/// A gateway over a fresh temp dir, as [`start`] configures it.
+async fn start_temp() -> (tempfile::TempDir, Server) {
+    common::start_temp_with(100_000, ADMIN_PASSWORD, |_| {}).await
 }
 
+/// Registers `user` with [`PASSWORD`] and logs it in: its id and access token.
 async fn register(s: &Server, user: &str) -> (String, String) {
-    let (st, _, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/register",
-            None,
-            Some(json!({"username": user, "password": PASSWORD})),
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let v = common::register(s, user, PASSWORD).await;
     let id = v["id"].as_str().unwrap().to_owned();
     (id, login(s, user, PASSWORD).await)
-}
-
-async fn put(s: &Server, token: &str, path: &str, value: Value) -> (StatusCode, Value) {
-    let (st, _, v) = s
-        .call(
-            Method::PUT,
-            path,
-            Some(token),
-            Some(json!({ "value": value })),
-            &[],
-        )
-        .await;
-    (st, v)
-}
-
-async fn get(s: &Server, token: &str, path: &str) -> (StatusCode, Value) {
-    let (st, _, v) = s.call(Method::GET, path, Some(token), None, &[]).await;
-    (st, v)
 }
 
 fn keys_of(list: &Value) -> Vec<String> {
@@ -69,50 +45,35 @@ fn keys_of(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_users_keys_are_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let (_dir, s) = start_temp().await;
     let (alice_id, alice) = register(&s, "alice").await;
     let (_, bob) = register(&s, "bob").await;
 
-    assert_eq!(
-        put(&s, &alice, "/api/v1/kv/alice-private", json!("secret"))
-            .await
-            .0,
-        StatusCode::CREATED
-    );
+    let private = "/api/v1/kv/alice-private";
+    let (st, _) = s.put_value(private, &alice, json!("secret")).await;
+    assert_eq!(st, StatusCode::CREATED);
     // Bob cannot read, list, delete or overwrite it: it does not exist for him.
-    let (st, v) = get(&s, &bob, "/api/v1/kv/alice-private").await;
+    let (st, v) = s.get(private, &bob).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     assert_eq!(v["type"], "https://helios.dev/problems/not-found");
-    let (st, _, _) = s
-        .call(
-            Method::DELETE,
-            "/api/v1/kv/alice-private",
-            Some(&bob),
-            None,
-            &[],
-        )
+    s.expect(Method::DELETE, private, Some(&bob), None, 404)
         .await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
-    let (_, list) = get(&s, &bob, "/api/v1/kv").await;
+    let (_, list) = s.get("/api/v1/kv", &bob).await;
     assert!(keys_of(&list).is_empty(), "{list}");
     // His PUT of the same name creates his own key.
-    assert_eq!(
-        put(&s, &bob, "/api/v1/kv/alice-private", json!("bob's"))
-            .await
-            .0,
-        StatusCode::CREATED
-    );
-    let (_, v) = get(&s, &alice, "/api/v1/kv/alice-private").await;
+    let (st, _) = s.put_value(private, &bob, json!("bob's")).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, v) = s.get(private, &alice).await;
     assert_eq!(v["value"], "secret");
-    let (_, v) = get(&s, &bob, "/api/v1/kv/alice-private").await;
+    let (_, v) = s.get(private, &bob).await;
     assert_eq!(v["value"], "bob's");
 
     // Listings and cursors stay in the caller's namespace, whatever the cursor says.
     for i in 0..3 {
-        put(&s, &alice, &format!("/api/v1/kv/a{i}"), json!(i)).await;
+        s.put_value(&format!("/api/v1/kv/a{i}"), &alice, json!(i))
+            .await;
     }
-    let (_, list) = get(&s, &bob, "/api/v1/kv?limit=1000").await;
+    let (_, list) = s.get("/api/v1/kv?limit=1000", &bob).await;
     assert_eq!(keys_of(&list), ["alice-private"]);
     for cursor in [
         "",
@@ -121,7 +82,7 @@ async fn a_users_keys_are_their_own() {
         &format!("kv%3Au%3A{alice_id}%3A"),
         &format!("..%2Fu%3A{alice_id}%3Aa0"),
     ] {
-        let (st, list) = get(&s, &bob, &format!("/api/v1/kv?cursor={cursor}")).await;
+        let (st, list) = s.get(&format!("/api/v1/kv?cursor={cursor}"), &bob).await;
         if st == StatusCode::OK {
             assert!(
                 keys_of(&list).iter().all(|k| k == "alice-private"),
@@ -132,83 +93,68 @@ async fn a_users_keys_are_their_own() {
             assert_eq!(st, StatusCode::BAD_REQUEST, "cursor {cursor:?}: {list}");
         }
     }
-    let (_, list) = get(&s, &alice, "/api/v1/kv?prefix=a&limit=2").await;
+    let (_, list) = s.get("/api/v1/kv?prefix=a&limit=2", &alice).await;
     assert_eq!(keys_of(&list), ["a0", "a1"]);
     let next = list["next_cursor"].as_str().unwrap().to_owned();
-    let (_, list) = get(&s, &alice, &format!("/api/v1/kv?prefix=a&cursor={next}")).await;
+    let (_, list) = s
+        .get(&format!("/api/v1/kv?prefix=a&cursor={next}"), &alice)
+        .await;
     assert_eq!(keys_of(&list), ["a2", "alice-private"]);
 
     // The admin route reaches a user's namespace; a user cannot use it.
     let admin = login(&s, "admin", ADMIN_PASSWORD).await;
-    let (st, v) = get(
-        &s,
-        &admin,
-        &format!("/admin/users/{alice_id}/kv/alice-private"),
-    )
-    .await;
+    let theirs = format!("/admin/users/{alice_id}/kv/alice-private");
+    let (st, v) = s.get(&theirs, &admin).await;
     assert_eq!((st, &v["value"]), (StatusCode::OK, &json!("secret")), "{v}");
-    let (_, list) = get(&s, &admin, &format!("/admin/users/{alice_id}/kv")).await;
+    let (_, list) = s.get(&format!("/admin/users/{alice_id}/kv"), &admin).await;
     assert_eq!(keys_of(&list), ["a0", "a1", "a2", "alice-private"]);
-    assert_eq!(
-        get(&s, &admin, "/admin/users/nobody/kv").await.0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        get(
-            &s,
-            &bob,
-            &format!("/admin/users/{alice_id}/kv/alice-private")
-        )
-        .await
-        .0,
-        StatusCode::FORBIDDEN
-    );
+    let (st, _) = s.get("/admin/users/nobody/kv", &admin).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s.get(&theirs, &bob).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
     // The admin's own /api/v1/kv is the admin's namespace too.
-    let (_, list) = get(&s, &admin, "/api/v1/kv").await;
+    let (_, list) = s.get("/api/v1/kv", &admin).await;
     assert!(keys_of(&list).is_empty(), "{list}");
     s.stop().await;
 }
 
 #[tokio::test]
 async fn shared_namespaces_are_guarded_by_scoped_permissions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let (_dir, s) = start_temp().await;
     let (bob_id, _) = register(&s, "bob").await;
     let (_, alice) = register(&s, "alice").await;
     let admin = login(&s, "admin", ADMIN_PASSWORD).await;
-    let (st, _, v) = s
-        .call(
+    let (st, v) = s
+        .send(
             Method::PUT,
             "/admin/roles/team-rw",
             Some(&admin),
             Some(json!({"permissions": ["kv:read:team", "kv:write:team"]})),
-            &[],
         )
         .await;
     assert!(st.is_success(), "{st} {v}");
-    let (st, _, v) = s
-        .call(
+    let (st, v) = s
+        .send(
             Method::POST,
             &format!("/admin/users/{bob_id}/roles"),
             Some(&admin),
             Some(json!({"role": "team-rw"})),
-            &[],
         )
         .await;
     assert!(st.is_success(), "{st} {v}");
     let bob = login(&s, "bob", PASSWORD).await;
 
-    let (st, v) = put(&s, &bob, "/api/v1/ns/team/kv/doc", json!({"v": 1})).await;
+    let (st, v) = s
+        .put_value("/api/v1/ns/team/kv/doc", &bob, json!({"v": 1}))
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let (st, v) = get(&s, &bob, "/api/v1/ns/team/kv/doc").await;
+    let (st, v) = s.get("/api/v1/ns/team/kv/doc", &bob).await;
     assert_eq!((st, &v["value"]), (StatusCode::OK, &json!({"v": 1})));
-    let (_, list) = get(&s, &bob, "/api/v1/ns/team/kv").await;
+    let (_, list) = s.get("/api/v1/ns/team/kv", &bob).await;
     assert_eq!(keys_of(&list), ["doc"]);
     // The shared key is not in bob's own namespace, nor alice's.
-    assert_eq!(
-        get(&s, &bob, "/api/v1/kv/doc").await.0,
-        StatusCode::NOT_FOUND
-    );
+    let (st, _) = s.get("/api/v1/kv/doc", &bob).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     // Alice holds kv:read and kv:write (role user), which do not open a shared namespace.
     for (method, path) in [
         (Method::GET, "/api/v1/ns/team/kv/doc"),
@@ -216,30 +162,25 @@ async fn shared_namespaces_are_guarded_by_scoped_permissions() {
         (Method::PUT, "/api/v1/ns/team/kv/doc"),
         (Method::DELETE, "/api/v1/ns/team/kv/doc"),
     ] {
-        let (st, _, v) = s
-            .call(
+        let (st, v) = s
+            .send(
                 method.clone(),
                 path,
                 Some(&alice),
                 Some(json!({"value": 0})),
-                &[],
             )
             .await;
         assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {v}");
         assert!(v["detail"].as_str().unwrap().contains(":team"), "{v}");
     }
     // Bob's team role does not open another namespace; the admin reaches every one.
-    assert_eq!(
-        get(&s, &bob, "/api/v1/ns/other/kv/doc").await.0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        get(&s, &admin, "/api/v1/ns/team/kv/doc").await.0,
-        StatusCode::OK
-    );
+    let (st, _) = s.get("/api/v1/ns/other/kv/doc", &bob).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s.get("/api/v1/ns/team/kv/doc", &admin).await;
+    assert_eq!(st, StatusCode::OK);
     // Namespace names are [a-z0-9_-]{1,64}.
     for bad in ["Team", "a%3Ab", &"x".repeat(65)] {
-        let (st, v) = get(&s, &admin, &format!("/api/v1/ns/{bad}/kv")).await;
+        let (st, v) = s.get(&format!("/api/v1/ns/{bad}/kv"), &admin).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
         assert!(v["detail"].as_str().unwrap().starts_with("ns:"), "{v}");
     }
@@ -263,32 +204,27 @@ async fn keys_of_the_old_layout_move_to_legacy_which_only_admins_read() {
     );
     assert!(s.state.atlas.get("kv:old").is_none());
     let admin = login(&s, "admin", ADMIN_PASSWORD).await;
-    let (st, v) = get(&s, &admin, "/api/v1/ns/legacy/kv/old").await;
+    let (st, v) = s.get("/api/v1/ns/legacy/kv/old", &admin).await;
     assert_eq!((st, &v["value"]), (StatusCode::OK, &json!("from before")));
-    let (_, list) = get(&s, &admin, "/api/v1/ns/legacy/kv").await;
+    let (_, list) = s.get("/api/v1/ns/legacy/kv", &admin).await;
     assert_eq!(keys_of(&list), ["old", "team:notes"]);
     let (_, alice) = register(&s, "alice").await;
-    assert_eq!(
-        get(&s, &alice, "/api/v1/ns/legacy/kv/old").await.0,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        get(&s, &alice, "/api/v1/kv/old").await.0,
-        StatusCode::NOT_FOUND
-    );
+    let (st, _) = s.get("/api/v1/ns/legacy/kv/old", &alice).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s.get("/api/v1/kv/old", &alice).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     s.stop().await;
     // A restart moves nothing again.
     let s = start(dir.path()).await;
     let admin = login(&s, "admin", ADMIN_PASSWORD).await;
-    let (_, list) = get(&s, &admin, "/api/v1/ns/legacy/kv").await;
+    let (_, list) = s.get("/api/v1/ns/legacy/kv", &admin).await;
     assert_eq!(keys_of(&list), ["old", "team:notes"]);
     s.stop().await;
 }
 
 #[tokio::test]
 async fn control_characters_in_keys_are_refused_with_the_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let (_dir, s) = start_temp().await;
     let (_, alice) = register(&s, "alice").await;
     for (path, offset) in [
         ("/api/v1/kv/a%00b", 1),
@@ -296,7 +232,7 @@ async fn control_characters_in_keys_are_refused_with_the_offset() {
         ("/api/v1/kv/%1B%5B31m", 0),
         ("/api/v1/kv/x%E2%80%AEtxt.exe", 1),
     ] {
-        let (st, v) = put(&s, &alice, path, json!(1)).await;
+        let (st, v) = s.put_value(path, &alice, json!(1)).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {v}");
         assert!(
             v["detail"]
@@ -306,7 +242,7 @@ async fn control_characters_in_keys_are_refused_with_the_offset() {
             "{path}: {v}"
         );
     }
-    let (st, v) = get(&s, &alice, "/api/v1/kv?prefix=a%0Ab").await;
+    let (st, v) = s.get("/api/v1/kv?prefix=a%0Ab", &alice).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     s.stop().await;
 }

@@ -348,287 +348,171 @@ impl Conformance {
 async fn real_responses_match_the_documented_schemas() {
     use http::Method;
     use serde_json::json;
-    let dir = tempfile::tempdir().unwrap();
-    let s = common::start(common::config(dir.path(), 1_000)).await;
+    let (_dir, s) = common::start_temp(1_000).await;
     let mut c = Conformance {
         doc: load(),
         checked: 0,
         failures: Vec::new(),
     };
+    // `call!(METHOD, path, [pattern,] token, body)`: the answer, checked (the pattern is the
+    // path where it has no parameters).
     macro_rules! call {
-        ($m:expr, $path:expr, $pattern:expr, $token:expr, $body:expr) => {{
-            let (st, h, v) = s.call($m, $path, $token, $body, &[]).await;
-            c.check($m.as_str(), $pattern, st, &h, &v);
+        ($m:ident, $path:expr, $token:expr, $body:expr) => {
+            call!($m, $path, $path, $token, $body)
+        };
+        ($m:ident, $path:expr, $pattern:expr, $token:expr, $body:expr) => {{
+            let (st, h, v) = s.call(Method::$m, $path, $token, $body, &[]).await;
+            c.check(Method::$m.as_str(), $pattern, st, &h, &v);
             (st, v)
         }};
     }
     let creds = json!({"username": "olga", "password": "correct horse battery"});
-    call!(Method::GET, "/", "/", None, None);
-    call!(Method::GET, "/api/v1", "/api/v1", None, None);
-    call!(Method::GET, "/healthz", "/healthz", None, None);
-    call!(Method::GET, "/readyz", "/readyz", None, None);
+    call!(GET, "/", None, None);
+    call!(GET, "/api/v1", None, None);
+    call!(GET, "/healthz", None, None);
+    call!(GET, "/readyz", None, None);
+    call!(POST, "/api/v1/auth/register", None, Some(creds.clone()));
+    call!(POST, "/api/v1/auth/register", None, Some(creds.clone()));
     call!(
-        Method::POST,
-        "/api/v1/auth/register",
-        "/api/v1/auth/register",
-        None,
-        Some(creds.clone())
-    );
-    call!(
-        Method::POST,
-        "/api/v1/auth/register",
-        "/api/v1/auth/register",
-        None,
-        Some(creds.clone())
-    );
-    call!(
-        Method::POST,
-        "/api/v1/auth/register",
+        POST,
         "/api/v1/auth/register",
         None,
         Some(json!({"username": "x"}))
     );
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/auth/login",
-        "/api/v1/auth/login",
-        None,
-        Some(creds.clone())
-    );
+    let (_, v) = call!(POST, "/api/v1/auth/login", None, Some(creds.clone()));
     let token = v["access_token"].as_str().unwrap().to_owned();
     let refresh = v["refresh_token"].as_str().unwrap().to_owned();
-    call!(
-        Method::POST,
-        "/api/v1/auth/login",
-        "/api/v1/auth/login",
-        None,
-        Some(json!({"username": "olga", "password": "wrong password!"}))
-    );
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/auth/refresh",
-        "/api/v1/auth/refresh",
-        None,
-        Some(json!({"refresh_token": refresh}))
-    );
+    let wrong = json!({"username": "olga", "password": "wrong password!"});
+    call!(POST, "/api/v1/auth/login", None, Some(wrong));
+    let body = json!({"refresh_token": refresh});
+    let (_, v) = call!(POST, "/api/v1/auth/refresh", None, Some(body));
     let token2 = v["access_token"].as_str().unwrap_or(&token).to_owned();
     call!(
-        Method::POST,
-        "/api/v1/auth/refresh",
+        POST,
         "/api/v1/auth/refresh",
         None,
         Some(json!({"refresh_token": "nope"}))
     );
     let t = Some(token2.as_str());
-    call!(Method::GET, "/api/v1/auth/me", "/api/v1/auth/me", t, None);
-    call!(
-        Method::GET,
-        "/api/v1/auth/me",
-        "/api/v1/auth/me",
-        None,
-        None
-    );
+    call!(GET, "/api/v1/auth/me", t, None);
+    call!(GET, "/api/v1/auth/me", None, None);
 
+    let kv = "/api/v1/kv/{key}";
     call!(
-        Method::PUT,
+        PUT,
         "/api/v1/kv/a",
-        "/api/v1/kv/{key}",
+        kv,
         t,
         Some(json!({"value": {"n": 1}, "ttl_seconds": 60}))
     );
-    call!(
-        Method::PUT,
-        "/api/v1/kv/a",
-        "/api/v1/kv/{key}",
-        t,
-        Some(json!({"value": [1, 2]}))
-    );
-    call!(
-        Method::PUT,
-        "/api/v1/kv/a",
-        "/api/v1/kv/{key}",
-        t,
-        Some(json!({"valu": 1}))
-    );
-    call!(Method::GET, "/api/v1/kv/a", "/api/v1/kv/{key}", t, None);
-    call!(
-        Method::GET,
-        "/api/v1/kv/missing",
-        "/api/v1/kv/{key}",
-        t,
-        None
-    );
-    call!(
-        Method::GET,
-        "/api/v1/kv?prefix=a&limit=10",
-        "/api/v1/kv",
-        t,
-        None
-    );
-    call!(Method::GET, "/api/v1/kv?limit=0", "/api/v1/kv", t, None);
-    call!(Method::DELETE, "/api/v1/kv/a", "/api/v1/kv/{key}", t, None);
-    call!(Method::DELETE, "/api/v1/kv/a", "/api/v1/kv/{key}", t, None);
+    call!(PUT, "/api/v1/kv/a", kv, t, Some(json!({"value": [1, 2]})));
+    call!(PUT, "/api/v1/kv/a", kv, t, Some(json!({"valu": 1})));
+    call!(GET, "/api/v1/kv/a", kv, t, None);
+    call!(GET, "/api/v1/kv/missing", kv, t, None);
+    call!(GET, "/api/v1/kv?prefix=a&limit=10", "/api/v1/kv", t, None);
+    call!(GET, "/api/v1/kv?limit=0", "/api/v1/kv", t, None);
+    call!(DELETE, "/api/v1/kv/a", kv, t, None);
+    call!(DELETE, "/api/v1/kv/a", kv, t, None);
 
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/jobs",
-        "/api/v1/jobs",
-        t,
-        Some(json!({"queue": "mail", "payload": {"to": "a"}, "dedup_id": "d1"}))
-    );
+    let job = json!({"queue": "mail", "payload": {"to": "a"}, "dedup_id": "d1"});
+    let (_, v) = call!(POST, "/api/v1/jobs", t, Some(job.clone()));
     let id = v["id"].as_str().unwrap_or_default().to_owned();
+    call!(POST, "/api/v1/jobs", t, Some(job));
     call!(
-        Method::POST,
-        "/api/v1/jobs",
-        "/api/v1/jobs",
-        t,
-        Some(json!({"queue": "mail", "payload": {"to": "a"}, "dedup_id": "d1"}))
-    );
-    call!(
-        Method::POST,
-        "/api/v1/jobs",
+        POST,
         "/api/v1/jobs",
         t,
         Some(json!({"queue": "bad name!", "payload": 1}))
     );
+    let (job, action) = ("/api/v1/jobs/{id}", "/api/v1/jobs/{id}/{action}");
+    call!(GET, &format!("/api/v1/jobs/{id}"), job, t, None);
     call!(
-        Method::GET,
-        &format!("/api/v1/jobs/{id}"),
-        "/api/v1/jobs/{id}",
-        t,
-        None
-    );
-    call!(
-        Method::GET,
+        GET,
         "/api/v1/jobs/00000000000000000000000000000000",
-        "/api/v1/jobs/{id}",
+        job,
         t,
         None
     );
     call!(
-        Method::GET,
+        GET,
         "/api/v1/jobs?queue=mail&state=PENDING&limit=10",
         "/api/v1/jobs",
         t,
         None
     );
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/jobs/claim",
-        "/api/v1/jobs/claim",
-        t,
-        Some(json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30}))
-    );
+    let claim = json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30});
+    let (_, v) = call!(POST, "/api/v1/jobs/claim", t, Some(claim));
     let lease = v["jobs"][0]["lease_token"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let body = json!({"lease_token": lease, "lease_seconds": 60});
     call!(
-        Method::POST,
+        POST,
         &format!("/api/v1/jobs/{id}/heartbeat"),
-        "/api/v1/jobs/{id}/{action}",
+        action,
         t,
-        Some(json!({"lease_token": lease, "lease_seconds": 60}))
+        Some(body)
     );
+    let body = json!({"lease_token": "1"});
     call!(
-        Method::POST,
+        POST,
         &format!("/api/v1/jobs/{id}/ack"),
-        "/api/v1/jobs/{id}/{action}",
+        action,
         t,
-        Some(json!({"lease_token": "1"}))
+        Some(body)
     );
+    let body = json!({"lease_token": lease, "error": "boom", "retry_in_seconds": 0});
     call!(
-        Method::POST,
+        POST,
         &format!("/api/v1/jobs/{id}/nack"),
-        "/api/v1/jobs/{id}/{action}",
+        action,
         t,
-        Some(json!({"lease_token": lease, "error": "boom", "retry_in_seconds": 0}))
+        Some(body)
     );
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/jobs/claim",
-        "/api/v1/jobs/claim",
-        t,
-        Some(json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 5}))
-    );
+    let claim = json!({"queue": "mail", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 5});
+    let (_, v) = call!(POST, "/api/v1/jobs/claim", t, Some(claim));
     let lease = v["jobs"][0]["lease_token"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let body = json!({"lease_token": lease, "result": {"ok": true}});
     call!(
-        Method::POST,
+        POST,
         &format!("/api/v1/jobs/{id}/ack"),
-        "/api/v1/jobs/{id}/{action}",
+        action,
         t,
-        Some(json!({"lease_token": lease, "result": {"ok": true}}))
+        Some(body)
     );
+    call!(POST, &format!("/api/v1/jobs/{id}/cancel"), action, t, None);
+    call!(GET, "/api/v1/queues", t, None);
     call!(
-        Method::POST,
-        &format!("/api/v1/jobs/{id}/cancel"),
-        "/api/v1/jobs/{id}/{action}",
-        t,
-        None
-    );
-    call!(Method::GET, "/api/v1/queues", "/api/v1/queues", t, None);
-    call!(
-        Method::GET,
+        GET,
         "/api/v1/queues/mail/dlq",
         "/api/v1/queues/{queue}/dlq",
         t,
         None
     );
+    let redrive = "/api/v1/queues/{queue}/dlq/redrive";
     call!(
-        Method::POST,
+        POST,
         "/api/v1/queues/mail/dlq/redrive",
-        "/api/v1/queues/{queue}/dlq/redrive",
+        redrive,
         t,
         Some(json!({}))
     );
 
     // Admin: refused to a user, then as the admin.
-    call!(Method::GET, "/admin/stats", "/admin/stats", t, None);
-    let (_, _, v) = s
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"username": "admin", "password": "admin password 1"})),
-            &[],
-        )
-        .await;
-    let admin = v["access_token"].as_str().unwrap().to_owned();
+    call!(GET, "/admin/stats", t, None);
+    let admin = common::admin_token(&s).await;
     let a = Some(admin.as_str());
-    call!(Method::GET, "/admin/stats", "/admin/stats", a, None);
-    call!(Method::POST, "/admin/snapshot", "/admin/snapshot", a, None);
-    call!(
-        Method::POST,
-        "/admin/aof/rewrite",
-        "/admin/aof/rewrite",
-        a,
-        None
-    );
-    call!(
-        Method::POST,
-        "/admin/backup",
-        "/admin/backup",
-        a,
-        Some(json!({"name": "nightly"}))
-    );
-    call!(
-        Method::POST,
-        "/admin/backup",
-        "/admin/backup",
-        a,
-        Some(json!({"name": "nightly"}))
-    );
-    call!(
-        Method::POST,
-        "/admin/backup",
-        "/admin/backup",
-        a,
-        Some(json!({"name": "../up"}))
-    );
-    let (_, v) = call!(Method::GET, "/admin/users", "/admin/users", a, None);
+    call!(GET, "/admin/stats", a, None);
+    call!(POST, "/admin/snapshot", a, None);
+    call!(POST, "/admin/aof/rewrite", a, None);
+    call!(POST, "/admin/backup", a, Some(json!({"name": "nightly"})));
+    call!(POST, "/admin/backup", a, Some(json!({"name": "nightly"})));
+    call!(POST, "/admin/backup", a, Some(json!({"name": "../up"})));
+    let (_, v) = call!(GET, "/admin/users", a, None);
     let uid = v["items"]
         .as_array()
         .or(v["users"].as_array())
@@ -636,101 +520,53 @@ async fn real_responses_match_the_documented_schemas() {
         .and_then(|u| u["id"].as_str())
         .unwrap_or("unknown")
         .to_owned();
+    let user = format!("/admin/users/{uid}");
+    let (roles, action) = ("/admin/users/{id}/roles", "/admin/users/{id}/{action}");
     call!(
-        Method::POST,
-        &format!("/admin/users/{uid}/roles"),
-        "/admin/users/{id}/roles",
+        POST,
+        &format!("{user}/roles"),
+        roles,
         a,
         Some(json!({"role": "readonly"}))
     );
+    let role = "/admin/users/{id}/roles/{role}";
+    call!(DELETE, &format!("{user}/roles/readonly"), role, a, None);
+    call!(POST, &format!("{user}/disable"), action, a, None);
+    call!(POST, &format!("{user}/enable"), action, a, None);
+    call!(POST, "/admin/users/nobody/enable", action, a, None);
+    call!(GET, "/admin/roles", a, None);
+    let auditor = json!({"permissions": ["kv:read"]});
     call!(
-        Method::DELETE,
-        &format!("/admin/users/{uid}/roles/readonly"),
-        "/admin/users/{id}/roles/{role}",
-        a,
-        None
-    );
-    call!(
-        Method::POST,
-        &format!("/admin/users/{uid}/disable"),
-        "/admin/users/{id}/{action}",
-        a,
-        None
-    );
-    call!(
-        Method::POST,
-        &format!("/admin/users/{uid}/enable"),
-        "/admin/users/{id}/{action}",
-        a,
-        None
-    );
-    call!(
-        Method::POST,
-        "/admin/users/nobody/enable",
-        "/admin/users/{id}/{action}",
-        a,
-        None
-    );
-    call!(Method::GET, "/admin/roles", "/admin/roles", a, None);
-    call!(
-        Method::PUT,
+        PUT,
         "/admin/roles/auditor",
         "/admin/roles/{name}",
         a,
-        Some(json!({"permissions": ["kv:read"]}))
+        Some(auditor)
     );
     call!(
-        Method::DELETE,
+        DELETE,
         "/admin/roles/auditor",
         "/admin/roles/{name}",
         a,
         None
     );
-    let (_, limits) = call!(
-        Method::GET,
-        "/admin/rate-limits",
-        "/admin/rate-limits",
-        a,
-        None
-    );
-    call!(
-        Method::PUT,
-        "/admin/rate-limits",
-        "/admin/rate-limits",
-        a,
-        Some(limits)
-    );
-    call!(
-        Method::PUT,
-        "/admin/rate-limits",
-        "/admin/rate-limits",
-        a,
-        Some(json!({"default": {"capacity": 0, "refill_tokens": 1, "refill_period_ms": 1}}))
-    );
+    let (_, limits) = call!(GET, "/admin/rate-limits", a, None);
+    call!(PUT, "/admin/rate-limits", a, Some(limits));
+    let zero = json!({"default": {"capacity": 0, "refill_tokens": 1, "refill_period_ms": 1}});
+    call!(PUT, "/admin/rate-limits", a, Some(zero));
     // Login lockouts: olga's wrong password above left a count to lift.
-    call!(Method::GET, "/admin/lockouts", "/admin/lockouts", a, None);
-    call!(
-        Method::DELETE,
-        "/admin/lockouts/olga",
-        "/admin/lockouts/{username}",
-        a,
-        None
-    );
-    call!(
-        Method::DELETE,
-        "/admin/lockouts/olga",
-        "/admin/lockouts/{username}",
-        a,
-        None
-    );
+    call!(GET, "/admin/lockouts", a, None);
+    for _ in 0..2 {
+        call!(
+            DELETE,
+            "/admin/lockouts/olga",
+            "/admin/lockouts/{username}",
+            a,
+            None
+        );
+    }
     // The password change (olga's old token died with the disable above).
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/auth/login",
-        "/api/v1/auth/login",
-        None,
-        Some(creds.clone())
-    );
+    let (_, v) = call!(POST, "/api/v1/auth/login", None, Some(creds.clone()));
     let t3 = v["access_token"].as_str().unwrap_or_default().to_owned();
     let t3 = Some(t3.as_str());
     for body in [
@@ -738,38 +574,13 @@ async fn real_responses_match_the_documented_schemas() {
         json!({"current_password": creds["password"], "new_password": "password123"}),
         json!({"current_password": creds["password"]}),
     ] {
-        call!(
-            Method::POST,
-            "/api/v1/auth/password",
-            "/api/v1/auth/password",
-            t3,
-            Some(body)
-        );
+        call!(POST, "/api/v1/auth/password", t3, Some(body));
     }
-    let (_, v) = call!(
-        Method::POST,
-        "/api/v1/auth/password",
-        "/api/v1/auth/password",
-        t3,
-        Some(
-            json!({"current_password": creds["password"], "new_password": "marmalade-zeppelin-93-quartz"})
-        )
-    );
+    let body = json!({"current_password": creds["password"], "new_password": "marmalade-zeppelin-93-quartz"});
+    let (_, v) = call!(POST, "/api/v1/auth/password", t3, Some(body));
     let t4 = v["access_token"].as_str().unwrap_or_default().to_owned();
-    call!(
-        Method::POST,
-        "/api/v1/auth/logout",
-        "/api/v1/auth/logout",
-        Some(t4.as_str()),
-        None
-    );
-    call!(
-        Method::POST,
-        "/api/v1/auth/logout",
-        "/api/v1/auth/logout",
-        t,
-        None
-    );
+    call!(POST, "/api/v1/auth/logout", Some(t4.as_str()), None);
+    call!(POST, "/api/v1/auth/logout", t, None);
     s.stop().await;
     // The checker has teeth: a body of the wrong shape and an undocumented status fail.
     let mut json_headers = http::HeaderMap::new();

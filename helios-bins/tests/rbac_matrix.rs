@@ -419,13 +419,7 @@ async fn every_route_for_every_caller() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path(), 100_000);
     cfg.http.body_size_max = 64 * 1024;
-    let state = tokio::task::spawn_blocking(move || {
-        helios_bins::gateway::start(cfg, Some(ADMIN_PASSWORD.into()))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let s = common::server(common::serve(state).await);
+    let s = common::start_with_admin(cfg, ADMIN_PASSWORD).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let base = format!("http://{}", s.addr);
     let call = |method: &str, path: &str, token: Option<&str>, body: &str| {

@@ -7,69 +7,14 @@
 mod common;
 
 use bytes::Bytes;
-use common::{config, start};
-use helios_bins::config::GatewayConfig;
-use http::{Method, Request, StatusCode};
+use common::tls::{get, http1_over, http2_over, pki, tls_stream};
+use common::{ADMIN_PW, config, start};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-struct Pki {
-    cert_pem: String,
-}
-
-/// A self-signed certificate for `localhost`, written as PEM files into `dir`.
-fn pki(dir: &Path, cfg: &mut GatewayConfig) -> Pki {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_pem = ck.cert.pem();
-    let cert_file = dir.join("cert.pem");
-    let key_file = dir.join("key.pem");
-    std::fs::write(&cert_file, &cert_pem).unwrap();
-    std::fs::write(&key_file, ck.signing_key.serialize_pem()).unwrap();
-    cfg.tls.cert_file = cert_file.display().to_string();
-    cfg.tls.key_file = key_file.display().to_string();
-    Pki { cert_pem }
-}
-
-fn connector(pki: &Pki, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pki.cert_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
-async fn tls_stream(
-    addr: SocketAddr,
-    pki: &Pki,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    connector(pki, alpn)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-fn get(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
-    Request::builder()
-        .method(Method::GET)
-        .uri(format!("https://localhost:{}{path}", addr.port()))
-        .body(Empty::new())
-        .unwrap()
-}
 
 #[tokio::test]
 async fn tls_serves_http1_and_http2_chosen_by_alpn() {
@@ -81,10 +26,7 @@ async fn tls_serves_http1_and_http2_chosen_by_alpn() {
     // HTTP/1.1.
     let tls = tls_stream(s.addr, &pki, &[b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = http1_over(tls).await;
     let resp = send.send_request(get(s.addr, "/healthz")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -99,11 +41,7 @@ async fn tls_serves_http1_and_http2_chosen_by_alpn() {
     // HTTP/2.
     let tls = tls_stream(s.addr, &pki, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = http2_over(tls).await;
     let resp = send.send_request(get(s.addr, "/healthz")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -141,11 +79,7 @@ async fn plain_text_and_stalled_handshakes_are_dropped_and_the_server_keeps_serv
     assert!(started.elapsed() < Duration::from_secs(4));
 
     // Still serving.
-    let tls = tls_stream(s.addr, &pki, &[b"http/1.1"]).await;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = http1_over(tls_stream(s.addr, &pki, &[b"http/1.1"]).await).await;
     let resp = send.send_request(get(s.addr, "/healthz")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     s.stop().await;
@@ -159,7 +93,7 @@ fn bad_tls_files_fail_the_start_naming_the_key() {
 
     let mut missing = cfg.clone();
     missing.tls.cert_file = dir.path().join("nope.pem").display().to_string();
-    let e = helios_bins::gateway::start(missing, Some("admin password 1".into())).unwrap_err();
+    let e = helios_bins::gateway::start(missing, Some(ADMIN_PW.into())).unwrap_err();
     assert!(e.contains("tls.cert_file"), "{e}");
 
     // A key that belongs to another certificate.
@@ -168,7 +102,7 @@ fn bad_tls_files_fail_the_start_naming_the_key() {
     std::fs::write(&other_key, other.signing_key.serialize_pem()).unwrap();
     let mut mismatch = cfg.clone();
     mismatch.tls.key_file = other_key.display().to_string();
-    let e = helios_bins::gateway::start(mismatch, Some("admin password 1".into())).unwrap_err();
+    let e = helios_bins::gateway::start(mismatch, Some(ADMIN_PW.into())).unwrap_err();
     assert!(e.contains("tls.key_file"), "{e}");
 
     // Not PEM at all.
@@ -176,7 +110,7 @@ fn bad_tls_files_fail_the_start_naming_the_key() {
     std::fs::write(&junk, "not a certificate").unwrap();
     let mut not_pem = cfg.clone();
     not_pem.tls.cert_file = junk.display().to_string();
-    let e = helios_bins::gateway::start(not_pem, Some("admin password 1".into())).unwrap_err();
+    let e = helios_bins::gateway::start(not_pem, Some(ADMIN_PW.into())).unwrap_err();
     assert!(e.contains("tls.cert_file"), "{e}");
 
     // Only one of the two files.
@@ -193,13 +127,13 @@ async fn metrics_on_their_own_listener_only() {
     // The address itself is bound by the test; setting it moves /metrics off the API.
     cfg.metrics_listen = "127.0.0.1:9".into();
     let s = start(cfg).await;
-    let (st, _, _) = s.call(Method::GET, "/metrics", None, None, &[]).await;
+    let (st, _) = s.send(Method::GET, "/metrics", None, None).await;
     assert_eq!(
         st,
         StatusCode::UNAUTHORIZED,
         "never open on the API listener"
     );
-    let (st, _, _) = s.call(Method::GET, "/healthz", None, None, &[]).await;
+    let (st, _) = s.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, StatusCode::OK);
 
     let state = s.state.clone();
