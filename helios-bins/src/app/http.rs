@@ -241,3 +241,40 @@ where
     })
     .await
 }
+
+/// The id of a request: the client's `X-Request-Id` when it is a sane one (1 to 128
+/// visible ASCII characters), else a new one made of the time in ms and the server's
+/// request count (`{now_ms:x}-{n:x}`), unique per server without randomness. Every HTTP
+/// server logs it, passes it on (the proxy) and returns it.
+pub fn request_id(headers: &http::HeaderMap, now_ms: u64, n: u64) -> String {
+    if let Some(v) = headers.get("x-request-id")
+        && let Ok(s) = v.to_str()
+        && !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return s.to_owned();
+    }
+    let mut id = String::with_capacity(33);
+    helios_core::digits::push_hex_str(&mut id, now_ms);
+    id.push('-');
+    helios_core::digits::push_hex_str(&mut id, n);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_clients_when_sane_else_made() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(request_id(&h, 0x1f, 0x2a), "1f-2a");
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h, 1, 2), "abc-123");
+        for bad in ["", "has space", &"x".repeat(129)] {
+            h.insert("x-request-id", HeaderValue::from_str(bad).unwrap());
+            assert_eq!(request_id(&h, 1, 2), "1-2", "{bad:?}");
+        }
+    }
+}

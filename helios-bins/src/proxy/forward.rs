@@ -45,17 +45,10 @@ fn wants_upgrade(h: &HeaderMap) -> bool {
         })
 }
 
-/// The request's id: the client's `X-Request-Id` if it is a sane one, else a new one.
+/// The request's id ([`crate::app::http::request_id`]), as a header value.
 fn request_id(h: &HeaderMap, state: &State) -> HeaderValue {
-    if let Some(v) = h.get("x-request-id")
-        && !v.is_empty()
-        && v.len() <= 128
-        && v.as_bytes().iter().all(u8::is_ascii_graphic)
-    {
-        return v.clone();
-    }
     let n = state.counters.requests_total.load(Ordering::Relaxed);
-    let id = format!("{:x}-{n:x}", state.clock.now_ms());
+    let id = crate::app::http::request_id(h, state.clock.now_ms(), n);
     HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
 }
 

@@ -16,28 +16,17 @@ use crate::gateway::State;
 use crate::gateway::kv::Space;
 use bytes::Bytes;
 use helios_auth::{AuthError, Claims, Decision};
-use helios_core::digits::{push_dec_str as push_dec, push_hex_str as push_hex};
+use helios_core::digits::push_dec_str as push_dec;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The request's id ([`crate::app::http::request_id`]), counted by the metrics.
 pub(super) fn request_id(req: &Request<Incoming>, state: &State) -> String {
-    if let Some(v) = req.headers().get("x-request-id")
-        && let Ok(s) = v.to_str()
-        && !s.is_empty()
-        && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return s.to_owned();
-    }
     let n = state.metrics.requests_seen();
-    let mut id = String::with_capacity(33);
-    push_hex(&mut id, state.clock.now_ms());
-    id.push('-');
-    push_hex(&mut id, n);
-    id
+    crate::app::http::request_id(req.headers(), state.clock.now_ms(), n)
 }
 
 /// The method as a static label (anything unusual is `OTHER`, so labels stay bounded).
