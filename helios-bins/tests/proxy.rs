@@ -2,8 +2,11 @@
 //! proxy's `start`/`run` as the binary runs them, and clients speaking raw HTTP/1.1, so
 //! what crosses the wire is what is asserted.
 
+mod common;
+
 use bytes::Bytes;
 use helios_bins::app::Context;
+use helios_bins::config::TlsSection;
 use helios_proxy::{HealthCheck, HealthConfig, ProxyConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -179,9 +182,13 @@ fn quick(backends: &[SocketAddr]) -> ProxyConfig {
 }
 
 async fn proxy(cfg: ProxyConfig) -> Proxy {
+    proxy_with(cfg, &TlsSection::default()).await
+}
+
+async fn proxy_with(cfg: ProxyConfig, tls: &TlsSection) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = helios_bins::proxy::start(cfg, &Context::system()).unwrap();
+    let state = helios_bins::proxy::start(cfg, tls, &Context::system()).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(helios_bins::proxy::run(listener, state.clone(), async {
         let _ = stopped.await;
@@ -626,4 +633,61 @@ async fn a_total_timeout_bounds_the_whole_exchange() {
     let r = got.expect("no 503 once the only backend fails its checks");
     assert_eq!(r.header("retry-after"), Some("1"));
     p.stop().await;
+}
+
+#[tokio::test]
+async fn tls_is_terminated_and_the_backend_hears_https() {
+    let a = backend("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, tls) = common::tls::pki_files(dir.path());
+    let p = proxy_with(quick(&[a.addr]), &tls).await;
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let stream = common::tls::tls_stream(p.addr, &pki, &[alpn]).await;
+        let req = Request::builder()
+            .uri("https://localhost/headers")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = if alpn == b"h2" {
+            common::tls::http2_over(stream)
+                .await
+                .send_request(req)
+                .await
+        } else {
+            common::tls::http1_over(stream)
+                .await
+                .send_request(req)
+                .await
+        }
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen = String::from_utf8_lossy(&body);
+        assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
+        assert!(
+            seen.contains("forwarded: for=127.0.0.1;proto=https;host=localhost\n"),
+            "{seen}"
+        );
+    }
+    // Plain HTTP to a TLS listener gets no HTTP answer (a TLS alert at most), and is closed.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    assert!(
+        !got.starts_with(b"HTTP"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(got.len() < 64, "{} bytes", got.len());
+    p.stop().await;
+    // A missing certificate fails the start, naming the key.
+    let bad = TlsSection {
+        cert_file: dir.path().join("nope.pem").display().to_string(),
+        key_file: tls.key_file.clone(),
+    };
+    let e = helios_bins::proxy::start(quick(&[a.addr]), &bad, &Context::system()).unwrap_err();
+    assert!(e.contains("tls.cert_file"), "{e}");
 }

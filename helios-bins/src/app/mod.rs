@@ -1,7 +1,7 @@
 //! The runner shared by every binary: structured logs, the shutdown signal, the
 //! [`Context`] (clock and randomness) servers take instead of reading them, the opening of
 //! ATLAS from the configuration, the accept loop ([`serve`]), HTTP connections and the
-//! metrics listener ([`http`]), and the idle timeout ([`idle`]).
+//! metrics listener ([`http`]), TLS termination ([`tls`]), and the idle timeout ([`idle`]).
 //!
 //! A server is `run(listener, state or context, shutdown)` over [`serve::serve`]; its
 //! `main` parses flags, loads its config, and calls it.
@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod idle;
 pub mod serve;
+pub mod tls;
 
 use helios_atlas::{Atlas, FsyncPolicy, Options};
 use helios_auth::{OsRandom, Randomness};

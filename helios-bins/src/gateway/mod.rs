@@ -24,9 +24,8 @@ mod handler;
 mod jobs;
 pub mod kv;
 mod metrics;
-pub mod tls;
 
-use crate::app::{http, serve};
+use crate::app::{http, serve, tls};
 use crate::config::GatewayConfig;
 use helios_atlas::Atlas;
 use helios_auth::{Auth, RateLimiter};

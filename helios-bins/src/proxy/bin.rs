@@ -44,6 +44,12 @@ struct Args {
     /// Serve `GET /metrics` on this address (overrides `metrics_listen`; default: none).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+    /// Terminate TLS with this PEM certificate chain (overrides `tls.cert_file`).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<String>,
+    /// The certificate's PEM private key (overrides `tls.key_file`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<String>,
 }
 
 /// The binary: parses the command line, then configures and serves.
@@ -56,6 +62,8 @@ pub fn main() -> ExitCode {
         balance: args.balance,
         threads: args.threads,
         metrics_listen: args.metrics_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let cfg = match ProxyBinConfig::load(args.config.as_deref(), env, &flags) {
         Ok(c) => c,
@@ -97,7 +105,7 @@ pub fn main() -> ExitCode {
                 }
             }
         };
-        let state = match super::start(cfg.proxy, &crate::app::Context::system()) {
+        let state = match super::start(cfg.proxy, &cfg.tls, &crate::app::Context::system()) {
             Ok(s) => s,
             Err(msg) => {
                 eprintln!("helios-proxy: {msg}");
@@ -108,7 +116,8 @@ pub fn main() -> ExitCode {
         let stop = crate::app::Stop::default();
         let metrics_task = metrics_listener
             .map(|l| tokio::spawn(super::run_metrics(l, state.clone(), stop.waiter())));
-        tracing::info!(%listen, routes = state.routes.len(), "helios-proxy serving");
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%listen, scheme, routes = state.routes.len(), "helios-proxy serving");
         let served = super::run(listener, state, async {
             crate::app::shutdown_signal().await;
             stop.trigger();

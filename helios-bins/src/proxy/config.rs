@@ -1,11 +1,12 @@
-//! Configuration of `helios-proxy`: `log` and a `proxy` section (the core's
-//! [`ProxyConfig`]: listen address, routes, backends, health, breakers, retries, timeouts)
-//! in a YAML file, then `HELIOS_PROXY__*` and `HELIOS_LOG__*` variables, then flags, on
+//! Configuration of `helios-proxy`: `log`, `metrics_listen`, `tls` and a `proxy` section
+//! (the core's [`ProxyConfig`]: listen address, routes, backends, health, breakers,
+//! retries, timeouts) in a YAML file, then `HELIOS_PROXY__*` and `HELIOS_LOG__*` variables
+//! (`tls` is not read from variables: `HELIOS_TLS__*` is the gateway's), then flags, on
 //! the runner's layering ([`crate::app::config`]). With no file and `--backend` flags, the
 //! quick start builds the one route itself ([`ProxyConfig::quick`]).
 
 use crate::app::config::{EnvLayer, Layered, err};
-use crate::config::{ConfigError, LogSection};
+use crate::config::{ConfigError, LogSection, TlsSection};
 use helios_proxy::ProxyConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +20,8 @@ pub struct ProxyBinConfig {
     pub log: LogSection,
     /// A separate address for `GET /metrics` (empty: none).
     pub metrics_listen: String,
+    /// TLS termination for clients (`cert_file` empty: plain HTTP).
+    pub tls: TlsSection,
     /// The proxy itself.
     pub proxy: ProxyConfig,
 }
@@ -31,6 +34,7 @@ impl Default for ProxyBinConfig {
                 level: "info".to_owned(),
             },
             metrics_listen: String::new(),
+            tls: TlsSection::default(),
             proxy: ProxyConfig::default(),
         }
     }
@@ -75,6 +79,10 @@ pub struct ProxyFlags {
     pub threads: Option<usize>,
     /// `--metrics-listen HOST:PORT`.
     pub metrics_listen: Option<String>,
+    /// `--tls-cert FILE`.
+    pub tls_cert: Option<String>,
+    /// `--tls-key FILE`.
+    pub tls_key: Option<String>,
 }
 
 impl ProxyBinConfig {
@@ -110,6 +118,7 @@ impl ProxyBinConfig {
                 prefix: "HELIOS_",
                 // The proxy's own section and logging; every other binary's variables
                 // may be set in the same shell.
+                // (`tls` is set in the file or by flags: HELIOS_TLS__* is the gateway's.)
                 skip: &|k| !(k.starts_with("PROXY__") || k.starts_with("LOG__")),
                 verbatim: &|_| false,
             },
@@ -128,6 +137,12 @@ impl ProxyBinConfig {
                 }
                 if let Some(m) = &flags.metrics_listen {
                     tree["metrics_listen"] = Value::String(m.clone());
+                }
+                if let Some(c) = &flags.tls_cert {
+                    tree["tls"]["cert_file"] = Value::String(c.clone());
+                }
+                if let Some(k) = &flags.tls_key {
+                    tree["tls"]["key_file"] = Value::String(k.clone());
                 }
             },
         )
@@ -155,7 +170,7 @@ mod tests {
             ],
             balance: Some("least-conn".into()),
             threads: Some(2),
-            metrics_listen: None,
+            ..ProxyFlags::default()
         };
         let c = ProxyBinConfig::load(None, env(&[("HELIOS_LISTEN", "x")]), &flags).unwrap();
         assert_eq!(c.proxy.listen, "127.0.0.1:9999");
@@ -208,6 +223,7 @@ mod tests {
         assert_eq!(c.proxy.retry, d.retry);
         assert_eq!(c.proxy.timeouts, d.timeouts);
         assert_eq!(c.log, ProxyBinConfig::default().log);
+        assert_eq!(c.tls, TlsSection::default());
     }
 
     #[test]

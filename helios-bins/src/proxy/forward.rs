@@ -104,7 +104,7 @@ fn backend_headers(
     let hop = Hop {
         peer: peer.ip(),
         peer_trusted: state.trusted.contains(peer.ip()),
-        proto: "http",
+        proto: if state.tls.is_some() { "https" } else { "http" },
         host,
         upgrade,
     };

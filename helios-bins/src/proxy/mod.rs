@@ -24,7 +24,7 @@ pub mod config;
 mod forward;
 mod metrics;
 
-use crate::app::{Context, http, serve};
+use crate::app::{Context, http, serve, tls};
 use bytes::Bytes;
 use helios_core::Clock;
 use helios_proxy::{
@@ -101,6 +101,8 @@ pub struct State {
     pub counters: ProxyCounters,
     /// The configuration it runs.
     pub config: ProxyConfig,
+    /// TLS termination, if on.
+    pub tls: Option<tls::Tls>,
 }
 
 impl std::fmt::Debug for State {
@@ -143,10 +145,16 @@ impl State {
     }
 }
 
-/// Builds the state the proxy runs on from `cfg` (validated again here), on `ctx`'s
-/// clock and randomness. Errors name the setting.
-pub fn start(cfg: ProxyConfig, ctx: &Context) -> Result<Arc<State>, String> {
+/// Builds the state the proxy runs on from `cfg` (validated again here) and `tls` (its
+/// files loaded and checked now, not at the first handshake), on `ctx`'s clock and
+/// randomness. Errors name the setting.
+pub fn start(
+    cfg: ProxyConfig,
+    tls: &crate::config::TlsSection,
+    ctx: &Context,
+) -> Result<Arc<State>, String> {
     let built = cfg.validate().map_err(|e| e.to_string())?;
+    let tls = tls::Tls::load(tls)?;
     let now = ctx.clock.now_ms();
     let mut routes = Vec::new();
     let mut route_index = HashMap::new();
@@ -196,6 +204,7 @@ pub fn start(cfg: ProxyConfig, ctx: &Context) -> Result<Arc<State>, String> {
         clock: ctx.clock.clone(),
         counters: ProxyCounters::default(),
         config: cfg,
+        tls,
     }))
 }
 
@@ -246,7 +255,7 @@ pub async fn run(
         .max_concurrent_streams(256);
     let settings = Arc::new(http::ConnSettings {
         builder: Arc::new(builder),
-        tls: None,
+        tls: state.tls.as_ref().map(|t| t.acceptor().clone()),
         handshake_timeout: Duration::from_millis(t.header_read_ms),
         idle_timeout: Duration::from_millis(t.idle_ms),
         // A client that stops reading a streamed response holds its backend no longer.

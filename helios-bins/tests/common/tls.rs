@@ -1,9 +1,9 @@
-//! The TLS client side of the gateway's tests: a self-signed certificate for `localhost`
+//! The TLS client side of the gateway's and the proxy's tests: a self-signed certificate for `localhost`
 //! (rcgen) written into the configuration, a rustls connector that trusts only it, and
 //! HTTP/1.1 or HTTP/2 (chosen by ALPN) over the connection.
 
 use bytes::Bytes;
-use helios_bins::config::GatewayConfig;
+use helios_bins::config::{GatewayConfig, TlsSection};
 use http::{Method, Request};
 use http_body_util::Empty;
 use hyper::client::conn::{http1, http2};
@@ -26,15 +26,25 @@ pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 /// A self-signed certificate for `localhost`, written as PEM files into `dir` and set as
 /// `cfg`'s `tls.cert_file` and `tls.key_file`.
 pub fn pki(dir: &Path, cfg: &mut GatewayConfig) -> Pki {
+    let (pki, tls) = pki_files(dir);
+    cfg.tls = tls;
+    pki
+}
+
+/// A self-signed certificate for `localhost`, written as PEM files into `dir`: the
+/// client's trust and the server's `tls` section.
+pub fn pki_files(dir: &Path) -> (Pki, TlsSection) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert_pem = ck.cert.pem();
     let cert_file = dir.join("cert.pem");
     let key_file = dir.join("key.pem");
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, ck.signing_key.serialize_pem()).unwrap();
-    cfg.tls.cert_file = cert_file.display().to_string();
-    cfg.tls.key_file = key_file.display().to_string();
-    Pki { cert_pem }
+    let tls = TlsSection {
+        cert_file: cert_file.display().to_string(),
+        key_file: key_file.display().to_string(),
+    };
+    (Pki { cert_pem }, tls)
 }
 
 /// A rustls connector trusting only `pki`'s certificate, offering `alpn`.

@@ -1,5 +1,5 @@
-//! TLS for the API listener (rustls with the aws-lc-rs provider), from PEM files named in
-//! the config (`tls.cert_file`, `tls.key_file`).
+//! TLS termination for the HTTP servers (the gateway's API, the proxy): rustls with the
+//! aws-lc-rs provider, from PEM files named in the config (`tls.cert_file`, `tls.key_file`).
 //!
 //! Owns loading and checking the certificate chain and key at start, so a bad file fails
 //! the start naming the key and the file, never the first handshake. ALPN offers `h2` and
