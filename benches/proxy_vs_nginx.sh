@@ -22,7 +22,7 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-# mimalloc, as for helios-atlasd: glibc malloc is a sixth of the proxy's CPU under load.
+# With mimalloc, as helios-atlasd is measured (docs/performance.md has both allocators).
 cargo build --release -q -p helios-bins --bin helios-proxy --example hello --features mimalloc
 WORK="$(mktemp -d)"
 BACKEND=18600; NGINX_PORT=18601; HAPROXY_PORT=18602; HELIOS_PORT=18603

@@ -691,3 +691,30 @@ async fn tls_is_terminated_and_the_backend_hears_https() {
     let e = helios_bins::proxy::start(quick(&[a.addr]), &bad, &Context::system()).unwrap_err();
     assert!(e.contains("tls.cert_file"), "{e}");
 }
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.limits.connections_per_address_max = 1;
+    let p = proxy(cfg).await;
+    // The first connection holds the address's one slot while it is open.
+    let mut first = TcpStream::connect(p.addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // A second one from 127.0.0.1 is closed without an answer.
+    let mut second = TcpStream::connect(p.addr).await.unwrap();
+    let _ = second
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let (n, ended) = drain_for(&mut second, Duration::from_secs(5)).await;
+    assert!(ended);
+    assert_eq!(n, 0);
+    drop(first);
+    p.stop().await;
+}

@@ -67,6 +67,33 @@ impl Default for HealthCheck {
     }
 }
 
+/// What one proxy process serves at most. `Default`: 16384 connections, 1024 from one
+/// address, 256 HTTP/2 streams per connection, 10 s to drain at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerLimits {
+    /// Client connections served at once (past it, new ones wait in the accept queue).
+    pub connections_max: usize,
+    /// Client connections from one address (an IPv4 address or an IPv6 /64); one more is
+    /// closed at once.
+    pub connections_per_address_max: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub http2_streams_max: u32,
+    /// At shutdown, how long exchanges in progress may take to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            connections_max: 16_384,
+            connections_per_address_max: 1_024,
+            http2_streams_max: 256,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
 /// The whole configuration. `Default` listens on 127.0.0.1:8081 with no route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -91,6 +118,8 @@ pub struct ProxyConfig {
     pub retry: RetryConfig,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Connections, streams, drain.
+    pub limits: ServerLimits,
 }
 
 impl Default for ProxyConfig {
@@ -106,6 +135,7 @@ impl Default for ProxyConfig {
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             timeouts: Timeouts::default(),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -209,6 +239,34 @@ impl ProxyConfig {
                 return Err(bad(field, format!("{v} is outside 1..=3600000")));
             }
         }
+        let l = &self.limits;
+        if !(1..=1_000_000).contains(&l.connections_max) {
+            return Err(bad(
+                "limits.connections_max",
+                format!("{} is outside 1..=1000000", l.connections_max),
+            ));
+        }
+        if !(1..=l.connections_max).contains(&l.connections_per_address_max) {
+            return Err(bad(
+                "limits.connections_per_address_max",
+                format!(
+                    "{} is outside 1..=limits.connections_max",
+                    l.connections_per_address_max
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&l.http2_streams_max) {
+            return Err(bad(
+                "limits.http2_streams_max",
+                format!("{} is outside 1..=10000", l.http2_streams_max),
+            ));
+        }
+        if l.shutdown_grace_ms > 3_600_000 {
+            return Err(bad(
+                "limits.shutdown_grace_ms",
+                format!("{} is outside 0..=3600000", l.shutdown_grace_ms),
+            ));
+        }
         self.health.validate()?;
         self.breaker.validate()?;
         self.retry.validate()?;
@@ -271,8 +329,28 @@ mod tests {
             Err(ProxyError::Invalid { field, .. }) => assert_eq!(field, "health_check.timeout_ms"),
             other => panic!("{other:?}"),
         }
-        let mut bad = c;
+        let mut bad = c.clone();
         bad.trusted_proxies = vec!["10.0.0.0/40".into()];
         assert!(bad.validate().is_err());
+        for (field, edit) in [
+            (
+                "limits.connections_max",
+                (|l: &mut ServerLimits| l.connections_max = 0) as fn(&mut ServerLimits),
+            ),
+            ("limits.connections_per_address_max", |l| {
+                l.connections_per_address_max = l.connections_max + 1
+            }),
+            ("limits.http2_streams_max", |l| l.http2_streams_max = 0),
+            ("limits.shutdown_grace_ms", |l| {
+                l.shutdown_grace_ms = 3_600_001
+            }),
+        ] {
+            let mut bad = c.clone();
+            edit(&mut bad.limits);
+            match bad.validate() {
+                Err(ProxyError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 }

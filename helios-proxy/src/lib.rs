@@ -39,7 +39,7 @@ pub mod upstream;
 
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
-pub use config::{HealthCheck, ProxyConfig, Timeouts};
+pub use config::{HealthCheck, ProxyConfig, ServerLimits, Timeouts};
 pub use error::ProxyError;
 pub use headers::{Hop, TrustedProxies, upstream_headers};
 pub use health::{Health, HealthConfig};

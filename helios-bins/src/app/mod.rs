@@ -9,6 +9,7 @@
 pub mod config;
 pub mod http;
 pub mod idle;
+pub mod launch;
 pub mod serve;
 pub mod tls;
 

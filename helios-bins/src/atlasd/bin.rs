@@ -2,6 +2,7 @@
 //! start logging, bind before creating anything, open the stores, serve until a signal.
 //! The binary's `main` only calls [`main`] (and picks the allocator).
 
+use crate::app::launch;
 use crate::atlasd::config::{AtlasdConfig, AtlasdFlags};
 use clap::Parser;
 use std::path::PathBuf;
@@ -66,55 +67,40 @@ pub fn main() -> ExitCode {
         requirepass: args.requirepass,
         worker_threads: args.threads,
     };
-    let cfg = match AtlasdConfig::load(args.config.as_deref(), env, &flags) {
+    const NAME: &str = "helios-atlasd";
+    let cfg = match launch::config(
+        NAME,
+        AtlasdConfig::load(args.config.as_deref(), env, &flags),
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("helios-atlasd: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
     // A runtime thread about to park has served every ready connection: the end of a
     // turn, when the turn's writes commit as one group (atlasd::committer).
     let (runtime, turns) = match crate::atlasd::runtime(&cfg) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("helios-atlasd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return launch::runtime_error(NAME, e),
     };
     runtime.block_on(async move {
         // The port first: a busy one fails before the data directory is created.
-        let listener = match tokio::net::TcpListener::bind(&cfg.listen).await {
+        let listener = match launch::bind(NAME, &cfg.listen, "listen").await {
             Ok(l) => l,
-            Err(e) => {
-                eprintln!("helios-atlasd: cannot listen on {}: {e}", cfg.listen);
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
-        let atlas = match crate::atlasd::open_atlas(&cfg) {
+        let ctx = crate::app::Context::system();
+        let atlas = match crate::atlasd::open_atlas_in(&cfg, &ctx) {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open ATLAS");
-                eprintln!("helios-atlasd: cannot open ATLAS: {e}");
+                eprintln!("{NAME}: cannot open ATLAS: {e}");
                 return ExitCode::FAILURE;
             }
         };
         tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), appendfsync = %cfg.appendfsync, "helios-atlasd serving");
-        match crate::atlasd::run(
-            listener,
-            atlas,
-            cfg,
-            crate::app::shutdown_signal(),
-            turns,
-        )
-            .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("helios-atlasd: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        launch::serve_until_signal(NAME, launch::NO_METRICS, |stop| {
+            crate::atlasd::run_in(listener, atlas, cfg, ctx, stop, turns)
+        })
+        .await
     })
 }

@@ -275,9 +275,7 @@ pub fn runtime(
 ) -> std::io::Result<(tokio::runtime::Runtime, Arc<committer::TurnHub>)> {
     let turns = Arc::new(committer::TurnHub::default());
     let hook = turns.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.worker_threads)
-        .enable_all()
+    let rt = crate::app::launch::builder(cfg.worker_threads)
         .on_thread_park(move || hook.turn_ended())
         .build()?;
     Ok((rt, turns))

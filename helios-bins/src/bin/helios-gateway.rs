@@ -4,8 +4,7 @@
 
 use std::process::ExitCode;
 
-// With the opt-in `mimalloc` feature: glibc malloc's cross-thread frees cost a fifth of
-// atlasd's CPU under load (README, performance).
+// With the opt-in `mimalloc` feature (docs/performance.md has the measurements).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+// With the opt-in `mimalloc` feature (docs/performance.md has the measurements).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

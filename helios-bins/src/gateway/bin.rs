@@ -2,6 +2,7 @@
 //! start logging, bind before creating anything, open the stores, serve until a signal.
 //! The binary's `main` only calls [`main`] (and picks the allocator).
 
+use crate::app::launch;
 use crate::config::{FlagOverrides, GatewayConfig};
 use clap::Parser;
 use std::path::PathBuf;
@@ -50,47 +51,32 @@ pub fn main() -> ExitCode {
         data_dir: args.data_dir,
         appendfsync: args.appendfsync,
     };
-    let cfg = match GatewayConfig::load(args.config.as_deref(), env, &flags) {
+    const NAME: &str = "helios-gateway";
+    let cfg = match launch::config(
+        NAME,
+        GatewayConfig::load(args.config.as_deref(), env, &flags),
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("helios-gateway: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match launch::runtime(NAME, 0) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("helios-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         // Listeners first: a busy port fails here, before the data directory, the secret
         // or the admin user exist.
         let listen = cfg.listen.clone();
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
+        let listener = match launch::bind(NAME, &listen, "listen").await {
             Ok(l) => l,
-            Err(e) => {
-                eprintln!("helios-gateway: cannot listen on {listen}: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
-        let metrics_listener = if cfg.metrics_listen.is_empty() {
-            None
-        } else {
-            let addr = cfg.metrics_listen.clone();
-            match tokio::net::TcpListener::bind(&addr).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!("helios-gateway: cannot listen on {addr} (metrics_listen): {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        };
+        let metrics_listener =
+            match launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
         let started =
             tokio::task::spawn_blocking(move || crate::gateway::start(cfg, admin_password))
                 .await
@@ -100,26 +86,20 @@ pub fn main() -> ExitCode {
             Ok(s) => s,
             Err(msg) => {
                 tracing::error!(error = %msg, "cannot start");
-                eprintln!("helios-gateway: {msg}");
+                eprintln!("{NAME}: {msg}");
                 return ExitCode::FAILURE;
             }
         };
-        // The metrics listener stops with the API's shutdown signal.
-        let stop = crate::app::Stop::default();
-        let metrics_task = metrics_listener.map(|l| {
+        let metrics = metrics_listener.map(|l| {
             tracing::info!(addr = %state.config.metrics_listen, "serving /metrics");
-            tokio::spawn(crate::gateway::run_metrics(l, state.clone(), stop.waiter()))
+            let state = state.clone();
+            (l, move |l, stop| crate::gateway::run_metrics(l, state, stop))
         });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, data_dir = %state.config.data_dir.display(), "helios-gateway serving");
-        let served = crate::gateway::run(listener, state, async {
-            crate::app::shutdown_signal().await;
-            stop.trigger();
+        launch::serve_until_signal(NAME, metrics, |stop| {
+            crate::gateway::run(listener, state, stop)
         })
-        .await;
-        if let Some(t) = metrics_task {
-            let _ = t.await;
-        }
-        crate::app::exit_code("helios-gateway", served)
+        .await
     })
 }

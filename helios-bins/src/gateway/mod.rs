@@ -396,8 +396,13 @@ pub async fn run(
     let s = state.clone();
     let closed = tokio::task::spawn_blocking(move || {
         let now = s.clock.now_ms();
-        if let Err(e) = s.limiter.flush(now) {
-            tracing::warn!(error = %e, "final rate-limit flush failed");
+        for (limiter, what) in [
+            (&s.limiter, "rate-limit"),
+            (&s.login_limiter, "login-limit"),
+        ] {
+            if let Err(e) = limiter.flush(now) {
+                tracing::warn!(error = %e, what, "final bucket flush failed");
+            }
         }
         s.atlas.close()
     })

@@ -3,6 +3,7 @@
 //! serve until a signal. The binary's `main` only calls [`main`].
 
 use super::config::{ProxyBinConfig, ProxyFlags};
+use crate::app::launch;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ HELIOS_LOG__* environment variables <- these flags. Environment:
                           HELIOS_PROXY__TIMEOUTS__CONNECT_MS=500
   RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
 Every key is documented in configs/proxy.yaml. SIGINT/SIGTERM stop accepting, let
-exchanges in progress finish (up to 10 s), exit 0."
+exchanges in progress finish (up to proxy.limits.shutdown_grace_ms, 10 s), exit 0."
 )]
 struct Args {
     /// YAML config file (routes, backends, health checks, breakers, retries, timeouts).
@@ -65,67 +66,43 @@ pub fn main() -> ExitCode {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };
-    let cfg = match ProxyBinConfig::load(args.config.as_deref(), env, &flags) {
+    const NAME: &str = "helios-proxy";
+    let cfg = match launch::config(
+        NAME,
+        ProxyBinConfig::load(args.config.as_deref(), env, &flags),
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("helios-proxy: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.proxy.threads > 0 {
-        builder.worker_threads(cfg.proxy.threads);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match launch::runtime(NAME, cfg.proxy.threads) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("helios-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let listen = cfg.proxy.listen.clone();
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
+        let listener = match launch::bind(NAME, &listen, "proxy.listen").await {
             Ok(l) => l,
-            Err(e) => {
-                eprintln!("helios-proxy: cannot listen on {listen}: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
-        let metrics_listener = if cfg.metrics_listen.is_empty() {
-            None
-        } else {
-            match tokio::net::TcpListener::bind(&cfg.metrics_listen).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    let addr = &cfg.metrics_listen;
-                    eprintln!("helios-proxy: cannot listen on {addr} (metrics_listen): {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        };
+        let metrics_listener =
+            match launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
         let state = match super::start(cfg.proxy, &cfg.tls, &crate::app::Context::system()) {
             Ok(s) => s,
             Err(msg) => {
-                eprintln!("helios-proxy: {msg}");
+                eprintln!("{NAME}: {msg}");
                 return ExitCode::FAILURE;
             }
         };
-        // The metrics listener stops with the proxy.
-        let stop = crate::app::Stop::default();
-        let metrics_task = metrics_listener
-            .map(|l| tokio::spawn(super::run_metrics(l, state.clone(), stop.waiter())));
+        let metrics = metrics_listener.map(|l| {
+            let state = state.clone();
+            (l, move |l, stop| super::run_metrics(l, state, stop))
+        });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, routes = state.routes.len(), "helios-proxy serving");
-        let served = super::run(listener, state, async {
-            crate::app::shutdown_signal().await;
-            stop.trigger();
-        })
-        .await;
-        if let Some(t) = metrics_task {
-            let _ = t.await;
-        }
-        crate::app::exit_code("helios-proxy", served)
+        launch::serve_until_signal(NAME, metrics, |stop| super::run(listener, state, stop)).await
     })
 }

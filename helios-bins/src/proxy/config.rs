@@ -222,6 +222,7 @@ mod tests {
         assert_eq!(c.proxy.breaker, d.breaker);
         assert_eq!(c.proxy.retry, d.retry);
         assert_eq!(c.proxy.timeouts, d.timeouts);
+        assert_eq!(c.proxy.limits, d.limits);
         assert_eq!(c.log, ProxyBinConfig::default().log);
         assert_eq!(c.tls, TlsSection::default());
     }

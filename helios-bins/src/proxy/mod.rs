@@ -51,10 +51,6 @@ use tokio::net::TcpListener;
 /// retried).
 pub type UpstreamBody = Either<body::Timed<Incoming>, Empty<Bytes>>;
 
-/// Connections served at once (the runner waits past it, with the rest in the kernel's
-/// accept queue).
-const CONNECTIONS_MAX: usize = 16_384;
-
 /// One backend of a route.
 #[derive(Debug)]
 pub(crate) struct Backend {
@@ -252,7 +248,7 @@ pub async fn run(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(state.config.limits.http2_streams_max);
     let settings = Arc::new(http::ConnSettings {
         builder: Arc::new(builder),
         tls: state.tls.as_ref().map(|t| t.acceptor().clone()),
@@ -261,8 +257,14 @@ pub async fn run(
         // A client that stops reading a streamed response holds its backend no longer.
         write_stall: Some(Duration::from_millis(t.idle_ms)),
     });
-    let mut limits = serve::Limits::new(CONNECTIONS_MAX);
-    limits.drain_grace = Duration::from_secs(10);
+    let l = state.config.limits;
+    let limits = serve::Limits {
+        connections_max: l.connections_max,
+        per_address_max: l.connections_per_address_max,
+        when_full: serve::WhenFull::Wait,
+        drain_grace: Duration::from_millis(l.shutdown_grace_ms),
+        counters: Arc::default(),
+    };
     let handler_state = state.clone();
     http::serve_http(
         listener,
