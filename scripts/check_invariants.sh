@@ -50,6 +50,14 @@ hits=$(code "${srcs[@]}" | grep -E 'getrandom::|SysRng|OsRng|thread_rng|rand::rn
 [ -z "$hits" ] || fail "OS randomness is read outside random.rs / queue.rs:
 $hits"
 
+# 2b. The servers read wall-clock time and randomness through their Context (app/), with
+# the two exceptions ARCHITECTURE.md states: atlasd's TIME (atlasd/kv.rs) and the job
+# queue's lease clock and id randomness, handed to the queue by the gateway (gateway/mod.rs).
+hits=$(code helios-bins/src | grep -E 'SystemTime::now|OsRandom|getrandom::|SysRng|OsRng|thread_rng|rand::rng\(|MonotonicClock::new' |
+    grep -v -E '^helios-bins/src/app/|^helios-bins/src/atlasd/kv\.rs:.*SystemTime::now|^helios-bins/src/gateway/mod\.rs:.*(SysRng|MonotonicClock::new)')
+[ -z "$hits" ] || fail "a server reads the clock or randomness outside its Context (app/):
+$hits"
+
 # 3. std::fs only in ATLAS's storage layer.
 hits=$(code "${srcs[@]}" | grep -E 'std::fs|\bfs::' | grep -v '^helios-atlas/src/storage/')
 [ -z "$hits" ] || fail "std::fs outside helios-atlas/src/storage:
