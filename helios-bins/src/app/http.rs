@@ -1,6 +1,7 @@
 //! HTTP shared by every HTTP server (the gateway's API and metrics listeners, the proxy):
 //! responses (JSON bodies and RFC 9457 problem details, `application/problem+json`, with a
-//! stable `type` per kind of error), and [`serve_connection`], which serves one accepted
+//! stable `type` per kind of error), request ids, bounded body reads ([`read_body`]), and
+//! [`serve_connection`], which serves one accepted
 //! connection with hyper: the TLS handshake bounded in time, the idle timeout
 //! ([`super::idle`]), and a graceful end when the server drains.
 
@@ -260,6 +261,93 @@ pub fn request_id(headers: &http::HeaderMap, now_ms: u64, n: u64) -> String {
     id.push('-');
     helios_core::digits::push_hex_str(&mut id, n);
     id
+}
+
+/// The limits [`read_body`] reads a whole request body within.
+#[derive(Debug)]
+pub struct BodyLimits<'a> {
+    /// The largest body, bytes (413 past it).
+    pub size_max: usize,
+    /// The bytes every body being read shares (a body reserves its declared length, else
+    /// `size_max`, and waits up to a second for it, else 503).
+    pub budget: &'a Arc<tokio::sync::Semaphore>,
+    /// The longest the whole body may take to arrive (408 past it).
+    pub read_timeout: Duration,
+}
+
+/// Reads a whole request body: a declared length over the limit is refused before a
+/// byte is read (413, connection closed), bodies in flight share `limits.budget` (503 with
+/// `Retry-After` when it stays full for a second), and a body that does not arrive within
+/// `limits.read_timeout` gets 408, so stalled bodies cannot grow memory without bound.
+pub async fn read_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limits: &BodyLimits<'_>,
+) -> Result<Bytes, Response<Body>> {
+    use http_body_util::{BodyExt, Limited};
+    let limit = limits.size_max;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        let mut r = problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("the body is over {limit} bytes"),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    if declared == Some(0) {
+        return Ok(Bytes::new());
+    }
+    // Reserve the most this body may take (its declared length, else the limit).
+    let share = declared.map_or(limit, |n| n as usize).min(limit);
+    let share = u32::try_from(share).unwrap_or(u32::MAX);
+    let permit = match tokio::time::timeout(
+        Duration::from_secs(1),
+        limits.budget.clone().acquire_many_owned(share),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            let mut r = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many request bodies in flight; retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(r);
+        }
+    };
+    let read = tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect()).await;
+    drop(permit);
+    match read {
+        Err(_) => Err(problem(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "the request body did not arrive in time",
+        )),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(too_large())
+            } else {
+                Err(problem(StatusCode::BAD_REQUEST, "bad-body", e.to_string()))
+            }
+        }
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use helios_auth::{AuthError, Claims, Decision};
 use helios_core::digits::push_dec_str as push_dec;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,80 +42,22 @@ pub(super) fn static_method(m: &Method) -> &'static str {
     }
 }
 
-/// Reads a request body (after the head passed authentication, rate limit and RBAC):
-/// a declared length over `http.body_size_max` is refused before a byte is read, and
-/// bodies in flight share `http.body_bytes_in_flight_max` (a request waits up to a second
-/// for its share, else 503), so stalled bodies cannot grow memory without bound.
+/// Reads a request body (after the head passed authentication, rate limit and RBAC)
+/// within the gateway's limits: `http.body_size_max` (or the route's `limit`), the shared
+/// `http.body_bytes_in_flight_max` budget, `http.body_read_timeout_ms`
+/// ([`crate::app::http::read_body`]).
 pub(super) async fn read_body(
     state: &State,
     parts: &http::request::Parts,
     body: Incoming,
     limit: usize,
 ) -> Result<Bytes, Response<Body>> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        let mut r = problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!("the body is over {limit} bytes"),
-        );
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        r
+    let limits = crate::app::http::BodyLimits {
+        size_max: limit,
+        budget: &state.body_budget,
+        read_timeout: Duration::from_millis(state.config.http.body_read_timeout_ms),
     };
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    if declared == Some(0) {
-        return Ok(Bytes::new());
-    }
-    // Reserve the most this body may take (its declared length, else the limit).
-    let share = declared.map_or(limit, |n| n as usize).min(limit);
-    let share = u32::try_from(share).unwrap_or(u32::MAX);
-    let permit = match tokio::time::timeout(
-        Duration::from_secs(1),
-        state.body_budget.clone().acquire_many_owned(share),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            let mut r = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many request bodies in flight; retry shortly",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Err(r);
-        }
-    };
-    let timeout = Duration::from_millis(state.config.http.body_read_timeout_ms);
-    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await;
-    drop(permit);
-    match read {
-        Err(_) => Err(problem(
-            StatusCode::REQUEST_TIMEOUT,
-            "body-timeout",
-            "the request body did not arrive in time",
-        )),
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(too_large())
-            } else {
-                Err(problem(StatusCode::BAD_REQUEST, "bad-body", e.to_string()))
-            }
-        }
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
+    crate::app::http::read_body(&parts.headers, body, &limits).await
 }
 
 pub(super) fn rate_headers(resp: &mut Response<Body>, d: &Decision) {
