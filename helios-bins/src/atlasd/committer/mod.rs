@@ -652,7 +652,9 @@ mod tests {
             let big = vec![b'x'; 16 * 1024 * 1024];
             let (wakes, left) = quiet_answer(&c, &sink, reply_of(big.clone())).await;
             assert_eq!(wakes, 1);
-            assert!(!left.is_empty() && left.len() < big.len());
+            // What the socket took at once: some of it, or none when it was not writable
+            // at that moment (seen on a loaded machine); never all 16 MiB.
+            assert!(!left.is_empty() && left.len() <= big.len());
             // Awaited (`wait`), even an answer with nothing left wakes the task.
             let reader = tokio::spawn(async move {
                 let mut all = vec![0u8; 16 * 1024 * 1024 + 5];
