@@ -38,6 +38,13 @@ pub fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Ex
     builder(threads).build().map_err(|e| runtime_error(name, e))
 }
 
+/// Prints `NAME: what` as a failed start (and logs it); the exit code to return.
+pub fn failed(name: &str, what: impl Display) -> ExitCode {
+    tracing::error!(error = %what, "cannot start");
+    eprintln!("{name}: {what}");
+    ExitCode::FAILURE
+}
+
 /// Prints why the runtime did not start; the exit code to return.
 pub fn runtime_error(name: &str, e: std::io::Error) -> ExitCode {
     eprintln!("{name}: cannot start the runtime: {e}");

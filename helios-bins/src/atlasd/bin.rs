@@ -54,6 +54,11 @@ struct Args {
 
 /// The binary: parses the command line, then configures, starts and serves.
 pub fn main() -> ExitCode {
+    run().unwrap_or_else(|code| code)
+}
+
+/// [`main`], with every failed step's exit code as the error.
+fn run() -> Result<ExitCode, ExitCode> {
     let args = Args::parse();
     // The one place that reads the environment.
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -68,39 +73,25 @@ pub fn main() -> ExitCode {
         worker_threads: args.threads,
     };
     const NAME: &str = "helios-atlasd";
-    let cfg = match launch::config(
+    let cfg = launch::config(
         NAME,
         AtlasdConfig::load(args.config.as_deref(), env, &flags),
-    ) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    )?;
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
     // A runtime thread about to park has served every ready connection: the end of a
     // turn, when the turn's writes commit as one group (atlasd::committer).
-    let (runtime, turns) = match crate::atlasd::runtime(&cfg) {
-        Ok(r) => r,
-        Err(e) => return launch::runtime_error(NAME, e),
-    };
+    let (runtime, turns) =
+        crate::atlasd::runtime(&cfg).map_err(|e| launch::runtime_error(NAME, e))?;
     runtime.block_on(async move {
         // The port first: a busy one fails before the data directory is created.
-        let listener = match launch::bind(NAME, &cfg.listen, "listen").await {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+        let listener = launch::bind(NAME, &cfg.listen, "listen").await?;
         let ctx = crate::app::Context::system();
-        let atlas = match crate::atlasd::open_atlas_in(&cfg, &ctx) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot open ATLAS");
-                eprintln!("{NAME}: cannot open ATLAS: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let atlas = crate::atlasd::open_atlas_in(&cfg, &ctx)
+            .map_err(|e| launch::failed(NAME, format!("cannot open ATLAS: {e}")))?;
         tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), appendfsync = %cfg.appendfsync, "helios-atlasd serving");
-        launch::serve_until_signal(NAME, launch::NO_METRICS, |stop| {
+        Ok(launch::serve_until_signal(NAME, launch::NO_METRICS, |stop| {
             crate::atlasd::run_in(listener, atlas, cfg, ctx, stop, turns)
         })
-        .await
+        .await)
     })
 }

@@ -41,6 +41,11 @@ struct Args {
 
 /// The binary: parses the command line, then configures, starts and serves.
 pub fn main() -> ExitCode {
+    run().unwrap_or_else(|code| code)
+}
+
+/// [`main`], with every failed step's exit code as the error.
+fn run() -> Result<ExitCode, ExitCode> {
     let args = Args::parse();
     // The one place that reads the environment: HELIOS_* config overrides and the
     // bootstrap admin password.
@@ -52,44 +57,25 @@ pub fn main() -> ExitCode {
         appendfsync: args.appendfsync,
     };
     const NAME: &str = "helios-gateway";
-    let cfg = match launch::config(
+    let cfg = launch::config(
         NAME,
         GatewayConfig::load(args.config.as_deref(), env, &flags),
-    ) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    )?;
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
-    let runtime = match launch::runtime(NAME, 0) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let runtime = launch::runtime(NAME, 0)?;
     runtime.block_on(async move {
         // Listeners first: a busy port fails here, before the data directory, the secret
         // or the admin user exist.
         let listen = cfg.listen.clone();
-        let listener = match launch::bind(NAME, &listen, "listen").await {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+        let listener = launch::bind(NAME, &listen, "listen").await?;
         let metrics_listener =
-            match launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
+            launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await?;
         let started =
             tokio::task::spawn_blocking(move || crate::gateway::start(cfg, admin_password))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r);
-        let state = match started {
-            Ok(s) => s,
-            Err(msg) => {
-                tracing::error!(error = %msg, "cannot start");
-                eprintln!("{NAME}: {msg}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let state = started.map_err(|msg| launch::failed(NAME, msg))?;
         let metrics = metrics_listener.map(|l| {
             tracing::info!(addr = %state.config.metrics_listen, "serving /metrics");
             let state = state.clone();
@@ -97,9 +83,9 @@ pub fn main() -> ExitCode {
         });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, data_dir = %state.config.data_dir.display(), "helios-gateway serving");
-        launch::serve_until_signal(NAME, metrics, |stop| {
+        Ok(launch::serve_until_signal(NAME, metrics, |stop| {
             crate::gateway::run(listener, state, stop)
         })
-        .await
+        .await)
     })
 }

@@ -55,6 +55,11 @@ struct Args {
 
 /// The binary: parses the command line, then configures and serves.
 pub fn main() -> ExitCode {
+    run().unwrap_or_else(|code| code)
+}
+
+/// [`main`], with every failed step's exit code as the error.
+fn run() -> Result<ExitCode, ExitCode> {
     let args = Args::parse();
     let env: Vec<(String, String)> = std::env::vars().collect();
     let flags = ProxyFlags {
@@ -67,42 +72,28 @@ pub fn main() -> ExitCode {
         tls_key: args.tls_key,
     };
     const NAME: &str = "helios-proxy";
-    let cfg = match launch::config(
+    let cfg = launch::config(
         NAME,
         ProxyBinConfig::load(args.config.as_deref(), env, &flags),
-    ) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    )?;
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
-    let runtime = match launch::runtime(NAME, cfg.proxy.threads) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let runtime = launch::runtime(NAME, cfg.proxy.threads)?;
     runtime.block_on(async move {
         let listen = cfg.proxy.listen.clone();
-        let listener = match launch::bind(NAME, &listen, "proxy.listen").await {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
+        let listener = launch::bind(NAME, &listen, "proxy.listen").await?;
         let metrics_listener =
-            match launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await {
-                Ok(l) => l,
-                Err(code) => return code,
-            };
-        let state = match super::start(cfg.proxy, &cfg.tls, &crate::app::Context::system()) {
-            Ok(s) => s,
-            Err(msg) => {
-                eprintln!("{NAME}: {msg}");
-                return ExitCode::FAILURE;
-            }
-        };
+            launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await?;
+        let state = super::start(cfg.proxy, &cfg.tls, &crate::app::Context::system())
+            .map_err(|msg| launch::failed(NAME, msg))?;
         let metrics = metrics_listener.map(|l| {
             let state = state.clone();
             (l, move |l, stop| super::run_metrics(l, state, stop))
         });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, routes = state.routes.len(), "helios-proxy serving");
-        launch::serve_until_signal(NAME, metrics, |stop| super::run(listener, state, stop)).await
+        Ok(
+            launch::serve_until_signal(NAME, metrics, |stop| super::run(listener, state, stop))
+                .await,
+        )
     })
 }
