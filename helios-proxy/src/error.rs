@@ -12,4 +12,29 @@ pub enum ProxyError {
         /// Why, with the offending value.
         reason: String,
     },
+    /// A value stored under a proxy key is not a valid spec for it (written around the
+    /// admin API).
+    #[error("stored {key}: {reason}")]
+    Stored {
+        /// The ATLAS key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// No route or backend has this id.
+    #[error("no {kind} {id:?}")]
+    NotFound {
+        /// `route` or `backend`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// A backend that routes still name cannot be deleted.
+    #[error("backend {id:?} is used by routes {routes:?}: change or delete them first")]
+    InUse {
+        /// The backend.
+        id: String,
+        /// The routes naming it.
+        routes: Vec<String>,
+    },
 }

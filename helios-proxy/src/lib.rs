@@ -24,25 +24,33 @@
 //! - [`upstream`]: [`Upstream`], one route's pool, health, breakers and retry budget kept
 //!   consistent: what the server asks where to send a request, and tells how it ended.
 //!
+//! - [`catalog`]: [`Catalog`], the routes and backends stored in ATLAS, moved on by the
+//!   change feed; [`store`]: [`ProxyStore`], the checked writes the gateway's admin routes
+//!   make (the store only ever holds a catalog whose table builds).
+//!
 //! The server and the `helios-proxy` binary around this core live in `helios-bins`
-//! (`proxy`). Still to come (issue 20): dynamic configuration through the gateway.
+//! (`proxy`).
 
 pub mod balance;
 pub mod breaker;
+pub mod catalog;
 pub mod config;
 mod error;
 pub mod headers;
 pub mod health;
 pub mod retry;
 pub mod route;
+pub mod store;
 pub mod upstream;
 
 pub use balance::{Policy, Pool};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use catalog::{Catalog, Change};
 pub use config::{HealthCheck, ProxyConfig, ServerLimits, Timeouts};
 pub use error::ProxyError;
 pub use headers::{Hop, TrustedProxies, upstream_headers};
 pub use health::{Health, HealthConfig};
 pub use retry::{FailureKind, RetryBudget, RetryConfig, retryable};
 pub use route::{BackendSpec, Route, RouteBackend, RouteSpec, RouteTable};
+pub use store::{ProxyStore, Put, StoreError};
 pub use upstream::{Outcome, Pick, Upstream};

@@ -80,6 +80,9 @@ pub struct Origin {
 /// A route of a built table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The route's position in the specs the table was built from: a server keeps its
+    /// per-route state in a list by this index, with no lookup by id per request.
+    pub index: usize,
     /// The route's id.
     pub id: String,
     /// Lowercased host, if the route names one.
@@ -190,7 +193,7 @@ impl RouteTable {
         let mut table = RouteTable::default();
         let mut ids = BTreeSet::new();
         let mut places = BTreeSet::new();
-        for r in routes {
+        for (index, r) in routes.iter().enumerate() {
             check_id("route.id", &r.id)?;
             if !ids.insert(r.id.as_str()) {
                 return Err(invalid("route.id", format!("{:?} is defined twice", r.id)));
@@ -248,6 +251,7 @@ impl RouteTable {
                 list.push((rb.backend.clone(), origin.clone(), rb.weight));
             }
             let route = Route {
+                index,
                 id: r.id.clone(),
                 host: host.clone(),
                 path_prefix: r.path_prefix.clone(),
@@ -281,6 +285,16 @@ impl RouteTable {
             }
         }
         matching(&self.any_host).map(|i| &self.any_host[i])
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.any_host.len() + self.by_host.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Whether the table has no route.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every route, host-specific ones first.
@@ -353,7 +367,7 @@ mod tests {
             routes, backends,
         ) {
             Err(ProxyError::Invalid { field, reason }) => (field, reason),
-            Ok(_) => panic!("accepted"),
+            other => panic!("{other:?}"),
         };
         assert_eq!(
             err(&[route("r", None, "api")], &[backend("b")]).0,
@@ -457,9 +471,14 @@ mod tests {
                     .as_deref()
                     .and_then(|n| best(Some(n)).map(|len| (Some(n.to_owned()), len)))
                     .or_else(|| best(None).map(|len| (None, len)));
-                let got = t.route(host.as_deref(), path).map(|r| (r.host.clone(), r.path_prefix.len()));
+                let found = t.route(host.as_deref(), path);
+                if let Some(r) = found {
+                    prop_assert_eq!(&routes[r.index].id, &r.id, "index is the spec's position");
+                }
+                let got = found.map(|r| (r.host.clone(), r.path_prefix.len()));
                 prop_assert_eq!(got, want);
             }
+            prop_assert_eq!(t.len(), routes.len());
         }
     }
 }
