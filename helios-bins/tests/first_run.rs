@@ -325,6 +325,12 @@ fn version_and_help_name_the_binary_its_defaults_and_environment() {
 
 /// A backend on a thread: answers every request `200 hi` and closes.
 fn tiny_backend() -> SocketAddr {
+    tiny_backend_saying("hi")
+}
+
+/// A backend on a thread: answers every request `200 {word}` (2 bytes) and closes.
+fn tiny_backend_saying(word: &'static str) -> SocketAddr {
+    assert_eq!(word.len(), 2);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -333,8 +339,9 @@ fn tiny_backend() -> SocketAddr {
             let mut buf = [0u8; 4096];
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = s.read(&mut buf);
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+            let reply =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{word}");
+            let _ = s.write_all(reply.as_bytes());
         }
     });
     addr
@@ -368,6 +375,71 @@ fn the_proxy_quick_start_serves_and_stops_on_sigint() {
     }
     sigint(&child);
     assert!(wait_exit(&mut child).success());
+}
+
+#[test]
+fn the_proxy_reloads_its_routes_on_sighup_and_keeps_them_on_a_bad_file() {
+    let (one, two) = (tiny_backend_saying("b1"), tiny_backend_saying("b2"));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("proxy.yaml");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = |backend: SocketAddr| {
+        format!(
+            "proxy:\n  listen: \"{addr}\"\n  backends:\n    - id: app\n      url: \"http://{backend}\"\n  \
+             routes:\n    - id: all\n      path_prefix: /\n      backends:\n        - backend: app\n"
+        )
+    };
+    std::fs::write(&file, config(one)).unwrap();
+    let mut child = Command::new(PROXY)
+        .arg("--config")
+        .arg(&file)
+        .env("HELIOS_LOG__FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let answer_becomes = |want: &str| {
+        let started = Instant::now();
+        loop {
+            if child_status(&addr).as_deref() == Some(want) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the proxy never answered {want}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    answer_becomes("b1");
+    std::fs::write(&file, config(two)).unwrap();
+    signal(&child, "-HUP");
+    let took = answer_becomes("b2");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A file that does not validate is refused; the routes in service stay.
+    std::fs::write(&file, "proxy:\n  routes: []\n").unwrap();
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(child_status(&addr).as_deref(), Some("b2"));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    sigint(&child);
+    assert!(wait_exit(&mut child).success());
+}
+
+/// What the proxy at `addr` answers to `GET /`, if it answers 200.
+fn child_status(addr: &SocketAddr) -> Option<String> {
+    TcpStream::connect(addr).ok()?;
+    let (status, _, body) = http(*addr, "GET", "/", "");
+    (status == 200).then_some(body)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
 #[test]

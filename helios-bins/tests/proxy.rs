@@ -718,3 +718,104 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     drop(first);
     p.stop().await;
 }
+
+/// Polls `cond` every 20 ms for up to 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test]
+async fn a_new_table_under_load_fails_no_request_and_keeps_unchanged_routes_state() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let p = proxy(quick(&[a.addr])).await;
+    // Clients keep requests going across the change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let addr = p.addr;
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = get(addr, "/").await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    seen.push(r.text());
+                }
+                seen
+            })
+        })
+        .collect();
+    // An exchange in progress when the table changes finishes on the old one.
+    let slow = tokio::spawn(async move { get(p.addr, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new table: `/` now goes to b; `/a/` still to a.
+    let mut cfg = quick(&[a.addr, b.addr]);
+    cfg.backends[0].id = "a".into();
+    cfg.backends[1].id = "b".into();
+    let mut to_a = cfg.routes[0].clone();
+    to_a.id = "old".into();
+    to_a.path_prefix = "/a/".into();
+    to_a.backends.truncate(1);
+    to_a.backends[0].backend = "a".into();
+    cfg.routes[0].backends.remove(0);
+    cfg.routes[0].backends[0].backend = "b".into();
+    cfg.routes.push(to_a);
+    let changed_at = std::time::Instant::now();
+    p.state.reload(&cfg).unwrap();
+    assert_eq!(p.state.route_count(), 2);
+    // Requests that start after the change go to b at once.
+    assert_eq!(get(p.addr, "/").await.text(), "b");
+    assert_eq!(get(p.addr, "/a/x").await.text(), "a");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for c in clients {
+        let seen = c.await.expect("no client saw a failed request");
+        total += seen.len();
+        assert!(seen.iter().all(|t| t == "a" || t == "b"), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("b"));
+    }
+    assert!(total > 8, "{total} requests");
+    let slow = slow.await.unwrap();
+    assert_eq!((slow.status, slow.text().as_str()), (200, "late"));
+    assert!(changed_at.elapsed() < Duration::from_secs(10));
+
+    // A route whose backends did not change keeps its state: b fails its checks, and
+    // the same table again does not bring it back as a fresh, healthy route would.
+    b.healthy.store(false, Ordering::SeqCst);
+    eventually("b taken out", || {
+        p.state.is_serving("default", 0) == Some(false)
+    })
+    .await;
+    p.state.reload(&cfg).unwrap();
+    assert_eq!(p.state.is_serving("default", 0), Some(false));
+    // A table that does not build is refused; the one in service stays.
+    let mut bad = cfg.clone();
+    bad.routes[0].backends[0].backend = "nope".into();
+    assert!(p.state.reload(&bad).is_err());
+    assert_eq!(get(p.addr, "/a/x").await.text(), "a");
+    // A route that changed starts fresh (backends start healthy) with health checks of
+    // its own, which take b out again.
+    let mut changed = cfg.clone();
+    changed.routes[0].backends[0].weight = 2;
+    p.state.reload(&changed).unwrap();
+    assert_eq!(p.state.is_serving("default", 0), Some(true));
+    eventually("the changed route's checks run", || {
+        p.state.is_serving("default", 0) == Some(false)
+    })
+    .await;
+    // Only matching changed (the prefix): the state is kept, its checks go on.
+    let mut moved = changed.clone();
+    moved.routes[0].path_prefix = "/b/".into();
+    p.state.reload(&moved).unwrap();
+    assert_eq!(p.state.is_serving("default", 0), Some(false));
+    b.healthy.store(true, Ordering::SeqCst);
+    eventually("b back", || p.state.is_serving("default", 0) == Some(true)).await;
+    p.stop().await;
+}

@@ -7,6 +7,7 @@ use crate::app::launch;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The HELIOS reverse proxy.
 #[derive(Debug, Parser)]
@@ -23,7 +24,9 @@ HELIOS_LOG__* environment variables <- these flags. Environment:
                           HELIOS_PROXY__TIMEOUTS__CONNECT_MS=500
   RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
 Every key is documented in configs/proxy.yaml. SIGINT/SIGTERM stop accepting, let
-exchanges in progress finish (up to proxy.limits.shutdown_grace_ms, 10 s), exit 0."
+exchanges in progress finish (up to proxy.limits.shutdown_grace_ms, 10 s), exit 0.
+SIGHUP reads the configuration again and puts its routes and backends in service
+(requests in progress finish on the old ones); other settings take effect at restart."
 )]
 struct Args {
     /// YAML config file (routes, backends, health checks, breakers, retries, timeouts).
@@ -72,6 +75,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         tls_key: args.tls_key,
     };
     const NAME: &str = "helios-proxy";
+    let flags_for_reload = flags.clone();
     let cfg = launch::config(
         NAME,
         ProxyBinConfig::load(args.config.as_deref(), env, &flags),
@@ -89,11 +93,54 @@ fn run() -> Result<ExitCode, ExitCode> {
             let state = state.clone();
             (l, move |l, stop| super::run_metrics(l, state, stop))
         });
+        reload_on_hangup(state.clone(), args.config.clone(), flags_for_reload);
         let scheme = if state.tls.is_some() { "https" } else { "http" };
-        tracing::info!(%listen, scheme, routes = state.routes.len(), "helios-proxy serving");
+        tracing::info!(%listen, scheme, routes = state.route_count(), "helios-proxy serving");
         Ok(
             launch::serve_until_signal(NAME, metrics, |stop| super::run(listener, state, stop))
                 .await,
         )
     })
+}
+
+/// On SIGHUP, reads the configuration again (file, environment, the same flags) and puts
+/// its routes in service ([`super::State::reload`]); a configuration that does not load
+/// or validate is logged and the routes in service stay.
+fn reload_on_hangup(state: Arc<super::State>, file: Option<PathBuf>, flags: ProxyFlags) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: configuration reload is off");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            let loaded = ProxyBinConfig::load(file.as_deref(), env, &flags)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| state.reload(&cfg.proxy));
+            match loaded {
+                Ok(restart_needed) => {
+                    tracing::info!(
+                        routes = state.route_count(),
+                        "configuration reloaded: routes and backends in service"
+                    );
+                    if !restart_needed.is_empty() {
+                        tracing::warn!(
+                            settings = ?restart_needed,
+                            "changed settings take effect at the next start"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload refused; routes unchanged")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (state, file, flags);
 }

@@ -9,7 +9,7 @@
 //! is finished once, by [`Tracked`]; until then the balancer counts it in flight, so
 //! least-connections sees a slow download as load.
 
-use super::State;
+use super::{RouteState, State};
 use crate::app::idle::RequestGuard;
 use bytes::Bytes;
 use helios_proxy::{Outcome, Pick};
@@ -102,7 +102,7 @@ where
 /// What to tell the upstream when the body is done.
 pub(super) struct Finish {
     pub(super) state: Arc<State>,
-    pub(super) route: usize,
+    pub(super) route: Arc<RouteState>,
     pub(super) pick: Pick,
     /// The outcome as the response head told it (a 5xx or not).
     pub(super) outcome: Outcome,
@@ -115,7 +115,8 @@ impl Finish {
         } else {
             self.outcome
         };
-        self.state.finish(self.route, self.pick, outcome);
+        self.route
+            .finish(self.pick, outcome, self.state.clock.now_ms());
     }
 }
 

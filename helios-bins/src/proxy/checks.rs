@@ -3,26 +3,37 @@
 //! the check's timeout, and the result (a status within `status_min..=status_max` passes)
 //! goes back to the core, which applies the healthy/unhealthy thresholds.
 //!
+//! A route's checker runs while its state is in service or used by a request in
+//! progress (it holds the route weakly), and stops with the proxy.
+//!
 //! Invariant: a check never holds the route's lock while it waits on the network.
 
-use super::State;
+use super::{RouteState, State};
 use http::{Request, Uri};
 use http_body_util::{Either, Empty};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Runs route `r`'s checks until `stop` turns true.
-pub(super) async fn run(state: Arc<State>, r: usize, mut stop: watch::Receiver<bool>) {
+/// Runs `route`'s checks until `stop` turns true or the route is gone.
+pub(super) async fn run(
+    state: Arc<State>,
+    route: Weak<RouteState>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
+        let Some(r) = route.upgrade() else {
+            return;
+        };
         let now = state.clock.now_ms();
         let (due, next) = {
-            let mut g = state.routes[r].upstream.lock();
+            let mut g = r.upstream.lock();
             (g.0.due_checks(now), g.0.next_check_at_ms())
         };
         for backend in due {
-            tokio::spawn(check(state.clone(), r, backend));
+            tokio::spawn(check(state.clone(), r.clone(), backend));
         }
+        drop(r);
         let wait_ms = next
             .map_or(1_000, |t| t.saturating_sub(now))
             .clamp(10, 60_000);
@@ -34,9 +45,9 @@ pub(super) async fn run(state: Arc<State>, r: usize, mut stop: watch::Receiver<b
 }
 
 /// One check of backend `backend` of route `r`.
-async fn check(state: Arc<State>, r: usize, backend: usize) {
+async fn check(state: Arc<State>, r: Arc<RouteState>, backend: usize) {
     let hc = &state.health_check;
-    let b = &state.routes[r].backends[backend];
+    let b = &r.backends[backend];
     let uri = Uri::builder()
         .scheme("http")
         .authority(b.authority.clone())
@@ -69,16 +80,15 @@ async fn check(state: Arc<State>, r: usize, backend: usize) {
         Err(_) => false,
     };
     let now = state.clock.now_ms();
-    let serving_before = state.is_serving_index(r, backend);
-    state.routes[r]
-        .upstream
-        .lock()
-        .0
-        .check_result(backend, ok, now);
-    let serving = state.is_serving_index(r, backend);
+    let (serving_before, serving) = {
+        let mut g = r.upstream.lock();
+        let before = g.0.is_serving(backend, now);
+        g.0.check_result(backend, ok, now);
+        (before, g.0.is_serving(backend, now))
+    };
     if serving != serving_before {
         tracing::info!(
-            route = %state.routes[r].id,
+            route = %r.id,
             backend = %b.id,
             serving,
             "backend health changed"

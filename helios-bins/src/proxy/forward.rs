@@ -11,7 +11,7 @@
 //! body is handed to the first attempt and cannot be sent twice.
 
 use super::body::{Finish, Timed, Tracked};
-use super::{State, UpstreamBody};
+use super::{RouteState, State, UpstreamBody};
 use crate::app::http::{Body, problem};
 use crate::app::idle::RequestGuard;
 use bytes::Bytes;
@@ -141,7 +141,10 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .map(str::to_owned);
-    let Some(route) = state.table.route(host.as_deref(), req.uri().path()) else {
+    // The routing this request starts with: it finishes on it even if a new table is put
+    // in service meanwhile.
+    let routing = state.routing();
+    let Some(route) = routing.table.route(host.as_deref(), req.uri().path()) else {
         return own(problem(
             StatusCode::NOT_FOUND,
             "no-route",
@@ -152,13 +155,14 @@ pub(super) async fn forward(
             ),
         ));
     };
-    let Some(&r) = state.route_index.get(&route.id) else {
+    let Some(r) = routing.routes.get(route.index).cloned() else {
         return own(problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "route table and route state disagree",
         ));
     };
+    drop(routing);
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
     let id = request_id(req.headers(), state);
     let headers = backend_headers(req.headers(), state, peer, host.as_deref(), upgrade, &id);
@@ -181,11 +185,11 @@ pub(super) async fn forward(
     let wait = Duration::from_millis(t.response_headers_ms);
     {
         let now = state.clock.now_ms();
-        state.routes[r].upstream.lock().0.request(now);
+        r.upstream.lock().0.request(now);
     }
     let mut attempt: u32 = 1;
     loop {
-        let Some(pick) = state.pick(r) else {
+        let Some(pick) = r.pick(state.clock.now_ms()) else {
             state
                 .counters
                 .unavailable_total
@@ -193,14 +197,14 @@ pub(super) async fn forward(
             let mut r = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-backend",
-                format!("no backend of route {:?} can take the request", route.id),
+                format!("no backend of route {:?} can take the request", r.id),
             );
             // Health checks and breakers decide within seconds: worth trying again soon.
             r.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return own(r);
         };
-        let backend = &state.routes[r].backends[pick.backend];
+        let backend = &r.backends[pick.backend];
         let uri = Uri::builder()
             .scheme("http")
             .authority(backend.authority.clone())
@@ -217,7 +221,7 @@ pub(super) async fn forward(
         match uri {
             Ok(u) => *out.uri_mut() = u,
             Err(e) => {
-                state.finish(r, pick, Outcome::Ok);
+                r.finish(pick, Outcome::Ok, state.clock.now_ms());
                 return own(problem(
                     StatusCode::BAD_REQUEST,
                     "bad-request",
@@ -241,15 +245,15 @@ pub(super) async fn forward(
                 if gateway_status
                     && !has_body
                     && retryable(method, FailureKind::GatewayStatus, false)
-                    && try_retry(state, r, attempt + 1)
+                    && try_retry(state, &r, attempt + 1)
                 {
-                    state.finish(r, pick, outcome);
+                    r.finish(pick, outcome, state.clock.now_ms());
                     drop(resp);
                     attempt += 1;
                     continue;
                 }
                 let exchange = Exchange {
-                    route: r,
+                    route: r.clone(),
                     pick,
                     outcome,
                     idle,
@@ -270,8 +274,8 @@ pub(super) async fn forward(
                 (FailureKind::Broken, Outcome::Timeout, true)
             }
         };
-        state.finish(r, pick, outcome);
-        if !has_body && retryable(method, failure, false) && try_retry(state, r, attempt + 1) {
+        r.finish(pick, outcome, state.clock.now_ms());
+        if !has_body && retryable(method, failure, false) && try_retry(state, &r, attempt + 1) {
             attempt += 1;
             continue;
         }
@@ -295,9 +299,9 @@ pub(super) async fn forward(
     }
 }
 
-fn try_retry(state: &State, r: usize, attempt: u32) -> bool {
+fn try_retry(state: &State, r: &RouteState, attempt: u32) -> bool {
     let now = state.clock.now_ms();
-    let ok = state.routes[r].upstream.lock().0.try_retry(attempt, now);
+    let ok = r.upstream.lock().0.try_retry(attempt, now);
     if ok {
         state.counters.retries_total.fetch_add(1, Ordering::Relaxed);
     }
@@ -306,7 +310,7 @@ fn try_retry(state: &State, r: usize, attempt: u32) -> bool {
 
 /// A request that got its response head from a backend.
 struct Exchange {
-    route: usize,
+    route: Arc<RouteState>,
     pick: helios_proxy::Pick,
     outcome: Outcome,
     idle: Duration,
@@ -345,7 +349,7 @@ fn respond(
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
-            state.finish(x.route, x.pick, x.outcome);
+            x.route.finish(x.pick, x.outcome, state.clock.now_ms());
         });
         return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
     }

@@ -48,6 +48,16 @@ impl State {
                 "Upgraded connections tunnelled.",
                 &c.upgrades_total,
             ),
+            (
+                "proxy_config_changes_total",
+                "Route tables put in service after the first (SIGHUP, the change feed).",
+                &c.table_changes_total,
+            ),
+            (
+                "proxy_config_refused_total",
+                "New configurations refused: they did not validate; the routes stayed.",
+                &c.table_refused_total,
+            ),
         ] {
             let _ = write!(
                 t,
@@ -59,14 +69,15 @@ impl State {
             "# HELP proxy_backend_healthy Whether a backend takes traffic: healthy, not \
              ejected, breaker not open.\n# TYPE proxy_backend_healthy gauge\n",
         );
-        for (r, route) in self.routes.iter().enumerate() {
+        let now = self.clock.now_ms();
+        for route in &self.routing().routes {
             for (i, b) in route.backends.iter().enumerate() {
                 let _ = writeln!(
                     t,
                     "proxy_backend_healthy{{route=\"{}\",backend=\"{}\"}} {}",
                     label(&route.id),
                     label(&b.id),
-                    u8::from(self.is_serving_index(r, i))
+                    u8::from(route.is_serving(i, now))
                 );
             }
         }

@@ -11,6 +11,12 @@
 //!
 //! What a request goes through: [`forward`].
 //!
+//! The routes in service ([`Routing`]: the table and each route's state) are replaced
+//! whole when the configuration changes ([`State::replace_routes`]: SIGHUP, the
+//! gateway's change feed): a request keeps the routing it started with, so exchanges in
+//! progress finish on the old table, and a route whose backends did not change keeps its
+//! health and breaker state.
+//!
 //! Invariants: the core's state for a route ([`helios_proxy::Upstream`]) is only touched
 //! under its mutex, never across an `.await`; every pick is finished exactly once (by the
 //! response body, [`body::Tracked`], or by the failure that ended the attempt); time comes
@@ -28,7 +34,7 @@ use crate::app::{Context, http, serve, tls};
 use bytes::Bytes;
 use helios_core::Clock;
 use helios_proxy::{
-    HealthCheck, Outcome, Pick, ProxyConfig, RouteTable, Timeouts, TrustedProxies, Upstream,
+    HealthCheck, Outcome, Pick, Policy, ProxyConfig, RouteTable, Timeouts, TrustedProxies, Upstream,
 };
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
@@ -36,15 +42,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// A request body on its way to a backend: the client's, streamed (within the idle and
 /// total timeouts), or none (health checks and body-less requests, which can then be
@@ -60,12 +66,48 @@ pub(crate) struct Backend {
     pub(crate) authority: ::http::uri::Authority,
 }
 
+/// What a route's state was built from: a new table keeps a route's state (health,
+/// breakers, balancer position) when this is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteShape {
+    policy: Policy,
+    backends: Vec<(String, String, u32)>,
+}
+
 /// One route's backends and core state.
 pub(crate) struct RouteState {
     pub(crate) id: String,
     pub(crate) backends: Vec<Backend>,
     /// The core's state and the balancer's random source, together under one lock.
     pub(crate) upstream: Mutex<(Upstream, StdRng)>,
+    shape: RouteShape,
+}
+
+impl RouteState {
+    /// Picks a backend and reserves it (see [`Upstream::pick`]).
+    pub(crate) fn pick(&self, now_ms: u64) -> Option<Pick> {
+        let mut g = self.upstream.lock();
+        let (up, rng) = &mut *g;
+        up.pick(now_ms, rng)
+    }
+
+    /// The request reserved by `pick` ended with `outcome`.
+    pub(crate) fn finish(&self, pick: Pick, outcome: Outcome, now_ms: u64) {
+        self.upstream.lock().0.finish(pick, outcome, now_ms);
+    }
+
+    /// Whether backend `backend` takes traffic now (`proxy_backend_healthy`).
+    pub(crate) fn is_serving(&self, backend: usize, now_ms: u64) -> bool {
+        self.upstream.lock().0.is_serving(backend, now_ms)
+    }
+}
+
+/// The routes the proxy serves: the table and each route's state, by the table's
+/// [`helios_proxy::Route::index`]. Replaced whole when the configuration changes; a
+/// request keeps the one it started with.
+pub(crate) struct Routing {
+    pub(crate) table: RouteTable,
+    pub(crate) routes: Vec<Arc<RouteState>>,
 }
 
 /// What the proxy counts (the metrics endpoint reads them).
@@ -81,82 +123,173 @@ pub struct ProxyCounters {
     pub backend_failed_total: AtomicU64,
     /// Upgraded connections (WebSocket) tunnelled.
     pub upgrades_total: AtomicU64,
+    /// Route tables put in service after the first.
+    pub table_changes_total: AtomicU64,
+    /// New route tables refused (they did not build).
+    pub table_refused_total: AtomicU64,
 }
 
 /// The proxy's shared state.
 pub struct State {
-    pub(crate) table: RouteTable,
-    pub(crate) routes: Vec<RouteState>,
-    pub(crate) route_index: HashMap<String, usize>,
+    routing: RwLock<Arc<Routing>>,
     pub(crate) trusted: TrustedProxies,
     pub(crate) client: Client<HttpConnector, UpstreamBody>,
     pub(crate) timeouts: Timeouts,
     pub(crate) health_check: HealthCheck,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Seeds each new route's balancer.
+    seed: AtomicU64,
+    /// Settings new route states are built with.
+    core: CoreSettings,
+    /// Health checkers: started by [`run`] (true once it has), stopped by it at the end.
+    checks: watch::Sender<bool>,
+    checks_started: std::sync::atomic::AtomicBool,
     /// What the proxy counted.
     pub counters: ProxyCounters,
-    /// The configuration it runs.
+    /// The configuration it started with (its routes are the first table's; later
+    /// tables come from [`State::replace_routes`]).
     pub config: ProxyConfig,
     /// TLS termination, if on.
     pub tls: Option<tls::Tls>,
 }
 
+/// The core settings every route's [`Upstream`] is built with.
+#[derive(Debug, Clone, Copy)]
+struct CoreSettings {
+    health: helios_proxy::HealthConfig,
+    breaker: helios_proxy::BreakerConfig,
+    retry: helios_proxy::RetryConfig,
+}
+
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("routes", &self.route_index.len())
+            .field("routes", &self.routing().routes.len())
             .finish_non_exhaustive()
     }
 }
 
 impl State {
-    /// Picks a backend of route `route` and reserves it (see [`Upstream::pick`]).
-    pub(crate) fn pick(&self, route: usize) -> Option<Pick> {
-        let now = self.clock.now_ms();
-        let mut g = self.routes[route].upstream.lock();
-        let (up, rng) = &mut *g;
-        up.pick(now, rng)
+    /// The routes in service now.
+    pub(crate) fn routing(&self) -> Arc<Routing> {
+        self.routing.read().clone()
     }
 
-    /// The request reserved by `pick` on `route` ended with `outcome`.
-    pub(crate) fn finish(&self, route: usize, pick: Pick, outcome: Outcome) {
-        let now = self.clock.now_ms();
-        self.routes[route]
-            .upstream
-            .lock()
-            .0
-            .finish(pick, outcome, now);
+    /// Number of routes in service.
+    pub fn route_count(&self) -> usize {
+        self.routing().routes.len()
     }
 
     /// Whether backend `backend` of route `route` takes traffic now
     /// (`proxy_backend_healthy`).
     pub fn is_serving(&self, route: &str, backend: usize) -> Option<bool> {
-        let r = *self.route_index.get(route)?;
-        (backend < self.routes[r].backends.len()).then(|| self.is_serving_index(r, backend))
+        let routing = self.routing();
+        let r = routing.routes.iter().find(|r| r.id == route)?;
+        (backend < r.backends.len()).then(|| r.is_serving(backend, self.clock.now_ms()))
     }
 
-    pub(crate) fn is_serving_index(&self, r: usize, backend: usize) -> bool {
+    /// Puts `table` in service: requests that start from now on use it; those in
+    /// progress finish on the table they started with. A route whose policy and backends
+    /// (ids, addresses, weights) are unchanged keeps its state (health, breakers,
+    /// balancer); others start fresh, with their own health checks.
+    pub fn replace_routes(self: &Arc<Self>, table: RouteTable) -> Result<(), String> {
+        let old = self.routing();
+        let routing = Arc::new(self.build_routing(table, Some(&old))?);
+        let fresh: Vec<Arc<RouteState>> = routing
+            .routes
+            .iter()
+            .filter(|r| !old.routes.iter().any(|o| Arc::ptr_eq(o, r)))
+            .cloned()
+            .collect();
+        *self.routing.write() = routing;
+        self.counters
+            .table_changes_total
+            .fetch_add(1, Ordering::Relaxed);
+        if self.checks_started.load(Ordering::Acquire) {
+            for r in fresh {
+                self.spawn_checks(&r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the routes of a reloaded configuration in service (SIGHUP). Everything else
+    /// in `cfg` takes effect at the next start: what differs is named in the returned
+    /// list, for the log. Refused, with the table in service kept, if `cfg` does not
+    /// validate.
+    pub fn reload(self: &Arc<Self>, cfg: &ProxyConfig) -> Result<Vec<&'static str>, String> {
+        let built = cfg.validate().map_err(|e| {
+            self.counters
+                .table_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+            e.to_string()
+        })?;
+        self.replace_routes(built.table)?;
+        let old = &self.config;
+        let differs = [
+            ("listen", old.listen != cfg.listen),
+            ("threads", old.threads != cfg.threads),
+            (
+                "trusted_proxies",
+                old.trusted_proxies != cfg.trusted_proxies,
+            ),
+            ("health_check", old.health_check != cfg.health_check),
+            ("health", old.health != cfg.health),
+            ("breaker", old.breaker != cfg.breaker),
+            ("retry", old.retry != cfg.retry),
+            ("timeouts", old.timeouts != cfg.timeouts),
+            ("limits", old.limits != cfg.limits),
+        ];
+        Ok(differs
+            .into_iter()
+            .filter_map(|(k, d)| d.then_some(k))
+            .collect())
+    }
+
+    /// Route states for `table`, reusing those of `old` whose shape is unchanged.
+    fn build_routing(&self, table: RouteTable, old: Option<&Routing>) -> Result<Routing, String> {
         let now = self.clock.now_ms();
-        self.routes[r].upstream.lock().0.is_serving(backend, now)
+        let mut routes: Vec<Option<Arc<RouteState>>> = vec![None; table.len()];
+        for r in table.routes() {
+            let shape = RouteShape {
+                policy: r.policy,
+                backends: r
+                    .backends
+                    .iter()
+                    .map(|(id, o, w)| (id.clone(), o.authority.clone(), *w))
+                    .collect(),
+            };
+            let kept = old.and_then(|o| {
+                o.routes
+                    .iter()
+                    .find(|s| s.id == r.id && s.shape == shape)
+                    .cloned()
+            });
+            let state = match kept {
+                Some(s) => s,
+                None => Arc::new(self.route_state(r, shape, now)?),
+            };
+            let slot = routes
+                .get_mut(r.index)
+                .ok_or_else(|| format!("route {}: index {} out of range", r.id, r.index))?;
+            *slot = Some(state);
+        }
+        let routes = routes
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or("the route table's indices are not 0..n")?;
+        Ok(Routing { table, routes })
     }
-}
 
-/// Builds the state the proxy runs on from `cfg` (validated again here) and `tls` (its
-/// files loaded and checked now, not at the first handshake), on `ctx`'s clock and
-/// randomness. Errors name the setting.
-pub fn start(
-    cfg: ProxyConfig,
-    tls: &crate::config::TlsSection,
-    ctx: &Context,
-) -> Result<Arc<State>, String> {
-    let built = cfg.validate().map_err(|e| e.to_string())?;
-    let tls = tls::Tls::load(tls)?;
-    let now = ctx.clock.now_ms();
-    let mut routes = Vec::new();
-    let mut route_index = HashMap::new();
-    for r in built.table.routes() {
+    fn route_state(
+        &self,
+        r: &helios_proxy::Route,
+        shape: RouteShape,
+        now: u64,
+    ) -> Result<RouteState, String> {
+        let c = self.core;
         let weights: Vec<u32> = r.backends.iter().map(|(_, _, w)| *w).collect();
-        let upstream = Upstream::new(r.policy, &weights, cfg.health, cfg.breaker, cfg.retry, now)
+        let upstream = Upstream::new(r.policy, &weights, c.health, c.breaker, c.retry, now)
             .map_err(|e| format!("route {}: {e}", r.id))?;
         let backends = r
             .backends
@@ -172,13 +305,37 @@ pub fn start(
                     .map_err(|e| format!("backend {id}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        route_index.insert(r.id.clone(), routes.len());
-        routes.push(RouteState {
+        // Seeds differ per route and per table; the first comes from the context.
+        let seed = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        Ok(RouteState {
             id: r.id.clone(),
             backends,
-            upstream: Mutex::new((upstream, StdRng::seed_from_u64(ctx.random_u64()))),
-        });
+            upstream: Mutex::new((upstream, StdRng::seed_from_u64(seed))),
+            shape,
+        })
     }
+
+    fn spawn_checks(self: &Arc<Self>, route: &Arc<RouteState>) {
+        tokio::spawn(checks::run(
+            self.clone(),
+            Arc::downgrade(route),
+            self.checks.subscribe(),
+        ));
+    }
+}
+
+/// Builds the state the proxy runs on from `cfg` (validated again here) and `tls` (its
+/// files loaded and checked now, not at the first handshake), on `ctx`'s clock and
+/// randomness. Errors name the setting.
+pub fn start(
+    cfg: ProxyConfig,
+    tls: &crate::config::TlsSection,
+    ctx: &Context,
+) -> Result<Arc<State>, String> {
+    let built = cfg.validate().map_err(|e| e.to_string())?;
+    let tls = tls::Tls::load(tls)?;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_millis(cfg.timeouts.connect_ms)));
     connector.set_nodelay(true);
@@ -189,19 +346,31 @@ pub fn start(
         .pool_idle_timeout(Duration::from_millis(cfg.timeouts.idle_ms))
         .pool_max_idle_per_host(1024)
         .build(connector);
-    Ok(Arc::new(State {
-        table: built.table,
-        routes,
-        route_index,
+    let mut state = State {
+        routing: RwLock::new(Arc::new(Routing {
+            table: RouteTable::default(),
+            routes: Vec::new(),
+        })),
         trusted: built.trusted,
         client,
         timeouts: cfg.timeouts,
         health_check: cfg.health_check.clone(),
         clock: ctx.clock.clone(),
+        seed: AtomicU64::new(ctx.random_u64()),
+        core: CoreSettings {
+            health: cfg.health,
+            breaker: cfg.breaker,
+            retry: cfg.retry,
+        },
+        checks: watch::channel(false).0,
+        checks_started: std::sync::atomic::AtomicBool::new(false),
         counters: ProxyCounters::default(),
         config: cfg,
         tls,
-    }))
+    };
+    let routing = state.build_routing(built.table, None)?;
+    state.routing = RwLock::new(Arc::new(routing));
+    Ok(Arc::new(state))
 }
 
 /// Serves `GET /metrics` on its own listener until `shutdown` resolves.
@@ -234,10 +403,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let t = state.timeouts;
-    let (checks_stop, checks_stopped) = tokio::sync::watch::channel(false);
-    let checkers: Vec<_> = (0..state.routes.len())
-        .map(|r| tokio::spawn(checks::run(state.clone(), r, checks_stopped.clone())))
-        .collect();
+    // Checks of the routes in service now; later tables start their new routes' own.
+    state.checks_started.store(true, Ordering::Release);
+    for r in &state.routing().routes {
+        state.spawn_checks(r);
+    }
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -283,10 +453,7 @@ pub async fn run(
         },
     )
     .await;
-    let _ = checks_stop.send(true);
-    for c in checkers {
-        let _ = c.await;
-    }
+    let _ = state.checks.send(true);
     tracing::info!("helios-proxy stopped");
     Ok(())
 }
