@@ -554,6 +554,74 @@ async fn real_responses_match_the_documented_schemas() {
     call!(PUT, "/admin/rate-limits", a, Some(limits));
     let zero = json!({"default": {"capacity": 0, "refill_tokens": 1, "refill_period_ms": 1}});
     call!(PUT, "/admin/rate-limits", a, Some(zero));
+    // The proxy's routes and backends: created, replaced, refused, in use, deleted.
+    let backend = json!({"url": "http://127.0.0.1:9001"});
+    for _ in 0..2 {
+        call!(
+            PUT,
+            "/admin/proxy/backends/api1",
+            "/admin/proxy/backends/{id}",
+            a,
+            Some(backend.clone())
+        );
+    }
+    call!(
+        PUT,
+        "/admin/proxy/backends/api2",
+        "/admin/proxy/backends/{id}",
+        a,
+        Some(json!({"url": "ftp://x"}))
+    );
+    let route = json!({"path_prefix": "/api/", "backends": [{"backend": "api1", "weight": 2}], "balance": "weighted"});
+    call!(
+        PUT,
+        "/admin/proxy/routes/api",
+        "/admin/proxy/routes/{id}",
+        a,
+        Some(route)
+    );
+    call!(
+        PUT,
+        "/admin/proxy/routes/other",
+        "/admin/proxy/routes/{id}",
+        a,
+        Some(json!({"path_prefix": "/", "backends": [{"backend": "nope"}]}))
+    );
+    call!(GET, "/admin/proxy/routes", a, None);
+    call!(GET, "/admin/proxy/backends", a, None);
+    call!(
+        GET,
+        "/admin/proxy/routes/api",
+        "/admin/proxy/routes/{id}",
+        a,
+        None
+    );
+    call!(
+        GET,
+        "/admin/proxy/backends/api1",
+        "/admin/proxy/backends/{id}",
+        a,
+        None
+    );
+    for path in ["/admin/proxy/backends/api1", "/admin/proxy/backends/none"] {
+        call!(DELETE, path, "/admin/proxy/backends/{id}", a, None);
+    }
+    for _ in 0..2 {
+        call!(
+            DELETE,
+            "/admin/proxy/routes/api",
+            "/admin/proxy/routes/{id}",
+            a,
+            None
+        );
+    }
+    call!(
+        GET,
+        "/admin/proxy/routes/api",
+        "/admin/proxy/routes/{id}",
+        a,
+        None
+    );
     // Login lockouts: olga's wrong password above left a count to lift.
     call!(GET, "/admin/lockouts", a, None);
     for _ in 0..2 {

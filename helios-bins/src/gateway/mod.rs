@@ -24,6 +24,7 @@ mod handler;
 mod jobs;
 pub mod kv;
 mod metrics;
+mod proxy_admin;
 
 use crate::app::{http, serve, tls};
 use crate::config::GatewayConfig;
@@ -256,6 +257,8 @@ pub struct State {
     pub tls: Option<tls::Tls>,
     /// Bytes of request bodies being read, at most `http.body_bytes_in_flight_max`.
     pub body_budget: Arc<Semaphore>,
+    /// The proxy's routes and backends in the store (`/admin/proxy/*`).
+    pub proxy_store: Arc<helios_proxy::ProxyStore>,
     router: handler::Router,
 }
 
@@ -274,6 +277,7 @@ impl State {
             usize::try_from(config.http.body_bytes_in_flight_max).unwrap_or(usize::MAX),
         ));
         Self {
+            proxy_store: Arc::new(helios_proxy::ProxyStore::new(atlas.clone())),
             atlas,
             auth,
             limiter,

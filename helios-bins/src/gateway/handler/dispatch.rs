@@ -1,7 +1,7 @@
 //! From a request to its route's response: match the path (404), check the method (405
 //! with `Allow`), apply the request deadline, run the head through the gate, read the
-//! body, and call the route's handler (here, in `kv.rs`, `jobs.rs`, `admin.rs` or
-//! `account.rs`).
+//! body, and call the route's handler (here, in `kv.rs`, `jobs.rs`, `admin.rs`,
+//! `proxy_admin.rs` or `account.rs`).
 //!
 //! Invariants: every request but a long-polling claim has a deadline
 //! (`http.request_timeout_ms`); a request refused before its handler that declared a
@@ -14,6 +14,7 @@ use super::meta::ops;
 use super::middleware::{CREDENTIALS_BODY_MAX, gate, rate_headers, read_body};
 use super::router::{Route, route_name};
 use crate::app::http::{Body, problem};
+use crate::gateway::proxy_admin::{self, Kind};
 use crate::gateway::{State, account, admin, jobs, kv};
 use crate::net::client_key;
 use bytes::Bytes;
@@ -218,6 +219,12 @@ async fn route_request(
                 actor,
             )
             .await
+        }
+        Route::AdminProxyRouteList | Route::AdminProxyRouteItem => {
+            proxy_admin::handle(state, Kind::Routes, &parts.method, raw_key, &body).await
+        }
+        Route::AdminProxyBackendList | Route::AdminProxyBackendItem => {
+            proxy_admin::handle(state, Kind::Backends, &parts.method, raw_key, &body).await
         }
         Route::Index
         | Route::ApiIndex

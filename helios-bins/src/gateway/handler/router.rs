@@ -55,6 +55,10 @@ pub(super) enum Route {
     AdminRateLimits,
     AdminLockouts,
     AdminLockout,
+    AdminProxyRouteList,
+    AdminProxyRouteItem,
+    AdminProxyBackendList,
+    AdminProxyBackendItem,
 }
 
 impl Route {
@@ -97,6 +101,10 @@ impl Route {
         Route::AdminRateLimits,
         Route::AdminLockouts,
         Route::AdminLockout,
+        Route::AdminProxyRouteList,
+        Route::AdminProxyRouteItem,
+        Route::AdminProxyBackendList,
+        Route::AdminProxyBackendItem,
     ];
 
     pub(super) fn pattern(self) -> &'static str {
@@ -139,6 +147,10 @@ impl Route {
             Route::AdminRateLimits => "/admin/rate-limits",
             Route::AdminLockouts => "/admin/lockouts",
             Route::AdminLockout => "/admin/lockouts/{username}",
+            Route::AdminProxyRouteList => "/admin/proxy/routes",
+            Route::AdminProxyRouteItem => "/admin/proxy/routes/{id}",
+            Route::AdminProxyBackendList => "/admin/proxy/backends",
+            Route::AdminProxyBackendItem => "/admin/proxy/backends/{id}",
         }
     }
 
@@ -174,6 +186,10 @@ impl Route {
             Route::AdminRateLimits => &[Method::GET, Method::PUT],
             Route::AdminLockouts => &[Method::GET],
             Route::AdminLockout => &[Method::DELETE],
+            Route::AdminProxyRouteList | Route::AdminProxyBackendList => &[Method::GET],
+            Route::AdminProxyRouteItem | Route::AdminProxyBackendItem => {
+                &[Method::GET, Method::PUT, Method::DELETE]
+            }
         }
     }
 
@@ -224,6 +240,10 @@ impl Route {
             | (Route::AdminRateLimits, &Method::GET)
             | (Route::AdminLockouts, _)
             | (Route::AdminLockout, _) => Some(perms::USERS_ADMIN),
+            (Route::AdminProxyRouteList, _)
+            | (Route::AdminProxyRouteItem, _)
+            | (Route::AdminProxyBackendList, _)
+            | (Route::AdminProxyBackendItem, _) => Some(perms::PROXY_ADMIN),
             _ => None,
         }
     }
