@@ -452,6 +452,25 @@ fn the_proxy_refuses_bad_settings_naming_them() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--backend"), "{err}");
+    // A control URL that is not an origin, and one without credentials.
+    let out = run_bounded({
+        let mut c = Command::new(PROXY);
+        c.args(["--control", "gateway:8080"]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy.control"), "{err}");
+    let out = run_bounded({
+        let mut c = Command::new(PROXY);
+        c.args(["--control", "http://127.0.0.1:1"])
+            .env_remove("HELIOS_PROXY_TOKEN")
+            .env_remove("HELIOS_PROXY_USERNAME");
+        c
+    });
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HELIOS_PROXY_TOKEN"), "{err}");
     // No route at all.
     let out = run_bounded(Command::new(PROXY));
     assert_eq!(out.status.code(), Some(2));

@@ -120,6 +120,9 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     /// Connections, streams, drain.
     pub limits: ServerLimits,
+    /// A gateway to follow (`http://host:port`; empty: none): routes and backends then
+    /// come from its change feed (`/admin/proxy/feed`), replacing the ones above.
+    pub control: String,
 }
 
 impl Default for ProxyConfig {
@@ -136,6 +139,7 @@ impl Default for ProxyConfig {
             retry: RetryConfig::default(),
             timeouts: Timeouts::default(),
             limits: ServerLimits::default(),
+            control: String::new(),
         }
     }
 }
@@ -200,10 +204,14 @@ impl ProxyConfig {
                 format!("{} is outside 0..=1024", self.threads),
             ));
         }
-        if self.routes.is_empty() {
+        if !self.control.is_empty() {
+            crate::route::parse_origin(&self.control).map_err(|e| bad("control", e))?;
+        } else if self.routes.is_empty() {
             return Err(bad(
                 "routes",
-                "no route: give --backend URL, or routes and backends in the config".to_owned(),
+                "no route: give --backend URL, routes and backends in the config, or \
+                 --control URL of a gateway"
+                    .to_owned(),
             ));
         }
         let hc = &self.health_check;

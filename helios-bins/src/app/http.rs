@@ -22,6 +22,39 @@ use tokio_rustls::TlsAcceptor;
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
+/// A response body fed through a channel, one data frame per message, ending when the
+/// sender is dropped: for long-lived streams (Server-Sent Events). It holds the
+/// connection's request guard, so the connection is busy, not idle, while it streams.
+#[derive(Debug)]
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    _request: RequestGuard,
+}
+
+impl ChannelBody {
+    /// The body of `rx`'s messages, keeping `request` until it ends.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>, request: RequestGuard) -> Self {
+        ChannelBody {
+            rx,
+            _request: request,
+        }
+    }
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
 /// The base of every problem `type` URI.
 pub const PROBLEM_BASE: &str = "https://helios.dev/problems/";
 

@@ -25,12 +25,14 @@ mod jobs;
 pub mod kv;
 mod metrics;
 mod proxy_admin;
+mod proxy_feed;
 
 use crate::app::{http, serve, tls};
 use crate::config::GatewayConfig;
 use helios_atlas::Atlas;
 use helios_auth::{Auth, RateLimiter};
 use helios_core::Clock;
+use http_body_util::Either;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::future::Future;
@@ -259,6 +261,10 @@ pub struct State {
     pub body_budget: Arc<Semaphore>,
     /// The proxy's routes and backends in the store (`/admin/proxy/*`).
     pub proxy_store: Arc<helios_proxy::ProxyStore>,
+    /// Change feed streams (`/admin/proxy/feed`) that may still start.
+    pub feeds: Arc<Semaphore>,
+    /// Set at shutdown: feed streams end.
+    pub feeds_stop: std::sync::atomic::AtomicBool,
     router: handler::Router,
 }
 
@@ -278,6 +284,8 @@ impl State {
         ));
         Self {
             proxy_store: Arc::new(helios_proxy::ProxyStore::new(atlas.clone())),
+            feeds: Arc::new(Semaphore::new(proxy_feed::FEEDS_MAX)),
+            feeds_stop: std::sync::atomic::AtomicBool::new(false),
             atlas,
             auth,
             limiter,
@@ -380,6 +388,14 @@ pub async fn run(
     });
     tracing::debug!(?limits, "serving the API");
     let handler_state = state.clone();
+    let stop_state = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Long-lived streams end, so the drain does not wait out its grace for them.
+        stop_state
+            .feeds_stop
+            .store(true, std::sync::atomic::Ordering::Release);
+    };
     http::serve_http(
         listener,
         &limits,
@@ -388,9 +404,18 @@ pub async fn run(
         move |req, peer, request| {
             let state = handler_state.clone();
             async move {
-                let resp = handler::handle(state, req, peer).await;
-                drop(request);
-                resp
+                let mut resp = handler::handle(state, req, peer).await;
+                let streamed = resp
+                    .extensions_mut()
+                    .remove::<proxy_feed::Streamed>()
+                    .and_then(|s| s.0.lock().take());
+                match streamed {
+                    Some(rx) => resp.map(|_| Either::Right(http::ChannelBody::new(rx, request))),
+                    None => {
+                        drop(request);
+                        resp.map(Either::Left)
+                    }
+                }
             }
         },
     )

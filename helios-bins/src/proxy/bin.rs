@@ -25,6 +25,8 @@ HELIOS_LOG__* environment variables <- these flags. Environment:
   RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
 Every key is documented in configs/proxy.yaml. SIGINT/SIGTERM stop accepting, let
 exchanges in progress finish (up to proxy.limits.shutdown_grace_ms, 10 s), exit 0.
+--control http://GATEWAY follows the gateway's routes and backends (its change feed):
+  HELIOS_PROXY_TOKEN, or HELIOS_PROXY_USERNAME / HELIOS_PROXY_PASSWORD (proxy:admin)
 SIGHUP reads the configuration again and puts its routes and backends in service
 (requests in progress finish on the old ones); other settings take effect at restart."
 )]
@@ -42,6 +44,11 @@ struct Args {
     /// The quick start route's balancer.
     #[arg(long, value_parser = ["round-robin", "least-conn", "weighted", "p2c-ewma"])]
     balance: Option<String>,
+    /// Follow this gateway's routes and backends (http://host:port) through its change
+    /// feed (overrides `proxy.control`); credentials from HELIOS_PROXY_TOKEN, or
+    /// HELIOS_PROXY_USERNAME and HELIOS_PROXY_PASSWORD.
+    #[arg(long, value_name = "URL")]
+    control: Option<String>,
     /// Runtime threads (0: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -67,6 +74,7 @@ fn run() -> Result<ExitCode, ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let flags = ProxyFlags {
         listen: args.listen,
+        control: args.control,
         backends: args.backends,
         balance: args.balance,
         threads: args.threads,
@@ -81,6 +89,15 @@ fn run() -> Result<ExitCode, ExitCode> {
         ProxyBinConfig::load(args.config.as_deref(), env, &flags),
     )?;
     crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    let creds = if cfg.proxy.control.is_empty() {
+        None
+    } else {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Some(launch::config(
+            NAME,
+            super::control::Credentials::from_env(&env),
+        )?)
+    };
     let runtime = launch::runtime(NAME, cfg.proxy.threads)?;
     runtime.block_on(async move {
         let listen = cfg.proxy.listen.clone();
@@ -94,12 +111,23 @@ fn run() -> Result<ExitCode, ExitCode> {
             (l, move |l, stop| super::run_metrics(l, state, stop))
         });
         reload_on_hangup(state.clone(), args.config.clone(), flags_for_reload);
+        let following = creds.map(|creds| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(super::follow_control(state.clone(), creds, async {
+                let _ = stopped.await;
+            }));
+            (stop, task)
+        });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, routes = state.route_count(), "helios-proxy serving");
-        Ok(
+        let code =
             launch::serve_until_signal(NAME, metrics, |stop| super::run(listener, state, stop))
-                .await,
-        )
+                .await;
+        if let Some((stop, task)) = following {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        Ok(code)
     })
 }
 

@@ -71,6 +71,8 @@ fn field_of(e: helios_proxy::ProxyError) -> (&'static str, String) {
 pub struct ProxyFlags {
     /// `--listen HOST:PORT`.
     pub listen: Option<String>,
+    /// `--control URL`: the gateway whose change feed gives the routes.
+    pub control: Option<String>,
     /// `--backend URL`, repeated: the quick start's one route over these backends.
     pub backends: Vec<String>,
     /// `--balance POLICY` (the quick start's route).
@@ -128,6 +130,9 @@ impl ProxyBinConfig {
                         serde_json::to_value(&q.backends).unwrap_or(Value::Null);
                     tree["proxy"]["routes"] =
                         serde_json::to_value(&q.routes).unwrap_or(Value::Null);
+                }
+                if let Some(c) = &flags.control {
+                    tree["proxy"]["control"] = Value::String(c.clone());
                 }
                 if let Some(l) = &flags.listen {
                     tree["proxy"]["listen"] = Value::String(l.clone());

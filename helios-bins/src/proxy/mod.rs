@@ -27,6 +27,7 @@ pub mod bin;
 mod body;
 mod checks;
 pub mod config;
+pub mod control;
 mod forward;
 mod metrics;
 
@@ -394,6 +395,20 @@ pub async fn run_metrics(
     };
     let render = Arc::new(move || state.metrics_response());
     http::serve_metrics(listener, settings, render, shutdown).await;
+}
+
+/// Follows the gateway at `state.config.control` (if set) with `creds` until `stop`
+/// resolves: its routes and backends replace the table in service ([`control`]).
+pub async fn follow_control(
+    state: Arc<State>,
+    creds: control::Credentials,
+    stop: impl Future<Output = ()>,
+) {
+    let base = state.config.control.clone();
+    if base.is_empty() {
+        return;
+    }
+    control::follow(state, base, creds, stop).await;
 }
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then drains.

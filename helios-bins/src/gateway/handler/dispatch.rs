@@ -15,6 +15,7 @@ use super::middleware::{CREDENTIALS_BODY_MAX, gate, rate_headers, read_body};
 use super::router::{Route, route_name};
 use crate::app::http::{Body, problem};
 use crate::gateway::proxy_admin::{self, Kind};
+use crate::gateway::proxy_feed;
 use crate::gateway::{State, account, admin, jobs, kv};
 use crate::net::client_key;
 use bytes::Bytes;
@@ -79,8 +80,9 @@ pub(super) async fn dispatch(
         scope,
     };
     let work = route_request(state, route, params, req, peer);
-    // Every request has a deadline; a long-polling claim bounds its own wait instead.
-    let result = if route == Route::JobClaim {
+    // Every request has a deadline; a long-polling claim bounds its own wait instead, and
+    // a feed's head is answered at once (its stream ends by its own rules).
+    let result = if matches!(route, Route::JobClaim | Route::AdminProxyFeed) {
         work.await
     } else {
         let limit = Duration::from_millis(state.config.http.request_timeout_ms);
@@ -225,6 +227,16 @@ async fn route_request(
         }
         Route::AdminProxyBackendList | Route::AdminProxyBackendItem => {
             proxy_admin::handle(state, Kind::Backends, &parts.method, raw_key, &body).await
+        }
+        Route::AdminProxyFeed => {
+            // The stream ends when the token does (RBAC ran; claims are there).
+            let expires_ms = claims.as_ref().map_or(0, |c| c.exp.saturating_mul(1000));
+            proxy_feed::handle(
+                state,
+                &parts.headers,
+                parts.uri.query().unwrap_or(""),
+                expires_ms,
+            )
         }
         Route::Index
         | Route::ApiIndex

@@ -59,6 +59,7 @@ pub(super) enum Route {
     AdminProxyRouteItem,
     AdminProxyBackendList,
     AdminProxyBackendItem,
+    AdminProxyFeed,
 }
 
 impl Route {
@@ -105,6 +106,7 @@ impl Route {
         Route::AdminProxyRouteItem,
         Route::AdminProxyBackendList,
         Route::AdminProxyBackendItem,
+        Route::AdminProxyFeed,
     ];
 
     pub(super) fn pattern(self) -> &'static str {
@@ -151,6 +153,7 @@ impl Route {
             Route::AdminProxyRouteItem => "/admin/proxy/routes/{id}",
             Route::AdminProxyBackendList => "/admin/proxy/backends",
             Route::AdminProxyBackendItem => "/admin/proxy/backends/{id}",
+            Route::AdminProxyFeed => "/admin/proxy/feed",
         }
     }
 
@@ -186,7 +189,9 @@ impl Route {
             Route::AdminRateLimits => &[Method::GET, Method::PUT],
             Route::AdminLockouts => &[Method::GET],
             Route::AdminLockout => &[Method::DELETE],
-            Route::AdminProxyRouteList | Route::AdminProxyBackendList => &[Method::GET],
+            Route::AdminProxyRouteList | Route::AdminProxyBackendList | Route::AdminProxyFeed => {
+                &[Method::GET]
+            }
             Route::AdminProxyRouteItem | Route::AdminProxyBackendItem => {
                 &[Method::GET, Method::PUT, Method::DELETE]
             }
@@ -243,7 +248,8 @@ impl Route {
             (Route::AdminProxyRouteList, _)
             | (Route::AdminProxyRouteItem, _)
             | (Route::AdminProxyBackendList, _)
-            | (Route::AdminProxyBackendItem, _) => Some(perms::PROXY_ADMIN),
+            | (Route::AdminProxyBackendItem, _)
+            | (Route::AdminProxyFeed, _) => Some(perms::PROXY_ADMIN),
             _ => None,
         }
     }

@@ -1,0 +1,350 @@
+//! `--control URL`: a standalone proxy follows a gateway's routes and backends through
+//! its change feed (`GET /admin/proxy/feed`, Server-Sent Events; see the gateway's
+//! `proxy_feed.rs`), as Envoy follows xDS.
+//!
+//! The follower logs in (`HELIOS_PROXY_TOKEN`, or `HELIOS_PROXY_USERNAME` and
+//! `HELIOS_PROXY_PASSWORD` of a user holding `proxy:admin`), reads the stream, keeps a
+//! [`Catalog`] (a snapshot, then each change), and after every event puts the catalog's
+//! table in service ([`State::replace_routes`]; requests in progress finish on the old
+//! one). A catalog that does not build is logged and counted, and the table in service
+//! stays. When the stream ends (the token expired, the gateway restarted, the network
+//! broke) it logs in again and resumes after the last event it applied
+//! (`Last-Event-ID`), waiting 0.2 s, doubling up to 5 s, between failed attempts.
+//!
+//! Invariant: the follower never holds the routing's lock while it waits on the network.
+
+use super::State;
+use bytes::{Bytes, BytesMut};
+use helios_proxy::catalog::{Catalog, Change};
+use helios_proxy::{BackendSpec, RouteSpec};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How the follower proves it may read the feed.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A bearer token, used as is.
+    Token(String),
+    /// A user to log in as (again whenever the stream ends).
+    Login {
+        /// The username.
+        username: String,
+        /// The password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(..)"),
+            Credentials::Login { username, .. } => write!(f, "Login({username:?}, ..)"),
+        }
+    }
+}
+
+impl Credentials {
+    /// From the environment: `HELIOS_PROXY_TOKEN`, else `HELIOS_PROXY_USERNAME` and
+    /// `HELIOS_PROXY_PASSWORD`. The error names what is missing.
+    pub fn from_env(env: &[(String, String)]) -> Result<Self, String> {
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(t) = get("HELIOS_PROXY_TOKEN") {
+            return Ok(Credentials::Token(t));
+        }
+        match (get("HELIOS_PROXY_USERNAME"), get("HELIOS_PROXY_PASSWORD")) {
+            (Some(username), Some(password)) => Ok(Credentials::Login { username, password }),
+            _ => Err(
+                "--control needs HELIOS_PROXY_TOKEN, or HELIOS_PROXY_USERNAME and \
+                      HELIOS_PROXY_PASSWORD of a user holding proxy:admin"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    seq: u64,
+    routes: Vec<RouteSpec>,
+    backends: Vec<BackendSpec>,
+}
+
+#[derive(Deserialize)]
+struct Changes {
+    seq: u64,
+    changes: Vec<ChangeLine>,
+}
+
+#[derive(Deserialize)]
+struct ChangeLine {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    deleted: bool,
+}
+
+/// What the follower keeps between events and reconnections.
+#[derive(Debug, Default)]
+pub(super) struct Follower {
+    catalog: Catalog,
+    /// The last event applied (resume after it).
+    pub(super) last_id: Option<u64>,
+}
+
+impl Follower {
+    /// Applies one SSE event; returns whether the catalog changed. Errors name what was
+    /// wrong with the event.
+    pub(super) fn apply(&mut self, kind: &str, data: &str) -> Result<bool, String> {
+        match kind {
+            "snapshot" => {
+                let s: Snapshot =
+                    serde_json::from_str(data).map_err(|e| format!("snapshot event: {e}"))?;
+                self.catalog = Catalog {
+                    routes: s.routes.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                    backends: s.backends.into_iter().map(|b| (b.id.clone(), b)).collect(),
+                };
+                self.last_id = Some(s.seq);
+                Ok(true)
+            }
+            "change" => {
+                let c: Changes =
+                    serde_json::from_str(data).map_err(|e| format!("change event: {e}"))?;
+                for line in &c.changes {
+                    let change = match (&line.value, line.deleted) {
+                        (_, true) => Change::Del { key: &line.key },
+                        (Some(v), false) => Change::Set {
+                            key: &line.key,
+                            value: v.as_bytes(),
+                        },
+                        (None, false) => {
+                            return Err(format!("change of {}: no value", line.key));
+                        }
+                    };
+                    if let Err(e) = self.catalog.apply(change) {
+                        tracing::warn!(error = %e, "a proxy change is not valid; skipped");
+                    }
+                }
+                self.last_id = Some(c.seq);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Puts the catalog's table in service, or says why not.
+    fn install(&self, state: &Arc<State>) {
+        let built = self.catalog.table().map_err(|e| e.to_string());
+        match built.and_then(|t| state.replace_routes(t)) {
+            Ok(()) => tracing::info!(
+                routes = self.catalog.routes.len(),
+                backends = self.catalog.backends.len(),
+                seq = self.last_id,
+                "routes from the gateway in service"
+            ),
+            Err(e) => {
+                state
+                    .counters
+                    .table_refused_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "the gateway's routes do not build; kept the old ones");
+            }
+        }
+    }
+}
+
+/// Splits complete SSE events off the front of `buf`: (event type, data) each. Comments
+/// and fields other than `event`, `data` and `id` are skipped.
+fn take_events(buf: &mut BytesMut) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        let block = buf.split_to(end + 2);
+        let text = String::from_utf8_lossy(&block);
+        let mut kind = "message".to_owned();
+        let mut data = String::new();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                kind = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !data.is_empty() {
+            out.push((kind, data));
+        }
+    }
+    out
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+async fn login(client: &HttpClient, base: &str, creds: &Credentials) -> Result<String, String> {
+    let (username, password) = match creds {
+        Credentials::Token(t) => return Ok(t.clone()),
+        Credentials::Login { username, password } => (username, password),
+    };
+    let body = serde_json::json!({"username": username, "password": password}).to_string();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{base}/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status != StatusCode::OK {
+        return Err(format!(
+            "login as {username:?}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    v["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "login: no access_token in the answer".to_owned())
+}
+
+/// One connection to the feed, until the stream ends: whether any event arrived.
+async fn follow_once(
+    client: &HttpClient,
+    base: &str,
+    creds: &Credentials,
+    follower: &mut Follower,
+    state: &Arc<State>,
+) -> Result<bool, String> {
+    let token = login(client, base, creds).await?;
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("{base}/admin/proxy/feed"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "text/event-stream");
+    if let Some(id) = follower.last_id {
+        req = req.header("last-event-id", id.to_string());
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != StatusCode::OK {
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(format!(
+            "feed: {status} {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    let mut body = resp.into_body();
+    let mut buf = BytesMut::new();
+    let mut any = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        if buf.len() > 64 << 20 {
+            return Err("feed: an event over 64 MiB".to_owned());
+        }
+        let mut changed = false;
+        for (kind, data) in take_events(&mut buf) {
+            changed |= follower.apply(&kind, &data)?;
+            any = true;
+        }
+        if changed {
+            follower.install(state);
+        }
+    }
+    Ok(any)
+}
+
+/// Follows the gateway at `base` (`http://host:port`) until `stop` resolves.
+pub(super) async fn follow(
+    state: Arc<State>,
+    base: String,
+    creds: Credentials,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let base = base.trim_end_matches('/').to_owned();
+    let mut follower = Follower::default();
+    let work = async {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match follow_once(&client, &base, &creds, &mut follower, &state).await {
+                Ok(true) => {
+                    backoff = Duration::from_millis(200);
+                    tracing::info!(seq = follower.last_id, "the gateway's feed ended; resuming");
+                }
+                Ok(false) => tracing::warn!("the gateway's feed ended with no event"),
+                Err(e) => tracing::warn!(error = %e, gateway = %base, "following the gateway"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = stop => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_and_applied_in_order() {
+        let mut buf = BytesMut::from(
+            &b": keep-alive\n\nevent: snapshot\nid: 4\ndata: {\"seq\":4,\"routes\":[],\"backends\":[{\"id\":\"b\",\"url\":\"http://127.0.0.1:1\"}]}\n\nevent: change\nid: 5\ndata: {\"seq\":5,\"changes\":[{\"key\":\"proxy:route:r\",\"value\":\"{\\\"id\\\":\\\"r\\\",\\\"path_prefix\\\":\\\"/\\\",\\\"backends\\\":[{\\\"backend\\\":\\\"b\\\"}]}\"}]}\n\nevent: change\nid: 6\ndata: {\"seq\":6,\"cha"[..],
+        );
+        let events = take_events(&mut buf);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(
+            buf.starts_with(b"event: change\nid: 6"),
+            "the partial event waits"
+        );
+        let mut f = Follower::default();
+        for (k, d) in &events {
+            assert!(f.apply(k, d).unwrap());
+        }
+        assert_eq!(f.last_id, Some(5));
+        let t = f.catalog.table().unwrap();
+        assert_eq!(t.route(None, "/x").unwrap().id, "r");
+        buf.extend_from_slice(b"nges\":[{\"key\":\"proxy:route:r\",\"deleted\":true}]}\n\n");
+        for (k, d) in take_events(&mut buf) {
+            f.apply(&k, &d).unwrap();
+        }
+        assert_eq!(f.last_id, Some(6));
+        assert!(f.catalog.routes.is_empty());
+        assert!(f.apply("change", "{bad").is_err());
+        let missing = Credentials::from_env(&[]).unwrap_err();
+        assert!(missing.contains("HELIOS_PROXY_TOKEN"), "{missing}");
+    }
+}
