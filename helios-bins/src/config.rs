@@ -144,6 +144,9 @@ pub struct GatewayConfig {
     pub queue: QueueSection,
     /// Logs.
     pub log: LogSection,
+    /// A reverse proxy in the gateway's process, its routes and backends those of
+    /// `/admin/proxy/*` read from the store (off by default).
+    pub embedded_proxy: crate::proxy::embedded::EmbeddedProxySection,
 }
 
 impl Default for GatewayConfig {
@@ -187,6 +190,7 @@ impl Default for GatewayConfig {
                 format: "auto".into(),
                 level: "info".into(),
             },
+            embedded_proxy: crate::proxy::embedded::EmbeddedProxySection::default(),
         }
     }
 }
@@ -232,6 +236,9 @@ impl GatewayConfig {
                             | "PASSWORD"
                             | "NEW_PASSWORD"
                     ) || k.starts_with("ATLASD_")
+                        // helios-proxy's own (its section, its credentials); the gateway's
+                        // proxy is `embedded_proxy`.
+                        || k.starts_with("PROXY_")
                 },
                 verbatim: &|_| false,
             },
@@ -253,6 +260,21 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if let Err((field, reason)) = self.embedded_proxy.check() {
+            return Err(err(format!("embedded_proxy.{field}"), reason));
+        }
+        if self.embedded_proxy.enabled
+            && (self.embedded_proxy.listen == self.listen
+                || self.embedded_proxy.listen == self.metrics_listen)
+        {
+            return Err(err(
+                "embedded_proxy.listen",
+                format!(
+                    "{} is the API's or the metrics' address",
+                    self.embedded_proxy.listen
+                ),
+            ));
         }
         if self.backup_dir.as_os_str().is_empty() || self.backup_dir == self.data_dir {
             return Err(err(
@@ -368,10 +390,16 @@ mod tests {
                 ("HELIOS_PASSWORD", "p"),
                 ("HELIOS_NEW_PASSWORD", "p"),
                 ("HELIOS_QUEUE__DEPTH_MAX", "7"),
+                // helios-proxy's, set in the same shell.
+                ("HELIOS_PROXY__TIMEOUTS__CONNECT_MS", "5"),
+                ("HELIOS_PROXY_TOKEN", "t"),
+                ("HELIOS_EMBEDDED_PROXY__ENABLED", "true"),
             ],
         )
         .unwrap();
         assert_eq!(c.queue.depth_max, 7);
+        assert!(c.embedded_proxy.enabled);
+        assert_eq!(c.embedded_proxy.timeouts.connect_ms, 2_000);
         let e = load("", &[("HELIOS_NOPE", "1")]).unwrap_err();
         assert_eq!(e.key, "nope (from HELIOS_NOPE)");
     }

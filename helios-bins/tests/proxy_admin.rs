@@ -588,3 +588,77 @@ async fn an_open_feed_does_not_hold_the_shutdown() {
     );
     assert!(feed.next().await.is_none());
 }
+
+#[tokio::test]
+async fn the_gateway_s_own_proxy_reads_the_routes_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1_000_000);
+    cfg.embedded_proxy.enabled = true;
+    let state = boot(cfg, ADMIN_PW).await;
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy_listener.local_addr().unwrap();
+    let proxy = helios_bins::gateway::start_embedded_proxy(&state, proxy_listener).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(helios_bins::gateway::run_with_proxy(
+        listener,
+        state.clone(),
+        Some(proxy),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let api = Api {
+        addr,
+        client: hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http(),
+    };
+    let admin = admin_token(&api).await;
+    let a = Some(admin.as_str());
+    let backend = named_backend("inside").await;
+    assert_eq!(through(proxy_addr, "/").await.0, 404);
+    api.expect(
+        Method::PUT,
+        "/admin/proxy/backends/in",
+        a,
+        Some(json!({"url": format!("http://{backend}")})),
+        201,
+    )
+    .await;
+    api.expect(
+        Method::PUT,
+        "/admin/proxy/routes/all",
+        a,
+        Some(json!({"path_prefix": "/", "backends": [{"backend": "in"}]})),
+        201,
+    )
+    .await;
+    let took = until_answer(proxy_addr, "/", "inside").await;
+    assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+    // Both stop on the one shutdown, the store closed after them.
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), served)
+        .await
+        .expect("stopped in time")
+        .unwrap()
+        .unwrap();
+    assert!(state.atlas.set("x", "y").is_err(), "the store is closed");
+}
+
+#[test]
+fn the_embedded_proxy_settings_are_checked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 1);
+    cfg.embedded_proxy.enabled = true;
+    cfg.embedded_proxy.listen = cfg.listen.clone();
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("embedded_proxy.listen"), "{e}");
+    cfg.embedded_proxy.listen = "127.0.0.1:0".into();
+    cfg.embedded_proxy.timeouts.connect_ms = 0;
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("embedded_proxy.timeouts.connect_ms"), "{e}");
+    // Off, its settings are not looked at.
+    cfg.embedded_proxy.enabled = false;
+    cfg.validate().unwrap();
+}

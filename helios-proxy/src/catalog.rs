@@ -106,6 +106,15 @@ impl Catalog {
         Ok(Applied::Changed)
     }
 
+    /// Applies one ATLAS op ([`Catalog::apply`]); an expiry alone changes no spec.
+    pub fn apply_op(&mut self, op: &helios_atlas::Op) -> Result<Applied, ProxyError> {
+        match op {
+            helios_atlas::Op::Set { key, value, .. } => self.apply(Change::Set { key, value }),
+            helios_atlas::Op::Del { key, .. } => self.apply(Change::Del { key }),
+            helios_atlas::Op::Expire { .. } => Ok(Applied::Ignored),
+        }
+    }
+
     /// The route table of this catalog, validated as a whole (errors name the route or
     /// backend). An empty catalog builds an empty table (every request 404s).
     pub fn table(&self) -> Result<RouteTable, ProxyError> {

@@ -192,8 +192,23 @@ impl ProxyConfig {
         Ok(config)
     }
 
-    /// Checks every setting, naming the first bad key, and builds the route table.
+    /// Checks every setting, naming the first bad key, and builds the route table. A
+    /// configuration needs routes unless it follows a gateway (`control`).
     pub fn validate(&self) -> Result<Built, ProxyError> {
+        if self.control.is_empty() && self.routes.is_empty() {
+            return Err(ProxyError::Invalid {
+                field: "routes",
+                reason: "no route: give --backend URL, routes and backends in the config, \
+                         or --control URL of a gateway"
+                    .to_owned(),
+            });
+        }
+        self.validate_settings()
+    }
+
+    /// [`ProxyConfig::validate`] without asking for routes: for a proxy whose routes come
+    /// later (from a gateway's feed, or from the store in the gateway's process).
+    pub fn validate_settings(&self) -> Result<Built, ProxyError> {
         let bad = |field: &'static str, reason: String| ProxyError::Invalid { field, reason };
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(bad("listen", format!("{:?} is not HOST:PORT", self.listen)));
@@ -206,13 +221,6 @@ impl ProxyConfig {
         }
         if !self.control.is_empty() {
             crate::route::parse_origin(&self.control).map_err(|e| bad("control", e))?;
-        } else if self.routes.is_empty() {
-            return Err(bad(
-                "routes",
-                "no route: give --backend URL, routes and backends in the config, or \
-                 --control URL of a gateway"
-                    .to_owned(),
-            ));
         }
         let hc = &self.health_check;
         if !hc.path.starts_with('/') {

@@ -52,5 +52,5 @@ pub use headers::{Hop, TrustedProxies, upstream_headers};
 pub use health::{Health, HealthConfig};
 pub use retry::{FailureKind, RetryBudget, RetryConfig, retryable};
 pub use route::{BackendSpec, Route, RouteBackend, RouteSpec, RouteTable};
-pub use store::{ProxyStore, Put, StoreError};
+pub use store::{FeedEvent, Follow, Loaded, ProxyStore, Put, StoreError};
 pub use upstream::{Outcome, Pick, Upstream};

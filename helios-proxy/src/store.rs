@@ -16,9 +16,10 @@
 use crate::catalog::{self, Catalog, Change};
 use crate::error::ProxyError;
 use crate::route::{BackendSpec, RouteSpec};
-use helios_atlas::{Atlas, AtlasError};
+use helios_atlas::{Atlas, AtlasError, Op, Subscription};
 use helios_core::keys;
 use parking_lot::Mutex;
+use std::time::Duration;
 
 /// Keys read per scan page.
 const PAGE: usize = 1_000;
@@ -78,20 +79,21 @@ impl ProxyStore {
 
     /// Every route and backend stored now.
     pub fn catalog(&self) -> Result<Loaded, AtlasError> {
-        let mut loaded = Loaded::default();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self.atlas.scan(catalog::PREFIX, cursor.as_deref(), PAGE)?;
-            for (key, value) in &page.entries {
-                if let Err(e) = loaded.catalog.apply(Change::Set { key, value }) {
-                    loaded.skipped.push(e);
-                }
-            }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(loaded),
-            }
-        }
+        load(&self.atlas)
+    }
+
+    /// Follows the catalog from record `from` on (`None`: from a snapshot now); see
+    /// [`Follow`].
+    pub fn follow(&self, from: Option<u64>) -> Result<Follow, AtlasError> {
+        let sub = match from.map(|f| self.atlas.subscribe(catalog::PREFIX, f)) {
+            Some(Ok(sub)) => Some(sub),
+            Some(Err(AtlasError::FeedCompacted { .. })) | None => None,
+            Some(Err(e)) => return Err(e),
+        };
+        Ok(Follow {
+            atlas: self.atlas.clone(),
+            sub,
+        })
     }
 
     /// Creates or replaces backend `spec.id`. Refused if the catalog it makes does not
@@ -147,6 +149,82 @@ impl ProxyStore {
             return Err(not_found("route", id));
         }
         Ok(())
+    }
+}
+
+/// Every route and backend in `atlas` now.
+fn load(atlas: &Atlas) -> Result<Loaded, AtlasError> {
+    let mut loaded = Loaded::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = atlas.scan(catalog::PREFIX, cursor.as_deref(), PAGE)?;
+        for (key, value) in &page.entries {
+            if let Err(e) = loaded.catalog.apply(Change::Set { key, value }) {
+                loaded.skipped.push(e);
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(loaded),
+        }
+    }
+}
+
+/// What a follower of the stored catalog gets next.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    /// The whole catalog as of some point after record `seq`: start over from it and
+    /// apply every later change (replaying converges: [`crate::catalog`]).
+    Snapshot {
+        /// The record it follows.
+        seq: u64,
+        /// The routes and backends.
+        loaded: Loaded,
+    },
+    /// Record `seq`'s changes under `proxy:`.
+    Change {
+        /// The record's sequence number.
+        seq: u64,
+        /// Its ops on proxy keys, in order.
+        ops: Vec<Op>,
+    },
+}
+
+/// A follower of the stored catalog: a snapshot first (when it starts without a
+/// position, or its position was compacted away), then each record's changes. What the
+/// gateway's change feed streams and what a proxy in the gateway's process applies.
+#[derive(Debug)]
+pub struct Follow {
+    atlas: Atlas,
+    sub: Option<Subscription>,
+}
+
+impl Follow {
+    /// The next event, waiting up to `timeout` for one (`Ok(None)`: nothing yet).
+    /// `Err(AtlasError::Closed)` once the store is closed.
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<FeedEvent>, AtlasError> {
+        let Some(sub) = self.sub.as_mut() else {
+            return self.snapshot().map(Some);
+        };
+        match sub.next_timeout(timeout) {
+            Ok(Some(ev)) => Ok(Some(FeedEvent::Change {
+                seq: ev.seq,
+                ops: ev.changes,
+            })),
+            Ok(None) => Ok(None),
+            Err(AtlasError::FeedCompacted { .. }) => self.snapshot().map(Some),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Notes the position, subscribes after it, then reads the catalog.
+    fn snapshot(&mut self) -> Result<FeedEvent, AtlasError> {
+        let seq = self.atlas.last_seq();
+        self.sub = Some(self.atlas.subscribe(catalog::PREFIX, seq + 1)?);
+        Ok(FeedEvent::Snapshot {
+            seq,
+            loaded: load(&self.atlas)?,
+        })
     }
 }
 
@@ -274,6 +352,51 @@ mod tests {
         s.delete_route("api").unwrap();
         s.delete_backend("b1").unwrap();
         assert_eq!(s.catalog().unwrap().catalog, Catalog::default());
+    }
+
+    #[test]
+    fn a_follower_gets_a_snapshot_then_changes_and_starts_over_after_compaction() {
+        let disk = MemStorage::new();
+        let atlas = open(&disk);
+        let s = ProxyStore::new(atlas.clone());
+        s.put_backend(backend("b1", 9001)).unwrap();
+        let mut f = s.follow(None).unwrap();
+        let t = Duration::from_millis(10);
+        let (seq, mut c) = match f.next(t).unwrap() {
+            Some(FeedEvent::Snapshot { seq, loaded }) => (seq, loaded.catalog),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(c.backends.len(), 1);
+        assert!(f.next(t).unwrap().is_none());
+        s.put_route(route("r", "/", &["b1"])).unwrap();
+        atlas.set("kv:u:1:x", "not a proxy key").unwrap();
+        s.delete_route("r").unwrap();
+        let mut last = seq;
+        for _ in 0..2 {
+            match f.next(t).unwrap() {
+                Some(FeedEvent::Change { seq, ops }) => {
+                    assert!(seq > last);
+                    last = seq;
+                    for op in &ops {
+                        c.apply_op(op).unwrap();
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(c.routes.is_empty());
+        assert!(
+            f.next(t).unwrap().is_none(),
+            "the KV write is not a proxy change"
+        );
+        // A follower resuming from a position compaction removed (and no ring of
+        // recent records holds: nobody was subscribed) starts over.
+        drop(f);
+        s.put_route(route("r2", "/", &["b1"])).unwrap();
+        atlas.rewrite_aof().unwrap();
+        let mut late = s.follow(Some(seq + 1)).unwrap();
+        let ev = late.next(t);
+        assert!(matches!(ev, Ok(Some(FeedEvent::Snapshot { .. }))), "{ev:?}");
     }
 
     #[test]

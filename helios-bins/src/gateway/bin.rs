@@ -70,6 +70,10 @@ fn run() -> Result<ExitCode, ExitCode> {
         let listener = launch::bind(NAME, &listen, "listen").await?;
         let metrics_listener =
             launch::bind_optional(NAME, &cfg.metrics_listen, "metrics_listen").await?;
+        let proxy_listener = match cfg.embedded_proxy.enabled {
+            true => Some(launch::bind(NAME, &cfg.embedded_proxy.listen, "embedded_proxy.listen").await?),
+            false => None,
+        };
         let started =
             tokio::task::spawn_blocking(move || crate::gateway::start(cfg, admin_password))
                 .await
@@ -83,8 +87,12 @@ fn run() -> Result<ExitCode, ExitCode> {
         });
         let scheme = if state.tls.is_some() { "https" } else { "http" };
         tracing::info!(%listen, scheme, data_dir = %state.config.data_dir.display(), "helios-gateway serving");
+        let proxy = match proxy_listener {
+            Some(l) => Some(crate::gateway::start_embedded_proxy(&state, l).map_err(|msg| launch::failed(NAME, msg))?),
+            None => None,
+        };
         Ok(launch::serve_until_signal(NAME, metrics, |stop| {
-            crate::gateway::run(listener, state, stop)
+            crate::gateway::run_with_proxy(listener, state, proxy, stop)
         })
         .await)
     })

@@ -302,6 +302,74 @@ impl State {
     }
 }
 
+/// The gateway's own proxy, started: its listener, state and store follower.
+pub struct EmbeddedProxy {
+    listener: TcpListener,
+    state: Arc<crate::proxy::State>,
+    follower: std::thread::JoinHandle<()>,
+    stop_following: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Starts the proxy of the `embedded_proxy` section on `listener`: its routes and
+/// backends come from the store as `/admin/proxy/*` changes them (no HTTP hop).
+pub fn start_embedded_proxy(
+    state: &Arc<State>,
+    listener: TcpListener,
+) -> Result<EmbeddedProxy, String> {
+    let cfg = state.config.embedded_proxy.to_config();
+    let proxy = crate::proxy::start(
+        cfg,
+        &crate::config::TlsSection::default(),
+        &Context::system(),
+    )?;
+    let stop_following = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = crate::proxy::embedded::follow_store(
+        proxy.clone(),
+        state.proxy_store.clone(),
+        stop_following.clone(),
+    )
+    .map_err(|e| format!("no thread for the proxy's follower: {e}"))?;
+    tracing::info!(listen = %state.config.embedded_proxy.listen, "embedded proxy serving");
+    Ok(EmbeddedProxy {
+        listener,
+        state: proxy,
+        follower,
+        stop_following,
+    })
+}
+
+/// [`run`], with the embedded proxy (if any) served beside it until the same `shutdown`:
+/// both drain, then the follower stops (the gateway closes the store at its end, which
+/// also ends it).
+pub async fn run_with_proxy(
+    listener: TcpListener,
+    state: Arc<State>,
+    proxy: Option<EmbeddedProxy>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let Some(p) = proxy else {
+        return run(listener, state, shutdown).await;
+    };
+    let stop = crate::app::Stop::default();
+    let proxy_stopped = stop.waiter();
+    let gateway_stopped = stop.waiter();
+    let proxy_task = tokio::spawn(crate::proxy::run(p.listener, p.state, proxy_stopped));
+    let trigger = async move {
+        shutdown.await;
+        stop.trigger();
+    };
+    let (served, ()) = tokio::join!(run(listener, state, gateway_stopped), async {
+        trigger.await;
+        if let Ok(Err(e)) = proxy_task.await {
+            tracing::error!(error = %e, "embedded proxy");
+        }
+        p.stop_following
+            .store(true, std::sync::atomic::Ordering::Release);
+        let _ = tokio::task::spawn_blocking(move || p.follower.join()).await;
+    });
+    served
+}
+
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, without auth, until
 /// `shutdown` resolves. For `metrics_listen`; a few connections at most.
 pub async fn run_metrics(

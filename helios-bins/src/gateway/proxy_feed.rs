@@ -28,8 +28,8 @@ use super::State;
 use super::handler::query_pairs;
 use crate::app::http::{Body, problem};
 use bytes::Bytes;
-use helios_atlas::{AtlasError, Op, Subscription};
-use helios_proxy::catalog::PREFIX;
+use helios_atlas::{AtlasError, Op};
+use helios_proxy::FeedEvent;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
@@ -136,24 +136,6 @@ fn event(kind: &str, id: u64, data: &serde_json::Value) -> Bytes {
     Bytes::from(format!("event: {kind}\nid: {id}\ndata: {data}\n\n"))
 }
 
-/// Subscribes from the store's position now and reads the catalog: the snapshot event
-/// and the subscription that follows it.
-fn snapshot(state: &State) -> Result<(Subscription, Bytes), AtlasError> {
-    let seq = state.atlas.last_seq();
-    let sub = state.atlas.subscribe(PREFIX, seq + 1)?;
-    let loaded = state.proxy_store.catalog()?;
-    for e in &loaded.skipped {
-        tracing::warn!(error = %e, "a stored proxy value is not valid; left out of the feed");
-    }
-    let c = loaded.catalog;
-    let data = json!({
-        "seq": seq,
-        "routes": c.routes.values().collect::<Vec<_>>(),
-        "backends": c.backends.values().collect::<Vec<_>>(),
-    });
-    Ok((sub, event("snapshot", seq, &data)))
-}
-
 /// Feeds `tx` until a stop condition (see the module docs).
 fn pump(
     state: &State,
@@ -162,17 +144,7 @@ fn pump(
     expires_ms: u64,
 ) -> Result<(), AtlasError> {
     let send = |b: Bytes| tx.blocking_send(b).is_ok();
-    let mut sub = match from.map(|f| state.atlas.subscribe(PREFIX, f)) {
-        Some(Ok(sub)) => sub,
-        Some(Err(AtlasError::FeedCompacted { .. })) | None => {
-            let (sub, first) = snapshot(state)?;
-            if !send(first) {
-                return Ok(());
-            }
-            sub
-        }
-        Some(Err(e)) => return Err(e),
-    };
+    let mut follow = state.proxy_store.follow(from)?;
     let mut quiet = Duration::ZERO;
     loop {
         if tx.is_closed()
@@ -181,11 +153,21 @@ fn pump(
         {
             return Ok(());
         }
-        match sub.next_timeout(POLL) {
-            Ok(Some(ev)) => {
-                quiet = Duration::ZERO;
-                let changes: Vec<serde_json::Value> = ev
-                    .changes
+        let sent = match follow.next(POLL) {
+            Ok(Some(FeedEvent::Snapshot { seq, loaded })) => {
+                for e in &loaded.skipped {
+                    tracing::warn!(error = %e, "a stored proxy value is not valid; left out of the feed");
+                }
+                let c = loaded.catalog;
+                let data = json!({
+                    "seq": seq,
+                    "routes": c.routes.values().collect::<Vec<_>>(),
+                    "backends": c.backends.values().collect::<Vec<_>>(),
+                });
+                send(event("snapshot", seq, &data))
+            }
+            Ok(Some(FeedEvent::Change { seq, ops })) => {
+                let changes: Vec<serde_json::Value> = ops
                     .iter()
                     .filter_map(|op| match op {
                         Op::Set { key, value, .. } => Some(json!({
@@ -197,29 +179,25 @@ fn pump(
                         Op::Expire { .. } => None,
                     })
                     .collect();
-                let data = json!({"seq": ev.seq, "changes": changes});
-                if !send(event("change", ev.seq, &data)) {
-                    return Ok(());
-                }
+                send(event(
+                    "change",
+                    seq,
+                    &json!({"seq": seq, "changes": changes}),
+                ))
             }
             Ok(None) => {
                 quiet += POLL;
-                if quiet >= KEEP_ALIVE {
-                    quiet = Duration::ZERO;
-                    if !send(Bytes::from_static(b": keep-alive\n\n")) {
-                        return Ok(());
-                    }
+                if quiet < KEEP_ALIVE {
+                    continue;
                 }
-            }
-            Err(AtlasError::FeedCompacted { .. }) => {
-                let (next, again) = snapshot(state)?;
-                sub = next;
-                if !send(again) {
-                    return Ok(());
-                }
+                send(Bytes::from_static(b": keep-alive\n\n"))
             }
             Err(AtlasError::Closed) => return Ok(()),
             Err(e) => return Err(e),
+        };
+        if !sent {
+            return Ok(());
         }
+        quiet = Duration::ZERO;
     }
 }

@@ -28,6 +28,7 @@ mod body;
 mod checks;
 pub mod config;
 pub mod control;
+pub mod embedded;
 mod forward;
 mod metrics;
 
@@ -142,9 +143,10 @@ pub struct State {
     seed: AtomicU64,
     /// Settings new route states are built with.
     core: CoreSettings,
-    /// Health checkers: started by [`run`] (true once it has), stopped by it at the end.
+    /// Health checkers: started by [`run`] on its runtime (kept here, so a new table put
+    /// in service from any thread starts its routes' checkers there), stopped at its end.
     checks: watch::Sender<bool>,
-    checks_started: std::sync::atomic::AtomicBool,
+    checks_runtime: Mutex<Option<tokio::runtime::Handle>>,
     /// What the proxy counted.
     pub counters: ProxyCounters,
     /// The configuration it started with (its routes are the first table's; later
@@ -202,13 +204,16 @@ impl State {
             .filter(|r| !old.routes.iter().any(|o| Arc::ptr_eq(o, r)))
             .cloned()
             .collect();
+        // Under the checkers' lock: `run` starting meanwhile sees either the old routing
+        // (and these get their checkers here) or the new one (and starts them itself).
+        let rt = self.checks_runtime.lock();
         *self.routing.write() = routing;
         self.counters
             .table_changes_total
             .fetch_add(1, Ordering::Relaxed);
-        if self.checks_started.load(Ordering::Acquire) {
+        if let Some(rt) = rt.as_ref() {
             for r in fresh {
-                self.spawn_checks(&r);
+                self.spawn_checks_on(rt, &r);
             }
         }
         Ok(())
@@ -318,8 +323,9 @@ impl State {
         })
     }
 
-    fn spawn_checks(self: &Arc<Self>, route: &Arc<RouteState>) {
-        tokio::spawn(checks::run(
+    /// Starts `route`'s health checks on `rt`.
+    fn spawn_checks_on(self: &Arc<Self>, rt: &tokio::runtime::Handle, route: &Arc<RouteState>) {
+        rt.spawn(checks::run(
             self.clone(),
             Arc::downgrade(route),
             self.checks.subscribe(),
@@ -335,7 +341,9 @@ pub fn start(
     tls: &crate::config::TlsSection,
     ctx: &Context,
 ) -> Result<Arc<State>, String> {
-    let built = cfg.validate().map_err(|e| e.to_string())?;
+    // Routes may come later (a gateway's feed, the store); the binary's configuration
+    // check asks for them otherwise.
+    let built = cfg.validate_settings().map_err(|e| e.to_string())?;
     let tls = tls::Tls::load(tls)?;
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_millis(cfg.timeouts.connect_ms)));
@@ -364,7 +372,7 @@ pub fn start(
             retry: cfg.retry,
         },
         checks: watch::channel(false).0,
-        checks_started: std::sync::atomic::AtomicBool::new(false),
+        checks_runtime: Mutex::new(None),
         counters: ProxyCounters::default(),
         config: cfg,
         tls,
@@ -419,9 +427,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let t = state.timeouts;
     // Checks of the routes in service now; later tables start their new routes' own.
-    state.checks_started.store(true, Ordering::Release);
-    for r in &state.routing().routes {
-        state.spawn_checks(r);
+    {
+        let mut rt = state.checks_runtime.lock();
+        let handle = tokio::runtime::Handle::current();
+        for r in &state.routing().routes {
+            state.spawn_checks_on(&handle, r);
+        }
+        *rt = Some(handle);
     }
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -469,6 +481,7 @@ pub async fn run(
     )
     .await;
     let _ = state.checks.send(true);
+    *state.checks_runtime.lock() = None;
     tracing::info!("helios-proxy stopped");
     Ok(())
 }
