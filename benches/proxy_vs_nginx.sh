@@ -77,7 +77,7 @@ backend b
 CONF
 "$HAPROXY" -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
 
-HELIOS_LOG__LEVEL=warn target/release/helios-proxy --listen "127.0.0.1:$HELIOS_PORT" \
+HELIOS_LOG__LEVEL=warn HELIOS_PROXY__ACCESS_LOG=false target/release/helios-proxy --listen "127.0.0.1:$HELIOS_PORT" \
     --backend "http://127.0.0.1:$BACKEND" --threads "$PTHREADS" >"$WORK/helios.log" 2>&1 &
 PIDS+=($!)
 

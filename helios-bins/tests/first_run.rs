@@ -348,7 +348,7 @@ fn tiny_backend_saying(word: &'static str) -> SocketAddr {
 }
 
 #[test]
-fn the_proxy_quick_start_serves_and_stops_on_sigint() {
+fn the_proxy_quick_start_serves_logs_access_and_stops_on_sigint() {
     let backend = tiny_backend();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -356,8 +356,9 @@ fn the_proxy_quick_start_serves_and_stops_on_sigint() {
         .args(["--listen", &addr.to_string(), "--backend"])
         .arg(format!("http://{backend}"))
         .env("HELIOS_LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -366,7 +367,7 @@ fn the_proxy_quick_start_serves_and_stops_on_sigint() {
             panic!("the proxy exited early: {st}");
         }
         if TcpStream::connect(addr).is_ok() {
-            let (status, _, body) = http(addr, "GET", "/", "");
+            let (status, _, body) = http(addr, "GET", "/some/path?secret=1", "");
             assert_eq!((status, body.as_str()), (200, "hi"));
             break;
         }
@@ -375,6 +376,27 @@ fn the_proxy_quick_start_serves_and_stops_on_sigint() {
     }
     sigint(&child);
     assert!(wait_exit(&mut child).success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    // One JSON access line for the exchange: status, route, backend, bytes; no query.
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "access" && v["fields"]["path"] == "/some/path")
+        .unwrap_or_else(|| panic!("no access line in:\n{log}"));
+    let f = &line["fields"];
+    assert_eq!(f["status"], 200, "{line}");
+    assert_eq!(f["route"], "default");
+    assert_eq!(f["backend"], "b1");
+    assert_eq!(f["bytes"], 2);
+    assert_eq!(f["method"], "GET");
+    assert!(f["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(!log.contains("secret=1"), "the query string is not logged");
 }
 
 #[test]

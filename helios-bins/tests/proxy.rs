@@ -520,6 +520,8 @@ async fn metrics_report_counters_and_backend_health() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(p.addr, "/").await.status, 200);
+    assert_eq!(get(p.addr, "/fail").await.status, 500);
+    assert_eq!(get(p.addr, "/fail").await.status, 500);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let maddr = l.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -546,6 +548,21 @@ async fn metrics_report_counters_and_backend_health() {
         text.contains("proxy_backend_healthy{route=\"default\",backend=\"b2\"} 0\n"),
         "{text}"
     );
+    // Per route and backend: responses by status, latency, breaker, ejections, retries.
+    for want in [
+        "proxy_responses_total{route=\"default\",backend=\"b1\",code=\"200\"} 1\n",
+        "proxy_responses_total{route=\"default\",backend=\"b1\",code=\"500\"} 2\n",
+        "# TYPE proxy_upstream_latency_seconds histogram\n",
+        "proxy_upstream_latency_seconds_count{route=\"default\",backend=\"b1\"} 3\n",
+        "proxy_upstream_latency_seconds_bucket{route=\"default\",backend=\"b1\",le=\"+Inf\"} 3\n",
+        "proxy_backend_breaker_state{route=\"default\",backend=\"b1\"} 0\n",
+        "proxy_backend_ejections_total{route=\"default\",backend=\"b2\"} 0\n",
+        "proxy_backend_breaker_opened_total{route=\"default\",backend=\"b1\"} 0\n",
+        "proxy_route_retries_total{route=\"default\"} 0\n",
+        "proxy_route_unavailable_total{route=\"default\"} 0\n",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
     assert_eq!(get(maddr, "/other").await.status, 404);
     stop.send(()).unwrap();
     m.await.unwrap();

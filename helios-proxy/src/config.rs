@@ -123,6 +123,9 @@ pub struct ProxyConfig {
     /// A gateway to follow (`http://host:port`; empty: none): routes and backends then
     /// come from its change feed (`/admin/proxy/feed`), replacing the ones above.
     pub control: String,
+    /// One log line per exchange (target `access`: client, method, host, path, status,
+    /// route, backend, bytes, times), JSON with `log.format: json`.
+    pub access_log: bool,
 }
 
 impl Default for ProxyConfig {
@@ -140,6 +143,7 @@ impl Default for ProxyConfig {
             timeouts: Timeouts::default(),
             limits: ServerLimits::default(),
             control: String::new(),
+            access_log: true,
         }
     }
 }

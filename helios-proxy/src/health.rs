@@ -96,6 +96,7 @@ struct Backend {
     // Ejections in a row: reset once a backend has stayed in for one base ejection time.
     ejections_in_row: u32,
     returned_at_ms: u64,
+    ejected_count: u64,
 }
 
 /// The health of one pool's backends. See the module docs.
@@ -122,6 +123,7 @@ impl Health {
                     ejected_until_ms: None,
                     ejections_in_row: 0,
                     returned_at_ms: 0,
+                    ejected_count: 0,
                 };
                 count
             ],
@@ -227,6 +229,7 @@ impl Health {
             .min(c.ejection_max_ms);
         b.ejected_until_ms = Some(now.saturating_add(length));
         b.consecutive_errors = 0;
+        b.ejected_count += 1;
         self.ejected_count_total += 1;
         true
     }
@@ -266,6 +269,11 @@ impl Health {
     pub fn ejected_until_ms(&mut self, index: usize, now_ms: u64) -> Option<u64> {
         self.advance(now_ms);
         self.backends.get(index).and_then(|b| b.ejected_until_ms)
+    }
+
+    /// Ejections of backend `index` since creation.
+    pub fn ejections_of(&self, index: usize) -> u64 {
+        self.backends.get(index).map_or(0, |b| b.ejected_count)
     }
 
     /// Ejections since creation.

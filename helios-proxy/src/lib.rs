@@ -53,4 +53,4 @@ pub use health::{Health, HealthConfig};
 pub use retry::{FailureKind, RetryBudget, RetryConfig, retryable};
 pub use route::{BackendSpec, Route, RouteBackend, RouteSpec, RouteTable};
 pub use store::{FeedEvent, Follow, Loaded, ProxyStore, Put, StoreError};
-pub use upstream::{Outcome, Pick, Upstream};
+pub use upstream::{BackendReport, Outcome, Pick, Upstream};

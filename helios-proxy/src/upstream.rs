@@ -48,6 +48,23 @@ pub struct Pick {
     pub at_ms: u64,
 }
 
+/// What the metrics report of one backend of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendReport {
+    /// Takes traffic now: healthy, not ejected, breaker not open.
+    pub serving: bool,
+    /// The active checks' verdict.
+    pub healthy: bool,
+    /// Ejected by passive outlier detection now.
+    pub ejected: bool,
+    /// Its breaker's state.
+    pub breaker: BreakerState,
+    /// Ejections since the route's state was created.
+    pub ejections: u64,
+    /// Times its breaker opened since then.
+    pub breaker_opened: u64,
+}
+
 /// One route's upstream state. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -146,6 +163,23 @@ impl Upstream {
         self.retry.try_retry(attempt, now_ms)
     }
 
+    /// Backend `index`'s state now, for the metrics (`None` past the pool).
+    pub fn report(&mut self, index: usize, now_ms: u64) -> Option<BackendReport> {
+        if index >= self.pool.len() {
+            return None;
+        }
+        let serving = self.is_serving(index, now_ms);
+        let breaker = &mut self.breakers[index];
+        Some(BackendReport {
+            serving,
+            healthy: self.health.is_healthy(index),
+            ejected: self.health.ejected_until_ms(index, now_ms).is_some(),
+            breaker: breaker.state(now_ms),
+            ejections: self.health.ejections_of(index),
+            breaker_opened: breaker.opened_count(),
+        })
+    }
+
     /// Whether backend `index` takes traffic now (healthy, not ejected, breaker not open):
     /// what `proxy_backend_healthy` reports.
     pub fn is_serving(&mut self, index: usize, now_ms: u64) -> bool {
@@ -209,6 +243,13 @@ mod tests {
             to_bad_late <= 3,
             "{to_bad_late} requests went to the failing backend late"
         );
+        // The metrics' view: taken out by ejection or its breaker, and counted.
+        let rep = u.report(1, now).unwrap();
+        assert!(rep.ejections + rep.breaker_opened >= 1, "{rep:?}");
+        assert!(rep.healthy, "no active check failed");
+        assert!(!rep.serving || rep.breaker != BreakerState::Closed || !rep.ejected);
+        assert_eq!(u.report(0, now).unwrap().ejections, 0);
+        assert!(u.report(2, now).is_none());
         // Once it answers again, it gets traffic back after its ejection ends.
         now += 3_000;
         let mut to_1 = 0;

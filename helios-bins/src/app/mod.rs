@@ -7,6 +7,7 @@
 //! `main` parses flags, loads its config, and calls it.
 
 pub mod config;
+pub mod histogram;
 pub mod http;
 pub mod idle;
 pub mod launch;

@@ -3,61 +3,12 @@
 //! patterns, not paths). Label handles are cached per worker thread
 //! ([`Metrics::count_request`]), so a request takes no lock of the metric family.
 
+pub use crate::app::histogram::LatencyHistogram;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Upper bounds of the latency buckets, in microseconds: 100 us doubling to ~3.3 s.
-const BUCKET_BOUNDS_US: [u64; 16] = [
-    100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200, 102_400, 204_800, 409_600,
-    819_200, 1_638_400, 3_276_800,
-];
-
-/// A Prometheus histogram of request latencies with atomic buckets.
-#[derive(Debug, Default)]
-pub struct LatencyHistogram {
-    // Non-cumulative counts per bucket; the last slot is +Inf.
-    buckets: [AtomicU64; 17],
-    sum_us: AtomicU64,
-    count: AtomicU64,
-}
-
-impl LatencyHistogram {
-    /// Records one latency.
-    pub fn observe_us(&self, us: u64) {
-        let i = BUCKET_BOUNDS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(BUCKET_BOUNDS_US.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn encode(&self, out: &mut String) {
-        out.push_str("# HELP helios_request_duration_seconds Time to answer a request.\n");
-        out.push_str("# TYPE helios_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, b) in BUCKET_BOUNDS_US.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let le = *b as f64 / 1e6;
-            out.push_str(&format!(
-                "helios_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
-            ));
-        }
-        cumulative += self.buckets[16].load(Ordering::Relaxed);
-        out.push_str(&format!(
-            "helios_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n"
-        ));
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        out.push_str(&format!("helios_request_duration_seconds_sum {sum}\n"));
-        out.push_str(&format!(
-            "helios_request_duration_seconds_count {}\n",
-            self.count.load(Ordering::Relaxed)
-        ));
-    }
-}
 use prometheus_client::registry::Registry;
 
 /// Labels of a request.
@@ -149,7 +100,10 @@ impl Metrics {
         if out.ends_with("# EOF\n") {
             out.truncate(out.len() - "# EOF\n".len());
         }
-        self.duration.encode(&mut out);
+        out.push_str("# HELP helios_request_duration_seconds Time to answer a request.\n");
+        out.push_str("# TYPE helios_request_duration_seconds histogram\n");
+        self.duration
+            .encode(&mut out, "helios_request_duration_seconds", "");
         let stats = atlas.stats();
         out.push_str("# HELP atlas_aof_bytes Bytes appended to the AOF since start.\n");
         out.push_str("# TYPE atlas_aof_bytes counter\n");

@@ -9,6 +9,7 @@
 //! is finished once, by [`Tracked`]; until then the balancer counts it in flight, so
 //! least-connections sees a slow download as load.
 
+use super::access::{Access, Ended};
 use super::{RouteState, State};
 use crate::app::idle::RequestGuard;
 use bytes::Bytes;
@@ -106,10 +107,14 @@ pub(super) struct Finish {
     pub(super) pick: Pick,
     /// The outcome as the response head told it (a 5xx or not).
     pub(super) outcome: Outcome,
+    /// The response's status.
+    pub(super) status: u16,
+    /// The access log's record and the time to the response headers, if logging.
+    pub(super) access: Option<(Access, u64)>,
 }
 
 impl Finish {
-    fn report(self, broken: bool) {
+    fn report(self, broken: bool, bytes: u64) {
         let outcome = if broken {
             Outcome::Timeout
         } else {
@@ -117,6 +122,15 @@ impl Finish {
         };
         self.route
             .finish(self.pick, outcome, self.state.clock.now_ms());
+        if let Some((a, upstream_us)) = &self.access {
+            a.log(Ended {
+                status: self.status,
+                route: Some(&self.route.id),
+                backend: Some(&self.route.backends[self.pick.backend].id),
+                upstream_us: Some(*upstream_us),
+                bytes,
+            });
+        }
     }
 }
 
@@ -124,6 +138,8 @@ impl Finish {
 pub struct Tracked {
     inner: Timed<Incoming>,
     finish: Option<Finish>,
+    /// Body bytes passed on so far.
+    bytes: u64,
     // The client connection's request in progress: it is not idle while this streams.
     _request: RequestGuard,
 }
@@ -133,6 +149,7 @@ impl Tracked {
         Tracked {
             inner,
             finish: Some(finish),
+            bytes: 0,
             _request: request,
         }
     }
@@ -148,18 +165,23 @@ impl Body for Tracked {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
             Poll::Ready(None) => {
                 if let Some(f) = self.finish.take() {
-                    f.report(false);
+                    f.report(false, self.bytes);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 // The backend's connection broke, or stalled, mid-body.
                 if let Some(f) = self.finish.take() {
-                    f.report(true);
+                    f.report(true, self.bytes);
                 }
             }
-            _ => {}
+            Poll::Pending => {}
         }
         polled
     }
@@ -178,7 +200,7 @@ impl Drop for Tracked {
         // Dropped before its end: the client went away, which says nothing about the
         // backend.
         if let Some(f) = self.finish.take() {
-            f.report(false);
+            f.report(false, self.bytes);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! retry budget) go to another pick, and only for requests without a body: a streamed
 //! body is handed to the first attempt and cannot be sent twice.
 
+use super::access::{Access, Ended};
 use super::body::{Finish, Timed, Tracked};
 use super::{RouteState, State, UpstreamBody};
 use crate::app::http::{Body, problem};
@@ -141,10 +142,26 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .map(str::to_owned);
+    let id = request_id(req.headers(), state);
+    let access = state.config.access_log.then(|| {
+        Access::new(
+            &id,
+            peer.ip(),
+            req.method(),
+            host.as_deref(),
+            req.uri().path(),
+        )
+    });
     // The routing this request starts with: it finishes on it even if a new table is put
     // in service meanwhile.
     let routing = state.routing();
     let Some(route) = routing.table.route(host.as_deref(), req.uri().path()) else {
+        if let Some(a) = &access {
+            a.log(Ended {
+                status: 404,
+                ..Ended::default()
+            });
+        }
         return own(problem(
             StatusCode::NOT_FOUND,
             "no-route",
@@ -164,7 +181,6 @@ pub(super) async fn forward(
     };
     drop(routing);
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-    let id = request_id(req.headers(), state);
     let headers = backend_headers(req.headers(), state, peer, host.as_deref(), upgrade, &id);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -194,6 +210,14 @@ pub(super) async fn forward(
                 .counters
                 .unavailable_total
                 .fetch_add(1, Ordering::Relaxed);
+            r.unavailable.fetch_add(1, Ordering::Relaxed);
+            if let Some(a) = &access {
+                a.log(Ended {
+                    status: 503,
+                    route: Some(&r.id),
+                    ..Ended::default()
+                });
+            }
             let mut r = problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-backend",
@@ -222,6 +246,13 @@ pub(super) async fn forward(
             Ok(u) => *out.uri_mut() = u,
             Err(e) => {
                 r.finish(pick, Outcome::Ok, state.clock.now_ms());
+                if let Some(a) = &access {
+                    a.log(Ended {
+                        status: 400,
+                        route: Some(&r.id),
+                        ..Ended::default()
+                    });
+                }
                 return own(problem(
                     StatusCode::BAD_REQUEST,
                     "bad-request",
@@ -232,10 +263,14 @@ pub(super) async fn forward(
         let wait_until = deadline.map_or(tokio::time::Instant::now() + wait, |d| {
             d.min(tokio::time::Instant::now() + wait)
         });
+        let sent_at = std::time::Instant::now();
         let sent = tokio::time::timeout_at(wait_until, state.client.request(out)).await;
+        let upstream_us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (failure, outcome, timed_out) = match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();
+                backend.stats.latency.observe_us(upstream_us);
+                backend.stats.count(status.as_u16());
                 let outcome = if status.is_server_error() {
                     Outcome::ServerError
                 } else {
@@ -258,6 +293,7 @@ pub(super) async fn forward(
                     outcome,
                     idle,
                     deadline,
+                    access: access.map(|a| (a, upstream_us)),
                 };
                 return respond(state, exchange, resp, client_upgrade, request, &id);
             }
@@ -283,6 +319,17 @@ pub(super) async fn forward(
             .counters
             .backend_failed_total
             .fetch_add(1, Ordering::Relaxed);
+        let status = if timed_out { 504 } else { 502 };
+        backend.stats.count(status);
+        if let Some(a) = &access {
+            a.log(Ended {
+                status,
+                route: Some(&r.id),
+                backend: Some(&backend.id),
+                upstream_us: Some(upstream_us),
+                bytes: 0,
+            });
+        }
         return own(if timed_out {
             problem(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -304,6 +351,7 @@ fn try_retry(state: &State, r: &RouteState, attempt: u32) -> bool {
     let ok = r.upstream.lock().0.try_retry(attempt, now);
     if ok {
         state.counters.retries_total.fetch_add(1, Ordering::Relaxed);
+        r.retries.fetch_add(1, Ordering::Relaxed);
     }
     ok
 }
@@ -315,6 +363,8 @@ struct Exchange {
     outcome: Outcome,
     idle: Duration,
     deadline: Option<tokio::time::Instant>,
+    /// The access log's record and the time to the response headers, if logging.
+    access: Option<(Access, u64)>,
 }
 
 /// The backend's response to the client: streamed through [`Tracked`], or a tunnel for a
@@ -350,6 +400,15 @@ fn respond(
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
             x.route.finish(x.pick, x.outcome, state.clock.now_ms());
+            if let Some((a, upstream_us)) = &x.access {
+                a.log(Ended {
+                    status: 101,
+                    route: Some(&x.route.id),
+                    backend: Some(&x.route.backends[x.pick.backend].id),
+                    upstream_us: Some(*upstream_us),
+                    bytes: 0,
+                });
+            }
         });
         return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
     }
@@ -358,6 +417,8 @@ fn respond(
         route: x.route,
         pick: x.pick,
         outcome: x.outcome,
+        status: resp.status().as_u16(),
+        access: x.access,
     };
     resp.map(|b| {
         Either::Left(Tracked::new(

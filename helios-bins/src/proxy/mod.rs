@@ -23,6 +23,7 @@
 //! from the [`Context`]'s clock, randomness (balancer choices) from a generator seeded by
 //! the context.
 
+mod access;
 pub mod bin;
 mod body;
 mod checks;
@@ -66,6 +67,37 @@ pub(crate) struct Backend {
     pub(crate) id: String,
     /// `host:port`.
     pub(crate) authority: ::http::uri::Authority,
+    /// What it answered (the metrics read it).
+    pub(crate) stats: BackendStats,
+}
+
+/// A backend's answers: responses by status (its own, or the proxy's 502/504 for its
+/// failures) and the time to its response headers. Kept with the route's state, so a
+/// route that changes starts its counters over (Prometheus reads that as a reset).
+#[derive(Debug, Default)]
+pub(crate) struct BackendStats {
+    /// (status, count), in the order statuses were first seen: a few entries.
+    responses: Mutex<Vec<(u16, u64)>>,
+    /// From the request sent to the response headers.
+    pub(crate) latency: crate::app::histogram::LatencyHistogram,
+}
+
+impl BackendStats {
+    /// One more response with `status`.
+    pub(crate) fn count(&self, status: u16) {
+        let mut r = self.responses.lock();
+        match r.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => r.push((status, 1)),
+        }
+    }
+
+    /// Responses by status, lowest status first.
+    pub(crate) fn responses(&self) -> Vec<(u16, u64)> {
+        let mut r = self.responses.lock().clone();
+        r.sort_unstable();
+        r
+    }
 }
 
 /// What a route's state was built from: a new table keeps a route's state (health,
@@ -83,6 +115,10 @@ pub(crate) struct RouteState {
     /// The core's state and the balancer's random source, together under one lock.
     pub(crate) upstream: Mutex<(Upstream, StdRng)>,
     shape: RouteShape,
+    /// Retries sent on this route.
+    pub(crate) retries: AtomicU64,
+    /// Requests answered 503: no backend could take them.
+    pub(crate) unavailable: AtomicU64,
 }
 
 impl RouteState {
@@ -307,6 +343,7 @@ impl State {
                     .map(|authority| Backend {
                         id: id.clone(),
                         authority,
+                        stats: BackendStats::default(),
                     })
                     .map_err(|e| format!("backend {id}: {e}"))
             })
@@ -320,6 +357,8 @@ impl State {
             backends,
             upstream: Mutex::new((upstream, StdRng::seed_from_u64(seed))),
             shape,
+            retries: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
         })
     }
 
