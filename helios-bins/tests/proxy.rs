@@ -55,27 +55,43 @@ fn streamed(chunks: usize, pause: Duration) -> BoxBody {
     ChanBody(rx).boxed()
 }
 
-/// A backend named `name`; `healthy` decides what `/health` answers.
+/// A backend named `name`; `healthy` decides what `/health` answers, `failing` makes
+/// `/` answer 500; `kill` stops it at once (listener and connections closed).
 struct Backend {
     addr: SocketAddr,
     healthy: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+    tasks: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Backend {
+    fn kill(&self) {
+        self.tasks.lock().abort_all();
+    }
 }
 
 async fn backend(name: &'static str) -> Backend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let healthy = Arc::new(AtomicBool::new(true));
-    let h = healthy.clone();
-    tokio::spawn(async move {
+    let failing = Arc::new(AtomicBool::new(false));
+    let tasks = Arc::new(parking_lot::Mutex::new(tokio::task::JoinSet::new()));
+    let (h, f, t) = (healthy.clone(), failing.clone(), tasks.clone());
+    tasks.lock().spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
-            let h = h.clone();
-            tokio::spawn(async move {
+            let (h, f) = (h.clone(), f.clone());
+            t.lock().spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let h = h.clone();
-                    async move { Ok::<_, std::convert::Infallible>(serve(name, &h, req).await) }
+                    let (h, f) = (h.clone(), f.clone());
+                    async move {
+                        if f.load(Ordering::SeqCst) && req.uri().path() == "/" {
+                            return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, name.to_owned()));
+                        }
+                        Ok::<_, std::convert::Infallible>(serve(name, &h, req).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -84,7 +100,12 @@ async fn backend(name: &'static str) -> Backend {
             });
         }
     });
-    Backend { addr, healthy }
+    Backend {
+        addr,
+        healthy,
+        failing,
+        tasks,
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<BoxBody> {
@@ -834,5 +855,153 @@ async fn a_new_table_under_load_fails_no_request_and_keeps_unchanged_routes_stat
     assert_eq!(p.state.is_serving("default", 0), Some(false));
     b.healthy.store(true, Ordering::SeqCst);
     eventually("b back", || p.state.is_serving("default", 0) == Some(true)).await;
+    p.stop().await;
+}
+
+/// Keeps `n` clients sending `GET /` until `stop`: per client, (time since `t0`, status,
+/// body) of each answer.
+fn load(
+    addr: SocketAddr,
+    n: usize,
+    stop: Arc<AtomicBool>,
+    t0: std::time::Instant,
+) -> Vec<tokio::task::JoinHandle<Vec<(Duration, u16, String)>>> {
+    (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = get(addr, "/").await;
+                    seen.push((t0.elapsed(), r.status, r.text()));
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backend_killed_under_load_costs_errors_only_within_the_detection_window() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let p = proxy(quick(&[a.addr, b.addr])).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = std::time::Instant::now();
+    let clients = load(p.addr, 4, stop.clone(), t0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = t0.elapsed();
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut failed_late = Vec::new();
+    let (mut failed, mut to_b_late, mut total) = (0, 0, 0);
+    // Checks every 100 ms, one failure takes a backend out (so do 5 connect errors in a
+    // row): the window is ~200 ms; 1 s leaves room for a loaded machine.
+    let window = killed_at + Duration::from_millis(1_000);
+    for c in clients {
+        for (at, status, body) in c.await.unwrap() {
+            total += 1;
+            if status != 200 {
+                failed += 1;
+                if at > window {
+                    failed_late.push((at, status));
+                }
+            }
+            if body == "b" && at > window {
+                to_b_late += 1;
+            }
+        }
+    }
+    assert!(total > 20, "{total}");
+    // Connections refused and broken before a response are retried on a (within the
+    // retry budget): a few requests at most fail, and none after the window.
+    assert!(failed <= 8, "{failed} of {total} failed");
+    assert!(failed_late.is_empty(), "{failed_late:?}");
+    assert_eq!(to_b_late, 0);
+    assert_eq!(p.state.is_serving("default", 1), Some(false));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_failures_and_closes_after_a_good_probe() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut cfg = quick(&[a.addr, b.addr]);
+    // Active checks pass (only `/` fails) and ejection is out of the way: the breaker acts.
+    cfg.health.consecutive_errors_max = 1_000;
+    cfg.breaker = helios_proxy::BreakerConfig {
+        window_ms: 2_000,
+        buckets_count: 10,
+        requests_min: 4,
+        failure_rate_min: 0.5,
+        open_ms: 400,
+        probes_max: 1,
+    };
+    let p = proxy(cfg).await;
+    b.failing.store(true, Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = get(p.addr, "/").await;
+        statuses.push((r.status, r.text()));
+    }
+    // b's 500s open its breaker: traffic then goes to a only.
+    assert!(statuses.iter().any(|(s, _)| *s == 500), "{statuses:?}");
+    assert_eq!(
+        statuses[statuses.len() - 4..],
+        vec![(200, "a".to_owned()); 4],
+        "{statuses:?}"
+    );
+    assert_eq!(p.state.is_serving("default", 1), Some(false));
+    // Healed, b gets a probe after open_ms, which closes the breaker: traffic comes back.
+    b.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut to_b = 0;
+    for _ in 0..10 {
+        let r = get(p.addr, "/").await;
+        assert_eq!(r.status, 200);
+        to_b += usize::from(r.text() == "b");
+    }
+    assert!(to_b >= 3, "{to_b} of 10 to b after it healed");
+    assert_eq!(p.state.is_serving("default", 1), Some(true));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn slowloris_clients_are_cut_off_and_others_are_served() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.timeouts.header_read_ms = 300;
+    let p = proxy(cfg).await;
+    // 50 clients trickle a request head, a byte every 100 ms.
+    let started = std::time::Instant::now();
+    let slow: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = p.addr;
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                for b in b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: 1234567890".iter() {
+                    if s.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // The proxy closed it (a 408 or nothing), long before the head would end.
+                let mut buf = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+                started.elapsed()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let r = get(p.addr, "/").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "a"));
+    }
+    for s in slow {
+        let closed_after = s.await.unwrap();
+        assert!(
+            closed_after < Duration::from_secs(3),
+            "a slow head held its connection {closed_after:?}"
+        );
+    }
     p.stop().await;
 }
