@@ -502,6 +502,45 @@ async fn upgrades_are_tunnelled() {
 }
 
 #[tokio::test]
+async fn a_silent_tunnel_is_closed_after_the_idle_timeout() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    cfg.timeouts.idle_ms = 300;
+    let p = proxy(cfg).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // Bytes moving keep it open past the idle timeout...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(b"x").await.unwrap();
+        let mut got = [0u8; 1];
+        s.read_exact(&mut got).await.unwrap();
+    }
+    // ...silence closes it.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "the silent tunnel stayed open");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn http2_clients_are_served() {
     let a = backend("a").await;
     let p = proxy(quick(&[a.addr])).await;

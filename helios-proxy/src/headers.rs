@@ -1,12 +1,14 @@
-//! What the proxy does to request headers on their way upstream: hop-by-hop headers
+//! What the proxy does to headers. Upstream ([`upstream_headers`]): hop-by-hop headers
 //! stripped (RFC 9110 7.6.1: the fixed list and every name the `Connection` header lists),
 //! `X-Forwarded-For/Proto/Host` and RFC 7239 `Forwarded` set, `Via` added. Whether
 //! incoming forwarding headers are kept (and appended to) or replaced depends on whether
 //! the peer is a trusted proxy ([`TrustedProxies`]): from anyone else they are a client's
-//! claim about its own address, and are dropped.
+//! claim about its own address, and are dropped. Downstream ([`downstream_headers`]): the
+//! backend's hop-by-hop headers stripped the same way, `Via` added.
 //!
-//! Headers are `(name, value)` pairs with lowercase names (as hyper gives them), so the
-//! core needs no HTTP crate; the binary converts.
+//! Both work on the request's own `http::HeaderMap` in place: entries are removed or
+//! added, never converted, so every other header reaches the backend byte for byte (values
+//! that are not UTF-8, RFC 9110's obs-text, included) and a request costs no string copies.
 //!
 //! Invariants (property-tested):
 //! - After [`upstream_headers`], no hop-by-hop header and no header named in an incoming
@@ -14,9 +16,16 @@
 //! - From an untrusted peer, `x-forwarded-for` is exactly the peer's address and `forwarded`
 //!   has exactly one element: nothing the client sent survives.
 //! - From a trusted peer, the incoming chain is kept and the peer appended.
+//! - Every other header is kept, value for value, in order.
 
 use crate::error::ProxyError;
+use http::header::{CONNECTION, Entry, FORWARDED, UPGRADE, VIA};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The hop-by-hop headers of RFC 9110 7.6.1, `proxy-connection` (which old clients send)
 /// and `proxy-authorization` (credentials meant for this proxy, never for the backend).
@@ -106,15 +115,25 @@ pub struct Hop<'a> {
     pub upgrade: bool,
 }
 
-/// The names an incoming `Connection` header lists (lowercased), besides the fixed list.
-fn connection_listed(headers: &[(String, String)]) -> Vec<String> {
+/// The names an incoming `Connection` header lists, besides the fixed list (unparsable
+/// ones skipped: they cannot name a header).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
+        .get_all(CONNECTION)
         .iter()
-        .filter(|(n, _)| n == "connection")
-        .flat_map(|(_, v)| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
         .collect()
+}
+
+/// Removes the fixed hop-by-hop headers and those `Connection` lists.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in connection_listed(h) {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
 }
 
 /// `for=` of RFC 7239: IPv6 addresses bracketed and quoted.
@@ -145,86 +164,121 @@ fn forwarded_value(v: &str) -> String {
     }
 }
 
-/// The headers to send upstream for a request that came with `incoming` through `hop`.
-/// See the module docs.
-pub fn upstream_headers(incoming: &[(String, String)], hop: &Hop<'_>) -> Vec<(String, String)> {
-    let listed = connection_listed(incoming);
-    let forwarding = [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-    ];
-    let mut out: Vec<(String, String)> = Vec::with_capacity(incoming.len() + 4);
-    let mut xff_in: Vec<&str> = Vec::new();
-    let mut fwd_in: Vec<&str> = Vec::new();
-    let mut xfp_in = None;
-    let mut xfh_in = None;
-    for (name, value) in incoming {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n) {
-            continue;
-        }
-        if forwarding.contains(&n) {
-            if hop.peer_trusted {
-                match n {
-                    "x-forwarded-for" => xff_in.push(value),
-                    "forwarded" => fwd_in.push(value),
-                    "x-forwarded-proto" => xfp_in = xfp_in.or(Some(value.as_str())),
-                    _ => xfh_in = xfh_in.or(Some(value.as_str())),
-                }
-            }
-            continue;
-        }
-        out.push((name.clone(), value.clone()));
+/// Removes every `name` header: the values that are text, in order.
+fn take_text(h: &mut HeaderMap, name: &HeaderName) -> Vec<String> {
+    let values = match h.entry(name) {
+        Entry::Occupied(e) => e.remove_entry_mult().1.collect::<Vec<_>>(),
+        Entry::Vacant(_) => return Vec::new(),
+    };
+    values
+        .into_iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// A header value we made from text that is already valid (addresses, tokens, the
+/// request's own host); anything else is dropped rather than sent malformed.
+fn put(h: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.append(name, v);
     }
-    if hop.upgrade
-        && let Some((_, v)) = incoming.iter().find(|(n, _)| n == "upgrade")
-    {
-        out.push(("connection".to_owned(), "upgrade".to_owned()));
-        out.push(("upgrade".to_owned(), v.clone()));
+}
+
+/// Turns the request's headers `h` into those to send upstream, in place, for a request
+/// that came through `hop`. See the module docs.
+pub fn upstream_headers(h: &mut HeaderMap, hop: &Hop<'_>) {
+    let upgrade = if hop.upgrade {
+        h.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(h);
+    let xff_in = take_text(h, &X_FORWARDED_FOR);
+    let fwd_in = take_text(h, &FORWARDED);
+    let xfp_in = take_text(h, &X_FORWARDED_PROTO);
+    let xfh_in = take_text(h, &X_FORWARDED_HOST);
+    let via_in = take_text(h, &VIA);
+    let (xff_in, fwd_in, xfp_in, xfh_in) = if hop.peer_trusted {
+        (
+            xff_in,
+            fwd_in,
+            xfp_in.into_iter().next(),
+            xfh_in.into_iter().next(),
+        )
+    } else {
+        (Vec::new(), Vec::new(), None, None)
+    };
+    if let Some(v) = upgrade {
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(UPGRADE, v);
     }
-    let mut xff: Vec<String> = xff_in
+    let mut xff: Vec<&str> = xff_in
         .iter()
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_owned())
+        .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    xff.push(hop.peer.to_string());
-    out.push(("x-forwarded-for".to_owned(), xff.join(", ")));
-    out.push((
-        "x-forwarded-proto".to_owned(),
-        xfp_in.unwrap_or(hop.proto).to_owned(),
-    ));
-    if let Some(h) = xfh_in.or(hop.host) {
-        out.push(("x-forwarded-host".to_owned(), h.to_owned()));
+    let peer = hop.peer.to_string();
+    xff.push(&peer);
+    put(h, X_FORWARDED_FOR.clone(), xff.join(", "));
+    put(
+        h,
+        X_FORWARDED_PROTO.clone(),
+        xfp_in.unwrap_or_else(|| hop.proto.to_owned()),
+    );
+    if let Some(host) = xfh_in.or(hop.host.map(str::to_owned)) {
+        put(h, X_FORWARDED_HOST.clone(), host);
     }
     let mut element = format!(
         "for={};proto={}",
         forwarded_node(hop.peer),
         forwarded_value(hop.proto)
     );
-    if let Some(h) = hop.host {
+    if let Some(host) = hop.host {
         element.push_str(";host=");
-        element.push_str(&forwarded_value(h));
+        element.push_str(&forwarded_value(host));
     }
-    let mut fwd: Vec<String> = fwd_in
+    let mut fwd: Vec<&str> = fwd_in
         .iter()
-        .map(|v| v.trim().to_owned())
+        .map(|v| v.trim())
         .filter(|v| !v.is_empty())
         .collect();
-    fwd.push(element);
-    out.push(("forwarded".to_owned(), fwd.join(", ")));
-    let via = incoming
-        .iter()
-        .filter(|(n, _)| n == "via")
-        .map(|(_, v)| v.as_str())
-        .collect::<Vec<_>>();
-    out.retain(|(n, _)| n != "via");
-    let mut via: Vec<String> = via.into_iter().map(str::to_owned).collect();
-    via.push("1.1 helios-proxy".to_owned());
-    out.push(("via".to_owned(), via.join(", ")));
-    out
+    fwd.push(&element);
+    put(h, FORWARDED.clone(), fwd.join(", "));
+    add_via(h, via_in);
+}
+
+/// Appends this proxy to the `Via` chain `before` (what came in), as one header.
+fn add_via(h: &mut HeaderMap, before: Vec<String>) {
+    if before.is_empty() {
+        h.insert(VIA, HeaderValue::from_static(VIA_SELF));
+        return;
+    }
+    let mut via = before;
+    via.push(VIA_SELF.to_owned());
+    put(h, VIA, via.join(", "));
+}
+
+/// This proxy in a `Via` chain.
+const VIA_SELF: &str = "1.1 helios-proxy";
+
+/// Turns a backend's response headers `h` into those sent to the client, in place:
+/// hop-by-hop headers stripped (the fixed list and what its `Connection` lists; on a
+/// `101 Switching Protocols`, `switching`, its `Upgrade` kept with `Connection: upgrade`),
+/// this proxy appended to `Via`.
+pub fn downstream_headers(h: &mut HeaderMap, switching: bool) {
+    let upgrade = if switching {
+        h.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(h);
+    if let Some(u) = upgrade {
+        h.insert(UPGRADE, u);
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let via_in = take_text(h, &VIA);
+    add_via(h, via_in);
 }
 
 #[cfg(test)]
@@ -232,18 +286,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    fn get<'a>(hs: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        hs.get_all(name)
             .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .map(|v| v.to_str().unwrap())
             .collect()
     }
 
-    fn get<'a>(hs: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-        hs.iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+    fn up(incoming: &HeaderMap, hop: &Hop<'_>) -> HeaderMap {
+        let mut out = incoming.clone();
+        upstream_headers(&mut out, hop);
+        out
     }
 
     fn hop(peer: &str, trusted: bool) -> Hop<'static> {
@@ -265,12 +329,44 @@ mod tests {
             ("te", "trailers"),
             ("accept", "*/*"),
         ]);
-        let out = upstream_headers(&incoming, &hop("10.0.0.9", false));
+        let out = up(&incoming, &hop("10.0.0.9", false));
         for gone in ["connection", "keep-alive", "x-secret", "te"] {
             assert!(get(&out, gone).is_empty(), "{gone} survived");
         }
         assert_eq!(get(&out, "accept"), ["*/*"]);
         assert_eq!(get(&out, "via"), ["1.1 helios-proxy"]);
+    }
+
+    #[test]
+    fn values_that_are_not_text_pass_byte_for_byte() {
+        let mut incoming = HeaderMap::new();
+        let raw = HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
+        incoming.append("x-latin1", raw.clone());
+        incoming.append("x-latin1", HeaderValue::from_static("second"));
+        let out = up(&incoming, &hop("10.0.0.9", false));
+        let got: Vec<&HeaderValue> = out.get_all("x-latin1").iter().collect();
+        assert_eq!(got, [&raw, &HeaderValue::from_static("second")]);
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_headers_and_gain_via() {
+        let mut r = h(&[
+            ("connection", "x-internal"),
+            ("x-internal", "1"),
+            ("transfer-encoding", "chunked"),
+            ("via", "1.1 backend-cache"),
+            ("content-type", "text/plain"),
+        ]);
+        downstream_headers(&mut r, false);
+        assert!(get(&r, "x-internal").is_empty());
+        assert!(get(&r, "connection").is_empty());
+        assert!(get(&r, "transfer-encoding").is_empty());
+        assert_eq!(get(&r, "via"), ["1.1 backend-cache, 1.1 helios-proxy"]);
+        assert_eq!(get(&r, "content-type"), ["text/plain"]);
+        let mut switching = h(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        downstream_headers(&mut switching, true);
+        assert_eq!(get(&switching, "upgrade"), ["websocket"]);
+        assert_eq!(get(&switching, "connection"), ["upgrade"]);
     }
 
     #[test]
@@ -280,7 +376,7 @@ mod tests {
             ("x-forwarded-proto", "http"),
             ("forwarded", "for=1.2.3.4"),
         ]);
-        let out = upstream_headers(&incoming, &hop("203.0.113.7", false));
+        let out = up(&incoming, &hop("203.0.113.7", false));
         assert_eq!(get(&out, "x-forwarded-for"), ["203.0.113.7"]);
         assert_eq!(get(&out, "x-forwarded-proto"), ["https"]);
         assert_eq!(get(&out, "x-forwarded-host"), ["shop.example"]);
@@ -288,7 +384,7 @@ mod tests {
             get(&out, "forwarded"),
             ["for=203.0.113.7;proto=https;host=shop.example"]
         );
-        let out = upstream_headers(&incoming, &hop("10.0.0.2", true));
+        let out = up(&incoming, &hop("10.0.0.2", true));
         assert_eq!(get(&out, "x-forwarded-for"), ["1.2.3.4, 10.0.0.2"]);
         assert_eq!(
             get(&out, "x-forwarded-proto"),
@@ -299,7 +395,7 @@ mod tests {
             get(&out, "forwarded"),
             ["for=1.2.3.4, for=10.0.0.2;proto=https;host=shop.example"]
         );
-        let out = upstream_headers(&[], &hop("2001:db8::1", false));
+        let out = up(&HeaderMap::new(), &hop("2001:db8::1", false));
         assert_eq!(
             get(&out, "forwarded"),
             ["for=\"[2001:db8::1]\";proto=https;host=shop.example"]
@@ -311,16 +407,10 @@ mod tests {
         let incoming = h(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         let mut tunnel = hop("10.0.0.9", false);
         tunnel.upgrade = true;
-        let out = upstream_headers(&incoming, &tunnel);
+        let out = up(&incoming, &tunnel);
         assert_eq!(get(&out, "upgrade"), ["websocket"]);
         assert_eq!(get(&out, "connection"), ["upgrade"]);
-        assert!(
-            get(
-                &upstream_headers(&incoming, &hop("10.0.0.9", false)),
-                "upgrade"
-            )
-            .is_empty()
-        );
+        assert!(get(&up(&incoming, &hop("10.0.0.9", false)), "upgrade").is_empty());
     }
 
     #[test]
@@ -344,9 +434,18 @@ mod tests {
         }
     }
 
+    const MADE: [&str; 5] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "via",
+    ];
+
     proptest! {
         /// Whatever a client sends: no hop-by-hop or Connection-listed header survives,
-        /// and from an untrusted peer no forwarding claim of its own does.
+        /// from an untrusted peer no forwarding claim of its own does, and every other
+        /// header is kept, value for value, in order.
         #[test]
         fn nothing_hop_by_hop_or_forged_survives(
             headers in proptest::collection::vec(
@@ -359,17 +458,26 @@ mod tests {
                     Just("x-b".to_owned()),
                     Just("via".to_owned()),
                     "[a-z]{1,6}",
-                ], "[ -~]{0,20}"),
+                ], "[!-~]([ -~]{0,18}[!-~])?"),
                 0..12,
             ),
             trusted in any::<bool>(),
         ) {
-            let listed = connection_listed(&headers);
-            let out = upstream_headers(&headers, &hop("198.51.100.1", trusted));
-            for (n, _) in &out {
-                prop_assert!(!listed.contains(n) || n == "x-forwarded-for" || n == "forwarded" || n == "via"
-                    || n == "x-forwarded-proto" || n == "x-forwarded-host", "{n} survived");
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let incoming = h(&pairs);
+            let listed: Vec<HeaderName> = connection_listed(&incoming);
+            let out = up(&incoming, &hop("198.51.100.1", trusted));
+            for n in out.keys() {
+                prop_assert!(!listed.contains(n) || MADE.contains(&n.as_str()), "{n} survived");
                 prop_assert!(!HOP_BY_HOP.contains(&n.as_str()), "{n} survived");
+            }
+            for n in incoming.keys() {
+                if listed.contains(n) || HOP_BY_HOP.contains(&n.as_str()) || MADE.contains(&n.as_str()) {
+                    continue;
+                }
+                let before: Vec<_> = incoming.get_all(n).iter().collect();
+                let after: Vec<_> = out.get_all(n).iter().collect();
+                prop_assert_eq!(before, after, "{} changed", n);
             }
             let xff = get(&out, "x-forwarded-for");
             prop_assert_eq!(xff.len(), 1);

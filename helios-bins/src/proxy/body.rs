@@ -204,3 +204,52 @@ impl Drop for Tracked {
         }
     }
 }
+
+/// Moves bytes both ways between `a` and `b` (an upgraded connection: WebSocket or
+/// another protocol) until both sides have ended, or until no byte moved either way for
+/// `idle` (then both are dropped: a silent tunnel holds nothing forever). A side's end is
+/// passed on as a write shutdown of the other. Returns the bytes moved a->b and b->a.
+pub(super) async fn tunnel<A, B>(a: A, b: B, idle: Duration) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let mut from_a = vec![0u8; 16 * 1024];
+    let mut from_b = vec![0u8; 16 * 1024];
+    let (mut a_open, mut b_open) = (true, true);
+    let (mut a_to_b, mut b_to_a) = (0u64, 0u64);
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "tunnel idle");
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut from_a), if a_open => match r? {
+                0 => {
+                    a_open = false;
+                    let _ = bw.shutdown().await;
+                }
+                n => {
+                    tokio::time::timeout(idle, bw.write_all(&from_a[..n]))
+                        .await
+                        .map_err(|_| stalled())??;
+                    a_to_b += n as u64;
+                }
+            },
+            r = br.read(&mut from_b), if b_open => match r? {
+                0 => {
+                    b_open = false;
+                    let _ = aw.shutdown().await;
+                }
+                n => {
+                    tokio::time::timeout(idle, aw.write_all(&from_b[..n]))
+                        .await
+                        .map_err(|_| stalled())??;
+                    b_to_a += n as u64;
+                }
+            },
+            () = tokio::time::sleep(idle) => return Err(stalled()),
+        }
+    }
+    Ok((a_to_b, b_to_a))
+}

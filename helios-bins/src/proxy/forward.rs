@@ -11,13 +11,13 @@
 //! body is handed to the first attempt and cannot be sent twice.
 
 use super::access::{Access, Ended};
-use super::body::{Finish, Timed, Tracked};
+use super::body::{Finish, Timed, Tracked, tunnel};
 use super::{RouteState, State, UpstreamBody};
 use crate::app::http::{Body, problem};
 use crate::app::idle::RequestGuard;
 use bytes::Bytes;
 use helios_proxy::{FailureKind, Hop, Outcome, retryable, upstream_headers};
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{HOST, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body as _, Incoming};
@@ -53,55 +53,16 @@ fn request_id(h: &HeaderMap, state: &State) -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// Removes hop-by-hop headers from a response (the fixed list of RFC 9110 7.6.1 and the
-/// names its `Connection` lists), keeping `Upgrade`/`Connection: upgrade` on a 101, and
-/// appends this proxy to `Via`.
-fn downstream_headers(h: &mut HeaderMap, switching: bool) {
-    let listed: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade = h.get(http::header::UPGRADE).cloned();
-    for name in listed {
-        h.remove(name);
-    }
-    for name in helios_proxy::headers::HOP_BY_HOP {
-        h.remove(name);
-    }
-    if switching && let Some(u) = upgrade {
-        h.insert(http::header::UPGRADE, u);
-        h.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-    }
-    h.append(
-        http::header::VIA,
-        HeaderValue::from_static("1.1 helios-proxy"),
-    );
-}
-
-/// The headers for the backend, through the core's rules ([`upstream_headers`]).
+/// The request's headers `h` made into the backend's, in place, through the core's rules
+/// ([`upstream_headers`]), with a `Host` and the request id.
 fn backend_headers(
-    h: &HeaderMap,
+    h: &mut HeaderMap,
     state: &State,
     peer: SocketAddr,
     host: Option<&str>,
     upgrade: bool,
     id: &HeaderValue,
-) -> HeaderMap {
-    let incoming: Vec<(String, String)> = h
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+) {
     let hop = Hop {
         peer: peer.ip(),
         peer_trusted: state.trusted.contains(peer.ip()),
@@ -109,23 +70,14 @@ fn backend_headers(
         host,
         upgrade,
     };
-    let mut out = HeaderMap::with_capacity(incoming.len() + 6);
-    for (n, v) in upstream_headers(&incoming, &hop) {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_bytes(v.as_bytes()),
-        ) {
-            out.append(n, v);
-        }
-    }
+    upstream_headers(h, &hop);
     // An HTTP/2 client names the host in `:authority`; HTTP/1.1 needs a `Host`.
-    if !out.contains_key(HOST)
+    if !h.contains_key(HOST)
         && let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok())
     {
-        out.insert(HOST, v);
+        h.insert(HOST, v);
     }
-    out.insert("x-request-id", id.clone());
-    out
+    h.insert("x-request-id", id.clone());
 }
 
 /// Proxies `req` from `peer`; see the module docs. `request` marks the client
@@ -181,9 +133,16 @@ pub(super) async fn forward(
     };
     drop(routing);
     let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-    let headers = backend_headers(req.headers(), state, peer, host.as_deref(), upgrade, &id);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    backend_headers(
+        &mut parts.headers,
+        state,
+        peer,
+        host.as_deref(),
+        upgrade,
+        &id,
+    );
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -241,7 +200,13 @@ pub(super) async fn forward(
         let mut out = Request::new(out_body);
         *out.method_mut() = parts.method.clone();
         *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = headers.clone();
+        // A streamed body goes once, so its headers can too; a body-less request keeps
+        // them for a retry.
+        *out.headers_mut() = if has_body {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
         match uri {
             Ok(u) => *out.uri_mut() = u,
             Err(e) => {
@@ -378,7 +343,7 @@ fn respond(
     id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    downstream_headers(resp.headers_mut(), switching);
+    helios_proxy::headers::downstream_headers(resp.headers_mut(), switching);
     resp.headers_mut().insert("x-request-id", id.clone());
     if switching && let Some(client_upgrade) = client_upgrade {
         let backend_upgrade = hyper::upgrade::on(&mut resp);
@@ -392,8 +357,10 @@ fn respond(
             let _request = request;
             match tokio::try_join!(client_upgrade, backend_upgrade) {
                 Ok((c, b)) => {
-                    let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                    let (c, b) = (TokioIo::new(c), TokioIo::new(b));
+                    // Bounded by the idle timeout, not by the connection's: the tunnel
+                    // holds the request guard.
+                    if let Err(e) = tunnel(c, b, x.idle).await {
                         tracing::debug!(error = %e, "tunnel ended with an error");
                     }
                 }
