@@ -125,7 +125,7 @@ pub fn recovery(data: &[u8]) {
     ];
     let disk = MemStorage::new();
     use crate::storage::Storage;
-    disk.create_dir_all(&dir)
+    disk.create_dir_durable(&dir)
         .expect("a directory on the model disk");
     let parts = split(data, names.len());
     for (name, part) in names.iter().zip(&parts) {

@@ -16,7 +16,7 @@
 //!   records (as on the real file system). `HELIOS_SEED=<n>` replays a run.
 //! - Open after a process crash (`kill -9`, the page cache kept) and then a power loss:
 //!   what open replayed and served, and the segment it appends to, are durable before
-//!   the first read or write (issue 18, point 1).
+//!   the first read or write (issue 18, point 1); so is the data directory open creates.
 //! - Zeros a power loss left after the records (padding never synced) are cut at open,
 //!   so a later crash cannot leave zeros then landed data (issue 18, point 3).
 //! - A failed fsync is final: nothing is acknowledged after it though the next fsync
@@ -432,6 +432,28 @@ fn an_acknowledged_write_to_a_segment_left_by_a_killed_rotation_survives_power_l
             &format!("padded {padded}: b=2 was acknowledged under always"),
         );
     }
+}
+
+/// A store opened in a directory it creates (two levels deep) makes the new names durable
+/// before it acknowledges anything: the model loses a directory whose parent was never
+/// fsynced, and with it every file in it, fsynced or not.
+#[test]
+fn a_data_directory_created_by_open_survives_a_power_loss() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let deep = std::path::Path::new("/srv/atlas/data");
+    let opts = || options(&disk, &clock, FsyncPolicy::Always);
+    let db = Atlas::open(deep, opts()).unwrap();
+    db.set("a", "1").unwrap();
+    disk.crash(CrashTear::DropUnsynced);
+    drop(db);
+    disk.restart();
+    let db = Atlas::open(deep, opts()).unwrap();
+    assert_eq!(
+        db.get("a").as_deref(),
+        Some(&b"1"[..]),
+        "an acknowledged write"
+    );
 }
 
 /// The AOF segments on `disk`, last one last.
