@@ -23,10 +23,12 @@
 //!   padding starts. Version 1 segments (no padding) read the same way.
 //!
 //! Scanning ([`scan_segment`]) classifies the end of a segment: clean (the records end at
-//! the end of the file or where nothing but padding follows), a torn tail (the last line
-//! has no newline, or fails to decode with only padding after it: a crash in the middle of
-//! an append), or corruption (a complete line that fails to parse or to check with a
-//! record or garbage after it, a sequence gap, or data after padding) at a byte offset.
+//! the end of the file or where nothing but padding follows), a torn tail (a crash in the
+//! middle of an append: the last line is an unfinished JSON value, or a whole record
+//! whose newline did not land, with nothing but padding or a hole after it; see
+//! `torn_at` and `unterminated_end`), or corruption (a complete line that fails to parse
+//! or to check, a sequence gap, data after padding, zeros where a landed sector or
+//! durable padding should be) at a byte offset.
 //! What to do about each is the caller's decision (see `recovery`).
 
 mod fast;
@@ -124,6 +126,48 @@ fn torn_at(bytes: &[u8], pos: usize) -> bool {
         return false;
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes[pos..t]).is_err_and(|e| e.is_eof())
+}
+
+/// How a segment ends whose last line, at `pos`, has no newline after it anywhere in the
+/// file. Its text runs to the first zero byte (zeros to the end of the file: a growing
+/// file whose new size was made durable before its data, or a padding chunk a crash left
+/// unsynced) or to the end of the file.
+///
+/// An append writes a record and its newline with one `write`, so a crash can leave a
+/// prefix of them: an unfinished JSON value, or the whole record without its newline.
+/// Both are torn. The rest is damage, reported at `pos`: a complete JSON value that is
+/// not the next record (a prefix of what an append writes is never one), a syntax error
+/// (nor that), and a whole record whose newline reads as a zero byte inside the sector
+/// that holds the record's end: that sector landed (the record's end is there), so its
+/// newline did too. On a sector boundary the zero is a sector that did not land while
+/// the file's size did: torn, as it could be.
+fn unterminated_end(bytes: &[u8], pos: usize, expected_seq: u64) -> ScanEnd {
+    let torn = ScanEnd::Torn { offset: pos as u64 };
+    let rest = &bytes[pos..];
+    let text_len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    let text = &rest[..text_len];
+    let corrupt = |reason: String| ScanEnd::Corrupt {
+        offset: pos as u64,
+        reason,
+    };
+    match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+        Err(e) if e.is_eof() => return torn,
+        Err(e) => return corrupt(format!("not a record, and no newline after it: {e}")),
+        Ok(_) => {}
+    }
+    match decode_record_line(text) {
+        Err(reason) => corrupt(format!("{reason} (the last line, no newline after it)")),
+        Ok(r) if r.seq != expected_seq => corrupt(format!(
+            "expected sequence {expected_seq}, found {} (the last line, no newline after it)",
+            r.seq
+        )),
+        Ok(_) if text_len == rest.len() || (pos + text_len).is_multiple_of(SECTOR_SIZE) => torn,
+        Ok(_) => corrupt(format!(
+            "a whole record whose newline reads as a zero byte at {}, inside the sector \
+             that holds the record's end",
+            pos + text_len
+        )),
+    }
 }
 
 /// One logged write: a sequence number and its ops, applied all or nothing.
@@ -271,7 +315,8 @@ pub struct ScannedRecord {
 pub enum ScanEnd {
     /// Every byte belongs to a valid line, or is padding after the last one.
     Clean,
-    /// An append cut short by a crash: the last line has no newline, or it stops at a
+    /// An append cut short by a crash: the last line has no newline after it and is an
+    /// unfinished JSON value or a whole record (see `unterminated_end`), or it stops at a
     /// sector boundary in padding, or sectors in padding were never written and data
     /// after them was (see `torn_at`). `offset` is where the cut line (or the padding)
     /// starts; truncating there leaves a clean segment.
@@ -438,7 +483,7 @@ pub fn scan_segment_each(
             };
         }
         let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
-            break ScanEnd::Torn { offset: pos as u64 };
+            break unterminated_end(bytes, pos, expected_seq);
         };
         let offset = pos as u64;
         match decode_record_line(&rest[..line_len]) {
@@ -729,6 +774,91 @@ mod tests {
                 offset: last as u64
             }
         );
+    }
+
+    #[test]
+    fn a_whole_last_record_whose_newline_reads_as_zero_is_corrupt_off_a_sector_boundary() {
+        // Issue 18.4, without padding: the last line has no newline after it anywhere.
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "22")])]);
+        let last = scan_segment(&bytes, Path::new("f"), 1).unwrap().records[1].offset;
+        let newline = bytes.len() - 1;
+        assert!(!newline.is_multiple_of(SECTOR_SIZE));
+        let torn = ScanEnd::Torn { offset: last };
+        // The newline's write did not land, the record's did: torn (never acknowledged).
+        let scan = scan_segment(&bytes[..newline], Path::new("f"), 1).unwrap();
+        assert_eq!((scan.end, scan.records.len()), (torn.clone(), 1));
+        // The newline reads as a zero, alone or with more zeros up to the end of the
+        // file, inside the sector that holds the record's end (which landed): damage.
+        for zeros in [1, 2, 600] {
+            let mut b = bytes[..newline].to_vec();
+            b.resize(newline + zeros, 0);
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            assert!(
+                matches!(&scan.end, ScanEnd::Corrupt { offset, reason }
+                    if *offset == last && reason.contains("newline reads as a zero")),
+                "{zeros} zeros: {:?}",
+                scan.end
+            );
+            assert_eq!(scan.records.len(), 1);
+        }
+        // The same with the newline on a sector boundary: its sector may not have landed
+        // while the file's size did. Torn.
+        let n = (1..SECTOR_SIZE)
+            .find(|&n| {
+                seg(&[
+                    (1, vec![set("a", "1")]),
+                    (2, vec![set("b", &"x".repeat(n))]),
+                ])
+                .len()
+                    - 1
+                    == SECTOR_SIZE
+            })
+            .expect("a value length that puts the newline on a sector boundary");
+        let mut b = seg(&[
+            (1, vec![set("a", "1")]),
+            (2, vec![set("b", &"x".repeat(n))]),
+        ]);
+        b[SECTOR_SIZE] = 0;
+        b.resize(2 * SECTOR_SIZE, 0);
+        let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+        assert_eq!((scan.end, scan.records.len()), (torn, 1));
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_torn_only_while_its_json_is_unfinished() {
+        // A value with multi-byte characters: no cut inside one reads as a syntax error.
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "é€😀 ok")])]);
+        let last = scan_segment(&bytes, Path::new("f"), 1).unwrap().records[1].offset;
+        let torn = ScanEnd::Torn { offset: last };
+        for cut in last as usize + 1..bytes.len() - 1 {
+            for zeros in [0, 3] {
+                let mut b = bytes[..cut].to_vec();
+                b.resize(cut + zeros, 0);
+                let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+                assert_eq!(scan.end, torn, "cut {cut}, {zeros} zeros");
+            }
+        }
+        // A whole JSON value that does not check, or is not the next record, or a syntax
+        // error: no prefix of an append looks like that.
+        let flipped = {
+            let mut b = bytes[..bytes.len() - 1].to_vec();
+            let at = b.windows(2).rposition(|w| w == b"ok").expect("the value");
+            b[at] ^= 0x01;
+            b
+        };
+        let mut wrong_seq = bytes[..last as usize].to_vec();
+        encode_record(3, &[set("b", "22")], &mut wrong_seq);
+        wrong_seq.pop();
+        let mut syntax = bytes[..last as usize].to_vec();
+        syntax.extend_from_slice(b"{\"seq\":2,]");
+        for (what, b) in [("flipped", flipped), ("seq", wrong_seq), ("syntax", syntax)] {
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            assert!(
+                matches!(scan.end, ScanEnd::Corrupt { offset, .. } if offset == last),
+                "{what}: {:?}",
+                scan.end
+            );
+        }
     }
 
     #[test]
