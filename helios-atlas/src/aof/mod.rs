@@ -38,6 +38,7 @@ use crate::limits::RECORD_SIZE_MAX;
 use crate::op::Op;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 /// The format name in every segment header.
@@ -384,7 +385,9 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
 /// What [`scan_segment_each`] found besides the records it handed over.
 #[derive(Debug, Clone)]
 pub struct ScanSummary {
-    /// How many valid records were handed to the callback.
+    /// The callback of [`scan_segment_from`] stopped the scan before the segment's end.
+    pub stopped: bool,
+    /// How many valid records were handed to the callback (and taken).
     pub record_count: u64,
     /// Byte offset just past the header line (0 if the header itself is torn).
     pub header_end: u64,
@@ -408,7 +411,37 @@ pub fn scan_segment_each(
     start_seq: u64,
     mut each: impl FnMut(ScannedRecord),
 ) -> Result<ScanSummary, AtlasError> {
+    scan_segment_from(bytes, file, start_seq, None, |r| {
+        each(r);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Where a scan resumes: the offset where the record `seq` starts, as a previous scan of
+/// the same segment found it (a [`ScannedRecord::offset`], or its `end` for the record
+/// after it). Bytes before it are not looked at again, the header excepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanResume {
+    /// Byte offset of the record.
+    pub offset: u64,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// As [`scan_segment_each`], starting at `resume` (after the header if `None`), and
+/// stopping early when `each` returns `Break`: the record it was handed is then not
+/// taken, and the summary's `log_end` is where it starts (resume there), its `end`
+/// `Clean` and `stopped` true. A `resume` past the end of `bytes`, or before the end of
+/// the header, is reported as corrupt at that offset.
+pub fn scan_segment_from(
+    bytes: &[u8],
+    file: &Path,
+    start_seq: u64,
+    resume: Option<ScanResume>,
+    mut each: impl FnMut(ScannedRecord) -> ControlFlow<()>,
+) -> Result<ScanSummary, AtlasError> {
     let ended = |end| ScanSummary {
+        stopped: false,
         record_count: 0,
         header_end: 0,
         log_end: 0,
@@ -450,6 +483,7 @@ pub fn scan_segment_each(
     let header_end = header_len as u64 + 1;
     if header.start_seq != start_seq {
         return Ok(ScanSummary {
+            stopped: false,
             record_count: 0,
             header_end,
             log_end: header_end,
@@ -466,6 +500,25 @@ pub fn scan_segment_each(
     let mut record_count = 0u64;
     let mut pos = header_len + 1;
     let mut expected_seq = start_seq;
+    if let Some(r) = resume {
+        match usize::try_from(r.offset) {
+            Ok(at) if at >= pos && at <= bytes.len() => (pos, expected_seq) = (at, r.seq),
+            _ => {
+                return Ok(ScanSummary {
+                    stopped: false,
+                    record_count: 0,
+                    header_end,
+                    log_end: header_end,
+                    version: header.version,
+                    end: ScanEnd::Corrupt {
+                        offset: r.offset,
+                        reason: format!("no record can start at byte {}", r.offset),
+                    },
+                });
+            }
+        }
+    }
+    let mut stopped = false;
     let end = loop {
         if pos == bytes.len() {
             break ScanEnd::Clean;
@@ -488,14 +541,18 @@ pub fn scan_segment_each(
         let offset = pos as u64;
         match decode_record_line(&rest[..line_len]) {
             Ok(record) if record.seq == expected_seq => {
+                let scanned = ScannedRecord {
+                    offset,
+                    end: (pos + line_len + 1) as u64,
+                    record,
+                };
+                if each(scanned).is_break() {
+                    stopped = true;
+                    break ScanEnd::Clean;
+                }
                 pos += line_len + 1;
                 expected_seq += 1;
                 record_count += 1;
-                each(ScannedRecord {
-                    offset,
-                    end: pos as u64,
-                    record,
-                });
             }
             Ok(record) => {
                 break ScanEnd::Corrupt {
@@ -508,6 +565,7 @@ pub fn scan_segment_each(
         }
     };
     Ok(ScanSummary {
+        stopped,
         record_count,
         header_end,
         log_end: pos as u64,
@@ -555,6 +613,50 @@ mod tests {
         assert_eq!(scan.records.len(), 2);
         assert_eq!(scan.records[1].record.ops.len(), 2);
         assert_eq!(scan.records[1].end, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_scan_stops_before_the_record_it_is_told_to_and_resumes_there() {
+        let bytes = seg(&[
+            (1, vec![set("a", "1")]),
+            (2, vec![set("b", "2")]),
+            (3, vec![set("c", "3")]),
+        ]);
+        let f = Path::new("f");
+        let mut seen = vec![];
+        let stop = scan_segment_from(&bytes, f, 1, None, |r| {
+            if r.record.seq == 3 {
+                return ControlFlow::Break(());
+            }
+            seen.push(r.record.seq);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert!(stop.stopped);
+        assert_eq!(
+            (seen, stop.record_count, stop.end),
+            (vec![1, 2], 2, ScanEnd::Clean)
+        );
+        let resume = ScanResume {
+            offset: stop.log_end,
+            seq: 3,
+        };
+        let mut rest = vec![];
+        let end = scan_segment_from(&bytes, f, 1, Some(resume), |r| {
+            rest.push((r.record.seq, r.end));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(rest, vec![(3, bytes.len() as u64)]);
+        assert!(!end.stopped && end.end == ScanEnd::Clean);
+        // Nowhere a record can start: corrupt there, nothing handed over.
+        for offset in [0, bytes.len() as u64 + 1] {
+            let bad = scan_segment_from(&bytes, f, 1, Some(ScanResume { offset, seq: 3 }), |_| {
+                panic!("no record")
+            })
+            .unwrap();
+            assert!(matches!(bad.end, ScanEnd::Corrupt { offset: o, .. } if o == offset));
+        }
     }
 
     #[test]
