@@ -127,8 +127,9 @@ pub struct GatewayConfig {
     pub metrics_listen: String,
     /// ATLAS data directory.
     pub data_dir: PathBuf,
-    /// Where `POST /admin/backup` writes backups, one directory each (never inside
-    /// `data_dir`).
+    /// Where `POST /admin/backup` writes backups, one directory each. Neither inside
+    /// `data_dir` nor holding it, as paths after `.` and `..` are resolved (`validate`
+    /// refuses both; symbolic links are not followed).
     pub backup_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
@@ -254,10 +255,31 @@ impl GatewayConfig {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
         }
-        if self.backup_dir.as_os_str().is_empty() || self.backup_dir == self.data_dir {
+        if self.backup_dir.as_os_str().is_empty() {
+            return Err(err("backup_dir", "a directory of its own (not empty)"));
+        }
+        // Apart, as paths: a backup inside the data directory would be copied into the
+        // next backup, and a data directory inside the backups could be overwritten by a
+        // restore or taken for a backup.
+        let (data, backups) = (lexical_path(&self.data_dir), lexical_path(&self.backup_dir));
+        if backups.starts_with(&data) {
             return Err(err(
                 "backup_dir",
-                "a directory of its own (not empty, not data_dir)",
+                format!(
+                    "{} is data_dir {} or inside it; pick a directory of its own",
+                    self.backup_dir.display(),
+                    self.data_dir.display()
+                ),
+            ));
+        }
+        if data.starts_with(&backups) {
+            return Err(err(
+                "backup_dir",
+                format!(
+                    "{} holds data_dir {}; pick a directory of its own",
+                    self.backup_dir.display(),
+                    self.data_dir.display()
+                ),
             ));
         }
         if !self.metrics_listen.is_empty()
@@ -341,6 +363,32 @@ impl GatewayConfig {
     }
 }
 
+/// `path` made absolute (against the current directory) and with `.` and `..` resolved
+/// lexically: no file system access beyond the current directory's name, so the path
+/// need not exist (symbolic links are not followed: two names of one directory through
+/// a link are not caught).
+fn lexical_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                // `..` of the root is the root; of a relative start (no current directory
+                // known), kept.
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +465,41 @@ mod tests {
         assert!(e.key.starts_with("nope"), "{e}");
         let e = load("listen: nowhere\n", &[]).unwrap_err();
         assert_eq!(e.key, "listen");
+    }
+
+    #[test]
+    fn backup_dir_and_data_dir_are_apart_as_paths() {
+        // Inside data_dir, however spelled; data_dir inside backup_dir; the same
+        // directory. None of them need exist.
+        for (data, backups) in [
+            ("data", "data/backups"),
+            ("data", "./data/./backups"),
+            ("/srv/h/data", "/srv/h/data/../data/b"),
+            ("/srv/h/data", "/srv/h/x/../data"),
+            ("data", "data/"),
+            ("/srv/h/backups/data", "/srv/h/backups"),
+            ("backups/../b/data", "b"),
+        ] {
+            let e = load(&format!("data_dir: {data}\nbackup_dir: {backups}\n"), &[])
+                .expect_err(&format!("{data} {backups}"));
+            assert_eq!(e.key, "backup_dir", "{data} {backups}: {e}");
+        }
+        // Apart, including names that only share a prefix of characters.
+        for (data, backups) in [
+            ("data", "backups"),
+            ("data", "data-backups"),
+            ("/srv/h/data", "/srv/h/data2/b"),
+            ("/srv/h/data", "/srv/h/data/../backups"),
+        ] {
+            let c = load(&format!("data_dir: {data}\nbackup_dir: {backups}\n"), &[])
+                .unwrap_or_else(|e| panic!("{data} {backups}: {e}"));
+            assert_eq!(c.backup_dir, PathBuf::from(backups));
+        }
+        assert_eq!(
+            lexical_path(Path::new("/a/./b/../../c/..")),
+            PathBuf::from("/")
+        );
+        assert_eq!(lexical_path(Path::new("/../x")), PathBuf::from("/x"));
     }
 }
 
