@@ -133,6 +133,10 @@ pub struct GatewayConfig {
     pub backup_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
+    /// Under `everysec`: no write is acknowledged while the last successful fsync started
+    /// more than this long ago, ms (at least 1000); such a write waits for an fsync first.
+    /// ATLAS's `Options::everysec_lag_max_ms` (docs/durability.md).
+    pub everysec_lag_max_ms: u64,
     /// HTTP limits.
     pub http: HttpConfig,
     /// TLS (rustls) for the API listener.
@@ -155,6 +159,7 @@ impl Default for GatewayConfig {
             data_dir: PathBuf::from("data"),
             backup_dir: PathBuf::from("backups"),
             appendfsync: "everysec".into(),
+            everysec_lag_max_ms: 2000,
             http: HttpConfig {
                 body_size_max: 1024 * 1024,
                 header_read_timeout_ms: 10_000,
@@ -303,6 +308,9 @@ impl GatewayConfig {
         }
         if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
             return Err(err("appendfsync", "one of always, everysec, no"));
+        }
+        if !(1000..=3_600_000).contains(&self.everysec_lag_max_ms) {
+            return Err(err("everysec_lag_max_ms", "1000..=3600000 ms"));
         }
         if self.http.body_size_max == 0 || self.http.body_size_max > 256 * 1024 * 1024 {
             return Err(err("http.body_size_max", "1..=268435456"));
@@ -465,6 +473,10 @@ mod tests {
         assert!(e.key.starts_with("nope"), "{e}");
         let e = load("listen: nowhere\n", &[]).unwrap_err();
         assert_eq!(e.key, "listen");
+        let e = load("everysec_lag_max_ms: 500\n", &[]).unwrap_err();
+        assert_eq!(e.key, "everysec_lag_max_ms", "{e}");
+        let c = load("", &[("HELIOS_EVERYSEC_LAG_MAX_MS", "5000")]).unwrap();
+        assert_eq!(c.everysec_lag_max_ms, 5000);
     }
 
     #[test]
