@@ -276,6 +276,16 @@ pub fn decode_record_line(line: &[u8]) -> Result<Record, String> {
     decode_record_line_general(line)
 }
 
+/// The two decoders behind [`decode_record_line`], each on its own, for the fuzzers
+/// (`crate::fuzzing::record_decoders`): the fast path (`None` for a line that is not
+/// canonical, or not valid) and the general one.
+pub(crate) fn decode_record_line_paths(line: &[u8]) -> (Option<Record>, Result<Record, String>) {
+    (
+        fast::decode_canonical(line),
+        decode_record_line_general(line),
+    )
+}
+
 /// [`decode_record_line`] through serde: every valid line, and the reason for an invalid
 /// one.
 fn decode_record_line_general(line: &[u8]) -> Result<Record, String> {
