@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes ATLAS's decoders with cargo-fuzz (issue 18, point 8): the AOF record decoder, the
-# segment scanner, the snapshot decoder and recovery over a directory of random files
-# (targets in fuzz/, properties in helios_atlas::fuzzing). On stable Rust, without a
+# Fuzzes ATLAS's decoders with cargo-fuzz (issue 18, point 8): the AOF record decoder (and
+# its fast path against the general one), the segment scanner, the snapshot decoder and
+# recovery over a directory of random files (targets in fuzz/, properties in
+# helios_atlas::fuzzing). On stable Rust, without a
 # sanitizer (`-s none`); installs cargo-fuzz if missing.
 #
 #   scripts/fuzz.sh            every target for 60 s
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(aof_record aof_segment snapshot recovery)
+[ ${#targets[@]} -gt 0 ] || targets=(aof_record aof_decoders aof_segment snapshot recovery)
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
     cargo install cargo-fuzz --locked

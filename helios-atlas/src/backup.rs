@@ -10,17 +10,19 @@
 //! closed and never written again, and compaction (which could remove one) waits for
 //! the copy (it runs under the snapshot lock, which the backup holds).
 //!
-//! Invariants: every file is written through [`Storage`] and fsynced, and the manifest is
-//! written last (temporary name, fsync, rename, directory fsync): a backup directory
-//! without a manifest is incomplete, and [`verify_backup`] refuses it. Nothing in the
-//! source directory changes beyond what a snapshot's rotation does.
+//! Invariants: the backup directory's name is made durable (its parent fsynced) before
+//! anything is written in it, every file is written through [`Storage`] and fsynced, and
+//! the manifest is written last (temporary name, fsync, rename, directory fsync): a
+//! backup directory without a manifest is incomplete, and [`verify_backup`] refuses it.
+//! Nothing in the source directory changes beyond what a snapshot's rotation does. The
+//! same holds for the directory [`restore_backup`] writes.
 
 use crate::aof::{self, ScanEnd};
 use crate::error::{AtlasError, Result};
 use crate::snapshot;
 use crate::storage::Storage;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Name of the manifest in a backup directory.
 pub const MANIFEST_NAME: &str = "MANIFEST.json";
@@ -68,9 +70,13 @@ fn target_error(dir: &Path, reason: impl Into<String>) -> AtlasError {
     }
 }
 
-/// Creates `dir` if missing; it must hold no file.
+/// Creates `dir` if missing, and makes its name durable; it must hold no file.
+///
+/// The parent is fsynced even when `dir` already existed (empty): it may be the leftover
+/// of an attempt killed before its parent's fsync, and the files about to be written in
+/// it are worth nothing if the directory's own name can vanish.
 fn empty_target(storage: &dyn Storage, dir: &Path) -> Result<()> {
-    storage
+    let created = storage
         .create_dir_all(dir)
         .map_err(|e| AtlasError::io(dir, e))?;
     let names = storage.list(dir).map_err(|e| AtlasError::io(dir, e))?;
@@ -79,6 +85,15 @@ fn empty_target(storage: &dyn Storage, dir: &Path) -> Result<()> {
             dir,
             format!("not empty (holds {first}); pick a new directory"),
         ));
+    }
+    let mut parents: Vec<&Path> = created.iter().filter_map(|d| d.parent()).collect();
+    if created.last().map(PathBuf::as_path) != Some(dir) {
+        parents.extend(dir.parent());
+    }
+    for parent in parents {
+        storage
+            .sync_dir(parent)
+            .map_err(|e| AtlasError::io(parent, e))?;
     }
     Ok(())
 }

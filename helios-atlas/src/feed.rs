@@ -5,13 +5,23 @@
 //! bytes (`feed_buffer_size`, and, under a memory limit, by what the keyspace leaves of
 //! it: the ring's values count against `memory_limit_size`, and it is the ring that gives
 //! way). A record larger than the bound is not kept at all. A subscriber that falls
-//! behind the ring, or resumes after a restart, reads the AOF segments back from disk,
-//! one segment at a time. Once compaction has removed the segment holding a requested
-//! sequence, the subscriber gets [`AtlasError::FeedCompacted`] and must resync (scan the
-//! keyspace, then subscribe from `last_seq() + 1`).
+//! behind the ring, or resumes after a restart, reads the AOF segments back from disk.
+//! Once compaction has removed the segment holding a requested sequence, the subscriber
+//! gets [`AtlasError::FeedCompacted`] and must resync (scan the keyspace, then subscribe
+//! from `last_seq() + 1`).
+//!
+//! Catching up from disk is bounded per subscriber: a read decodes the segment holding
+//! the subscriber's position one record at a time (`aof::scan_segment_from`), queues the
+//! matching events until they would pass [`FEED_CATCHUP_SIZE`] (estimated as
+//! [`record_size`] does; one event larger than that is queued alone), and stops there;
+//! the next read resumes at the byte offset of the next record (no record skipped or
+//! delivered twice, and none decoded twice). While a read runs, the segment's bytes are
+//! held whole (`Storage::read` reads whole files): one segment, at most
+//! `auto_snapshot_aof_size` plus its padding when automatic snapshots are on, for the
+//! duration of the read, not kept between reads.
 //!
 //! Only applied records are published, so a subscriber never sees a write that was not
-//! acknowledged. Memory per subscriber is bounded by one segment's matching records.
+//! acknowledged.
 
 use crate::aof::{self, Record};
 use crate::error::{AtlasError, Result};
@@ -20,6 +30,7 @@ use crate::storage::Storage;
 use helios_core::Clock;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,9 +58,14 @@ pub(crate) struct FeedState {
 /// overhead per op and per record. Values are counted whole although the keyspace may
 /// share them (`Bytes`): once a key is overwritten, only the ring holds its old value.
 pub(crate) fn record_size(r: &Record) -> u64 {
+    ops_size(&r.ops)
+}
+
+/// [`record_size`] of a record holding `ops` (or of an event holding them).
+fn ops_size(ops: &[Op]) -> u64 {
     const RECORD_OVERHEAD_SIZE: u64 = 64;
     const OP_OVERHEAD_SIZE: u64 = 48;
-    r.ops.iter().fold(RECORD_OVERHEAD_SIZE, |n, op| {
+    ops.iter().fold(RECORD_OVERHEAD_SIZE, |n, op| {
         let value = match op {
             Op::Set { value, .. } => value.len() as u64,
             Op::Del { .. } | Op::Expire { .. } => 0,
@@ -173,10 +189,29 @@ pub struct Subscription {
     // Invariant: every record below next_seq has been delivered or filtered out.
     next_seq: u64,
     pending: VecDeque<ChangeEvent>,
+    // Invariant: the sum of `ops_size` over the events in `pending`. Bounded by
+    // `catchup_size` for events read from disk; events from the ring (at most
+    // RING_BATCH_COUNT) share their values with the ring.
+    pending_size: u64,
+    // What a read from disk may queue (FEED_CATCHUP_SIZE but in tests).
+    catchup_size: u64,
+    // Where `next_seq` starts on disk, when the last read from disk stopped or ended
+    // there: the next read resumes at that offset instead of decoding the segment again.
+    disk_cursor: Option<(u64, aof::ScanResume)>,
+    // For the tests: the largest `pending_size` a read from disk left, how many reads
+    // from disk ran, and how many records they decoded.
+    #[cfg(test)]
+    pending_size_max: u64,
+    #[cfg(test)]
+    disk_reads: (u64, u64),
 }
 
 /// Records taken from the in-memory ring per lock acquisition.
 const RING_BATCH_COUNT: usize = 1024;
+
+/// What one subscriber's read from disk may queue: the estimated size of the events it
+/// decoded and has not delivered yet (see the module docs).
+pub(crate) const FEED_CATCHUP_SIZE: u64 = 4 << 20;
 
 impl Subscription {
     pub(crate) fn new(shared: Arc<FeedShared>, prefix: String, from_seq: u64) -> Result<Self> {
@@ -193,6 +228,13 @@ impl Subscription {
             prefix,
             next_seq: from_seq,
             pending: VecDeque::new(),
+            pending_size: 0,
+            catchup_size: FEED_CATCHUP_SIZE,
+            disk_cursor: None,
+            #[cfg(test)]
+            pending_size_max: 0,
+            #[cfg(test)]
+            disk_reads: (0, 0),
         })
     }
 
@@ -228,6 +270,7 @@ impl Subscription {
         let deadline_ms = self.shared.clock.now_ms().checked_add(timeout_ms);
         loop {
             if let Some(ev) = self.pending.pop_front() {
+                self.pending_size -= ops_size(&ev.changes);
                 return Ok(Some(ev));
             }
             let durable_last = {
@@ -269,7 +312,7 @@ impl Subscription {
                         for r in taken {
                             self.next_seq = r.seq + 1;
                             if let Some(ev) = self.filter(&r) {
-                                self.pending.push_back(ev);
+                                self.push(ev);
                             }
                         }
                         continue;
@@ -281,7 +324,13 @@ impl Subscription {
         }
     }
 
-    /// Loads the events of the segment holding `next_seq`, up to `durable_last`.
+    fn push(&mut self, ev: ChangeEvent) {
+        self.pending_size += ops_size(&ev.changes);
+        self.pending.push_back(ev);
+    }
+
+    /// Loads the events of the segment holding `next_seq`, up to `durable_last`, until
+    /// they would pass `catchup_size` (see the module docs). Called with `pending` empty.
     fn read_from_disk(&mut self, durable_last: u64) -> Result<()> {
         let segment = {
             let segs = self.shared.segments.lock();
@@ -307,25 +356,57 @@ impl Subscription {
             }
             Err(e) => return Err(AtlasError::io(&path, e)),
         };
-        let scan = aof::scan_segment(&bytes, &path, segment)?;
+        // Resume where the last read of this segment stopped, if it stopped at next_seq
+        // (the ring may have moved the subscriber on since).
+        let resume = self
+            .disk_cursor
+            .take()
+            .filter(|(seg, at)| *seg == segment && at.seq == self.next_seq)
+            .map(|(_, at)| at);
         let before = self.next_seq;
-        for r in &scan.records {
+        let mut resume_at = None;
+        #[cfg(test)]
+        {
+            self.disk_reads.0 += 1;
+        }
+        let summary = aof::scan_segment_from(&bytes, &path, segment, resume, |r| {
+            #[cfg(test)]
+            {
+                self.disk_reads.1 += 1;
+            }
             let seq = r.record.seq;
             if seq < self.next_seq {
-                continue;
+                return ControlFlow::Continue(());
             }
             if seq > durable_last {
-                break;
+                return ControlFlow::Break(());
+            }
+            if let Some(ev) = self.filter(&r.record) {
+                let size = ops_size(&ev.changes);
+                if !self.pending.is_empty() && self.pending_size + size > self.catchup_size {
+                    // Full: this record is the next read's.
+                    return ControlFlow::Break(());
+                }
+                self.push(ev);
             }
             self.next_seq = seq + 1;
-            if let Some(ev) = self.filter(&r.record) {
-                self.pending.push_back(ev);
-            }
+            resume_at = Some(aof::ScanResume {
+                offset: r.end,
+                seq: seq + 1,
+            });
+            ControlFlow::Continue(())
+        })?;
+        #[cfg(test)]
+        {
+            self.pending_size_max = self.pending_size_max.max(self.pending_size);
+        }
+        if let Some(at) = resume_at {
+            self.disk_cursor = Some((segment, at));
         }
         if self.next_seq == before {
             // The record is neither in memory nor where the AOF should hold it.
-            let offset = scan.end_offset().unwrap_or(bytes.len() as u64);
-            let reason = match scan.end {
+            let offset = summary.end.offset().unwrap_or(summary.log_end);
+            let reason = match summary.end {
                 aof::ScanEnd::Corrupt { reason, .. } => reason,
                 _ => format!("record {before} not found"),
             };
@@ -336,5 +417,82 @@ impl Subscription {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+    use crate::{Atlas, Options};
+
+    #[test]
+    fn a_subscriber_catching_up_from_disk_queues_at_most_its_budget_and_sees_each_record_once() {
+        let disk = MemStorage::with_log_padding(4096);
+        let db = Atlas::open(
+            "/data",
+            Options {
+                storage: Arc::new(disk),
+                maintenance_interval_ms: None,
+                auto_snapshot_aof_size: None,
+                // The ring keeps one record: a subscriber from 1 reads the AOF.
+                feed_buffer_count: 1,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let mut expected = Vec::new();
+        let write = |i: usize, expected: &mut Vec<u64>| {
+            if i % 7 == 3 {
+                db.set(&format!("other:{i}"), "x").unwrap();
+            } else {
+                db.set(&format!("k{i:05}"), vec![b'v'; 100]).unwrap();
+                expected.push(db.last_seq());
+            }
+        };
+        for i in 0..1200 {
+            write(i, &mut expected);
+            if i == 0 || i == 800 {
+                // Segments from 2 on, kept (two snapshots retained): the catch-up
+                // crosses from one to the next.
+                db.snapshot().unwrap();
+            }
+        }
+        expected.retain(|&seq| seq >= 2);
+        const BUDGET: u64 = 4096;
+        let mut sub = db.subscribe("k", 2).unwrap();
+        sub.catchup_size = BUDGET;
+        let mut seen = Vec::new();
+        let mut i = 1200;
+        while let Some(ev) = sub.try_next().unwrap() {
+            assert!(sub.pending_size <= BUDGET, "{}", sub.pending_size);
+            assert!(ev.changes.iter().all(|op| op.key().starts_with("k")));
+            seen.push(ev.seq);
+            if seen.len() % 100 == 0 {
+                // Writers go on meanwhile.
+                write(i, &mut expected);
+                i += 1;
+            }
+        }
+        assert_eq!(seen, expected, "every record once, in order");
+        let per_read = BUDGET
+            / ops_size(&[Op::Set {
+                key: "k00000".into(),
+                value: vec![b'v'; 100].into(),
+                expire_at_ms: None,
+            }]);
+        let (reads, decoded) = sub.disk_reads;
+        assert!(sub.pending_size_max <= BUDGET && sub.pending_size_max > BUDGET / 2);
+        assert!(
+            reads as usize >= expected.len() / per_read as usize,
+            "{reads} reads"
+        );
+        // Each read resumes where the last one stopped: every record is decoded once,
+        // plus the one each read stopped at.
+        let records = db.last_seq();
+        assert!(
+            decoded <= records + reads,
+            "{decoded} > {records} + {reads}"
+        );
     }
 }

@@ -5,13 +5,23 @@
 //!
 //! - [`record_line`]: a line the AOF decoder accepts encodes back to a line that decodes
 //!   to the same record (nothing is accepted that the writer could not have written).
+//! - [`record_decoders`]: the fast record decoder against the general (serde) one, on
+//!   the line as given and on a valid line edited by the input: whatever the fast path
+//!   accepts, the general one accepts as the same record; and the fast path accepts
+//!   every line in its domain, a valid line exactly as the writer encodes it with no
+//!   escape in it. (Not "both accept or both refuse": the fast path refuses valid lines
+//!   outside its domain on purpose, whitespace or escapes, and the general path takes
+//!   them.)
 //! - [`segment`]: scanning any bytes never panics; and valid records followed by any bytes
 //!   are all returned, in order (no acknowledged record is lost to what follows it).
 //! - [`snapshot`]: decoding any bytes never panics; a snapshot that decodes re-encodes to
 //!   one that decodes to the same entries.
 //! - [`recovery`]: a data directory of arbitrary files (named like segments, snapshots and
 //!   leftovers) is checked and opened without a panic: open either succeeds or names a
-//!   file, and `check` and `repair` run on it.
+//!   file, and `check` and `repair` run on it. When the first segment starts with valid
+//!   records (then anything), no acknowledged record is lost: the store opens, at once
+//!   or after `repair`, with every one of them replayed (and, when nothing else was
+//!   replayed, their values).
 //!
 //! Not part of the API: hidden from the docs, and free to change.
 
@@ -32,6 +42,64 @@ pub fn record_line(data: &[u8]) {
     assert_eq!(line.pop(), Some(b'\n'));
     let again = aof::decode_record_line(&line).expect("a re-encoded record decodes");
     assert_eq!(again, record);
+}
+
+/// See the module docs.
+pub fn record_decoders(data: &[u8]) {
+    check_decoders(data);
+    // A valid line, one record of the ops the first part makes, edited by the second
+    // part: (position, byte) pairs; an odd byte left over cuts the line there.
+    let parts = split(data, 2);
+    let ops: Vec<Op> = records_from(parts[0], 1)
+        .into_iter()
+        .flat_map(|(_, ops)| ops)
+        .collect();
+    if ops.is_empty() {
+        return;
+    }
+    let mut line = Vec::new();
+    aof::encode_record(u64::from(parts[0].len() as u8) + 1, &ops, &mut line);
+    line.pop();
+    check_decoders(&line);
+    for edit in parts[1].chunks(2) {
+        match *edit {
+            [at, byte] => {
+                let at = usize::from(at) * line.len() / 256;
+                line[at] = byte;
+            }
+            [at] => line.truncate(usize::from(at) * line.len() / 256),
+            _ => {}
+        }
+        if line.is_empty() {
+            return;
+        }
+    }
+    check_decoders(&line);
+}
+
+fn check_decoders(line: &[u8]) {
+    let (fast, general) = aof::decode_record_line_paths(line);
+    if let Some(r) = &fast {
+        assert_eq!(
+            general.as_ref(),
+            Ok(r),
+            "the fast path decodes {:?} otherwise",
+            String::from_utf8_lossy(line)
+        );
+    }
+    if let Ok(r) = &general {
+        let mut canonical = Vec::new();
+        aof::encode_record(r.seq, &r.ops, &mut canonical);
+        canonical.pop();
+        if canonical == line && !line.contains(&b'\\') {
+            assert_eq!(
+                fast.as_ref(),
+                Some(r),
+                "the fast path refuses the canonical {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
 }
 
 /// Splits `data` into `n` parts (some maybe empty) at positions it chooses itself (its
@@ -125,7 +193,7 @@ pub fn recovery(data: &[u8]) {
     ];
     let disk = MemStorage::new();
     use crate::storage::Storage;
-    disk.create_dir_all(&dir)
+    disk.create_dir_durable(&dir)
         .expect("a directory on the model disk");
     let parts = split(data, names.len());
     for (name, part) in names.iter().zip(&parts) {
@@ -133,15 +201,21 @@ pub fn recovery(data: &[u8]) {
             disk.put_file(&dir.join(name), part);
         }
     }
-    // A valid start, sometimes: the records of the first part as segment 1.
-    if data.first().is_some_and(|b| b % 2 == 0) {
+    // A valid start, sometimes: the records of the first part as segment 1, then the
+    // second part (as if a crash or damage followed them).
+    let valid = data.first().is_some_and(|b| b % 2 == 0);
+    let records = if valid {
+        let records = records_from(parts[0], 1);
         let mut seg = aof::header_line(1);
-        for (seq, ops) in records_from(parts[0], 1) {
-            aof::encode_record(seq, &ops, &mut seg);
+        for (seq, ops) in &records {
+            aof::encode_record(*seq, ops, &mut seg);
         }
         seg.extend_from_slice(parts[1]);
         disk.put_file(&dir.join(&names[0]), &seg);
-    }
+        records
+    } else {
+        Vec::new()
+    };
     let _ = crate::check(&disk, &dir);
     let options = Options {
         storage: Arc::new(disk.clone()),
@@ -149,17 +223,54 @@ pub fn recovery(data: &[u8]) {
         auto_snapshot_aof_size: None,
         ..Options::default()
     };
-    match Atlas::open(&dir, options.clone()) {
-        Ok(db) => {
-            db.with_keyspace(|ks| ks.check_invariants());
-            let _ = db.close();
-        }
+    let db = match Atlas::open(&dir, options.clone()) {
+        Ok(db) => Some(db),
         Err(AtlasError::Corrupt { .. } | AtlasError::UnsupportedVersion { .. }) => {
-            let _ = crate::repair(&disk, &dir);
-            if let Ok(db) = Atlas::open(&dir, options) {
-                db.with_keyspace(|ks| ks.check_invariants());
+            let repaired = crate::repair(&disk, &dir);
+            match Atlas::open(&dir, options) {
+                Ok(db) => Some(db),
+                Err(e) if valid => {
+                    panic!("valid records, then damage: no open after repair ({repaired:?}): {e}")
+                }
+                Err(_) => None,
             }
         }
-        Err(_) => {}
+        Err(e) if valid => panic!("valid records, then damage: open fails with {e}"),
+        Err(_) => None,
+    };
+    let Some(db) = db else {
+        return;
+    };
+    db.with_keyspace(|ks| ks.check_invariants());
+    if valid {
+        let n = records.len() as u64;
+        assert!(
+            db.last_seq() >= n,
+            "acknowledged records lost: {n} valid, {} replayed",
+            db.last_seq()
+        );
+        // Nothing but them replayed (no snapshot the input made valid, no record it
+        // added): their last values are there.
+        let snapshot_decodes = snapshot::decode(parts[2], Path::new("s")).is_ok();
+        if db.last_seq() == n && !snapshot_decodes {
+            let mut last = std::collections::BTreeMap::new();
+            for (_, ops) in &records {
+                for op in ops {
+                    last.insert(op.key().to_owned(), op.clone());
+                }
+            }
+            for (key, op) in last {
+                match op {
+                    Op::Set {
+                        value,
+                        expire_at_ms: None,
+                        ..
+                    } => assert_eq!(db.get(&key), Some(value), "{key}"),
+                    Op::Del { .. } => assert_eq!(db.get(&key), None, "{key}"),
+                    _ => {}
+                }
+            }
+        }
     }
+    let _ = db.close();
 }

@@ -65,12 +65,13 @@ pub struct Options {
     /// default 100 ms. `None` runs no thread: the embedder calls `tick`, `sync` and
     /// `snapshot` itself (tests and simulations do).
     pub maintenance_interval_ms: Option<u64>,
-    /// Under `everysec`, the oldest an acknowledged write may be while still unsynced
-    /// (default 2000 ms, at least 1000): once the last successful fsync started longer
-    /// ago than this (a slow disk, a stalled maintenance thread), writers fsync before
-    /// they are acknowledged, waiting behind an fsync in flight, as Redis's writes wait
-    /// when its background fsync is over 2 s behind. Counted in
-    /// `Stats::fsync_lag_stall_count`.
+    /// Under `everysec` (default 2000 ms, at least 1000): no write is acknowledged while
+    /// the last successful fsync started longer ago than this (a slow disk, a stalled
+    /// maintenance thread); such a writer fsyncs first, waiting behind an fsync in
+    /// flight, as Redis's writes wait when its background fsync is over 2 s behind.
+    /// Counted in `Stats::fsync_lag_stall_count`. Checked when a write arrives, not by a
+    /// timer: writes acknowledged before a stall stay unsynced while it lasts
+    /// (docs/durability.md, the `everysec` row).
     pub everysec_lag_max_ms: u64,
     /// The clock that reads "now" for TTLs (default: the system clock).
     pub clock: Arc<dyn Clock>,

@@ -173,12 +173,21 @@ fn a_backup_on_the_model_disk_is_fsynced_and_survives_a_power_loss() {
         manifest.files[0].name.starts_with("snapshot-"),
         "{manifest:?}"
     );
-    // Power loss right after: the backup was made durable before `backup` returned.
+    // Power loss right after: the backup, the directory's own name included (the model
+    // loses a new directory until its parent is fsynced), was made durable before
+    // `backup` returned.
     m.crash(helios_atlas::storage::CrashTear::DropUnsynced);
     drop(db);
     m.restart();
     helios_atlas::verify_backup(&m, out).unwrap();
+    // The same for a restore, into a directory two levels deep.
     helios_atlas::restore_backup(&m, out, Path::new("/restored")).unwrap();
+    helios_atlas::restore_backup(&m, out, Path::new("/deep/restored")).unwrap();
+    m.crash(helios_atlas::storage::CrashTear::DropUnsynced);
+    m.restart();
+    for to in ["/restored", "/deep/restored"] {
+        assert_eq!(names(&m, Path::new(to)).len(), manifest.files.len(), "{to}");
+    }
     let r = Atlas::open(
         "/restored",
         Options {

@@ -13,6 +13,9 @@
 //!   newlines or zeros) is torn, and cut elsewhere it is refused as corrupt (no crash
 //!   cuts there); data past a stretch of padding is refused with the offset where the
 //!   padding starts, and `repair` cuts it there.
+//! - A whole, checksummed last record whose final sectors read as zeros before intact
+//!   padding is damage, not a torn tail: refused with its offset; `repair` sets the
+//!   bytes aside and cuts there (issue 18, point 4).
 
 use helios_atlas::storage::FsStorage;
 use helios_atlas::{Atlas, AtlasError, FileStatus, FsyncPolicy, Options};
@@ -320,6 +323,79 @@ fn a_last_record_cut_at_a_sector_boundary_in_padding_is_torn() {
         }
     }
     assert!(torn >= 4, "{torn} sector boundaries in the record");
+}
+
+/// Issue 18, point 4, end to end: a padded segment whose last record is whole and
+/// checksummed, but whose final sector(s) read back as zeros with the padding after them
+/// intact. Appends land only on durable padding, so no crash leaves that: `open` refuses
+/// with the record's offset (it is not cut as a torn tail), `check` says the same,
+/// `repair` keeps the damaged bytes as `*.corrupt` and cuts at the record, and the store
+/// then opens with every earlier record.
+#[test]
+fn a_whole_last_record_with_zeroed_final_sectors_is_refused_and_repair_cuts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let doc = r#"{"a":[1]}"#.repeat(300);
+    let db = Atlas::open(&src, options()).unwrap();
+    db.set("first", "1").unwrap();
+    db.set("second", "2").unwrap();
+    db.set("doc", doc).unwrap();
+    // As a crash leaves it: records, then padding.
+    let bytes = std::fs::read(src.join(SEGMENT)).unwrap();
+    drop(db);
+    let end = bytes.iter().rposition(|&b| b != b'\n').unwrap() + 2;
+    let last = bytes[..end - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    let sector = helios_atlas::aof::SECTOR_SIZE;
+    // The record's last sector boundary, and the one before: its final one or two
+    // sectors read as zeros, the newline that ends it included.
+    let final_sector = (end - 1) / sector * sector;
+    assert!(
+        final_sector - sector > last,
+        "the record spans three sectors"
+    );
+    for from in [final_sector, final_sector - sector] {
+        let mut b = bytes.clone();
+        b[from..end].fill(0);
+        assert!(b[end..].iter().all(|&c| c == b'\n'), "padding after");
+        let dir = tmp.path().join(format!("zeros{from}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(SEGMENT);
+        std::fs::write(&path, &b).unwrap();
+        match Atlas::open(&dir, options()) {
+            Err(e @ AtlasError::Corrupt { .. }) => {
+                let AtlasError::Corrupt { file, offset, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!((file, *offset), (&path, last as u64), "from {from}");
+                assert!(e.to_string().contains(&last.to_string()), "{e}");
+            }
+            other => panic!("from {from}: {:?}", other.map(|db| db.last_seq())),
+        }
+        let report = helios_atlas::check(&FsStorage, &dir).unwrap();
+        assert!(matches!(
+            report.segments[0].status,
+            FileStatus::Corrupt { offset, .. } if offset == last as u64
+        ));
+        let repaired = helios_atlas::repair(&FsStorage, &dir).unwrap();
+        assert_eq!(repaired.truncated, vec![(path.clone(), last as u64)]);
+        let aside = dir.join(format!("{SEGMENT}.corrupt"));
+        assert_eq!(repaired.set_aside, vec![aside.clone()]);
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            b,
+            "the damaged bytes, whole"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), &bytes[..last]);
+        let db = Atlas::open(&dir, options()).unwrap();
+        assert_eq!(db.last_seq(), 2, "from {from}");
+        assert_eq!(db.get("first").unwrap(), "1");
+        assert_eq!(db.get("second").unwrap(), "2");
+        assert_eq!(db.get("doc"), None);
+        db.set("third", "3").unwrap();
+        drop(db);
+        let db = Atlas::open(&dir, options()).unwrap();
+        assert_eq!((db.last_seq(), db.get("third").unwrap()), (3, "3".into()));
+    }
 }
 
 #[test]

@@ -57,6 +57,25 @@ proptest! {
     }
 
     #[test]
+    fn record_decoders(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzzing::record_decoders(&data);
+    }
+
+    /// The fast decoder against the general one on valid lines (escapes and non-ASCII
+    /// keys included) with a few bytes changed or a cut.
+    #[test]
+    fn mutated_record_decoders(
+        key in "[a-z:\\\\\"\u{e9}\t]{1,12}",
+        value in proptest::collection::vec(any::<u8>(), 0..40),
+        seq in 1u64..1_000_000,
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+        cut in any::<usize>(),
+    ) {
+        fuzzing::record_decoders(&mutated(valid_line(&key, &value, seq), &edits, cut));
+        fuzzing::record_decoders(&valid_line(&key, &value, seq));
+    }
+
+    #[test]
     fn segments(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
         fuzzing::segment(&data);
     }

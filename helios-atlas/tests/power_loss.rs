@@ -16,11 +16,11 @@
 //!   records (as on the real file system). `HELIOS_SEED=<n>` replays a run.
 //! - Open after a process crash (`kill -9`, the page cache kept) and then a power loss:
 //!   what open replayed and served, and the segment it appends to, are durable before
-//!   the first read or write (issue 18, point 1).
+//!   the first read or write (issue 18, point 1); so is the data directory open creates.
 //! - Zeros a power loss left after the records (padding never synced) are cut at open,
 //!   so a later crash cannot leave zeros then landed data (issue 18, point 3).
-//! - A failed fsync is final: nothing is acknowledged after it though the next fsync
-//!   would succeed, the way Linux drops the data of a failed writeback (issue 18,
+//! - A failed fsync is final: nothing is acknowledged (nor backed up) after it though the
+//!   next fsync would succeed, the way Linux drops the data of a failed writeback (issue 18,
 //!   point 2).
 
 mod common;
@@ -434,6 +434,28 @@ fn an_acknowledged_write_to_a_segment_left_by_a_killed_rotation_survives_power_l
     }
 }
 
+/// A store opened in a directory it creates (two levels deep) makes the new names durable
+/// before it acknowledges anything: the model loses a directory whose parent was never
+/// fsynced, and with it every file in it, fsynced or not.
+#[test]
+fn a_data_directory_created_by_open_survives_a_power_loss() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let deep = std::path::Path::new("/srv/atlas/data");
+    let opts = || options(&disk, &clock, FsyncPolicy::Always);
+    let db = Atlas::open(deep, opts()).unwrap();
+    db.set("a", "1").unwrap();
+    disk.crash(CrashTear::DropUnsynced);
+    drop(db);
+    disk.restart();
+    let db = Atlas::open(deep, opts()).unwrap();
+    assert_eq!(
+        db.get("a").as_deref(),
+        Some(&b"1"[..]),
+        "an acknowledged write"
+    );
+}
+
 /// The AOF segments on `disk`, last one last.
 fn last_segment(disk: &MemStorage) -> Vec<u8> {
     let last = names(disk, &dir())
@@ -497,19 +519,24 @@ fn zeros_after_the_records_are_cut_before_appends_go_on() {
 
 /// Issue 18.2: one fsync fails the way Linux fails it (the unsynced bytes are dropped,
 /// the next fsync succeeds). The write whose fsync failed is not acknowledged, nor is any
-/// later one, and syncs, snapshots and rotations refuse too; after a power loss every
+/// later one, and syncs, snapshots, rotations and backups refuse too; after a power loss every
 /// acknowledged write is there. A store that retried the fsync and acknowledged would
 /// lose the write the power loss takes back.
 #[test]
 fn a_failed_fsync_is_final_for_writes_syncs_and_snapshots() {
-    for padded in [false, true] {
+    for (padded, rotated) in [(false, false), (true, false), (true, true)] {
         for policy in [FsyncPolicy::Always, FsyncPolicy::Everysec] {
-            let label = format!("padded {padded} {policy:?}");
+            let label = format!("padded {padded} rotated {rotated} {policy:?}");
             let disk = disk(padded);
             let clock = Arc::new(ManualClock::new(1_000_000));
             let db = open(&disk, &clock, policy);
             db.set("ok", "1").unwrap();
             db.sync().unwrap();
+            if rotated {
+                // The current segment then holds no acknowledged record: a backup would
+                // not rotate, and must refuse by itself.
+                db.snapshot().unwrap();
+            }
             disk.fail_one_sync_after(0);
             match policy {
                 FsyncPolicy::Always => {
@@ -533,6 +560,13 @@ fn a_failed_fsync_is_final_for_writes_syncs_and_snapshots() {
             assert!(db.sync().is_err(), "{label}");
             assert!(db.snapshot().is_err(), "{label}");
             assert!(db.rewrite_aof().is_err(), "{label}");
+            // A backup would copy (and so vouch for) records whose fsync failed.
+            let out = std::path::Path::new("/backup");
+            assert!(
+                matches!(db.backup(out), Err(AtlasError::PreviousIo { .. })),
+                "{label}: backup"
+            );
+            assert!(disk.list(out).is_err(), "{label}: no backup directory");
             assert_eq!(
                 disk.sync_count(),
                 syncs,

@@ -127,11 +127,16 @@ pub struct GatewayConfig {
     pub metrics_listen: String,
     /// ATLAS data directory.
     pub data_dir: PathBuf,
-    /// Where `POST /admin/backup` writes backups, one directory each (never inside
-    /// `data_dir`).
+    /// Where `POST /admin/backup` writes backups, one directory each. Neither inside
+    /// `data_dir` nor holding it, as paths after `.` and `..` are resolved (`validate`
+    /// refuses both; symbolic links are not followed).
     pub backup_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
+    /// Under `everysec`: no write is acknowledged while the last successful fsync started
+    /// more than this long ago, ms (at least 1000); such a write waits for an fsync first.
+    /// ATLAS's `Options::everysec_lag_max_ms` (docs/durability.md).
+    pub everysec_lag_max_ms: u64,
     /// HTTP limits.
     pub http: HttpConfig,
     /// TLS (rustls) for the API listener.
@@ -157,6 +162,7 @@ impl Default for GatewayConfig {
             data_dir: PathBuf::from("data"),
             backup_dir: PathBuf::from("backups"),
             appendfsync: "everysec".into(),
+            everysec_lag_max_ms: 2000,
             http: HttpConfig {
                 body_size_max: 1024 * 1024,
                 header_read_timeout_ms: 10_000,
@@ -276,10 +282,31 @@ impl GatewayConfig {
                 ),
             ));
         }
-        if self.backup_dir.as_os_str().is_empty() || self.backup_dir == self.data_dir {
+        if self.backup_dir.as_os_str().is_empty() {
+            return Err(err("backup_dir", "a directory of its own (not empty)"));
+        }
+        // Apart, as paths: a backup inside the data directory would be copied into the
+        // next backup, and a data directory inside the backups could be overwritten by a
+        // restore or taken for a backup.
+        let (data, backups) = (lexical_path(&self.data_dir), lexical_path(&self.backup_dir));
+        if backups.starts_with(&data) {
             return Err(err(
                 "backup_dir",
-                "a directory of its own (not empty, not data_dir)",
+                format!(
+                    "{} is data_dir {} or inside it; pick a directory of its own",
+                    self.backup_dir.display(),
+                    self.data_dir.display()
+                ),
+            ));
+        }
+        if data.starts_with(&backups) {
+            return Err(err(
+                "backup_dir",
+                format!(
+                    "{} holds data_dir {}; pick a directory of its own",
+                    self.backup_dir.display(),
+                    self.data_dir.display()
+                ),
             ));
         }
         if !self.metrics_listen.is_empty()
@@ -303,6 +330,9 @@ impl GatewayConfig {
         }
         if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
             return Err(err("appendfsync", "one of always, everysec, no"));
+        }
+        if !(1000..=3_600_000).contains(&self.everysec_lag_max_ms) {
+            return Err(err("everysec_lag_max_ms", "1000..=3600000 ms"));
         }
         if self.http.body_size_max == 0 || self.http.body_size_max > 256 * 1024 * 1024 {
             return Err(err("http.body_size_max", "1..=268435456"));
@@ -361,6 +391,32 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
+
+/// `path` made absolute (against the current directory) and with `.` and `..` resolved
+/// lexically: no file system access beyond the current directory's name, so the path
+/// need not exist (symbolic links are not followed: two names of one directory through
+/// a link are not caught).
+fn lexical_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                // `..` of the root is the root; of a relative start (no current directory
+                // known), kept.
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -445,6 +501,45 @@ mod tests {
         assert!(e.key.starts_with("nope"), "{e}");
         let e = load("listen: nowhere\n", &[]).unwrap_err();
         assert_eq!(e.key, "listen");
+        let e = load("everysec_lag_max_ms: 500\n", &[]).unwrap_err();
+        assert_eq!(e.key, "everysec_lag_max_ms", "{e}");
+        let c = load("", &[("HELIOS_EVERYSEC_LAG_MAX_MS", "5000")]).unwrap();
+        assert_eq!(c.everysec_lag_max_ms, 5000);
+    }
+
+    #[test]
+    fn backup_dir_and_data_dir_are_apart_as_paths() {
+        // Inside data_dir, however spelled; data_dir inside backup_dir; the same
+        // directory. None of them need exist.
+        for (data, backups) in [
+            ("data", "data/backups"),
+            ("data", "./data/./backups"),
+            ("/srv/h/data", "/srv/h/data/../data/b"),
+            ("/srv/h/data", "/srv/h/x/../data"),
+            ("data", "data/"),
+            ("/srv/h/backups/data", "/srv/h/backups"),
+            ("backups/../b/data", "b"),
+        ] {
+            let e = load(&format!("data_dir: {data}\nbackup_dir: {backups}\n"), &[])
+                .expect_err(&format!("{data} {backups}"));
+            assert_eq!(e.key, "backup_dir", "{data} {backups}: {e}");
+        }
+        // Apart, including names that only share a prefix of characters.
+        for (data, backups) in [
+            ("data", "backups"),
+            ("data", "data-backups"),
+            ("/srv/h/data", "/srv/h/data2/b"),
+            ("/srv/h/data", "/srv/h/data/../backups"),
+        ] {
+            let c = load(&format!("data_dir: {data}\nbackup_dir: {backups}\n"), &[])
+                .unwrap_or_else(|e| panic!("{data} {backups}: {e}"));
+            assert_eq!(c.backup_dir, PathBuf::from(backups));
+        }
+        assert_eq!(
+            lexical_path(Path::new("/a/./b/../../c/..")),
+            PathBuf::from("/")
+        );
+        assert_eq!(lexical_path(Path::new("/../x")), PathBuf::from("/x"));
     }
 }
 

@@ -648,8 +648,10 @@ async fn the_gateway_s_own_proxy_reads_the_routes_from_the_store() {
 
 #[test]
 fn the_embedded_proxy_settings_are_checked_by_name() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, backups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut cfg = config(dir.path(), 1);
+    cfg.backup_dir = backups.path().to_path_buf();
+    cfg.validate().unwrap();
     cfg.embedded_proxy.enabled = true;
     cfg.embedded_proxy.listen = cfg.listen.clone();
     let e = cfg.validate().unwrap_err().to_string();

@@ -23,10 +23,12 @@
 //!   padding starts. Version 1 segments (no padding) read the same way.
 //!
 //! Scanning ([`scan_segment`]) classifies the end of a segment: clean (the records end at
-//! the end of the file or where nothing but padding follows), a torn tail (the last line
-//! has no newline, or fails to decode with only padding after it: a crash in the middle of
-//! an append), or corruption (a complete line that fails to parse or to check with a
-//! record or garbage after it, a sequence gap, or data after padding) at a byte offset.
+//! the end of the file or where nothing but padding follows), a torn tail (a crash in the
+//! middle of an append: the last line is an unfinished JSON value, or a whole record
+//! whose newline did not land, with nothing but padding or a hole after it; see
+//! `torn_at` and `unterminated_end`), or corruption (a complete line that fails to parse
+//! or to check, a sequence gap, data after padding, zeros where a landed sector or
+//! durable padding should be) at a byte offset.
 //! What to do about each is the caller's decision (see `recovery`).
 
 mod fast;
@@ -36,6 +38,7 @@ use crate::limits::RECORD_SIZE_MAX;
 use crate::op::Op;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 /// The format name in every segment header.
@@ -124,6 +127,48 @@ fn torn_at(bytes: &[u8], pos: usize) -> bool {
         return false;
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes[pos..t]).is_err_and(|e| e.is_eof())
+}
+
+/// How a segment ends whose last line, at `pos`, has no newline after it anywhere in the
+/// file. Its text runs to the first zero byte (zeros to the end of the file: a growing
+/// file whose new size was made durable before its data, or a padding chunk a crash left
+/// unsynced) or to the end of the file.
+///
+/// An append writes a record and its newline with one `write`, so a crash can leave a
+/// prefix of them: an unfinished JSON value, or the whole record without its newline.
+/// Both are torn. The rest is damage, reported at `pos`: a complete JSON value that is
+/// not the next record (a prefix of what an append writes is never one), a syntax error
+/// (nor that), and a whole record whose newline reads as a zero byte inside the sector
+/// that holds the record's end: that sector landed (the record's end is there), so its
+/// newline did too. On a sector boundary the zero is a sector that did not land while
+/// the file's size did: torn, as it could be.
+fn unterminated_end(bytes: &[u8], pos: usize, expected_seq: u64) -> ScanEnd {
+    let torn = ScanEnd::Torn { offset: pos as u64 };
+    let rest = &bytes[pos..];
+    let text_len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    let text = &rest[..text_len];
+    let corrupt = |reason: String| ScanEnd::Corrupt {
+        offset: pos as u64,
+        reason,
+    };
+    match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+        Err(e) if e.is_eof() => return torn,
+        Err(e) => return corrupt(format!("not a record, and no newline after it: {e}")),
+        Ok(_) => {}
+    }
+    match decode_record_line(text) {
+        Err(reason) => corrupt(format!("{reason} (the last line, no newline after it)")),
+        Ok(r) if r.seq != expected_seq => corrupt(format!(
+            "expected sequence {expected_seq}, found {} (the last line, no newline after it)",
+            r.seq
+        )),
+        Ok(_) if text_len == rest.len() || (pos + text_len).is_multiple_of(SECTOR_SIZE) => torn,
+        Ok(_) => corrupt(format!(
+            "a whole record whose newline reads as a zero byte at {}, inside the sector \
+             that holds the record's end",
+            pos + text_len
+        )),
+    }
 }
 
 /// One logged write: a sequence number and its ops, applied all or nothing.
@@ -231,6 +276,16 @@ pub fn decode_record_line(line: &[u8]) -> Result<Record, String> {
     decode_record_line_general(line)
 }
 
+/// The two decoders behind [`decode_record_line`], each on its own, for the fuzzers
+/// (`crate::fuzzing::record_decoders`): the fast path (`None` for a line that is not
+/// canonical, or not valid) and the general one.
+pub(crate) fn decode_record_line_paths(line: &[u8]) -> (Option<Record>, Result<Record, String>) {
+    (
+        fast::decode_canonical(line),
+        decode_record_line_general(line),
+    )
+}
+
 /// [`decode_record_line`] through serde: every valid line, and the reason for an invalid
 /// one.
 fn decode_record_line_general(line: &[u8]) -> Result<Record, String> {
@@ -271,7 +326,8 @@ pub struct ScannedRecord {
 pub enum ScanEnd {
     /// Every byte belongs to a valid line, or is padding after the last one.
     Clean,
-    /// An append cut short by a crash: the last line has no newline, or it stops at a
+    /// An append cut short by a crash: the last line has no newline after it and is an
+    /// unfinished JSON value or a whole record (see `unterminated_end`), or it stops at a
     /// sector boundary in padding, or sectors in padding were never written and data
     /// after them was (see `torn_at`). `offset` is where the cut line (or the padding)
     /// starts; truncating there leaves a clean segment.
@@ -339,7 +395,9 @@ pub fn scan_segment(bytes: &[u8], file: &Path, start_seq: u64) -> Result<Segment
 /// What [`scan_segment_each`] found besides the records it handed over.
 #[derive(Debug, Clone)]
 pub struct ScanSummary {
-    /// How many valid records were handed to the callback.
+    /// The callback of [`scan_segment_from`] stopped the scan before the segment's end.
+    pub stopped: bool,
+    /// How many valid records were handed to the callback (and taken).
     pub record_count: u64,
     /// Byte offset just past the header line (0 if the header itself is torn).
     pub header_end: u64,
@@ -363,7 +421,37 @@ pub fn scan_segment_each(
     start_seq: u64,
     mut each: impl FnMut(ScannedRecord),
 ) -> Result<ScanSummary, AtlasError> {
+    scan_segment_from(bytes, file, start_seq, None, |r| {
+        each(r);
+        ControlFlow::Continue(())
+    })
+}
+
+/// Where a scan resumes: the offset where the record `seq` starts, as a previous scan of
+/// the same segment found it (a [`ScannedRecord::offset`], or its `end` for the record
+/// after it). Bytes before it are not looked at again, the header excepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanResume {
+    /// Byte offset of the record.
+    pub offset: u64,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// As [`scan_segment_each`], starting at `resume` (after the header if `None`), and
+/// stopping early when `each` returns `Break`: the record it was handed is then not
+/// taken, and the summary's `log_end` is where it starts (resume there), its `end`
+/// `Clean` and `stopped` true. A `resume` past the end of `bytes`, or before the end of
+/// the header, is reported as corrupt at that offset.
+pub fn scan_segment_from(
+    bytes: &[u8],
+    file: &Path,
+    start_seq: u64,
+    resume: Option<ScanResume>,
+    mut each: impl FnMut(ScannedRecord) -> ControlFlow<()>,
+) -> Result<ScanSummary, AtlasError> {
     let ended = |end| ScanSummary {
+        stopped: false,
         record_count: 0,
         header_end: 0,
         log_end: 0,
@@ -405,6 +493,7 @@ pub fn scan_segment_each(
     let header_end = header_len as u64 + 1;
     if header.start_seq != start_seq {
         return Ok(ScanSummary {
+            stopped: false,
             record_count: 0,
             header_end,
             log_end: header_end,
@@ -421,6 +510,25 @@ pub fn scan_segment_each(
     let mut record_count = 0u64;
     let mut pos = header_len + 1;
     let mut expected_seq = start_seq;
+    if let Some(r) = resume {
+        match usize::try_from(r.offset) {
+            Ok(at) if at >= pos && at <= bytes.len() => (pos, expected_seq) = (at, r.seq),
+            _ => {
+                return Ok(ScanSummary {
+                    stopped: false,
+                    record_count: 0,
+                    header_end,
+                    log_end: header_end,
+                    version: header.version,
+                    end: ScanEnd::Corrupt {
+                        offset: r.offset,
+                        reason: format!("no record can start at byte {}", r.offset),
+                    },
+                });
+            }
+        }
+    }
+    let mut stopped = false;
     let end = loop {
         if pos == bytes.len() {
             break ScanEnd::Clean;
@@ -438,19 +546,23 @@ pub fn scan_segment_each(
             };
         }
         let Some(line_len) = rest.iter().position(|&b| b == b'\n') else {
-            break ScanEnd::Torn { offset: pos as u64 };
+            break unterminated_end(bytes, pos, expected_seq);
         };
         let offset = pos as u64;
         match decode_record_line(&rest[..line_len]) {
             Ok(record) if record.seq == expected_seq => {
+                let scanned = ScannedRecord {
+                    offset,
+                    end: (pos + line_len + 1) as u64,
+                    record,
+                };
+                if each(scanned).is_break() {
+                    stopped = true;
+                    break ScanEnd::Clean;
+                }
                 pos += line_len + 1;
                 expected_seq += 1;
                 record_count += 1;
-                each(ScannedRecord {
-                    offset,
-                    end: pos as u64,
-                    record,
-                });
             }
             Ok(record) => {
                 break ScanEnd::Corrupt {
@@ -463,6 +575,7 @@ pub fn scan_segment_each(
         }
     };
     Ok(ScanSummary {
+        stopped,
         record_count,
         header_end,
         log_end: pos as u64,
@@ -510,6 +623,50 @@ mod tests {
         assert_eq!(scan.records.len(), 2);
         assert_eq!(scan.records[1].record.ops.len(), 2);
         assert_eq!(scan.records[1].end, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_scan_stops_before_the_record_it_is_told_to_and_resumes_there() {
+        let bytes = seg(&[
+            (1, vec![set("a", "1")]),
+            (2, vec![set("b", "2")]),
+            (3, vec![set("c", "3")]),
+        ]);
+        let f = Path::new("f");
+        let mut seen = vec![];
+        let stop = scan_segment_from(&bytes, f, 1, None, |r| {
+            if r.record.seq == 3 {
+                return ControlFlow::Break(());
+            }
+            seen.push(r.record.seq);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert!(stop.stopped);
+        assert_eq!(
+            (seen, stop.record_count, stop.end),
+            (vec![1, 2], 2, ScanEnd::Clean)
+        );
+        let resume = ScanResume {
+            offset: stop.log_end,
+            seq: 3,
+        };
+        let mut rest = vec![];
+        let end = scan_segment_from(&bytes, f, 1, Some(resume), |r| {
+            rest.push((r.record.seq, r.end));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(rest, vec![(3, bytes.len() as u64)]);
+        assert!(!end.stopped && end.end == ScanEnd::Clean);
+        // Nowhere a record can start: corrupt there, nothing handed over.
+        for offset in [0, bytes.len() as u64 + 1] {
+            let bad = scan_segment_from(&bytes, f, 1, Some(ScanResume { offset, seq: 3 }), |_| {
+                panic!("no record")
+            })
+            .unwrap();
+            assert!(matches!(bad.end, ScanEnd::Corrupt { offset: o, .. } if o == offset));
+        }
     }
 
     #[test]
@@ -729,6 +886,91 @@ mod tests {
                 offset: last as u64
             }
         );
+    }
+
+    #[test]
+    fn a_whole_last_record_whose_newline_reads_as_zero_is_corrupt_off_a_sector_boundary() {
+        // Issue 18.4, without padding: the last line has no newline after it anywhere.
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "22")])]);
+        let last = scan_segment(&bytes, Path::new("f"), 1).unwrap().records[1].offset;
+        let newline = bytes.len() - 1;
+        assert!(!newline.is_multiple_of(SECTOR_SIZE));
+        let torn = ScanEnd::Torn { offset: last };
+        // The newline's write did not land, the record's did: torn (never acknowledged).
+        let scan = scan_segment(&bytes[..newline], Path::new("f"), 1).unwrap();
+        assert_eq!((scan.end, scan.records.len()), (torn.clone(), 1));
+        // The newline reads as a zero, alone or with more zeros up to the end of the
+        // file, inside the sector that holds the record's end (which landed): damage.
+        for zeros in [1, 2, 600] {
+            let mut b = bytes[..newline].to_vec();
+            b.resize(newline + zeros, 0);
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            assert!(
+                matches!(&scan.end, ScanEnd::Corrupt { offset, reason }
+                    if *offset == last && reason.contains("newline reads as a zero")),
+                "{zeros} zeros: {:?}",
+                scan.end
+            );
+            assert_eq!(scan.records.len(), 1);
+        }
+        // The same with the newline on a sector boundary: its sector may not have landed
+        // while the file's size did. Torn.
+        let n = (1..SECTOR_SIZE)
+            .find(|&n| {
+                seg(&[
+                    (1, vec![set("a", "1")]),
+                    (2, vec![set("b", &"x".repeat(n))]),
+                ])
+                .len()
+                    - 1
+                    == SECTOR_SIZE
+            })
+            .expect("a value length that puts the newline on a sector boundary");
+        let mut b = seg(&[
+            (1, vec![set("a", "1")]),
+            (2, vec![set("b", &"x".repeat(n))]),
+        ]);
+        b[SECTOR_SIZE] = 0;
+        b.resize(2 * SECTOR_SIZE, 0);
+        let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+        assert_eq!((scan.end, scan.records.len()), (torn, 1));
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_torn_only_while_its_json_is_unfinished() {
+        // A value with multi-byte characters: no cut inside one reads as a syntax error.
+        let bytes = seg(&[(1, vec![set("a", "1")]), (2, vec![set("b", "é€😀 ok")])]);
+        let last = scan_segment(&bytes, Path::new("f"), 1).unwrap().records[1].offset;
+        let torn = ScanEnd::Torn { offset: last };
+        for cut in last as usize + 1..bytes.len() - 1 {
+            for zeros in [0, 3] {
+                let mut b = bytes[..cut].to_vec();
+                b.resize(cut + zeros, 0);
+                let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+                assert_eq!(scan.end, torn, "cut {cut}, {zeros} zeros");
+            }
+        }
+        // A whole JSON value that does not check, or is not the next record, or a syntax
+        // error: no prefix of an append looks like that.
+        let flipped = {
+            let mut b = bytes[..bytes.len() - 1].to_vec();
+            let at = b.windows(2).rposition(|w| w == b"ok").expect("the value");
+            b[at] ^= 0x01;
+            b
+        };
+        let mut wrong_seq = bytes[..last as usize].to_vec();
+        encode_record(3, &[set("b", "22")], &mut wrong_seq);
+        wrong_seq.pop();
+        let mut syntax = bytes[..last as usize].to_vec();
+        syntax.extend_from_slice(b"{\"seq\":2,]");
+        for (what, b) in [("flipped", flipped), ("seq", wrong_seq), ("syntax", syntax)] {
+            let scan = scan_segment(&b, Path::new("f"), 1).unwrap();
+            assert!(
+                matches!(scan.end, ScanEnd::Corrupt { offset, .. } if offset == last),
+                "{what}: {:?}",
+                scan.end
+            );
+        }
     }
 
     #[test]

@@ -266,12 +266,16 @@ impl Atlas {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let storage = options.storage.clone();
-        storage.create_dir_all(&dir).map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
-                AtlasError::NotADirectory { dir: dir.clone() }
-            }
-            _ => AtlasError::io(&dir, e),
-        })?;
+        // Durable before anything is written in it: a power loss must not take back the
+        // directory of a store that acknowledged writes.
+        storage
+            .create_dir_durable(&dir)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                    AtlasError::NotADirectory { dir: dir.clone() }
+                }
+                _ => AtlasError::io(&dir, e),
+            })?;
         let lock = storage
             .lock_dir(&dir)
             .map_err(|e| AtlasError::lock_failed(&*storage, &dir, e))?;

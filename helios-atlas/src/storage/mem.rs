@@ -34,8 +34,11 @@
 //! sync succeeds and does not write them, and a power loss puts back what the disk held
 //! under them.
 //!
-//! Simplifications, stated so tests don't rely on more: directories are durable when
-//! created; `create` always makes a new inode; truncation is durable at once (the trait
+//! Directories are names too: one [`Storage::create_dir_all`] creates is lost by a power
+//! loss (with everything in it) until a [`Storage::sync_dir`] of its parent; a root (a
+//! path without a parent, or the empty path) always exists.
+//!
+//! Simplifications, stated so tests don't rely on more: `create` always makes a new inode; truncation is durable at once (the trait
 //! says so); padding does not count against [`MemStorage::set_capacity`].
 
 use super::{DirLock, Storage, StorageFile};
@@ -196,6 +199,9 @@ struct State {
     names: BTreeMap<PathBuf, u64>,
     durable_names: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    // The directories a power loss keeps (with their parent): made durable by a
+    // `sync_dir` of their parent.
+    durable_dirs: BTreeSet<PathBuf>,
     locks: BTreeSet<PathBuf>,
     generation: u64,
     down: bool,
@@ -239,6 +245,11 @@ impl SyncHold {
             *self.waiting.lock() -= 1;
         }
     }
+}
+
+/// A root: always there, never created.
+fn is_root(dir: &Path) -> bool {
+    dir.parent().is_none() || dir.as_os_str().is_empty()
 }
 
 fn down_error() -> io::Error {
@@ -296,6 +307,22 @@ impl State {
             | CrashTear::LostSectors { seed } => seed,
             _ => 0,
         });
+        // A directory survives if its name and its parent's are durable; a file if its
+        // name is durable and its directory survives.
+        let mut dirs = BTreeSet::new();
+        for d in &self.durable_dirs {
+            if d.ancestors()
+                .skip(1)
+                .all(|a| is_root(a) || self.durable_dirs.contains(a))
+            {
+                dirs.insert(d.clone());
+            }
+        }
+        self.durable_dirs.clone_from(&dirs);
+        self.dirs = dirs;
+        let dirs = &self.dirs;
+        self.durable_names
+            .retain(|p, _| p.parent().is_some_and(|d| is_root(d) || dirs.contains(d)));
         let live: BTreeSet<u64> = self.durable_names.values().copied().collect();
         self.inodes.retain(|id, _| live.contains(id));
         let zeros = self.zero_unsynced_padding;
@@ -324,6 +351,11 @@ impl State {
         self.fail_sync_after = None;
         self.fail_one_sync_after = None;
         self.fail_append_after = None;
+    }
+
+    /// Whether `dir` exists.
+    fn has_dir(&self, dir: &Path) -> bool {
+        is_root(dir) || self.dirs.contains(dir)
     }
 
     fn inode_of(&self, path: &Path) -> io::Result<u64> {
@@ -509,7 +541,8 @@ impl MemStorage {
         Ok(())
     }
 
-    /// Overwrites a whole file, durably (for tests that craft files by hand).
+    /// Overwrites a whole file, durably, its directories included (for tests that craft
+    /// files by hand).
     pub fn put_file(&self, path: &Path, data: &[u8]) {
         let mut s = self.state.lock();
         let id = s.inode_next;
@@ -524,6 +557,10 @@ impl MemStorage {
         );
         s.names.insert(path.to_path_buf(), id);
         s.durable_names.insert(path.to_path_buf(), id);
+        for a in path.ancestors().skip(1).filter(|a| !is_root(a)) {
+            s.dirs.insert(a.to_path_buf());
+            s.durable_dirs.insert(a.to_path_buf());
+        }
     }
 
     /// Length in bytes of a file as written (synced or not).
@@ -674,7 +711,7 @@ impl MemStorage {
         let mut s = self.state.lock();
         s.tick_op()?;
         match path.parent() {
-            Some(p) if s.dirs.contains(p) => {}
+            Some(p) if s.has_dir(p) => {}
             _ => return Err(not_found(path)),
         }
         let id = s.inode_next;
@@ -731,15 +768,25 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let mut s = self.state.lock();
         if s.down {
             return Err(down_error());
         }
-        for a in dir.ancestors() {
-            s.dirs.insert(a.to_path_buf());
+        if s.names.contains_key(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is a file", dir.display()),
+            ));
         }
-        Ok(())
+        let mut created = Vec::new();
+        for a in dir.ancestors().filter(|a| !is_root(a)) {
+            if s.dirs.insert(a.to_path_buf()) {
+                created.push(a.to_path_buf());
+            }
+        }
+        created.reverse();
+        Ok(created)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -747,7 +794,7 @@ impl Storage for MemStorage {
         if s.down {
             return Err(down_error());
         }
-        if !s.dirs.contains(dir) {
+        if !s.has_dir(dir) {
             return Err(not_found(dir));
         }
         Ok(s.names
@@ -822,6 +869,13 @@ impl Storage for MemStorage {
             .collect();
         s.durable_names.retain(|p, _| p.parent() != Some(dir));
         s.durable_names.extend(current);
+        let subdirs: Vec<PathBuf> = s
+            .dirs
+            .iter()
+            .filter(|d| d.parent() == Some(dir))
+            .cloned()
+            .collect();
+        s.durable_dirs.extend(subdirs);
         // Inodes with no name at all are garbage once no durable name refers to them.
         let live: BTreeSet<u64> = s
             .names
@@ -864,7 +918,7 @@ mod tests {
     /// A disk whose logs keep `chunk` bytes of padding, and a new log on it.
     fn padded_log(chunk: usize) -> (MemStorage, PathBuf, Arc<dyn StorageFile>) {
         let m = MemStorage::with_log_padding(chunk);
-        m.create_dir_all(&dir()).unwrap();
+        m.create_dir_durable(&dir()).unwrap();
         let path = dir().join("log");
         let f = m.create_log(&path).unwrap();
         m.sync_dir(&dir()).unwrap();
@@ -909,8 +963,9 @@ mod tests {
     #[test]
     fn a_new_chunk_of_padding_is_synced_with_the_appends_before_it() {
         let (m, path, f) = padded_log(16);
+        let before = m.sync_count();
         f.append(b"abc").unwrap();
-        assert_eq!(m.sync_count(), 2, "the first chunk's sync");
+        assert_eq!(m.sync_count(), before + 1, "the first chunk's sync");
         m.crash(CrashTear::DropUnsynced);
         m.restart();
         assert_eq!(
@@ -941,7 +996,7 @@ mod tests {
     #[test]
     fn a_failed_sync_drops_the_bytes_and_the_next_sync_does_not_bring_them_back() {
         let m = MemStorage::new();
-        m.create_dir_all(&dir()).unwrap();
+        m.create_dir_durable(&dir()).unwrap();
         let path = dir().join("a");
         let f = m.create(&path).unwrap();
         m.sync_dir(&dir()).unwrap();
@@ -962,7 +1017,7 @@ mod tests {
     #[test]
     fn unsynced_bytes_and_undurable_names_vanish_on_crash() {
         let m = MemStorage::new();
-        m.create_dir_all(&dir()).unwrap();
+        m.create_dir_durable(&dir()).unwrap();
         let f = m.create(&dir().join("a")).unwrap();
         f.append(b"hello").unwrap();
         f.sync().unwrap();
@@ -983,9 +1038,39 @@ mod tests {
     }
 
     #[test]
+    fn a_new_directory_is_durable_only_once_its_parent_is_synced() {
+        let m = MemStorage::new();
+        let deep = PathBuf::from("/a/b/c");
+        assert_eq!(
+            m.create_dir_all(&deep).unwrap(),
+            vec![PathBuf::from("/a"), PathBuf::from("/a/b"), deep.clone()]
+        );
+        assert!(m.create_dir_all(&deep).unwrap().is_empty(), "nothing new");
+        let f = m.create(&deep.join("f")).unwrap();
+        f.append(b"x").unwrap();
+        f.sync().unwrap();
+        m.sync_dir(&deep).unwrap();
+        // "/a/b" synced, but "/a" itself was never made durable in "/": all gone.
+        m.sync_dir(Path::new("/a/b")).unwrap();
+        m.crash(CrashTear::KeepUnsynced);
+        m.restart();
+        assert!(m.list(&deep).is_err());
+        assert!(m.read(&deep.join("f")).is_err());
+
+        m.create_dir_durable(&deep).unwrap();
+        let f = m.create(&deep.join("f")).unwrap();
+        f.append(b"x").unwrap();
+        f.sync().unwrap();
+        m.sync_dir(&deep).unwrap();
+        m.crash(CrashTear::DropUnsynced);
+        m.restart();
+        assert_eq!(m.read(&deep.join("f")).unwrap(), b"x");
+    }
+
+    #[test]
     fn a_killed_process_leaves_the_page_cache_for_the_next_one_until_power_loss() {
         let m = MemStorage::new();
-        m.create_dir_all(&dir()).unwrap();
+        m.create_dir_durable(&dir()).unwrap();
         let _lock = m.lock_dir(&dir()).unwrap();
         let f = m.create(&dir().join("a")).unwrap();
         f.append(b"hello").unwrap();
@@ -1003,7 +1088,7 @@ mod tests {
     fn block_boundary_tear_keeps_synced_or_a_boundary() {
         for seed in 0..50 {
             let m = MemStorage::new();
-            m.create_dir_all(&dir()).unwrap();
+            m.create_dir_durable(&dir()).unwrap();
             let f = m.create(&dir().join("a")).unwrap();
             f.append(&[1u8; 700]).unwrap();
             f.sync().unwrap();
@@ -1025,7 +1110,7 @@ mod tests {
     #[test]
     fn injected_faults() {
         let m = MemStorage::new();
-        m.create_dir_all(&dir()).unwrap();
+        m.create_dir_durable(&dir()).unwrap();
         let f = m.create(&dir().join("a")).unwrap();
         m.fail_sync_after(1);
         f.sync().unwrap();
@@ -1045,7 +1130,7 @@ mod tests {
     #[test]
     fn armed_crash_fires_on_the_chosen_op_and_locks_clear() {
         let m = MemStorage::new();
-        m.create_dir_all(&dir()).unwrap();
+        m.create_dir_durable(&dir()).unwrap();
         let _lock = m.lock_dir(&dir()).unwrap();
         assert!(m.lock_dir(&dir()).is_err());
         let f = m.create(&dir().join("a")).unwrap();

@@ -64,8 +64,23 @@ pub trait DirLock: Send + Sync + fmt::Debug {}
 
 /// The file system operations ATLAS uses. See the module docs.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
-    /// Creates `dir` and its parents if missing.
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates `dir` and its parents if missing. Returns the directories it created,
+    /// outermost first. A new directory's name is durable only after a
+    /// [`Storage::sync_dir`] of its parent: [`Storage::create_dir_durable`] does both.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Creates `dir` and its parents if missing, and makes every name it created durable:
+    /// fsyncs the parent of each new directory, outermost first, so a power loss cannot
+    /// take back a directory whose files were fsynced. (A directory that already existed
+    /// is taken as it is: one created by a process killed before its parent's fsync is
+    /// not made durable here.)
+    fn create_dir_durable(&self, dir: &Path) -> io::Result<()> {
+        for created in self.create_dir_all(dir)? {
+            if let Some(parent) = created.parent() {
+                self.sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
     /// Names (not paths) of the regular files directly in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of a file.
@@ -244,15 +259,35 @@ fn create_private(path: &Path) -> io::Result<File> {
 }
 
 impl Storage for FsStorage {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let mut b = fs::DirBuilder::new();
-        b.recursive(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
             b.mode(DIR_MODE);
         }
-        b.create(dir)?;
+        // The missing ancestors, innermost first (the empty path of a relative `dir`, and
+        // the root, always exist).
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| fs::symlink_metadata(a).is_err())
+            .collect();
+        let mut created = Vec::new();
+        for a in missing.into_iter().rev() {
+            match b.create(a) {
+                Ok(()) => created.push(a.to_path_buf()),
+                // Created by someone else meanwhile: not ours to make durable.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && a.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
         // A directory that existed before keeps its mode (it may be shared on purpose),
         // but the operator hears about it.
         #[cfg(unix)]
@@ -263,7 +298,7 @@ impl Storage for FsStorage {
                 tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data directory is readable by others; `chmod 700` it");
             }
         }
-        Ok(())
+        Ok(created)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -329,6 +364,12 @@ impl Storage for FsStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        // The parent of a relative name is the empty path: the current directory.
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         File::open(dir)?.sync_all()
     }
 

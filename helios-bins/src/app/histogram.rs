@@ -94,6 +94,6 @@ mod tests {
         let mut bare = String::new();
         h.encode(&mut bare, "y", "");
         assert!(bare.contains("y_bucket{le=\"+Inf\"} 4\n"), "{bare}");
-        assert!(bare.contains("y_sum 5.0003\n"), "{bare}");
+        assert!(bare.contains("y_sum 5.00035\n"), "{bare}");
     }
 }

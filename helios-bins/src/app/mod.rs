@@ -139,10 +139,12 @@ impl Context {
 }
 
 /// Opens ATLAS in `data_dir` with the fsync policy named `appendfsync` (`always`,
-/// `everysec`, `no`), on the context's clock. Every server opens its store here.
+/// `everysec`, `no`) and its `everysec_lag_max_ms` bound, on the context's clock. Every
+/// server opens its store here.
 pub fn open_atlas(
     data_dir: &Path,
     appendfsync: &str,
+    everysec_lag_max_ms: u64,
     ctx: &Context,
 ) -> Result<Atlas, helios_atlas::AtlasError> {
     let fsync: FsyncPolicy = appendfsync.parse()?;
@@ -150,6 +152,7 @@ pub fn open_atlas(
         data_dir,
         Options {
             fsync,
+            everysec_lag_max_ms,
             clock: ctx.clock.clone(),
             ..Options::default()
         },
@@ -187,4 +190,23 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), String> {
             .map_err(|e| err(dir, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_atlas_passes_the_everysec_bound_on() {
+        let dir = tempfile::tempdir().unwrap();
+        // ATLAS refuses a bound under 1000 ms: the setting reached its options.
+        match open_atlas(dir.path(), "everysec", 999, &Context::system()) {
+            Err(helios_atlas::AtlasError::InvalidOption { name, .. }) => {
+                assert_eq!(name, "everysec_lag_max_ms")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let db = open_atlas(dir.path(), "everysec", 5000, &Context::system()).unwrap();
+        db.set("a", "1").unwrap();
+    }
 }

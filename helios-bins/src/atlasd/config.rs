@@ -23,6 +23,10 @@ pub struct AtlasdConfig {
     pub data_dir: PathBuf,
     /// `always`, `everysec` or `no`.
     pub appendfsync: String,
+    /// Under `everysec`: no write is acknowledged while the last successful fsync started
+    /// more than this long ago, ms (at least 1000); such a write waits for an fsync first.
+    /// ATLAS's `Options::everysec_lag_max_ms` (docs/durability.md).
+    pub everysec_lag_max_ms: u64,
     /// Password of `AUTH` (the `default` user, which may do everything); empty: none.
     /// Never shown by `CONFIG GET`.
     pub requirepass: String,
@@ -59,6 +63,7 @@ impl Default for AtlasdConfig {
             listen: "127.0.0.1:6380".into(),
             data_dir: PathBuf::from("atlasd-data"),
             appendfsync: "everysec".into(),
+            everysec_lag_max_ms: 2000,
             requirepass: String::new(),
             auth_users: false,
             clients_max: 10_000,
@@ -168,6 +173,9 @@ impl AtlasdConfig {
         if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
             return Err(err("appendfsync", "one of always, everysec, no"));
         }
+        if !(1000..=3_600_000).contains(&self.everysec_lag_max_ms) {
+            return Err(err("everysec_lag_max_ms", "1000..=3600000 ms"));
+        }
         if self.clients_max == 0 {
             return Err(err("clients_max", "at least 1"));
         }
@@ -247,6 +255,16 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.key, "appendfsync");
+        let e = AtlasdConfig::load(
+            None,
+            [(
+                "HELIOS_ATLASD_EVERYSEC_LAG_MAX_MS".to_string(),
+                "999".to_string(),
+            )],
+            &AtlasdFlags::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "everysec_lag_max_ms", "{e}");
         let c = AtlasdConfig::load(
             None,
             [("HELIOS_ATLASD_WORKER_THREADS".to_string(), "3".to_string())],

@@ -264,7 +264,12 @@ pub fn open_atlas(cfg: &AtlasdConfig) -> Result<Atlas, helios_atlas::AtlasError>
 
 /// [`open_atlas`] on `ctx`'s clock.
 pub fn open_atlas_in(cfg: &AtlasdConfig, ctx: &Context) -> Result<Atlas, helios_atlas::AtlasError> {
-    crate::app::open_atlas(&cfg.data_dir, &cfg.appendfsync, ctx)
+    crate::app::open_atlas(
+        &cfg.data_dir,
+        &cfg.appendfsync,
+        cfg.everysec_lag_max_ms,
+        ctx,
+    )
 }
 
 /// The runtime atlasd serves on (the binary's, and the tests'): `cfg.worker_threads`

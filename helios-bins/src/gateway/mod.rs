@@ -85,8 +85,13 @@ pub fn start_in(
     admin_password: Option<String>,
     ctx: &Context,
 ) -> Result<Arc<State>, String> {
-    let atlas =
-        crate::app::open_atlas(&cfg.data_dir, &cfg.appendfsync, ctx).map_err(|e| e.to_string())?;
+    let atlas = crate::app::open_atlas(
+        &cfg.data_dir,
+        &cfg.appendfsync,
+        cfg.everysec_lag_max_ms,
+        ctx,
+    )
+    .map_err(|e| e.to_string())?;
     start_with_in(cfg, atlas, admin_password, ctx)
 }
 
