@@ -113,8 +113,10 @@ fn bad_tls_files_fail_the_start_naming_the_key() {
     let e = helios_bins::gateway::start(not_pem, Some(ADMIN_PW.into())).unwrap_err();
     assert!(e.contains("tls.cert_file"), "{e}");
 
-    // Only one of the two files.
+    // Only one of the two files (with backups apart from the data, as validate asks;
+    // the path is only compared, never created).
     let mut half = cfg;
+    half.backup_dir = dir.path().join("..").join("helios-test-backups-elsewhere");
     half.tls.key_file = String::new();
     let e = half.validate().unwrap_err();
     assert_eq!(e.key, "tls.key_file");
