@@ -1114,3 +1114,41 @@ async fn a_connection_the_backend_closed_while_idle_costs_no_request() {
     }
     p.stop().await;
 }
+
+#[tokio::test]
+async fn weights_and_least_connections_hold_over_real_requests() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    // Weighted 3:1: smooth weighted round-robin gives exactly 30 and 10 of 40.
+    let mut cfg = quick(&[a.addr, b.addr]);
+    cfg.routes[0].balance = "weighted".into();
+    cfg.routes[0].backends[0].weight = 3;
+    let p = proxy(cfg).await;
+    let mut to_a = 0;
+    let mut seen = String::new();
+    for _ in 0..40 {
+        let t = get(p.addr, "/").await.text();
+        to_a += usize::from(t == "a");
+        seen.push_str(&t);
+    }
+    assert_eq!(to_a, 30, "{seen}");
+    // Spread, not in runs: never more than 3 a's in a row.
+    assert!(!seen.contains("aaaa"), "{seen}");
+    p.stop().await;
+    // Least connections: while a slow request holds a, the others go to b.
+    let mut cfg = quick(&[a.addr, b.addr]);
+    cfg.routes[0].balance = "least-conn".into();
+    let p = proxy(cfg).await;
+    let addr = p.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!slow.is_finished(), "the slow request holds its backend");
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(get(p.addr, "/").await.text());
+    }
+    assert_eq!(slow.await.unwrap().text(), "late");
+    // Every request made while it was held went to the other backend.
+    let distinct: std::collections::BTreeSet<&String> = others.iter().collect();
+    assert_eq!(distinct.len(), 1, "{others:?}");
+    p.stop().await;
+}
