@@ -62,6 +62,8 @@ struct Backend {
     healthy: Arc<AtomicBool>,
     failing: Arc<AtomicBool>,
     tasks: Arc<parking_lot::Mutex<tokio::task::JoinSet<()>>>,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend {
@@ -76,12 +78,19 @@ async fn backend(name: &'static str) -> Backend {
     let healthy = Arc::new(AtomicBool::new(true));
     let failing = Arc::new(AtomicBool::new(false));
     let tasks = Arc::new(parking_lot::Mutex::new(tokio::task::JoinSet::new()));
-    let (h, f, t) = (healthy.clone(), failing.clone(), tasks.clone());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h, f, t, n) = (
+        healthy.clone(),
+        failing.clone(),
+        tasks.clone(),
+        accepted.clone(),
+    );
     tasks.lock().spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
+            n.fetch_add(1, Ordering::SeqCst);
             let (h, f) = (h.clone(), f.clone());
             t.lock().spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -105,6 +114,7 @@ async fn backend(name: &'static str) -> Backend {
         healthy,
         failing,
         tasks,
+        accepted,
     }
 }
 
@@ -1042,5 +1052,103 @@ async fn slowloris_clients_are_cut_off_and_others_are_served() {
             "a slow head held its connection {closed_after:?}"
         );
     }
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let a = backend("a").await;
+    let mut cfg = quick(&[a.addr]);
+    // Checks rarely, so their connection does not blur the count.
+    cfg.health.interval_ms = 60_000;
+    cfg.health_check.timeout_ms = 2_000;
+    let p = proxy(cfg).await;
+    for _ in 0..20 {
+        assert_eq!(get(p.addr, "/").await.text(), "a");
+    }
+    let r = call(p.addr, "POST /echo HTTP/1.1\r\nHost: app.test", b"payload").await;
+    assert_eq!(r.text(), "payload");
+    // One connection for the traffic, one for the first health check at most.
+    let n = a.accepted.load(Ordering::SeqCst);
+    assert!(n <= 2, "{n} connections for 21 sequential exchanges");
+    p.stop().await;
+}
+
+/// A backend that answers `200 ok` with keep-alive, then closes each connection after
+/// 100 ms without a request (as servers with a short keep-alive timeout do).
+async fn impatient_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(text(StatusCode::OK, "ok".into()))
+                });
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(100));
+                let _ = b.serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_the_backend_closed_while_idle_costs_no_request() {
+    let addr = impatient_backend().await;
+    let mut cfg = quick(&[addr]);
+    cfg.health.interval_ms = 60_000;
+    let p = proxy(cfg).await;
+    for _ in 0..3 {
+        assert_eq!(get(p.addr, "/").await.status, 200);
+        // The backend closes the idle connection meanwhile.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A request with a body (never retried) still goes through: it was never sent
+        // on the closed connection.
+        let r = call(p.addr, "POST /x HTTP/1.1\r\nHost: app.test", b"body").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn weights_and_least_connections_hold_over_real_requests() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    // Weighted 3:1: smooth weighted round-robin gives exactly 30 and 10 of 40.
+    let mut cfg = quick(&[a.addr, b.addr]);
+    cfg.routes[0].balance = "weighted".into();
+    cfg.routes[0].backends[0].weight = 3;
+    let p = proxy(cfg).await;
+    let mut to_a = 0;
+    let mut seen = String::new();
+    for _ in 0..40 {
+        let t = get(p.addr, "/").await.text();
+        to_a += usize::from(t == "a");
+        seen.push_str(&t);
+    }
+    assert_eq!(to_a, 30, "{seen}");
+    // Spread, not in runs: never more than 3 a's in a row.
+    assert!(!seen.contains("aaaa"), "{seen}");
+    p.stop().await;
+    // Least connections: while a slow request holds a, the others go to b.
+    let mut cfg = quick(&[a.addr, b.addr]);
+    cfg.routes[0].balance = "least-conn".into();
+    let p = proxy(cfg).await;
+    let addr = p.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!slow.is_finished(), "the slow request holds its backend");
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        others.push(get(p.addr, "/").await.text());
+    }
+    assert_eq!(slow.await.unwrap().text(), "late");
+    // Every request made while it was held went to the other backend.
+    let distinct: std::collections::BTreeSet<&String> = others.iter().collect();
+    assert_eq!(distinct.len(), 1, "{others:?}");
     p.stop().await;
 }

@@ -28,7 +28,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Timed<B> {
     inner: B,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Armed when the body first has to wait (a body that is ready when asked, as most
+    /// small ones are, never registers a timer); reset by every frame.
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// When the previous frame came.
+    last_frame: Instant,
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -38,7 +42,8 @@ impl<B> Timed<B> {
         Timed {
             inner,
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_timer: None,
+            last_frame: Instant::now(),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
@@ -73,14 +78,20 @@ where
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                let next = Instant::now() + this.idle;
-                this.idle_timer.as_mut().reset(next);
+                this.last_frame = Instant::now();
+                if let Some(t) = this.idle_timer.as_mut() {
+                    t.as_mut().reset(this.last_frame + this.idle);
+                }
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
+                let (idle, since) = (this.idle, this.last_frame);
+                let timer = this
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(since + idle)));
+                if timer.as_mut().poll(cx).is_ready() {
                     Poll::Ready(Some(Err(timeout_error(
                         "no body bytes for the idle timeout",
                     ))))
@@ -103,6 +114,8 @@ where
 /// What to tell the upstream when the body is done.
 pub(super) struct Finish {
     pub(super) state: Arc<State>,
+    /// The backend connection: back to its stack after a clean end, else closed.
+    pub(super) lease: Option<super::conns::Lease>,
     pub(super) route: Arc<RouteState>,
     pub(super) pick: Pick,
     /// The outcome as the response head told it (a 5xx or not).
@@ -114,12 +127,18 @@ pub(super) struct Finish {
 }
 
 impl Finish {
-    fn report(self, broken: bool, bytes: u64) {
+    /// The exchange ended: `clean` when the body was read to its end.
+    fn report(mut self, broken: bool, clean: bool, bytes: u64) {
         let outcome = if broken {
             Outcome::Timeout
         } else {
             self.outcome
         };
+        if let Some(lease) = self.lease.take()
+            && clean
+        {
+            lease.give_back(&self.route.backends[self.pick.backend].conns);
+        }
         self.route
             .finish(self.pick, outcome, self.state.clock.now_ms());
         if let Some((a, upstream_us)) = &self.access {
@@ -172,13 +191,13 @@ impl Body for Tracked {
             }
             Poll::Ready(None) => {
                 if let Some(f) = self.finish.take() {
-                    f.report(false, self.bytes);
+                    f.report(false, true, self.bytes);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 // The backend's connection broke, or stalled, mid-body.
                 if let Some(f) = self.finish.take() {
-                    f.report(true, self.bytes);
+                    f.report(true, false, self.bytes);
                 }
             }
             Poll::Pending => {}
@@ -200,7 +219,10 @@ impl Drop for Tracked {
         // Dropped before its end: the client went away, which says nothing about the
         // backend.
         if let Some(f) = self.finish.take() {
-            f.report(false, self.bytes);
+            // A body with nothing to read (HEAD, 204, 304) may be dropped unpolled: its
+            // connection is clean then; otherwise the rest was never read.
+            let clean = self.inner.is_end_stream();
+            f.report(false, clean, self.bytes);
         }
     }
 }

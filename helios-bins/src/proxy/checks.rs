@@ -48,25 +48,31 @@ pub(super) async fn run(
 async fn check(state: Arc<State>, r: Arc<RouteState>, backend: usize) {
     let hc = &state.health_check;
     let b = &r.backends[backend];
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(b.authority.clone())
-        .path_and_query(hc.path.as_str())
-        .build();
-    let ok = match uri {
-        Ok(uri) => {
+    let uri = Uri::try_from(hc.path.as_str());
+    let host = http::HeaderValue::from_str(b.authority.as_str());
+    let ok = match (uri, host) {
+        (Ok(uri), Ok(host)) => {
             let mut req = Request::new(Either::Right(Empty::new()));
             *req.uri_mut() = uri;
+            req.headers_mut().insert(http::header::HOST, host);
             req.headers_mut().insert(
                 http::header::USER_AGENT,
                 http::HeaderValue::from_static("helios-proxy-health-check"),
             );
             let timeout = Duration::from_millis(hc.timeout_ms);
-            match tokio::time::timeout(timeout, state.client.request(req)).await {
-                Ok(Ok(resp)) => {
-                    let s = resp.status().as_u16();
-                    (hc.status_min..=hc.status_max).contains(&s)
+            // The whole check, body included, within its timeout; the body is read (up to
+            // 64 KiB) so the connection can serve traffic after it.
+            let exchange = async {
+                let (resp, lease) = b.conns.send(req).await?;
+                let status = resp.status().as_u16();
+                let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+                if http_body_util::BodyExt::collect(body).await.is_ok() {
+                    lease.give_back(&b.conns);
                 }
+                Ok::<u16, super::conns::SendError>(status)
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(s)) => (hc.status_min..=hc.status_max).contains(&s),
                 Ok(Err(e)) => {
                     tracing::debug!(backend = %b.id, error = %e, "health check failed");
                     false
@@ -77,7 +83,7 @@ async fn check(state: Arc<State>, r: Arc<RouteState>, backend: usize) {
                 }
             }
         }
-        Err(_) => false,
+        _ => false,
     };
     let now = state.clock.now_ms();
     let (serving_before, serving) = {

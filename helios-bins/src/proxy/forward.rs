@@ -12,6 +12,7 @@
 
 use super::access::{Access, Ended};
 use super::body::{Finish, Timed, Tracked, tunnel};
+use super::conns::{Lease, SendError};
 use super::{RouteState, State, UpstreamBody};
 use crate::app::http::{Body, problem};
 use crate::app::idle::RequestGuard;
@@ -188,11 +189,7 @@ pub(super) async fn forward(
             return own(r);
         };
         let backend = &r.backends[pick.backend];
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(backend.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build();
+
         let out_body: UpstreamBody = match body.take() {
             Some(b) => Either::Left(Timed::new(b, idle, deadline)),
             None => Either::Right(Empty::new()),
@@ -207,32 +204,21 @@ pub(super) async fn forward(
         } else {
             parts.headers.clone()
         };
-        match uri {
-            Ok(u) => *out.uri_mut() = u,
-            Err(e) => {
-                r.finish(pick, Outcome::Ok, state.clock.now_ms());
-                if let Some(a) = &access {
-                    a.log(Ended {
-                        status: 400,
-                        route: Some(&r.id),
-                        ..Ended::default()
-                    });
-                }
-                return own(problem(
-                    StatusCode::BAD_REQUEST,
-                    "bad-request",
-                    format!("cannot forward this request target: {e}"),
-                ));
-            }
-        }
+        // Origin form on the connection to the backend (`Host` names the site).
+        *out.uri_mut() = Uri::from(path_and_query.clone());
         let wait_until = deadline.map_or(tokio::time::Instant::now() + wait, |d| {
             d.min(tokio::time::Instant::now() + wait)
         });
         let sent_at = std::time::Instant::now();
-        let sent = tokio::time::timeout_at(wait_until, state.client.request(out)).await;
+        if !out.headers().contains_key(HOST)
+            && let Ok(v) = HeaderValue::from_str(backend.authority.as_str())
+        {
+            out.headers_mut().insert(HOST, v);
+        }
+        let sent = tokio::time::timeout_at(wait_until, backend.conns.send(out)).await;
         let upstream_us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (failure, outcome, timed_out) = match sent {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lease))) => {
                 let status = resp.status();
                 backend.stats.latency.observe_us(upstream_us);
                 backend.stats.count(status.as_u16());
@@ -248,7 +234,8 @@ pub(super) async fn forward(
                     && try_retry(state, &r, attempt + 1)
                 {
                     r.finish(pick, outcome, state.clock.now_ms());
-                    drop(resp);
+                    // Its body unread: the connection closes with the lease.
+                    drop((resp, lease));
                     attempt += 1;
                     continue;
                 }
@@ -259,10 +246,11 @@ pub(super) async fn forward(
                     idle,
                     deadline,
                     access: access.map(|a| (a, upstream_us)),
+                    lease,
                 };
                 return respond(state, exchange, resp, client_upgrade, request, &id);
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(e @ SendError::Connect(_))) => {
                 tracing::debug!(backend = %backend.id, error = %e, "connect failed");
                 (FailureKind::Connect, Outcome::ConnectError, false)
             }
@@ -330,6 +318,8 @@ struct Exchange {
     deadline: Option<tokio::time::Instant>,
     /// The access log's record and the time to the response headers, if logging.
     access: Option<(Access, u64)>,
+    /// The backend connection, given back when the body ends cleanly.
+    lease: Lease,
 }
 
 /// The backend's response to the client: streamed through [`Tracked`], or a tunnel for a
@@ -381,6 +371,7 @@ fn respond(
     }
     let finish = Finish {
         state: state.clone(),
+        lease: Some(x.lease),
         route: x.route,
         pick: x.pick,
         outcome: x.outcome,

@@ -4,7 +4,8 @@
 //! [`start`] builds the [`State`] from a validated [`ProxyConfig`]; [`run`] serves on the
 //! runner's accept loop ([`crate::app::serve`]) and HTTP connections
 //! ([`crate::app::http`]): HTTP/1.1 and HTTP/2 from clients, HTTP/1.1 keep-alive to
-//! backends (a pooled hyper-util client), bodies streamed both ways (never buffered),
+//! backends (each backend's own stack of idle connections, [`conns`]), bodies streamed
+//! both ways (never buffered),
 //! `Upgrade`s (WebSocket) tunnelled, and the active health checks in the background
 //! ([`checks`]). At shutdown: stop accepting, let exchanges in progress finish within the
 //! drain grace, stop the checks.
@@ -28,6 +29,7 @@ pub mod bin;
 mod body;
 mod checks;
 pub mod config;
+mod conns;
 pub mod control;
 pub mod embedded;
 mod forward;
@@ -41,8 +43,6 @@ use helios_proxy::{
 };
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use parking_lot::{Mutex, RwLock};
@@ -69,6 +69,8 @@ pub(crate) struct Backend {
     pub(crate) authority: ::http::uri::Authority,
     /// What it answered (the metrics read it).
     pub(crate) stats: BackendStats,
+    /// Its keep-alive connections.
+    pub(crate) conns: conns::Conns,
 }
 
 /// A backend's answers: responses by status (its own, or the proxy's 502/504 for its
@@ -171,7 +173,6 @@ pub struct ProxyCounters {
 pub struct State {
     routing: RwLock<Arc<Routing>>,
     pub(crate) trusted: TrustedProxies,
-    pub(crate) client: Client<HttpConnector, UpstreamBody>,
     pub(crate) timeouts: Timeouts,
     pub(crate) health_check: HealthCheck,
     pub(crate) clock: Arc<dyn Clock>,
@@ -342,6 +343,11 @@ impl State {
                     .parse::<::http::uri::Authority>()
                     .map(|authority| Backend {
                         id: id.clone(),
+                        conns: conns::Conns::new(
+                            authority.as_str(),
+                            Duration::from_millis(self.timeouts.connect_ms),
+                            Duration::from_millis(self.timeouts.idle_ms),
+                        ),
                         authority,
                         stats: BackendStats::default(),
                     })
@@ -384,23 +390,12 @@ pub fn start(
     // check asks for them otherwise.
     let built = cfg.validate_settings().map_err(|e| e.to_string())?;
     let tls = tls::Tls::load(tls)?;
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_millis(cfg.timeouts.connect_ms)));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    let client = Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_millis(cfg.timeouts.idle_ms))
-        .pool_max_idle_per_host(1024)
-        .build(connector);
     let mut state = State {
         routing: RwLock::new(Arc::new(Routing {
             table: RouteTable::default(),
             routes: Vec::new(),
         })),
         trusted: built.trusted,
-        client,
         timeouts: cfg.timeouts,
         health_check: cfg.health_check.clone(),
         clock: ctx.clock.clone(),
