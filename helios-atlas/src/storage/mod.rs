@@ -19,11 +19,16 @@
 //! size: no block allocation, no extent conversion and no size change to commit to the
 //! file system's journal, only the data pages (docs/performance.md, "fdatasync of an
 //! append, by the state of the file", has the figures).
-//! The append that adds a chunk pays for it: it fsyncs the chunk (and the appends before
-//! it) at once, so that records are only ever written over padding that is durable: a
-//! sector that a crash did not let land then still reads as padding, never as the zeros
-//! of an unwritten extent, and zeros followed by data stay a sign of damage
-//! (`aof::scan_segment`). One extra fsync per [`LOG_PAD_CHUNK`] appended. For the same
+//! Records are only ever written over padding that is durable: a sector that a crash did
+//! not let land then still reads as padding, never as the zeros of an unwritten extent,
+//! and zeros followed by data stay a sign of damage (`aof::scan_segment`). So padding is
+//! written a chunk ahead of need, and any successful sync of the file makes the padding
+//! written before it durable. A new chunk also starts a short-lived background thread
+//! (one at a time per file) that fsyncs the file unless another sync (under `always`, a
+//! commit's own) covered the chunk first; an append that reaches padding not yet durable
+//! waits for that sync, or syncs itself. At most one extra fsync per [`LOG_PAD_CHUNK`]
+//! appended (none under `always`), off the writer's path unless the writer outruns the
+//! disk. For the same
 //! reason recovery cuts whatever follows the records (padding a crash may have turned to
 //! zeros, or sectors of an append that was never synced) before the first append.
 //! Readers of a log treat trailing padding as the end of the log, and a crash's torn tail
@@ -121,11 +126,18 @@ pub const LOG_PAD_AHEAD_MIN: u64 = 256 << 10;
 
 #[derive(Debug)]
 struct FsFile {
+    shared: Arc<FsShared>,
+}
+
+#[derive(Debug)]
+struct FsShared {
     file: File,
     // Some for a log: where appends go and how far padding reaches.
     log: Option<parking_lot::Mutex<LogEnd>>,
-    // The fsyncs of `sync` and of a new padding chunk, one at a time; the first failure
-    // is final (see `FailStopFile`).
+    // Woken when a background padding sync ends.
+    synced: parking_lot::Condvar,
+    // The fsyncs of `sync` and of new padding, one at a time; the first failure is final
+    // (see `FailStopFile`).
     gate: SyncGate,
 }
 
@@ -135,22 +147,68 @@ struct LogEnd {
     // synced), or zeros a crash left in padding that was never synced.
     end: u64,
     padded: u64,
+    // Invariant: durable <= padded, and the padding in [end, durable) is durable.
+    durable: u64,
+    // A background sync of new padding is running.
+    syncing: bool,
     // Padding failed once (e.g. disk full): appends go on without it.
     pad_failed: bool,
 }
 
 impl FsFile {
-    /// A log whose records end at `end` and whose padding reaches `padded`.
+    fn plain(file: File) -> Self {
+        FsFile {
+            shared: Arc::new(FsShared {
+                file,
+                log: None,
+                synced: parking_lot::Condvar::new(),
+                gate: SyncGate::default(),
+            }),
+        }
+    }
+
+    /// A log whose records end at `end` and whose padding, durable, reaches `padded`.
     fn log(file: File, end: u64, padded: u64) -> Self {
         FsFile {
-            file,
-            log: Some(parking_lot::Mutex::new(LogEnd {
-                end,
-                padded,
-                pad_failed: false,
-            })),
-            gate: SyncGate::default(),
+            shared: Arc::new(FsShared {
+                file,
+                log: Some(parking_lot::Mutex::new(LogEnd {
+                    end,
+                    padded,
+                    durable: padded,
+                    syncing: false,
+                    pad_failed: false,
+                })),
+                synced: parking_lot::Condvar::new(),
+                gate: SyncGate::default(),
+            }),
         }
+    }
+}
+
+impl FsShared {
+    /// Syncs the file; padding written before the sync started is durable after it.
+    fn sync_padding(&self, log: &parking_lot::Mutex<LogEnd>) -> io::Result<()> {
+        let padded = log.lock().padded;
+        self.gate.sync(|| self.file.sync_data())?;
+        let mut l = log.lock();
+        l.durable = l.durable.max(padded);
+        Ok(())
+    }
+
+    /// The background sync of new padding: skipped if another sync (a commit's, under
+    /// `always`) made it durable meanwhile. Lock order: the gate, then the log.
+    fn sync_padding_if_needed(&self, log: &parking_lot::Mutex<LogEnd>) -> io::Result<()> {
+        let padded = log.lock().padded;
+        self.gate.sync(|| {
+            if log.lock().durable >= padded {
+                return Ok(());
+            }
+            self.file.sync_data()
+        })?;
+        let mut l = log.lock();
+        l.durable = l.durable.max(padded);
+        Ok(())
     }
 }
 
@@ -158,10 +216,10 @@ impl Drop for FsFile {
     /// A log closed (or left for a new segment) is cut to its last append: a cleanly
     /// closed log has no padding. Best effort: the padding is harmless if it stays.
     fn drop(&mut self) {
-        if let Some(log) = &self.log {
+        if let Some(log) = &self.shared.log {
             let log = log.lock();
             if log.padded > log.end
-                && let Err(e) = self.file.set_len(log.end)
+                && let Err(e) = self.shared.file.set_len(log.end)
             {
                 tracing::warn!(error = %e, "cannot cut the log's padding");
             }
@@ -185,28 +243,37 @@ fn write_padding(file: &File, mut at: u64, len: u64) -> io::Result<()> {
 impl StorageFile for FsFile {
     fn append(&self, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.gate.check()?;
-        let Some(log) = &self.log else {
-            return (&self.file).write_all(buf).map_err(|e| self.gate.fail(e));
+        let sh = &self.shared;
+        sh.gate.check()?;
+        let Some(log_lock) = &sh.log else {
+            return (&sh.file).write_all(buf).map_err(|e| sh.gate.fail(e));
         };
-        let mut log = log.lock();
+        let mut log = log_lock.lock();
+        // Records land only on durable padding (module docs): wait for the background
+        // sync of the padding this append reaches, else sync it here.
+        let reach = (log.end + buf.len() as u64).min(log.padded);
+        while reach > log.durable && log.syncing {
+            sh.synced.wait(&mut log);
+        }
+        if reach > log.durable {
+            drop(log);
+            sh.sync_padding(log_lock)?;
+            log = log_lock.lock();
+        }
         // On error a prefix may be written; the file fails stop.
-        self.file
+        sh.file
             .write_all_at(buf, log.end)
-            .map_err(|e| self.gate.fail(e))?;
+            .map_err(|e| sh.gate.fail(e))?;
         log.end += buf.len() as u64;
         log.padded = log.padded.max(log.end);
-        if !log.pad_failed && log.padded - log.end < LOG_PAD_AHEAD_MIN {
-            // Written and made durable now, once per chunk, so that appends only ever land
-            // on durable padding (module docs); every later fdatasync finds its blocks
-            // allocated and inside the file size.
-            match write_padding(&self.file, log.padded, LOG_PAD_CHUNK) {
-                Ok(()) => {
-                    log.padded += LOG_PAD_CHUNK;
-                    // A failure here is the append's: the caller fails stop, and the
-                    // appended bytes were never acknowledged.
-                    self.gate.sync(|| self.file.sync_data())?;
-                }
+        log.durable = log.durable.max(log.end);
+        // Padding is written a chunk ahead of need and a background sync is asked for at
+        // once; it is skipped if a sync of the file (under `always`, the commit's own)
+        // made the padding durable first. So appends land on durable padding without
+        // waiting for it, unless they outrun the disk.
+        if !log.pad_failed && log.padded - log.end < LOG_PAD_AHEAD_MIN + LOG_PAD_CHUNK {
+            match write_padding(&sh.file, log.padded, LOG_PAD_CHUNK) {
+                Ok(()) => log.padded += LOG_PAD_CHUNK,
                 Err(e) => {
                     // Only a cost: appends go on into a growing file.
                     tracing::warn!(error = %e, "cannot preallocate the log; appending without");
@@ -214,10 +281,33 @@ impl StorageFile for FsFile {
                 }
             }
         }
+        if !log.syncing && log.durable < log.padded && log.durable - log.end < LOG_PAD_CHUNK / 2 {
+            log.syncing = true;
+            let bg = Arc::clone(sh);
+            let started = std::thread::Builder::new()
+                .name("atlas-pad-sync".into())
+                .spawn(move || {
+                    if let Some(l) = &bg.log {
+                        // A failure is the gate's: the next append or sync reports it
+                        // (fail-stop).
+                        let _ = bg.sync_padding_if_needed(l);
+                        l.lock().syncing = false;
+                        bg.synced.notify_all();
+                    }
+                });
+            if started.is_err() {
+                // No thread: the append that needs it syncs itself.
+                log.syncing = false;
+            }
+        }
         Ok(())
     }
+
     fn sync(&self) -> io::Result<()> {
-        self.gate.sync(|| self.file.sync_data())
+        match &self.shared.log {
+            Some(log) => self.shared.sync_padding(log),
+            None => self.shared.gate.sync(|| self.shared.file.sync_data()),
+        }
     }
 }
 
@@ -320,11 +410,7 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(FsFile {
-            file: create_private(path)?,
-            log: None,
-            gate: SyncGate::default(),
-        }))
+        Ok(Arc::new(FsFile::plain(create_private(path)?)))
     }
 
     fn create_log(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
@@ -399,5 +485,49 @@ impl Storage for FsStorage {
             )),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(raw: &FsFile) -> (u64, u64, u64) {
+        let l = raw.shared.log.as_ref().unwrap().lock();
+        (l.end, l.padded, l.durable)
+    }
+
+    #[test]
+    fn padding_runs_ahead_and_is_synced_before_records_land_on_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let raw = Arc::new(FsFile::log(create_private(&path).unwrap(), 0, 0));
+        let f: Arc<dyn StorageFile> = raw.clone();
+        let record = [b'r'; 100];
+        for _ in 0..50_000 {
+            let (end, padded, _) = state(&raw);
+            f.append(&record).unwrap();
+            // What this append covered inside the padding was durable when it landed: the
+            // append waited for the background sync (or synced) until then.
+            let reach = (end + record.len() as u64).min(padded);
+            let (_, _, durable) = state(&raw);
+            assert!(reach <= durable, "{reach} past {durable}");
+        }
+        let (end, padded, durable) = state(&raw);
+        assert_eq!(end, 5_000_000);
+        // A chunk and more stays written ahead of the records.
+        assert!(padded - end >= LOG_PAD_AHEAD_MIN, "{padded} {end}");
+        assert!(durable <= padded);
+        // A sync makes everything written durable, padding included.
+        f.sync().unwrap();
+        let (_, padded, durable) = state(&raw);
+        assert_eq!(durable, padded);
+        // The file: the records, then newlines; a clean drop cuts the padding.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[..5_000_000].iter().all(|&b| b == b'r'));
+        assert!(bytes[5_000_000..].iter().all(|&b| b == LOG_PAD));
+        drop(f);
+        drop(raw);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 5_000_000);
     }
 }
