@@ -13,8 +13,8 @@
 //! directory is flat.
 //!
 //! Log files ([`Storage::create_log`], [`Storage::open_log`]) may be preallocated: the
-//! real file system keeps [`LOG_PAD_AHEAD_MIN`] to [`LOG_PAD_CHUNK`] bytes of padding
-//! ([`LOG_PAD`] newlines) written past the last append, so that the `fdatasync` of an
+//! real file system keeps [`LOG_PAD_AHEAD_MIN`] plus one to two [`LOG_PAD_CHUNK`]s of
+//! padding ([`LOG_PAD`] newlines) written past the last append, so that the `fdatasync` of an
 //! append overwrites blocks that are already allocated, written and inside the file's
 //! size: no block allocation, no extent conversion and no size change to commit to the
 //! file system's journal, only the data pages (docs/performance.md, "fdatasync of an
@@ -121,7 +121,8 @@ pub struct FsStorage;
 pub const LOG_PAD: u8 = b'\n';
 /// How much padding a log file gets at a time.
 pub const LOG_PAD_CHUNK: u64 = 1 << 20;
-/// A log whose padding left past its last append falls under this gets another chunk.
+/// A log whose padding left past its last append falls under this plus a chunk gets
+/// another chunk (the chunk ahead is being made durable while appends use the one before).
 pub const LOG_PAD_AHEAD_MIN: u64 = 256 << 10;
 
 #[derive(Debug)]
