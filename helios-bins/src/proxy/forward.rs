@@ -96,7 +96,10 @@ pub(super) async fn forward(
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .map(str::to_owned);
     let id = request_id(req.headers(), state);
-    let access = state.config.access_log.then(|| {
+    // Built only when its line would be written: logging on, and not filtered out.
+    let logging =
+        state.config.access_log && tracing::enabled!(target: "access", tracing::Level::INFO);
+    let access = logging.then(|| {
         Access::new(
             &id,
             peer.ip(),
