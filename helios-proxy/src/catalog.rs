@@ -166,31 +166,8 @@ fn same_id(key: &str, id: &str, spec_id: &str) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteBackend;
+    use crate::testing::{backend, route};
     use proptest::prelude::*;
-
-    fn backend(id: &str, port: u16) -> BackendSpec {
-        BackendSpec {
-            id: id.into(),
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn route(id: &str, prefix: &str, backends: &[&str]) -> RouteSpec {
-        RouteSpec {
-            id: id.into(),
-            host: None,
-            path_prefix: prefix.into(),
-            backends: backends
-                .iter()
-                .map(|b| RouteBackend {
-                    backend: (*b).into(),
-                    weight: 1,
-                })
-                .collect(),
-            balance: "round-robin".into(),
-        }
-    }
 
     fn set<'a>(key: &'a str, value: &'a [u8]) -> Change<'a> {
         Change::Set { key, value }

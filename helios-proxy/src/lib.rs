@@ -41,6 +41,8 @@ pub mod health;
 pub mod retry;
 pub mod route;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod upstream;
 
 pub use balance::{Policy, Pool};

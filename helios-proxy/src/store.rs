@@ -100,12 +100,9 @@ impl ProxyStore {
     /// build (a bad id or URL).
     pub fn put_backend(&self, spec: BackendSpec) -> Result<Put, StoreError> {
         let key = keys::proxy_backend(&spec.id).map_err(key_error)?;
-        let _w = self.writes.lock();
-        let mut c = self.catalog()?.catalog;
-        let put = put_kind(c.backends.insert(spec.id.clone(), spec.clone()).is_some());
-        c.table()?;
-        self.atlas.set(&key, catalog::encode(&spec))?;
-        Ok(put)
+        self.put(&key, &spec, |c, s| {
+            c.backends.insert(s.id.clone(), s.clone())
+        })
     }
 
     /// Deletes backend `id`; refused while a route names it.
@@ -133,11 +130,22 @@ impl ProxyStore {
     /// weight or prefix), naming the field.
     pub fn put_route(&self, spec: RouteSpec) -> Result<Put, StoreError> {
         let key = keys::proxy_route(&spec.id).map_err(key_error)?;
+        self.put(&key, &spec, |c, s| c.routes.insert(s.id.clone(), s.clone()))
+    }
+
+    /// Stores `spec` under `key` if the catalog with it (`insert`, which says whether it
+    /// replaced one) still builds.
+    fn put<T: serde::Serialize>(
+        &self,
+        key: &str,
+        spec: &T,
+        insert: impl FnOnce(&mut Catalog, &T) -> Option<T>,
+    ) -> Result<Put, StoreError> {
         let _w = self.writes.lock();
         let mut c = self.catalog()?.catalog;
-        let put = put_kind(c.routes.insert(spec.id.clone(), spec.clone()).is_some());
+        let put = put_kind(insert(&mut c, spec).is_some());
         c.table()?;
-        self.atlas.set(&key, catalog::encode(&spec))?;
+        self.atlas.set(key, catalog::encode(spec))?;
         Ok(put)
     }
 
@@ -247,7 +255,7 @@ fn not_found(kind: &'static str, id: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::RouteBackend;
+    use crate::testing::{backend, route};
     use helios_atlas::storage::MemStorage;
     use helios_atlas::{FsyncPolicy, Options};
     use helios_core::ManualClock;
@@ -265,29 +273,6 @@ mod tests {
             },
         )
         .expect("atlas")
-    }
-
-    fn backend(id: &str, port: u16) -> BackendSpec {
-        BackendSpec {
-            id: id.into(),
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn route(id: &str, prefix: &str, backends: &[&str]) -> RouteSpec {
-        RouteSpec {
-            id: id.into(),
-            host: None,
-            path_prefix: prefix.into(),
-            backends: backends
-                .iter()
-                .map(|b| RouteBackend {
-                    backend: (*b).into(),
-                    weight: 1,
-                })
-                .collect(),
-            balance: "round-robin".into(),
-        }
     }
 
     fn field(r: Result<Put, StoreError>) -> &'static str {

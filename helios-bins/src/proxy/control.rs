@@ -24,7 +24,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How the follower proves it may read the feed.
@@ -143,26 +142,6 @@ impl Follower {
             _ => Ok(false),
         }
     }
-
-    /// Puts the catalog's table in service, or says why not.
-    fn install(&self, state: &Arc<State>) {
-        let built = self.catalog.table().map_err(|e| e.to_string());
-        match built.and_then(|t| state.replace_routes(t)) {
-            Ok(()) => tracing::info!(
-                routes = self.catalog.routes.len(),
-                backends = self.catalog.backends.len(),
-                seq = self.last_id,
-                "routes from the gateway in service"
-            ),
-            Err(e) => {
-                state
-                    .counters
-                    .table_refused_total
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "the gateway's routes do not build; kept the old ones");
-            }
-        }
-    }
 }
 
 /// Splits complete SSE events off the front of `buf`: (event type, data) each. Comments
@@ -278,7 +257,7 @@ async fn follow_once(
             any = true;
         }
         if changed {
-            follower.install(state);
+            state.install_catalog(&follower.catalog, "gateway");
         }
     }
     Ok(any)

@@ -129,21 +129,7 @@ pub fn follow_store(
                         return;
                     }
                 }
-                let built = catalog.table().map_err(|e| e.to_string());
-                match built.and_then(|t| state.replace_routes(t)) {
-                    Ok(()) => tracing::info!(
-                        routes = catalog.routes.len(),
-                        backends = catalog.backends.len(),
-                        "proxy routes from the store in service"
-                    ),
-                    Err(e) => {
-                        state
-                            .counters
-                            .table_refused_total
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "the stored proxy routes do not build; kept the old ones");
-                    }
-                }
+                state.install_catalog(&catalog, "store");
             }
         })
 }

@@ -256,6 +256,27 @@ impl State {
         Ok(())
     }
 
+    /// Puts the table of a followed `catalog` in service (the gateway's feed, or the
+    /// store in the gateway's process); one that does not build is logged and counted,
+    /// and the table in service stays. `source` names where it came from, for the log.
+    pub(crate) fn install_catalog(self: &Arc<Self>, catalog: &helios_proxy::Catalog, source: &str) {
+        let built = catalog.table().map_err(|e| e.to_string());
+        match built.and_then(|t| self.replace_routes(t)) {
+            Ok(()) => tracing::info!(
+                routes = catalog.routes.len(),
+                backends = catalog.backends.len(),
+                source,
+                "proxy routes in service"
+            ),
+            Err(e) => {
+                self.counters
+                    .table_refused_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, source, "proxy routes do not build; kept the old ones");
+            }
+        }
+    }
+
     /// Puts the routes of a reloaded configuration in service (SIGHUP). Everything else
     /// in `cfg` takes effect at the next start: what differs is named in the returned
     /// list, for the log. Refused, with the table in service kept, if `cfg` does not
