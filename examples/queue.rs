@@ -89,7 +89,7 @@ fn run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
                     for c in claims {
                         let to = c.job.payload["to"].as_str().unwrap_or_default().to_owned();
                         if to.ends_with("7@example.com") {
-                            queue.nack(c.job.id, c.token, "mailbox full", None)?;
+                            queue.nack(c.job.id, c.token, "mailbox full", None, false)?;
                         } else {
                             queue.ack(c.job.id, c.token, Some(json!({ "sent_by": worker })))?;
                             done += 1;

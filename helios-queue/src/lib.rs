@@ -9,6 +9,8 @@
 //! - [`Job`] and friends (`job`) are the stored data. Job ids are UUIDv7 ([`JobId`]): time
 //!   ordered, with 64 random bits from an injected rng; a job records its `owner`, and a
 //!   dedup id suppresses duplicates per (owner, queue).
+//! - [`registry`] is the worker registry: one `worker:{id}` record per live worker, with a
+//!   TTL its worker renews, replaced or removed only by its owner.
 //!
 //! States: PENDING (ready, or delayed until `run_at_ms`) -> IN_PROGRESS (leased) -> DONE;
 //! IN_PROGRESS -> PENDING on nack or lease expiry while attempts remain (after backoff), or
@@ -21,6 +23,7 @@ mod error;
 mod job;
 pub mod limits;
 mod queue;
+pub mod registry;
 mod state;
 
 pub use error::{QueueError, Result};
@@ -30,5 +33,6 @@ pub use job::{
 };
 pub use queue::{IdRng, Queue, TickReport};
 pub use state::{
-    Claim, DedupPut, Enqueued, QueueConfig, QueueState, QueueStats, Transition, job_key,
+    Claim, DedupPut, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition,
+    job_key,
 };

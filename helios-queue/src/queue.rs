@@ -21,7 +21,9 @@
 
 use crate::error::{QueueError, Result};
 use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState};
-use crate::state::{Claim, Enqueued, QueueConfig, QueueState, QueueStats, Transition, job_key};
+use crate::state::{
+    Claim, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition, job_key,
+};
 use helios_atlas::{Atlas, Expiry, KeyTtl, WriteBatch};
 use helios_core::keys::{self, Key};
 use helios_core::{Clock, MonotonicClock};
@@ -188,6 +190,11 @@ impl Queue {
         self.clock.now_ms()
     }
 
+    /// The queue's clock (the worker registry of the same store reads it too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// Writes `t` to ATLAS, then applies it. Caller holds the state lock.
     fn commit(&self, state: &mut QueueState, t: Transition) -> Result<()> {
         if t.is_empty() {
@@ -255,20 +262,36 @@ impl Queue {
         self.commit(st, t)
     }
 
-    /// Reports a failed attempt; returns the job's new state (PENDING or FAILED).
+    /// Reports a failed attempt; returns the job's new state (PENDING or FAILED). A
+    /// `permanent` failure dead-letters the job whatever attempts remain.
     pub fn nack(
         &self,
         id: JobId,
         token: u64,
         error: &str,
         retry_delay_ms: Option<u64>,
+        permanent: bool,
     ) -> Result<JobState> {
         let now = self.now_ms();
         let mut guard = self.inner.lock();
         let st = &mut guard.state;
-        let (state, t) = st.plan_nack(id, token, error, retry_delay_ms, now)?;
+        let (state, t) = st.plan_nack(id, token, error, retry_delay_ms, permanent, now)?;
         self.commit(st, t)?;
         Ok(state)
+    }
+
+    /// Settles a batch of acks, nacks and heartbeats (at most
+    /// [`crate::limits::BATCH_COUNT_MAX`]) under one lock, as one plan and ONE ATLAS batch:
+    /// each item's answer in order, as its own call would have given it (a job named
+    /// twice: `Invalid` for the second). The outer error is only the store's: then nothing
+    /// of the batch happened.
+    pub fn settle(&self, items: &[Settle]) -> Result<Vec<Result<Settled>>> {
+        let now = self.now_ms();
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
+        let (out, t) = st.plan_settle(items, now);
+        self.commit(st, t)?;
+        Ok(out)
     }
 
     /// Expires the leases that ran out, and forgets ended dedup windows. Harmless to call

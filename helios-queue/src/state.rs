@@ -28,6 +28,10 @@
 //! (`token_last`, rebuilt as the maximum over jobs on load, and at least `now_ms * 2^20` so
 //! tokens keep growing across restarts), so a token identifies one lease of one job; ack,
 //! nack and heartbeat must present the current one before the lease expires.
+//!
+//! Settling: a worker's acks, nacks and heartbeats of many jobs plan as one
+//! [`QueueState::plan_settle`] (one transition, one ATLAS batch), each item answered as its
+//! own `plan_*` would answer it. A `permanent` nack dead-letters the job at once.
 
 use crate::error::{QueueError, Result};
 use crate::job::{Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, validate_id};
@@ -38,7 +42,7 @@ use crate::limits::{
 use helios_core::keys;
 use rand::Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -188,6 +192,67 @@ pub struct Enqueued {
     pub id: JobId,
     /// Whether the enqueue was suppressed as a duplicate.
     pub deduplicated: bool,
+}
+
+/// One item of a settle batch ([`QueueState::plan_settle`], `Queue::settle`): what a
+/// worker reports about a job it holds under the lease `token`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// The job is done (as [`QueueState::plan_ack`]).
+    Ack {
+        /// The job.
+        id: JobId,
+        /// Its lease token.
+        token: u64,
+        /// What the job produced, kept on the job.
+        result: Option<serde_json::Value>,
+    },
+    /// The attempt failed (as [`QueueState::plan_nack`]).
+    Nack {
+        /// The job.
+        id: JobId,
+        /// Its lease token.
+        token: u64,
+        /// Why, kept on the job (cut at `limits::ERROR_SIZE_MAX`).
+        error: String,
+        /// When to retry instead of the job's backoff.
+        retry_delay_ms: Option<u64>,
+        /// Straight to the dead-letter list, whatever attempts remain.
+        permanent: bool,
+    },
+    /// The job is still being worked on: extend its lease (as
+    /// [`QueueState::plan_heartbeat`]).
+    Heartbeat {
+        /// The job.
+        id: JobId,
+        /// Its lease token.
+        token: u64,
+        /// The new lease, from now.
+        lease_ms: u64,
+    },
+}
+
+impl Settle {
+    /// The job the item is about.
+    pub fn id(&self) -> JobId {
+        match self {
+            Settle::Ack { id, .. } | Settle::Nack { id, .. } | Settle::Heartbeat { id, .. } => *id,
+        }
+    }
+}
+
+/// The answer to one settled item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The job is done.
+    Acked,
+    /// The job's new state: PENDING (to be retried) or FAILED (dead-lettered).
+    Nacked(JobState),
+    /// The lease was extended until this time.
+    Extended {
+        /// The new lease expiry, on the queue clock.
+        lease_expires_at_ms: u64,
+    },
 }
 
 /// Counts of one queue.
@@ -594,12 +659,19 @@ impl QueueState {
     }
 
     /// A failed attempt: back to pending after the backoff (or `retry_delay_ms`), or into
-    /// the dead-letter list if no attempt is left.
-    fn fail_attempt(job: &mut Job, error: &str, retry_delay_ms: Option<u64>, now_ms: u64) {
+    /// the dead-letter list if no attempt is left or the failure is `permanent` (retrying
+    /// cannot help: a validation error, a 4xx from the service).
+    fn fail_attempt(
+        job: &mut Job,
+        error: &str,
+        retry_delay_ms: Option<u64>,
+        permanent: bool,
+        now_ms: u64,
+    ) {
         job.lease = None;
         job.last_error = Some(truncate_error(error));
         job.updated_at_ms = now_ms;
-        if job.attempts >= job.attempts_max {
+        if permanent || job.attempts >= job.attempts_max {
             job.state = JobState::Failed;
             job.finished_at_ms = Some(now_ms);
         } else {
@@ -609,17 +681,21 @@ impl QueueState {
         }
     }
 
-    /// Plans a nack: the attempt failed with `error`. Returns the job's new state.
+    /// Plans a nack: the attempt failed with `error`. Returns the job's new state: PENDING
+    /// (retried after `retry_delay_ms`, or the job's backoff), or FAILED (the dead-letter
+    /// list) when it was the last attempt or the failure is `permanent`, whatever attempts
+    /// remain.
     pub fn plan_nack(
         &self,
         id: JobId,
         token: u64,
         error: &str,
         retry_delay_ms: Option<u64>,
+        permanent: bool,
         now_ms: u64,
     ) -> Result<(JobState, Transition)> {
         let mut job = self.leased(id, token, now_ms, "nack")?.clone();
-        Self::fail_attempt(&mut job, error, retry_delay_ms, now_ms);
+        Self::fail_attempt(&mut job, error, retry_delay_ms, permanent, now_ms);
         Ok((
             job.state,
             Transition {
@@ -627,6 +703,81 @@ impl QueueState {
                 ..Transition::default()
             },
         ))
+    }
+
+    /// Plans a batch of acks, nacks and heartbeats at `now_ms`: each item as its own
+    /// `plan_*` would plan it alone (same answers, same errors), all the successful items'
+    /// writes joined in ONE transition. Items never see each other's effects, so the batch
+    /// equals the items applied one at a time in order as long as ids are distinct: a
+    /// second item for the same job is refused (`Invalid` on `items`), as is every item of
+    /// a batch over [`BATCH_COUNT_MAX`].
+    pub fn plan_settle(&self, items: &[Settle], now_ms: u64) -> (Vec<Result<Settled>>, Transition) {
+        let mut t = Transition::default();
+        if items.len() > BATCH_COUNT_MAX {
+            let out = items
+                .iter()
+                .map(|_| {
+                    Err(QueueError::Invalid {
+                        field: "items",
+                        reason: format!(
+                            "{} items; at most {BATCH_COUNT_MAX} per batch",
+                            items.len()
+                        ),
+                    })
+                })
+                .collect();
+            return (out, t);
+        }
+        t.puts.reserve(items.len());
+        let mut seen: HashSet<JobId, BuildHasherDefault<IdHasher>> =
+            HashSet::with_capacity_and_hasher(items.len(), BuildHasherDefault::default());
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let id = item.id();
+            if !seen.insert(id) {
+                out.push(Err(QueueError::Invalid {
+                    field: "items",
+                    reason: format!("job {id} appears twice"),
+                }));
+                continue;
+            }
+            let planned = match item {
+                Settle::Ack { id, token, result } => self
+                    .plan_ack(*id, *token, result.clone(), now_ms)
+                    .map(|t| (Settled::Acked, t)),
+                Settle::Nack {
+                    id,
+                    token,
+                    error,
+                    retry_delay_ms,
+                    permanent,
+                } => self
+                    .plan_nack(*id, *token, error, *retry_delay_ms, *permanent, now_ms)
+                    .map(|(st, t)| (Settled::Nacked(st), t)),
+                Settle::Heartbeat {
+                    id,
+                    token,
+                    lease_ms,
+                } => self
+                    .plan_heartbeat(*id, *token, *lease_ms, now_ms)
+                    .map(|(until, t)| {
+                        (
+                            Settled::Extended {
+                                lease_expires_at_ms: until,
+                            },
+                            t,
+                        )
+                    }),
+            };
+            match planned {
+                Ok((answer, one)) => {
+                    t.puts.extend(one.puts);
+                    out.push(Ok(answer));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        (out, t)
     }
 
     /// Plans the expiry of leases that ran out at `now_ms` (at most [`TICK_COUNT_MAX`]):
@@ -639,7 +790,7 @@ impl QueueState {
             }
             if let Some(job) = self.jobs.get(&id) {
                 let mut job = job.clone();
-                Self::fail_attempt(&mut job, "lease expired", None, now_ms);
+                Self::fail_attempt(&mut job, "lease expired", None, false, now_ms);
                 t.puts.push(job);
             }
         }
@@ -1035,7 +1186,8 @@ impl QueueState {
                 (None, _) => {}
             }
             if job.state == JobState::Failed {
-                assert_eq!(job.attempts, job.attempts_max, "job {id} failed early");
+                // The last attempt failed, or an earlier one permanently.
+                assert!(job.attempts >= 1, "job {id} failed without an attempt");
             }
             assert_eq!(job.finished_at_ms.is_some(), job.state.is_finished());
             if let Some(at) = job.finished_at_ms {

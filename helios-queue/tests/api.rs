@@ -204,7 +204,7 @@ fn stale_tokens_and_expired_leases_are_refused() {
         Err(QueueError::StaleToken { .. })
     ));
     assert!(matches!(
-        q.nack(id, second.token, "late", None),
+        q.nack(id, second.token, "late", None, false),
         Err(QueueError::StaleToken { .. })
     ));
 }
@@ -218,7 +218,7 @@ fn retries_with_backoff_then_dead_letter_then_redrive() {
     let id = q.enqueue(r).unwrap().id;
     let c = q.claim("q", "w", 1, 1_000).unwrap().remove(0);
     assert_eq!(
-        q.nack(id, c.token, "boom", None).unwrap(),
+        q.nack(id, c.token, "boom", None, false).unwrap(),
         JobState::Pending
     );
     assert!(
@@ -228,7 +228,7 @@ fn retries_with_backoff_then_dead_letter_then_redrive() {
     clock.advance_ms(500);
     let c = q.claim("q", "w", 1, 1_000).unwrap().remove(0);
     assert_eq!(
-        q.nack(id, c.token, "boom again", None).unwrap(),
+        q.nack(id, c.token, "boom again", None, false).unwrap(),
         JobState::Failed
     );
     let job = q.get(id).unwrap();

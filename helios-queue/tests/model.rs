@@ -1,6 +1,7 @@
 //! Model-based property test of the queue: random enqueues (priorities, delays, owners,
 //! dedup ids scoped per owner and queue), owner-filtered and plain listings,
-//! claims, heartbeats, acks and nacks with live and stale tokens, cancels, redrives,
+//! claims, heartbeats, acks and nacks (retried or permanent) with live and stale tokens,
+//! settle batches of them (a job named twice in one batch included), cancels, redrives,
 //! purges, lease-expiry ticks, clock moves (forwards and back), clean reopens and power
 //! loss of the ATLAS disk (`always`, so nothing acknowledged may be lost) run against the
 //! store and against a plain model (a map of jobs; claim order found by sorting).
@@ -14,12 +15,15 @@
 //! priority, then run-at, then id, and never returns a job before its run-at; tokens only
 //! grow, so a stale token never changes anything; a DONE job is never claimed again;
 //! attempts never exceed the maximum; a job is FAILED exactly when its last allowed
-//! attempt failed. After every reopen the queue, rebuilt from ATLAS, equals the model.
+//! attempt failed or an attempt failed permanently; a settle batch answers each item as
+//! its own call would, and refuses the second item naming a job. After every reopen the queue, rebuilt from ATLAS, equals the model.
 
 use helios_atlas::storage::{CrashTear, MemStorage};
 use helios_atlas::{Atlas, FsyncPolicy, Options};
 use helios_core::{Clock, ManualClock};
-use helios_queue::{Backoff, EnqueueRequest, JobId, JobState, Queue, QueueConfig, QueueError};
+use helios_queue::{
+    Backoff, EnqueueRequest, JobId, JobState, Queue, QueueConfig, QueueError, Settle, Settled,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -54,8 +58,9 @@ enum Action {
         lease_ms: u64,
     },
     Ack(usize, bool),
-    Nack(usize, bool, Option<u64>),
+    Nack(usize, bool, Option<u64>, bool),
     Heartbeat(usize, bool, u64),
+    Settle(Vec<Item>),
     Cancel(usize),
     Redrive(usize),
     Purge(u64),
@@ -66,6 +71,38 @@ enum Action {
     Crash,
 }
 
+/// One item of a settle batch: what (0 ack, 1 nack, 2 heartbeat), which job, a live or
+/// stale token, a retry delay and whether the failure is permanent (nack), a lease
+/// (heartbeat).
+#[derive(Debug, Clone)]
+struct Item {
+    kind: u8,
+    job: usize,
+    stale: bool,
+    delay: Option<u64>,
+    permanent: bool,
+    lease_ms: u64,
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    (
+        0..3u8,
+        any::<usize>(),
+        any::<bool>(),
+        prop::option::of(0..100u64),
+        any::<bool>(),
+        10..400u64,
+    )
+        .prop_map(|(kind, job, stale, delay, permanent, lease_ms)| Item {
+            kind,
+            job,
+            stale,
+            delay,
+            permanent,
+            lease_ms,
+        })
+}
+
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => (0..2usize, -1..=1i32, prop_oneof![Just(0u64), 1..300u64], 1..4u32, prop::option::of(0..3usize), 0..3usize)
@@ -74,7 +111,8 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(queue, state, owner, limit)| Action::List { queue, state, owner, limit }),
         5 => (0..2usize, 1..4usize, 10..400u64).prop_map(|(queue, count, lease_ms)| Action::Claim { queue, count, lease_ms }),
         3 => (any::<usize>(), any::<bool>()).prop_map(|(i, s)| Action::Ack(i, s)),
-        3 => (any::<usize>(), any::<bool>(), prop::option::of(0..100u64)).prop_map(|(i, s, d)| Action::Nack(i, s, d)),
+        3 => (any::<usize>(), any::<bool>(), prop::option::of(0..100u64), prop::bool::weighted(0.2)).prop_map(|(i, s, d, p)| Action::Nack(i, s, d, p)),
+        3 => prop::collection::vec(item(), 0..6).prop_map(Action::Settle),
         1 => (any::<usize>(), any::<bool>(), 10..400u64).prop_map(|(i, s, l)| Action::Heartbeat(i, s, l)),
         1 => any::<usize>().prop_map(Action::Cancel),
         1 => (0..2usize).prop_map(Action::Redrive),
@@ -99,6 +137,8 @@ struct MJob {
     token: Option<u64>,
     lease_until: u64,
     finished_at: Option<u64>,
+    // Dead-lettered by a permanent failure (attempts may remain).
+    permanent: bool,
 }
 
 struct Harness {
@@ -178,11 +218,12 @@ impl Harness {
         Some((*id, token))
     }
 
-    fn fail(j: &mut MJob, now: u64, delay: Option<u64>) {
+    fn fail(j: &mut MJob, now: u64, delay: Option<u64>, permanent: bool) {
         j.token = None;
-        if j.attempts >= j.attempts_max {
+        if permanent || j.attempts >= j.attempts_max {
             j.state = JobState::Failed;
             j.finished_at = Some(now);
+            j.permanent = permanent;
         } else {
             j.state = JobState::Pending;
             j.run_at = now + delay.unwrap_or(BACKOFF_MS);
@@ -255,6 +296,7 @@ impl Harness {
                                 token: None,
                                 lease_until: 0,
                                 finished_at: None,
+                                permanent: false,
                             },
                         );
                         if let Some(k) = scope {
@@ -350,13 +392,80 @@ impl Harness {
                     }
                 }
             }
-            Action::Nack(i, stale, delay) => {
+            Action::Nack(i, stale, delay, permanent) => {
                 if let Some((id, token)) = self.pick(i, stale) {
-                    let r = self.q().nack(id, token, "boom", delay);
+                    let r = self.q().nack(id, token, "boom", delay, permanent);
                     if self.check_lease_op(id, token, &r) {
                         let j = self.jobs.get_mut(&id).expect("known");
-                        Self::fail(j, now, delay);
+                        Self::fail(j, now, delay, permanent);
                         assert_eq!(r.expect("nack"), j.state);
+                    }
+                }
+            }
+            Action::Settle(items) => {
+                let picked: Vec<(&Item, JobId, u64)> = items
+                    .iter()
+                    .filter_map(|it| self.pick(it.job, it.stale).map(|(id, t)| (it, id, t)))
+                    .collect();
+                let batch: Vec<Settle> = picked
+                    .iter()
+                    .map(|&(it, id, token)| match it.kind {
+                        0 => Settle::Ack {
+                            id,
+                            token,
+                            result: Some(serde_json::json!("ok")),
+                        },
+                        1 => Settle::Nack {
+                            id,
+                            token,
+                            error: "boom".to_owned(),
+                            retry_delay_ms: it.delay,
+                            permanent: it.permanent,
+                        },
+                        _ => Settle::Heartbeat {
+                            id,
+                            token,
+                            lease_ms: it.lease_ms,
+                        },
+                    })
+                    .collect();
+                let answers = self.q().settle(&batch).expect("settle");
+                assert_eq!(answers.len(), batch.len(), "one answer per item");
+                // Each item as its own call, against the state before the batch (items
+                // never see each other: a job named twice is refused the second time).
+                let mut seen = std::collections::BTreeSet::new();
+                for (&(it, id, token), r) in picked.iter().zip(&answers) {
+                    if !seen.insert(id) {
+                        assert!(
+                            matches!(r, Err(QueueError::Invalid { field: "items", .. })),
+                            "second item for {id}: {r:?}"
+                        );
+                        continue;
+                    }
+                    if !self.check_lease_op(id, token, r) {
+                        continue;
+                    }
+                    let j = self.jobs.get_mut(&id).expect("known");
+                    match (it.kind, r) {
+                        (0, Ok(Settled::Acked)) => {
+                            j.state = JobState::Done;
+                            j.token = None;
+                            j.finished_at = Some(now);
+                        }
+                        (1, Ok(Settled::Nacked(st))) => {
+                            Self::fail(j, now, it.delay, it.permanent);
+                            assert_eq!(*st, j.state);
+                        }
+                        (
+                            2,
+                            Ok(Settled::Extended {
+                                lease_expires_at_ms,
+                            }),
+                        ) => {
+                            j.lease_until = now + it.lease_ms;
+                            assert_eq!(*lease_expires_at_ms, j.lease_until);
+                        }
+                        other => panic!("item {it:?} answered {other:?}"),
                     }
                 }
             }
@@ -396,6 +505,7 @@ impl Harness {
                         j.attempts = 0;
                         j.run_at = now;
                         j.finished_at = None;
+                        j.permanent = false;
                         m += 1;
                     }
                 }
@@ -424,7 +534,7 @@ impl Harness {
                 let (mut retried, mut dead) = (0, 0);
                 for j in self.jobs.values_mut() {
                     if j.state == JobState::InProgress && j.lease_until <= now {
-                        Self::fail(j, now, None);
+                        Self::fail(j, now, None, false);
                         match j.state {
                             JobState::Failed => dead += 1,
                             _ => retried += 1,
@@ -476,10 +586,10 @@ impl Harness {
                 assert_eq!(j.attempts, m.attempts, "job {id} attempts");
                 assert!(j.attempts <= j.attempts_max);
                 assert_eq!(j.lease.as_ref().map(|l| l.token), m.token, "job {id} lease");
-                if m.state == JobState::Failed {
+                if m.state == JobState::Failed && !m.permanent {
                     assert_eq!(
                         j.attempts, j.attempts_max,
-                        "failed only after the last attempt"
+                        "failed only after the last attempt, or permanently"
                     );
                 }
             }

@@ -127,7 +127,7 @@ fn run(seed: u64, steps: u32) {
                     .and_then(|j| j.lease)
                     .is_some_and(|l| l.token == token && l.expires_at_ms > now);
                 if rng.below(4) == 0 {
-                    let r = q.nack(id, token, "worker failed", None);
+                    let r = q.nack(id, token, "worker failed", None, false);
                     assert_eq!(
                         r.is_ok(),
                         live,

@@ -366,6 +366,8 @@ struct LeaseBody {
     #[serde(default)]
     retry_in_seconds: Option<u64>,
     #[serde(default)]
+    permanent: bool,
+    #[serde(default)]
     lease_seconds: Option<u64>,
 }
 
@@ -425,7 +427,8 @@ pub(super) async fn action(
         "nack" => {
             let error = b.error.unwrap_or_else(|| "nack".to_owned());
             let retry = b.retry_in_seconds.map(|s| s.saturating_mul(1000));
-            let st = blocking(move || q.nack(id, token, &error, retry))
+            let permanent = b.permanent;
+            let st = blocking(move || q.nack(id, token, &error, retry, permanent))
                 .await?
                 .map_err(queue_error)?;
             state.job_ready.notify_waiters();
