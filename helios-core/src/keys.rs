@@ -111,10 +111,7 @@ pub const FAMILY_OWNERS: [(KeyFamily, &str); 13] = [
     (KeyFamily::JobDedup, "helios-queue"),
     (KeyFamily::ProxyBackend, "helios-proxy (not yet written)"),
     (KeyFamily::ProxyRoute, "helios-proxy (not yet written)"),
-    (
-        KeyFamily::Worker,
-        "helios-bins worker registry (not yet written)",
-    ),
+    (KeyFamily::Worker, "helios-queue (worker registry)"),
     (KeyFamily::Meta, "helios-bins (gateway: kv layout)"),
 ];
 

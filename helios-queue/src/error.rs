@@ -67,13 +67,20 @@ pub enum QueueError {
         /// Why.
         reason: String,
     },
-    /// A job record in ATLAS could not be read (corrupt JSON, wrong key).
-    #[error("job record {key:?} is unreadable: {reason}")]
+    /// A job or worker record in ATLAS could not be read (corrupt JSON, wrong key).
+    #[error("record {key:?} is unreadable: {reason}")]
     CorruptRecord {
         /// The ATLAS key.
         key: String,
         /// What is wrong.
         reason: String,
+    },
+    /// No such worker in the registry, or one registered by someone else (told apart by
+    /// nobody: a stranger's worker is as missing as an absent one).
+    #[error("worker {id:?} not found")]
+    WorkerNotFound {
+        /// The worker id.
+        id: String,
     },
     /// The store failed or refused the write; the transition did not happen.
     #[error(transparent)]

@@ -21,3 +21,15 @@ pub const ATTEMPTS_MAX: u32 = 1000;
 pub const DURATION_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 /// Largest page of a listing.
 pub const LIST_LIMIT_MAX: usize = 1000;
+/// Shortest time-to-live of a worker record, in ms: a worker renews it every few
+/// seconds, so less would expire live workers between two renewals.
+pub const WORKER_TTL_MS_MIN: u64 = 1_000;
+/// Longest time-to-live of a worker record, in ms (1 hour): a dead worker must leave the
+/// listing in bounded time.
+pub const WORKER_TTL_MS_MAX: u64 = 3_600_000;
+/// Longest host name of a worker record (a DNS name is at most 253 bytes).
+pub const WORKER_HOST_SIZE_MAX: usize = 255;
+/// Longest version text of a worker record.
+pub const WORKER_VERSION_SIZE_MAX: usize = 64;
+/// Most queues one worker record names.
+pub const WORKER_QUEUES_MAX: usize = 256;
