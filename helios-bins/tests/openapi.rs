@@ -507,6 +507,53 @@ async fn real_responses_match_the_documented_schemas() {
     let admin = common::admin_token(&s).await;
     let a = Some(admin.as_str());
     call!(GET, "/admin/stats", a, None);
+    // Batches and the worker registry, refused to a user, then as the admin.
+    let batch = json!({"items": []});
+    call!(POST, "/api/v1/jobs/batch", t, Some(batch));
+    let job = json!({"queue": "batch", "payload": 1, "max_attempts": 3});
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (_, v) = call!(POST, "/api/v1/jobs", a, Some(job.clone()));
+        ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let claim = json!({"queue": "batch", "worker_id": "w1", "lease_seconds": 30, "max_jobs": 3});
+    let (_, v) = call!(POST, "/api/v1/jobs/claim", a, Some(claim));
+    let token = |i: usize| {
+        v["jobs"][i]["lease_token"]
+            .as_str()
+            .unwrap_or("1")
+            .to_owned()
+    };
+    let batch = json!({"items": [
+        {"id": ids[0], "lease_token": token(0), "action": "ack", "result": {"ok": true}},
+        {"id": ids[1], "lease_token": token(1), "action": "nack", "error": "boom", "permanent": true},
+        {"id": ids[2], "lease_token": token(2), "action": "heartbeat", "lease_seconds": 60},
+        {"id": ids[0], "lease_token": token(0), "action": "ack"},
+        {"id": "00000000000000000000000000000000", "lease_token": "1", "action": "ack"},
+        {"id": "nope", "lease_token": "1", "action": "ack"},
+    ]});
+    call!(POST, "/api/v1/jobs/batch", a, Some(batch));
+    call!(
+        POST,
+        "/api/v1/jobs/batch",
+        a,
+        Some(json!({"items": [{"id": "x"}]}))
+    );
+    let worker = "/api/v1/workers/{id}";
+    let reg = json!({"version": "1.0", "queues": ["batch"], "in_flight": 1, "started_at": 1, "host": "h", "ttl_seconds": 60});
+    call!(PUT, "/api/v1/workers/w1", worker, t, Some(reg.clone()));
+    call!(PUT, "/api/v1/workers/w1", worker, a, Some(reg.clone()));
+    call!(
+        PUT,
+        "/api/v1/workers/w1",
+        worker,
+        a,
+        Some(json!({"version": "1"}))
+    );
+    call!(GET, "/api/v1/workers", t, None);
+    call!(GET, "/api/v1/workers", a, None);
+    call!(DELETE, "/api/v1/workers/w1", worker, a, None);
+    call!(DELETE, "/api/v1/workers/w1", worker, a, None);
     call!(POST, "/admin/snapshot", a, None);
     call!(POST, "/admin/aof/rewrite", a, None);
     call!(POST, "/admin/backup", a, Some(json!({"name": "nightly"})));

@@ -198,6 +198,37 @@ const MATRIX: &[Row] = &[
         r#"{"lease_token":"1"}"#,
         [401, 403, 403, 403, 409, 403, 409],
     ),
+    // A batch: `jobs:work` for the request, then per job (pending: no lease, so the item
+    // is a 409 inside a 200).
+    (
+        "POST",
+        "/api/v1/jobs/batch",
+        "/api/v1/jobs/batch",
+        r#"{"items":[{"id":"{JOB}","lease_token":"1","action":"ack"}]}"#,
+        [401, 403, 403, 403, 200, 403, 200],
+    ),
+    // The worker registry: the worker registers w1; to the admin it is someone else's.
+    (
+        "PUT",
+        "/api/v1/workers/w1",
+        "/api/v1/workers/{id}",
+        r#"{"version":"1","queues":["q"],"in_flight":0,"started_at":0,"host":"h","ttl_seconds":60}"#,
+        [401, 403, 403, 403, 200, 403, 404],
+    ),
+    (
+        "GET",
+        "/api/v1/workers",
+        "/api/v1/workers",
+        "",
+        [401, 403, 403, 403, 200, 403, 200],
+    ),
+    (
+        "DELETE",
+        "/api/v1/workers/w1",
+        "/api/v1/workers/{id}",
+        "",
+        [401, 403, 403, 403, 204, 403, 404],
+    ),
     // The owner cancels; then it is no longer pending for the admin.
     (
         "POST",

@@ -10,7 +10,9 @@
 //!   one (no existence oracle). Without either permission, `403`.
 //! - claim: `jobs:work` or `jobs:work:{queue}` for the body's queue, else `403`; ack, nack,
 //!   heartbeat: some `jobs:work` permission, else `403`, then `jobs:work` or
-//!   `jobs:work:{queue}` for the job's queue, else `404`.
+//!   `jobs:work:{queue}` for the job's queue, else `404`. A batch of them
+//!   (`POST /api/v1/jobs/batch`) is checked the same way, the `404` per item, and settled
+//!   as one queue call.
 //! - queue stats, the dead-letter list and redrive: `jobs:admin` (checked by the router).
 //!
 //! Job ids in paths and bodies are the 32 lowercase hex digits of the UUIDv7 (the UUID's
@@ -24,7 +26,9 @@ use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs};
 use crate::app::http::{Body, empty, json, problem};
 use helios_auth::Claims;
 use helios_auth::rbac::perms;
-use helios_queue::{EnqueueRequest, Job, JobId, JobState, QueueError, validate_queue_name};
+use helios_queue::{
+    EnqueueRequest, Job, JobId, JobState, QueueError, Settle, Settled, limits, validate_queue_name,
+};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json as j};
@@ -34,30 +38,35 @@ use std::time::Duration;
 /// Longest a claim may wait for work.
 const WAIT_S_MAX: u64 = 60;
 
-fn queue_error(e: QueueError) -> Response<Body> {
-    match e {
-        QueueError::NotFound { id } => {
-            problem(StatusCode::NOT_FOUND, "not-found", format!("no job {id}"))
-        }
-        QueueError::BadJobId { text } => problem(
+/// The status, problem type and detail of the queue errors a caller can cause about one
+/// job (`None` for the others: a full queue, the store, a bug).
+fn job_problem(e: &QueueError) -> Option<(StatusCode, &'static str, String)> {
+    Some(match e {
+        QueueError::NotFound { id } => (StatusCode::NOT_FOUND, "not-found", format!("no job {id}")),
+        QueueError::BadJobId { text } => (
             StatusCode::BAD_REQUEST,
             "invalid-field",
             format!("{text:?} is not a job id"),
         ),
         QueueError::StaleToken { .. } | QueueError::LeaseExpired { .. } => {
-            problem(StatusCode::CONFLICT, "stale-lease", e.to_string())
+            (StatusCode::CONFLICT, "stale-lease", e.to_string())
         }
-        QueueError::WrongState { .. } => {
-            problem(StatusCode::CONFLICT, "wrong-state", e.to_string())
-        }
+        QueueError::WrongState { .. } => (StatusCode::CONFLICT, "wrong-state", e.to_string()),
+        QueueError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid-field", e.to_string()),
+        _ => return None,
+    })
+}
+
+fn queue_error(e: QueueError) -> Response<Body> {
+    if let Some((status, slug, detail)) = job_problem(&e) {
+        return problem(status, slug, detail);
+    }
+    match e {
         QueueError::QueueFull { .. } => {
             let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "queue-full", e.to_string());
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
-        }
-        QueueError::Invalid { .. } => {
-            problem(StatusCode::BAD_REQUEST, "invalid-field", e.to_string())
         }
         QueueError::Store(e) => super::handler::store_error(e),
         other => {
@@ -341,8 +350,10 @@ pub(super) async fn claim(
                 .map(|c| {
                     j!({
                         "id": c.job.id,
+                        "queue": c.job.queue,
                         "payload": c.job.payload,
                         "attempt": c.job.attempts,
+                        "max_attempts": c.job.attempts_max,
                         "lease_token": c.token.to_string(),
                         "lease_expires_at": c.job.lease.as_ref().map(|l| l.expires_at_ms),
                     })
@@ -442,6 +453,254 @@ pub(super) async fn action(
             Ok(json(StatusCode::OK, &j!({"lease_expires_at": until})))
         }
     }
+}
+
+/// One item of a batch: a job, its lease token and what to do with it, with the fields of
+/// that action only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem {
+    id: String,
+    lease_token: String,
+    action: BatchAction,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    permanent: Option<bool>,
+    #[serde(default)]
+    retry_in_seconds: Option<u64>,
+    #[serde(default)]
+    lease_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum BatchAction {
+    Ack,
+    Nack,
+    Heartbeat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    items: Vec<BatchItem>,
+}
+
+/// One item's answer in a batch: a status, and the problem type and detail of an error.
+fn item_problem(id: &str, status: StatusCode, slug: &str, detail: impl Into<String>) -> Value {
+    j!({
+        "id": id,
+        "status": status.as_u16(),
+        "type": format!("{}{slug}", crate::app::http::PROBLEM_BASE),
+        "detail": detail.into(),
+    })
+}
+
+impl BatchItem {
+    /// The queue call this item asks for, or its 400 (a bad id or token, a field of
+    /// another action).
+    fn settle(self) -> Result<Settle, (StatusCode, &'static str, String)> {
+        let bad = |detail: String| (StatusCode::BAD_REQUEST, "invalid-field", detail);
+        let id: JobId = self
+            .id
+            .parse()
+            .map_err(|_| bad(format!("id: {:?} is not a job id", self.id)))?;
+        let token: u64 = self
+            .lease_token
+            .parse()
+            .map_err(|_| bad("lease_token: not a token".to_owned()))?;
+        let only = |field: &str, given: bool, action: &str| {
+            if given {
+                Err(bad(format!("{field}: not a field of {action}")))
+            } else {
+                Ok(())
+            }
+        };
+        // `"permanent": false` says nothing, so any action may carry it.
+        let nack_fields =
+            self.error.is_some() || self.permanent == Some(true) || self.retry_in_seconds.is_some();
+        Ok(match self.action {
+            BatchAction::Ack => {
+                only("error, permanent, retry_in_seconds", nack_fields, "ack")?;
+                only("lease_seconds", self.lease_seconds.is_some(), "ack")?;
+                Settle::Ack {
+                    id,
+                    token,
+                    result: self.result,
+                }
+            }
+            BatchAction::Nack => {
+                only("result", self.result.is_some(), "nack")?;
+                only("lease_seconds", self.lease_seconds.is_some(), "nack")?;
+                Settle::Nack {
+                    id,
+                    token,
+                    error: self.error.unwrap_or_else(|| "nack".to_owned()),
+                    retry_delay_ms: self.retry_in_seconds.map(|s| s.saturating_mul(1000)),
+                    permanent: self.permanent.unwrap_or(false),
+                }
+            }
+            BatchAction::Heartbeat => {
+                only("result", self.result.is_some(), "heartbeat")?;
+                only(
+                    "error, permanent, retry_in_seconds",
+                    nack_fields,
+                    "heartbeat",
+                )?;
+                Settle::Heartbeat {
+                    id,
+                    token,
+                    lease_ms: self.lease_seconds.unwrap_or(30).saturating_mul(1000),
+                }
+            }
+        })
+    }
+}
+
+/// `POST /api/v1/jobs/batch`: acks, nacks and heartbeats of many jobs, settled as ONE
+/// queue call (one ATLAS write). Without any `jobs:work`, `403` for the whole request;
+/// then each item is answered on its own, in request order: a job that does not exist or
+/// whose queue the caller does not work is that item's `404`, a bad item its `400`, a
+/// stale lease its `409`. A store failure is the whole request's error (nothing of the
+/// batch happened).
+pub(super) async fn batch(
+    state: &Arc<State>,
+    claims: Option<&Claims>,
+    body: &[u8],
+) -> Result<Response<Body>, Response<Body>> {
+    let caller = Caller::new(state, claims)?;
+    if !state.auth.authorize_some(caller.user_id, perms::JOBS_WORK) {
+        return Err(forbidden(perms::JOBS_WORK));
+    }
+    let b: BatchBody = parse(body)?;
+    if b.items.len() > limits::BATCH_COUNT_MAX {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            format!(
+                "items: {} items; at most {} per batch",
+                b.items.len(),
+                limits::BATCH_COUNT_MAX
+            ),
+        ));
+    }
+    // Each item's answer so far (`None`: sent to the queue as `settles[k]`).
+    let mut answers: Vec<Option<Value>> = Vec::with_capacity(b.items.len());
+    let mut ids: Vec<String> = Vec::with_capacity(b.items.len());
+    let mut settles: Vec<Settle> = Vec::with_capacity(b.items.len());
+    let mut planned: Vec<Result<Settle, (StatusCode, &'static str, String)>> =
+        Vec::with_capacity(b.items.len());
+    for item in b.items {
+        ids.push(item.id.clone());
+        planned.push(item.settle());
+    }
+    // The jobs' queues, in one look at the state; whether the caller works each queue,
+    // asked once per queue.
+    let queues: Vec<Option<String>> = state.queue.with_state(|s| {
+        planned
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .ok()
+                    .and_then(|x| s.job(x.id()))
+                    .map(|j| j.queue.clone())
+            })
+            .collect()
+    });
+    let mut works: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for ((p, queue), id_text) in planned.into_iter().zip(queues).zip(&ids) {
+        let item = match p {
+            Ok(item) => item,
+            Err((status, slug, detail)) => {
+                answers.push(Some(item_problem(id_text, status, slug, detail)));
+                continue;
+            }
+        };
+        let id = item.id();
+        if !seen.insert(id) {
+            answers.push(Some(item_problem(
+                id_text,
+                StatusCode::BAD_REQUEST,
+                "invalid-field",
+                format!("items: job {id} appears twice"),
+            )));
+            continue;
+        }
+        let allowed = queue.is_some_and(|q| match works.get(&q) {
+            Some(&w) => w,
+            None => {
+                let w = caller.works(&q);
+                works.insert(q, w);
+                w
+            }
+        });
+        if !allowed {
+            // A stranger's job is as missing as an absent one.
+            answers.push(Some(item_problem(
+                id_text,
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no job {id}"),
+            )));
+            continue;
+        }
+        answers.push(None);
+        settles.push(item);
+    }
+    let q = state.queue.clone();
+    let results = blocking(move || q.settle(&settles))
+        .await?
+        .map_err(queue_error)?;
+    let mut requeued = false;
+    let mut results = results.into_iter();
+    let items: Vec<Value> = answers
+        .into_iter()
+        .zip(&ids)
+        .map(|(answer, id_text)| {
+            if let Some(a) = answer {
+                return a;
+            }
+            let Some(r) = results.next() else {
+                // One result per item sent: a mismatch is a bug, answered as one.
+                return item_problem(
+                    id_text,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
+            };
+            match r {
+                Ok(Settled::Acked) => j!({"id": id_text, "status": 204}),
+                Ok(Settled::Nacked(st)) => {
+                    requeued |= st == JobState::Pending;
+                    j!({"id": id_text, "status": 200, "state": st})
+                }
+                Ok(Settled::Extended {
+                    lease_expires_at_ms,
+                }) => j!({"id": id_text, "status": 200, "lease_expires_at": lease_expires_at_ms}),
+                Err(e) => match job_problem(&e) {
+                    Some((status, slug, detail)) => item_problem(id_text, status, slug, detail),
+                    None => {
+                        tracing::error!(error = %e, "batch item failure");
+                        item_problem(
+                            id_text,
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            "internal error",
+                        )
+                    }
+                },
+            }
+        })
+        .collect();
+    if requeued {
+        state.job_ready.notify_waiters();
+    }
+    Ok(json(StatusCode::OK, &j!({"items": items})))
 }
 
 pub(super) fn queues(state: &State) -> Result<Response<Body>, Response<Body>> {

@@ -26,6 +26,7 @@ pub mod kv;
 mod metrics;
 mod proxy_admin;
 mod proxy_feed;
+mod workers;
 
 use crate::app::{http, serve, tls};
 use crate::config::GatewayConfig;
@@ -258,6 +259,8 @@ pub struct State {
     pub clock: Arc<dyn Clock>,
     /// The job queue.
     pub queue: Arc<helios_queue::Queue>,
+    /// The worker registry (`worker:*`), on the queue's store and clock.
+    pub registry: Arc<helios_queue::registry::Registry>,
     /// Woken on every enqueue and redrive, so long-polling claims wait without spinning.
     pub job_ready: tokio::sync::Notify,
     /// TLS for the API listener, when configured.
@@ -287,6 +290,10 @@ impl State {
         let body_budget = Arc::new(Semaphore::new(
             usize::try_from(config.http.body_bytes_in_flight_max).unwrap_or(usize::MAX),
         ));
+        let registry = Arc::new(helios_queue::registry::Registry::new(
+            atlas.clone(),
+            queue.clock().clone(),
+        ));
         Self {
             proxy_store: Arc::new(helios_proxy::ProxyStore::new(atlas.clone())),
             feeds: Arc::new(Semaphore::new(proxy_feed::FEEDS_MAX)),
@@ -298,6 +305,7 @@ impl State {
             config,
             metrics: Metrics::new(),
             clock,
+            registry,
             queue,
             job_ready: tokio::sync::Notify::new(),
             tls: None,

@@ -1,7 +1,7 @@
 //! From a request to its route's response: match the path (404), check the method (405
 //! with `Allow`), apply the request deadline, run the head through the gate, read the
-//! body, and call the route's handler (here, in `kv.rs`, `jobs.rs`, `admin.rs`,
-//! `proxy_admin.rs` or `account.rs`).
+//! body, and call the route's handler (here, in `kv.rs`, `jobs.rs`, `workers.rs`,
+//! `admin.rs`, `proxy_admin.rs` or `account.rs`).
 //!
 //! Invariants: every request but a long-polling claim has a deadline
 //! (`http.request_timeout_ms`); a request refused before its handler that declared a
@@ -16,7 +16,7 @@ use super::router::{Route, route_name};
 use crate::app::http::{Body, problem};
 use crate::gateway::proxy_admin::{self, Kind};
 use crate::gateway::proxy_feed;
-use crate::gateway::{State, account, admin, jobs, kv};
+use crate::gateway::{State, account, admin, jobs, kv, workers};
 use crate::net::client_key;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -190,6 +190,12 @@ async fn route_request(
         }
         Route::Jobs => jobs::list(state, claims.as_deref(), parts.uri.query().unwrap_or("")),
         Route::JobClaim => jobs::claim(state, claims.as_deref(), &body).await,
+        Route::JobBatch => jobs::batch(state, claims.as_deref(), &body).await,
+        Route::Workers => workers::list(state, claims.as_deref()),
+        Route::Worker if parts.method == Method::PUT => {
+            workers::put(state, claims.as_deref(), raw_key, &body).await
+        }
+        Route::Worker => workers::delete(state, claims.as_deref(), raw_key).await,
         Route::Job => jobs::get(state, claims.as_deref(), raw_key),
         Route::JobAction => jobs::action(state, claims.as_deref(), raw_key, action, &body).await,
         Route::Queues => jobs::queues(state),

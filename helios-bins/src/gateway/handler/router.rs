@@ -37,8 +37,11 @@ pub(super) enum Route {
     AdminUserKvItem,
     Jobs,
     JobClaim,
+    JobBatch,
     Job,
     JobAction,
+    Workers,
+    Worker,
     Queues,
     Dlq,
     DlqRedrive,
@@ -84,8 +87,11 @@ impl Route {
         Route::AdminUserKvItem,
         Route::Jobs,
         Route::JobClaim,
+        Route::JobBatch,
         Route::Job,
         Route::JobAction,
+        Route::Workers,
+        Route::Worker,
         Route::Queues,
         Route::Dlq,
         Route::DlqRedrive,
@@ -131,8 +137,11 @@ impl Route {
             Route::AdminUserKvItem => "/admin/users/{id}/kv/{key}",
             Route::Jobs => "/api/v1/jobs",
             Route::JobClaim => "/api/v1/jobs/claim",
+            Route::JobBatch => "/api/v1/jobs/batch",
             Route::Job => "/api/v1/jobs/{id}",
             Route::JobAction => "/api/v1/jobs/{id}/{action}",
+            Route::Workers => "/api/v1/workers",
+            Route::Worker => "/api/v1/workers/{id}",
             Route::Queues => "/api/v1/queues",
             Route::Dlq => "/api/v1/queues/{queue}/dlq",
             Route::DlqRedrive => "/api/v1/queues/{queue}/dlq/redrive",
@@ -176,8 +185,11 @@ impl Route {
                 &[Method::GET, Method::PUT, Method::DELETE]
             }
             Route::Jobs => &[Method::GET, Method::POST],
-            Route::JobClaim | Route::JobAction | Route::DlqRedrive => &[Method::POST],
-            Route::Job | Route::Queues | Route::Dlq => &[Method::GET],
+            Route::JobClaim | Route::JobBatch | Route::JobAction | Route::DlqRedrive => {
+                &[Method::POST]
+            }
+            Route::Job | Route::Queues | Route::Dlq | Route::Workers => &[Method::GET],
+            Route::Worker => &[Method::PUT, Method::DELETE],
             Route::AdminStats | Route::AdminUsers | Route::AdminRoles => &[Method::GET],
             Route::AdminSnapshot
             | Route::AdminRewrite
@@ -223,8 +235,14 @@ impl Route {
             (Route::AdminUserKvList, _) | (Route::AdminUserKvItem, _) => Some(perms::ADMIN_ALL),
             (Route::Jobs, &Method::POST) => Some(perms::JOBS_ENQUEUE),
             // Decided per job in jobs.rs (see `checked_per_object`).
-            (Route::Jobs, _) | (Route::Job, _) | (Route::JobAction, _) => Some(JOBS_SOME),
-            (Route::JobClaim, _) => Some(perms::JOBS_WORK),
+            // Decided per job in jobs.rs (see `checked_per_object`), and per worker in
+            // workers.rs: `jobs:admin` lists every worker, some `jobs:work` one's own.
+            (Route::Jobs, _) | (Route::Job, _) | (Route::JobAction, _) | (Route::Workers, _) => {
+                Some(JOBS_SOME)
+            }
+            (Route::JobClaim, _) | (Route::JobBatch, _) | (Route::Worker, _) => {
+                Some(perms::JOBS_WORK)
+            }
             (Route::Queues, _) | (Route::Dlq, _) | (Route::DlqRedrive, _) => {
                 Some(perms::JOBS_ADMIN)
             }
@@ -255,14 +273,24 @@ impl Route {
     }
 
     /// Whether the route's permission is decided per object by its handler (jobs.rs: the
-    /// owner, `jobs:admin`, `jobs:work:{queue}` of the job's or the body's queue): the RBAC
+    /// owner, `jobs:admin`, `jobs:work:{queue}` of the job's or the body's queue;
+    /// workers.rs: the worker's owner, `jobs:admin` to list everyone's): the RBAC
     /// step then asks only for some of [`Route::permission`] (`Auth::authorize_some`:
     /// `jobs:work:emails` is some of `jobs:work`, anything on `jobs` some of `jobs:*`), so
     /// a caller with none of it is refused before the body is read.
     pub(super) fn checked_per_object(self, method: &Method) -> bool {
         matches!(
             (self, method),
-            (Route::Jobs, &Method::GET) | (Route::Job | Route::JobAction | Route::JobClaim, _)
+            (Route::Jobs, &Method::GET)
+                | (
+                    Route::Job
+                        | Route::JobAction
+                        | Route::JobClaim
+                        | Route::JobBatch
+                        | Route::Workers
+                        | Route::Worker,
+                    _
+                )
         )
     }
 
@@ -319,7 +347,19 @@ mod tests {
             *r.inner.at("/api/v1/jobs/claim").unwrap().value,
             Route::JobClaim
         );
+        assert_eq!(
+            *r.inner.at("/api/v1/jobs/batch").unwrap().value,
+            Route::JobBatch
+        );
         assert_eq!(*r.inner.at("/api/v1/jobs/abc").unwrap().value, Route::Job);
+        assert_eq!(
+            *r.inner.at("/api/v1/workers").unwrap().value,
+            Route::Workers
+        );
+        assert_eq!(
+            *r.inner.at("/api/v1/workers/w-1").unwrap().value,
+            Route::Worker
+        );
         assert_eq!(
             Route::JobClaim.permission(&Method::POST),
             Some(perms::JOBS_WORK)
@@ -330,6 +370,20 @@ mod tests {
         assert!(Route::Jobs.checked_per_object(&Method::GET));
         assert!(!Route::Jobs.checked_per_object(&Method::POST));
         assert!(!Route::Dlq.checked_per_object(&Method::GET));
+        // Batches, like single actions, need some `jobs:work`, then the job's queue.
+        assert_eq!(
+            Route::JobBatch.permission(&Method::POST),
+            Some(perms::JOBS_WORK)
+        );
+        assert!(Route::JobBatch.checked_per_object(&Method::POST));
+        // The registry: some `jobs:work` to register or remove, any `jobs` to list (the
+        // handler lets `jobs:admin` see everyone's, a worker its own).
+        for m in [Method::PUT, Method::DELETE] {
+            assert_eq!(Route::Worker.permission(&m), Some(perms::JOBS_WORK));
+            assert!(Route::Worker.checked_per_object(&m));
+        }
+        assert_eq!(Route::Workers.permission(&Method::GET), Some(JOBS_SOME));
+        assert!(Route::Workers.checked_per_object(&Method::GET));
     }
 
     #[test]
