@@ -1,5 +1,5 @@
 //! The `helios` CLI: online commands against a gateway on 127.0.0.1:0 (login, kv, jobs,
-//! admin) with their exit codes and messages (not logged in, session expired), passwords
+//! workers, admin) with their exit codes and messages (not logged in, session expired), passwords
 //! from stdin and the missing-password usage error (the built binary, stdin not a
 //! terminal), `--version` and `--help`, and the offline tools (aof check/repair, backup,
 //! restore) on data directories, whose errors print as messages.
@@ -218,6 +218,79 @@ async fn online_commands_and_exit_codes() {
     let keys: Vec<String> = db.with_keyspace(|ks| ks.iter().map(|(k, _)| k.to_owned()).collect());
     assert!(keys.iter().any(|k| k.ends_with(":kept")), "{keys:?}");
     assert!(!keys.iter().any(|k| k.ends_with(":after")), "{keys:?}");
+}
+
+/// `helios workers` prints the registry's listing: every worker for an admin; a user
+/// without `jobs:work` is refused (exit 1).
+#[tokio::test]
+async fn workers_lists_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = GatewayConfig {
+        data_dir: dir.path().join("data"),
+        backup_dir: dir.path().join("backups"),
+        ..GatewayConfig::default()
+    };
+    cfg.auth.bcrypt_cost = 4;
+    let (addr, state, tx, server) = common::spawn(cfg).await;
+    let record = helios_queue::registry::WorkerRecord {
+        id: "w-cli".to_owned(),
+        owner: None,
+        version: "9.9.9".to_owned(),
+        queues: vec!["emails".to_owned()],
+        in_flight: 4,
+        started_at_ms: 1,
+        heartbeat_at_ms: 0,
+        host: "box-7".to_owned(),
+        ttl_ms: 60_000,
+    };
+    let registry = state.registry.clone();
+    tokio::task::spawn_blocking(move || registry.put(record))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let token = dir.path().join("token");
+    let t = token.to_str().unwrap().to_owned();
+    let base = ["--url", url.as_str(), "--token-file", t.as_str()];
+    let with = |rest: &[&str]| -> Vec<String> {
+        let mut v = strings(&base);
+        v.extend(strings(rest));
+        v
+    };
+    let out = binary(
+        with(&["login", "--username", "admin", "--password-stdin"]),
+        Some("admin password 1\n"),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let out = binary(with(&["workers"]), None).await;
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["id"], "w-cli");
+    assert_eq!(items[0]["host"], "box-7");
+    assert_eq!(items[0]["in_flight"], 4);
+    // A plain user holds no `jobs:work`: refused.
+    let user_token = dir.path().join("user-token");
+    let u = user_token.to_str().unwrap().to_owned();
+    let as_user = |rest: &[&str]| -> Vec<String> {
+        let mut v = strings(&["--url", url.as_str(), "--token-file", u.as_str()]);
+        v.extend(strings(rest));
+        v
+    };
+    let password = "correct horse battery staple";
+    let args = as_user(&["users", "add", "pat", "--password", password]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli(&args).await.unwrap();
+    let args = as_user(&["login", "--username", "pat", "--password", password]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli(&args).await.unwrap();
+    let args = as_user(&["workers"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(cli(&args).await, Err(EXIT_REFUSED), "403");
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
 }
 
 #[tokio::test]

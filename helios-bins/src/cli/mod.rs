@@ -123,6 +123,9 @@ pub enum Command {
         /// What to do.
         op: JobsOp,
     },
+    /// The live workers (`GET /api/v1/workers`): every one with `jobs:admin`, your own
+    /// with `jobs:work`.
+    Workers,
     /// Change your password: every other session ends, and the new token pair is saved.
     Passwd {
         /// The current password (shows in `ps` and shell history: prefer the prompt or
@@ -931,6 +934,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         },
+        Command::Workers => print(&api.call(Method::GET, "/api/v1/workers", None).await?),
         Command::Users { op } => match op {
             UsersOp::Add {
                 username,
