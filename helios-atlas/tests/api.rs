@@ -347,6 +347,27 @@ fn second_opener_is_refused() {
 }
 
 #[test]
+fn reopening_right_after_dropping_the_last_handle_works() {
+    // The maintenance thread may hold the store for a tick when the last handle goes:
+    // the store then closes on that thread, a moment later. An open in the same process
+    // waits for it instead of failing as "locked".
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..100 {
+        let o = helios_atlas::Options {
+            fsync: FsyncPolicy::Everysec,
+            maintenance_interval_ms: Some(1),
+            ..helios_atlas::Options::default()
+        };
+        let db =
+            helios_atlas::Atlas::open(tmp.path(), o).unwrap_or_else(|e| panic!("open {i}: {e}"));
+        for k in 0..50 {
+            db.set(&format!("k{k}"), format!("{i}")).unwrap();
+        }
+        drop(db);
+    }
+}
+
+#[test]
 fn snapshot_rotates_and_compacts_and_reopen_uses_it() {
     let (m, c) = setup();
     let db = open(&m, &c, FsyncPolicy::Always);

@@ -276,9 +276,7 @@ impl Atlas {
                 }
                 _ => AtlasError::io(&dir, e),
             })?;
-        let lock = storage
-            .lock_dir(&dir)
-            .map_err(|e| AtlasError::lock_failed(&*storage, &dir, e))?;
+        let lock = lock_dir_waiting_for_own_close(&*storage, &dir)?;
         let rec = recovery::recover(&*storage, &dir, options.aof_load_truncated)?;
         let keyspace = rec.keyspace;
         let next_seq = keyspace.last_seq() + 1;
@@ -837,6 +835,32 @@ pub const EVERYSEC_INTERVAL_MS: u64 = 1000;
 fn unreachable_reply<T>(reply: Reply) -> Result<T> {
     // The pipeline answers each command kind with its own reply kind; a mismatch is a bug.
     panic!("command answered with the wrong reply kind: {reply:?}")
+}
+
+/// Locks `dir`. A lock held by this very process is most likely a handle being dropped:
+/// dropping the last `Atlas` while the maintenance thread is in a tick closes the store
+/// on that thread a moment later. So such a lock is tried again for up to 2 s before the
+/// open fails (another process's lock fails at once).
+fn lock_dir_waiting_for_own_close(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Box<dyn crate::storage::DirLock>> {
+    let mut tries = 0;
+    loop {
+        match storage.lock_dir(dir) {
+            Ok(lock) => return Ok(lock),
+            Err(e) => match AtlasError::lock_failed(storage, dir, e) {
+                AtlasError::Locked {
+                    holder_pid: Some(pid),
+                    ..
+                } if pid == std::process::id() && tries < 2000 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                other => return Err(other),
+            },
+        }
+    }
 }
 
 fn create_segment(
