@@ -386,3 +386,96 @@ async fn the_registry_keeps_owners_apart_and_forgets_the_dead() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_enqueue_carries_writes_to_the_callers_own_namespace() {
+    let (_dir, s) = common::start_temp(10_000).await;
+    let admin = admin_token(&s).await;
+    let alice = login(&s, "alice").await;
+    let bob = login(&s, "bob").await;
+    s.expect(
+        Method::PUT,
+        "/api/v1/kv/old",
+        Some(&alice),
+        Some(json!({"value": 1})),
+        201,
+    )
+    .await;
+    let (st, v) = enqueue(
+        &s,
+        &alice,
+        json!({"queue": "mail", "payload": {"order": 7}, "dedup_id": "order-7", "kv": [
+            {"key": "order:7", "value": {"state": "paid"}, "ttl_seconds": 3600},
+            {"key": "old", "delete": true},
+        ]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let first = v["id"].clone();
+    let (_, got) = s.get("/api/v1/kv/order:7", &alice).await;
+    assert_eq!(got["value"], json!({"state": "paid"}), "{got}");
+    assert!(got["ttl_seconds"].as_u64().unwrap() > 3500);
+    s.expect(Method::GET, "/api/v1/kv/old", Some(&alice), None, 404)
+        .await;
+    // The keys are alice's: bob's namespace has none of them.
+    s.expect(Method::GET, "/api/v1/kv/order:7", Some(&bob), None, 404)
+        .await;
+    // A retry (same dedup id) is the same job and writes nothing.
+    let (st, v) = enqueue(
+        &s,
+        &alice,
+        json!({"queue": "mail", "dedup_id": "order-7", "kv": [
+            {"key": "order:7", "value": {"state": "twice"}},
+        ]}),
+    )
+    .await;
+    assert_eq!((st.as_u16(), v["id"].clone()), (200, first));
+    let (_, got) = s.get("/api/v1/kv/order:7", &alice).await;
+    assert_eq!(got["value"], json!({"state": "paid"}));
+    // A bad write names itself, and nothing is enqueued or written.
+    for (kv, field) in [
+        (json!([{"key": "a\u{0}b", "value": 1}]), "kv[0].key"),
+        (
+            json!([{"key": "x", "value": 1}, {"key": "y"}]),
+            "kv[1].value",
+        ),
+        (json!([{"key": "x", "value": 1, "delete": true}]), "kv[0]"),
+        (
+            json!([{"key": "x", "value": 1, "ttl_seconds": 0}]),
+            "kv[0].ttl_seconds",
+        ),
+    ] {
+        let (st, v) = enqueue(&s, &alice, json!({"queue": "mail", "kv": kv})).await;
+        assert_eq!(st, 400, "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(field),
+            "{field}: {v}"
+        );
+    }
+    s.expect(Method::GET, "/api/v1/kv/x", Some(&alice), None, 404)
+        .await;
+    // Writes need kv:write as well as jobs:enqueue.
+    let carol = login(&s, "carol").await;
+    grant(&s, &admin, "carol", "enqueuer", Some(&["jobs:enqueue"])).await;
+    let id = user_id(&s, &admin, "carol").await;
+    s.expect(
+        Method::DELETE,
+        &format!("/admin/users/{id}/roles/user"),
+        Some(&admin),
+        None,
+        204,
+    )
+    .await;
+    let (st, v) = enqueue(
+        &s,
+        &carol,
+        json!({"queue": "mail", "kv": [{"key": "k", "value": 1}]}),
+    )
+    .await;
+    assert_eq!((st.as_u16(), problem_type(&v)), (403, "forbidden"), "{v}");
+    let (st, _) = enqueue(&s, &carol, json!({"queue": "mail"})).await;
+    assert_eq!(st, 201);
+    let (_, jobs) = s.get("/api/v1/jobs?queue=mail", &admin).await;
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 2, "{jobs}");
+    s.stop().await;
+}

@@ -31,7 +31,7 @@ pub use job::{
     Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, validate_id, validate_owner,
     validate_queue_name,
 };
-pub use queue::{IdRng, Queue, TickReport};
+pub use queue::{IdRng, KvWrite, Queue, TickReport};
 pub use state::{
     Claim, DedupPut, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition,
     job_key,

@@ -33,3 +33,7 @@ pub const WORKER_HOST_SIZE_MAX: usize = 255;
 pub const WORKER_VERSION_SIZE_MAX: usize = 64;
 /// Most queues one worker record names.
 pub const WORKER_QUEUES_MAX: usize = 256;
+/// Most key-value writes one transactional enqueue carries (`Queue::enqueue_with`).
+pub const KV_WRITES_MAX: usize = 100;
+/// Most bytes of keys and values one transactional enqueue writes.
+pub const KV_WRITES_BYTES_MAX: usize = 1024 * 1024;

@@ -215,6 +215,46 @@ impl Queue {
         })
     }
 
+    /// Enqueues one job and writes `kv` in the same atomic ATLAS batch: after a crash
+    /// either the job and every write are there, or none of them (an outbox: the job is
+    /// enqueued exactly when the data it refers to is written). Only `kv:*` keys may be
+    /// written (the caller decides whose namespace; the gateway allows the caller's own).
+    /// A duplicate (its dedup id seen in the window) enqueues nothing and writes nothing:
+    /// a retried request is a no-op. At most [`limits::KV_WRITES_MAX`] writes of
+    /// [`limits::KV_WRITES_BYTES_MAX`] bytes in all.
+    ///
+    /// [`limits::KV_WRITES_MAX`]: crate::limits::KV_WRITES_MAX
+    /// [`limits::KV_WRITES_BYTES_MAX`]: crate::limits::KV_WRITES_BYTES_MAX
+    pub fn enqueue_with(&self, req: EnqueueRequest, kv: Vec<KvWrite>) -> Result<Enqueued> {
+        check_kv_writes(&kv)?;
+        let now = self.now_ms();
+        let mut guard = self.inner.lock();
+        let Locked { state, rng } = &mut *guard;
+        let (mut out, t) = state.plan_enqueue(std::slice::from_ref(&req), now, &mut **rng)?;
+        let e = out.pop().ok_or(QueueError::Invalid {
+            field: "jobs",
+            reason: "empty".to_owned(),
+        })?;
+        if e.deduplicated || t.is_empty() {
+            self.commit(state, t)?;
+            return Ok(e);
+        }
+        let mut batch = batch_of(&t)?;
+        for w in kv {
+            match w {
+                KvWrite::Set { key, value, expiry } => {
+                    batch.set(key, value, expiry);
+                }
+                KvWrite::Delete { key } => {
+                    batch.delete(key);
+                }
+            }
+        }
+        self.atlas.write_batch(batch)?;
+        state.apply(t);
+        Ok(e)
+    }
+
     /// Enqueues several jobs atomically (all or none).
     pub fn enqueue_batch(&self, reqs: &[EnqueueRequest]) -> Result<Vec<Enqueued>> {
         let now = self.now_ms();
@@ -396,6 +436,67 @@ impl Queue {
     pub fn with_state<R>(&self, f: impl FnOnce(&QueueState) -> R) -> R {
         f(&self.inner.lock().state)
     }
+}
+
+/// A key-value write carried by a transactional enqueue ([`Queue::enqueue_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    /// Sets `key` (a `kv:*` key) to `value`.
+    Set {
+        /// The full ATLAS key (`kv:...`, built by `helios_core::keys::KvSpace`).
+        key: String,
+        /// The value's bytes.
+        value: Vec<u8>,
+        /// Its expiry.
+        expiry: Expiry,
+    },
+    /// Deletes `key` (a `kv:*` key; absent is fine).
+    Delete {
+        /// The full ATLAS key.
+        key: String,
+    },
+}
+
+impl KvWrite {
+    fn key(&self) -> &str {
+        match self {
+            KvWrite::Set { key, .. } | KvWrite::Delete { key } => key,
+        }
+    }
+}
+
+/// Every write is to a `kv:*` key, within the count and byte bounds.
+fn check_kv_writes(kv: &[KvWrite]) -> Result<()> {
+    use crate::limits::{KV_WRITES_BYTES_MAX, KV_WRITES_MAX};
+    if kv.len() > KV_WRITES_MAX {
+        return Err(QueueError::Invalid {
+            field: "kv",
+            reason: format!("{} writes; at most {KV_WRITES_MAX}", kv.len()),
+        });
+    }
+    let mut bytes = 0usize;
+    for (i, w) in kv.iter().enumerate() {
+        match keys::parse(w.key()) {
+            Ok(Key::Kv(_)) => {}
+            _ => {
+                return Err(QueueError::Invalid {
+                    field: "kv",
+                    reason: format!("write {i}: {:?} is not a kv: key", w.key()),
+                });
+            }
+        }
+        bytes = bytes.saturating_add(w.key().len());
+        if let KvWrite::Set { value, .. } = w {
+            bytes = bytes.saturating_add(value.len());
+        }
+    }
+    if bytes > KV_WRITES_BYTES_MAX {
+        return Err(QueueError::Invalid {
+            field: "kv",
+            reason: format!("{bytes} bytes; at most {KV_WRITES_BYTES_MAX}"),
+        });
+    }
+    Ok(())
 }
 
 /// The ATLAS batch that makes transition `t` durable: each job's record, each purge, each

@@ -1,5 +1,7 @@
-//! The job routes: enqueue, get, list, claim (with long polling), ack / nack / heartbeat /
-//! cancel, queue stats, the dead-letter list and its redrive. Each maps onto one
+//! The job routes: enqueue (with writes to the caller's own KV namespace in the same atomic
+//! batch: `kv`), get, list, claim (with long polling), ack / nack / heartbeat / cancel,
+//! batches of acks, nacks and heartbeats, queue stats, the dead-letter list and its
+//! redrive. Each maps onto one
 //! `helios_queue::Queue` call, run on the blocking pool (it writes to ATLAS).
 //!
 //! Jobs belong to someone: an enqueue records the caller's user id as the job's owner (and
@@ -24,10 +26,12 @@
 use super::State;
 use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs};
 use crate::app::http::{Body, empty, json, problem};
+use helios_atlas::Expiry;
 use helios_auth::Claims;
 use helios_auth::rbac::perms;
 use helios_queue::{
-    EnqueueRequest, Job, JobId, JobState, QueueError, Settle, Settled, limits, validate_queue_name,
+    EnqueueRequest, Job, JobId, JobState, KvWrite, QueueError, Settle, Settled, limits,
+    validate_queue_name,
 };
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Deserialize;
@@ -183,6 +187,49 @@ struct EnqueueBody {
     max_attempts: Option<u32>,
     #[serde(default)]
     dedup_id: Option<String>,
+    /// Writes to the caller's own KV namespace, made in the same atomic batch as the job.
+    #[serde(default)]
+    kv: Vec<KvWriteBody>,
+}
+
+/// One write of a transactional enqueue: a key of the caller's own namespace and its
+/// value (with a TTL), or `delete`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KvWriteBody {
+    key: String,
+    #[serde(default)]
+    value: Option<Value>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    delete: bool,
+}
+
+/// The queue's writes for `body`, in `user_id`'s own namespace; a `400` names the write.
+fn kv_writes(user_id: &str, body: Vec<KvWriteBody>) -> Result<Vec<KvWrite>, Response<Body>> {
+    let bad = |detail: String| problem(StatusCode::BAD_REQUEST, "invalid-field", detail);
+    body.into_iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let key = super::kv::own_key(user_id, &format!("kv[{i}].key"), &w.key)?;
+            match (w.delete, w.value, w.ttl_seconds) {
+                (true, None, None) => Ok(KvWrite::Delete { key }),
+                (true, _, _) => Err(bad(format!(
+                    "kv[{i}]: a delete has no value or ttl_seconds"
+                ))),
+                (false, None, _) => Err(bad(format!("kv[{i}].value: missing"))),
+                (false, Some(_), Some(0)) => {
+                    Err(bad(format!("kv[{i}].ttl_seconds: must be positive")))
+                }
+                (false, Some(v), ttl) => Ok(KvWrite::Set {
+                    key,
+                    value: serde_json::to_vec(&v).unwrap_or_default(),
+                    expiry: ttl.map_or(Expiry::Never, |s| Expiry::InMs(s.saturating_mul(1000))),
+                }),
+            }
+        })
+        .collect()
 }
 
 pub(super) async fn enqueue(
@@ -192,6 +239,11 @@ pub(super) async fn enqueue(
 ) -> Result<Response<Body>, Response<Body>> {
     let caller = Caller::new(state, claims)?;
     let b: EnqueueBody = parse(body)?;
+    // Writes to one's own namespace need what writing it directly needs.
+    if !b.kv.is_empty() && !caller.can(perms::KV_WRITE) {
+        return Err(forbidden(perms::KV_WRITE));
+    }
+    let kv = kv_writes(caller.user_id, b.kv)?;
     let mut req = EnqueueRequest::new(b.queue, b.payload);
     req.owner = Some(Arc::from(caller.user_id));
     req.priority = b.priority;
@@ -200,7 +252,11 @@ pub(super) async fn enqueue(
     req.dedup_id = b.dedup_id;
     let q = state.queue.clone();
     let out = blocking(move || {
-        let e = q.enqueue(req)?;
+        let e = if kv.is_empty() {
+            q.enqueue(req)?
+        } else {
+            q.enqueue_with(req, kv)?
+        };
         let job = q.get(e.id);
         Ok::<_, QueueError>((e, job))
     })
@@ -471,8 +527,14 @@ struct BatchItem {
     permanent: Option<bool>,
     #[serde(default)]
     retry_in_seconds: Option<u64>,
+    /// As `retry_in_seconds`, in ms (a worker's backoff with jitter).
+    #[serde(default)]
+    retry_in_ms: Option<u64>,
     #[serde(default)]
     lease_seconds: Option<u64>,
+    /// As `lease_seconds`, in ms.
+    #[serde(default)]
+    lease_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -519,13 +581,27 @@ impl BatchItem {
                 Ok(())
             }
         };
+        if self.retry_in_seconds.is_some() && self.retry_in_ms.is_some() {
+            return Err(bad(
+                "retry_in_seconds, retry_in_ms: give one of them".to_owned()
+            ));
+        }
+        if self.lease_seconds.is_some() && self.lease_ms.is_some() {
+            return Err(bad("lease_seconds, lease_ms: give one of them".to_owned()));
+        }
+        let retry_delay_ms = self
+            .retry_in_ms
+            .or(self.retry_in_seconds.map(|s| s.saturating_mul(1000)));
+        let lease_ms = self
+            .lease_ms
+            .or(self.lease_seconds.map(|s| s.saturating_mul(1000)));
         // `"permanent": false` says nothing, so any action may carry it.
         let nack_fields =
-            self.error.is_some() || self.permanent == Some(true) || self.retry_in_seconds.is_some();
+            self.error.is_some() || self.permanent == Some(true) || retry_delay_ms.is_some();
         Ok(match self.action {
             BatchAction::Ack => {
                 only("error, permanent, retry_in_seconds", nack_fields, "ack")?;
-                only("lease_seconds", self.lease_seconds.is_some(), "ack")?;
+                only("lease_seconds", lease_ms.is_some(), "ack")?;
                 Settle::Ack {
                     id,
                     token,
@@ -534,12 +610,12 @@ impl BatchItem {
             }
             BatchAction::Nack => {
                 only("result", self.result.is_some(), "nack")?;
-                only("lease_seconds", self.lease_seconds.is_some(), "nack")?;
+                only("lease_seconds", lease_ms.is_some(), "nack")?;
                 Settle::Nack {
                     id,
                     token,
                     error: self.error.unwrap_or_else(|| "nack".to_owned()),
-                    retry_delay_ms: self.retry_in_seconds.map(|s| s.saturating_mul(1000)),
+                    retry_delay_ms,
                     permanent: self.permanent.unwrap_or(false),
                 }
             }
@@ -553,7 +629,7 @@ impl BatchItem {
                 Settle::Heartbeat {
                     id,
                     token,
-                    lease_ms: self.lease_seconds.unwrap_or(30).saturating_mul(1000),
+                    lease_ms: lease_ms.unwrap_or(30_000),
                 }
             }
         })

@@ -122,6 +122,23 @@ fn user_key(space: &Space, raw: Option<String>) -> Result<(String, String), Resp
     Ok((key, full))
 }
 
+/// The ATLAS key of `key` in user `user_id`'s own namespace, for a write carried by a job
+/// enqueue (`jobs.rs`): `field` names the key in errors (`kv[2].key`).
+pub(super) fn own_key(user_id: &str, field: &str, key: &str) -> Result<String, Response<Body>> {
+    if key.is_empty() || key.len() > KEY_SIZE_MAX {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-field",
+            format!("{field}: 1..={KEY_SIZE_MAX} bytes"),
+        ));
+    }
+    check_key_text(field, key)?;
+    Space::User(user_id.to_owned())
+        .as_space()
+        .key(key)
+        .map_err(internal_key_error)
+}
+
 /// An entity tag of a stored value: FNV-1a 64 (a content tag, not a security boundary).
 pub(super) fn etag(value: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
