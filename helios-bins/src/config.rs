@@ -152,6 +152,9 @@ pub struct GatewayConfig {
     /// A reverse proxy in the gateway's process, its routes and backends those of
     /// `/admin/proxy/*` read from the store (off by default).
     pub embedded_proxy: crate::proxy::embedded::EmbeddedProxySection,
+    /// A worker runtime in the gateway's process, claiming from its queue with no HTTP
+    /// hop (off while `services` is empty; `gateway` and the credentials are not used).
+    pub workers: crate::worker::config::WorkerSettings,
 }
 
 impl Default for GatewayConfig {
@@ -197,6 +200,7 @@ impl Default for GatewayConfig {
                 level: "info".into(),
             },
             embedded_proxy: crate::proxy::embedded::EmbeddedProxySection::default(),
+            workers: crate::worker::config::WorkerSettings::default(),
         }
     }
 }
@@ -245,6 +249,9 @@ impl GatewayConfig {
                         // helios-proxy's own (its section, its credentials); the gateway's
                         // proxy is `embedded_proxy`.
                         || k.starts_with("PROXY_")
+                        // helios-worker's (its section, its credentials); the gateway's
+                        // runtime is `workers`.
+                        || k.starts_with("WORKER_")
                 },
                 verbatim: &|_| false,
             },
@@ -266,6 +273,14 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if !self.workers.services.is_empty() {
+            self.workers.check("workers")?;
+            crate::worker::config::build_services(
+                &self.workers,
+                "workers",
+                &crate::worker::Connectors::default(),
+            )?;
         }
         if let Err((field, reason)) = self.embedded_proxy.check() {
             return Err(err(format!("embedded_proxy.{field}"), reason));

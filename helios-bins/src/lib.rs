@@ -7,6 +7,8 @@
 //! - [`gateway`]: the HTTP/JSON API over ATLAS, auth, rate limits and the job queue;
 //! - [`atlasd`]: the RESP (Redis protocol) server over ATLAS;
 //! - [`proxy`]: the reverse proxy over `helios-proxy`'s core;
+//! - [`worker`]: the worker runtime (claims, connectors, heartbeats, drain) and
+//!   `helios-worker`;
 //! - [`cli`]: the `helios` command-line tool (online commands and offline AOF tools);
 //! - [`net`]: what the servers share about client addresses (the client identity).
 //!
@@ -21,3 +23,4 @@ pub mod config;
 pub mod gateway;
 pub mod net;
 pub mod proxy;
+pub mod worker;

@@ -2,12 +2,13 @@
 //! then environment variables, then flags, on a JSON tree, then the binary's own checks.
 //!
 //! Owns the rules every binary's config follows: a key the defaults do not have fails with
-//! its dotted path (and the variable it came from); a value of the wrong type fails naming
-//! the key; booleans are strict (`yes` is not `true`); in variables, `__` separates levels
-//! and names are lowercased (`HELIOS_AUTH__REGISTRATION_OPEN=false` sets
-//! `auth.registration_open`). A binary supplies its defaults (`Default`), its variable
-//! prefix ([`EnvLayer`]), its flags (a closure over the tree) and its checks
-//! ([`Layered::check`]).
+//! its dotted path (and the variable it came from), except inside a section the defaults
+//! leave empty, which is a map whose keys are the user's (the binary's types check its
+//! entries); a value of the wrong type fails naming the key; booleans are strict (`yes`
+//! is not `true`); in variables, `__` separates levels and names are lowercased
+//! (`HELIOS_AUTH__REGISTRATION_OPEN=false` sets `auth.registration_open`). A binary
+//! supplies its defaults (`Default`), its variable prefix ([`EnvLayer`]), its flags (a
+//! closure over the tree) and its checks ([`Layered::check`]).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,6 +78,9 @@ pub fn load<T: Layered>(
 fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
+            // A section empty in the defaults is a map (`worker.services`: queue ->
+            // service): its keys are the user's; the binary's types check the entries.
+            let open = b.is_empty();
             for (k, v) in o {
                 let p = if path.is_empty() {
                     k.clone()
@@ -85,6 +89,9 @@ fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
                 };
                 match b.get_mut(&k) {
                     Some(slot) => merge(slot, v, &p)?,
+                    None if open => {
+                        b.insert(k, v);
+                    }
                     None => return Err(err(p, "unknown key")),
                 }
             }

@@ -6,6 +6,7 @@
 //! A server is `run(listener, state or context, shutdown)` over [`serve::serve`]; its
 //! `main` parses flags, loads its config, and calls it.
 
+pub mod client;
 pub mod config;
 pub mod histogram;
 pub mod http;

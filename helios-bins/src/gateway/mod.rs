@@ -262,7 +262,9 @@ pub struct State {
     /// The worker registry (`worker:*`), on the queue's store and clock.
     pub registry: Arc<helios_queue::registry::Registry>,
     /// Woken on every enqueue and redrive, so long-polling claims wait without spinning.
-    pub job_ready: tokio::sync::Notify,
+    pub job_ready: Arc<tokio::sync::Notify>,
+    /// The `workers` section's runtime while it runs (its metrics join the gateway's).
+    pub workers: parking_lot::Mutex<Option<Arc<crate::worker::Worker>>>,
     /// TLS for the API listener, when configured.
     pub tls: Option<tls::Tls>,
     /// Bytes of request bodies being read, at most `http.body_bytes_in_flight_max`.
@@ -307,7 +309,8 @@ impl State {
             clock,
             registry,
             queue,
-            job_ready: tokio::sync::Notify::new(),
+            job_ready: Arc::new(tokio::sync::Notify::new()),
+            workers: parking_lot::Mutex::new(None),
             tls: None,
             body_budget,
             router: handler::Router::new(),
@@ -381,6 +384,36 @@ pub async fn run_with_proxy(
         let _ = tokio::task::spawn_blocking(move || p.follower.join()).await;
     });
     served
+}
+
+/// Starts the `workers` section's runtime (if it names any service) on this process's
+/// queue, with no HTTP hop: it runs until `stop`, then drains (see `worker::runtime`).
+fn spawn_workers(
+    state: &Arc<State>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    let w = &state.config.workers;
+    if w.services.is_empty() {
+        return Ok(None);
+    }
+    let services =
+        crate::worker::config::build_services(w, "workers", &crate::worker::Connectors::default())
+            .map_err(std::io::Error::other)?;
+    let ctx = Context::system();
+    let settings = w.runtime_settings(
+        env!("CARGO_PKG_VERSION"),
+        &crate::worker::config::host_name(),
+        ctx.random_u64(),
+    );
+    let source = crate::worker::EmbeddedSource::new(
+        state.queue.clone(),
+        state.registry.clone(),
+        state.job_ready.clone(),
+    );
+    let worker = crate::worker::Worker::new(Arc::new(source), services, settings, ctx);
+    *state.workers.lock() = Some(worker.clone());
+    tracing::info!(queues = w.services.len(), "embedded workers running");
+    Ok(Some(tokio::spawn(worker.run(stop, std::future::pending()))))
 }
 
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, without auth, until
@@ -468,10 +501,14 @@ pub async fn run(
         write_stall: None,
     });
     tracing::debug!(?limits, "serving the API");
+    let workers_stop = crate::app::Stop::default();
+    let workers = spawn_workers(&state, workers_stop.waiter())?;
     let handler_state = state.clone();
     let stop_state = state.clone();
     let shutdown = async move {
         shutdown.await;
+        // The embedded workers stop claiming and drain beside the API's requests.
+        workers_stop.trigger();
         // Long-lived streams end, so the drain does not wait out its grace for them.
         stop_state
             .feeds_stop
@@ -502,6 +539,10 @@ pub async fn run(
     )
     .await;
     tracing::info!("stopped accepting; in-flight requests drained");
+    if let Some(w) = workers {
+        // Their outcomes are written before the store closes.
+        let _ = w.await;
+    }
     flusher.abort();
     let s = state.clone();
     let closed = tokio::task::spawn_blocking(move || {

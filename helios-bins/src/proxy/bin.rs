@@ -95,7 +95,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         let env: Vec<(String, String)> = std::env::vars().collect();
         Some(launch::config(
             NAME,
-            super::control::Credentials::from_env(&env),
+            super::control::credentials_from_env(&env),
         )?)
     };
     let runtime = launch::runtime(NAME, cfg.proxy.threads)?;

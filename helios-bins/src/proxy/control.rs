@@ -19,58 +19,16 @@ use helios_proxy::catalog::{Catalog, Change};
 use helios_proxy::{BackendSpec, RouteSpec};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How the follower proves it may read the feed.
-#[derive(Clone)]
-pub enum Credentials {
-    /// A bearer token, used as is.
-    Token(String),
-    /// A user to log in as (again whenever the stream ends).
-    Login {
-        /// The username.
-        username: String,
-        /// The password.
-        password: String,
-    },
-}
+pub use crate::app::client::Credentials;
 
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credentials::Token(_) => f.write_str("Token(..)"),
-            Credentials::Login { username, .. } => write!(f, "Login({username:?}, ..)"),
-        }
-    }
-}
-
-impl Credentials {
-    /// From the environment: `HELIOS_PROXY_TOKEN`, else `HELIOS_PROXY_USERNAME` and
-    /// `HELIOS_PROXY_PASSWORD`. The error names what is missing.
-    pub fn from_env(env: &[(String, String)]) -> Result<Self, String> {
-        let get = |k: &str| {
-            env.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
-        if let Some(t) = get("HELIOS_PROXY_TOKEN") {
-            return Ok(Credentials::Token(t));
-        }
-        match (get("HELIOS_PROXY_USERNAME"), get("HELIOS_PROXY_PASSWORD")) {
-            (Some(username), Some(password)) => Ok(Credentials::Login { username, password }),
-            _ => Err(
-                "--control needs HELIOS_PROXY_TOKEN, or HELIOS_PROXY_USERNAME and \
-                      HELIOS_PROXY_PASSWORD of a user holding proxy:admin"
-                    .to_owned(),
-            ),
-        }
-    }
+/// The follower's credentials from the environment: `HELIOS_PROXY_TOKEN`, or
+/// `HELIOS_PROXY_USERNAME` and `HELIOS_PROXY_PASSWORD`.
+pub fn credentials_from_env(env: &[(String, String)]) -> Result<Credentials, String> {
+    Credentials::from_env(env, "HELIOS_PROXY", "--control", "proxy:admin")
 }
 
 #[derive(Deserialize)]
@@ -170,40 +128,7 @@ fn take_events(buf: &mut BytesMut) -> Vec<(String, String)> {
     out
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-async fn login(client: &HttpClient, base: &str, creds: &Credentials) -> Result<String, String> {
-    let (username, password) = match creds {
-        Credentials::Token(t) => return Ok(t.clone()),
-        Credentials::Login { username, password } => (username, password),
-    };
-    let body = serde_json::json!({"username": username, "password": password}).to_string();
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(format!("{base}/api/v1/auth/login"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if status != StatusCode::OK {
-        return Err(format!(
-            "login as {username:?}: {status} {}",
-            String::from_utf8_lossy(&bytes)
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    v["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| "login: no access_token in the answer".to_owned())
-}
+use crate::app::client::{HttpClient, login};
 
 /// One connection to the feed, until the stream ends: whether any event arrived.
 async fn follow_once(
@@ -270,7 +195,7 @@ pub(super) async fn follow(
     creds: Credentials,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client: HttpClient = crate::app::client::http_client(Duration::from_secs(5));
     let base = base.trim_end_matches('/').to_owned();
     let mut follower = Follower::default();
     let work = async {
@@ -323,7 +248,7 @@ mod tests {
         assert_eq!(f.last_id, Some(6));
         assert!(f.catalog.routes.is_empty());
         assert!(f.apply("change", "{bad").is_err());
-        let missing = Credentials::from_env(&[]).unwrap_err();
+        let missing = credentials_from_env(&[]).unwrap_err();
         assert!(missing.contains("HELIOS_PROXY_TOKEN"), "{missing}");
     }
 }

@@ -88,9 +88,16 @@ pub(super) fn ops(state: &State, route: Route) -> Response<Body> {
 
 /// The Prometheus text of every metric.
 pub(in crate::gateway) fn metrics_response(state: &State) -> Response<Body> {
-    let mut r = Response::new(http_body_util::Full::new(Bytes::from(
-        state.metrics.encode(&state.atlas, &state.queue),
-    )));
+    let mut text = state.metrics.encode(&state.atlas, &state.queue);
+    // The embedded workers' series (`workers` section), before the end marker if any.
+    if let Some(w) = state.workers.lock().clone() {
+        let extra = w.metrics().text();
+        match text.rfind("# EOF") {
+            Some(at) => text.insert_str(at, &extra),
+            None => text.push_str(&extra),
+        }
+    }
+    let mut r = Response::new(http_body_util::Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -1,0 +1,772 @@
+//! The worker runtime: claims jobs from a [`Source`], runs each through its queue's
+//! [`Connector`], and reports the outcome (ack, nack with an error class, heartbeat) with
+//! the lease's fencing token.
+//!
+//! Per queue a claim loop holds a semaphore of `concurrency` slots: it takes every free
+//! slot (up to `batch_max`), claims that many jobs in one request (long-polled), and
+//! spawns one task per job. A finished attempt goes to the settler, which sends whatever
+//! outcomes have piled up as one batch (up to [`SETTLE_BATCH_MAX`] items, up to
+//! [`SETTLES_IN_FLIGHT`] batches at a time); a job's slot frees only when its outcome is
+//! settled, so a slow or unreachable queue bounds the work held, not just the work running.
+//! A heartbeat loop extends the leases of attempts running longer than a third of the
+//! lease; a lease found lost (expired and re-claimed) stops its attempt. A registry loop
+//! keeps `worker:{id}` alive.
+//!
+//! Retries: a retryable error is nacked with full-jitter exponential backoff
+//! (`random(0, min(backoff_max, backoff_base * 2^(attempt-1)))`, as in AWS's
+//! architecture blog); a permanent one, or any error once the service's `max_attempts`
+//! is reached, is nacked permanent (dead-letter).
+//!
+//! Drain (`stop`): claiming stops (a claim in flight is awaited, and its jobs are released
+//! at once), attempts in flight finish up to `drain_timeout`; those still running then are
+//! stopped and nacked to run again at once; every outcome is settled before `run` returns.
+//! `force` returns at once: the leases then expire and the jobs run again elsewhere.
+//!
+//! Invariants: every claimed job is settled exactly once by this worker (ack, nack,
+//! release) or found lost; at most `concurrency` jobs per queue are claimed and unsettled;
+//! a settle batch never holds the same job twice.
+
+use super::connector::{Connector, ConnectorError, ErrorClass, JobInput};
+use super::metrics::{JobOutcome, Metrics, QueueMetrics};
+use super::source::{Claimed, ItemResult, Source};
+use crate::app::Context;
+use helios_queue::registry::WorkerRecord;
+use helios_queue::{JobId, JobState, Settle, Settled};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+/// The most outcomes in one settle request.
+pub const SETTLE_BATCH_MAX: usize = 1000;
+/// Settle requests in flight at once.
+pub const SETTLES_IN_FLIGHT: usize = 4;
+/// The most bytes of outcomes (results, errors) in one settle request: well under the
+/// gateway's default body limit (1 MiB).
+pub const SETTLE_BATCH_BYTES_MAX: usize = 512 * 1024;
+/// The largest result stored with a job (its JSON); a larger one is not stored (the job
+/// is still acked, and the size logged).
+pub const RESULT_BYTES_MAX: usize = 64 * 1024;
+/// The longest error text sent (the queue keeps 4096 bytes).
+const ERROR_BYTES_MAX: usize = 4096;
+
+/// What a worker is and how it claims.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The worker's id (its registry key, the claims' `worker_id`).
+    pub worker_id: String,
+    /// Lease asked for per claim.
+    pub lease: Duration,
+    /// How long a claim waits for work (long poll).
+    pub poll_wait: Duration,
+    /// The most jobs claimed in one request.
+    pub batch_max: usize,
+    /// How long a drain lets attempts finish.
+    pub drain_timeout: Duration,
+    /// The registry record's lifetime (refreshed every third of it).
+    pub registry_ttl: Duration,
+    /// Recorded in the registry.
+    pub version: String,
+    /// Recorded in the registry.
+    pub host: String,
+}
+
+/// One queue served: its connector and limits.
+pub struct Service {
+    /// The queue.
+    pub queue: String,
+    /// Does its jobs.
+    pub connector: Arc<dyn Connector>,
+    /// Jobs of this queue claimed and unsettled at once, at most.
+    pub concurrency: usize,
+    /// How long one attempt may run (the connector's own bound; the runtime stops an
+    /// attempt a second after it).
+    pub timeout: Duration,
+    /// Attempts this worker allows (0: the job's own `max_attempts`); an error on the
+    /// last one dead-letters the job.
+    pub max_attempts: u32,
+    /// Backoff base (the first retry waits up to this).
+    pub backoff_base: Duration,
+    /// Backoff cap.
+    pub backoff_max: Duration,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("queue", &self.queue)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job claimed by this worker and not yet settled.
+struct Running {
+    token: u64,
+    service: usize,
+    claimed_at: Instant,
+    /// Set once its outcome went to the settler (or it was released or lost).
+    finished: bool,
+    abort: Option<AbortHandle>,
+}
+
+/// An outcome on its way to the queue.
+struct Done {
+    id: JobId,
+    service: usize,
+    item: Settle,
+    /// Bytes of result and error text it carries (the request size bound).
+    bytes: usize,
+    /// What the outcome counts as when settled (a release is a nack counted apart).
+    released: bool,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// A worker: services over one source. See the module docs.
+pub struct Worker {
+    source: Arc<dyn Source>,
+    services: Vec<Service>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ctx: Context,
+    running: Mutex<HashMap<JobId, Running>>,
+    /// Woken whenever a job leaves `running`.
+    settled: tokio::sync::Notify,
+    started_at_ms: u64,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("settings", &self.settings)
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker serving `services` from `source`; time and randomness (backoff jitter,
+    /// trace span ids) from `ctx`.
+    pub fn new(
+        source: Arc<dyn Source>,
+        services: Vec<Service>,
+        settings: Settings,
+        ctx: Context,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new(services.iter().map(|s| s.queue.as_str())));
+        let started_at_ms = ctx.clock.now_ms();
+        Arc::new(Worker {
+            source,
+            services,
+            settings,
+            metrics,
+            ctx,
+            running: Mutex::new(HashMap::new()),
+            settled: tokio::sync::Notify::new(),
+            started_at_ms,
+        })
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The worker's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Jobs claimed and not yet settled.
+    pub fn in_flight(&self) -> usize {
+        self.running.lock().len()
+    }
+
+    fn queue_metrics(&self, service: usize) -> Option<&QueueMetrics> {
+        self.metrics.queues.get(&self.services[service].queue)
+    }
+
+    /// Serves until `stop` (then drains, see the module docs) or `force` (returns at once).
+    pub async fn run(
+        self: Arc<Self>,
+        stop: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) {
+        let (stopping_tx, stopping) = watch::channel(false);
+        let (tx, rx) = mpsc::unbounded_channel::<Done>();
+        let mut settler = tokio::spawn(self.clone().settle_loop(rx));
+        let heartbeats = tokio::spawn(self.clone().heartbeat_loop());
+        let registry = tokio::spawn(self.clone().registry_loop());
+        let claimers: Vec<JoinHandle<()>> = (0..self.services.len())
+            .map(|i| tokio::spawn(self.clone().claim_loop(i, tx.clone(), stopping.clone())))
+            .collect();
+        let mut tasks: Vec<AbortHandle> = claimers.iter().map(JoinHandle::abort_handle).collect();
+        tasks.extend([
+            settler.abort_handle(),
+            heartbeats.abort_handle(),
+            registry.abort_handle(),
+        ]);
+        tracing::info!(
+            worker = %self.settings.worker_id,
+            queues = ?self.services.iter().map(|s| &s.queue).collect::<Vec<_>>(),
+            "worker started"
+        );
+        tokio::pin!(force);
+        tokio::select! {
+            () = stop => {}
+            () = &mut force => return self.abort_all(&tasks),
+        }
+        tracing::info!(
+            in_flight = self.in_flight(),
+            deadline_ms = self.settings.drain_timeout.as_millis() as u64,
+            "draining: no new claims; letting jobs in flight finish"
+        );
+        stopping_tx.send_replace(true);
+        let drained = async {
+            // A claim loop ends once its claim in flight returns.
+            for c in claimers {
+                let _ = c.await;
+            }
+            self.wait_unfinished().await;
+        };
+        tokio::select! {
+            () = drained => {}
+            () = tokio::time::sleep(self.settings.drain_timeout) => self.release_unfinished(&tx),
+            () = &mut force => return self.abort_all(&tasks),
+        }
+        drop(tx);
+        // Every outcome settled (the settler ends when the last sender is gone: the claim
+        // loops' and the attempts' senders went with them).
+        tokio::select! {
+            _ = &mut settler => {}
+            () = &mut force => return self.abort_all(&tasks),
+        }
+        heartbeats.abort();
+        registry.abort();
+        if let Err(e) = self.source.deregister(&self.settings.worker_id).await {
+            tracing::warn!(error = %e, "cannot remove the registry record; it expires by TTL");
+        }
+        tracing::info!(worker = %self.settings.worker_id, "worker drained");
+    }
+
+    /// A forced stop: every task and attempt stops where it is.
+    fn abort_all(&self, tasks: &[AbortHandle]) {
+        tracing::warn!(
+            in_flight = self.in_flight(),
+            "stopping at once; the leases in flight will expire"
+        );
+        for t in tasks {
+            t.abort();
+        }
+        for r in self.running.lock().values() {
+            if let Some(a) = &r.abort {
+                a.abort();
+            }
+        }
+    }
+
+    /// Waits until every attempt in flight has finished (its outcome may still be on its
+    /// way to the queue).
+    async fn wait_unfinished(&self) {
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.lock().values().all(|r| r.finished) {
+                return;
+            }
+            // Finishing notifies too (see `finish`).
+            notified.await;
+        }
+    }
+
+    /// The drain deadline passed: stops the attempts still running and nacks them to
+    /// run again at once.
+    fn release_unfinished(&self, tx: &mpsc::UnboundedSender<Done>) {
+        let mut running = self.running.lock();
+        let mut n = 0;
+        for (id, r) in running.iter_mut().filter(|(_, r)| !r.finished) {
+            if let Some(a) = r.abort.take() {
+                a.abort();
+            }
+            r.finished = true;
+            n += 1;
+            let _ = tx.send(Done {
+                id: *id,
+                service: r.service,
+                item: release(*id, r.token),
+                bytes: 0,
+                released: true,
+                _slot: None,
+            });
+        }
+        if n > 0 {
+            tracing::warn!(
+                jobs = n,
+                "drain deadline: attempts still running stopped and released"
+            );
+        }
+    }
+
+    async fn claim_loop(
+        self: Arc<Self>,
+        service: usize,
+        tx: mpsc::UnboundedSender<Done>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let svc = &self.services[service];
+        let slots = Arc::new(Semaphore::new(svc.concurrency.max(1)));
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = stopping.changed() => return,
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.settings.batch_max.max(1) {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
+            let asked = Instant::now();
+            // Not cancelled by a stop: jobs it claims are released at once instead.
+            let claimed = self
+                .source
+                .claim(
+                    &svc.queue,
+                    &self.settings.worker_id,
+                    permits.len(),
+                    lease_ms,
+                    self.settings.poll_wait,
+                )
+                .await;
+            match claimed {
+                Ok(jobs) => {
+                    backoff = Duration::from_millis(100);
+                    self.metrics
+                        .claimed
+                        .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                    let stop_now = *stopping.borrow();
+                    let empty = jobs.is_empty();
+                    for job in jobs {
+                        let slot = permits.pop();
+                        self.start(service, job, slot, &tx, stop_now);
+                    }
+                    // A source that answered "nothing" before the poll wait was over (HTTP
+                    // waits whole seconds) is asked again only once it is.
+                    let rest = self.settings.poll_wait.saturating_sub(asked.elapsed());
+                    if empty && !rest.is_zero() {
+                        drop(permits);
+                        tokio::select! {
+                            () = tokio::time::sleep(rest) => {}
+                            _ = stopping.changed() => return,
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.metrics.claim_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(queue = %svc.queue, error = %e, "claim failed");
+                    let wait = if e.transient() {
+                        backoff
+                    } else {
+                        Duration::from_secs(5)
+                    };
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stopping.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a claimed job in: runs it, or (stopping) releases it at once.
+    fn start(
+        self: &Arc<Self>,
+        service: usize,
+        job: Claimed,
+        slot: Option<OwnedSemaphorePermit>,
+        tx: &mpsc::UnboundedSender<Done>,
+        stopping: bool,
+    ) {
+        if let Some(m) = self.queue_metrics(service) {
+            m.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut running = self.running.lock();
+        let id = job.id;
+        running.insert(
+            id,
+            Running {
+                token: job.token,
+                service,
+                claimed_at: Instant::now(),
+                finished: stopping,
+                abort: None,
+            },
+        );
+        if stopping {
+            let _ = tx.send(Done {
+                id,
+                service,
+                item: release(id, job.token),
+                bytes: 0,
+                released: true,
+                _slot: slot,
+            });
+            return;
+        }
+        let task = tokio::spawn(self.clone().attempt(service, job, slot, tx.clone()));
+        if let Some(r) = running.get_mut(&id) {
+            r.abort = Some(task.abort_handle());
+        }
+    }
+
+    /// One attempt of a job, and its outcome sent to the settler.
+    async fn attempt(
+        self: Arc<Self>,
+        service: usize,
+        job: Claimed,
+        slot: Option<OwnedSemaphorePermit>,
+        tx: mpsc::UnboundedSender<Done>,
+    ) {
+        let svc = &self.services[service];
+        let input = JobInput {
+            id: job.id.to_string(),
+            queue: job.queue.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            payload: job.payload,
+            traceparent: self.traceparent(job.id),
+        };
+        let started = Instant::now();
+        let out = match tokio::time::timeout(
+            svc.timeout + Duration::from_secs(1),
+            svc.connector.call(&input),
+        )
+        .await
+        {
+            Ok(out) => out,
+            Err(_) => Err(ConnectorError::new(
+                ErrorClass::Timeout,
+                format!("no outcome within {:?}", svc.timeout),
+            )),
+        };
+        let took = started.elapsed();
+        let m = self.queue_metrics(service);
+        if let Some(m) = m {
+            m.observe(took);
+        }
+        let mut bytes = 0;
+        let item = match out {
+            Ok(mut result) => {
+                tracing::debug!(
+                    job = %input.id, attempt = input.attempt, queue = %input.queue,
+                    ms = took.as_millis() as u64, "job done"
+                );
+                if let Some(r) = &result {
+                    bytes = serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+                    if bytes > RESULT_BYTES_MAX {
+                        tracing::warn!(
+                            job = %input.id, bytes, limit = RESULT_BYTES_MAX,
+                            "the job's result is too large to store; acked without it"
+                        );
+                        result = None;
+                        bytes = 0;
+                    }
+                }
+                Settle::Ack {
+                    id: job.id,
+                    token: job.token,
+                    result,
+                }
+            }
+            Err(e) => {
+                if let Some(m) = m {
+                    m.error(e.class);
+                }
+                let cap = if svc.max_attempts > 0 {
+                    svc.max_attempts.min(job.max_attempts)
+                } else {
+                    job.max_attempts
+                };
+                let permanent = !e.class.retryable() || job.attempt >= cap;
+                let delay = (!permanent).then(|| self.backoff_ms(svc, job.attempt));
+                tracing::warn!(
+                    job = %input.id, attempt = input.attempt, max_attempts = cap,
+                    queue = %input.queue, class = e.class.as_str(), error = %e.message,
+                    retry_in_ms = delay, "job attempt failed"
+                );
+                let mut error = format!("{}: {}", e.class.as_str(), e.message);
+                if error.len() > ERROR_BYTES_MAX {
+                    let mut cut = ERROR_BYTES_MAX;
+                    while !error.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    error.truncate(cut);
+                }
+                bytes = error.len();
+                Settle::Nack {
+                    id: job.id,
+                    token: job.token,
+                    error,
+                    retry_delay_ms: delay,
+                    permanent,
+                }
+            }
+        };
+        self.finish(
+            Done {
+                id: job.id,
+                service,
+                item,
+                bytes,
+                released: false,
+                _slot: slot,
+            },
+            &tx,
+        );
+    }
+
+    /// Hands an outcome to the settler, once per job (a release or a lost lease may have
+    /// finished it already).
+    fn finish(&self, done: Done, tx: &mpsc::UnboundedSender<Done>) {
+        let mut running = self.running.lock();
+        match running.get_mut(&done.id) {
+            Some(r) if !r.finished => {
+                r.finished = true;
+                r.abort = None;
+                let _ = tx.send(done);
+            }
+            _ => {}
+        }
+        drop(running);
+        self.settled.notify_waiters();
+    }
+
+    /// A full-jitter backoff for the retry after `attempt`.
+    fn backoff_ms(&self, svc: &Service, attempt: u32) -> u64 {
+        let base = u64::try_from(svc.backoff_base.as_millis()).unwrap_or(u64::MAX);
+        let max = u64::try_from(svc.backoff_max.as_millis()).unwrap_or(u64::MAX);
+        let exp = base.saturating_mul(1u64 << attempt.saturating_sub(1).min(40));
+        let cap = exp.min(max);
+        if cap == 0 {
+            return 0;
+        }
+        self.ctx.random_u64() % (cap + 1)
+    }
+
+    /// The W3C trace context of an attempt: the job id is the trace id (16 bytes, never
+    /// zero for a UUIDv7), a random span id.
+    fn traceparent(&self, id: JobId) -> String {
+        let span = self.ctx.random_u64().max(1);
+        format!("00-{id}-{span:016x}-01")
+    }
+
+    async fn settle_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Done>) {
+        let in_flight = Arc::new(Semaphore::new(SETTLES_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
+            let Some(first) = rx.recv().await else {
+                break;
+            };
+            let mut bytes = first.bytes;
+            let mut batch = vec![first];
+            // One outcome over the byte bound goes alone; it waits for the next batch
+            // otherwise.
+            let mut held: Option<Done> = None;
+            while batch.len() < SETTLE_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(d) if bytes.saturating_add(d.bytes) > SETTLE_BATCH_BYTES_MAX => {
+                        held = Some(d);
+                        break;
+                    }
+                    Ok(d) => {
+                        bytes += d.bytes;
+                        batch.push(d);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let me = self.clone();
+            tasks.spawn(async move {
+                me.settle_batch(batch).await;
+                drop(permit);
+            });
+            if let Some(d) = held {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let me = self.clone();
+                tasks.spawn(async move {
+                    me.settle_batch(vec![d]).await;
+                    drop(permit);
+                });
+            }
+            // Reap finished ones so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Sends one batch, retrying a failed request until it goes through or the leases
+    /// it holds have run out (the jobs then run again: at-least-once).
+    async fn settle_batch(&self, batch: Vec<Done>) {
+        let items: Vec<Settle> = batch.iter().map(|d| d.item.clone()).collect();
+        let give_up = Instant::now() + self.settings.lease;
+        let mut backoff = Duration::from_millis(50);
+        let results: Option<Vec<ItemResult>> = loop {
+            match self.source.settle(items.clone()).await {
+                Ok(r) => break Some(r),
+                Err(e) => {
+                    self.metrics.settle_failures.fetch_add(1, Ordering::Relaxed);
+                    if !e.transient() || Instant::now() + backoff > give_up {
+                        tracing::error!(
+                            error = %e, jobs = items.len(),
+                            "cannot settle; the jobs will run again after their leases"
+                        );
+                        break None;
+                    }
+                    tracing::warn!(error = %e, jobs = items.len(), "settle failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        {
+            let mut running = self.running.lock();
+            for (i, d) in batch.iter().enumerate() {
+                running.remove(&d.id);
+                let Some(m) = self.queue_metrics(d.service) else {
+                    continue;
+                };
+                m.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let outcome = match results.as_ref().and_then(|r| r.get(i)) {
+                    Some(Ok(Settled::Acked)) => JobOutcome::Acked,
+                    Some(Ok(Settled::Nacked(_))) if d.released => JobOutcome::Released,
+                    Some(Ok(Settled::Nacked(JobState::Failed))) => JobOutcome::DeadLettered,
+                    Some(Ok(_)) => JobOutcome::Retried,
+                    Some(Err(e)) => {
+                        tracing::warn!(
+                            job = %d.id, detail = %e.detail,
+                            "the queue refused the outcome: the lease was lost"
+                        );
+                        JobOutcome::Lost
+                    }
+                    None => JobOutcome::Lost,
+                };
+                m.outcome(outcome);
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let lease = self.settings.lease;
+        let every = (lease / 3).max(Duration::from_millis(100));
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            // Heartbeats go on while draining: attempts in flight keep their leases.
+            tokio::time::sleep(every).await;
+            let due: Vec<(JobId, u64)> = {
+                let running = self.running.lock();
+                running
+                    .iter()
+                    .filter(|(_, r)| !r.finished && r.claimed_at.elapsed() >= every)
+                    .map(|(id, r)| (*id, r.token))
+                    .collect()
+            };
+            if due.is_empty() {
+                continue;
+            }
+            let items = due
+                .iter()
+                .map(|(id, token)| Settle::Heartbeat {
+                    id: *id,
+                    token: *token,
+                    lease_ms,
+                })
+                .collect();
+            match self.source.settle(items).await {
+                Ok(results) => {
+                    for ((id, _), r) in due.iter().zip(results) {
+                        if let Err(e) = r.as_ref().map(|_| ())
+                            && e.lost
+                        {
+                            self.lose(*id, &e.detail);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// A running attempt's lease is gone: stop it; it is not ours to settle.
+    fn lose(&self, id: JobId, why: &str) {
+        let mut running = self.running.lock();
+        if let Some(r) = running.get(&id)
+            && !r.finished
+        {
+            if let Some(a) = &r.abort {
+                a.abort();
+            }
+            let service = r.service;
+            running.remove(&id);
+            if let Some(m) = self.queue_metrics(service) {
+                m.in_flight.fetch_sub(1, Ordering::Relaxed);
+                m.outcome(JobOutcome::Lost);
+            }
+            tracing::warn!(job = %id, detail = why, "lease lost; attempt stopped");
+        }
+        drop(running);
+        self.settled.notify_waiters();
+    }
+
+    async fn registry_loop(self: Arc<Self>) {
+        let every = (self.settings.registry_ttl / 3).max(Duration::from_millis(100));
+        loop {
+            let record = WorkerRecord {
+                id: self.settings.worker_id.clone(),
+                owner: None,
+                version: self.settings.version.clone(),
+                queues: self.services.iter().map(|s| s.queue.clone()).collect(),
+                in_flight: self.in_flight() as u64,
+                started_at_ms: self.started_at_ms,
+                heartbeat_at_ms: self.ctx.clock.now_ms(),
+                host: self.settings.host.clone(),
+                ttl_ms: u64::try_from(self.settings.registry_ttl.as_millis()).unwrap_or(u64::MAX),
+            };
+            if let Err(e) = self.source.register(record).await {
+                tracing::warn!(error = %e, "cannot refresh the registry record");
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// The nack that gives a job back to run again at once (drain).
+fn release(id: JobId, token: u64) -> Settle {
+    Settle::Nack {
+        id,
+        token,
+        error: "released: the worker is stopping".to_owned(),
+        retry_delay_ms: Some(0),
+        permanent: false,
+    }
+}
