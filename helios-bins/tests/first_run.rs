@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 const GATEWAY: &str = env!("CARGO_BIN_EXE_helios-gateway");
 const ATLASD: &str = env!("CARGO_BIN_EXE_helios-atlasd");
 const PROXY: &str = env!("CARGO_BIN_EXE_helios-proxy");
+const WORKER: &str = env!("CARGO_BIN_EXE_helios-worker");
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
@@ -309,6 +310,17 @@ fn version_and_help_name_the_binary_its_defaults_and_environment() {
                 "p2c-ewma",
             ][..],
             &["HELIOS_PROXY__", "RUST_LOG"][..],
+        ),
+        (
+            WORKER,
+            "helios-worker",
+            &["http://127.0.0.1:8080", "http", "command", "noop", "30 s"][..],
+            &[
+                "HELIOS_WORKER_TOKEN",
+                "HELIOS_WORKER_USERNAME",
+                "HELIOS_WORKER__",
+                "RUST_LOG",
+            ][..],
         ),
     ] {
         let out = Command::new(bin).arg("--version").output().unwrap();

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // Each test binary uses its own part of the harness.
 
 pub mod atlasd;
+pub mod hook;
 pub mod tls;
 
 use bytes::Bytes;

@@ -1,0 +1,404 @@
+//! The worker runtime against a real gateway and a test service, all on 127.0.0.1: jobs
+//! done exactly once from the queue's view by three workers, error classes (retry with
+//! backoff, dead-letter), the registry, and drains that lose no job.
+
+mod common;
+
+use common::hook::Hook;
+use common::*;
+use helios_bins::app::Context;
+use helios_bins::app::client::{Credentials, Gateway};
+use helios_bins::worker::config::{ServiceSpec, WorkerSettings, build_services};
+use helios_bins::worker::metrics::JobOutcome;
+use helios_bins::worker::{Connectors, HttpSource, Worker};
+use helios_queue::JobState;
+use http::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A gateway whose bodies may be as large as a settle batch, with `worker` (role worker)
+/// and `producer` (role user) users.
+async fn gateway() -> (tempfile::TempDir, Server, String) {
+    let (dir, s) = start_temp_with(100_000, ADMIN_PW, |c| {
+        c.http.body_size_max = 1 << 20;
+    })
+    .await;
+    let admin = admin_token(&s).await;
+    login(&s, "worker").await;
+    let id = user_id(&s, &admin, "worker").await;
+    s.expect(
+        Method::POST,
+        &format!("/admin/users/{id}/roles"),
+        Some(&admin),
+        Some(json!({"role": "worker"})),
+        204,
+    )
+    .await;
+    let producer = login(&s, "producer").await;
+    (dir, s, producer)
+}
+
+fn settings(queue: &str, spec: ServiceSpec, id: &str) -> WorkerSettings {
+    let mut w = WorkerSettings {
+        id: id.to_owned(),
+        lease_ms: 5_000,
+        poll_wait_ms: 1_000,
+        drain_timeout_ms: 5_000,
+        registry_ttl_ms: 3_000,
+        ..WorkerSettings::default()
+    };
+    w.services.insert(queue.to_owned(), spec);
+    w
+}
+
+/// A running in-process worker and the switches that stop it.
+struct Running {
+    worker: Arc<Worker>,
+    stop: oneshot::Sender<()>,
+    force: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn drain(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.done)
+            .await
+            .expect("the drain ends")
+            .unwrap();
+        drop(self.force);
+    }
+}
+
+fn run_worker(s: &Server, cfg: &WorkerSettings) -> Running {
+    let gateway = Gateway::new(
+        &format!("http://{}", s.addr),
+        Credentials::Login {
+            username: "worker".into(),
+            password: USER_PW.into(),
+        },
+    );
+    let services = build_services(cfg, "worker", &Connectors::default()).unwrap();
+    let ctx = Context::system();
+    let settings = cfg.runtime_settings("test", "localhost", ctx.random_u64());
+    let worker = Worker::new(Arc::new(HttpSource::new(gateway)), services, settings, ctx);
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (force, force_rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(worker.clone().run(
+        async {
+            let _ = stop_rx.await;
+        },
+        async {
+            if force_rx.await.is_ok() {
+                return;
+            }
+            std::future::pending::<()>().await
+        },
+    ));
+    Running {
+        worker,
+        stop,
+        force,
+        done,
+    }
+}
+
+/// Waits until `f` holds, up to `secs`.
+async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn enqueue_n(
+    s: &Server,
+    token: &str,
+    queue: &str,
+    payloads: impl Iterator<Item = Value>,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for p in payloads {
+        let (st, v) = enqueue(s, token, json!({"queue": queue, "payload": p})).await;
+        assert_eq!(st, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+fn job_state(s: &Server, id: &str) -> (JobState, u32) {
+    let j = s.state.queue.get(id.parse().unwrap()).unwrap();
+    (j.state, j.attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_do_every_job_once() {
+    let (_dir, s, producer) = gateway().await;
+    let hook = Hook::start().await;
+    let mut spec = ServiceSpec::new("http", &hook.url);
+    spec.concurrency = 8;
+    let workers: Vec<Running> = (0..3)
+        .map(|i| run_worker(&s, &settings("emails", spec.clone(), &format!("w{i}"))))
+        .collect();
+    let ids = enqueue_n(&s, &producer, "emails", (0..150).map(|n| json!({"n": n}))).await;
+    until(30, "every job done", || {
+        ids.iter().all(|id| job_state(&s, id).0 == JobState::Done)
+    })
+    .await;
+    // From the queue's view: each done on its first attempt (no lease ran out).
+    for id in &ids {
+        assert_eq!(job_state(&s, id), (JobState::Done, 1), "{id}");
+        assert_eq!(hook.count(id), 1, "the service saw {id} once");
+    }
+    let seen = hook.seen.lock().clone();
+    assert!(seen.iter().all(|x| x.attempt == 1));
+    let tp = &seen[0].traceparent;
+    assert!(
+        tp.starts_with(&format!("00-{}-", seen[0].key)) && tp.len() == 55,
+        "traceparent {tp}"
+    );
+    // The work was shared, and every outcome counted.
+    let acked: Vec<u64> = workers
+        .iter()
+        .map(|w| w.worker.metrics().queues["emails"].count(JobOutcome::Acked))
+        .collect();
+    assert_eq!(acked.iter().sum::<u64>(), 150, "{acked:?}");
+    // The registry lists the three, to the admin.
+    let admin = admin_token(&s).await;
+    let (st, v) = s.get("/api/v1/workers", &admin).await;
+    assert_eq!(st, 200, "{v}");
+    let mut names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["w0", "w1", "w2"]);
+    for w in workers {
+        w.drain().await;
+    }
+    // A clean exit removes the record.
+    let (_, v) = s.get("/api/v1/workers", &admin).await;
+    assert_eq!(v["items"], json!([]), "{v}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_retried_with_backoff_or_dead_lettered() {
+    let (_dir, s, producer) = gateway().await;
+    let hook = Hook::start().await;
+    let mut spec = ServiceSpec::new("http", &hook.url);
+    spec.backoff_base_ms = 20;
+    spec.backoff_max_ms = 100;
+    let w = run_worker(&s, &settings("q", spec, "w"));
+    let mut ids = Vec::new();
+    for (payload, attempts) in [
+        (json!({"status": 422}), 3),
+        (json!({"status": 503}), 3),
+        (json!({"status": 429}), 2),
+        (json!({"status": 200}), 3),
+    ] {
+        let (st, v) = enqueue(
+            &s,
+            &producer,
+            json!({"queue": "q", "payload": payload, "max_attempts": attempts}),
+        )
+        .await;
+        assert_eq!(st, 201);
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    until(20, "every job finished", || {
+        ids.iter().all(|id| job_state(&s, id).0.is_finished())
+    })
+    .await;
+    // 4xx: permanent, dead-lettered on the first attempt.
+    assert_eq!(job_state(&s, &ids[0]), (JobState::Failed, 1));
+    // 5xx and 429: retried until the attempts ran out.
+    assert_eq!(job_state(&s, &ids[1]), (JobState::Failed, 3));
+    assert_eq!(job_state(&s, &ids[2]), (JobState::Failed, 2));
+    assert_eq!(job_state(&s, &ids[3]), (JobState::Done, 1));
+    let j = s.state.queue.get(ids[1].parse().unwrap()).unwrap();
+    assert!(
+        j.last_error.as_deref().unwrap_or_default().contains("503"),
+        "{:?}",
+        j.last_error
+    );
+    // The service saw the same key on every attempt, with the attempt number.
+    let attempts: Vec<u32> = hook
+        .seen
+        .lock()
+        .iter()
+        .filter(|x| x.key == ids[1])
+        .map(|x| x.attempt)
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    let m = w.worker.metrics();
+    let q = &m.queues["q"];
+    assert_eq!(q.count(JobOutcome::DeadLettered), 3);
+    assert_eq!(q.count(JobOutcome::Retried), 3);
+    let text = m.text();
+    assert!(
+        text.contains("worker_connector_errors_total{queue=\"q\",class=\"permanent\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("worker_connector_errors_total{queue=\"q\",class=\"server\"} 5"),
+        "{text}"
+    );
+    w.drain().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_jobs_in_flight_and_loses_none() {
+    let (_dir, s, producer) = gateway().await;
+    let hook = Hook::start().await;
+    let mut spec = ServiceSpec::new("http", &hook.url);
+    spec.concurrency = 4;
+    let w = run_worker(&s, &settings("slow", spec.clone(), "a"));
+    let ids = enqueue_n(
+        &s,
+        &producer,
+        "slow",
+        (0..12).map(|n| json!({"n": n, "sleep_ms": 300})),
+    )
+    .await;
+    until(10, "jobs in flight", || w.worker.in_flight() == 4).await;
+    w.drain().await;
+    // The four in flight finished; nothing else was taken.
+    let done = ids
+        .iter()
+        .filter(|id| job_state(&s, id).0 == JobState::Done)
+        .count();
+    assert!((4..12).contains(&done), "{done} done at the drain");
+    assert!(
+        ids.iter()
+            .all(|id| matches!(job_state(&s, id).0, JobState::Done | JobState::Pending)),
+        "no job is left leased"
+    );
+    // Another worker does the rest; every job exactly once.
+    let w2 = run_worker(&s, &settings("slow", spec, "b"));
+    until(20, "every job done", || {
+        ids.iter().all(|id| job_state(&s, id).0 == JobState::Done)
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(job_state(&s, id), (JobState::Done, 1));
+        assert_eq!(hook.count(id), 1);
+    }
+    w2.drain().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_releases_running_jobs_at_once() {
+    let (_dir, s, producer) = gateway().await;
+    let hook = Hook::start().await;
+    let mut spec = ServiceSpec::new("http", &hook.url);
+    spec.concurrency = 2;
+    let mut cfg = settings("long", spec.clone(), "a");
+    cfg.drain_timeout_ms = 200;
+    let w = run_worker(&s, &cfg);
+    let ids = enqueue_n(
+        &s,
+        &producer,
+        "long",
+        (0..2).map(|_| json!({"sleep_ms": 60_000})),
+    )
+    .await;
+    until(10, "jobs in flight", || w.worker.in_flight() == 2).await;
+    let t = Instant::now();
+    w.drain().await;
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Released: pending again, ready now (not after the lease), the attempt counted.
+    for id in &ids {
+        let j = s.state.queue.get(id.parse().unwrap()).unwrap();
+        assert_eq!(j.state, JobState::Pending);
+        assert!(j.run_at_ms <= s.state.queue.now_ms());
+        assert!(
+            j.last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("released")
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_workers_on_its_own_queue() {
+    let hook = Hook::start().await;
+    let (_dir, s) = start_temp_with(100_000, ADMIN_PW, |c| {
+        c.workers.id = "inside".into();
+        c.workers
+            .services
+            .insert("fast".into(), ServiceSpec::new("noop", ""));
+        c.workers
+            .services
+            .insert("hooked".into(), ServiceSpec::new("http", &hook.url));
+    })
+    .await;
+    let producer = login(&s, "producer").await;
+    let fast = enqueue_n(&s, &producer, "fast", (0..50).map(|n| json!({"n": n}))).await;
+    let hooked = enqueue_n(&s, &producer, "hooked", (0..5).map(|n| json!({"n": n}))).await;
+    until(20, "every job done", || {
+        fast.iter()
+            .chain(&hooked)
+            .all(|id| job_state(&s, id) == (JobState::Done, 1))
+    })
+    .await;
+    assert!(hooked.iter().all(|id| hook.count(id) == 1));
+    let admin = admin_token(&s).await;
+    let (st, v) = s.get("/api/v1/workers", &admin).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["items"][0]["id"], "inside", "{v}");
+    assert_eq!(v["items"][0]["queues"], json!(["fast", "hooked"]), "{v}");
+    let (_, _, body) = s
+        .call(Method::GET, "/metrics", Some(&admin), None, &[])
+        .await;
+    let text = body.as_str().unwrap_or_default().to_owned();
+    assert!(
+        text.contains("worker_jobs_processed_total{queue=\"fast\",outcome=\"acked\"} 50"),
+        "{text}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_its_lease_keeps_it_by_heartbeats() {
+    let (_dir, s, producer) = gateway().await;
+    let hook = Hook::start().await;
+    let spec = ServiceSpec::new("http", &hook.url);
+    let mut a = settings("slow", spec.clone(), "a");
+    a.lease_ms = 1_000;
+    let wa = run_worker(&s, &a);
+    let ids = enqueue_n(
+        &s,
+        &producer,
+        "slow",
+        std::iter::once(json!({"sleep_ms": 2_500})),
+    )
+    .await;
+    until(10, "the job started", || hook.count(&ids[0]) == 1).await;
+    // A second worker polls the queue meanwhile: the job is never free to take.
+    let mut b = settings("slow", spec, "b");
+    b.lease_ms = 1_000;
+    let wb = run_worker(&s, &b);
+    until(15, "the job done", || {
+        job_state(&s, &ids[0]).0 == JobState::Done
+    })
+    .await;
+    assert_eq!(job_state(&s, &ids[0]), (JobState::Done, 1));
+    assert_eq!(hook.count(&ids[0]), 1);
+    assert_eq!(
+        wa.worker.metrics().queues["slow"].count(JobOutcome::Acked),
+        1
+    );
+    wa.drain().await;
+    wb.drain().await;
+    s.stop().await;
+}
