@@ -8,6 +8,7 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 cargo run --quiet --example embedded -- "$(mktemp -d)/atlas-example"
 cargo run --quiet --example queue -- "$(mktemp -d)/queue-example"
+cargo run --quiet --example custom_connector -- "$(mktemp -d)/connector-example"
 if [ "${HELIOS_SOAK:-0}" = "1" ]; then
     cargo test --workspace --release -- --ignored
 fi

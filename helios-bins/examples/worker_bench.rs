@@ -1,0 +1,237 @@
+//! Load for `benches/worker_vs_bullmq.sh`: the worker runtime end to end.
+//!
+//! - `embedded N CONCURRENCY`: a queue in a temporary ATLAS (everysec) and a worker over it
+//!   in the same process (no HTTP), noop connector. Prints two figures: "drain" (N jobs
+//!   enqueued first, then the worker takes them all) and "end to end" (a producer thread
+//!   enqueues N jobs in batches of 100 while the worker runs), each as jobs/s from the
+//!   first job to the last ack.
+//! - `produce URL TOKEN QUEUE N CONNECTIONS [wait]`: enqueues N jobs on a gateway over
+//!   HTTP, one per request on CONNECTIONS keep-alive connections, and prints the rate; with
+//!   `wait`, then waits until the queue counts N jobs done and prints the end-to-end rate
+//!   from the first enqueue to the last ack (a worker runs meanwhile).
+//! - `wait URL TOKEN QUEUE N`: waits until the queue counts N jobs done; prints the rate
+//!   from its own start (start the worker right after it: the drain figure).
+//!
+//! Run: `cargo run --release -p helios-bins --example worker_bench -- embedded 200000 50`.
+
+use bytes::Bytes;
+use helios_atlas::{Atlas, FsyncPolicy, Options};
+use helios_bins::app::Context;
+use helios_bins::worker::config::{ServiceSpec, WorkerSettings, build_services};
+use helios_bins::worker::{Connectors, EmbeddedSource, Worker};
+use helios_core::SystemClock;
+use helios_queue::registry::Registry;
+use helios_queue::{EnqueueRequest, JobState, Queue, QueueConfig};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize, d: u64| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d) };
+    match args.first().map(String::as_str) {
+        Some("embedded") => embedded(num(1, 200_000), num(2, 50) as usize),
+        Some("produce") if args.len() >= 4 => produce(
+            &args[1],
+            &args[2],
+            &args[3],
+            num(4, 50_000),
+            num(5, 32) as usize,
+            args.get(6).is_some_and(|a| a == "wait"),
+        ),
+        Some("wait") if args.len() >= 4 => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let started = Instant::now();
+            let n = num(4, 50_000);
+            runtime.block_on(wait_done(&args[1], &args[2], &args[3], n))?;
+            report("drain", n, started);
+            Ok(())
+        }
+        _ => Err("usage: worker_bench embedded N CONCURRENCY | produce URL TOKEN QUEUE N CONNECTIONS [wait] | wait URL TOKEN QUEUE N".into()),
+    }
+}
+
+fn embedded(n: u64, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    for mode in ["drain", "end to end"] {
+        let dir = tempfile::tempdir()?;
+        let atlas = Atlas::open(
+            dir.path(),
+            Options {
+                fsync: FsyncPolicy::Everysec,
+                ..Options::default()
+            },
+        )?;
+        let queue = Arc::new(Queue::open(
+            atlas.clone(),
+            QueueConfig {
+                depth_max: n + 1,
+                ..QueueConfig::default()
+            },
+        )?);
+        let registry = Arc::new(Registry::new(atlas.clone(), Arc::new(SystemClock)));
+        let ready = Arc::new(tokio::sync::Notify::new());
+        let enqueue_all = {
+            let (queue, ready) = (queue.clone(), ready.clone());
+            move |batch: usize| -> Result<(), helios_queue::QueueError> {
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(batch as u64);
+                    let reqs: Vec<EnqueueRequest> = (0..k)
+                        .map(|_| EnqueueRequest::new("bench", serde_json::json!({"n": 1})))
+                        .collect();
+                    queue.enqueue_batch(&reqs)?;
+                    ready.notify_waiters();
+                    left -= k;
+                }
+                Ok(())
+            }
+        };
+        let started = Instant::now();
+        let producer = if mode == "drain" {
+            enqueue_all(1000)?;
+            None
+        } else {
+            Some(std::thread::spawn(move || enqueue_all(100)))
+        };
+        let t0 = if mode == "drain" {
+            Instant::now()
+        } else {
+            started
+        };
+        let mut settings = WorkerSettings {
+            id: "bench".into(),
+            batch_max: 256,
+            poll_wait_ms: 100,
+            ..WorkerSettings::default()
+        };
+        let mut spec = ServiceSpec::new("noop", "");
+        spec.concurrency = concurrency;
+        settings.services.insert("bench".into(), spec);
+        let services = build_services(&settings, "workers", &Connectors::default())?;
+        let ctx = Context::system();
+        let worker = Worker::new(
+            Arc::new(EmbeddedSource::new(queue.clone(), registry, ready)),
+            services,
+            settings.runtime_settings("bench", "localhost", ctx.random_u64()),
+            ctx,
+        );
+        let q = queue.clone();
+        runtime.block_on(worker.run(
+            async move {
+                while q.stats("bench").done_count < n {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            },
+            std::future::pending(),
+        ));
+        let took = t0.elapsed();
+        if let Some(p) = producer {
+            p.join().map_err(|_| "the producer panicked")??;
+        }
+        let s = queue.stats("bench");
+        assert_eq!(s.done_count, n);
+        assert!(queue.with_state(|st| st.jobs().all(|j| j.state == JobState::Done)));
+        println!(
+            "embedded {mode}: {n} jobs in {:.2} s = {:.0} jobs/s (concurrency {concurrency})",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+        atlas.close()?;
+    }
+    Ok(())
+}
+
+fn produce(
+    url: &str,
+    token: &str,
+    queue: &str,
+    n: u64,
+    connections: usize,
+    wait: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let next = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (client, next) = (client.clone(), next.clone());
+            let uri = format!("{}/api/v1/jobs", url.trim_end_matches('/'));
+            let auth = format!("Bearer {token}");
+            let body = Bytes::from(format!("{{\"queue\":\"{queue}\",\"payload\":{{\"n\":1}}}}"));
+            tasks.push(tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let req = http::Request::post(&uri)
+                        .header("authorization", &auth)
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()))
+                        .map_err(|e| e.to_string())?;
+                    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    let _ = resp.into_body().collect().await;
+                    if status != 201 {
+                        return Err(format!("enqueue: {status}"));
+                    }
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        let took = started.elapsed();
+        println!(
+            "produced {n} jobs in {:.2} s = {:.0} enqueues/s ({connections} connections)",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+        if wait {
+            wait_done(url, token, queue, n).await?;
+            report("end to end", n, started);
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}
+
+fn report(what: &str, n: u64, started: Instant) {
+    let took = started.elapsed();
+    println!(
+        "http {what}: {n} jobs in {:.2} s = {:.0} jobs/s",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+/// Polls `GET /api/v1/queues` every 5 ms until `queue` counts `n` jobs done.
+async fn wait_done(url: &str, token: &str, queue: &str, n: u64) -> Result<(), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri = format!("{}/api/v1/queues", url.trim_end_matches('/'));
+    loop {
+        let req = http::Request::get(&uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let done = v["queues"]
+            .as_array()
+            .and_then(|qs| qs.iter().find(|q| q["queue"] == queue))
+            .and_then(|q| q["done"].as_u64())
+            .unwrap_or(0);
+        if done >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
