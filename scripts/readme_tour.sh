@@ -24,7 +24,7 @@
 #   status 0, and its data directory (the gateway's, atlasd's) must pass `helios aof
 #   check` (it was flushed cleanly).
 # - The tour fails if a marker is malformed, or if one of the blocks it requires (gateway,
-#   curl, cli, atlasd, redis, proxy, examples) is missing from the README.
+#   curl, cli, atlasd, redis, proxy, worker, examples) is missing from the README.
 #
 # Where it runs: in this checkout, not a copy, so it tests the working tree (README edits
 # included) with the build cache already in target/. The README's commands use ./data and
@@ -53,7 +53,7 @@ README=README.md
 BUILD_CMD=(cargo build --release -p helios-bins --bins)
 WAIT_S=${HELIOS_TOUR_WAIT_S:-900}
 BLOCK_TIMEOUT_S=${HELIOS_TOUR_BLOCK_TIMEOUT_S:-1800}
-REQUIRED_BLOCKS=(gateway curl cli atlasd redis proxy examples)
+REQUIRED_BLOCKS=(gateway curl cli atlasd redis proxy worker examples)
 TOUR_DIRS=(data atlasd-data backups)
 
 move_aside=0
