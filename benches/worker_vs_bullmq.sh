@@ -22,7 +22,12 @@ if [ ! -d "$NODE_DIR/node_modules/ioredis" ]; then
     mkdir -p "$NODE_DIR"
     (cd "$NODE_DIR" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund bullmq ioredis)
 fi
-cargo build --release -q -p helios-bins --bin helios-gateway --bin helios-worker --example worker_bench
+# The gateway and the worker with mimalloc, as helios-atlasd and the proxy are measured
+# (HELIOS_BENCH_ALLOCATOR=system for the system allocator).
+FEATURES=(--features mimalloc)
+[ "${HELIOS_BENCH_ALLOCATOR:-mimalloc}" = "system" ] && FEATURES=()
+cargo build --release -q -p helios-bins "${FEATURES[@]}" --bin helios-gateway --bin helios-worker \
+    --example worker_bench
 WORK="$(mktemp -d)"
 GW_PORT=18580; REDIS_PORT=18579
 cleanup() {
@@ -31,7 +36,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-echo "== $(date -u +%F' '%H:%M) UTC, $N jobs, concurrency $C, $(nproc) cores"
+echo "== $(date -u +%F' '%H:%M) UTC, $N jobs, concurrency $C, $(nproc) cores, allocator ${HELIOS_BENCH_ALLOCATOR:-mimalloc}"
 
 # --- BullMQ on Redis
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \

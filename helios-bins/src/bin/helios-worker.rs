@@ -3,6 +3,11 @@
 
 use std::process::ExitCode;
 
+// With the opt-in `mimalloc` feature (docs/performance.md has the measurements).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     helios_bins::worker::bin::main()
 }

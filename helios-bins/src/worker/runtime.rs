@@ -2,12 +2,14 @@
 //! [`Connector`], and reports the outcome (ack, nack with an error class, heartbeat) with
 //! the lease's fencing token.
 //!
-//! Per queue a claim loop holds a semaphore of `concurrency` slots: it takes every free
-//! slot (up to `batch_max`), claims that many jobs in one request (long-polled), and
-//! spawns one task per job. A finished attempt goes to the settler, which sends whatever
-//! outcomes have piled up as one batch (up to [`SETTLE_BATCH_MAX`] items, up to
-//! [`SETTLES_IN_FLIGHT`] batches at a time); a job's slot frees only when its outcome is
-//! settled, so a slow or unreachable queue bounds the work held, not just the work running.
+//! Per queue a claim loop holds `concurrency` running slots and twice as many unsettled
+//! places: it takes every free pair (up to `batch_max`), claims that many jobs in one
+//! request (long-polled), and spawns one task per job. A finished attempt gives its
+//! running slot back at once and goes to the settler, which sends whatever outcomes have
+//! piled up as one batch (up to [`SETTLE_BATCH_MAX`] items and [`SETTLE_BATCH_BYTES_MAX`]
+//! bytes, up to [`SETTLES_IN_FLIGHT`] batches at a time); its unsettled place frees when
+//! the outcome is settled, so a slow or unreachable queue bounds the work held, not just
+//! the work running.
 //! A heartbeat loop extends the leases of attempts running longer than a third of the
 //! lease; a lease found lost (expired and re-claimed) stops its attempt. A registry loop
 //! keeps `worker:{id}` alive.
@@ -23,7 +25,8 @@
 //! `force` returns at once: the leases then expire and the jobs run again elsewhere.
 //!
 //! Invariants: every claimed job is settled exactly once by this worker (ack, nack,
-//! release) or found lost; at most `concurrency` jobs per queue are claimed and unsettled;
+//! release) or found lost; at most `concurrency` attempts per queue run at once, and at
+//! most `2 * concurrency` jobs are claimed and unsettled;
 //! a settle batch never holds the same job twice.
 
 use super::connector::{Connector, ConnectorError, ErrorClass, JobInput};
@@ -44,7 +47,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 /// The most outcomes in one settle request.
 pub const SETTLE_BATCH_MAX: usize = 1000;
 /// Settle requests in flight at once.
-pub const SETTLES_IN_FLIGHT: usize = 4;
+pub const SETTLES_IN_FLIGHT: usize = 2;
 /// The most bytes of outcomes (results, errors) in one settle request: well under the
 /// gateway's default body limit (1 MiB).
 pub const SETTLE_BATCH_BYTES_MAX: usize = 512 * 1024;
@@ -123,7 +126,29 @@ struct Done {
     bytes: usize,
     /// What the outcome counts as when settled (a release is a nack counted apart).
     released: bool,
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
+}
+
+/// A claimed job's places: one of the queue's `concurrency` running slots (given back
+/// when its attempt ends) and one of its unsettled places (given back when its outcome is
+/// settled).
+struct Slot {
+    _running: Option<OwnedSemaphorePermit>,
+    _held: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    /// The attempt is over: its running slot goes back; the job stays held until settled.
+    fn attempt_done(&mut self) {
+        self._running = None;
+    }
+}
+
+/// Jobs of a queue claimed and not yet settled, at most: its running slots, and room for
+/// the outcomes of as many on their way to the queue (a slow or unreachable queue bounds
+/// the work held, not only the work running).
+fn unsettled_max(concurrency: usize) -> usize {
+    concurrency.max(1).saturating_mul(2)
 }
 
 /// A worker: services over one source. See the module docs.
@@ -320,13 +345,18 @@ impl Worker {
     ) {
         let svc = &self.services[service];
         let slots = Arc::new(Semaphore::new(svc.concurrency.max(1)));
+        let unsettled = Arc::new(Semaphore::new(unsettled_max(svc.concurrency)));
         let mut backoff = Duration::from_millis(100);
         loop {
             if *stopping.borrow() {
                 return;
             }
             let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p {
+                p = async {
+                    let running = slots.clone().acquire_owned().await?;
+                    let held = unsettled.clone().acquire_owned().await?;
+                    Ok::<_, tokio::sync::AcquireError>(Slot { _running: Some(running), _held: held })
+                } => match p {
                     Ok(p) => p,
                     Err(_) => return,
                 },
@@ -334,10 +364,16 @@ impl Worker {
             };
             let mut permits = vec![first];
             while permits.len() < self.settings.batch_max.max(1) {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
+                let (Ok(running), Ok(held)) = (
+                    slots.clone().try_acquire_owned(),
+                    unsettled.clone().try_acquire_owned(),
+                ) else {
+                    break;
+                };
+                permits.push(Slot {
+                    _running: Some(running),
+                    _held: held,
+                });
             }
             let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
             let asked = Instant::now();
@@ -398,7 +434,7 @@ impl Worker {
         self: &Arc<Self>,
         service: usize,
         job: Claimed,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<Slot>,
         tx: &mpsc::UnboundedSender<Done>,
         stopping: bool,
     ) {
@@ -439,7 +475,7 @@ impl Worker {
         self: Arc<Self>,
         service: usize,
         job: Claimed,
-        slot: Option<OwnedSemaphorePermit>,
+        mut slot: Option<Slot>,
         tx: mpsc::UnboundedSender<Done>,
     ) {
         let svc = &self.services[service];
@@ -465,6 +501,9 @@ impl Worker {
             )),
         };
         let took = started.elapsed();
+        if let Some(s) = slot.as_mut() {
+            s.attempt_done();
+        }
         let m = self.queue_metrics(service);
         if let Some(m) = m {
             m.observe(took);
