@@ -4,7 +4,8 @@
 #
 # 1. Core crates (helios-core, -atlas, -queue, -auth, -proxy) depend on no async runtime or
 #    network crate (cargo tree, normal dependencies).
-# 2. Core crates read the clock only in helios-core/src/clock.rs, and OS randomness only in
+# 2. Core crates read the clock only in helios-core/src/clock.rs (chrono's `Utc::now` too:
+#    cron schedules are evaluated at the injected time), and OS randomness only in
 #    helios-auth/src/random.rs and helios-queue/src/queue.rs (`os_seeded_rng`).
 # 3. Only helios-atlas/src/storage/ touches std::fs in the core crates.
 # 4. ATLAS keys are built in helios-core/src/keys.rs: no key prefix constant is joined to an
@@ -42,7 +43,7 @@ done
 # 2. The clock and OS randomness, only where they are injected from.
 srcs=()
 for c in "${CORE[@]}"; do srcs+=("$c/src"); done
-hits=$(code "${srcs[@]}" | grep -E 'SystemTime::now|Instant::now' | grep -v '^helios-core/src/clock\.rs:')
+hits=$(code "${srcs[@]}" | grep -E 'SystemTime::now|Instant::now|Utc::now|Local::now' | grep -v '^helios-core/src/clock\.rs:')
 [ -z "$hits" ] || fail "the clock is read outside helios-core/src/clock.rs:
 $hits"
 hits=$(code "${srcs[@]}" | grep -E 'getrandom::|SysRng|OsRng|thread_rng|rand::rng\(' |
@@ -64,7 +65,7 @@ hits=$(code "${srcs[@]}" | grep -E 'std::fs|\bfs::' | grep -v '^helios-atlas/src
 $hits"
 
 # 4. Keys built only in helios-core/src/keys.rs.
-families='auth:user|auth:username|auth:token|rbac:role|rbac:user_roles|kv|kv:u|kv:ns|rate|job|job:dedup|proxy:backend|proxy:route|worker|meta'
+families='auth:user|auth:username|auth:token|rbac:role|rbac:user_roles|kv|kv:u|kv:ns|rate|job|job:dedup|job:schedule|proxy:backend|proxy:route|worker|meta'
 hits=$(code helios-*/src src 2>/dev/null | grep -v '^helios-core/src/keys\.rs:' |
     grep -E "(format!|push_str|concat!|\+ *&?).*(keys::[A-Z_]+_PREFIX|\"($families):[^\"]*\{)|^[^:]+:[0-9]+: +(keys::)?[A-Z_]+_PREFIX,$")
 [ -z "$hits" ] || fail "ATLAS keys built outside helios-core/src/keys.rs (use its builders):

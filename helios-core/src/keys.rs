@@ -4,10 +4,13 @@
 //! auth:user:{userId}  auth:username:{username}  auth:token:{tokenHash}
 //! rbac:role:{role}    rbac:user_roles:{userId}
 //! kv:{key}            rate:{clientId}
-//! job:{jobId}         job:dedup:{dedupId}
+//! job:{jobId}         job:dedup:{dedupId}       job:schedule:{scheduleId}
 //! proxy:backend:{id}  proxy:route:{id}          worker:{workerId}
 //! meta:{name}
 //! ```
+//!
+//! `job:schedule:` holds helios-queue's cron schedules (one record per schedule, by its
+//! 32-hex-digit id; [`job_schedule`]).
 //!
 //! `meta:` holds store-wide layout records (today `meta:kv_layout`, the version of the
 //! layout under `kv:`).
@@ -40,8 +43,8 @@
 //!
 //! - Every id is non-empty.
 //! - Ids of every family except `kv:` contain no `':'`. That keeps families apart even where
-//!   one prefix extends another (`job:` and `job:dedup:`): `job:dedup:x` can only be the dedup
-//!   id `x`, because a job id cannot contain `':'`.
+//!   one prefix extends another (`job:` and `job:dedup:` or `job:schedule:`): `job:dedup:x`
+//!   can only be the dedup id `x`, because a job id cannot contain `':'`.
 //! - `kv:{key}` accepts any non-empty UTF-8 user key, `':'` included: `kv:` is the whole
 //!   family, so nothing after it is ever read as another prefix.
 //! - Round trip: for every valid [`Key`], `parse(&key.to_key_string()) == Ok(key)`, and for
@@ -71,6 +74,8 @@ pub const RATE_PREFIX: &str = "rate:";
 pub const JOB_PREFIX: &str = "job:";
 /// Prefix of job dedup records: `job:dedup:{dedupId}`.
 pub const JOB_DEDUP_PREFIX: &str = "job:dedup:";
+/// Prefix of cron schedules: `job:schedule:{scheduleId}`.
+pub const JOB_SCHEDULE_PREFIX: &str = "job:schedule:";
 /// Prefix of proxy backends: `proxy:backend:{id}`.
 pub const PROXY_BACKEND_PREFIX: &str = "proxy:backend:";
 /// Prefix of proxy routes: `proxy:route:{id}`.
@@ -99,7 +104,7 @@ pub const ERROR_KEY_CHARS_MAX: usize = 64;
 
 /// Which crate writes each family (the only writer; others may read). A test keeps this
 /// table and [`KeyFamily::ALL`] equal.
-pub const FAMILY_OWNERS: [(KeyFamily, &str); 13] = [
+pub const FAMILY_OWNERS: [(KeyFamily, &str); 14] = [
     (KeyFamily::AuthUser, "helios-auth"),
     (KeyFamily::AuthUsername, "helios-auth"),
     (KeyFamily::AuthToken, "helios-auth"),
@@ -109,6 +114,7 @@ pub const FAMILY_OWNERS: [(KeyFamily, &str); 13] = [
     (KeyFamily::Rate, "helios-auth (rate limiter)"),
     (KeyFamily::Job, "helios-queue"),
     (KeyFamily::JobDedup, "helios-queue"),
+    (KeyFamily::JobSchedule, "helios-queue (cron schedules)"),
     (KeyFamily::ProxyBackend, "helios-proxy (not yet written)"),
     (KeyFamily::ProxyRoute, "helios-proxy (not yet written)"),
     (KeyFamily::Worker, "helios-queue (worker registry)"),
@@ -136,6 +142,8 @@ pub enum KeyFamily {
     Job,
     /// `job:dedup:{dedupId}`
     JobDedup,
+    /// `job:schedule:{scheduleId}`
+    JobSchedule,
     /// `proxy:backend:{id}`
     ProxyBackend,
     /// `proxy:route:{id}`
@@ -149,7 +157,7 @@ pub enum KeyFamily {
 impl KeyFamily {
     /// Every family, longest prefix first among those that share a start (`job:dedup:`
     /// before `job:`): the order [`parse`] tries them in.
-    pub const ALL: [KeyFamily; 13] = [
+    pub const ALL: [KeyFamily; 14] = [
         KeyFamily::AuthUsername,
         KeyFamily::AuthUser,
         KeyFamily::AuthToken,
@@ -158,6 +166,7 @@ impl KeyFamily {
         KeyFamily::Kv,
         KeyFamily::Rate,
         KeyFamily::JobDedup,
+        KeyFamily::JobSchedule,
         KeyFamily::Job,
         KeyFamily::ProxyBackend,
         KeyFamily::ProxyRoute,
@@ -177,6 +186,7 @@ impl KeyFamily {
             KeyFamily::Rate => RATE_PREFIX,
             KeyFamily::Job => JOB_PREFIX,
             KeyFamily::JobDedup => JOB_DEDUP_PREFIX,
+            KeyFamily::JobSchedule => JOB_SCHEDULE_PREFIX,
             KeyFamily::ProxyBackend => PROXY_BACKEND_PREFIX,
             KeyFamily::ProxyRoute => PROXY_ROUTE_PREFIX,
             KeyFamily::Worker => WORKER_PREFIX,
@@ -229,6 +239,7 @@ impl KeyFamily {
             KeyFamily::Rate => Key::Rate(id),
             KeyFamily::Job => Key::Job(id),
             KeyFamily::JobDedup => Key::JobDedup(id),
+            KeyFamily::JobSchedule => Key::JobSchedule(id),
             KeyFamily::ProxyBackend => Key::ProxyBackend(id),
             KeyFamily::ProxyRoute => Key::ProxyRoute(id),
             KeyFamily::Worker => Key::Worker(id),
@@ -320,6 +331,8 @@ pub enum Key<'a> {
     Job(&'a str),
     /// `job:dedup:{dedupId}`
     JobDedup(&'a str),
+    /// `job:schedule:{scheduleId}`
+    JobSchedule(&'a str),
     /// `proxy:backend:{id}`
     ProxyBackend(&'a str),
     /// `proxy:route:{id}`
@@ -343,6 +356,7 @@ impl<'a> Key<'a> {
             Key::Rate(_) => KeyFamily::Rate,
             Key::Job(_) => KeyFamily::Job,
             Key::JobDedup(_) => KeyFamily::JobDedup,
+            Key::JobSchedule(_) => KeyFamily::JobSchedule,
             Key::ProxyBackend(_) => KeyFamily::ProxyBackend,
             Key::ProxyRoute(_) => KeyFamily::ProxyRoute,
             Key::Worker(_) => KeyFamily::Worker,
@@ -362,6 +376,7 @@ impl<'a> Key<'a> {
             | Key::Rate(id)
             | Key::Job(id)
             | Key::JobDedup(id)
+            | Key::JobSchedule(id)
             | Key::ProxyBackend(id)
             | Key::ProxyRoute(id)
             | Key::Worker(id)
@@ -559,6 +574,12 @@ pub fn parse_job_dedup_scoped(id: &str) -> Option<(Option<&str>, &str, &str)> {
     Some(((!owner.is_empty()).then_some(owner), queue, dedup_id))
 }
 
+/// `job:schedule:{schedule_id}`: a cron schedule of helios-queue (its id is 32 hex digits,
+/// like a job's, but any id valid in the family is accepted here).
+pub fn job_schedule(schedule_id: &str) -> Result<String, KeyError> {
+    KeyFamily::JobSchedule.key(schedule_id)
+}
+
 /// `proxy:backend:{id}`: a proxy backend.
 pub fn proxy_backend(id: &str) -> Result<String, KeyError> {
     KeyFamily::ProxyBackend.key(id)
@@ -721,7 +742,7 @@ mod tests {
     type Builder = fn(&str) -> Result<String, KeyError>;
 
     /// Every builder with its family, so tests cover them all.
-    const BUILDERS: [(Builder, KeyFamily); 13] = [
+    const BUILDERS: [(Builder, KeyFamily); 14] = [
         (auth_user, KeyFamily::AuthUser),
         (auth_username, KeyFamily::AuthUsername),
         (auth_token, KeyFamily::AuthToken),
@@ -731,6 +752,7 @@ mod tests {
         (rate, KeyFamily::Rate),
         (job, KeyFamily::Job),
         (job_dedup, KeyFamily::JobDedup),
+        (job_schedule, KeyFamily::JobSchedule),
         (proxy_backend, KeyFamily::ProxyBackend),
         (proxy_route, KeyFamily::ProxyRoute),
         (worker, KeyFamily::Worker),
@@ -740,7 +762,7 @@ mod tests {
     /// Shows every builder spells the schema of DESIGN.md.
     #[test]
     fn builders_spell_the_schema() {
-        let cases: [(Result<String, KeyError>, &str); 13] = [
+        let cases: [(Result<String, KeyError>, &str); 14] = [
             (auth_user("u1"), "auth:user:u1"),
             (auth_username("alice"), "auth:username:alice"),
             (auth_token("ab12"), "auth:token:ab12"),
@@ -750,6 +772,7 @@ mod tests {
             (rate("client-7"), "rate:client-7"),
             (job("j1"), "job:j1"),
             (job_dedup("d1"), "job:dedup:d1"),
+            (job_schedule("s1"), "job:schedule:s1"),
             (proxy_backend("b1"), "proxy:backend:b1"),
             (proxy_route("r1"), "proxy:route:r1"),
             (worker("w1"), "worker:w1"),
@@ -878,6 +901,9 @@ mod tests {
             ("job:dedup", Key::Job("dedup")),
             ("job:dedup:d1", Key::JobDedup("d1")),
             ("job:dedupe", Key::Job("dedupe")),
+            ("job:schedule:s1", Key::JobSchedule("s1")),
+            // Without the trailing ':' it is a job id, as for `job:dedup`.
+            ("job:schedule", Key::Job("schedule")),
             ("proxy:backend:b1", Key::ProxyBackend("b1")),
             ("proxy:route:r1", Key::ProxyRoute("r1")),
             ("worker:w1", Key::Worker("w1")),
@@ -945,6 +971,13 @@ mod tests {
             ("auth:user:a:b", colon(KeyFamily::AuthUser, "a:b", 1)),
             ("auth:username:a:", colon(KeyFamily::AuthUsername, "a:", 1)),
             ("job:dedup:a:b", colon(KeyFamily::JobDedup, "a:b", 1)),
+            ("job:schedule:a:b", colon(KeyFamily::JobSchedule, "a:b", 1)),
+            (
+                "job:schedule:",
+                KeyError::EmptyId {
+                    family: KeyFamily::JobSchedule,
+                },
+            ),
             ("job:a:b", colon(KeyFamily::Job, "a:b", 1)),
             ("worker::", colon(KeyFamily::Worker, ":", 0)),
         ];
