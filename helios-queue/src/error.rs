@@ -2,6 +2,7 @@
 //! limit, so the gateway can map each to an HTTP status.
 
 use crate::job::{JobId, JobState};
+use crate::schedule::ScheduleId;
 
 /// Everything that can go wrong in the queue.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,20 @@ pub enum QueueError {
     WorkerNotFound {
         /// The worker id.
         id: String,
+    },
+    /// No such schedule, or one owned by someone else (told apart by nobody).
+    #[error("schedule {id} not found")]
+    ScheduleNotFound {
+        /// The schedule id.
+        id: ScheduleId,
+    },
+    /// The store (or the owner) holds the most schedules allowed already.
+    #[error("too many schedules: at most {max} {scope}")]
+    ScheduleLimit {
+        /// Which bound: `in all` or `per owner`.
+        scope: &'static str,
+        /// The bound.
+        max: usize,
     },
     /// The store failed or refused the write; the transition did not happen.
     #[error(transparent)]

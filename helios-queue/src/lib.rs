@@ -9,6 +9,9 @@
 //! - [`Job`] and friends (`job`) are the stored data. Job ids are UUIDv7 ([`JobId`]): time
 //!   ordered, with 64 random bits from an injected rng; a job records its `owner`, and a
 //!   dedup id suppresses duplicates per (owner, queue).
+//! - [`Schedule`] (`schedule`) is a cron schedule under `job:schedule:{id}`: each tick
+//!   enqueues at most one job per due schedule, for its latest fire time, in the same
+//!   batch as the schedule's advanced `next_run_ms` (so never twice across restarts).
 //! - [`registry`] is the worker registry: one `worker:{id}` record per live worker, with a
 //!   TTL its worker renews, replaced or removed only by its owner.
 //!
@@ -24,6 +27,7 @@ mod job;
 pub mod limits;
 mod queue;
 pub mod registry;
+mod schedule;
 mod state;
 
 pub use error::{QueueError, Result};
@@ -32,6 +36,10 @@ pub use job::{
     validate_queue_name,
 };
 pub use queue::{IdRng, KvWrite, Queue, TickReport};
+pub use schedule::{
+    Fired, Schedule, ScheduleId, ScheduleRequest, last_fire_at_or_before, next_fire_after,
+    parse_cron,
+};
 pub use state::{
     Claim, DedupPut, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition,
     job_key,

@@ -37,3 +37,11 @@ pub const WORKER_QUEUES_MAX: usize = 256;
 pub const KV_WRITES_MAX: usize = 100;
 /// Most bytes of keys and values one transactional enqueue writes.
 pub const KV_WRITES_BYTES_MAX: usize = 1024 * 1024;
+/// Most cron schedules a queue store holds: each is a record in memory and is looked at
+/// every tick it is due.
+pub const SCHEDULES_MAX: usize = 10_000;
+/// Most cron schedules one owner holds, so one caller cannot take every slot of
+/// [`SCHEDULES_MAX`] from the others.
+pub const SCHEDULES_PER_OWNER_MAX: usize = 1_000;
+/// Longest cron expression text.
+pub const CRON_SIZE_MAX: usize = 256;

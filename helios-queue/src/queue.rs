@@ -21,6 +21,7 @@
 
 use crate::error::{QueueError, Result};
 use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState};
+use crate::schedule::{Schedule, ScheduleId, ScheduleRequest};
 use crate::state::{
     Claim, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition, job_key,
 };
@@ -40,6 +41,10 @@ pub struct TickReport {
     pub retried_count: u64,
     /// Expired leases whose jobs went to the dead-letter list.
     pub dead_lettered_count: u64,
+    /// Jobs enqueued by due cron schedules (at most one per schedule).
+    pub scheduled_count: u64,
+    /// Scheduled runs skipped because their queue was full.
+    pub schedule_skipped_count: u64,
 }
 
 /// The source of the random bits of job ids: any cryptographic rng (`rand`'s
@@ -153,6 +158,14 @@ impl Queue {
                         }
                         state.load_job(job);
                     }
+                    Key::JobSchedule(text) => {
+                        let s: Schedule =
+                            serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+                        if s.id.to_string() != text {
+                            return Err(corrupt(format!("holds schedule {}", s.id)));
+                        }
+                        state.load_schedule(s).map_err(|e| corrupt(e.to_string()))?;
+                    }
                     _ => return Err(corrupt("not a job key".to_owned())),
                 }
             }
@@ -177,7 +190,11 @@ impl Queue {
             )?;
             state.load_dedup(key, id, until_ms, false);
         }
-        tracing::info!(jobs = state.job_count(), "queue loaded");
+        tracing::info!(
+            jobs = state.job_count(),
+            schedules = state.schedule_count(),
+            "queue loaded"
+        );
         Ok(Queue {
             atlas,
             inner: Mutex::new(Locked { state, rng }),
@@ -334,12 +351,13 @@ impl Queue {
         Ok(out)
     }
 
-    /// Expires the leases that ran out, and forgets ended dedup windows. Harmless to call
-    /// twice; a runtime calls it every few hundred ms.
+    /// Expires the leases that ran out, forgets ended dedup windows, and fires the due
+    /// cron schedules (one job each at most, in the batch that advances the schedule).
+    /// Harmless to call twice; a runtime calls it every few hundred ms.
     pub fn tick(&self) -> Result<TickReport> {
         let now = self.now_ms();
         let mut guard = self.inner.lock();
-        let st = &mut guard.state;
+        let Locked { state: st, rng } = &mut *guard;
         st.expire_dedup(now);
         let t = st.plan_tick(now);
         let mut report = TickReport::default();
@@ -350,7 +368,49 @@ impl Queue {
             }
         }
         self.commit(st, t)?;
+        let (fired, t) = st.plan_fire(now, &mut **rng)?;
+        self.commit(st, t)?;
+        report.scheduled_count = fired.scheduled_count;
+        report.schedule_skipped_count = fired.skipped_count;
         Ok(report)
+    }
+
+    /// Creates a cron schedule (see [`crate::Schedule`]); its first run is the first fire
+    /// time after now.
+    pub fn create_schedule(&self, req: &ScheduleRequest) -> Result<Schedule> {
+        let now = self.now_ms();
+        let mut guard = self.inner.lock();
+        let Locked { state, rng } = &mut *guard;
+        let (s, t) = state.plan_create_schedule(req, now, &mut **rng)?;
+        self.commit(state, t)?;
+        Ok(s)
+    }
+
+    /// A schedule by id (whoever owns it: callers check the owner).
+    pub fn schedule(&self, id: ScheduleId) -> Option<Schedule> {
+        self.inner.lock().state.schedule(id).cloned()
+    }
+
+    /// A page of the schedules (of `owner` only, if given), in id order, after `cursor`;
+    /// and the cursor of the next page.
+    pub fn list_schedules(
+        &self,
+        owner: Option<&str>,
+        cursor: Option<ScheduleId>,
+        limit: usize,
+    ) -> Result<(Vec<Schedule>, Option<ScheduleId>)> {
+        let guard = self.inner.lock();
+        let (page, next) = guard.state.list_schedules(owner, cursor, limit)?;
+        Ok((page.into_iter().cloned().collect(), next))
+    }
+
+    /// Deletes a schedule; with `owner`, only that owner's (anyone else's is
+    /// [`QueueError::ScheduleNotFound`], as a missing one). Jobs it made stay.
+    pub fn delete_schedule(&self, id: ScheduleId, owner: Option<&str>) -> Result<()> {
+        let mut guard = self.inner.lock();
+        let st = &mut guard.state;
+        let t = st.plan_delete_schedule(id, owner)?;
+        self.commit(st, t)
     }
 
     /// Cancels a pending job.
@@ -504,7 +564,13 @@ fn check_kv_writes(kv: &[KvWrite]) -> Result<()> {
 /// layer, which talks to ATLAS, encodes them.
 fn batch_of(t: &Transition) -> Result<WriteBatch> {
     let mut b = WriteBatch::new();
-    b.reserve(t.puts.len() + t.deletes.len() + t.dedup_puts.len());
+    b.reserve(
+        t.puts.len()
+            + t.deletes.len()
+            + t.dedup_puts.len()
+            + t.schedule_puts.len()
+            + t.schedule_deletes.len(),
+    );
     for job in &t.puts {
         let mut value = Vec::with_capacity(512);
         job.encode_json(&mut value)
@@ -524,5 +590,22 @@ fn batch_of(t: &Transition) -> Result<WriteBatch> {
         })?;
         b.set(d.key.clone(), value, Expiry::InMs(d.window_ms.max(1)));
     }
+    for s in &t.schedule_puts {
+        let key = schedule_key(s.id);
+        let value = serde_json::to_vec(s).map_err(|e| QueueError::CorruptRecord {
+            key: key.clone(),
+            reason: format!("cannot encode: {e}"),
+        })?;
+        b.set(key, value, Expiry::Never);
+    }
+    for id in &t.schedule_deletes {
+        b.delete(schedule_key(*id));
+    }
     Ok(b)
+}
+
+/// The ATLAS key of a schedule: `job:schedule:{32 hex digits}`.
+fn schedule_key(id: ScheduleId) -> String {
+    // 32 hex digits are never empty and hold no ':': the builder cannot refuse them.
+    keys::job_schedule(&id.to_string()).unwrap_or_default()
 }

@@ -39,6 +39,7 @@ use crate::limits::{
     BATCH_COUNT_MAX, DURATION_MS_MAX, ERROR_SIZE_MAX, LIST_LIMIT_MAX, PAYLOAD_SIZE_MAX,
     SWEEP_COUNT_MAX, TICK_COUNT_MAX,
 };
+use crate::schedule::{Schedule, ScheduleId, Schedules};
 use helios_core::keys;
 use rand::Rng;
 use std::cmp::Reverse;
@@ -126,6 +127,10 @@ pub struct Transition {
     pub deletes: Vec<JobId>,
     /// Dedup records written.
     pub dedup_puts: Vec<DedupPut>,
+    /// Schedules written (created or advanced by a fire).
+    pub schedule_puts: Vec<Schedule>,
+    /// Schedules removed.
+    pub schedule_deletes: Vec<ScheduleId>,
 }
 
 /// A dedup record a transition writes.
@@ -145,12 +150,16 @@ pub struct DedupPut {
 impl Transition {
     /// Whether the transition writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.deletes.is_empty() && self.dedup_puts.is_empty()
+        self.puts.is_empty()
+            && self.deletes.is_empty()
+            && self.dedup_puts.is_empty()
+            && self.schedule_puts.is_empty()
+            && self.schedule_deletes.is_empty()
     }
 }
 
 /// The size of `v`'s JSON text, counted without building it.
-fn json_size(v: &serde_json::Value) -> usize {
+pub(crate) fn json_size(v: &serde_json::Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -310,6 +319,8 @@ pub struct QueueState {
     id_last: JobId,
     // Invariant: >= every token ever issued to an applied job.
     token_last: u64,
+    // The cron schedules (schedule.rs).
+    pub(crate) schedules: Schedules,
 }
 
 fn truncate_error(e: &str) -> String {
@@ -335,7 +346,13 @@ impl QueueState {
             dedup: HashMap::new(),
             id_last: JobId::from_u128(0),
             token_last: 0,
+            schedules: Schedules::default(),
         }
+    }
+
+    /// Pending and in-progress jobs of `queue` (what `depth_max` bounds).
+    pub(crate) fn queue_depth(&self, queue: &str) -> u64 {
+        self.queues.get(queue).map_or(0, QueueIndex::depth)
     }
 
     /// The config.
@@ -1116,6 +1133,16 @@ impl QueueState {
         for d in t.dedup_puts {
             self.dedup.insert(d.key, (d.record.job, d.until_ms));
         }
+        for s in t.schedule_puts {
+            let id = s.id;
+            // Planned from a parsed expression: a failure is a plan/apply mismatch (a bug).
+            self.schedules
+                .put(s)
+                .unwrap_or_else(|e| panic!("transition puts a bad schedule {id}: {e}"));
+        }
+        for id in t.schedule_deletes {
+            self.schedules.remove(id);
+        }
     }
 
     /// Loads a job read back from ATLAS (on open).
@@ -1137,8 +1164,9 @@ impl QueueState {
         }
     }
 
-    /// Asserts every index agrees with the jobs. O(jobs): for tests.
+    /// Asserts every index agrees with the jobs and schedules. O(jobs): for tests.
     pub fn check_invariants(&self) {
+        self.schedules.check_invariants();
         let mut leases = 0;
         let mut finished = 0;
         let mut owned: BTreeMap<&str, usize> = BTreeMap::new();
