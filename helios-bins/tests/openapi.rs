@@ -554,6 +554,28 @@ async fn real_responses_match_the_documented_schemas() {
     call!(GET, "/api/v1/workers", a, None);
     call!(DELETE, "/api/v1/workers/w1", worker, a, None);
     call!(DELETE, "/api/v1/workers/w1", worker, a, None);
+    let sched = "/api/v1/schedules/{id}";
+    let body =
+        json!({"queue": "cron", "cron": "0 0 1 1 *", "payload": {"r": 1}, "max_attempts": 2});
+    let (_, v) = call!(POST, "/api/v1/schedules", a, Some(body));
+    let sid = v["id"].as_str().unwrap_or_default().to_owned();
+    call!(
+        POST,
+        "/api/v1/schedules",
+        a,
+        Some(json!({"queue": "cron", "cron": "0 0 30 2 *"}))
+    );
+    call!(
+        GET,
+        "/api/v1/schedules?limit=5",
+        "/api/v1/schedules",
+        a,
+        None
+    );
+    call!(GET, &format!("/api/v1/schedules/{sid}"), sched, a, None);
+    call!(GET, "/api/v1/schedules/xyz", sched, a, None);
+    call!(DELETE, &format!("/api/v1/schedules/{sid}"), sched, a, None);
+    call!(DELETE, &format!("/api/v1/schedules/{sid}"), sched, a, None);
     call!(POST, "/admin/snapshot", a, None);
     call!(POST, "/admin/aof/rewrite", a, None);
     call!(POST, "/admin/backup", a, Some(json!({"name": "nightly"})));

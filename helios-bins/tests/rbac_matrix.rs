@@ -46,12 +46,14 @@ const NAMES: [&str; 7] = [
 /// The order callers make each row's call in.
 const CALL_ORDER: [usize; 7] = [ANON, B, RO, WK, UA, A, AD];
 
-/// Placeholders in paths and bodies: A's user id, B's user id, the admin's user id, A's job.
+/// Placeholders in paths and bodies: A's user id, B's user id, the admin's user id, A's job,
+/// A's cron schedule.
 fn fill(text: &str, ids: &Ids) -> String {
     text.replace("{A}", &ids.a)
         .replace("{B}", &ids.b)
         .replace("{ADMIN}", &ids.admin)
         .replace("{JOB}", &ids.job)
+        .replace("{SCHED}", &ids.schedule)
 }
 
 struct Ids {
@@ -59,6 +61,7 @@ struct Ids {
     b: String,
     admin: String,
     job: String,
+    schedule: String,
 }
 
 /// (method, path, pattern, body, expected status per caller: anon, A, B, ro, worker,
@@ -228,6 +231,36 @@ const MATRIX: &[Row] = &[
         "/api/v1/workers/{id}",
         "",
         [401, 403, 403, 403, 204, 403, 404],
+    ),
+    // Cron schedules: A owns {SCHED}; creating is enqueueing, the rest per schedule.
+    (
+        "POST",
+        "/api/v1/schedules",
+        "/api/v1/schedules",
+        r#"{"queue":"q","cron":"0 0 1 1 *"}"#,
+        [401, 201, 201, 403, 403, 403, 201],
+    ),
+    (
+        "GET",
+        "/api/v1/schedules",
+        "/api/v1/schedules",
+        "",
+        [401, 200, 200, 403, 403, 403, 200],
+    ),
+    (
+        "GET",
+        "/api/v1/schedules/{SCHED}",
+        "/api/v1/schedules/{id}",
+        "",
+        [401, 200, 404, 403, 403, 403, 200],
+    ),
+    // The owner deletes it; then it is gone for the admin too.
+    (
+        "DELETE",
+        "/api/v1/schedules/{SCHED}",
+        "/api/v1/schedules/{id}",
+        "",
+        [401, 204, 404, 403, 403, 403, 404],
     ),
     // The owner cancels; then it is no longer pending for the admin.
     (
@@ -623,6 +656,15 @@ async fn every_route_for_every_caller() {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let job = v["id"].as_str().unwrap().to_owned();
     let (st, v) = call(
+        "POST",
+        "/api/v1/schedules",
+        alice,
+        r#"{"queue":"q","cron":"0 0 1 1 *","payload":"A's"}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let schedule = v["id"].as_str().unwrap().to_owned();
+    let (st, v) = call(
         "PUT",
         "/api/v1/ns/team/kv/t",
         Some(&admin),
@@ -636,6 +678,7 @@ async fn every_route_for_every_caller() {
         b: ids["bob"].clone(),
         admin: me["id"].as_str().unwrap().to_owned(),
         job,
+        schedule,
     };
 
     let mut failures = Vec::new();

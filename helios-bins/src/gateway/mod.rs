@@ -26,6 +26,7 @@ pub mod kv;
 mod metrics;
 mod proxy_admin;
 mod proxy_feed;
+mod schedules;
 mod workers;
 
 use crate::app::{http, serve, tls};
@@ -474,9 +475,12 @@ pub async fn run(
                         tracing::warn!(error = %e, "rate-limit flush failed");
                     }
                     let _ = s.login_limiter.flush_due(now);
-                    // Expired leases go back to pending (or to the dead-letter list).
+                    // Expired leases go back to pending (or to the dead-letter list), and
+                    // due cron schedules enqueue their runs.
                     match s.queue.tick() {
-                        Ok(r) if r.retried_count > 0 => s.job_ready.notify_waiters(),
+                        Ok(r) if r.retried_count > 0 || r.scheduled_count > 0 => {
+                            s.job_ready.notify_waiters()
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "queue tick failed"),
                     }

@@ -1,7 +1,7 @@
 //! From a request to its route's response: match the path (404), check the method (405
 //! with `Allow`), apply the request deadline, run the head through the gate, read the
 //! body, and call the route's handler (here, in `kv.rs`, `jobs.rs`, `workers.rs`,
-//! `admin.rs`, `proxy_admin.rs` or `account.rs`).
+//! `schedules.rs`, `admin.rs`, `proxy_admin.rs` or `account.rs`).
 //!
 //! Invariants: every request but a long-polling claim has a deadline
 //! (`http.request_timeout_ms`); a request refused before its handler that declared a
@@ -16,7 +16,7 @@ use super::router::{Route, route_name};
 use crate::app::http::{Body, problem};
 use crate::gateway::proxy_admin::{self, Kind};
 use crate::gateway::proxy_feed;
-use crate::gateway::{State, account, admin, jobs, kv, workers};
+use crate::gateway::{State, account, admin, jobs, kv, schedules, workers};
 use crate::net::client_key;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -196,6 +196,16 @@ async fn route_request(
             workers::put(state, claims.as_deref(), raw_key, &body).await
         }
         Route::Worker => workers::delete(state, claims.as_deref(), raw_key).await,
+        Route::Schedules if parts.method == Method::POST => {
+            schedules::create(state, claims.as_deref(), &body).await
+        }
+        Route::Schedules => {
+            schedules::list(state, claims.as_deref(), parts.uri.query().unwrap_or(""))
+        }
+        Route::Schedule if parts.method == Method::DELETE => {
+            schedules::delete(state, claims.as_deref(), raw_key).await
+        }
+        Route::Schedule => schedules::get(state, claims.as_deref(), raw_key),
         Route::Job => jobs::get(state, claims.as_deref(), raw_key),
         Route::JobAction => jobs::action(state, claims.as_deref(), raw_key, action, &body).await,
         Route::Queues => jobs::queues(state),

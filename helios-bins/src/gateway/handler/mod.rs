@@ -22,8 +22,9 @@
 //! - `auth_routes.rs`: register, login, refresh, logout, me;
 //! - `meta.rs`: `/`, `/api/v1`, `/openapi.yaml`, health, readiness, metrics.
 //!
-//! The KV, job, worker registry, admin and account routes are in `kv.rs`, `jobs.rs`,
-//! `workers.rs`, `admin.rs` and `account.rs` next to this folder.
+//! The KV, job, worker registry, schedule, admin and account routes are in `kv.rs`,
+//! `jobs.rs`, `workers.rs`, `schedules.rs`, `admin.rs` and `account.rs` next to this
+//! folder.
 
 // Handlers return `Err(response)` to answer early; the response is moved once per request,
 // so boxing it (what this lint asks) would only add an allocation. (The attribute covers

@@ -42,6 +42,8 @@ pub(super) enum Route {
     JobAction,
     Workers,
     Worker,
+    Schedules,
+    Schedule,
     Queues,
     Dlq,
     DlqRedrive,
@@ -92,6 +94,8 @@ impl Route {
         Route::JobAction,
         Route::Workers,
         Route::Worker,
+        Route::Schedules,
+        Route::Schedule,
         Route::Queues,
         Route::Dlq,
         Route::DlqRedrive,
@@ -142,6 +146,8 @@ impl Route {
             Route::JobAction => "/api/v1/jobs/{id}/{action}",
             Route::Workers => "/api/v1/workers",
             Route::Worker => "/api/v1/workers/{id}",
+            Route::Schedules => "/api/v1/schedules",
+            Route::Schedule => "/api/v1/schedules/{id}",
             Route::Queues => "/api/v1/queues",
             Route::Dlq => "/api/v1/queues/{queue}/dlq",
             Route::DlqRedrive => "/api/v1/queues/{queue}/dlq/redrive",
@@ -190,6 +196,8 @@ impl Route {
             }
             Route::Job | Route::Queues | Route::Dlq | Route::Workers => &[Method::GET],
             Route::Worker => &[Method::PUT, Method::DELETE],
+            Route::Schedules => &[Method::GET, Method::POST],
+            Route::Schedule => &[Method::GET, Method::DELETE],
             Route::AdminStats | Route::AdminUsers | Route::AdminRoles => &[Method::GET],
             Route::AdminSnapshot
             | Route::AdminRewrite
@@ -233,13 +241,20 @@ impl Route {
             (Route::KvList, _) | (Route::KvItem, &Method::GET) => Some(perms::KV_READ),
             (Route::KvItem, _) => Some(perms::KV_WRITE),
             (Route::AdminUserKvList, _) | (Route::AdminUserKvItem, _) => Some(perms::ADMIN_ALL),
-            (Route::Jobs, &Method::POST) => Some(perms::JOBS_ENQUEUE),
+            (Route::Jobs, &Method::POST) | (Route::Schedules, &Method::POST) => {
+                Some(perms::JOBS_ENQUEUE)
+            }
             // Decided per job in jobs.rs (see `checked_per_object`).
             // Decided per job in jobs.rs (see `checked_per_object`), and per worker in
             // workers.rs: `jobs:admin` lists every worker, some `jobs:work` one's own.
-            (Route::Jobs, _) | (Route::Job, _) | (Route::JobAction, _) | (Route::Workers, _) => {
-                Some(JOBS_SOME)
-            }
+            // And per schedule in schedules.rs: one's own with `jobs:enqueue`, any with
+            // `jobs:admin`.
+            (Route::Jobs, _)
+            | (Route::Job, _)
+            | (Route::JobAction, _)
+            | (Route::Workers, _)
+            | (Route::Schedules, _)
+            | (Route::Schedule, _) => Some(JOBS_SOME),
             (Route::JobClaim, _) | (Route::JobBatch, _) | (Route::Worker, _) => {
                 Some(perms::JOBS_WORK)
             }
@@ -274,21 +289,23 @@ impl Route {
 
     /// Whether the route's permission is decided per object by its handler (jobs.rs: the
     /// owner, `jobs:admin`, `jobs:work:{queue}` of the job's or the body's queue;
-    /// workers.rs: the worker's owner, `jobs:admin` to list everyone's): the RBAC
+    /// workers.rs: the worker's owner, `jobs:admin` to list everyone's; schedules.rs: the
+    /// schedule's owner, `jobs:admin` for everyone's): the RBAC
     /// step then asks only for some of [`Route::permission`] (`Auth::authorize_some`:
     /// `jobs:work:emails` is some of `jobs:work`, anything on `jobs` some of `jobs:*`), so
     /// a caller with none of it is refused before the body is read.
     pub(super) fn checked_per_object(self, method: &Method) -> bool {
         matches!(
             (self, method),
-            (Route::Jobs, &Method::GET)
+            (Route::Jobs | Route::Schedules, &Method::GET)
                 | (
                     Route::Job
                         | Route::JobAction
                         | Route::JobClaim
                         | Route::JobBatch
                         | Route::Workers
-                        | Route::Worker,
+                        | Route::Worker
+                        | Route::Schedule,
                     _
                 )
         )
@@ -384,6 +401,27 @@ mod tests {
         }
         assert_eq!(Route::Workers.permission(&Method::GET), Some(JOBS_SOME));
         assert!(Route::Workers.checked_per_object(&Method::GET));
+        // Schedules: creating one is enqueueing (checked by the router); reading and
+        // deleting are decided per schedule (owner or `jobs:admin`).
+        assert_eq!(
+            *r.inner.at("/api/v1/schedules").unwrap().value,
+            Route::Schedules
+        );
+        assert_eq!(
+            *r.inner.at("/api/v1/schedules/0190").unwrap().value,
+            Route::Schedule
+        );
+        assert_eq!(
+            Route::Schedules.permission(&Method::POST),
+            Some(perms::JOBS_ENQUEUE)
+        );
+        assert!(!Route::Schedules.checked_per_object(&Method::POST));
+        assert_eq!(Route::Schedules.permission(&Method::GET), Some(JOBS_SOME));
+        assert!(Route::Schedules.checked_per_object(&Method::GET));
+        for m in [Method::GET, Method::DELETE] {
+            assert_eq!(Route::Schedule.permission(&m), Some(JOBS_SOME));
+            assert!(Route::Schedule.checked_per_object(&m));
+        }
     }
 
     #[test]
