@@ -1,5 +1,5 @@
 //! The `helios` CLI: online commands against a gateway on 127.0.0.1:0 (login, kv, jobs,
-//! workers, admin) with their exit codes and messages (not logged in, session expired), passwords
+//! workers, schedules, admin) with their exit codes and messages (not logged in, session expired), passwords
 //! from stdin and the missing-password usage error (the built binary, stdin not a
 //! terminal), `--version` and `--help`, and the offline tools (aof check/repair, backup,
 //! restore) on data directories, whose errors print as messages.
@@ -289,6 +289,70 @@ async fn workers_lists_the_registry() {
     let args = as_user(&["workers"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(cli(&args).await, Err(EXIT_REFUSED), "403");
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}
+
+/// `helios schedules add|list|rm`: a schedule is created with the caller as owner, listed
+/// (the binary's stdout is the JSON), and removed; a bad expression and a second removal
+/// are refused (exit 1).
+#[tokio::test]
+async fn schedules_add_list_rm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = GatewayConfig {
+        data_dir: dir.path().join("data"),
+        backup_dir: dir.path().join("backups"),
+        ..GatewayConfig::default()
+    };
+    cfg.auth.bcrypt_cost = 4;
+    let (addr, _state, tx, server) = common::spawn(cfg).await;
+    let url = format!("http://{addr}");
+    let token = dir.path().join("token");
+    let t = token.to_str().unwrap().to_owned();
+    let with = |rest: &[&str]| -> Vec<String> {
+        let mut v = strings(&["--url", url.as_str(), "--token-file", t.as_str()]);
+        v.extend(strings(rest));
+        v
+    };
+    let password = "correct horse battery staple";
+    for args in [
+        with(&["users", "add", "sam", "--password", password]),
+        with(&["login", "--username", "sam", "--password", password]),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&args).await.unwrap();
+    }
+    let out = binary(
+        with(&[
+            "schedules",
+            "add",
+            "reports",
+            "0 6 * * MON",
+            r#"{"r":"weekly"}"#,
+        ]),
+        None,
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["cron"], "0 6 * * MON");
+    assert_eq!(created["payload"], serde_json::json!({"r": "weekly"}));
+    let out = binary(with(&["schedules", "list"]), None).await;
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    let args = with(&["schedules", "add", "reports", "61 * * * *"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(cli(&args).await, Err(EXIT_REFUSED), "bad cron: 400");
+    let args = with(&["schedules", "rm", &id]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli(&args).await.unwrap();
+    assert_eq!(cli(&args).await, Err(EXIT_REFUSED), "gone: 404");
+    let out = binary(with(&["schedules", "list"]), None).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["items"], serde_json::json!([]));
     let _ = tx.send(());
     server.await.unwrap().unwrap();
 }

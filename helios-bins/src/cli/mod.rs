@@ -126,6 +126,12 @@ pub enum Command {
     /// The live workers (`GET /api/v1/workers`): every one with `jobs:admin`, your own
     /// with `jobs:work`.
     Workers,
+    /// Cron schedules (repeatable jobs, `/api/v1/schedules`).
+    Schedules {
+        #[command(subcommand)]
+        /// What to do.
+        op: SchedulesOp,
+    },
     /// Change your password: every other session ends, and the new token pair is saved.
     Passwd {
         /// The current password (shows in `ps` and shell history: prefer the prompt or
@@ -263,6 +269,35 @@ pub enum JobsOp {
         queue: String,
         /// Only these job ids.
         ids: Vec<String>,
+    },
+}
+
+/// Cron schedule commands.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesOp {
+    /// Schedule a job: one run into QUEUE at each fire time of CRON (UTC; 5 fields, or 6
+    /// with seconds first, or a nickname such as @hourly).
+    Add {
+        /// Queue.
+        queue: String,
+        /// Cron expression (quote it: `"*/5 * * * *"`).
+        cron: String,
+        /// Payload of every job (JSON).
+        #[arg(default_value = "null")]
+        payload: String,
+        /// Priority of the jobs (higher first).
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Attempts of each job (default: the queue's).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// List schedules (one's own; every one with jobs:admin).
+    List,
+    /// Delete a schedule (one's own; any with jobs:admin). Jobs it made stay.
+    Rm {
+        /// Schedule id: 32 lowercase hex digits.
+        id: String,
     },
 }
 
@@ -935,6 +970,33 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
         },
         Command::Workers => print(&api.call(Method::GET, "/api/v1/workers", None).await?),
+        Command::Schedules { op } => match op {
+            SchedulesOp::Add {
+                queue,
+                cron,
+                payload,
+                priority,
+                max_attempts,
+            } => {
+                let mut body = json!({"queue": queue, "cron": cron, "payload": json_arg(&payload), "priority": priority});
+                if let Some(a) = max_attempts {
+                    body["max_attempts"] = json!(a);
+                }
+                print(
+                    &api.call(Method::POST, "/api/v1/schedules", Some(body))
+                        .await?,
+                );
+            }
+            SchedulesOp::List => print(&api.call(Method::GET, "/api/v1/schedules", None).await?),
+            SchedulesOp::Rm { id } => {
+                api.call(
+                    Method::DELETE,
+                    &format!("/api/v1/schedules/{}", enc(&id)),
+                    None,
+                )
+                .await?;
+            }
+        },
         Command::Users { op } => match op {
             UsersOp::Add {
                 username,
