@@ -23,9 +23,9 @@ if [ ! -d "$NODE_DIR/node_modules/ioredis" ]; then
     (cd "$NODE_DIR" && npm init -y >/dev/null && npm install --silent --no-audit --no-fund bullmq ioredis)
 fi
 # The gateway and the worker with mimalloc, as helios-atlasd and the proxy are measured
-# (HELIOS_BENCH_ALLOCATOR=system for the system allocator).
+# (BENCH_ALLOCATOR=system for the system allocator).
 FEATURES=(--features mimalloc)
-[ "${HELIOS_BENCH_ALLOCATOR:-mimalloc}" = "system" ] && FEATURES=()
+[ "${BENCH_ALLOCATOR:-mimalloc}" = "system" ] && FEATURES=()
 cargo build --release -q -p helios-bins "${FEATURES[@]}" --bin helios-gateway --bin helios-worker \
     --example worker_bench
 WORK="$(mktemp -d)"
@@ -36,7 +36,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-echo "== $(date -u +%F' '%H:%M) UTC, $N jobs, concurrency $C, $(nproc) cores, allocator ${HELIOS_BENCH_ALLOCATOR:-mimalloc}"
+echo "== $(date -u +%F' '%H:%M) UTC, $N jobs, concurrency $C, $(nproc) cores, allocator ${BENCH_ALLOCATOR:-mimalloc}"
 
 # --- BullMQ on Redis
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK" --appendonly yes \
@@ -87,7 +87,8 @@ HELIOS_RATE_LIMIT__REFILL_PER_S=100000000 HELIOS_LOG__LEVEL=warn HELIOS_AUTH__BC
     --appendfsync everysec >"$WORK/gw.log" 2>&1 &
 GW_PID=$!
 URL="http://127.0.0.1:$GW_PORT"
-for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "$URL/healthz" >/dev/null || { echo "the gateway did not start:"; cat "$WORK/gw.log"; exit 1; }
 token() { sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
 ADMIN=$(curl -sf -XPOST "$URL/api/v1/auth/login" -d '{"username":"admin","password":"bench admin password"}' | token)
 curl -sf -XPOST "$URL/api/v1/auth/register" -d '{"username":"benchworker","password":"bench worker password 1"}' >/dev/null
