@@ -21,8 +21,16 @@ use tokio::sync::oneshot;
 /// A gateway whose bodies may be as large as a settle batch, with `worker` (role worker)
 /// and `producer` (role user) users.
 async fn gateway() -> (tempfile::TempDir, Server, String) {
+    gateway_with(|_| {}).await
+}
+
+/// [`gateway`], with the configuration as `edit` leaves it.
+async fn gateway_with(
+    edit: impl FnOnce(&mut helios_bins::config::GatewayConfig),
+) -> (tempfile::TempDir, Server, String) {
     let (dir, s) = start_temp_with(100_000, ADMIN_PW, |c| {
         c.http.body_size_max = 1 << 20;
+        edit(c);
     })
     .await;
     let admin = admin_token(&s).await;
@@ -62,6 +70,7 @@ struct Running {
 }
 
 impl Running {
+    /// Stops the worker (a drain) and checks it holds nothing afterwards.
     async fn drain(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(Duration::from_secs(20), self.done)
@@ -69,6 +78,14 @@ impl Running {
             .expect("the drain ends")
             .unwrap();
         drop(self.force);
+        assert_eq!(self.worker.in_flight(), 0, "jobs left held after the drain");
+        let text = self.worker.metrics().text();
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("worker_jobs_in_flight{"))
+                .all(|l| l.ends_with(" 0")),
+            "{text}"
+        );
     }
 }
 
@@ -400,5 +417,50 @@ async fn a_job_longer_than_its_lease_keeps_it_by_heartbeats() {
     );
     wa.drain().await;
     wb.drain().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_stops_the_worker_with_its_reason() {
+    let (_dir, s, producer) = gateway().await;
+    let hook = Hook::start().await;
+    let token = login(&s, "worker").await;
+    let gateway = Gateway::new(&format!("http://{}", s.addr), Credentials::Token(token));
+    let cfg = settings("q", ServiceSpec::new("http", &hook.url), "t");
+    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
+    let ctx = Context::system();
+    let worker = Worker::new(
+        Arc::new(HttpSource::new(gateway)),
+        services,
+        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
+        ctx,
+    );
+    let done = tokio::spawn(
+        worker
+            .clone()
+            .run(std::future::pending(), std::future::pending()),
+    );
+    let ids = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
+    until(10, "the job done", || {
+        job_state(&s, &ids[0]).0 == JobState::Done
+    })
+    .await;
+    // The account's password changes: every earlier session ends, the worker's token with
+    // it (401), and a token cannot be renewed.
+    let other = login(&s, "worker").await;
+    s.expect(
+        Method::POST,
+        "/api/v1/auth/password",
+        Some(&other),
+        Some(json!({"current_password": USER_PW, "new_password": "marmalade-zeppelin-93-quartz"})),
+        200,
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(15), done)
+        .await
+        .expect("the worker stops by itself")
+        .unwrap();
+    let why = worker.fatal_error().expect("a reason");
+    assert!(why.contains("refused the token"), "{why}");
     s.stop().await;
 }

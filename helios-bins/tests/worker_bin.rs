@@ -151,6 +151,7 @@ fn spawn_worker(s: &Server, hook: &Hook, queue: &str, id: &str, concurrency: u32
         .env("HELIOS_WORKER__LEASE_MS", "1500")
         .env("HELIOS_WORKER__POLL_WAIT_MS", "1000")
         .env("HELIOS_WORKER__DRAIN_TIMEOUT_MS", "10000")
+        .env("HELIOS_WORKER__REGISTRY_TTL_MS", "1500")
         .env("HELIOS_LOG__FORMAT", "json")
         .env("HELIOS_LOG__LEVEL", "warn")
         .stdin(Stdio::null())
@@ -231,7 +232,23 @@ async fn kill_9_mid_job_reruns_it_after_its_lease_and_acks_it_once() {
         .map(|x| (x.key.clone(), x.attempt))
         .collect();
     assert_eq!(seen, [(id.clone(), 1), (id.clone(), 2)]);
-    // The dead worker's record expires by its TTL; the live one is listed.
+    // The dead worker's record expires by its TTL (1.5 s); the live one stays listed.
+    let admin = admin_token(&s).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = s.get("/api/v1/workers", &admin).await;
+        let ids: Vec<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"].as_str().unwrap())
+            .collect();
+        if ids == ["b"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "registry still lists {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     signal(&b, "-TERM");
     assert!(exited(&mut b, 15).await.success());
     s.stop().await;
@@ -280,6 +297,13 @@ async fn sigterm_drains_jobs_in_flight_and_exits_0() {
 async fn no_job_is_lost_or_invented_while_workers_are_killed() {
     let (_dir, s, producer) = gateway().await;
     let hook = Hook::start().await;
+    // Every job record the queue writes from here on: a job acked twice would show two
+    // DONE records.
+    let mut records = s
+        .state
+        .atlas
+        .subscribe("job:", s.state.atlas.last_seq() + 1)
+        .unwrap();
     let n = 120;
     let ids = enqueue_all(
         &s,
@@ -328,6 +352,22 @@ async fn no_job_is_lost_or_invented_while_workers_are_killed() {
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(unexpected.is_empty(), "unexpected: {unexpected:?}");
     let repeated = seen.values().filter(|c| **c > 1).count();
+    let mut done_records: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(ev) = records.try_next().unwrap() {
+        for op in ev.changes {
+            if let helios_atlas::Op::Set { key, value, .. } = op
+                && std::str::from_utf8(&value)
+                    .unwrap_or_default()
+                    .contains("\"state\":\"DONE\"")
+            {
+                *done_records.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let duplicated: Vec<(&String, &usize)> =
+        done_records.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(duplicated.is_empty(), "done more than once: {duplicated:?}");
+    assert_eq!(done_records.len(), n, "every job done once");
     for id in &ids {
         let (state, attempts) = job(&s, id);
         assert_eq!(state, JobState::Done);

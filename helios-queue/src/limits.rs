@@ -38,10 +38,15 @@ pub const KV_WRITES_MAX: usize = 100;
 /// Most bytes of keys and values one transactional enqueue writes.
 pub const KV_WRITES_BYTES_MAX: usize = 1024 * 1024;
 /// Most cron schedules a queue store holds: each is a record in memory and is looked at
-/// every tick it is due.
-pub const SCHEDULES_MAX: usize = 10_000;
-/// Most cron schedules one owner holds, so one caller cannot take every slot of
-/// [`SCHEDULES_MAX`] from the others.
-pub const SCHEDULES_PER_OWNER_MAX: usize = 1_000;
+/// every tick it is due. Far above one owner's share, so that locking everyone else out
+/// takes a thousand accounts (each made through rate-limited registration).
+pub const SCHEDULES_MAX: usize = 100_000;
+/// Most cron schedules one owner holds: bounds what one caller takes of
+/// [`SCHEDULES_MAX`], and the jobs per second its schedules can make (a seconds field fires
+/// at most once a second).
+pub const SCHEDULES_PER_OWNER_MAX: usize = 100;
+/// Largest payload of a schedule (its JSON text): a template copied into every run, kept
+/// in memory with the schedule (64 KiB; larger data belongs in the KV store).
+pub const SCHEDULE_PAYLOAD_SIZE_MAX: usize = 64 * 1024;
 /// Longest cron expression text.
 pub const CRON_SIZE_MAX: usize = 256;

@@ -29,7 +29,7 @@
 use crate::error::{QueueError, Result};
 use crate::job::{EnqueueRequest, JobId, validate_owner, validate_queue_name};
 use crate::limits::{
-    ATTEMPTS_MAX, CRON_SIZE_MAX, LIST_LIMIT_MAX, PAYLOAD_SIZE_MAX, SCHEDULES_MAX,
+    ATTEMPTS_MAX, CRON_SIZE_MAX, LIST_LIMIT_MAX, SCHEDULE_PAYLOAD_SIZE_MAX, SCHEDULES_MAX,
     SCHEDULES_PER_OWNER_MAX, TICK_COUNT_MAX,
 };
 use crate::state::{QueueState, Transition, json_size};
@@ -92,7 +92,7 @@ pub struct ScheduleRequest {
     pub owner: Option<Arc<str>>,
     /// The cron expression (UTC): 5 fields, or 6 with seconds first.
     pub cron: String,
-    /// Any JSON, at most [`PAYLOAD_SIZE_MAX`] bytes of JSON text.
+    /// Any JSON, at most [`SCHEDULE_PAYLOAD_SIZE_MAX`] bytes of JSON text.
     #[serde(default)]
     pub payload: Arc<serde_json::Value>,
     /// Priority of the jobs (default 0).
@@ -322,10 +322,10 @@ impl QueueState {
         }
         let cron = parse_cron(&req.cron)?;
         let payload_size = json_size(&req.payload);
-        if payload_size > PAYLOAD_SIZE_MAX {
+        if payload_size > SCHEDULE_PAYLOAD_SIZE_MAX {
             return Err(QueueError::Invalid {
                 field: "payload",
-                reason: format!("{payload_size} bytes; the limit is {PAYLOAD_SIZE_MAX}"),
+                reason: format!("{payload_size} bytes; the limit is {SCHEDULE_PAYLOAD_SIZE_MAX}"),
             });
         }
         if let Some(a) = req.attempts_max
@@ -582,7 +582,9 @@ mod tests {
         r.owner = Some(Arc::from("a/b"));
         assert_eq!(field(&r), "owner");
         let mut r = ok;
-        r.payload = Arc::new(serde_json::Value::String("x".repeat(PAYLOAD_SIZE_MAX)));
+        r.payload = Arc::new(serde_json::Value::String(
+            "x".repeat(SCHEDULE_PAYLOAD_SIZE_MAX),
+        ));
         assert_eq!(field(&r), "payload");
     }
 

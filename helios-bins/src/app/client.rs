@@ -226,7 +226,8 @@ impl Gateway {
 
     /// `method path` with `body` as JSON (none: an empty body), within `timeout`; the
     /// answer's status and body. A 401 with login credentials logs in again and retries
-    /// once (the token expired); other statuses are the caller's to judge.
+    /// once (the token expired); a 401 for a given token is [`CallError::Login`] (it cannot
+    /// be renewed); other statuses are the caller's to judge.
     pub async fn call(
         &self,
         method: Method,
@@ -265,12 +266,21 @@ impl Gateway {
             let (status, bytes) = tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| self.unreachable(format!("no answer within {timeout:?}")))??;
-            if status == StatusCode::UNAUTHORIZED
-                && attempt == 0
-                && matches!(self.creds, Credentials::Login { .. })
-            {
-                *self.token.lock() = None;
-                continue;
+            if status == StatusCode::UNAUTHORIZED {
+                match self.creds {
+                    Credentials::Login { .. } if attempt == 0 => {
+                        *self.token.lock() = None;
+                        continue;
+                    }
+                    // No way to a fresh one: the caller must stop or say so.
+                    Credentials::Token(_) => {
+                        return Err(CallError::Login(format!(
+                            "the gateway refused the token ({status}: expired or revoked): {}",
+                            String::from_utf8_lossy(&bytes).trim()
+                        )));
+                    }
+                    Credentials::Login { .. } => {}
+                }
             }
             return Ok((status, bytes));
         }

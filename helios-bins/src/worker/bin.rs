@@ -126,6 +126,7 @@ fn run() -> Result<ExitCode, ExitCode> {
             let _ = second_tx.send(());
         });
         worker
+            .clone()
             .run(
                 async {
                     let _ = first.await;
@@ -139,7 +140,10 @@ fn run() -> Result<ExitCode, ExitCode> {
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
-        Ok(ExitCode::SUCCESS)
+        match worker.fatal_error() {
+            Some(e) => Err(launch::failed(NAME, e)),
+            None => Ok(ExitCode::SUCCESS),
+        }
     })
 }
 

@@ -147,7 +147,7 @@ impl WorkerSettings {
         };
         range("batch_max", self.batch_max as u64, 1, 1000)?;
         range("lease_ms", self.lease_ms, 1_000, 3_600_000)?;
-        range("poll_wait_ms", self.poll_wait_ms, 0, 60_000)?;
+        range("poll_wait_ms", self.poll_wait_ms, 100, 60_000)?;
         range("drain_timeout_ms", self.drain_timeout_ms, 0, 3_600_000)?;
         range("registry_ttl_ms", self.registry_ttl_ms, 1_000, 3_600_000)?;
         if !self.id.is_empty() {

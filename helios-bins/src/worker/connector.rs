@@ -282,13 +282,18 @@ impl HttpConnector {
             .await
             .map(|b| b.to_bytes());
         if status.is_success() {
-            let bytes = body.map_err(|e| {
-                ConnectorError::new(
-                    ErrorClass::Server,
-                    format!("POST {}: reading the answer: {e}", self.target),
-                )
-            })?;
-            return Ok(serde_json::from_slice::<Value>(&bytes).ok());
+            // The service did the work; an answer too large (or cut off) to keep only
+            // means no result is stored.
+            return Ok(match body {
+                Ok(bytes) => serde_json::from_slice::<Value>(&bytes).ok(),
+                Err(e) => {
+                    tracing::warn!(
+                        job = %job.id, error = %e, limit = self.output_max_bytes,
+                        "the service's answer is not kept as the job's result"
+                    );
+                    None
+                }
+            });
         }
         let detail = body
             .map(|b| String::from_utf8_lossy(&b[..b.len().min(512)]).into_owned())
@@ -393,8 +398,36 @@ impl CommandConnector {
                 let _ = stdin.write_all(&input).await;
                 drop(stdin);
             };
-            let ((), out, err) =
-                tokio::join!(write, read(Box::new(stdout)), read(Box::new(stderr)));
+            // Either stream over the cap stops the program at once (it may be blocked
+            // writing the rest, or hold the other stream open for long).
+            let over =
+                |r: &std::io::Result<Vec<u8>>| r.as_ref().is_ok_and(|b| b.len() as u64 > cap);
+            let reads = async {
+                let out_f = read(Box::new(stdout));
+                let err_f = read(Box::new(stderr));
+                tokio::pin!(out_f, err_f);
+                let (mut out, mut err) = (None, None);
+                while out.is_none() || err.is_none() {
+                    tokio::select! {
+                        r = &mut out_f, if out.is_none() => {
+                            if over(&r) {
+                                let _ = child.start_kill();
+                            }
+                            out = Some(r);
+                        }
+                        r = &mut err_f, if err.is_none() => {
+                            if over(&r) {
+                                let _ = child.start_kill();
+                            }
+                            err = Some(r);
+                        }
+                    }
+                }
+                (out, err)
+            };
+            let ((), (out, err)) = tokio::join!(write, reads);
+            let none = || Err(std::io::Error::other("no output"));
+            let (out, err) = (out.unwrap_or_else(none), err.unwrap_or_else(none));
             let status = child.wait().await;
             (out, err, status)
         };
@@ -508,11 +541,17 @@ mod tests {
         assert_eq!(c.call(&job()).await.unwrap_err().class, ErrorClass::Server);
         let c = CommandConnector::new(&spec("/nonexistent/program", &[])).unwrap();
         assert_eq!(c.call(&job()).await.unwrap_err().class, ErrorClass::Connect);
-        // Output over the cap.
+        // Output over the cap, and far over a pipe's buffer: stopped at once, permanent.
         let c = CommandConnector::new(&spec("sh", &["-c", "head -c 5000 /dev/zero"])).unwrap();
         let e = c.call(&job()).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
+        let t = std::time::Instant::now();
+        let c = CommandConnector::new(&spec("sh", &["-c", "head -c 10000000 /dev/zero; sleep 30"]))
+            .unwrap();
+        let e = c.call(&job()).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
         assert!(e.message.contains("output over 1024"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
         // A program that ignores its input still finishes.
         let c = CommandConnector::new(&spec("true", &[])).unwrap();
         assert_eq!(c.call(&job()).await.unwrap(), None);

@@ -54,6 +54,10 @@ pub const SETTLE_BATCH_BYTES_MAX: usize = 512 * 1024;
 /// The largest result stored with a job (its JSON); a larger one is not stored (the job
 /// is still acked, and the size logged).
 pub const RESULT_BYTES_MAX: usize = 64 * 1024;
+/// How long the outcomes left at the end of a drain may take to be settled.
+const SETTLE_GRACE: Duration = Duration::from_secs(10);
+/// The bytes of an outcome in a settle request besides its result and error.
+const SETTLE_ITEM_BYTES: usize = 160;
 /// The longest error text sent (the queue keeps 4096 bytes).
 const ERROR_BYTES_MAX: usize = 4096;
 
@@ -120,6 +124,8 @@ struct Running {
 /// An outcome on its way to the queue.
 struct Done {
     id: JobId,
+    /// The lease the outcome is for (a job claimed again holds a new one).
+    token: u64,
     service: usize,
     item: Settle,
     /// Bytes of result and error text it carries (the request size bound).
@@ -161,6 +167,10 @@ pub struct Worker {
     running: Mutex<HashMap<JobId, Running>>,
     /// Woken whenever a job leaves `running`.
     settled: tokio::sync::Notify,
+    /// Why the worker cannot go on (its credentials were refused), once it is so.
+    fatal: Mutex<Option<String>>,
+    /// Notified (once) when `fatal` is set: the worker drains and stops.
+    fatal_stop: tokio::sync::Notify,
     started_at_ms: u64,
 }
 
@@ -192,6 +202,8 @@ impl Worker {
             ctx,
             running: Mutex::new(HashMap::new()),
             settled: tokio::sync::Notify::new(),
+            fatal: Mutex::new(None),
+            fatal_stop: tokio::sync::Notify::new(),
             started_at_ms,
         })
     }
@@ -204,6 +216,22 @@ impl Worker {
     /// The worker's settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Why the worker stopped by itself (the gateway refused its credentials: an expired
+    /// or revoked token, a changed password), if it did. The binary then exits 1.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.fatal.lock().clone()
+    }
+
+    /// Records why the worker cannot go on and starts its drain.
+    fn fail(&self, why: String) {
+        let mut f = self.fatal.lock();
+        if f.is_none() {
+            tracing::error!(error = %why, "the worker cannot go on; stopping");
+            *f = Some(why);
+            self.fatal_stop.notify_one();
+        }
     }
 
     /// Jobs claimed and not yet settled.
@@ -243,6 +271,7 @@ impl Worker {
         tokio::pin!(force);
         tokio::select! {
             () = stop => {}
+            () = self.fatal_stop.notified() => {}
             () = &mut force => return self.abort_all(&tasks),
         }
         tracing::info!(
@@ -258,16 +287,28 @@ impl Worker {
             }
             self.wait_unfinished().await;
         };
+        let claim_loops = self.services.len();
         tokio::select! {
             () = drained => {}
-            () = tokio::time::sleep(self.settings.drain_timeout) => self.release_unfinished(&tx),
+            () = tokio::time::sleep(self.settings.drain_timeout) => {
+                self.release_unfinished(&tx);
+                // A claim still waiting is given up (what it may have claimed comes back
+                // when its lease runs out).
+                for t in &tasks[..claim_loops] {
+                    t.abort();
+                }
+            }
             () = &mut force => return self.abort_all(&tasks),
         }
         drop(tx);
         // Every outcome settled (the settler ends when the last sender is gone: the claim
-        // loops' and the attempts' senders went with them).
+        // loops' and the attempts' senders went with them), within a bounded grace.
         tokio::select! {
             _ = &mut settler => {}
+            () = tokio::time::sleep(SETTLE_GRACE) => {
+                tracing::warn!("outcomes still unsettled after the drain; their jobs run again after their leases");
+                return self.abort_all(&tasks);
+            }
             () = &mut force => return self.abort_all(&tasks),
         }
         heartbeats.abort();
@@ -322,6 +363,7 @@ impl Worker {
             n += 1;
             let _ = tx.send(Done {
                 id: *id,
+                token: r.token,
                 service: r.service,
                 item: release(*id, r.token),
                 bytes: 0,
@@ -398,7 +440,13 @@ impl Worker {
                     let empty = jobs.is_empty();
                     for job in jobs {
                         let slot = permits.pop();
-                        self.start(service, job, slot, &tx, stop_now);
+                        // More than asked for (a misbehaving source): given back at once,
+                        // so `concurrency` still bounds what runs.
+                        let extra = slot.is_none();
+                        if extra {
+                            tracing::warn!(job = %job.id, "claimed more than asked; released");
+                        }
+                        self.start(service, job, slot, &tx, stop_now || extra);
                     }
                     // A source that answered "nothing" before the poll wait was over (HTTP
                     // waits whole seconds) is asked again only once it is.
@@ -413,6 +461,10 @@ impl Worker {
                 }
                 Err(e) => {
                     self.metrics.claim_failures.fetch_add(1, Ordering::Relaxed);
+                    if e.fatal() {
+                        self.fail(e.to_string());
+                        return;
+                    }
                     tracing::warn!(queue = %svc.queue, error = %e, "claim failed");
                     let wait = if e.transient() {
                         backoff
@@ -443,7 +495,7 @@ impl Worker {
         }
         let mut running = self.running.lock();
         let id = job.id;
-        running.insert(
+        let old = running.insert(
             id,
             Running {
                 token: job.token,
@@ -453,9 +505,22 @@ impl Worker {
                 abort: None,
             },
         );
+        if let Some(old) = old {
+            // Claimed again: the old lease ran out (its heartbeats did not get through).
+            // Its attempt stops and its outcome, if on its way, is not ours to count.
+            if let Some(a) = old.abort {
+                a.abort();
+            }
+            if let Some(m) = self.queue_metrics(old.service) {
+                m.in_flight.fetch_sub(1, Ordering::Relaxed);
+                m.outcome(JobOutcome::Lost);
+            }
+            tracing::warn!(job = %id, "claimed again after its lease ran out; the old attempt stops");
+        }
         if stopping {
             let _ = tx.send(Done {
                 id,
+                token: job.token,
                 service,
                 item: release(id, job.token),
                 bytes: 0,
@@ -556,7 +621,7 @@ impl Worker {
                     }
                     error.truncate(cut);
                 }
-                bytes = error.len();
+                bytes = serde_json::to_string(&error).map_or(error.len() * 6, |e| e.len());
                 Settle::Nack {
                     id: job.id,
                     token: job.token,
@@ -569,6 +634,7 @@ impl Worker {
         self.finish(
             Done {
                 id: job.id,
+                token: job.token,
                 service,
                 item,
                 bytes,
@@ -584,7 +650,7 @@ impl Worker {
     fn finish(&self, done: Done, tx: &mpsc::UnboundedSender<Done>) {
         let mut running = self.running.lock();
         match running.get_mut(&done.id) {
-            Some(r) if !r.finished => {
+            Some(r) if !r.finished && r.token == done.token => {
                 r.finished = true;
                 r.abort = None;
                 let _ = tx.send(done);
@@ -624,19 +690,22 @@ impl Worker {
             let Some(first) = rx.recv().await else {
                 break;
             };
-            let mut bytes = first.bytes;
+            let mut bytes = first.bytes + SETTLE_ITEM_BYTES;
             let mut batch = vec![first];
             // One outcome over the byte bound goes alone; it waits for the next batch
             // otherwise.
             let mut held: Option<Done> = None;
             while batch.len() < SETTLE_BATCH_MAX {
                 match rx.try_recv() {
-                    Ok(d) if bytes.saturating_add(d.bytes) > SETTLE_BATCH_BYTES_MAX => {
+                    Ok(d)
+                        if bytes.saturating_add(d.bytes + SETTLE_ITEM_BYTES)
+                            > SETTLE_BATCH_BYTES_MAX =>
+                    {
                         held = Some(d);
                         break;
                     }
                     Ok(d) => {
-                        bytes += d.bytes;
+                        bytes += d.bytes + SETTLE_ITEM_BYTES;
                         batch.push(d);
                     }
                     Err(_) => break,
@@ -674,6 +743,18 @@ impl Worker {
                 Ok(r) => break Some(r),
                 Err(e) => {
                     self.metrics.settle_failures.fetch_add(1, Ordering::Relaxed);
+                    if e.fatal() {
+                        self.fail(e.to_string());
+                    }
+                    // A request too large or refused as a whole: each half on its own
+                    // (down to single items), so one bad outcome does not sink the rest.
+                    if matches!(e.status(), Some(s) if s == 400 || s == 413) && batch.len() > 1 {
+                        let mut batch = batch;
+                        let right = batch.split_off(batch.len() / 2);
+                        Box::pin(self.settle_batch(batch)).await;
+                        Box::pin(self.settle_batch(right)).await;
+                        return;
+                    }
                     if !e.transient() || Instant::now() + backoff > give_up {
                         tracing::error!(
                             error = %e, jobs = items.len(),
@@ -690,6 +771,11 @@ impl Worker {
         {
             let mut running = self.running.lock();
             for (i, d) in batch.iter().enumerate() {
+                // A job claimed again meanwhile holds a new lease: that entry is not this
+                // outcome's (the old one was counted lost when it was replaced).
+                if running.get(&d.id).is_none_or(|r| r.token != d.token) {
+                    continue;
+                }
                 running.remove(&d.id);
                 let Some(m) = self.queue_metrics(d.service) else {
                     continue;
@@ -733,34 +819,50 @@ impl Worker {
             if due.is_empty() {
                 continue;
             }
-            let items = due
-                .iter()
-                .map(|(id, token)| Settle::Heartbeat {
-                    id: *id,
-                    token: *token,
-                    lease_ms,
-                })
-                .collect();
-            match self.source.settle(items).await {
-                Ok(results) => {
-                    for ((id, _), r) in due.iter().zip(results) {
-                        if let Err(e) = r.as_ref().map(|_| ())
-                            && e.lost
-                        {
-                            self.lose(*id, &e.detail);
+            // In requests of at most SETTLE_BATCH_MAX (the gateway's batch bound), side by
+            // side, each bounded by a third of the lease so a slow answer is not waited
+            // for past the point where the next round is due.
+            let mut calls = tokio::task::JoinSet::new();
+            for chunk in due.chunks(SETTLE_BATCH_MAX) {
+                let chunk = chunk.to_vec();
+                let me = self.clone();
+                calls.spawn(async move {
+                    let items = chunk
+                        .iter()
+                        .map(|(id, token)| Settle::Heartbeat {
+                            id: *id,
+                            token: *token,
+                            lease_ms,
+                        })
+                        .collect();
+                    match tokio::time::timeout(every, me.source.settle(items)).await {
+                        Ok(Ok(results)) => {
+                            for ((id, token), r) in chunk.iter().zip(results) {
+                                if let Err(e) = r
+                                    && e.lost
+                                {
+                                    me.lose(*id, *token, &e.detail);
+                                }
+                            }
                         }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                        Err(_) => tracing::warn!(
+                            jobs = chunk.len(),
+                            "heartbeat not answered within a third of the lease"
+                        ),
                     }
-                }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                });
             }
+            while calls.join_next().await.is_some() {}
         }
     }
 
     /// A running attempt's lease is gone: stop it; it is not ours to settle.
-    fn lose(&self, id: JobId, why: &str) {
+    fn lose(&self, id: JobId, token: u64, why: &str) {
         let mut running = self.running.lock();
         if let Some(r) = running.get(&id)
             && !r.finished
+            && r.token == token
         {
             if let Some(a) = &r.abort {
                 a.abort();

@@ -78,6 +78,20 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether the worker cannot go on: the gateway refused its credentials (an expired or
+    /// revoked token, a login refused). Restarting with good credentials is the fix.
+    pub fn fatal(&self) -> bool {
+        matches!(self, SourceError::Call(CallError::Login(_)))
+    }
+
+    /// The status of a refusal of the whole request, if it was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            SourceError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether retrying can help: a refusal of the credentials or the request itself
     /// (4xx other than 408/429) will be refused again.
     pub fn transient(&self) -> bool {
