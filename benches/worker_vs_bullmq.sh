@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Jobs end to end (enqueue -> worker -> ack, no-op processor): HELIOS over HTTP
-# (helios-gateway + helios-worker --connector noop), HELIOS embedded (the worker runtime on
-# the queue in one process), and BullMQ on redis-server, in the same run (issue 21).
+# (helios-gateway + helios-worker --connector noop, then --connector http to a local
+# no-op service), HELIOS embedded (the worker runtime on the queue in one process), and
+# BullMQ on redis-server, in the same run (issue 21).
 # Both stores fsync every second (Redis: appendonly yes, appendfsync everysec). Two
 # figures each: "drain" (N jobs enqueued first, then the worker starts; timed from its
 # start to the last ack) and "end to end" (the worker runs, a producer enqueues N jobs one
@@ -27,11 +28,11 @@ fi
 FEATURES=(--features mimalloc)
 [ "${BENCH_ALLOCATOR:-mimalloc}" = "system" ] && FEATURES=()
 cargo build --release -q -p helios-bins "${FEATURES[@]}" --bin helios-gateway --bin helios-worker \
-    --example worker_bench
+    --example worker_bench --example hello
 WORK="$(mktemp -d)"
-GW_PORT=18580; REDIS_PORT=18579
+GW_PORT=18580; REDIS_PORT=18579; HOOK_PORT=18581
 cleanup() {
-    kill "${GW_PID:-}" "${W_PID:-}" "${REDIS_PID:-}" 2>/dev/null || true
+    kill "${GW_PID:-}" "${W_PID:-}" "${REDIS_PID:-}" "${HOOK_PID:-}" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -95,20 +96,32 @@ curl -sf -XPOST "$URL/api/v1/auth/register" -d '{"username":"benchworker","passw
 WID=$(curl -sf "$URL/admin/users" -H "Authorization: Bearer $ADMIN" | python3 -c \
     'import json,sys; print([u["id"] for u in json.load(sys.stdin)["users"] if u["username"]=="benchworker"][0])')
 curl -sf -XPOST "$URL/admin/users/$WID/roles" -H "Authorization: Bearer $ADMIN" -d '{"role":"worker"}' >/dev/null
+# worker QUEUE CONNECTOR [TARGET]
 worker() {
     HELIOS_WORKER_USERNAME=benchworker HELIOS_WORKER_PASSWORD="bench worker password 1" \
     HELIOS_LOG__LEVEL=warn HELIOS_WORKER__BATCH_MAX=256 \
-        target/release/helios-worker --gateway "$URL" --queue "$1" --connector noop \
-        --concurrency "$C" >>"$WORK/worker.log" 2>&1 &
+        target/release/helios-worker --gateway "$URL" --queue "$1" --connector "$2" \
+        ${3:+--target "$3"} --concurrency "$C" >>"$WORK/worker.log" 2>&1 &
     W_PID=$!
 }
-target/release/examples/worker_bench produce "$URL" "$ADMIN" bench-drain "$N" 32 | sed 's/^/(setup) /'
-target/release/examples/worker_bench wait "$URL" "$ADMIN" bench-drain "$N" &
-WAIT_PID=$!
-worker bench-drain
-wait "$WAIT_PID"
-kill -TERM "$W_PID"; wait "$W_PID" || true
-worker bench-e2e
-sleep 0.5
-target/release/examples/worker_bench produce "$URL" "$ADMIN" bench-e2e "$N" 32 wait
-kill -TERM "$W_PID"; wait "$W_PID" || true; W_PID=
+# run LABEL CONNECTOR [TARGET]: drain, then end to end, on fresh queues.
+run() {
+    local q="bench-$1"
+    echo "-- helios-worker, $1 connector"
+    target/release/examples/worker_bench produce "$URL" "$ADMIN" "$q-drain" "$N" 32 | sed 's/^/(setup) /'
+    target/release/examples/worker_bench wait "$URL" "$ADMIN" "$q-drain" "$N" &
+    WAIT_PID=$!
+    worker "$q-drain" "$2" "${3:-}"
+    wait "$WAIT_PID"
+    kill -TERM "$W_PID"; wait "$W_PID" || true
+    worker "$q-e2e" "$2" "${3:-}"
+    sleep 0.5
+    target/release/examples/worker_bench produce "$URL" "$ADMIN" "$q-e2e" "$N" 32 wait
+    kill -TERM "$W_PID"; wait "$W_PID" || true; W_PID=
+}
+run noop noop
+# The http connector POSTs each job to a bare hyper server answering 200 at once.
+target/release/examples/hello "127.0.0.1:$HOOK_PORT" &
+HOOK_PID=$!
+for _ in $(seq 50); do curl -sf "127.0.0.1:$HOOK_PORT/" >/dev/null && break; sleep 0.1; done
+run http http "http://127.0.0.1:$HOOK_PORT/hook"

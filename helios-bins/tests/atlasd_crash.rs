@@ -225,30 +225,41 @@ fn binary_flags_and_bad_config() {
 #[test]
 fn sigterm_flushes_atlas() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let start = |port: u16| {
-        Command::new(env!("CARGO_BIN_EXE_helios-atlasd"))
-            .args(["--dir", dir.path().to_str().unwrap()])
-            .args(["--port", &port.to_string(), "--appendfsync", "no"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let connect = |port: u16| {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let started = Instant::now();
-        loop {
-            if let Ok(c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                return c;
+    // A server of ours on a free port, and a connection to it. The port is only free when
+    // picked: another test's server may take it first. Then ours fails to bind and the
+    // connection reaches the other one; INFO's process_id tells, and we try again.
+    let start = || {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_helios-atlasd"))
+                .args(["--dir", dir.path().to_str().unwrap()])
+                .args(["--port", &port.to_string(), "--appendfsync", "no"])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+                    if info.contains(&format!("process_id:{}\r\n", child.id())) {
+                        return (child, c);
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "did not start");
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!("helios-atlasd did not start");
     };
-    let mut child = start(port);
-    let mut con = connect(port);
+    let (mut child, mut con) = start();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
     // SIGTERM through the `kill` utility (no libc in tests).
     let st = Command::new("kill")
@@ -257,9 +268,7 @@ fn sigterm_flushes_atlas() {
         .unwrap();
     assert!(st.success());
     assert!(child.wait().unwrap().success(), "graceful exit on SIGTERM");
-    let port = free_port();
-    let mut child = start(port);
-    let mut con = connect(port);
+    let (mut child, mut con) = start();
     let v: Option<String> = redis::cmd("GET").arg("k").query(&mut con).unwrap();
     assert_eq!(v.as_deref(), Some("v"));
     let _ = redis::cmd("SHUTDOWN").query::<()>(&mut con);
