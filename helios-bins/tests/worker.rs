@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::hook::Hook;
+use common::hook::{Hook, until, worker_gateway};
 use common::*;
 use helios_bins::app::Context;
 use helios_bins::app::client::{Credentials, Gateway};
@@ -17,36 +17,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// A gateway whose bodies may be as large as a settle batch, with `worker` (role worker)
-/// and `producer` (role user) users.
-async fn gateway() -> (tempfile::TempDir, Server, String) {
-    gateway_with(|_| {}).await
-}
-
-/// [`gateway`], with the configuration as `edit` leaves it.
-async fn gateway_with(
-    edit: impl FnOnce(&mut helios_bins::config::GatewayConfig),
-) -> (tempfile::TempDir, Server, String) {
-    let (dir, s) = start_temp_with(100_000, ADMIN_PW, |c| {
-        c.http.body_size_max = 1 << 20;
-        edit(c);
-    })
-    .await;
-    let admin = admin_token(&s).await;
-    login(&s, "worker").await;
-    let id = user_id(&s, &admin, "worker").await;
-    s.expect(
-        Method::POST,
-        &format!("/admin/users/{id}/roles"),
-        Some(&admin),
-        Some(json!({"role": "worker"})),
-        204,
-    )
-    .await;
-    let producer = login(&s, "producer").await;
-    (dir, s, producer)
-}
 
 fn settings(queue: &str, spec: ServiceSpec, id: &str) -> WorkerSettings {
     let mut w = WorkerSettings {
@@ -122,15 +92,6 @@ fn run_worker(s: &Server, cfg: &WorkerSettings) -> Running {
     }
 }
 
-/// Waits until `f` holds, up to `secs`.
-async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn enqueue_n(
     s: &Server,
     token: &str,
@@ -153,7 +114,7 @@ fn job_state(s: &Server, id: &str) -> (JobState, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_do_every_job_once() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let mut spec = ServiceSpec::new("http", &hook.url);
     spec.concurrency = 8;
@@ -206,7 +167,7 @@ async fn three_workers_do_every_job_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_retried_with_backoff_or_dead_lettered() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let mut spec = ServiceSpec::new("http", &hook.url);
     spec.backoff_base_ms = 20;
@@ -272,7 +233,7 @@ async fn errors_are_retried_with_backoff_or_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_finishes_jobs_in_flight_and_loses_none() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let mut spec = ServiceSpec::new("http", &hook.url);
     spec.concurrency = 4;
@@ -313,7 +274,7 @@ async fn a_drain_finishes_jobs_in_flight_and_loses_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_deadline_releases_running_jobs_at_once() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let mut spec = ServiceSpec::new("http", &hook.url);
     spec.concurrency = 2;
@@ -387,7 +348,7 @@ async fn the_gateway_runs_workers_on_its_own_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_longer_than_its_lease_keeps_it_by_heartbeats() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let spec = ServiceSpec::new("http", &hook.url);
     let mut a = settings("slow", spec.clone(), "a");
@@ -422,7 +383,7 @@ async fn a_job_longer_than_its_lease_keeps_it_by_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_stops_the_worker_with_its_reason() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let token = login(&s, "worker").await;
     let gateway = Gateway::new(&format!("http://{}", s.addr), Credentials::Token(token));

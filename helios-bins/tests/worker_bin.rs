@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::hook::Hook;
+use common::hook::{Hook, until, worker_gateway};
 use common::*;
 use helios_queue::JobState;
-use http::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -105,27 +104,6 @@ fn a_bad_service_map_or_no_credentials_stops_it_at_start() {
     assert!(err.contains("worker.services.emails.concurency"), "{err}");
 }
 
-/// A gateway with a `worker` user (role worker) and a producer's token.
-async fn gateway() -> (tempfile::TempDir, Server, String) {
-    let (dir, s) = start_temp_with(100_000, ADMIN_PW, |c| {
-        c.http.body_size_max = 1 << 20;
-    })
-    .await;
-    let admin = admin_token(&s).await;
-    login(&s, "worker").await;
-    let id = user_id(&s, &admin, "worker").await;
-    s.expect(
-        Method::POST,
-        &format!("/admin/users/{id}/roles"),
-        Some(&admin),
-        Some(json!({"role": "worker"})),
-        204,
-    )
-    .await;
-    let producer = login(&s, "producer").await;
-    (dir, s, producer)
-}
-
 /// Starts a worker process on `queue` over the hook, with a short lease.
 fn spawn_worker(s: &Server, hook: &Hook, queue: &str, id: &str, concurrency: u32) -> Child {
     Command::new(WORKER)
@@ -169,14 +147,6 @@ fn signal(child: &Child, sig: &str) {
     assert!(st.success());
 }
 
-async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits for a child to exit by itself, up to `secs`: its exit status.
 async fn exited(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -209,7 +179,7 @@ fn job(s: &Server, id: &str) -> (JobState, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_job_reruns_it_after_its_lease_and_acks_it_once() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let ids = enqueue_all(&s, &producer, "q", vec![json!({"sleep_ms": 700})]).await;
     let id = &ids[0];
@@ -256,7 +226,7 @@ async fn kill_9_mid_job_reruns_it_after_its_lease_and_acks_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_jobs_in_flight_and_exits_0() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     let ids = enqueue_all(
         &s,
@@ -295,7 +265,7 @@ async fn sigterm_drains_jobs_in_flight_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_job_is_lost_or_invented_while_workers_are_killed() {
-    let (_dir, s, producer) = gateway().await;
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
     let hook = Hook::start().await;
     // Every job record the queue writes from here on: a job acked twice would show two
     // DONE records.
@@ -379,7 +349,7 @@ async fn no_job_is_lost_or_invented_while_workers_are_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_stop_the_start() {
-    let (_dir, s, _) = gateway().await;
+    let (_dir, s, _) = worker_gateway(|_| {}).await;
     let url = format!("http://{}", s.addr);
     let out = tokio::task::spawn_blocking(move || {
         run_to_exit(

@@ -153,6 +153,26 @@ fn detail(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned())
 }
 
+/// A `200` answer of request `what` parsed as `T`; any other status is the request's
+/// refusal, with the problem's detail.
+fn answer<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, SourceError> {
+    if status != StatusCode::OK {
+        return Err(SourceError::Refused {
+            what,
+            status,
+            detail: detail(body),
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| SourceError::Answer {
+        what,
+        detail: e.to_string(),
+    })
+}
+
 #[derive(Deserialize)]
 struct ClaimAnswer {
     jobs: Vec<ClaimedJob>,
@@ -250,18 +270,7 @@ impl Source for HttpSource {
                     wait + CALL_TIMEOUT,
                 )
                 .await?;
-            if status != StatusCode::OK {
-                return Err(SourceError::Refused {
-                    what: "claim",
-                    status,
-                    detail: detail(&bytes),
-                });
-            }
-            let a: ClaimAnswer =
-                serde_json::from_slice(&bytes).map_err(|e| SourceError::Answer {
-                    what: "claim",
-                    detail: e.to_string(),
-                })?;
+            let a: ClaimAnswer = answer("claim", status, &bytes)?;
             a.jobs
                 .into_iter()
                 .map(|j| {
@@ -293,18 +302,7 @@ impl Source for HttpSource {
                     CALL_TIMEOUT,
                 )
                 .await?;
-            if status != StatusCode::OK {
-                return Err(SourceError::Refused {
-                    what: "settle",
-                    status,
-                    detail: detail(&bytes),
-                });
-            }
-            let a: BatchAnswer =
-                serde_json::from_slice(&bytes).map_err(|e| SourceError::Answer {
-                    what: "settle",
-                    detail: e.to_string(),
-                })?;
+            let a: BatchAnswer = answer("settle", status, &bytes)?;
             if a.items.len() != items.len() {
                 return Err(SourceError::Answer {
                     what: "settle",

@@ -1,6 +1,8 @@
-//! A test service for workers' HTTP connector, on 127.0.0.1:0: it records every request
-//! (idempotency key, attempt, payload) and answers as the payload asks: `{"sleep_ms": N}`
-//! waits first, `{"status": N}` answers that status (default 200 with `{"ok": true}`).
+//! What the worker tests share: a test service for the HTTP connector, on 127.0.0.1:0,
+//! that records every request (idempotency key, attempt, payload) and answers as the
+//! payload asks (`{"sleep_ms": N}` waits first, `{"status": N}` answers that status,
+//! default 200 with `{"ok": true}`); a gateway with a `worker` and a `producer` user
+//! ([`worker_gateway`]); and [`until`], a bounded wait for a condition.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -105,5 +107,43 @@ impl Hook {
     /// How many requests carried idempotency key `key`.
     pub fn count(&self, key: &str) -> usize {
         self.seen.lock().iter().filter(|s| s.key == key).count()
+    }
+}
+
+/// A gateway whose bodies may be as large as a settle batch, with `edit` applied to its
+/// configuration, a `worker` user (role worker, password [`super::USER_PW`]) and a
+/// `producer` (role user): the temp dir, the server and the producer's token.
+pub async fn worker_gateway(
+    edit: impl FnOnce(&mut helios_bins::config::GatewayConfig),
+) -> (tempfile::TempDir, super::Server, String) {
+    let (dir, s) = super::start_temp_with(100_000, super::ADMIN_PW, |c| {
+        c.http.body_size_max = 1 << 20;
+        edit(c);
+    })
+    .await;
+    let admin = super::admin_token(&s).await;
+    super::login(&s, "worker").await;
+    let id = super::user_id(&s, &admin, "worker").await;
+    s.expect(
+        http::Method::POST,
+        &format!("/admin/users/{id}/roles"),
+        Some(&admin),
+        Some(serde_json::json!({"role": "worker"})),
+        204,
+    )
+    .await;
+    let producer = super::login(&s, "producer").await;
+    (dir, s, producer)
+}
+
+/// Waits until `f` holds, checking every 20 ms, failing after `secs` with `what`.
+pub async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
