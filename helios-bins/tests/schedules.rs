@@ -231,3 +231,66 @@ async fn admin_reaches_every_schedule_and_readonly_none() {
     s.expect(Method::GET, &path, Some(&alice), None, 404).await;
     s.stop().await;
 }
+
+/// Authority is judged when a run is due, not only at creation: once the owner is
+/// disabled (or loses `jobs:enqueue`), the schedule's fire times are skipped and counted
+/// as `denied`, and no job is made in their name; enabled again, it fires again.
+#[tokio::test]
+async fn a_disabled_owner_s_schedule_makes_no_jobs() {
+    let (_dir, s) = common::start_temp(100_000).await;
+    let admin = admin_token(&s).await;
+    let alice = login(&s, "alice").await;
+    let alice_id = user_id(&s, &admin, "alice").await;
+    let v = s
+        .expect(
+            Method::POST,
+            "/api/v1/schedules",
+            Some(&alice),
+            Some(json!({"queue": "ticks", "cron": "* * * * * *"})),
+            201,
+        )
+        .await;
+    let path = format!("/api/v1/schedules/{}", v["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_of(&s, &admin, "ticks").await.is_empty() {
+        assert!(Instant::now() < deadline, "the schedule made no job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.expect(
+        Method::POST,
+        &format!("/admin/users/{alice_id}/disable"),
+        Some(&admin),
+        None,
+        204,
+    )
+    .await;
+    // A tick in flight when the account was disabled may still fire once.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let before = jobs_of(&s, &admin, "ticks").await.len();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        jobs_of(&s, &admin, "ticks").await.len(),
+        before,
+        "a disabled owner's schedule made a job"
+    );
+    let v = s.expect(Method::GET, &path, Some(&admin), None, 200).await;
+    assert!(v["denied"].as_u64().unwrap() >= 2, "{v}");
+    let runs = v["runs"].as_u64().unwrap();
+    assert_eq!(runs as usize, before, "{v}");
+
+    // Enabled again: it fires again.
+    s.expect(
+        Method::POST,
+        &format!("/admin/users/{alice_id}/enable"),
+        Some(&admin),
+        None,
+        204,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs_of(&s, &admin, "ticks").await.len() == before {
+        assert!(Instant::now() < deadline, "no job after enabling the owner");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.stop().await;
+}

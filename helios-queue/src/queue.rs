@@ -45,6 +45,8 @@ pub struct TickReport {
     pub scheduled_count: u64,
     /// Scheduled runs skipped because their queue was full.
     pub schedule_skipped_count: u64,
+    /// Scheduled runs skipped because their owner could not enqueue.
+    pub schedule_denied_count: u64,
 }
 
 /// The source of the random bits of job ids: any cryptographic rng (`rand`'s
@@ -355,6 +357,13 @@ impl Queue {
     /// cron schedules (one job each at most, in the batch that advances the schedule).
     /// Harmless to call twice; a runtime calls it every few hundred ms.
     pub fn tick(&self) -> Result<TickReport> {
+        self.tick_checked(&|_| true)
+    }
+
+    /// [`Queue::tick`], with each due schedule's owner checked by `allowed` at fire time
+    /// (the gateway asks whether the owner still holds `jobs:enqueue`): a refused
+    /// schedule skips its fire time and counts it in `denied_count`.
+    pub fn tick_checked(&self, allowed: &dyn Fn(&Schedule) -> bool) -> Result<TickReport> {
         let now = self.now_ms();
         let mut guard = self.inner.lock();
         let Locked { state: st, rng } = &mut *guard;
@@ -368,10 +377,11 @@ impl Queue {
             }
         }
         self.commit(st, t)?;
-        let (fired, t) = st.plan_fire(now, &mut **rng)?;
+        let (fired, t) = st.plan_fire_checked(now, &mut **rng, allowed)?;
         self.commit(st, t)?;
         report.scheduled_count = fired.scheduled_count;
         report.schedule_skipped_count = fired.skipped_count;
+        report.schedule_denied_count = fired.denied_count;
         Ok(report)
     }
 

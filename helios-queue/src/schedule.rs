@@ -20,6 +20,10 @@
 //!   schedule's new record are in the same transition (one ATLAS batch), so a crash either
 //!   keeps both or neither: a fire time is never enqueued twice, even across restarts.
 //! - A full queue (`depth_max`) skips the fire time (`skipped_count`); a fire never blocks.
+//! - A schedule whose owner may no longer enqueue (the caller's `allowed` check at fire
+//!   time: a revoked role, a disabled or deleted user) skips the fire time too
+//!   (`denied_count`): authority is judged when a job is made, not only when the schedule
+//!   was created.
 //! - A job made by a schedule carries the schedule's owner, its `run_at_ms` is the fire
 //!   time, and its dedup id `schedule-{id}-{fire_ms}` names the schedule and the fire time.
 //!
@@ -76,6 +80,9 @@ pub struct Schedule {
     /// Fire times skipped because the queue was full.
     #[serde(default)]
     pub skipped_count: u64,
+    /// Fire times skipped because the owner could not enqueue at the time.
+    #[serde(default)]
+    pub denied_count: u64,
     /// The last job it enqueued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_job: Option<JobId>,
@@ -128,6 +135,8 @@ pub struct Fired {
     pub scheduled_count: u64,
     /// Fire times skipped because their queue was full.
     pub skipped_count: u64,
+    /// Fire times skipped because the schedule's owner could not enqueue then.
+    pub denied_count: u64,
 }
 
 /// The parser every expression goes through: seconds optional, no year field.
@@ -377,6 +386,7 @@ impl QueueState {
             last_run_ms: None,
             runs_count: 0,
             skipped_count: 0,
+            denied_count: 0,
             last_job: None,
         };
         let t = Transition {
@@ -408,6 +418,18 @@ impl QueueState {
         now_ms: u64,
         rng: &mut R,
     ) -> Result<(Fired, Transition)> {
+        self.plan_fire_checked(now_ms, rng, &|_| true)
+    }
+
+    /// [`QueueState::plan_fire`], asking `allowed` of each due schedule whether its owner
+    /// may still enqueue: a refused one skips the fire time (`denied_count`), its next run
+    /// moved on as for a fired one.
+    pub fn plan_fire_checked<R: Rng + ?Sized>(
+        &self,
+        now_ms: u64,
+        rng: &mut R,
+        allowed: &dyn Fn(&Schedule) -> bool,
+    ) -> Result<(Fired, Transition)> {
         let mut fired = Fired::default();
         let mut reqs: Vec<EnqueueRequest> = Vec::new();
         // Each schedule's new record, and the index of its request in `reqs`.
@@ -424,6 +446,13 @@ impl QueueState {
             let fire_at = last_fire_at_or_before(cron, now_ms).map_or(at, |f| f.max(at));
             let mut next = s.clone();
             next.next_run_ms = next_fire_after(cron, now_ms);
+            if !allowed(s) {
+                next.denied_count += 1;
+                fired.denied_count += 1;
+                tracing::warn!(schedule = %id, owner = ?s.owner, fire_at, "owner may not enqueue: scheduled run skipped");
+                updated.push((next, None));
+                continue;
+            }
             let depth =
                 self.queue_depth(&s.queue) + added.get(s.queue.as_str()).copied().unwrap_or(0);
             if depth >= self.config().depth_max {
@@ -630,6 +659,49 @@ mod tests {
         let after = st.schedule(s.id).unwrap();
         assert_eq!((after.runs_count, after.skipped_count), (1, 1));
         assert_eq!(after.next_run_ms, Some(MAR_10_2024 + 3_602_000));
+        st.check_invariants();
+    }
+
+    /// Shows an owner refused at fire time gets no job: the fire time is skipped and
+    /// counted, the next run moves on, and the schedule fires again once allowed.
+    #[test]
+    fn refused_owner_skips_the_fire_time() {
+        let mut st = QueueState::new(crate::QueueConfig::default());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut req = ScheduleRequest::new("q", "* * * * * *", serde_json::json!(1));
+        req.owner = Some(Arc::from("alice"));
+        let (s, t) = st
+            .plan_create_schedule(&req, MAR_10_2024, &mut rng)
+            .unwrap();
+        st.apply(t);
+        let seen = std::cell::Cell::new(0);
+        let refuse = |x: &Schedule| {
+            seen.set(seen.get() + 1);
+            x.owner.as_deref() != Some("alice")
+        };
+        let (fired, t) = st
+            .plan_fire_checked(MAR_10_2024 + 1_000, &mut rng, &refuse)
+            .unwrap();
+        assert_eq!(seen.get(), 1);
+        assert_eq!(
+            (
+                fired.scheduled_count,
+                fired.skipped_count,
+                fired.denied_count
+            ),
+            (0, 0, 1)
+        );
+        assert!(t.puts.is_empty());
+        st.apply(t);
+        let after = st.schedule(s.id).unwrap().clone();
+        assert_eq!((after.runs_count, after.denied_count), (0, 1));
+        assert_eq!(after.next_run_ms, Some(MAR_10_2024 + 2_000));
+        let (fired, t) = st
+            .plan_fire_checked(MAR_10_2024 + 2_000, &mut rng, &|_| true)
+            .unwrap();
+        assert_eq!((fired.scheduled_count, fired.denied_count), (1, 0));
+        assert_eq!(t.puts[0].owner.as_deref(), Some("alice"));
+        st.apply(t);
         st.check_invariants();
     }
 }

@@ -476,8 +476,14 @@ pub async fn run(
                     }
                     let _ = s.login_limiter.flush_due(now);
                     // Expired leases go back to pending (or to the dead-letter list), and
-                    // due cron schedules enqueue their runs.
-                    match s.queue.tick() {
+                    // due cron schedules enqueue their runs if their owner still may.
+                    let auth = &s.auth;
+                    let allowed = |sch: &helios_queue::Schedule| {
+                        sch.owner.as_deref().is_none_or(|o| {
+                            auth.authorize(o, helios_auth::rbac::perms::JOBS_ENQUEUE)
+                        })
+                    };
+                    match s.queue.tick_checked(&allowed) {
                         Ok(r) if r.retried_count > 0 || r.scheduled_count > 0 => {
                             s.job_ready.notify_waiters()
                         }

@@ -106,6 +106,7 @@ fn view(s: &Schedule) -> Value {
         "last_job_id": s.last_job,
         "runs": s.runs_count,
         "skipped": s.skipped_count,
+        "denied": s.denied_count,
         "created_at": s.created_at_ms,
     })
 }
