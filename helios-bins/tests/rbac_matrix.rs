@@ -210,13 +210,14 @@ const MATRIX: &[Row] = &[
         r#"{"items":[{"id":"{JOB}","lease_token":"1","action":"ack"}]}"#,
         [401, 403, 403, 403, 200, 403, 200],
     ),
-    // The worker registry: the worker registers w1; to the admin it is someone else's.
+    // The worker registry: ids are scoped by owner, so the worker's w1 and the admin's
+    // w1 are two records (each registers and removes its own; neither reaches the other's).
     (
         "PUT",
         "/api/v1/workers/w1",
         "/api/v1/workers/{id}",
         r#"{"version":"1","queues":["q"],"in_flight":0,"started_at":0,"host":"h","ttl_seconds":60}"#,
-        [401, 403, 403, 403, 200, 403, 404],
+        [401, 403, 403, 403, 200, 403, 200],
     ),
     (
         "GET",
@@ -230,7 +231,7 @@ const MATRIX: &[Row] = &[
         "/api/v1/workers/w1",
         "/api/v1/workers/{id}",
         "",
-        [401, 403, 403, 403, 204, 403, 404],
+        [401, 403, 403, 403, 204, 403, 204],
     ),
     // Cron schedules: A owns {SCHED}; creating is enqueueing, the rest per schedule.
     (

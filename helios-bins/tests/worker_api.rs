@@ -294,17 +294,23 @@ async fn the_registry_keeps_owners_apart_and_forgets_the_dead() {
         200,
     )
     .await;
-    // bob: alice's worker does not exist for him, and stays hers.
-    s.expect(
-        Method::PUT,
-        &put("w1"),
-        Some(&bob),
-        Some(registration(60)),
-        404,
-    )
-    .await;
+    // bob: ids are scoped by owner. His `w1` is his own record (nothing tells him alice
+    // has one), and removing it leaves hers.
+    let mut his = registration(60);
+    his["host"] = json!("bobs-box");
+    let v = s
+        .expect(Method::PUT, &put("w1"), Some(&bob), Some(his), 200)
+        .await;
+    assert_ne!(v["owner"], alice_id.as_str());
+    assert_eq!(listed(&s, &bob).await, ["w1"]);
+    s.expect(Method::DELETE, &put("w1"), Some(&bob), None, 204)
+        .await;
     s.expect(Method::DELETE, &put("w1"), Some(&bob), None, 404)
         .await;
+    let v = s
+        .expect(Method::GET, "/api/v1/workers", Some(&alice), None, 200)
+        .await;
+    assert_eq!(v["items"][0]["host"], "box-1", "{v}");
     s.expect(
         Method::PUT,
         &put("w2"),
@@ -315,7 +321,9 @@ async fn the_registry_keeps_owners_apart_and_forgets_the_dead() {
     .await;
     assert_eq!(listed(&s, &bob).await, ["w2"]);
     assert_eq!(listed(&s, &alice).await, ["w1"]);
-    assert_eq!(listed(&s, &admin).await, ["w1", "w2"]);
+    let mut all = listed(&s, &admin).await;
+    all.sort();
+    assert_eq!(all, ["w1", "w2"]);
     // No `jobs:work`: refused.
     s.expect(
         Method::PUT,

@@ -89,6 +89,14 @@ pub enum QueueError {
         /// The schedule id.
         id: ScheduleId,
     },
+    /// The registry (or the owner's part of it) holds the most live workers allowed.
+    #[error("too many workers: at most {max} {scope}")]
+    WorkerLimit {
+        /// Which bound: `in all` or `per owner`.
+        scope: &'static str,
+        /// The bound.
+        max: usize,
+    },
     /// The store (or the owner) holds the most schedules allowed already.
     #[error("too many schedules: at most {max} {scope}")]
     ScheduleLimit {

@@ -12,8 +12,8 @@
 //! - [`Schedule`] (`schedule`) is a cron schedule under `job:schedule:{id}`: each tick
 //!   enqueues at most one job per due schedule, for its latest fire time, in the same
 //!   batch as the schedule's advanced `next_run_ms` (so never twice across restarts).
-//! - [`registry`] is the worker registry: one `worker:{id}` record per live worker, with a
-//!   TTL its worker renews, replaced or removed only by its owner.
+//! - [`registry`] is the worker registry: one `worker:{owner}/{id}` record per live worker,
+//!   with a TTL its worker renews; ids are scoped by owner, and the count is bounded.
 //!
 //! States: PENDING (ready, or delayed until `run_at_ms`) -> IN_PROGRESS (leased) -> DONE;
 //! IN_PROGRESS -> PENDING on nack or lease expiry while attempts remain (after backoff), or

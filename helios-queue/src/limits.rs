@@ -33,6 +33,11 @@ pub const WORKER_HOST_SIZE_MAX: usize = 255;
 pub const WORKER_VERSION_SIZE_MAX: usize = 64;
 /// Most queues one worker record names.
 pub const WORKER_QUEUES_MAX: usize = 256;
+/// Most live worker records one owner holds (a fleet sharing one account fits; a
+/// registration loop does not fill the store).
+pub const WORKER_PER_OWNER_MAX: usize = 1_024;
+/// Most live worker records in all.
+pub const WORKER_COUNT_MAX: usize = 100_000;
 /// Most key-value writes one transactional enqueue carries (`Queue::enqueue_with`).
 pub const KV_WRITES_MAX: usize = 100;
 /// Most bytes of keys and values one transactional enqueue writes.

@@ -1,14 +1,20 @@
 //! The worker registry: which workers are alive, stored in ATLAS as one JSON
-//! [`WorkerRecord`] per worker under `worker:{id}` (`helios_core::keys::worker`) with the
+//! [`WorkerRecord`] per worker under `worker:{owner}/{id}` (`helios_core::keys::worker`) with the
 //! record's own time-to-live. A worker renews its record every few seconds; one that dies
 //! stops renewing and its record expires (its jobs come back when their leases do: the
 //! registry is for seeing workers, never for fencing them).
 //!
 //! Owns the `worker:*` keys (the only writer). Ownership: a record names its `owner` (the
-//! user who registered it, `None` for an in-process worker); a live record is replaced or
-//! removed only by its owner. To anyone else it does not exist
-//! ([`QueueError::WorkerNotFound`], the gateway's 404): a stranger learns nothing of it and
-//! cannot take its id over. Each check-and-write is one ATLAS transaction.
+//! user who registered it, `None` for an in-process worker), and worker ids are scoped by
+//! owner: the key is `worker:{owner}/{id}` (`worker:/{id}` without an owner; owners hold
+//! no `'/'`), so two owners' workers of the same id are two records. A stranger can
+//! neither replace nor remove another's worker, nor learn that an id is in use: whatever
+//! id they pick is free in their own scope.
+//!
+//! Bounds: at most [`WORKER_PER_OWNER_MAX`] live records per owner and
+//! [`WORKER_COUNT_MAX`] in all ([`QueueError::WorkerLimit`]); renewing a live record is
+//! never refused. Writes are serialized by the registry (count, then write), so
+//! concurrent registrations cannot overshoot a bound. Each write is one ATLAS write.
 //!
 //! Time: `heartbeat_at_ms` comes from the injected clock (the queue's); the expiry is a
 //! relative TTL handed to ATLAS, so it runs on the store's clock.
@@ -16,10 +22,10 @@
 use crate::error::{QueueError, Result};
 use crate::job::{validate_id, validate_owner, validate_queue_name};
 use crate::limits::{
-    WORKER_HOST_SIZE_MAX, WORKER_QUEUES_MAX, WORKER_TTL_MS_MAX, WORKER_TTL_MS_MIN,
-    WORKER_VERSION_SIZE_MAX,
+    WORKER_COUNT_MAX, WORKER_HOST_SIZE_MAX, WORKER_PER_OWNER_MAX, WORKER_QUEUES_MAX,
+    WORKER_TTL_MS_MAX, WORKER_TTL_MS_MIN, WORKER_VERSION_SIZE_MAX,
 };
-use helios_atlas::{Atlas, Expiry};
+use helios_atlas::{Atlas, Expiry, SetOptions};
 use helios_core::{Clock, keys};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -98,26 +104,37 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// The key of worker `id`.
-fn key_of(id: &str) -> Result<String> {
-    keys::worker(id).map_err(|e| QueueError::Invalid {
+/// The key prefix of `owner`'s workers: `worker:{owner}/` (`worker:/` for none).
+fn scope_of(owner: Option<&str>) -> String {
+    format!("{}{}/", keys::WORKER_PREFIX, owner.unwrap_or(""))
+}
+
+/// The key of `owner`'s worker `id`: `worker:{owner}/{id}`.
+fn key_of(owner: Option<&str>, id: &str) -> Result<String> {
+    if let Some(o) = owner {
+        validate_owner(o)?;
+    }
+    validate_id("id", id)?;
+    keys::worker(&format!("{}/{id}", owner.unwrap_or(""))).map_err(|e| QueueError::Invalid {
         field: "id",
         reason: e.to_string(),
     })
 }
 
-/// Reads the record stored under `key`; a value that is not one (or is another worker's)
-/// is [`QueueError::CorruptRecord`] naming the key.
-fn decode(key: &str, id: &str, value: &[u8]) -> Result<WorkerRecord> {
-    let r: WorkerRecord = serde_json::from_slice(value).map_err(|e| QueueError::CorruptRecord {
+/// Reads the record stored under `key`; a value that is not one, or not the one the key
+/// names (its owner's scope and id), is [`QueueError::CorruptRecord`] naming the key.
+fn decode(key: &str, value: &[u8]) -> Result<WorkerRecord> {
+    let corrupt = |reason: String| QueueError::CorruptRecord {
         key: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if r.id != id {
-        return Err(QueueError::CorruptRecord {
-            key: key.to_owned(),
-            reason: format!("holds the record of worker {:?}", r.id),
-        });
+        reason,
+    };
+    let r: WorkerRecord = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+    let expected = keys::worker(&format!("{}/{}", r.owner.as_deref().unwrap_or(""), r.id));
+    if expected.as_deref().ok() != Some(key) {
+        return Err(corrupt(format!(
+            "holds the record of worker {:?} of owner {:?}",
+            r.id, r.owner
+        )));
     }
     Ok(r)
 }
@@ -126,6 +143,9 @@ fn decode(key: &str, id: &str, value: &[u8]) -> Result<WorkerRecord> {
 pub struct Registry {
     atlas: Atlas,
     clock: Arc<dyn Clock>,
+    /// Held from counting to writing a new record, so no two registrations overshoot a
+    /// bound together.
+    writes: parking_lot::Mutex<()>,
 }
 
 impl fmt::Debug for Registry {
@@ -139,12 +159,17 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// The registry stored in `atlas`, stamping heartbeats from `clock`.
     pub fn new(atlas: Atlas, clock: Arc<dyn Clock>) -> Self {
-        Self { atlas, clock }
+        Self {
+            atlas,
+            clock,
+            writes: parking_lot::Mutex::new(()),
+        }
     }
 
-    /// Registers or renews `record` (its `heartbeat_at_ms` set from the clock), to expire
-    /// `ttl_ms` from now unless renewed. A live record of the same id with another owner is
-    /// [`QueueError::WorkerNotFound`], and stays as it was.
+    /// Registers or renews `record` (its `heartbeat_at_ms` set from the clock) in its
+    /// owner's scope, to expire `ttl_ms` from now unless renewed. A new record past
+    /// [`WORKER_PER_OWNER_MAX`] of its owner or [`WORKER_COUNT_MAX`] in all is
+    /// [`QueueError::WorkerLimit`].
     pub fn put(&self, record: WorkerRecord) -> Result<()> {
         self.put_stored(record).map(|_| ())
     }
@@ -153,56 +178,70 @@ impl Registry {
     pub fn put_stored(&self, mut record: WorkerRecord) -> Result<WorkerRecord> {
         record.validate()?;
         record.heartbeat_at_ms = self.clock.now_ms();
-        let key = key_of(&record.id)?;
+        let key = key_of(record.owner.as_deref(), &record.id)?;
         let value = serde_json::to_vec(&record).map_err(|e| QueueError::CorruptRecord {
             key: key.clone(),
             reason: format!("cannot encode: {e}"),
         })?;
-        let (id, owner, ttl_ms) = (record.id.clone(), record.owner.clone(), record.ttl_ms);
-        self.atlas.transact(move |tx| {
-            if let Some(old) = tx.get(&key) {
-                let old = decode(&key, &id, &old)?;
-                if old.owner != owner {
-                    return Err(QueueError::WorkerNotFound { id });
-                }
+        let _w = self.writes.lock();
+        if !self.atlas.exists(&key) {
+            let scope = scope_of(record.owner.as_deref());
+            if self.count(&scope, WORKER_PER_OWNER_MAX)? >= WORKER_PER_OWNER_MAX {
+                return Err(QueueError::WorkerLimit {
+                    scope: "per owner",
+                    max: WORKER_PER_OWNER_MAX,
+                });
             }
-            tx.set(&key, value, Expiry::InMs(ttl_ms))?;
-            Ok::<(), QueueError>(())
-        })?;
+            if self.count(keys::WORKER_PREFIX, WORKER_COUNT_MAX)? >= WORKER_COUNT_MAX {
+                return Err(QueueError::WorkerLimit {
+                    scope: "in all",
+                    max: WORKER_COUNT_MAX,
+                });
+            }
+        }
+        let options = SetOptions {
+            expiry: Expiry::InMs(record.ttl_ms),
+            ..SetOptions::default()
+        };
+        self.atlas.set_with(&key, value, options)?;
         Ok(record)
     }
 
-    /// The live record of worker `id`, whoever owns it (callers filter by owner).
-    pub fn get(&self, id: &str) -> Result<Option<WorkerRecord>> {
-        let key = key_of(id)?;
-        self.atlas
-            .get(&key)
-            .map(|v| decode(&key, id, &v))
-            .transpose()
+    /// How many live records are under `prefix`, counted up to `max`.
+    fn count(&self, prefix: &str, max: usize) -> Result<usize> {
+        let mut n = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.atlas.scan(prefix, cursor.as_deref(), SCAN_PAGE)?;
+            n += page.entries.len();
+            match page.next_cursor {
+                Some(c) if n < max => cursor = Some(c),
+                _ => return Ok(n),
+            }
+        }
     }
 
-    /// Every live record, in id order; with `Some(owner)`, only that owner's.
+    /// The live record of `owner`'s worker `id`.
+    pub fn get(&self, owner: Option<&str>, id: &str) -> Result<Option<WorkerRecord>> {
+        let key = key_of(owner, id)?;
+        self.atlas.get(&key).map(|v| decode(&key, &v)).transpose()
+    }
+
+    /// Every live record in (owner, id) order; with `Some(owner)`, only that owner's.
     pub fn list(&self, owner: Option<&str>) -> Result<Vec<WorkerRecord>> {
+        let prefix = match owner {
+            Some(o) => {
+                validate_owner(o)?;
+                scope_of(Some(o))
+            }
+            None => keys::WORKER_PREFIX.to_owned(),
+        };
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self
-                .atlas
-                .scan(keys::WORKER_PREFIX, cursor.as_deref(), SCAN_PAGE)?;
+            let page = self.atlas.scan(&prefix, cursor.as_deref(), SCAN_PAGE)?;
             for (key, value) in &page.entries {
-                let id = match keys::parse(key) {
-                    Ok(keys::Key::Worker(id)) => id,
-                    Ok(_) | Err(_) => {
-                        return Err(QueueError::CorruptRecord {
-                            key: key.clone(),
-                            reason: "not a worker key".to_owned(),
-                        });
-                    }
-                };
-                let r = decode(key, id, value)?;
-                if owner.is_none_or(|o| r.owner.as_deref() == Some(o)) {
-                    out.push(r);
-                }
+                out.push(decode(key, value)?);
             }
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -212,23 +251,12 @@ impl Registry {
         Ok(out)
     }
 
-    /// Removes worker `id` if its record is `owner`'s (`None`: a record without an owner).
-    /// Returns whether one was removed: `false` for a missing worker and for someone
-    /// else's alike.
+    /// Removes `owner`'s worker `id` (`None`: a worker without an owner). Returns whether
+    /// one was removed.
     pub fn remove(&self, id: &str, owner: Option<&str>) -> Result<bool> {
-        let key = key_of(id)?;
-        let (id, owner) = (id.to_owned(), owner.map(str::to_owned));
-        self.atlas.transact(move |tx| {
-            let Some(old) = tx.get(&key) else {
-                return Ok(false);
-            };
-            let old = decode(&key, &id, &old)?;
-            if old.owner != owner {
-                return Ok(false);
-            }
-            tx.delete(&key)?;
-            Ok::<bool, QueueError>(true)
-        })
+        let key = key_of(owner, id)?;
+        let _w = self.writes.lock();
+        Ok(self.atlas.delete(&key)?)
     }
 }
 
@@ -272,61 +300,105 @@ mod tests {
 
     #[test]
     fn put_get_and_expiry_after_ttl() {
-        let (reg, _, clock) = setup();
+        let (reg, atlas, clock) = setup();
         let stored = reg.put_stored(rec("w1", Some("alice"))).expect("put");
         assert_eq!(stored.heartbeat_at_ms, 1_700_000_000_000);
         assert_eq!(stored.expires_at_ms(), 1_700_000_005_000);
-        assert_eq!(reg.get("w1").expect("get"), Some(stored.clone()));
-        clock.advance_ms(4_999);
         assert!(
-            reg.get("w1").expect("get").is_some(),
-            "alive within its TTL"
+            atlas.exists("worker:alice/w1"),
+            "stored in its owner's scope"
         );
+        let get = || reg.get(Some("alice"), "w1").expect("get");
+        assert_eq!(get(), Some(stored.clone()));
+        clock.advance_ms(4_999);
+        assert!(get().is_some(), "alive within its TTL");
         // A renewal moves the expiry on.
         reg.put(rec("w1", Some("alice"))).expect("renew");
         clock.advance_ms(4_999);
-        assert!(reg.get("w1").expect("get").is_some(), "renewed");
+        assert!(get().is_some(), "renewed");
         clock.advance_ms(1);
-        assert_eq!(reg.get("w1").expect("get"), None, "gone after its TTL");
+        assert_eq!(get(), None, "gone after its TTL");
         assert!(reg.list(None).expect("list").is_empty());
     }
 
+    /// Shows worker ids are scoped by owner: a stranger's put of the same id is their own
+    /// record (no takeover, and nothing tells them the id was in use), and remove reaches
+    /// one's own only.
     #[test]
     fn owners_keep_their_workers() {
         let (reg, _, _) = setup();
         reg.put(rec("w1", Some("alice"))).expect("put");
         reg.put(rec("w2", Some("bob"))).expect("put");
         reg.put(rec("w3", None)).expect("put");
-        // Bob cannot take alice's id over, nor remove it; she keeps it unchanged.
-        let mut taken = rec("w1", Some("bob"));
-        taken.host = "evil".to_owned();
-        assert!(matches!(
-            reg.put(taken),
-            Err(QueueError::WorkerNotFound { ref id }) if id == "w1"
-        ));
-        assert!(matches!(
-            reg.put(rec("w1", None)),
-            Err(QueueError::WorkerNotFound { .. })
-        ));
-        assert!(!reg.remove("w1", Some("bob")).expect("remove"));
-        assert!(!reg.remove("w1", None).expect("remove"));
-        assert_eq!(reg.get("w1").expect("get").expect("kept").host, "box-1");
-        let ids = |owner| -> Vec<String> {
+        let mut bobs = rec("w1", Some("bob"));
+        bobs.host = "bobs-box".to_owned();
+        reg.put(bobs).expect("bob's own w1");
+        reg.put(rec("w1", None)).expect("an ownerless w1");
+        assert_eq!(
+            reg.get(Some("alice"), "w1")
+                .expect("get")
+                .expect("kept")
+                .host,
+            "box-1"
+        );
+        assert_eq!(
+            reg.get(Some("bob"), "w1").expect("get").expect("his").host,
+            "bobs-box"
+        );
+        assert!(reg.get(Some("carol"), "w1").expect("get").is_none());
+        let ids = |owner| -> Vec<(Option<String>, String)> {
             reg.list(owner)
                 .expect("list")
                 .into_iter()
-                .map(|r| r.id)
+                .map(|r| (r.owner, r.id))
                 .collect()
         };
-        assert_eq!(ids(None), ["w1", "w2", "w3"]);
-        assert_eq!(ids(Some("alice")), ["w1"]);
-        assert_eq!(ids(Some("bob")), ["w2"]);
+        let o = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            ids(None),
+            [
+                (None, "w1".to_owned()),
+                (None, "w3".to_owned()),
+                (o("alice"), "w1".to_owned()),
+                (o("bob"), "w1".to_owned()),
+                (o("bob"), "w2".to_owned()),
+            ]
+        );
+        assert_eq!(ids(Some("alice")), [(o("alice"), "w1".to_owned())]);
+        assert_eq!(ids(Some("bob")).len(), 2);
         assert!(ids(Some("carol")).is_empty());
+        assert!(!reg.remove("w2", Some("alice")).expect("not hers"));
         assert!(reg.remove("w1", Some("alice")).expect("remove"));
         assert!(!reg.remove("w1", Some("alice")).expect("gone"));
+        assert!(
+            reg.get(Some("bob"), "w1").expect("get").is_some(),
+            "bob's stays"
+        );
         assert!(reg.remove("w3", None).expect("remove ownerless"));
-        // Once gone, the id is free for anyone.
-        reg.put(rec("w1", Some("bob"))).expect("put");
+    }
+
+    /// Shows the per-owner bound refuses a new record but never a renewal, and frees up
+    /// as records expire.
+    #[test]
+    fn an_owner_holds_a_bounded_number_of_workers() {
+        let (reg, _, clock) = setup();
+        for i in 0..WORKER_PER_OWNER_MAX {
+            reg.put(rec(&format!("w{i}"), Some("alice"))).expect("put");
+        }
+        let e = reg
+            .put(rec("one-more", Some("alice")))
+            .expect_err("bounded");
+        assert!(
+            matches!(e, QueueError::WorkerLimit { scope: "per owner", max } if max == WORKER_PER_OWNER_MAX),
+            "{e}"
+        );
+        reg.put(rec("w0", Some("alice")))
+            .expect("a renewal is never refused");
+        reg.put(rec("w0", Some("bob")))
+            .expect("another owner is not bounded by hers");
+        clock.advance_ms(5_000);
+        reg.put(rec("one-more", Some("alice")))
+            .expect("free again after the TTL");
     }
 
     #[test]
@@ -366,22 +438,28 @@ mod tests {
     fn a_corrupt_record_is_an_error_naming_its_key() {
         let (reg, atlas, _) = setup();
         reg.put(rec("ok", None)).expect("put");
-        let key = keys::worker("bad").expect("key");
+        let key = keys::worker("alice/bad").expect("key");
         atlas.set(&key, "not json").expect("set");
         let named = |e: QueueError| match e {
             QueueError::CorruptRecord { key, .. } => key,
             other => panic!("{other:?}"),
         };
-        assert_eq!(named(reg.get("bad").expect_err("corrupt")), "worker:bad");
-        assert_eq!(named(reg.list(None).expect_err("corrupt")), "worker:bad");
+        let get = || reg.get(Some("alice"), "bad");
+        assert_eq!(named(get().expect_err("corrupt")), "worker:alice/bad");
         assert_eq!(
-            named(reg.put(rec("bad", None)).expect_err("corrupt")),
-            "worker:bad"
+            named(reg.list(None).expect_err("corrupt")),
+            "worker:alice/bad"
         );
-        // A record stored under another worker's key.
-        let other = serde_json::to_vec(&rec("elsewhere", None)).expect("json");
-        atlas.set(&key, other).expect("set");
-        let e = reg.get("bad").expect_err("misplaced");
-        assert!(e.to_string().contains("worker:bad"), "{e}");
+        // A renewal replaces it.
+        reg.put(rec("bad", Some("alice"))).expect("put");
+        assert!(get().expect("get").is_some());
+        // A record stored under another worker's key, or another owner's.
+        for other in [rec("elsewhere", Some("alice")), rec("bad", Some("bob"))] {
+            atlas
+                .set(&key, serde_json::to_vec(&other).expect("json"))
+                .expect("set");
+            let e = get().expect_err("misplaced");
+            assert!(e.to_string().contains("worker:alice/bad"), "{e}");
+        }
     }
 }

@@ -1,8 +1,9 @@
-//! The worker registry routes, over `helios_queue::registry::Registry` (`worker:{id}`
+//! The worker registry routes, over `helios_queue::registry::Registry` (`worker:{owner}/{id}`
 //! records with a TTL their worker renews):
 //! - `PUT /api/v1/workers/{id}`: register or renew a worker, owned by the caller; needs
-//!   some `jobs:work` (else `403`); a live worker of someone else is `404` (as a missing
-//!   one: no existence oracle) and stays as it was.
+//!   some `jobs:work` (else `403`). Ids are scoped by owner: another user's worker of the
+//!   same id is another record, untouched, and nothing tells the caller it exists. A new
+//!   worker past the owner's or the registry's bound is `409` (`too-many-workers`).
 //! - `DELETE /api/v1/workers/{id}`: remove one's own worker (`204`), else `404`.
 //! - `GET /api/v1/workers`: `jobs:admin` lists every worker, a caller with some `jobs:work`
 //!   only their own, anyone else `403`.
@@ -43,6 +44,9 @@ fn not_found(id: &str) -> Response<Body> {
 fn registry_error(e: QueueError) -> Response<Body> {
     match e {
         QueueError::WorkerNotFound { id } => not_found(&id),
+        QueueError::WorkerLimit { .. } => {
+            problem(StatusCode::CONFLICT, "too-many-workers", e.to_string())
+        }
         QueueError::Invalid { .. } => {
             problem(StatusCode::BAD_REQUEST, "invalid-field", e.to_string())
         }
