@@ -138,11 +138,19 @@ async fn three_workers_do_every_job_once() {
         tp.starts_with(&format!("00-{}-", seen[0].key)) && tp.len() == 55,
         "traceparent {tp}"
     );
-    // The work was shared, and every outcome counted.
-    let acked: Vec<u64> = workers
-        .iter()
-        .map(|w| w.worker.metrics().queues["emails"].count(JobOutcome::Acked))
-        .collect();
+    // The work was shared, and every outcome counted (a worker counts an ack when the
+    // gateway's answer reaches it, a moment after the job is done in the store).
+    let acked = || -> Vec<u64> {
+        workers
+            .iter()
+            .map(|w| w.worker.metrics().queues["emails"].count(JobOutcome::Acked))
+            .collect()
+    };
+    until(10, "every ack counted", || {
+        acked().iter().sum::<u64>() == 150
+    })
+    .await;
+    let acked = acked();
     assert_eq!(acked.iter().sum::<u64>(), 150, "{acked:?}");
     // The registry lists the three, to the admin.
     let admin = admin_token(&s).await;
@@ -423,5 +431,55 @@ async fn a_revoked_token_stops_the_worker_with_its_reason() {
         .unwrap();
     let why = worker.fatal_error().expect("a reason");
     assert!(why.contains("refused the token"), "{why}");
+    s.stop().await;
+}
+
+/// A disabled account (403 `account-disabled`, for its token and for a new login alike)
+/// stops the worker with the reason, instead of retrying every few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_stops_the_worker_with_its_reason() {
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
+    let hook = Hook::start().await;
+    let _ = login(&s, "worker").await;
+    let creds = Credentials::Login {
+        username: "worker".to_owned(),
+        password: USER_PW.to_owned(),
+    };
+    let gateway = Gateway::new(&format!("http://{}", s.addr), creds);
+    let cfg = settings("q", ServiceSpec::new("http", &hook.url), "t");
+    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
+    let ctx = Context::system();
+    let worker = Worker::new(
+        Arc::new(HttpSource::new(gateway)),
+        services,
+        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
+        ctx,
+    );
+    let done = tokio::spawn(
+        worker
+            .clone()
+            .run(std::future::pending(), std::future::pending()),
+    );
+    let ids = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
+    until(10, "the job done", || {
+        job_state(&s, &ids[0]).0 == JobState::Done
+    })
+    .await;
+    let admin = admin_token(&s).await;
+    let id = common::user_id(&s, &admin, "worker").await;
+    s.expect(
+        Method::POST,
+        &format!("/admin/users/{id}/disable"),
+        Some(&admin),
+        None,
+        204,
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(15), done)
+        .await
+        .expect("the worker stops by itself")
+        .unwrap();
+    let why = worker.fatal_error().expect("a reason");
+    assert!(why.contains("account-disabled"), "{why}");
     s.stop().await;
 }

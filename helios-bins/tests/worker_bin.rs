@@ -263,6 +263,42 @@ async fn sigterm_drains_jobs_in_flight_and_exits_0() {
     s.stop().await;
 }
 
+/// A second signal during a drain exits at once: the job still running keeps its lease
+/// (not released, not acked), and another worker runs it after the lease expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_without_waiting_for_the_drain() {
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
+    let hook = Hook::start().await;
+    let ids = enqueue_all(&s, &producer, "q", vec![json!({"sleep_ms": 4_000})]).await;
+    let id = &ids[0];
+    let mut a = spawn_worker(&s, &hook, "q", "a", 1);
+    until(15, "the job reached the service", || hook.count(id) == 1).await;
+    signal(&a, "-TERM");
+    // Draining: it waits for the job (up to its 10 s drain deadline).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.try_wait().unwrap().is_none(), "the first signal drains");
+    let second = Instant::now();
+    signal(&a, "-TERM");
+    let _ = exited(&mut a, 6).await;
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "the second signal waited {:?}",
+        second.elapsed()
+    );
+    assert_eq!(
+        job(&s, id),
+        (JobState::InProgress, 1),
+        "neither acked nor released"
+    );
+    // The lease (1.5 s) runs out; another worker takes the job again.
+    let mut b = spawn_worker(&s, &hook, "q", "b", 1);
+    until(20, "the job done by b", || job(&s, id).0 == JobState::Done).await;
+    assert_eq!(job(&s, id), (JobState::Done, 2));
+    signal(&b, "-TERM");
+    assert!(exited(&mut b, 15).await.success());
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_job_is_lost_or_invented_while_workers_are_killed() {
     let (_dir, s, producer) = worker_gateway(|_| {}).await;

@@ -227,7 +227,8 @@ impl Gateway {
     /// `method path` with `body` as JSON (none: an empty body), within `timeout`; the
     /// answer's status and body. A 401 with login credentials logs in again and retries
     /// once (the token expired); a 401 for a given token is [`CallError::Login`] (it cannot
-    /// be renewed); other statuses are the caller's to judge.
+    /// be renewed), and so is a 403 `account-disabled` (no credentials help until an
+    /// administrator acts); other statuses are the caller's to judge.
     pub async fn call(
         &self,
         method: Method,
@@ -282,6 +283,13 @@ impl Gateway {
                     Credentials::Login { .. } => {}
                 }
             }
+            if status == StatusCode::FORBIDDEN && is_problem(&bytes, "account-disabled") {
+                // No token or login can help until an administrator enables the account.
+                return Err(CallError::Login(format!(
+                    "the gateway refused the account (403 account-disabled): {}",
+                    String::from_utf8_lossy(&bytes).trim()
+                )));
+            }
             return Ok((status, bytes));
         }
         Err(CallError::Login(
@@ -295,6 +303,17 @@ impl Gateway {
             reason,
         }
     }
+}
+
+/// Whether `body` is a problem document of type `slug` (under the gateway's
+/// [`crate::app::http::PROBLEM_BASE`]).
+fn is_problem(body: &[u8], slug: &str) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| {
+        v["type"]
+            .as_str()
+            .and_then(|t| t.strip_prefix(crate::app::http::PROBLEM_BASE))
+            == Some(slug)
+    })
 }
 
 #[cfg(test)]

@@ -327,13 +327,29 @@ impl Connector for HttpConnector {
     }
 }
 
+/// Kills `child` and every process of its group (SIGKILL): the group was made for it at
+/// spawn (`process_group(0)`), and its id stays the child's until the child is reaped,
+/// so the signal cannot reach an unrelated group.
+fn kill_group(child: &mut tokio::process::Child) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.start_kill();
+}
+
 /// Runs a program per job: the payload (JSON) on its stdin, `HELIOS_JOB_ID`,
 /// `HELIOS_JOB_ATTEMPT`, `HELIOS_QUEUE` and `TRACEPARENT` in its environment. Exit status
 /// 0 acks the job (stdout, if JSON, is its result); a status listed in
 /// `permanent_exit_codes` (default 64 and 65, sysexits' usage and data errors) is
 /// permanent; any other status or a signal is retried. Output beyond `output_max_bytes`
 /// (stdout or stderr) fails the attempt permanently; a program still running at the
-/// timeout is killed (SIGKILL) and reaped.
+/// timeout is killed (SIGKILL) and reaped. The program runs in a process group of its
+/// own, and a kill reaches the whole group: what it started (a shell's children, a
+/// background helper) does not outlive the attempt.
 #[derive(Debug)]
 pub struct CommandConnector {
     program: String,
@@ -371,6 +387,7 @@ impl CommandConnector {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 ConnectorError::new(ErrorClass::Connect, format!("{}: {e}", self.program))
@@ -411,13 +428,13 @@ impl CommandConnector {
                     tokio::select! {
                         r = &mut out_f, if out.is_none() => {
                             if over(&r) {
-                                let _ = child.start_kill();
+                                kill_group(&mut child);
                             }
                             out = Some(r);
                         }
                         r = &mut err_f, if err.is_none() => {
                             if over(&r) {
-                                let _ = child.start_kill();
+                                kill_group(&mut child);
                             }
                             err = Some(r);
                         }
@@ -435,7 +452,7 @@ impl CommandConnector {
             Ok(r) => r,
             Err(_) => {
                 // `work` was dropped with its borrows; kill and reap the program.
-                let _ = child.start_kill();
+                kill_group(&mut child);
                 let _ = child.wait().await;
                 return Err(ConnectorError::new(
                     ErrorClass::Timeout,
@@ -557,11 +574,13 @@ mod tests {
         assert_eq!(c.call(&job()).await.unwrap(), None);
     }
 
+    /// Shows a timeout kills what the program started too: the shell's background child
+    /// would touch the marker a second later if it survived.
     #[tokio::test]
     async fn a_command_past_its_timeout_is_killed() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("finished");
-        let script = format!("sleep 3; touch {}", marker.display());
+        let script = format!("(sleep 1; touch {}) & sleep 3", marker.display());
         let mut s = spec("sh", &["-c", &script]);
         s.timeout = Duration::from_millis(200);
         let c = CommandConnector::new(&s).unwrap();
@@ -569,7 +588,10 @@ mod tests {
         let e = c.call(&job()).await.unwrap_err();
         assert_eq!(e.class, ErrorClass::Timeout, "{e}");
         assert!(t.elapsed() < Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(3500)).await;
-        assert!(!marker.exists(), "the program was killed, not left running");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "the program's child was killed, not left running"
+        );
     }
 }
