@@ -115,6 +115,43 @@ pub struct LogSection {
     pub level: String,
 }
 
+/// The audit log of security events (`app::audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Whether security events are written.
+    pub enabled: bool,
+    /// The file (created with mode 0600; its directory created if missing). Empty:
+    /// `audit/audit.log` inside `data_dir`, so the events live on the data's volume.
+    pub path: PathBuf,
+    /// Rotate past this size, bytes (at least 4096).
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` .. `path.N`; at most 1000).
+    pub keep: u32,
+}
+
+impl AuditSection {
+    /// The file written: `path`, or `audit/audit.log` inside `data_dir` when empty.
+    pub fn file(&self, data_dir: &Path) -> PathBuf {
+        if self.path.as_os_str().is_empty() {
+            data_dir.join("audit").join("audit.log")
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: PathBuf::new(),
+            max_bytes: 16 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +186,8 @@ pub struct GatewayConfig {
     pub queue: QueueSection,
     /// Logs.
     pub log: LogSection,
+    /// The audit log of security events.
+    pub audit: AuditSection,
     /// A reverse proxy in the gateway's process, its routes and backends those of
     /// `/admin/proxy/*` read from the store (off by default).
     pub embedded_proxy: crate::proxy::embedded::EmbeddedProxySection,
@@ -199,6 +238,7 @@ impl Default for GatewayConfig {
                 format: "auto".into(),
                 level: "info".into(),
             },
+            audit: AuditSection::default(),
             embedded_proxy: crate::proxy::embedded::EmbeddedProxySection::default(),
             workers: crate::worker::config::WorkerSettings::default(),
         }
@@ -299,6 +339,18 @@ impl GatewayConfig {
         }
         if self.backup_dir.as_os_str().is_empty() {
             return Err(err("backup_dir", "a directory of its own (not empty)"));
+        }
+        if self.audit.max_bytes < 4096 {
+            return Err(err(
+                "audit.max_bytes",
+                format!("{} is under 4096", self.audit.max_bytes),
+            ));
+        }
+        if self.audit.keep > 1000 {
+            return Err(err(
+                "audit.keep",
+                format!("{} is over 1000", self.audit.keep),
+            ));
         }
         // Apart, as paths: a backup inside the data directory would be copied into the
         // next backup, and a data directory inside the backups could be overwritten by a

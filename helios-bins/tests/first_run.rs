@@ -197,11 +197,21 @@ fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
         // Everything in a fresh data dir is owner-only (the AOF holds bcrypt hashes).
         let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "the data dir is {mode:o}");
-        for entry in std::fs::read_dir(&data).unwrap() {
-            let path = entry.unwrap().path();
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        // Files 0600, directories (the audit log's) 0700, and the files inside them 0600.
+        let mut dirs = vec![data.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::metadata(&path).unwrap();
+                let mode = meta.permissions().mode() & 0o777;
+                let want = if meta.is_dir() { 0o700 } else { 0o600 };
+                assert_eq!(mode, want, "{} is {mode:o}", path.display());
+                if meta.is_dir() {
+                    dirs.push(path);
+                }
+            }
         }
+        assert!(data.join("audit/audit.log").exists(), "the audit log by default");
     }
     let (st, _, body) = http(
         addr,

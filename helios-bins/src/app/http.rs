@@ -79,6 +79,11 @@ pub fn empty(status: StatusCode) -> Response<Body> {
     r
 }
 
+/// The slug of a [`problem`] response, kept in its extensions so that code after the
+/// handler (the audit log) can tell refusals apart without reading the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemSlug(pub String);
+
 /// A problem-details response: `slug` makes the stable `type`.
 pub fn problem(status: StatusCode, slug: &str, detail: impl Into<String>) -> Response<Body> {
     let body = serde_json::json!({
@@ -92,6 +97,7 @@ pub fn problem(status: StatusCode, slug: &str, detail: impl Into<String>) -> Res
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    r.extensions_mut().insert(ProblemSlug(slug.to_owned()));
     r
 }
 

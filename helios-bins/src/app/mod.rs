@@ -1,11 +1,13 @@
 //! The runner shared by every binary: structured logs, the shutdown signal, the
 //! [`Context`] (clock and randomness) servers take instead of reading them, the opening of
 //! ATLAS from the configuration, the accept loop ([`serve`]), HTTP connections and the
-//! metrics listener ([`http`]), TLS termination ([`tls`]), and the idle timeout ([`idle`]).
+//! metrics listener ([`http`]), TLS termination ([`tls`]), the idle timeout ([`idle`]), and
+//! the audit log of security events ([`audit`]).
 //!
 //! A server is `run(listener, state or context, shutdown)` over [`serve::serve`]; its
 //! `main` parses flags, loads its config, and calls it.
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod histogram;

@@ -228,6 +228,15 @@ pub fn start_with_in(
     )
     .map_err(|e| e.to_string())?;
     let tls = tls::Tls::load(&cfg.tls)?;
+    let audit = if cfg.audit.enabled {
+        let a = &cfg.audit;
+        let path = a.file(&cfg.data_dir);
+        let log = crate::app::audit::AuditLog::open(&path, a.max_bytes, a.keep)
+            .map_err(|e| format!("audit.path: {}: {e}", path.display()))?;
+        Some(Arc::new(log))
+    } else {
+        None
+    };
     let mut state = State::new(
         atlas,
         Arc::new(auth),
@@ -238,6 +247,7 @@ pub fn start_with_in(
         Arc::new(queue),
     );
     state.tls = tls;
+    state.audit = audit;
     Ok(Arc::new(state))
 }
 
@@ -268,6 +278,8 @@ pub struct State {
     pub workers: parking_lot::Mutex<Option<Arc<crate::worker::Worker>>>,
     /// TLS for the API listener, when configured.
     pub tls: Option<tls::Tls>,
+    /// The audit log of security events (`audit` section), when enabled.
+    pub audit: Option<Arc<crate::app::audit::AuditLog>>,
     /// Bytes of request bodies being read, at most `http.body_bytes_in_flight_max`.
     pub body_budget: Arc<Semaphore>,
     /// The proxy's routes and backends in the store (`/admin/proxy/*`).
@@ -313,6 +325,7 @@ impl State {
             job_ready: Arc::new(tokio::sync::Notify::new()),
             workers: parking_lot::Mutex::new(None),
             tls: None,
+            audit: None,
             body_budget,
             router: handler::Router::new(),
         }

@@ -61,6 +61,7 @@ pub fn config(dir: &Path, capacity: u64) -> GatewayConfig {
         backup_dir: dir.join("backups"),
         ..GatewayConfig::default()
     };
+    c.audit.path = dir.join("audit").join("audit.log");
     c.auth.bcrypt_cost = 4;
     c.rate_limit.capacity = capacity;
     c.rate_limit.refill_per_s = 1;

@@ -9,6 +9,7 @@
 //! at most `CREDENTIALS_BODY_MAX` bytes; every limited response carries the rate-limit
 //! headers.
 
+use super::audit::Pending;
 use super::auth_routes::{login, logout, me, refresh, register};
 use super::meta::ops;
 use super::middleware::{CREDENTIALS_BODY_MAX, gate, rate_headers, read_body};
@@ -29,6 +30,7 @@ pub(super) async fn dispatch(
     state: &Arc<State>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    request_id: &str,
 ) -> (Option<Route>, Response<Body>) {
     let Ok(m) = state.router.inner.at(req.uri().path()) else {
         return (
@@ -79,7 +81,7 @@ pub(super) async fn dispatch(
         extra,
         scope,
     };
-    let work = route_request(state, route, params, req, peer);
+    let work = route_request(state, route, params, req, peer, request_id);
     // Every request has a deadline; a long-polling claim bounds its own wait instead, and
     // a feed's head is answered at once (its stream ends by its own rules).
     let result = if matches!(route, Route::JobClaim | Route::AdminProxyFeed) {
@@ -119,6 +121,7 @@ async fn route_request(
     params: PathParams,
     req: Request<Incoming>,
     peer: SocketAddr,
+    request_id: &str,
 ) -> Result<Response<Body>, Response<Body>> {
     let PathParams {
         raw_key,
@@ -129,6 +132,12 @@ async fn route_request(
     if route.is_ops() {
         return Ok(ops(state, route));
     }
+    let audit = Pending::of(
+        route,
+        req.method(),
+        [scope.as_deref(), raw_key.as_deref(), extra.as_deref()],
+        action.as_deref(),
+    );
     let (parts, body) = req.into_parts();
     // Everything up to the route's handler is decided on the head alone: a request
     // refused there never has its body read (and, if it declared one, its HTTP/1
@@ -146,6 +155,17 @@ async fn route_request(
             if declares_body && parts.version <= http::Version::HTTP_11 {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(a) = audit {
+                // Refused before its handler: the actor is the token's, if it verifies.
+                let actor = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .and_then(|t| state.auth.verify_access_shared(t).ok());
+                let actor = actor.as_ref().map(|c| c.sub.as_str());
+                a.finish(state, actor, &[], peer.ip(), request_id, &r);
             }
             return Err(r);
         }
@@ -170,6 +190,8 @@ async fn route_request(
     } else {
         Bytes::new()
     };
+    // The acting user, for the audit line (the handlers take the claims).
+    let actor = audit.as_ref().and(claims.as_ref()).map(|c| c.sub.clone());
     let result = match route {
         Route::Register => register(state, &body).await,
         Route::Login => login(state, &body, client).await,
@@ -266,6 +288,9 @@ async fn route_request(
         Ok(r) | Err(r) => r,
     };
     rate_headers(&mut resp, &decision);
+    if let Some(a) = audit {
+        a.finish(state, actor.as_deref(), &body, peer.ip(), request_id, &resp);
+    }
     Ok(resp)
 }
 

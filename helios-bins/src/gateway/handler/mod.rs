@@ -20,6 +20,7 @@
 //! - `problems.rs`: the cores' errors (auth, store) as problem+json responses;
 //! - `support.rs`: what route handlers share (JSON bodies, query strings, blocking work);
 //! - `auth_routes.rs`: register, login, refresh, logout, me;
+//! - `audit.rs`: which requests are security events, and their audit log lines;
 //! - `meta.rs`: `/`, `/api/v1`, `/openapi.yaml`, health, readiness, metrics.
 //!
 //! The KV, job, worker registry, schedule, admin and account routes are in `kv.rs`,
@@ -31,6 +32,7 @@
 // this module's files too.)
 #![allow(clippy::result_large_err)]
 
+mod audit;
 mod auth_routes;
 mod dispatch;
 mod meta;
@@ -68,7 +70,9 @@ pub(super) async fn handle(
     let rid = request_id(&req, &state);
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %rid, method = %method, path = %req.uri().path());
-    let (route, mut resp) = dispatch(&state, req, peer).instrument(span.clone()).await;
+    let (route, mut resp) = dispatch(&state, req, peer, &rid)
+        .instrument(span.clone())
+        .await;
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert("x-request-id", v);
     }
