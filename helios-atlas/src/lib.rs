@@ -36,6 +36,7 @@ mod error;
 mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
+mod histogram;
 mod keyspace;
 pub mod limits;
 mod op;
@@ -54,6 +55,7 @@ pub use command::{Expiry, Precondition, SetCondition, SetOptions, WriteBatch};
 pub use db::{Atlas, KeyTtl, ScanPage, Stats};
 pub use error::{AtlasError, Result};
 pub use feed::{ChangeEvent, Subscription};
+pub use histogram::{Histogram, SNAPSHOT_BOUNDS_MS};
 pub use keyspace::{Entry, Keyspace, SnapshotEntry};
 pub use op::Op;
 pub use options::{FsyncPolicy, Options};

@@ -786,3 +786,57 @@ fn under_a_memory_limit_the_feed_ring_gives_way_to_the_keyspace() {
         "30 keys of 100 KiB fit; the ring never refuses a write"
     );
 }
+
+/// Sum of the sizes of the AOF segments in the store's directory.
+fn aof_files_size(m: &MemStorage) -> u64 {
+    names(m, &dir())
+        .iter()
+        .filter(|n| helios_atlas::aof::parse_segment_name(n).is_some())
+        .map(|n| m.read(&file(n)).unwrap().len() as u64)
+        .sum()
+}
+
+#[test]
+fn aof_size_is_the_segments_on_disk_and_snapshots_are_timed() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(
+        db.stats().aof_size,
+        aof_files_size(&m),
+        "a fresh store: the header"
+    );
+    for i in 0..200 {
+        db.set(&format!("key{}", i % 10), "x".repeat(100)).unwrap();
+    }
+    let grown = db.stats().aof_size;
+    assert_eq!(grown, aof_files_size(&m));
+    assert!(grown > 200 * 100, "{grown}");
+    assert_eq!(db.stats().snapshot_durations.count, 0);
+    // A plain snapshot rotates and compacts: the closed segments go.
+    db.snapshot().unwrap();
+    let after = db.stats();
+    assert_eq!(after.aof_size, aof_files_size(&m));
+    assert!(after.aof_size < grown / 10, "{} vs {grown}", after.aof_size);
+    assert_eq!(after.snapshot_durations.count, 1);
+    // More writes in the new segment, then a rewrite.
+    for i in 0..50 {
+        db.set(&format!("key{}", i % 10), "y".repeat(100)).unwrap();
+    }
+    let grown = db.stats().aof_size;
+    assert_eq!(grown, aof_files_size(&m));
+    db.rewrite_aof().unwrap();
+    let s = db.stats();
+    assert_eq!(s.aof_size, aof_files_size(&m));
+    assert!(s.aof_size < grown, "{} vs {grown}", s.aof_size);
+    assert_eq!(s.snapshot_durations.count, 2);
+    assert_eq!(s.snapshot_durations.counts.iter().sum::<u64>(), 2);
+    // Reopened, the closed segments are measured on disk.
+    for i in 0..20 {
+        db.set(&format!("k{i}"), "z").unwrap();
+    }
+    let before = db.stats().aof_size;
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.stats().aof_size, before);
+    assert_eq!(db.stats().aof_size, aof_files_size(&m));
+}

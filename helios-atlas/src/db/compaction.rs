@@ -32,6 +32,8 @@ impl Inner {
             }
         };
         writer.file = file;
+        let closed = (writer.segment_start, writer.segment_size);
+        writer.closed_sizes.insert(closed.0, closed.1);
         writer.segment_start = writer.next_seq;
         writer.segment_size = size;
         self.dirty.store(false, Ordering::Release);
@@ -82,10 +84,9 @@ impl Inner {
         }
         self.writer.lock().snapshots.push(upto_seq);
         self.counters.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.counters.snapshot_ms.store(
-            self.clock.now_ms().saturating_sub(started_ms),
-            Ordering::Relaxed,
-        );
+        let took_ms = self.clock.now_ms().saturating_sub(started_ms);
+        self.counters.snapshot_ms.store(took_ms, Ordering::Relaxed);
+        self.counters.snapshot_durations.observe(took_ms);
         tracing::info!(seq = upto_seq, keys = key_count, "snapshot written");
         let keep = if rewrite {
             1
@@ -212,6 +213,12 @@ impl Inner {
         };
         if removed_snapshots.is_empty() && removed_segments.is_empty() {
             return Ok(());
+        }
+        {
+            let mut w = self.writer.lock();
+            for start in &removed_segments {
+                w.closed_sizes.remove(start);
+            }
         }
         let r = (|| {
             for seq in &removed_snapshots {

@@ -44,6 +44,7 @@ use crate::command::{
 };
 use crate::error::{AtlasError, Result};
 use crate::feed::{FeedShared, Subscription};
+use crate::histogram::{AtomicHistogram, Histogram, SNAPSHOT_BOUNDS_MS};
 use crate::keyspace::{Keyspace, ReplayState};
 use crate::limits::{
     EXPIRE_PER_TICK_COUNT_MAX, EXPIRE_PER_TICK_SIZE_MAX, GET_MANY_COUNT_MAX, SCAN_LIMIT_MAX,
@@ -56,6 +57,7 @@ use crate::tx::Tx;
 use bytes::Bytes;
 use helios_core::Clock;
 use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,8 +115,14 @@ pub struct Stats {
     pub records_written_count: u64,
     /// Bytes appended to the AOF since open.
     pub aof_written_size: u64,
+    /// Bytes of the AOF on disk: every segment's header and records (what a snapshot
+    /// and compaction shrink). Padding preallocated past the current segment's last
+    /// record is not counted.
+    pub aof_size: u64,
     /// How long the last snapshot took, ms (on the store's clock), if one ran since open.
     pub snapshot_last_duration_ms: Option<u64>,
+    /// How long each snapshot since open took, ms (on the store's clock).
+    pub snapshot_durations: Histogram,
     /// Commit groups written since open (each one write, and one fsync under `always`).
     pub groups_committed_count: u64,
     /// AOF fsyncs since open (all policies, rotation included).
@@ -183,6 +191,9 @@ struct Writer {
     file: Arc<dyn StorageFile>,
     segment_start: u64,
     segment_size: u64,
+    // Sizes of the closed segments on disk, by start sequence number (the current one is
+    // `segment_size`).
+    closed_sizes: BTreeMap<u64, u64>,
     // Invariant: the next record appended gets this sequence number.
     next_seq: u64,
     // Invariant: no snapshot on disk is newer than the newest listed here.
@@ -196,6 +207,7 @@ struct Counters {
     aof_bytes: AtomicU64,
     // u64::MAX until a snapshot ran.
     snapshot_ms: AtomicU64,
+    snapshot_durations: AtomicHistogram,
     records_written: AtomicU64,
     groups: AtomicU64,
     fsyncs: AtomicU64,
@@ -317,6 +329,13 @@ impl Atlas {
                 (file, next_seq, size)
             }
         };
+        // The closed segments' sizes, from the file system (those recovery skipped were
+        // not read).
+        let mut closed_sizes = BTreeMap::new();
+        for &start in segments.iter().filter(|&&s| s != segment_start) {
+            let path = dir.join(aof::segment_name(start));
+            closed_sizes.insert(start, storage.file_size(&path).map_err(io_err(&path))?);
+        }
         let feed = Arc::new(FeedShared::new(
             options.feed_buffer_count,
             options.feed_buffer_size,
@@ -342,6 +361,7 @@ impl Atlas {
                 file,
                 segment_start,
                 segment_size,
+                closed_sizes,
                 next_seq,
                 snapshots: rec.listing.snapshots.clone(),
                 buf: Vec::with_capacity(64 * 1024),
@@ -355,6 +375,7 @@ impl Atlas {
             counters: Counters {
                 aof_bytes: AtomicU64::new(0),
                 snapshot_ms: AtomicU64::new(u64::MAX),
+                snapshot_durations: AtomicHistogram::new(SNAPSHOT_BOUNDS_MS),
                 records_written: AtomicU64::new(0),
                 groups: AtomicU64::new(0),
                 fsyncs: AtomicU64::new(0),
@@ -488,9 +509,13 @@ impl Atlas {
                 ks.last_seq(),
             )
         };
-        let (aof_current_size, snapshot_last_seq) = {
+        let (aof_current_size, aof_size, snapshot_last_seq) = {
             let w = self.inner.writer.lock();
-            (w.segment_size, w.snapshots.last().copied())
+            (
+                w.segment_size,
+                w.segment_size + w.closed_sizes.values().sum::<u64>(),
+                w.snapshots.last().copied(),
+            )
         };
         let c = &self.inner.counters;
         Stats {
@@ -502,6 +527,8 @@ impl Atlas {
             last_seq,
             records_written_count: c.records_written.load(Ordering::Relaxed),
             aof_written_size: c.aof_bytes.load(Ordering::Relaxed),
+            aof_size,
+            snapshot_durations: c.snapshot_durations.read(),
             snapshot_last_duration_ms: match c.snapshot_ms.load(Ordering::Relaxed) {
                 u64::MAX => None,
                 ms => Some(ms),

@@ -90,6 +90,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The size of a file, bytes (padding kept past a log's last append included). The
+    /// default reads the file; implementations answer from metadata.
+    fn file_size(&self, path: &Path) -> io::Result<u64> {
+        self.read(path).map(|b| b.len() as u64)
+    }
     /// Creates `path`, truncating it if it exists, and opens it for appending.
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     /// As [`Storage::create`], for a log: the implementation may keep padding
@@ -408,6 +413,10 @@ impl Storage for FsStorage {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn file_size(&self, path: &Path) -> io::Result<u64> {
+        fs::metadata(path).map(|m| m.len())
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
