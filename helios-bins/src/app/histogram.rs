@@ -24,6 +24,15 @@ pub struct LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram (const: a process-wide one can be a `static`).
+    pub const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; 17],
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
     /// Records one latency.
     pub fn observe_us(&self, us: u64) {
         let i = BUCKET_BOUNDS_US
@@ -35,6 +44,11 @@ impl LatencyHistogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Appends the series of `name` (in seconds) with `labels` (`k="v",...`, already
     /// escaped; empty for none): buckets, sum and count. The caller writes HELP and TYPE.
     pub fn encode(&self, out: &mut String, name: &str, labels: &str) {
@@ -42,7 +56,7 @@ impl LatencyHistogram {
         let mut cumulative = 0;
         for (i, b) in BUCKET_BOUNDS_US.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let le = *b as f64 / 1e6;
+            let le = super::metrics::le(*b as f64 / 1e6);
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"

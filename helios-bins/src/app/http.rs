@@ -202,13 +202,14 @@ async fn drive<I, S, B>(
     }
 }
 
-/// Serves `GET /metrics` with `render`'s response (and nothing else: 404) on its own
-/// listener, without auth, until `shutdown` resolves: a few connections at most, each
-/// closed when idle.
+/// Serves `GET /metrics` (and nothing else: 404) on its own listener, without auth,
+/// until `shutdown` resolves: a few connections at most, each closed when idle. `render`
+/// writes the server's families (OpenMetrics form, see [`super::metrics`]);
+/// [`super::metrics::respond`] negotiates and ends the body.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     settings: ConnSettings,
-    render: Arc<dyn Fn() -> Response<Body> + Send + Sync>,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> super::serve::Served {
     let mut limits = super::serve::Limits::new(16);
@@ -223,7 +224,7 @@ pub async fn serve_metrics(
                     let request = activity.begin();
                     let resp =
                         if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
-                            render()
+                            super::metrics::respond(req.headers(), render())
                         } else {
                             problem(
                                 StatusCode::NOT_FOUND,

@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod http;
 pub mod idle;
 pub mod launch;
+pub mod metrics;
 pub mod serve;
 pub mod tls;
 
@@ -157,6 +158,10 @@ pub fn open_atlas(
             fsync,
             everysec_lag_max_ms,
             clock: ctx.clock.clone(),
+            // The AOF's fsyncs timed for `atlas_fsync_duration_seconds`.
+            storage: Arc::new(metrics::TimedStorage::new(Arc::new(
+                helios_atlas::storage::FsStorage,
+            ))),
             ..Options::default()
         },
     )

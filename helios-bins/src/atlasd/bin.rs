@@ -18,7 +18,7 @@ use std::process::ExitCode;
 Settings are layered: built-in defaults <- the --config file <- HELIOS_ATLASD_* environment
 variables <- these flags. Environment:
   HELIOS_ATLASD_<KEY>     any config key in capitals: HELIOS_ATLASD_REQUIREPASS=s3cret,
-                          HELIOS_ATLASD_APPENDFSYNC=always, HELIOS_ATLASD_CLIENTS_MAX=100
+                          HELIOS_ATLASD_APPENDFSYNC=always, HELIOS_ATLASD_METRICS_PORT=9121
   RUST_LOG                log filter (overrides log.level), e.g. RUST_LOG=debug
 Every key is documented in configs/atlasd.yaml. SIGINT, SIGTERM and SHUTDOWN fsync, exit 0."
 )]
@@ -50,6 +50,10 @@ struct Args {
     /// Runtime threads serving connections (overrides `worker_threads`; default 1).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Port of the HTTP /metrics listener, on the host of `listen` (overrides
+    /// `metrics_port`; default 0: none).
+    #[arg(long, value_name = "N")]
+    metrics_port: Option<u16>,
 }
 
 /// The binary: parses the command line, then configures, starts and serves.
@@ -71,6 +75,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         appendfsync: args.appendfsync,
         requirepass: args.requirepass,
         worker_threads: args.threads,
+        metrics_port: args.metrics_port,
     };
     const NAME: &str = "helios-atlasd";
     let cfg = launch::config(
@@ -85,11 +90,19 @@ fn run() -> Result<ExitCode, ExitCode> {
     runtime.block_on(async move {
         // The port first: a busy one fails before the data directory is created.
         let listener = launch::bind(NAME, &cfg.listen, "listen").await?;
+        let metrics_listener = match cfg.metrics_listen() {
+            Some(addr) => Some(launch::bind(NAME, &addr, "metrics_port").await?),
+            None => None,
+        };
         let ctx = crate::app::Context::system();
         let atlas = crate::atlasd::open_atlas_in(&cfg, &ctx)
             .map_err(|e| launch::failed(NAME, format!("cannot open ATLAS: {e}")))?;
         tracing::info!(listen = %cfg.listen, data_dir = %cfg.data_dir.display(), appendfsync = %cfg.appendfsync, "helios-atlasd serving");
-        Ok(launch::serve_until_signal(NAME, launch::NO_METRICS, |stop| {
+        let metrics = metrics_listener.map(|l| {
+            let atlas = atlas.clone();
+            (l, move |l, stop| crate::atlasd::run_metrics(l, atlas, stop))
+        });
+        Ok(launch::serve_until_signal(NAME, metrics, |stop| {
             crate::atlasd::run_in(listener, atlas, cfg, ctx, stop, turns)
         })
         .await)

@@ -53,6 +53,9 @@ pub struct AtlasdConfig {
     /// At shutdown, how long connections get to finish what they are doing before they
     /// are closed, ms (the gateway's `http.shutdown_grace_ms`).
     pub shutdown_grace_ms: u64,
+    /// TCP port of the HTTP `/metrics` listener (Prometheus), on the host of `listen`;
+    /// 0: none (as `idle_timeout_s: 0` is no timeout).
+    pub metrics_port: u16,
     /// Logs.
     pub log: LogSection,
 }
@@ -73,6 +76,7 @@ impl Default for AtlasdConfig {
             multi_count_max: 100_000,
             worker_threads: 1,
             shutdown_grace_ms: 5_000,
+            metrics_port: 0,
             log: LogSection {
                 format: "auto".into(),
                 level: "info".into(),
@@ -102,6 +106,8 @@ pub struct AtlasdFlags {
     pub requirepass: Option<String>,
     /// `--threads N`.
     pub worker_threads: Option<usize>,
+    /// `--metrics-port N`.
+    pub metrics_port: Option<u16>,
 }
 
 /// Splits `HOST:PORT` (or `[v6]:PORT`).
@@ -161,14 +167,33 @@ impl AtlasdConfig {
                 if let Some(n) = flags.worker_threads {
                     tree["worker_threads"] = Value::from(n);
                 }
+                if let Some(p) = flags.metrics_port {
+                    tree["metrics_port"] = Value::from(p);
+                }
             },
         )
     }
 
+    /// The address of the `/metrics` listener: `metrics_port` on the host of `listen`;
+    /// `None` when `metrics_port` is 0.
+    pub fn metrics_listen(&self) -> Option<String> {
+        if self.metrics_port == 0 {
+            return None;
+        }
+        let addr = self.listen.parse::<std::net::SocketAddr>().ok()?;
+        Some(std::net::SocketAddr::new(addr.ip(), self.metrics_port).to_string())
+    }
+
     /// Checks ranges and formats, naming the first bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+        let Ok(listen) = self.listen.parse::<std::net::SocketAddr>() else {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        };
+        if self.metrics_port != 0 && self.metrics_port == listen.port() {
+            return Err(err(
+                "metrics_port",
+                format!("{} is the RESP port of listen", self.metrics_port),
+            ));
         }
         if !matches!(self.appendfsync.as_str(), "always" | "everysec" | "no") {
             return Err(err("appendfsync", "one of always, everysec, no"));
@@ -218,6 +243,41 @@ mod tests {
     }
 
     #[test]
+    fn metrics_port_from_env_and_flag_on_the_listen_host() {
+        let c = AtlasdConfig::load(
+            None,
+            [("HELIOS_ATLASD_METRICS_PORT".to_string(), "9121".to_string())],
+            &AtlasdFlags {
+                bind: Some("::1".into()),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.metrics_port, 9121);
+        assert_eq!(c.metrics_listen().as_deref(), Some("[::1]:9121"));
+        let c = AtlasdConfig::load(
+            None,
+            [("HELIOS_ATLASD_METRICS_PORT".to_string(), "9121".to_string())],
+            &AtlasdFlags {
+                metrics_port: Some(9200),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen().as_deref(), Some("127.0.0.1:9200"));
+        let e = AtlasdConfig::load(
+            None,
+            std::iter::empty(),
+            &AtlasdFlags {
+                metrics_port: Some(6380),
+                ..AtlasdFlags::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "metrics_port", "{e}");
+    }
+
+    #[test]
     fn layering_and_redis_flags() {
         let c = AtlasdConfig::load(
             None,
@@ -238,6 +298,7 @@ mod tests {
         assert_eq!(c.clients_max, 7);
         assert_eq!(c.listen, "0.0.0.0:7000");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.metrics_listen(), None, "no metrics port by default");
         let e = AtlasdConfig::load(
             None,
             [("HELIOS_ATLASD_NOPE".to_string(), "1".to_string())],

@@ -206,6 +206,34 @@ impl Shared {
     }
 }
 
+/// Serves HTTP `GET /metrics` (`metrics_port`) on `listener` until `shutdown` resolves:
+/// the store's families ([`crate::app::metrics::atlas_families`]) and the process's,
+/// negotiated as every binary's ([`crate::app::metrics::respond`]). The stats are read in
+/// [`blocking`] (they may wait for the writer lock across an fsync).
+pub async fn run_metrics(listener: TcpListener, atlas: Atlas, shutdown: impl Future<Output = ()>) {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let settings = crate::app::http::ConnSettings {
+        builder: Arc::new(builder),
+        tls: None,
+        handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        write_stall: None,
+    };
+    let render = Arc::new(move || {
+        blocking(|| {
+            let mut out = String::new();
+            crate::app::metrics::atlas_families(&mut out, &atlas);
+            out
+        })
+    });
+    crate::app::http::serve_metrics(listener, settings, render, shutdown).await;
+}
+
 /// Runs `f`, which may block (fsync, bcrypt, a snapshot), without stalling the runtime:
 /// in `block_in_place` on a multi-threaded runtime, directly otherwise.
 pub fn blocking<R>(f: impl FnOnce() -> R) -> R {

@@ -1,12 +1,15 @@
 //! Prometheus metrics of the gateway (prometheus-client; counters are named without
-//! `_total`, which the encoder appends). The set of label values is bounded (route
-//! patterns, not paths). Label handles are cached per worker thread
+//! `_total`, which the encoder appends), in OpenMetrics form for
+//! [`crate::app::metrics::respond`]. The set of label values is bounded (route
+//! patterns, not paths; queue names). Label handles are cached per worker thread
 //! ([`Metrics::count_request`]), so a request takes no lock of the metric family.
 
 pub use crate::app::histogram::LatencyHistogram;
+use crate::app::metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::registry::Registry;
@@ -28,9 +31,10 @@ pub struct Metrics {
     registry: Registry,
     /// `helios_requests_total{route,method,status}`.
     pub requests: Family<RequestLabels, Counter>,
-    /// `helios_request_duration_seconds`: lock-free buckets (the library's histogram
-    /// takes a write lock per observation, which two busy workers fight over).
-    pub duration: LatencyHistogram,
+    // `helios_request_duration_seconds{route}`: one histogram per route pattern (in the
+    // router's order), then `unmatched`; lock-free buckets (the library's histogram
+    // takes a write lock per observation, which two busy workers fight over).
+    durations: Vec<(&'static str, LatencyHistogram)>,
     /// `rate_limiter_denied_total`.
     pub denied: Counter,
     seen: std::sync::atomic::AtomicU64,
@@ -64,12 +68,28 @@ impl Metrics {
         });
     }
 
+    /// Records how long a request took, under its route's index in the router's table
+    /// (`None`: no route matched).
+    pub fn observe_duration(&self, route: Option<usize>, d: std::time::Duration) {
+        let i = route
+            .filter(|i| *i + 1 < self.durations.len())
+            .unwrap_or(self.durations.len() - 1);
+        self.durations[i]
+            .1
+            .observe_us(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("helios_requests", "HTTP requests served", requests.clone());
-        let duration = LatencyHistogram::default();
+        let durations = super::handler::routes()
+            .into_iter()
+            .map(|(pattern, _)| pattern)
+            .chain(["unmatched"])
+            .map(|p| (p, LatencyHistogram::new()))
+            .collect();
         let denied = Counter::default();
         registry.register(
             "rate_limiter_denied",
@@ -79,7 +99,7 @@ impl Metrics {
         Self {
             registry,
             requests,
-            duration,
+            durations,
             denied,
             seen: std::sync::atomic::AtomicU64::new(0),
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
@@ -91,34 +111,33 @@ impl Metrics {
         self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The text exposition format, with the store and queue gauges read at scrape time.
+    /// Every family in OpenMetrics form, for [`crate::app::metrics::respond`], with the
+    /// store and queue figures read at scrape time. A route's duration series appear once
+    /// it has served a request.
     pub fn encode(&self, atlas: &helios_atlas::Atlas, queue: &helios_queue::Queue) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        // `# EOF` closes the registry's part; the scrape-time families go before it.
-        if out.ends_with("# EOF\n") {
-            out.truncate(out.len() - "# EOF\n".len());
+        let mut out = metrics::encode_registry(&self.registry);
+        metrics::family(
+            &mut out,
+            "helios_request_duration_seconds",
+            "histogram",
+            "Time to answer a request, by route pattern.",
+        );
+        for (route, h) in &self.durations {
+            if h.count() > 0 {
+                h.encode(
+                    &mut out,
+                    "helios_request_duration_seconds",
+                    &format!("route=\"{}\"", metrics::label(route)),
+                );
+            }
         }
-        out.push_str("# HELP helios_request_duration_seconds Time to answer a request.\n");
-        out.push_str("# TYPE helios_request_duration_seconds histogram\n");
-        self.duration
-            .encode(&mut out, "helios_request_duration_seconds", "");
-        let stats = atlas.stats();
-        out.push_str("# HELP atlas_aof_bytes Bytes appended to the AOF since start.\n");
-        out.push_str("# TYPE atlas_aof_bytes counter\n");
-        out.push_str(&format!(
-            "atlas_aof_bytes_total {}\n",
-            stats.aof_written_size
-        ));
-        out.push_str("# HELP atlas_snapshot_duration_seconds How long the last snapshot took.\n");
-        out.push_str("# TYPE atlas_snapshot_duration_seconds gauge\n");
-        let secs = stats
-            .snapshot_last_duration_ms
-            .map_or(0.0, |ms| ms as f64 / 1000.0);
-        out.push_str(&format!("atlas_snapshot_duration_seconds {secs}\n"));
-        out.push_str("# HELP worker_job_queue_depth Jobs per queue and state.\n");
-        out.push_str("# TYPE worker_job_queue_depth gauge\n");
+        metrics::atlas_families(&mut out, atlas);
+        metrics::family(
+            &mut out,
+            "worker_job_queue_depth",
+            "gauge",
+            "Jobs per queue and state.",
+        );
         let names: Vec<String> = queue.with_state(|s| s.queue_names().map(str::to_owned).collect());
         for n in names {
             let s = queue.stats(&n);
@@ -129,13 +148,13 @@ impl Metrics {
                 ("failed", s.failed_count),
                 ("cancelled", s.cancelled_count),
             ] {
-                // Queue names are [A-Za-z0-9_.-]: safe inside a label value.
-                out.push_str(&format!(
-                    "worker_job_queue_depth{{queue=\"{n}\",state=\"{state}\"}} {v}\n"
-                ));
+                let _ = writeln!(
+                    out,
+                    "worker_job_queue_depth{{queue=\"{}\",state=\"{state}\"}} {v}",
+                    metrics::label(&n)
+                );
             }
         }
-        out.push_str("# EOF\n");
         out
     }
 }

@@ -451,7 +451,7 @@ pub async fn run_metrics(
         idle_timeout: Duration::from_millis(state.config.http.idle_timeout_ms),
         write_stall: None,
     };
-    let render = Arc::new(move || handler::metrics_response(&state));
+    let render = Arc::new(move || handler::metrics_text(&state));
     http::serve_metrics(listener, settings, render, shutdown).await;
     Ok(())
 }

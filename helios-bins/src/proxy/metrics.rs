@@ -1,5 +1,6 @@
-//! The proxy's `/metrics` (Prometheus text format 0.0.4), served on `metrics_listen` by
-//! the runner's metrics listener ([`crate::app::http::serve_metrics`]): process-wide
+//! The proxy's `/metrics` (its families in OpenMetrics form, negotiated by
+//! [`crate::app::metrics::respond`]), served on `metrics_listen` by the runner's metrics
+//! listener ([`crate::app::http::serve_metrics`]): process-wide
 //! counters; per route and backend `proxy_backend_healthy` (the seed's name), breaker
 //! state, ejections, breaker openings, responses by status and the upstream latency
 //! histogram; per route retries and 503s. Label values are bounded by the configuration
@@ -7,66 +8,53 @@
 //! replaces the route's state (a changed route), which Prometheus reads as a reset.
 
 use super::State;
-use crate::app::http::Body;
-use bytes::Bytes;
+use crate::app::metrics::label;
 use helios_proxy::BreakerState;
-use http::{HeaderValue, Response, header};
-use http_body_util::Full;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-/// A label value, escaped as the text format wants.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl State {
-    /// The metrics in Prometheus's text format.
+    /// The families in OpenMetrics form (counters' `# HELP`/`# TYPE` without `_total`, no
+    /// `# EOF`: see [`crate::app::metrics`]).
     pub fn metrics_text(&self) -> String {
         let c = &self.counters;
         let mut t = String::with_capacity(1024);
         for (name, help, v) in [
+            ("proxy_requests", "Requests received.", &c.requests_total),
             (
-                "proxy_requests_total",
-                "Requests received.",
-                &c.requests_total,
-            ),
-            (
-                "proxy_retries_total",
+                "proxy_retries",
                 "Retries sent to another backend.",
                 &c.retries_total,
             ),
             (
-                "proxy_unavailable_total",
+                "proxy_unavailable",
                 "Requests answered 503: no backend of their route could take them.",
                 &c.unavailable_total,
             ),
             (
-                "proxy_backend_failed_total",
+                "proxy_backend_failed",
                 "Requests answered 502 or 504: their backend failed or timed out.",
                 &c.backend_failed_total,
             ),
             (
-                "proxy_upgrades_total",
+                "proxy_upgrades",
                 "Upgraded connections tunnelled.",
                 &c.upgrades_total,
             ),
             (
-                "proxy_config_changes_total",
+                "proxy_config_changes",
                 "Route tables put in service after the first (SIGHUP, the change feed).",
                 &c.table_changes_total,
             ),
             (
-                "proxy_config_refused_total",
+                "proxy_config_refused",
                 "New configurations refused: they did not validate; the routes stayed.",
                 &c.table_refused_total,
             ),
         ] {
             let _ = write!(
                 t,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {}\n",
                 v.load(Ordering::Relaxed)
             );
         }
@@ -144,19 +132,19 @@ impl State {
                 breaker,
             ),
             (
-                "proxy_backend_ejections_total",
+                "proxy_backend_ejections",
                 "counter",
                 "Times passive outlier detection ejected a backend.",
                 ejections,
             ),
             (
-                "proxy_backend_breaker_opened_total",
+                "proxy_backend_breaker_opened",
                 "counter",
                 "Times a backend's circuit breaker opened.",
                 opened,
             ),
             (
-                "proxy_responses_total",
+                "proxy_responses",
                 "counter",
                 "Responses by route, backend and status (the backend's, or 502/504 for its failures).",
                 responses,
@@ -168,13 +156,13 @@ impl State {
                 latency,
             ),
             (
-                "proxy_route_retries_total",
+                "proxy_route_retries",
                 "counter",
                 "Retries sent, by route.",
                 retries,
             ),
             (
-                "proxy_route_unavailable_total",
+                "proxy_route_unavailable",
                 "counter",
                 "Requests answered 503 because no backend of the route could take them.",
                 unavailable,
@@ -183,15 +171,5 @@ impl State {
             let _ = write!(t, "# HELP {name} {help}\n# TYPE {name} {kind}\n{lines}");
         }
         t
-    }
-
-    /// `GET /metrics`'s response.
-    pub fn metrics_response(&self) -> Response<Body> {
-        let mut r = Response::new(Full::new(Bytes::from(self.metrics_text())));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        r
     }
 }

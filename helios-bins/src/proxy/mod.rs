@@ -456,7 +456,7 @@ pub async fn run_metrics(
         idle_timeout: Duration::from_millis(t.idle_ms),
         write_stall: None,
     };
-    let render = Arc::new(move || state.metrics_response());
+    let render = Arc::new(move || state.metrics_text());
     http::serve_metrics(listener, settings, render, shutdown).await;
 }
 

@@ -1,4 +1,5 @@
-//! The worker's `/metrics` (Prometheus text format 0.0.4): per queue, jobs processed by
+//! The worker's `/metrics` (its families in OpenMetrics form, served negotiated by
+//! [`crate::app::metrics::respond`]): per queue, jobs processed by
 //! outcome, the processing time histogram, jobs in flight and connector errors by class;
 //! process-wide claims and failed settle requests. Labels are bounded by the service map
 //! (its queues) and the fixed outcome and class names.
@@ -101,11 +102,7 @@ pub struct Metrics {
     pub claim_failures: AtomicU64,
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use crate::app::metrics::label;
 
 impl Metrics {
     /// Series for `queues`.
@@ -119,18 +116,19 @@ impl Metrics {
         }
     }
 
-    /// The metrics in Prometheus's text format.
+    /// The families in OpenMetrics form (counters' `# HELP`/`# TYPE` without `_total`, no
+    /// `# EOF`: see [`crate::app::metrics`]).
     pub fn text(&self) -> String {
         let mut t = String::with_capacity(4096);
         for (name, help, v) in [
-            ("worker_jobs_claimed_total", "Jobs claimed.", &self.claimed),
+            ("worker_jobs_claimed", "Jobs claimed.", &self.claimed),
             (
-                "worker_claim_failures_total",
+                "worker_claim_failures",
                 "Claim requests that failed (the queue unreachable or refusing).",
                 &self.claim_failures,
             ),
             (
-                "worker_settle_failures_total",
+                "worker_settle_failures",
                 "Settle requests (acks, nacks, heartbeats) that failed as a whole; retried \
                  while the leases last.",
                 &self.settle_failures,
@@ -138,13 +136,13 @@ impl Metrics {
         ] {
             let _ = write!(
                 t,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {}\n",
                 v.load(Ordering::Relaxed)
             );
         }
         t.push_str(
-            "# HELP worker_jobs_processed_total Jobs settled, by queue and outcome.\n\
-             # TYPE worker_jobs_processed_total counter\n",
+            "# HELP worker_jobs_processed Jobs settled, by queue and outcome.\n\
+             # TYPE worker_jobs_processed counter\n",
         );
         for (q, m) in &self.queues {
             for (i, o) in JobOutcome::ALL.iter().enumerate() {
@@ -158,8 +156,8 @@ impl Metrics {
             }
         }
         t.push_str(
-            "# HELP worker_connector_errors_total Failed attempts, by queue and error class.\n\
-             # TYPE worker_connector_errors_total counter\n",
+            "# HELP worker_connector_errors Failed attempts, by queue and error class.\n\
+             # TYPE worker_connector_errors counter\n",
         );
         for (q, m) in &self.queues {
             for (i, c) in CLASSES.iter().enumerate() {

@@ -26,8 +26,6 @@ pub use runtime::{Service, Settings, Worker};
 pub use source::{EmbeddedSource, HttpSource, Source};
 
 use crate::app::http;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use std::future::Future;
@@ -53,13 +51,6 @@ pub async fn run_metrics(
         idle_timeout: Duration::from_secs(60),
         write_stall: None,
     };
-    let render = Arc::new(move || {
-        let mut r = ::http::Response::new(Full::new(Bytes::from(metrics.text())));
-        r.headers_mut().insert(
-            ::http::header::CONTENT_TYPE,
-            ::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        r
-    });
+    let render = Arc::new(move || metrics.text());
     http::serve_metrics(listener, settings, render, shutdown).await;
 }

@@ -7,6 +7,7 @@
 
 pub mod atlasd;
 pub mod hook;
+pub mod scrape;
 pub mod tls;
 
 use bytes::Bytes;

@@ -130,7 +130,7 @@ async fn route_request(
         scope,
     } = params;
     if route.is_ops() {
-        return Ok(ops(state, route));
+        return Ok(ops(state, route, req.headers()));
     }
     let audit = Pending::of(
         route,
@@ -281,7 +281,7 @@ async fn route_request(
         | Route::OpenApi
         | Route::Healthz
         | Route::Readyz
-        | Route::Metrics => Ok(ops(state, route)),
+        | Route::Metrics => Ok(ops(state, route, &parts.headers)),
     };
     // Every limited response carries the rate-limit headers, errors included.
     let mut resp = match result {

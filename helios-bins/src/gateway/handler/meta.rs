@@ -16,7 +16,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 /// against the router).
 const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
 
-pub(super) fn ops(state: &State, route: Route) -> Response<Body> {
+pub(super) fn ops(state: &State, route: Route, headers: &http::HeaderMap) -> Response<Body> {
     match route {
         Route::Index => {
             let mut links = serde_json::json!({
@@ -82,25 +82,24 @@ pub(super) fn ops(state: &State, route: Route) -> Response<Body> {
             "not-found",
             "/metrics is served on the metrics listener",
         ),
-        _ => metrics_response(state),
+        _ => metrics_response(state, headers),
     }
 }
 
-/// The Prometheus text of every metric.
-pub(in crate::gateway) fn metrics_response(state: &State) -> Response<Body> {
+/// `/metrics`: every family, negotiated by [`crate::app::metrics::respond`].
+pub(in crate::gateway) fn metrics_response(
+    state: &State,
+    headers: &http::HeaderMap,
+) -> Response<Body> {
+    crate::app::metrics::respond(headers, metrics_text(state))
+}
+
+/// Every family of the gateway in OpenMetrics form (no `# EOF`): its own, its store's
+/// and queue's, and the embedded workers' (`workers` section).
+pub(in crate::gateway) fn metrics_text(state: &State) -> String {
     let mut text = state.metrics.encode(&state.atlas, &state.queue);
-    // The embedded workers' series (`workers` section), before the end marker if any.
     if let Some(w) = state.workers.lock().clone() {
-        let extra = w.metrics().text();
-        match text.rfind("# EOF") {
-            Some(at) => text.insert_str(at, &extra),
-            None => text.push_str(&extra),
-        }
+        text.push_str(&w.metrics().text());
     }
-    let mut r = Response::new(http_body_util::Full::new(Bytes::from(text)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
+    text
 }

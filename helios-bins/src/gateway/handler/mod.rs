@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub(super) use meta::metrics_response;
+pub(super) use meta::metrics_text;
 pub(super) use problems::{auth_error, store_error};
 pub(super) use router::Router;
 pub use router::routes;
@@ -84,8 +84,7 @@ pub(super) async fn handle(
     });
     state
         .metrics
-        .duration
-        .observe_us(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+        .observe_duration(route.map(Route::index), elapsed);
     span.in_scope(|| {
         tracing::info!(
             status = resp.status().as_u16(),

@@ -119,6 +119,11 @@ impl Route {
         Route::AdminProxyFeed,
     ];
 
+    /// The route's place in [`routes`]' table (the metrics' per-route series).
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
     pub(super) fn pattern(self) -> &'static str {
         match self {
             Route::Index => "/",
@@ -421,6 +426,15 @@ mod tests {
         for m in [Method::GET, Method::DELETE] {
             assert_eq!(Route::Schedule.permission(&m), Some(JOBS_SOME));
             assert!(Route::Schedule.checked_per_object(&m));
+        }
+    }
+
+    #[test]
+    fn a_routes_index_is_its_place_in_the_table() {
+        let table = routes();
+        for (i, &r) in Route::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            assert_eq!(table[i].0, r.pattern());
         }
     }
 
