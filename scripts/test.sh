@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# promtool (Debian's `prometheus` package) for the `promtool check metrics` of
+# helios-bins/tests/metrics.rs, which skips it with a note when it is missing.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = "0" ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends prometheus
+fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 cargo run --quiet --example embedded -- "$(mktemp -d)/atlas-example"
