@@ -595,6 +595,22 @@ pub fn worker(worker_id: &str) -> Result<String, KeyError> {
     KeyFamily::Worker.key(worker_id)
 }
 
+/// `worker:{owner}/`: the prefix of one owner's registered workers (`worker:/` for the
+/// workers without an owner). The registry scopes worker ids by owner: `{owner}/{id}`.
+pub fn worker_scope(owner: Option<&str>) -> Result<String, KeyError> {
+    let mut scope = owner.unwrap_or("").to_owned();
+    scope.push('/');
+    KeyFamily::Worker.key(&scope)
+}
+
+/// `worker:{owner}/{id}`: `owner`'s worker `id` (see [`worker_scope`]).
+pub fn owned_worker(owner: Option<&str>, id: &str) -> Result<String, KeyError> {
+    let mut key = worker_scope(owner)?;
+    KeyFamily::Worker.check_id(id)?;
+    key.push_str(id);
+    Ok(key)
+}
+
 /// `meta:{name}`: a store-wide layout record.
 pub fn meta(name: &str) -> Result<String, KeyError> {
     KeyFamily::Meta.key(name)
@@ -762,7 +778,7 @@ mod tests {
     /// Shows every builder spells the schema of DESIGN.md.
     #[test]
     fn builders_spell_the_schema() {
-        let cases: [(Result<String, KeyError>, &str); 14] = [
+        let cases: [(Result<String, KeyError>, &str); 18] = [
             (auth_user("u1"), "auth:user:u1"),
             (auth_username("alice"), "auth:username:alice"),
             (auth_token("ab12"), "auth:token:ab12"),
@@ -776,6 +792,10 @@ mod tests {
             (proxy_backend("b1"), "proxy:backend:b1"),
             (proxy_route("r1"), "proxy:route:r1"),
             (worker("w1"), "worker:w1"),
+            (worker_scope(Some("alice")), "worker:alice/"),
+            (worker_scope(None), "worker:/"),
+            (owned_worker(Some("alice"), "w1"), "worker:alice/w1"),
+            (owned_worker(None, "w1"), "worker:/w1"),
             (meta("kv_layout"), "meta:kv_layout"),
         ];
         for (built, expected) in cases {

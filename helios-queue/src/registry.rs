@@ -105,8 +105,11 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<()> {
 }
 
 /// The key prefix of `owner`'s workers: `worker:{owner}/` (`worker:/` for none).
-fn scope_of(owner: Option<&str>) -> String {
-    format!("{}{}/", keys::WORKER_PREFIX, owner.unwrap_or(""))
+fn scope_of(owner: Option<&str>) -> Result<String> {
+    keys::worker_scope(owner).map_err(|e| QueueError::Invalid {
+        field: "owner",
+        reason: e.to_string(),
+    })
 }
 
 /// The key of `owner`'s worker `id`: `worker:{owner}/{id}`.
@@ -115,7 +118,7 @@ fn key_of(owner: Option<&str>, id: &str) -> Result<String> {
         validate_owner(o)?;
     }
     validate_id("id", id)?;
-    keys::worker(&format!("{}/{id}", owner.unwrap_or(""))).map_err(|e| QueueError::Invalid {
+    keys::owned_worker(owner, id).map_err(|e| QueueError::Invalid {
         field: "id",
         reason: e.to_string(),
     })
@@ -129,7 +132,7 @@ fn decode(key: &str, value: &[u8]) -> Result<WorkerRecord> {
         reason,
     };
     let r: WorkerRecord = serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
-    let expected = keys::worker(&format!("{}/{}", r.owner.as_deref().unwrap_or(""), r.id));
+    let expected = keys::owned_worker(r.owner.as_deref(), &r.id);
     if expected.as_deref().ok() != Some(key) {
         return Err(corrupt(format!(
             "holds the record of worker {:?} of owner {:?}",
@@ -185,7 +188,7 @@ impl Registry {
         })?;
         let _w = self.writes.lock();
         if !self.atlas.exists(&key) {
-            let scope = scope_of(record.owner.as_deref());
+            let scope = scope_of(record.owner.as_deref())?;
             if self.count(&scope, WORKER_PER_OWNER_MAX)? >= WORKER_PER_OWNER_MAX {
                 return Err(QueueError::WorkerLimit {
                     scope: "per owner",
@@ -232,7 +235,7 @@ impl Registry {
         let prefix = match owner {
             Some(o) => {
                 validate_owner(o)?;
-                scope_of(Some(o))
+                scope_of(Some(o))?
             }
             None => keys::WORKER_PREFIX.to_owned(),
         };
