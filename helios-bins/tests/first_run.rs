@@ -211,7 +211,10 @@ fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
                 }
             }
         }
-        assert!(data.join("audit/audit.log").exists(), "the audit log by default");
+        assert!(
+            data.join("audit/audit.log").exists(),
+            "the audit log by default"
+        );
     }
     let (st, _, body) = http(
         addr,

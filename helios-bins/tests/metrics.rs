@@ -320,3 +320,229 @@ fn atlasd_metrics_and_the_aof_size_gauge() {
     assert!(shrunk < grown, "{shrunk} vs {grown}");
     assert_eq!(shrunk as u64, aof_on_disk(dir.path()));
 }
+
+/// The metric names a PromQL expression reads: identifiers that are not functions,
+/// aggregations, keywords, label names or durations.
+fn promql_metrics(expr: &str) -> Vec<String> {
+    // Drop strings, label matchers, grouping clauses and ranges first.
+    let mut s = String::new();
+    let mut depth_brace = 0;
+    let mut in_str = false;
+    for c in expr.chars() {
+        match c {
+            '"' => in_str = !in_str,
+            _ if in_str => {}
+            '{' => depth_brace += 1,
+            '}' => depth_brace -= 1,
+            _ if depth_brace > 0 => {}
+            _ => s.push(c),
+        }
+    }
+    let mut out = Vec::new();
+    let bytes: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut skip_group = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == '[' {
+            while i < bytes.len() && bytes[i] != ']' {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == '_' || bytes[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = bytes[start..i].iter().collect();
+            let next = bytes[i..].iter().find(|c| !c.is_whitespace());
+            if matches!(
+                word.as_str(),
+                "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
+            ) {
+                skip_group = true;
+                continue;
+            }
+            if skip_group {
+                // The label list after a grouping keyword: `by (le, route)`.
+                if next == Some(&')') || next == Some(&',') {
+                    continue;
+                }
+            }
+            let aggregation = matches!(
+                word.as_str(),
+                "sum"
+                    | "min"
+                    | "max"
+                    | "avg"
+                    | "count"
+                    | "group"
+                    | "stddev"
+                    | "stdvar"
+                    | "topk"
+                    | "bottomk"
+                    | "quantile"
+                    | "count_values"
+            );
+            if next == Some(&'(')
+                || aggregation
+                || matches!(word.as_str(), "bool" | "and" | "or" | "unless" | "offset")
+            {
+                continue;
+            }
+            out.push(word);
+            continue;
+        } else if c == ')' {
+            skip_group = false;
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn promql_names_are_found() {
+    assert_eq!(
+        promql_metrics(
+            "histogram_quantile(0.99, sum by (le, route) (rate(helios_request_duration_seconds_bucket{route=~\"a|b\"}[5m])))"
+        ),
+        ["helios_request_duration_seconds_bucket"]
+    );
+    assert_eq!(
+        promql_metrics("rate(a_sum[1h]) / rate(a_count[1h])"),
+        ["a_sum", "a_count"]
+    );
+}
+
+/// Every series a dashboard in `deploy/grafana/` queries is exported by some binary
+/// (names as Prometheus stores them: `_total`, `_bucket`, `_count`, `_sum`), read from
+/// real scrapes of the gateway, the proxy, the worker and atlasd.
+#[test]
+fn dashboards_query_only_exported_series() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let atlasd = Atlasd::start(dir.path());
+    let mut exported = std::collections::BTreeSet::new();
+    let mut add = |text: &str| {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            exported.insert(line[..end].to_owned());
+        }
+    };
+    let bodies: Vec<String> = rt.block_on(async {
+        let mut bodies = Vec::new();
+        // The gateway, with a job so the queue has a depth.
+        let (_gdir, s) = start_temp(100).await;
+        let admin = admin_token(&s).await;
+        let _ = common::enqueue(&s, &admin, serde_json::json!({"queue": "q", "payload": {}})).await;
+        let _ = s.get("/api/v1/kv/k", &admin).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(helios_bins::gateway::run_metrics(
+            listener,
+            s.state.clone(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        bodies.push(scrape(addr, None).await.2);
+        let _ = tx.send(());
+        task.await.unwrap().unwrap();
+        s.stop().await;
+        // The proxy, one route over a live backend, after one exchange.
+        let backend = common::hook::Hook::start().await;
+        let base = backend.url.trim_end_matches("/hook").to_owned();
+        let cfg = ProxyConfig::quick("127.0.0.1:0", &[base], None).unwrap();
+        let state = helios_bins::proxy::start(
+            cfg,
+            &helios_bins::config::TlsSection::default(),
+            &helios_bins::app::Context::system(),
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let paddr = listener.local_addr().unwrap();
+        let (ptx, prx) = oneshot::channel::<()>();
+        let served = tokio::spawn(helios_bins::proxy::run(listener, state.clone(), async {
+            let _ = prx.await;
+        }));
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let req = http::Request::post(format!("http://{paddr}/hook"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(helios_bins::proxy::run_metrics(listener, state, async {
+            let _ = rx.await;
+        }));
+        bodies.push(scrape(addr, None).await.2);
+        let _ = tx.send(());
+        task.await.unwrap();
+        let _ = ptx.send(());
+        served.await.unwrap().unwrap();
+        // The worker.
+        let metrics = Arc::new(helios_bins::worker::metrics::Metrics::new(["q"]));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(helios_bins::worker::run_metrics(listener, metrics, async {
+            let _ = rx.await;
+        }));
+        bodies.push(scrape(addr, None).await.2);
+        let _ = tx.send(());
+        task.await.unwrap();
+        bodies.push(scrape(atlasd.metrics, None).await.2);
+        bodies
+    });
+    for b in &bodies {
+        add(b);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let board: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            board["uid"].is_string() && board["title"].is_string(),
+            "{}",
+            path.display()
+        );
+        let panels = board["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty());
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                let names = promql_metrics(expr);
+                assert!(!names.is_empty(), "{}: {expr}", path.display());
+                for n in names {
+                    assert!(
+                        exported.contains(&n),
+                        "{}: panel {:?} queries {n}, which no binary exports",
+                        path.display(),
+                        p["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 30, "{checked} series checked");
+}

@@ -222,16 +222,19 @@ pub async fn serve_metrics(
             serve_connection(conn, &settings, |activity| {
                 hyper::service::service_fn(move |req: Request<Incoming>| {
                     let request = activity.begin();
-                    let resp =
-                        if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
-                            super::metrics::respond(req.headers(), render())
-                        } else {
-                            problem(
-                                StatusCode::NOT_FOUND,
-                                "not-found",
-                                "this listener serves GET /metrics only",
-                            )
-                        };
+                    let get = req.method() == http::Method::GET;
+                    let resp = match req.uri().path() {
+                        "/metrics" if get => super::metrics::respond(req.headers(), render()),
+                        // Liveness for a container's health check: the process serves.
+                        "/healthz" if get => {
+                            json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+                        }
+                        _ => problem(
+                            StatusCode::NOT_FOUND,
+                            "not-found",
+                            "this listener serves GET /metrics and GET /healthz only",
+                        ),
+                    };
                     drop(request);
                     std::future::ready(Ok::<_, std::convert::Infallible>(resp))
                 })

@@ -126,6 +126,13 @@ pub enum Command {
     /// The live workers (`GET /api/v1/workers`): every one with `jobs:admin`, your own
     /// with `jobs:work`.
     Workers,
+    /// Whether a server answers: GET `URL` (default `--url` + `/healthz`; the proxy's and
+    /// worker's metrics listeners answer `/healthz` too) within 3 s. Exit 0 on a 2xx, 1 on
+    /// another status, 3 unreachable: a container's HEALTHCHECK, no login needed.
+    Health {
+        /// The URL to GET.
+        url: Option<String>,
+    },
     /// Cron schedules (repeatable jobs, `/api/v1/schedules`).
     Schedules {
         #[command(subcommand)]
@@ -724,6 +731,28 @@ fn json_arg(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
 }
 
+/// `helios health`: GET `url` within 3 s.
+async fn health(url: &str) -> Result<(), Failure> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| fail(EXIT_USAGE, format!("{url:?} is not a URL: {e}")))?;
+    let client: Client<_, http_body_util::Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), client.get(uri)).await;
+    match answer {
+        Ok(Ok(resp)) if resp.status().is_success() => {
+            println!("{url}: {}", resp.status());
+            Ok(())
+        }
+        Ok(Ok(resp)) => Err(fail(EXIT_REFUSED, format!("{url}: {}", resp.status()))),
+        Ok(Err(e)) => Err(fail(EXIT_UNREACHABLE, format!("{url}: {e}"))),
+        Err(_) => Err(fail(
+            EXIT_UNREACHABLE,
+            format!("{url}: no answer within 3 s"),
+        )),
+    }
+}
+
 fn offline(cmd: &Command) -> Option<Result<(), Failure>> {
     use helios_atlas::storage::FsStorage;
     Some(match cmd {
@@ -837,6 +866,12 @@ fn restore(from: &Path, data_dir: &Path) -> Result<(), Failure> {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(r) = offline(&cli.command) {
         return r;
+    }
+    if let Command::Health { url } = &cli.command {
+        let url = url
+            .clone()
+            .unwrap_or_else(|| format!("{}/healthz", cli.url.trim_end_matches('/')));
+        return health(&url).await;
     }
     let token_path = cli.token_file.clone();
     // Login and open registration need no session; every other command fails here, before
@@ -970,6 +1005,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
         },
         Command::Workers => print(&api.call(Method::GET, "/api/v1/workers", None).await?),
+        // Answered before any session is read.
+        Command::Health { .. } => {}
         Command::Schedules { op } => match op {
             SchedulesOp::Add {
                 queue,
