@@ -398,6 +398,11 @@ impl<'a> Overlay<'a> {
                 e.expire_at_ms = *expire_at_ms;
                 e
             }),
+            // Planned with its result (`plan_set_range`); the expiry stays.
+            Op::SetRange { result, .. } => Some(Entry {
+                value: result.get().cloned().unwrap_or_default(),
+                expire_at_ms: before.and_then(|e| e.expire_at_ms),
+            }),
         };
         let after_size = after.as_ref().map_or(0, |e| entry_size(key, e) as i64);
         self.memory_delta += after_size - before_size;
@@ -537,6 +542,37 @@ impl<'a> Overlay<'a> {
             self.set(key, value, at, out);
         }
         Ok(go)
+    }
+
+    /// Plans writing `bytes` at `offset` of `key`'s value (checked by the caller: a valid
+    /// key, a result within VALUE_SIZE_MAX, `bytes` not empty); returns the value's new
+    /// length. Copies the old value once, into the result the op carries to the keyspace.
+    /// An expired entry is deleted first (logged), so the range write applies to nothing
+    /// on replay too.
+    pub(crate) fn plan_set_range(
+        &mut self,
+        key: &str,
+        offset: u64,
+        bytes: Bytes,
+        out: &mut Vec<Op>,
+    ) -> u64 {
+        if self.raw(key).is_some_and(|e| e.is_expired(self.now_ms)) {
+            self.delete(key, out);
+        }
+        let old = self.live(key).map(|e| e.value.clone()).unwrap_or_default();
+        // `old` is shared with the keyspace, so `patch` copies it: the one copy.
+        let result = crate::op::patch(old, offset, &bytes);
+        let len = result.len() as u64;
+        self.push(
+            Op::SetRange {
+                key: key.to_owned(),
+                offset,
+                bytes,
+                result: crate::op::PatchedValue::known(result),
+            },
+            out,
+        );
+        len
     }
 
     pub(crate) fn plan_inner(&mut self, cmd: &Command, out: &mut Vec<Op>) -> Result<Reply> {

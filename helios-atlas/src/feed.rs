@@ -67,7 +67,7 @@ fn ops_size(ops: &[Op]) -> u64 {
     const OP_OVERHEAD_SIZE: u64 = 48;
     ops.iter().fold(RECORD_OVERHEAD_SIZE, |n, op| {
         let value = match op {
-            Op::Set { value, .. } => value.len() as u64,
+            Op::Set { value, .. } | Op::SetRange { bytes: value, .. } => value.len() as u64,
             Op::Del { .. } | Op::Expire { .. } => 0,
         };
         n + OP_OVERHEAD_SIZE + op.key().len() as u64 + value

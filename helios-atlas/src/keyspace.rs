@@ -111,6 +111,18 @@ impl ReplayState {
                         e.1 = expire_at_ms;
                     }
                 }
+                Op::SetRange {
+                    key,
+                    offset,
+                    bytes,
+                    result,
+                } => {
+                    let e = self.map.entry(key).or_insert((Bytes::new(), None));
+                    e.0 = match result.get() {
+                        Some(v) => v.clone(),
+                        None => crate::op::patch(std::mem::take(&mut e.0), offset, &bytes),
+                    };
+                }
             }
         }
         self.last_seq = record.seq;
@@ -289,6 +301,35 @@ impl Keyspace {
                         self.expiries.insert((at, k.clone()));
                     }
                     self.map.insert(k, entry);
+                }
+            }
+            Op::SetRange {
+                key,
+                offset,
+                bytes,
+                result,
+            } => {
+                if let Some(entry) = self.map.get_mut(key.as_str()) {
+                    // In place: the old value's buffer is changed where it is the only
+                    // reference to it (a replay), else the planned result is taken.
+                    let old_size = entry.value.len() as u64;
+                    entry.value = match result.get() {
+                        Some(v) => v.clone(),
+                        None => crate::op::patch(std::mem::take(&mut entry.value), *offset, bytes),
+                    };
+                    self.memory_size = self.memory_size - old_size + entry.value.len() as u64;
+                } else {
+                    let value = match result.get() {
+                        Some(v) => v.clone(),
+                        None => crate::op::patch(Bytes::new(), *offset, bytes),
+                    };
+                    self.insert(
+                        key,
+                        Entry {
+                            value,
+                            expire_at_ms: None,
+                        },
+                    );
                 }
             }
         }

@@ -57,7 +57,7 @@ pub use error::{AtlasError, Result};
 pub use feed::{ChangeEvent, Subscription};
 pub use histogram::{Histogram, SNAPSHOT_BOUNDS_MS};
 pub use keyspace::{Entry, Keyspace, SnapshotEntry};
-pub use op::Op;
+pub use op::{Op, PatchedValue};
 pub use options::{FsyncPolicy, Options};
 pub use recovery::{CheckReport, FileCheck, FileStatus, RepairReport, check, repair};
 pub use tx::Tx;

@@ -9,7 +9,11 @@
 //! - `{"op":"set","k":KEY,"v":UTF8}` or `{"op":"set","k":KEY,"b":BASE64}`, plus `"x":MS`
 //!   when the key expires at `MS` (milliseconds since the Unix epoch);
 //! - `{"op":"del","k":KEY}`, plus `"why":"expired"` for expirations;
-//! - `{"op":"expire","k":KEY,"x":MS}` sets an expiry; `{"op":"persist","k":KEY}` clears it.
+//! - `{"op":"expire","k":KEY,"x":MS}` sets an expiry; `{"op":"persist","k":KEY}` clears it;
+//! - `{"op":"setrange","k":KEY,"o":OFFSET,"v":UTF8}` (or `"b":BASE64`) writes bytes into a
+//!   value at a byte offset (Redis's SETRANGE, and SETBIT/BITFIELD as the bytes they
+//!   change): the patch is logged, never the whole value, so a one-bit change of a 100 MiB
+//!   value costs a record of a few dozen bytes.
 //!
 //! Values that are valid UTF-8 without control characters (tab, newline and carriage
 //! return allowed) are written as JSON strings, so an AOF of text values reads like
@@ -48,13 +52,92 @@ pub enum Op {
         /// Absolute expiry time, or none to persist the key.
         expire_at_ms: Option<u64>,
     },
+    /// Writes `bytes` into the value of `key` at byte `offset`, padding a shorter value
+    /// with zero bytes up to `offset`; the expiry stays. A missing key is created, with no
+    /// expiry (the planner logs the delete of an expired one first, so applying this never
+    /// depends on the clock).
+    SetRange {
+        /// The key.
+        key: String,
+        /// Where `bytes` go, in bytes from the value's start.
+        offset: u64,
+        /// What is written there.
+        bytes: Bytes,
+        /// The whole value after the write, when the op was planned in this process: the
+        /// keyspace takes it as is (the one copy the write costs). Not logged; an op read
+        /// back from the AOF has none and is applied to the stored value in place.
+        result: PatchedValue,
+    },
+}
+
+/// The value a [`Op::SetRange`] results in, carried in memory from planning to apply so
+/// the write copies the old value once. Ignored by equality and by the JSON form: two
+/// range writes are equal when their key, offset and bytes are.
+#[derive(Clone, Default)]
+pub struct PatchedValue(Option<Bytes>);
+
+impl PatchedValue {
+    /// None known: the value is computed from the stored one when applied.
+    pub fn unknown() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn known(v: Bytes) -> Self {
+        Self(Some(v))
+    }
+
+    pub(crate) fn get(&self) -> Option<&Bytes> {
+        self.0.as_ref()
+    }
+}
+
+impl std::fmt::Debug for PatchedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => write!(f, "PatchedValue({} bytes)", v.len()),
+            None => f.write_str("PatchedValue(unknown)"),
+        }
+    }
+}
+
+impl PartialEq for PatchedValue {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PatchedValue {}
+
+/// `old` with `bytes` written at `offset` (zero-padded up to it): in place when `old` is
+/// the only reference to its buffer, else in one copy.
+pub(crate) fn patch(old: Bytes, offset: u64, bytes: &[u8]) -> Bytes {
+    // The planner checked offset + len against VALUE_SIZE_MAX, and a replayed record was
+    // written by it: both fit in memory, so in usize.
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    let end = start.saturating_add(bytes.len());
+    let mut m = match old.try_into_mut() {
+        Ok(m) => m,
+        Err(shared) => {
+            let mut m = bytes::BytesMut::with_capacity(shared.len().max(end));
+            m.extend_from_slice(&shared);
+            m
+        }
+    };
+    if m.len() < end {
+        m.resize(end, 0);
+    }
+    m[start..end].copy_from_slice(bytes);
+    m.freeze()
 }
 
 impl Op {
     /// The key this op touches.
     pub fn key(&self) -> &str {
         match self {
-            Op::Set { key, .. } | Op::Del { key, .. } | Op::Expire { key, .. } => key,
+            Op::Set { key, .. }
+            | Op::Del { key, .. }
+            | Op::Expire { key, .. }
+            | Op::SetRange { key, .. } => key,
         }
     }
 }
@@ -121,6 +204,22 @@ impl Op {
                 out.extend_from_slice(br#"{"op":"persist","k":"#);
                 write_json_str(out, key);
             }
+            Op::SetRange {
+                key, offset, bytes, ..
+            } => {
+                out.extend_from_slice(br#"{"op":"setrange","k":"#);
+                write_json_str(out, key);
+                out.extend_from_slice(br#","o":"#);
+                helios_core::digits::push_dec(out, *offset);
+                let mark = out.len();
+                out.extend_from_slice(br#","v":"#);
+                if !write_text_value(out, bytes) {
+                    out.truncate(mark);
+                    out.extend_from_slice(br#","b":""#);
+                    out.extend_from_slice(BASE64.encode(bytes).as_bytes());
+                    out.push(b'"');
+                }
+            }
         }
         out.push(b'}');
     }
@@ -163,6 +262,17 @@ impl Serialize for Op {
                     m.serialize_entry("k", key)?;
                 }
             },
+            Op::SetRange {
+                key, offset, bytes, ..
+            } => {
+                m.serialize_entry("op", "setrange")?;
+                m.serialize_entry("k", key)?;
+                m.serialize_entry("o", offset)?;
+                match text_value(bytes) {
+                    Some(s) => m.serialize_entry("v", s)?,
+                    None => m.serialize_entry("b", &BASE64.encode(bytes))?,
+                }
+            }
         }
         m.end()
     }
@@ -251,6 +361,8 @@ struct OpWire {
     #[serde(default)]
     x: Option<u64>,
     #[serde(default)]
+    o: Option<u64>,
+    #[serde(default)]
     why: Option<String>,
 }
 
@@ -258,17 +370,46 @@ impl<'de> Deserialize<'de> for Op {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let w = OpWire::deserialize(d)?;
+        let payload = |v: Option<String>, b: Option<String>| -> Result<Bytes, D::Error> {
+            match (v, b) {
+                (Some(v), None) => Ok(Bytes::from(v.into_bytes())),
+                (None, Some(b)) => {
+                    Ok(Bytes::from(BASE64.decode(b.as_bytes()).map_err(|e| {
+                        D::Error::custom(format!("bad base64 value: {e}"))
+                    })?))
+                }
+                _ => Err(D::Error::custom(format!(
+                    "{} needs exactly one of `v` and `b`",
+                    w.op
+                ))),
+            }
+        };
+        if w.o.is_some() && w.op != "setrange" {
+            return Err(D::Error::custom(format!("{} takes no `o`", w.op)));
+        }
         match w.op.as_str() {
-            "set" => {
-                let value = match (w.v, w.b) {
-                    (Some(v), None) => Bytes::from(v.into_bytes()),
-                    (None, Some(b)) => Bytes::from(
-                        BASE64
-                            .decode(b.as_bytes())
-                            .map_err(|e| D::Error::custom(format!("bad base64 value: {e}")))?,
-                    ),
-                    _ => return Err(D::Error::custom("set needs exactly one of `v` and `b`")),
+            "setrange" => {
+                let Some(offset) = w.o else {
+                    return Err(D::Error::custom("setrange needs `o`"));
                 };
+                if w.x.is_some() || w.why.is_some() {
+                    return Err(D::Error::custom("setrange takes no `x` or `why`"));
+                }
+                let bytes = payload(w.v, w.b)?;
+                if offset.saturating_add(bytes.len() as u64) > crate::limits::VALUE_SIZE_MAX {
+                    return Err(D::Error::custom(
+                        "setrange past the largest value (VALUE_SIZE_MAX)",
+                    ));
+                }
+                Ok(Op::SetRange {
+                    key: w.k,
+                    offset,
+                    bytes,
+                    result: PatchedValue::unknown(),
+                })
+            }
+            "set" => {
+                let value = payload(w.v, w.b)?;
                 Ok(Op::Set {
                     key: w.k,
                     value,
@@ -359,6 +500,37 @@ mod tests {
     }
 
     #[test]
+    fn setrange_json_and_patch() {
+        check(
+            Op::SetRange {
+                key: "k".into(),
+                offset: 7,
+                bytes: Bytes::from_static(b"ab"),
+                result: PatchedValue::unknown(),
+            },
+            r#"{"op":"setrange","k":"k","o":7,"v":"ab"}"#,
+        );
+        check(
+            Op::SetRange {
+                key: "k".into(),
+                offset: 0,
+                bytes: Bytes::from_static(&[0x80]),
+                result: PatchedValue::unknown(),
+            },
+            r#"{"op":"setrange","k":"k","o":0,"b":"gA=="}"#,
+        );
+        assert_eq!(&patch(Bytes::from_static(b"hello"), 1, b"EY")[..], b"hEYlo");
+        assert_eq!(&patch(Bytes::from_static(b"ab"), 4, b"c")[..], b"ab\0\0c");
+        assert_eq!(&patch(Bytes::new(), 0, b"")[..], b"");
+        // A unique buffer is changed in place.
+        let unique = Bytes::from(vec![1u8; 64]);
+        let at = unique.as_ptr();
+        let patched = patch(unique, 3, &[9]);
+        assert_eq!(patched.as_ptr(), at);
+        assert_eq!(patched[3], 9);
+    }
+
+    #[test]
     fn control_characters_go_to_base64() {
         let op = Op::Set {
             key: "k".into(),
@@ -381,12 +553,14 @@ mod tests {
                 proptest::strategy::Strategy::prop_map("[a-z\"\\\\\t\n\r\u{1}\u{1f}\u{7f}é{}:,]{0,40}|[ -~]{0,80}", String::into_bytes),
             ],
             x in proptest::option::of(proptest::prelude::any::<u64>()),
-            kind in 0u8..4,
+            kind in 0u8..5,
+            offset in 0u64..1_000_000,
             expired in proptest::prelude::any::<bool>(),
         ) {
             let op = match kind {
                 0 => Op::Set { key, value: Bytes::from(value), expire_at_ms: x },
                 1 => Op::Del { key, expired },
+                4 => Op::SetRange { key, offset, bytes: Bytes::from(value), result: PatchedValue::unknown() },
                 _ => Op::Expire { key, expire_at_ms: x },
             };
             let mut hand = Vec::new();
@@ -421,6 +595,11 @@ mod tests {
             r#"{"op":"set","k":"k","b":"!!"}"#,
             r#"{"op":"expire","k":"k"}"#,
             r#"{"op":"del","k":"k","why":"bored"}"#,
+            r#"{"op":"setrange","k":"k","v":"a"}"#,
+            r#"{"op":"setrange","k":"k","o":1}"#,
+            r#"{"op":"setrange","k":"k","o":1,"v":"a","x":3}"#,
+            r#"{"op":"set","k":"k","o":1,"v":"a"}"#,
+            r#"{"op":"setrange","k":"k","o":18446744073709551615,"v":"a"}"#,
             r#"{"op":"del","k":"k","extra":1}"#,
             r#"{"op":"del"}"#,
         ] {

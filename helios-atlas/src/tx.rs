@@ -17,7 +17,7 @@
 use crate::command::{self, Command, Expiry, Overlay, Reply, SetCondition, SetOptions};
 use crate::db::KeyTtl;
 use crate::error::{AtlasError, Result};
-use crate::limits::{BATCH_OPS_COUNT_MAX, RECORD_SIZE_MAX};
+use crate::limits::{BATCH_OPS_COUNT_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
 use crate::op::{Op, encoded_size_max};
 use bytes::Bytes;
 
@@ -151,6 +151,36 @@ impl<'t, 'a> Tx<'t, 'a> {
         let written = self.overlay.plan_set(key, value, options, self.ops)?;
         self.record_size_max += encoded_size_max(ks, vs);
         Ok(written)
+    }
+
+    /// Writes `bytes` into `key`'s value at byte `offset` (Redis's SETRANGE), zero-padding
+    /// a shorter value, keeping its expiry; a missing key is created. Returns the value's
+    /// length afterwards. Logged as the patch ([`Op::SetRange`]), not the whole value; the
+    /// old value is copied once. Empty `bytes` change nothing (and create nothing), as in
+    /// Redis. Refused with [`AtlasError::ValueTooLarge`] past [`VALUE_SIZE_MAX`].
+    pub fn set_range(&mut self, key: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
+        let ks = key.len() as u64;
+        let vs = bytes.len() as u64;
+        let current = self.overlay.live(key).map_or(0, |e| e.value.len() as u64);
+        if bytes.is_empty() {
+            return Ok(current);
+        }
+        self.check_write(ks, vs + 24)?;
+        command::validate_key(key)?;
+        let end = offset.checked_add(vs).unwrap_or(u64::MAX);
+        if end > VALUE_SIZE_MAX {
+            return Err(AtlasError::ValueTooLarge {
+                key: key.to_owned(),
+                size: end,
+                size_max: VALUE_SIZE_MAX,
+            });
+        }
+        let len = self
+            .overlay
+            .plan_set_range(key, offset, Bytes::copy_from_slice(bytes), self.ops);
+        // The range op, and the delete of an expired entry that may precede it.
+        self.record_size_max += encoded_size_max(ks, vs) + 24 + encoded_size_max(ks, 0);
+        Ok(len)
     }
 
     /// Deletes `key`; returns whether it was live.

@@ -112,6 +112,9 @@ impl Catalog {
             helios_atlas::Op::Set { key, value, .. } => self.apply(Change::Set { key, value }),
             helios_atlas::Op::Del { key, .. } => self.apply(Change::Del { key }),
             helios_atlas::Op::Expire { .. } => Ok(Applied::Ignored),
+            // Specs are written whole by `Catalog`; a range write (atlasd's SETRANGE)
+            // of a spec's bytes would leave it unparsable, so it is no spec change.
+            helios_atlas::Op::SetRange { .. } => Ok(Applied::Ignored),
         }
     }
 

@@ -177,6 +177,9 @@ fn pump(
                         Op::Del { key, .. } => Some(json!({"key": key, "deleted": true})),
                         // Proxy keys carry no expiry; an expiry alone changes no spec.
                         Op::Expire { .. } => None,
+                        // Proxy specs are written whole (`Catalog`); a range write of
+                        // bytes (SETRANGE through atlasd) is no spec change.
+                        Op::SetRange { .. } => None,
                     })
                     .collect();
                 send(event(
