@@ -67,6 +67,11 @@ impl<'t, 'a> Tx<'t, 'a> {
         self.ops.len() - self.ops_start
     }
 
+    /// The keys of the writes planned so far (a key written twice appears twice).
+    pub fn written_keys(&self) -> impl Iterator<Item = &str> {
+        self.ops[self.ops_start..].iter().map(Op::key)
+    }
+
     /// The value of `key`, if live.
     pub fn get(&self, key: &str) -> Option<Bytes> {
         self.overlay.live(key).map(|e| e.value.clone())
@@ -167,7 +172,7 @@ impl<'t, 'a> Tx<'t, 'a> {
         }
         self.check_write(ks, vs + 24)?;
         command::validate_key(key)?;
-        let end = offset.checked_add(vs).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(vs);
         if end > VALUE_SIZE_MAX {
             return Err(AtlasError::ValueTooLarge {
                 key: key.to_owned(),

@@ -1617,3 +1617,184 @@ fn auth_users_refuses_an_unknown_kv_layout() {
     assert_eq!(atlas.get("kv:x").as_deref(), Some(&b"old"[..]));
     atlas.close().unwrap();
 }
+
+/// Issue 23: the string commands added (ranges, bits, BITFIELD, LCS, COPY, OBJECT, ...)
+/// with Redis's replies and errors, and their limits.
+#[test]
+fn string_range_and_bit_commands() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "r", "5", "ab"]), 7);
+    assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "r"]), b"\0\0\0\0\0ab");
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "r", "0", "xy"]), 7);
+    assert_eq!(q::<String>(&mut c, &["GETRANGE", "r", "-2", "-1"]), "ab");
+    assert_eq!(q::<String>(&mut c, &["SUBSTR", "r", "0", "1"]), "xy");
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "none", "3", ""]), 0);
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "none"]), 0);
+    assert_eq!(
+        e(&mut c, &["SETRANGE", "r", "-1", "a"]),
+        "ERR offset is out of range"
+    );
+    for off in ["536870911", "9223372036854775807"] {
+        assert_eq!(
+            e(&mut c, &["SETRANGE", "r", off, "AB"]),
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+        );
+    }
+    assert_eq!(q::<i64>(&mut c, &["SETBIT", "b", "7", "1"]), 0);
+    assert_eq!(q::<i64>(&mut c, &["SETBIT", "b", "7", "1"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["GETBIT", "b", "7"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["GETBIT", "b", "100"]), 0);
+    assert_eq!(
+        e(&mut c, &["SETBIT", "b", "4294967296", "1"]),
+        "ERR bit offset is not an integer or out of range"
+    );
+    assert_eq!(
+        e(&mut c, &["SETBIT", "b", "1", "2"]),
+        "ERR bit is not an integer or out of range"
+    );
+    let _: () = c.set("f", "foobar").unwrap();
+    assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "f"]), 26);
+    assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "f", "1", "1"]), 6);
+    assert_eq!(q::<i64>(&mut c, &["BITCOUNT", "f", "5", "30", "BIT"]), 17);
+    assert_eq!(e(&mut c, &["BITCOUNT", "f", "0"]), "ERR syntax error");
+    let _: () = c.set("p", b"\xff\xf0\x00".as_slice()).unwrap();
+    assert_eq!(q::<i64>(&mut c, &["BITPOS", "p", "0"]), 12);
+    assert_eq!(q::<i64>(&mut c, &["BITPOS", "p", "1", "2"]), -1);
+    assert_eq!(q::<i64>(&mut c, &["BITPOS", "p", "1", "7", "15", "BIT"]), 7);
+    let _: () = c.set("x1", "abc").unwrap();
+    let _: () = c.set("x2", "a").unwrap();
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "AND", "dst", "x1", "x2"]), 3);
+    assert_eq!(q::<Vec<u8>>(&mut c, &["GET", "dst"]), b"a\0\0");
+    assert_eq!(
+        e(&mut c, &["BITOP", "NOT", "dst", "x1", "x2"]),
+        "ERR BITOP NOT must be called with a single source key."
+    );
+    let v: Vec<Option<i64>> = q(
+        &mut c,
+        &[
+            "BITFIELD", "bf", "SET", "i8", "0", "100", "INCRBY", "i8", "0", "100", "GET", "u4", "0",
+        ],
+    );
+    assert_eq!(v, vec![Some(0), Some(-56), Some(12)]);
+    let v: Vec<Option<i64>> = q(
+        &mut c,
+        &[
+            "BITFIELD", "bf", "OVERFLOW", "FAIL", "INCRBY", "u2", "100", "5",
+        ],
+    );
+    assert_eq!(v, vec![None]);
+    assert_eq!(
+        e(&mut c, &["BITFIELD_RO", "bf", "SET", "u8", "0", "1"]),
+        "ERR BITFIELD_RO only supports the GET subcommand"
+    );
+    let _: () = c.set("l1", "ohmytext").unwrap();
+    let _: () = c.set("l2", "mynewtext").unwrap();
+    assert_eq!(q::<String>(&mut c, &["LCS", "l1", "l2"]), "mytext");
+    assert_eq!(q::<i64>(&mut c, &["LCS", "l1", "l2", "LEN"]), 6);
+    let _: () = c.set("src", "v").unwrap();
+    let _: () = c.pexpire("src", 100_000).unwrap();
+    assert_eq!(q::<i64>(&mut c, &["COPY", "src", "cp"]), 1);
+    assert_eq!(q::<i64>(&mut c, &["COPY", "src", "cp"]), 0);
+    assert_eq!(
+        q::<i64>(&mut c, &["COPY", "src", "cp", "DB", "0", "REPLACE"]),
+        1
+    );
+    assert!(q::<i64>(&mut c, &["PTTL", "cp"]) > 0);
+    assert_eq!(
+        e(&mut c, &["COPY", "src", "cp", "DB", "1"]),
+        "ERR DB index is out of range"
+    );
+    assert_eq!(
+        e(&mut c, &["COPY", "src", "cp", "DB", "x"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        q::<String>(&mut c, &["OBJECT", "ENCODING", "src"]),
+        "embstr"
+    );
+    assert_eq!(q::<i64>(&mut c, &["TOUCH", "src", "cp", "nope"]), 2);
+    assert!(q::<i64>(&mut c, &["MEMORY", "USAGE", "src"]) > 0);
+    assert_eq!(q::<i64>(&mut c, &["WAIT", "0", "0"]), 0);
+    assert_eq!(
+        q::<String>(&mut c, &["INCRBYFLOAT", "fl", "0.024390243902439025"]),
+        "0.02439024390243902"
+    );
+    assert_eq!(
+        q::<String>(&mut c, &["INCRBYFLOAT", "fl", "-0.024390243902439025"]),
+        "0"
+    );
+}
+
+/// Issue 23: WATCH/EXEC, atomic with the store's commit. Another client's write (or a
+/// delete, or an expiry) of a watched key between WATCH and EXEC makes EXEC answer a nil
+/// array and apply nothing; concurrent read-modify-write loops under WATCH lose no update.
+#[test]
+fn watch_aborts_exec_on_a_change_and_counters_lose_nothing() {
+    let (_d, s) = start();
+    let mut a = s.client();
+    let mut b = s.client();
+    let _: () = a.set("w", "1").unwrap();
+    for change in [
+        &["SET", "w", "1"][..],
+        &["DEL", "w"],
+        &["PEXPIRE", "w", "1"],
+    ] {
+        let _: () = a.set("w", "1").unwrap();
+        assert_eq!(q::<String>(&mut a, &["WATCH", "w"]), "OK");
+        let _: redis::Value = q(&mut b, change);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(q::<String>(&mut a, &["MULTI"]), "OK");
+        assert_eq!(q::<String>(&mut a, &["SET", "other", "x"]), "QUEUED");
+        let v: Value = q(&mut a, &["EXEC"]);
+        assert_eq!(v, Value::Nil, "after {change:?}");
+        assert_eq!(q::<Option<String>>(&mut a, &["GET", "other"]), None);
+    }
+    // Unchanged: EXEC runs; UNWATCH forgets.
+    let _: () = a.set("w", "1").unwrap();
+    assert_eq!(q::<String>(&mut a, &["WATCH", "w"]), "OK");
+    assert_eq!(q::<String>(&mut a, &["UNWATCH"]), "OK");
+    let _: () = b.set("w", "2").unwrap();
+    assert_eq!(q::<String>(&mut a, &["MULTI"]), "OK");
+    assert_eq!(q::<String>(&mut a, &["GET", "w"]), "QUEUED");
+    let v: Vec<String> = q(&mut a, &["EXEC"]);
+    assert_eq!(v, vec!["2"]);
+    assert_eq!(q::<String>(&mut a, &["MULTI"]), "OK");
+    assert_eq!(
+        e(&mut a, &["WATCH", "w"]),
+        "ERR Command not allowed inside a transaction"
+    );
+    let _: redis::Value = q(&mut a, &["DISCARD"]);
+
+    // Concurrent clients: each adds 1 to a counter 50 times with WATCH/GET/MULTI/SET/EXEC
+    // and retries on a nil EXEC: the final count is exact.
+    let _: () = a.set("ctr", "0").unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = s.client();
+            std::thread::spawn(move || {
+                let mut aborted = 0;
+                for _ in 0..50 {
+                    loop {
+                        let _: String = q(&mut c, &["WATCH", "ctr"]);
+                        let n: i64 = q::<String>(&mut c, &["GET", "ctr"]).parse().unwrap();
+                        let _: String = q(&mut c, &["MULTI"]);
+                        let next = (n + 1).to_string();
+                        let _: String = q(&mut c, &["SET", "ctr", &next]);
+                        if q::<Value>(&mut c, &["EXEC"]) != Value::Nil {
+                            break;
+                        }
+                        aborted += 1;
+                    }
+                }
+                aborted
+            })
+        })
+        .collect();
+    let aborted: i32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        q::<String>(&mut a, &["GET", "ctr"]),
+        "200",
+        "{aborted} retries"
+    );
+}

@@ -65,6 +65,10 @@ const READING_WRITES: &[&str] = &[
     "incrbyfloat",
     "rename",
     "renamenx",
+    "setbit",
+    "bitfield",
+    "bitop",
+    "copy",
 ];
 
 impl Scope {
@@ -162,8 +166,23 @@ impl Scope {
                 | Srv::Multi
                 | Srv::Exec
                 | Srv::Discard
+                | Srv::Unwatch
                 | Srv::Reset,
             ) => Ok(()),
+            // WATCH reads its keys (Redis's key-spec RO): mapped into the namespace.
+            Exec::Server(Srv::Watch) => {
+                if !self.read {
+                    return Err(NOPERM_KEY.to_owned());
+                }
+                let space = KvSpace::User(&self.user_id);
+                for arg in args[1..].iter_mut() {
+                    if let Ok(k) = key_str(arg) {
+                        let full = space.key(k).map_err(|_| NOPERM_KEY.to_owned())?;
+                        *arg = Bytes::from(full);
+                    }
+                }
+                Ok(())
+            }
             Exec::Server(Srv::Dbsize | Srv::Keys | Srv::Scan | Srv::Randomkey) if self.read => {
                 Ok(())
             }

@@ -3,11 +3,22 @@
 //! Matching is over bytes, iterative with one backtrack point for `*` (so no pattern can
 //! make it exponential): O(pattern x subject) at worst. An unclosed `[` matches the rest of
 //! the pattern literally as a class up to the end, as Redis does.
+//!
+//! Redis's matcher recurses once per `*` group and gives up (no match) past
+//! [`STAR_NESTING_MAX`] levels; so does this one, so a pattern of 50,000 `*?` against a key
+//! of 50,000 bytes answers no match, quickly, as in Redis (its "pattern matching very long
+//! nested loops" regression test).
+
+/// The depth at which Redis's `stringmatchlen` stops (`nesting > 1000`): a `*` group past
+/// the 1000th, reached with bytes left to match and pattern after it, fails the match.
+pub const STAR_NESTING_MAX: usize = 1000;
 
 /// Whether `s` matches the glob `pattern`.
 pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
     let (mut p, mut i) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
+    let mut star: Option<(usize, usize, usize)> = None;
+    // `*` groups entered so far: Redis's recursion depth along this match.
+    let mut stars = 0usize;
     loop {
         if p < pattern.len() {
             match pattern[p] {
@@ -18,7 +29,12 @@ pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
                     if p == pattern.len() {
                         return true;
                     }
-                    star = Some((p, i));
+                    stars += 1;
+                    if stars > STAR_NESTING_MAX && i < s.len() {
+                        // Redis's recursion limit: every continuation fails.
+                        return false;
+                    }
+                    star = Some((p, i, stars));
                     continue;
                 }
                 _ if i < s.len() => {
@@ -35,10 +51,11 @@ pub fn matches(pattern: &[u8], s: &[u8]) -> bool {
         }
         // Mismatch: let the last `*` swallow one more byte.
         match star {
-            Some((sp, si)) if si < s.len() => {
-                star = Some((sp, si + 1));
+            Some((sp, si, depth)) if si < s.len() => {
+                star = Some((sp, si + 1, depth));
                 p = sp;
                 i = si + 1;
+                stars = depth;
             }
             _ => return false,
         }
@@ -108,5 +125,20 @@ mod tests {
         assert!(m("*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaab"));
         assert!(!m("*a*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaa"));
         assert!(m("[a-", "b") || !m("[a-", "b"));
+    }
+
+    #[test]
+    fn nesting_is_capped_as_in_redis() {
+        let key = vec![b'a'; 50_000];
+        let pattern = b"*?".repeat(50_000);
+        let t = std::time::Instant::now();
+        assert!(!matches(&pattern, &key));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // Under the cap the same shape matches.
+        assert!(matches(&b"*?".repeat(900), &vec![b'a'; 900]));
+        // Trailing stars past the cap still match an exhausted subject.
+        let mut p = b"a".to_vec();
+        p.extend(b"*".repeat(3000));
+        assert!(matches(&p, b"a"));
     }
 }

@@ -503,10 +503,98 @@ pub fn incrbyfloat(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<()
         out.error("ERR increment would produce NaN or Infinity");
         return Ok(());
     }
-    let text = format_incrbyfloat(next);
+    // Exact decimal arithmetic where both numbers are decimals of at most 18 places that
+    // fit (what Redis's long double carries in practice); else the f64 sum.
+    let text = match (
+        decimal_e18(&a[2]),
+        tx.get(k).map_or(Some(0), |v| decimal_e18(&v)),
+    ) {
+        (Some(x), Some(y)) => match x.checked_add(y) {
+            Some(sum) => format_e18(sum),
+            None => format_incrbyfloat(next),
+        },
+        _ => format_incrbyfloat(next),
+    };
     tx.set(k, Bytes::from(text.clone()), Expiry::Keep)?;
     out.bulk(text.as_bytes());
     Ok(())
+}
+
+/// Places kept by [`decimal_e18`]: one more than the 17 Redis prints, to round from.
+const E18: i128 = 1_000_000_000_000_000_000;
+
+/// A decimal number (`-12.5`, `5.0e3`, `.5`) as an exact integer count of 10^-18, if it
+/// has no more places than that and fits an i128 (|x| < 1.7e20).
+fn decimal_e18(b: &[u8]) -> Option<i128> {
+    let s = std::str::from_utf8(b).ok()?;
+    let (neg, s) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (num, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    // value = digits * 10^(exp - frac.len()), in units of 10^-18.
+    let shift = i64::from(exp) - frac.len() as i64 + 18;
+    let digits = digits.trim_start_matches('0');
+    let mut m: i128 = if digits.is_empty() {
+        0
+    } else {
+        if digits.len() > 38 {
+            return None;
+        }
+        digits.parse().ok()?
+    };
+    if shift >= 0 {
+        for _ in 0..shift.min(40) {
+            m = m.checked_mul(10)?;
+        }
+        if shift > 40 && m != 0 {
+            return None;
+        }
+    } else {
+        for _ in 0..(-shift).min(40) {
+            if m % 10 != 0 {
+                return None;
+            }
+            m /= 10;
+        }
+    }
+    Some(if neg { -m } else { m })
+}
+
+/// The text of `x` 10^-18 units as Redis's `%.17Lf` (rounded half to even) with trailing
+/// zeros trimmed, and never a negative zero.
+fn format_e18(x: i128) -> String {
+    let neg = x < 0;
+    let a = x.unsigned_abs();
+    let (mut q, r) = (a / 10, a % 10);
+    if r > 5 || (r == 5 && q % 2 == 1) {
+        q += 1;
+    }
+    let scale: u128 = (E18 / 10) as u128;
+    let (int, frac) = (q / scale, q % scale);
+    let mut t = String::new();
+    if neg && q != 0 {
+        t.push('-');
+    }
+    t.push_str(&int.to_string());
+    if frac != 0 {
+        let f = format!("{frac:017}");
+        t.push('.');
+        t.push_str(f.trim_end_matches('0'));
+    }
+    t
 }
 
 /// DEL key [key ...] (also UNLINK)
@@ -804,6 +892,23 @@ mod tests {
             frame.as_ptr() as usize + frame.len(),
         );
         assert!(!(lo..hi).contains(&(v.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn incrbyfloat_decimals_are_exact_without_negative_zero() {
+        use super::{decimal_e18 as d, format_e18 as e};
+        let sum = |a: &str, b: &str| e(d(a.as_bytes()).unwrap() + d(b.as_bytes()).unwrap());
+        assert_eq!(sum("0.1", "0.2"), "0.3");
+        // Redis's "No negative zero": 1/41, then -1/41 (Tcl's shortest texts).
+        let first = sum("0", "0.024390243902439025");
+        assert_eq!(sum(&first, "-0.024390243902439025"), "0");
+        assert_eq!(sum("17179869184", "1.5"), "17179869185.5");
+        assert_eq!(sum("1", "-1.1"), "-0.1");
+        assert_eq!(sum("10", "5.0e3"), "5010");
+        assert_eq!(d(b"1e400"), None);
+        assert_eq!(d(b"0.0000000000000000001"), None);
+        assert_eq!(d(b"abc"), None);
+        assert_eq!(d(b"."), None);
     }
 
     #[test]

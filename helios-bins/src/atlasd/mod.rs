@@ -65,6 +65,8 @@ pub mod config;
 pub mod glob;
 pub mod kv;
 pub mod resp;
+pub mod strings;
+pub mod watched;
 
 use crate::app::{Context, serve};
 use crate::atlasd::cmd::{Flow, ScanCursors, Session};
@@ -136,6 +138,8 @@ pub struct Shared {
     pass_throttle: auth::PassThrottle,
     /// SHA-256 of `requirepass` (AUTH compares digests, in constant time).
     pass_digest: [u8; 32],
+    /// WATCHed keys of every connection.
+    pub watches: Arc<watched::Watches>,
 }
 
 impl Shared {
@@ -366,6 +370,7 @@ pub async fn run_in(
     let (committer, committer_thread) =
         committer::start(atlas.clone(), cfg.appendfsync == "always", turns)?;
     let shared = Arc::new(Shared {
+        watches: Arc::default(),
         committer,
         limits: Limits {
             bulk_size_max: cfg.bulk_size_max,

@@ -59,7 +59,7 @@ use super::committer::Sink;
 use super::kv::KvFn;
 use super::resp::Out;
 use bytes::Bytes;
-use pipeline::{exec, run_kv};
+use pipeline::{exec, run_kv, watch};
 use server::{auth_command, hello, server};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +90,8 @@ pub struct Session {
     /// The peer's IP (its [`crate::net::client_key`] is the AUTH throttles' client).
     pub peer: std::net::IpAddr,
     multi: Option<MultiState>,
+    /// WATCHed keys, until EXEC, DISCARD, UNWATCH or RESET.
+    watch: Option<Arc<super::watched::WatchGuard>>,
 }
 
 #[derive(Default)]
@@ -115,6 +117,7 @@ impl Session {
             addr: addr.to_string(),
             peer: addr.ip(),
             multi: None,
+            watch: None,
         }
     }
 }
@@ -170,6 +173,9 @@ fn classify(s: &Session, args: &mut [Bytes]) -> Step {
         Exec::Kv(f, w) => Step::Kv(f, w),
         Exec::Server(c @ (Srv::Exec | Srv::Discard | Srv::Multi | Srv::Quit | Srv::Reset)) => {
             Step::Server(c)
+        }
+        Exec::Server(Srv::Watch) if s.multi.is_some() => {
+            Step::Error("ERR Command not allowed inside a transaction".into())
         }
         Exec::Server(_) if s.multi.is_some() => Step::Error(format!(
             "ERR '{}' inside MULTI is not supported by helios-atlasd (only keyspace commands are)",
@@ -265,6 +271,11 @@ pub async fn execute_batch(
             Step::Server(Srv::Exec) => {
                 i += 1;
                 exec(shared, s, out).await;
+            }
+            Step::Server(Srv::Watch) => {
+                let args = std::mem::take(&mut reqs[i]);
+                i += 1;
+                watch(shared, s, &args, out).await;
             }
             // Throttled: they may wait (without holding the runtime thread).
             Step::Server(Srv::Auth) => {

@@ -12,6 +12,7 @@ use super::{Queued, Session};
 use crate::atlasd::Shared;
 use crate::atlasd::committer::{JobFn, Sink, Submitted, Ticket};
 use crate::atlasd::resp::Out;
+use crate::atlasd::watched::{WatchGuard, Watches};
 use bytes::BytesMut;
 use helios_atlas::{AtlasError, Tx};
 use std::sync::Arc;
@@ -46,18 +47,32 @@ fn run_reporting(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) {
 /// The committer job that runs `qs` as one transaction and returns their replies
 /// (preceded by an array header for EXEC). A write the store refuses fails the job, and
 /// then nothing of it applies.
-fn write_job(qs: Arc<[Queued]>, resp3: bool, exec_header: bool) -> JobFn {
+fn write_job(
+    watches: Arc<Watches>,
+    qs: Arc<[Queued]>,
+    resp3: bool,
+    exec_header: bool,
+    watch: Option<Arc<WatchGuard>>,
+) -> JobFn {
     Box::new(move |tx| {
         let mut o = Out {
             buf: BytesMut::with_capacity(64 * qs.len() + 16),
             resp3,
         };
+        // EXEC after a change to a watched key: nothing runs (the guard, dropped with
+        // the job, unwatches).
+        if watch.as_ref().is_some_and(|w| w.changed(tx)) {
+            o.null_array();
+            return Ok(o.buf);
+        }
         if exec_header {
             o.array(qs.len());
         }
         for q in qs.iter() {
             run_one(tx, q, &mut o)?;
         }
+        // Under the writer lock, in commit order: see `watched`.
+        watches.touch_written(tx);
         Ok(o.buf)
     })
 }
@@ -83,10 +98,11 @@ pub(super) async fn run_kv(
     let resp3 = out.resp3;
     // Replies may go straight to the socket only if nothing written before them waits.
     let r = if out.buf.is_empty() {
-        match shared
-            .committer
-            .submit(write_job(run.clone(), resp3, false), run.len(), sink)
-        {
+        match shared.committer.submit(
+            write_job(shared.watches.clone(), run.clone(), resp3, false, None),
+            run.len(),
+            sink,
+        ) {
             Submitted::Done(r) => r,
             Submitted::Queued(ticket) if leave => {
                 return Some(InFlight { run, resp3, ticket });
@@ -96,7 +112,10 @@ pub(super) async fn run_kv(
     } else {
         shared
             .committer
-            .run(write_job(run.clone(), resp3, false), run.len())
+            .run(
+                write_job(shared.watches.clone(), run.clone(), resp3, false, None),
+                run.len(),
+            )
             .await
     };
     settle(shared, &run, resp3, r, out).await;
@@ -119,7 +138,8 @@ async fn settle(
         Err(_) => {
             for q in run.iter() {
                 let one: Arc<[Queued]> = Arc::from([q.clone()]);
-                match shared.committer.run(write_job(one, resp3, false), 1).await {
+                let job = write_job(shared.watches.clone(), one, resp3, false, None);
+                match shared.committer.run(job, 1).await {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
@@ -188,13 +208,19 @@ pub(super) async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
         out.error("ERR EXEC without MULTI");
         return;
     };
+    // EXEC ends the watch, whatever happens.
+    let watch = s.watch.take();
     if m.failed {
         out.error("EXECABORT Transaction discarded because of previous errors.");
         return;
     }
     if !m.queued.iter().any(|q| q.write) {
-        out.array(m.queued.len());
         shared.atlas.view(|tx| {
+            if watch.as_ref().is_some_and(|w| w.changed(tx)) {
+                out.null_array();
+                return;
+            }
+            out.array(m.queued.len());
             for q in &m.queued {
                 // A command error inside EXEC is that command's reply; the others apply.
                 run_reporting(tx, q, out);
@@ -208,9 +234,53 @@ pub(super) async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
     let n = m.queued.len();
     match shared
         .committer
-        .run(write_job(m.queued.into(), out.resp3, true), n)
+        .run(
+            write_job(
+                shared.watches.clone(),
+                m.queued.into(),
+                out.resp3,
+                true,
+                watch,
+            ),
+            n,
+        )
         .await
     {
+        Ok(buf) => out.buf.extend_from_slice(&buf),
+        Err(e) => out.error(&atlas_error_line(&e)),
+    }
+}
+
+/// WATCH key [key ...]: registers the keys through the committer, so the registration
+/// takes its place in commit order: every write planned before it is applied before the
+/// reply (so what the client reads next includes it), and every write planned after it
+/// marks the watch dirty.
+pub(super) async fn watch(shared: &Shared, s: &mut Session, a: &[bytes::Bytes], out: &mut Out) {
+    let keys: Vec<String> = match crate::atlasd::watched::keys(a) {
+        Ok(k) => k.into_iter().map(str::to_owned).collect(),
+        Err(e) => {
+            out.error(e);
+            return;
+        }
+    };
+    let guard = s
+        .watch
+        .get_or_insert_with(|| Arc::new(WatchGuard::new(shared.watches.clone())))
+        .clone();
+    let job: JobFn = Box::new(move |tx| {
+        let all = keys.iter().all(|k| guard.add(k, tx.exists(k)));
+        let mut o = Out {
+            buf: BytesMut::with_capacity(16),
+            resp3: false,
+        };
+        if all {
+            o.ok();
+        } else {
+            o.error("ERR too many watched keys");
+        }
+        Ok(o.buf)
+    });
+    match shared.committer.run(job, 1).await {
         Ok(buf) => out.buf.extend_from_slice(&buf),
         Err(e) => out.error(&atlas_error_line(&e)),
     }

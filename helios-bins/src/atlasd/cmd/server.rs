@@ -58,6 +58,7 @@ pub(super) fn server(
         }
         Srv::Reset => {
             s.multi = None;
+            s.watch = None;
             s.name = None;
             out.resp3 = false;
             s.authed = auth::starts_authed(&shared.cfg);
@@ -119,7 +120,10 @@ pub(super) fn server(
             if a.len() > 2 || a.get(1).is_some_and(|o| !eq(o, "ASYNC") && !eq(o, "SYNC")) {
                 out.error(ERR_SYNTAX);
             } else {
-                match blocking(|| flush(shared)) {
+                let r = blocking(|| flush(shared));
+                // Even a partial flush changed watched keys.
+                shared.watches.touch_all();
+                match r {
                     Ok(()) => out.ok(),
                     Err(e) => out.error(&atlas_error_line(&e)),
                 }
@@ -169,7 +173,13 @@ pub(super) fn server(
         }
         // Awaited in `execute_batch`.
         Srv::Exec => unreachable!("EXEC is executed by execute_batch"),
+        Srv::Watch => unreachable!("WATCH is executed by execute_batch"),
+        Srv::Unwatch => {
+            s.watch = None;
+            out.ok();
+        }
         Srv::Discard => {
+            s.watch = None;
             if s.multi.take().is_some() {
                 out.ok();
             } else {

@@ -7,6 +7,7 @@
 //! and dispatch all read it); names are lowercase there and looked up in any case.
 
 use crate::atlasd::kv::{self, KvFn};
+use crate::atlasd::strings;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -47,6 +48,8 @@ pub enum Srv {
     Discard,
     Shutdown,
     Reset,
+    Watch,
+    Unwatch,
 }
 
 /// One row of the command table.
@@ -124,6 +127,23 @@ pub static SPECS: &[Spec] = &[
     kv!("expiretime", 2, kv::expiretime, false, KEY1),
     kv!("pexpiretime", 2, kv::pexpiretime, false, KEY1),
     kv!("persist", 2, kv::persist, true, KEY1),
+    kv!("setrange", 4, strings::setrange, true, KEY1),
+    kv!("getrange", 4, strings::getrange, false, KEY1),
+    kv!("substr", 4, strings::getrange, false, KEY1),
+    kv!("setbit", 4, strings::setbit, true, KEY1),
+    kv!("getbit", 3, strings::getbit, false, KEY1),
+    kv!("bitcount", -2, strings::bitcount, false, KEY1),
+    kv!("bitpos", -3, strings::bitpos, false, KEY1),
+    kv!("bitop", -4, strings::bitop, true, (2, -1, 1)),
+    kv!("bitfield", -2, strings::bitfield, true, KEY1),
+    kv!("bitfield_ro", -2, strings::bitfield_ro, false, KEY1),
+    kv!("lcs", -3, strings::lcs, false, (1, 2, 1)),
+    kv!("copy", -3, strings::copy, true, (1, 2, 1)),
+    kv!("touch", -2, strings::touch, false, ALL_KEYS),
+    kv!("object", -2, strings::object, false, (2, 2, 1)),
+    kv!("memory", -2, strings::memory, false, (2, 2, 1)),
+    kv!("wait", 3, strings::wait, false, NO_KEYS),
+    kv!("function", -2, strings::function, false, NO_KEYS),
     srv!("hello", -1, Hello),
     srv!("auth", -2, Auth),
     srv!("select", 2, Select),
@@ -147,6 +167,13 @@ pub static SPECS: &[Spec] = &[
     srv!("discard", 1, Discard),
     srv!("shutdown", -1, Shutdown),
     srv!("reset", 1, Reset),
+    Spec {
+        name: "watch",
+        arity: -2,
+        exec: Exec::Server(Srv::Watch),
+        keys: ALL_KEYS,
+    },
+    srv!("unwatch", 1, Unwatch),
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Spec>> =
