@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # helios-atlasd vs redis-server with redis-benchmark (issue 6): the same client flags against
-# both, with the same persistence (AOF everysec, then AOF always), pipelines of 1 and 16.
+# both, with the same persistence (AOF everysec, then AOF always), pipelines of 1 and 16;
+# SET/GET/INCR/MSET, and SETRANGE/GETRANGE/SETBIT/BITCOUNT (issue 23) as custom commands.
 # Installs Debian's redis-server and redis-tools if missing. Everything binds 127.0.0.1 and
 # stops by itself. Prints one table: requests/s of each server and the ratio helios/redis.
 #
@@ -30,6 +31,14 @@ wait_ping() { for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && 
 bench() {
     redis-benchmark -p "$1" -t "$TESTS" -n "$REQUESTS" -c "$CLIENTS" -P "$2" -r 100000 -q --csv \
         | tr -d '"' | awk -F, 'NR>1 || $1!="test" { split($1, n, " "); print tolower(n[1]), $2 }'
+    # The string commands of issue 23, as custom commands (the row is the command's name):
+    # a 64-byte range write, a range read, a bit set and a bit count over 1 KiB values.
+    for c in "SETRANGE s:__rand_int__ 960 $(printf 'x%.0s' $(seq 64))" \
+        "GETRANGE s:__rand_int__ 0 63" "SETBIT s:__rand_int__ 8000 1" "BITCOUNT s:__rand_int__"; do
+        # shellcheck disable=SC2086 # the command's words are separate arguments
+        redis-benchmark -p "$1" -n "$REQUESTS" -c "$CLIENTS" -P "$2" -r 100000 -q --csv $c \
+            | tr -d '"' | awk -F, 'NR>1 || $1!="test" { split($1, n, " "); print tolower(n[1]), $2 }'
+    done
 }
 
 # median FILE: "test rps" lines -> one "test median-rps" line per test
@@ -68,4 +77,4 @@ for FSYNC in everysec always; do
     kill "$H_PID" "$R_PID"; wait "$H_PID" "$R_PID" 2>/dev/null || true
     unset H_PID R_PID
 done
-echo "command: redis-benchmark -t $TESTS -n $REQUESTS -c $CLIENTS -P {1,16} -r 100000 (same flags for both); median of $REPEAT alternating runs each"
+echo "command: redis-benchmark -t $TESTS and SETRANGE/GETRANGE/SETBIT/BITCOUNT -n $REQUESTS -c $CLIENTS -P {1,16} -r 100000 (same flags for both); median of $REPEAT alternating runs each"
