@@ -129,8 +129,6 @@ enum Want {
     NoPermCmd(&'static str),
     /// This exact error.
     ErrIs(&'static str),
-    /// An error starting with this.
-    ErrStarts(&'static str),
     /// One of these.
     AnyOf(&'static [Want]),
 }
@@ -175,8 +173,8 @@ const NOAUTH: &str = "NOAUTH Authentication required.";
 
 use Target::{Internal, Mixed, NoKey, OthersName, OthersRaw, Own};
 use Want::{
-    AnyBulk, AnyInt, AnyOf, Array, Bulk, BulkStarts, ErrIs, ErrStarts, Exec, Int, IntIn, Keys, Nil,
-    NoPermCmd, NoPermKey, Okay, Scan, Status,
+    AnyBulk, AnyInt, AnyOf, Array, Bulk, BulkStarts, ErrIs, Exec, Int, IntIn, Keys, Nil, NoPermCmd,
+    NoPermKey, Okay, Scan, Status,
 };
 use Who::{Admin, Alice, Bob, Reader};
 
@@ -1126,7 +1124,6 @@ fn matches(want: &Want, got: &Reply, who: Who, x: &Ctx) -> bool {
             )
         }
         (ErrIs(w), Err(e)) => *e == x.expand(w),
-        (ErrStarts(w), Err(e)) => e.starts_with(&x.expand(w)),
         (AnyOf(ws), g) => ws.iter().any(|w| matches(w, g, who, x)),
         (_, Err(_)) => false,
         (Okay, Ok(v)) => {
