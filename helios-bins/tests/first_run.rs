@@ -412,9 +412,14 @@ fn the_proxy_quick_start_serves_logs_access_and_stops_on_sigint() {
     let line = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["target"] == "access" && v["fields"]["path"] == "/some/path")
+        .find(|v| v["target"] == "access" && v["path"] == "/some/path")
         .unwrap_or_else(|| panic!("no access line in:\n{log}"));
-    let f = &line["fields"];
+    // The runner's JSON line: level and component, the event's fields at the top.
+    let f = &line;
+    assert_eq!(
+        (f["level"].as_str(), f["component"].as_str()),
+        (Some("INFO"), Some("proxy"))
+    );
     assert_eq!(f["status"], 200, "{line}");
     assert_eq!(f["route"], "default");
     assert_eq!(f["backend"], "b1");

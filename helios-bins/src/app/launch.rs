@@ -38,9 +38,10 @@ pub fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Ex
     builder(threads).build().map_err(|e| runtime_error(name, e))
 }
 
-/// Prints `NAME: what` as a failed start (and logs it); the exit code to return.
+/// Prints `NAME: what` as a failed start or a stop for good (and logs it as FATAL); the
+/// exit code to return.
 pub fn failed(name: &str, what: impl Display) -> ExitCode {
-    tracing::error!(error = %what, "cannot start");
+    crate::fatal!(error = %what, "cannot go on");
     eprintln!("{name}: {what}");
     ExitCode::FAILURE
 }

@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod http;
 pub mod idle;
 pub mod launch;
+pub mod logs;
 pub mod metrics;
 pub mod serve;
 pub mod tls;
@@ -27,9 +28,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Starts `tracing`: JSON lines, or pretty lines on a terminal (`log.format: auto`). The
-/// filter comes from `RUST_LOG` when set, else from `log.level`.
-pub fn init_tracing(format: &str, level: &str) {
+/// Starts `tracing` for `component` (the binary): JSON lines ([`logs::JsonLines`]), or
+/// pretty lines on a terminal (`log.format: auto`). The filter comes from `RUST_LOG` when
+/// set, else from `log.level`.
+pub fn init_tracing(component: &'static str, format: &str, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let json = match format {
@@ -42,7 +44,10 @@ pub fn init_tracing(format: &str, level: &str) {
         .with_writer(std::io::stderr);
     // A second init (tests) is not an error worth failing for.
     let _ = if json {
-        builder.json().try_init()
+        builder
+            .fmt_fields(logs::json_fields())
+            .event_format(logs::JsonLines::new(component))
+            .try_init()
     } else {
         builder.try_init()
     };

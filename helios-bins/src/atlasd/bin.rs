@@ -82,7 +82,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         AtlasdConfig::load(args.config.as_deref(), env, &flags),
     )?;
-    crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    crate::app::init_tracing("atlasd", &cfg.log.format, &cfg.log.level);
     // A runtime thread about to park has served every ready connection: the end of a
     // turn, when the turn's writes commit as one group (atlasd::committer).
     let (runtime, turns) =

@@ -61,7 +61,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         GatewayConfig::load(args.config.as_deref(), env, &flags),
     )?;
-    crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    crate::app::init_tracing("gateway", &cfg.log.format, &cfg.log.level);
     let runtime = launch::runtime(NAME, 0)?;
     runtime.block_on(async move {
         // Listeners first: a busy port fails here, before the data directory, the secret

@@ -88,7 +88,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         ProxyBinConfig::load(args.config.as_deref(), env, &flags),
     )?;
-    crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    crate::app::init_tracing("proxy", &cfg.log.format, &cfg.log.level);
     let creds = if cfg.proxy.control.is_empty() {
         None
     } else {

@@ -96,7 +96,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         Credentials::from_env(&env, "HELIOS_WORKER", NAME, "jobs:work"),
     )?;
-    crate::app::init_tracing(&cfg.log.format, &cfg.log.level);
+    crate::app::init_tracing("worker", &cfg.log.format, &cfg.log.level);
     let runtime = launch::runtime(NAME, cfg.threads)?;
     runtime.block_on(async move {
         // Connectors build their clients on the runtime.

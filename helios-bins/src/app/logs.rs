@@ -1,0 +1,204 @@
+//! The JSON log line every binary writes (`log.format: json`, or `auto` off a terminal):
+//! one object per event with `time` (RFC 3339, UTC, µs), `level`, `component` (the
+//! binary: `gateway`, `worker`, `proxy`, `atlasd`, `helios`), `target` (the module),
+//! `message`, the event's own fields, and the fields of every span it is in, outermost
+//! first and the event's own winning a clash. So a line logged while serving a request
+//! carries its `request_id`, a worker's job lines their `job` and `attempt`,
+//! one inside a traced span its `trace_id`.
+//!
+//! Levels: `DEBUG`, `INFO`, `WARN`, `ERROR`, and `FATAL`: an error event with the field
+//! `fatal = true` (see [`fatal`]), logged when the process is about to exit non-zero
+//! because it cannot go on (a failed start, refused credentials, a store that stopped).
+//!
+//! Invariant: a line is written whole with one write to the writer (stderr), so lines of
+//! concurrent threads never interleave.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Logs `what` as the FATAL line of a process about to exit non-zero.
+#[macro_export]
+macro_rules! fatal {
+    ($($arg:tt)+) => {
+        ::tracing::error!(fatal = true, $($arg)+)
+    };
+}
+pub use fatal;
+
+/// The event formatter of the JSON lines (see the module docs). Use it with
+/// `.fmt_fields(JsonFields::new())`, so span fields are kept as JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLines {
+    component: &'static str,
+}
+
+impl JsonLines {
+    /// Lines naming `component`.
+    pub fn new(component: &'static str) -> Self {
+        Self { component }
+    }
+}
+
+struct Fields<'a>(&'a mut Map<String, Value>);
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut fields = Map::new();
+        // Span fields, outermost first (an inner span's field wins a clash).
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let ext = span.extensions();
+                if let Some(f) = ext.get::<FormattedFields<N>>()
+                    && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&f.fields)
+                {
+                    fields.extend(m);
+                }
+            }
+        }
+        event.record(&mut Fields(&mut fields));
+        let fatal = fields.remove("fatal") == Some(Value::Bool(true));
+        let level = if fatal {
+            "FATAL"
+        } else {
+            meta.level().as_str()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let time = chrono::DateTime::from_timestamp(
+            i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+            now.subsec_nanos(),
+        )
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default();
+        let mut line = Map::new();
+        line.insert("time".into(), Value::from(time));
+        line.insert("level".into(), Value::from(level));
+        line.insert("component".into(), Value::from(self.component));
+        line.insert("target".into(), Value::from(meta.target()));
+        if let Some(m) = fields.remove("message") {
+            line.insert("message".into(), m);
+        }
+        for (k, v) in fields {
+            line.entry(k).or_insert(v);
+        }
+        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// The field formatter [`JsonLines`] reads span fields from.
+pub fn json_fields() -> JsonFields {
+    JsonFields::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_carry_level_component_span_fields_and_fatal() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .fmt_fields(json_fields())
+            .event_format(JsonLines::new("gateway"))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("request", request_id = "r-7", method = "GET");
+            let _o = outer.enter();
+            let inner = tracing::info_span!("job", job_id = "j1", attempt = 2u32);
+            let _i = inner.enter();
+            tracing::info!(status = 200u16, "served");
+            drop(_i);
+            tracing::warn!(method = "PUT", "own field wins");
+            fatal!(error = "disk gone", "cannot go on");
+            tracing::debug!("plain");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        let l = &lines[0];
+        assert_eq!(l["level"], "INFO");
+        assert_eq!(l["component"], "gateway");
+        assert_eq!(l["message"], "served");
+        assert_eq!(l["request_id"], "r-7");
+        assert_eq!(l["job_id"], "j1");
+        assert_eq!(l["attempt"], 2);
+        assert_eq!(l["status"], 200);
+        assert!(l["time"].as_str().unwrap().ends_with('Z'));
+        assert!(l["target"].as_str().unwrap().contains("logs"));
+        assert_eq!(lines[1]["level"], "WARN");
+        assert_eq!(lines[1]["method"], "PUT");
+        assert_eq!(lines[1]["request_id"], "r-7");
+        assert!(lines[1].get("job_id").is_none(), "out of the job span");
+        assert_eq!(lines[2]["level"], "FATAL");
+        assert_eq!(lines[2]["error"], "disk gone");
+        assert!(lines[2].get("fatal").is_none());
+        assert_eq!(lines[3]["level"], "DEBUG");
+    }
+}
