@@ -483,3 +483,126 @@ async fn a_disabled_account_stops_the_worker_with_its_reason() {
     assert!(why.contains("account-disabled"), "{why}");
     s.stop().await;
 }
+
+/// A source whose claims wait for a gate before asking the gateway: the test decides when
+/// a claim in flight comes back.
+struct GatedSource {
+    inner: HttpSource,
+    gate: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl helios_bins::worker::Source for GatedSource {
+    fn claim<'a>(
+        &'a self,
+        queue: &'a str,
+        worker: &'a str,
+        count: usize,
+        lease_ms: u64,
+        wait: Duration,
+    ) -> helios_bins::worker::BoxFuture<
+        'a,
+        Result<Vec<helios_bins::worker::source::Claimed>, helios_bins::worker::source::SourceError>,
+    > {
+        Box::pin(async move {
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _pass = self.gate.acquire().await;
+            self.inner.claim(queue, worker, count, lease_ms, wait).await
+        })
+    }
+
+    fn settle(
+        &self,
+        items: Vec<helios_queue::Settle>,
+    ) -> helios_bins::worker::BoxFuture<
+        '_,
+        Result<
+            Vec<helios_bins::worker::source::ItemResult>,
+            helios_bins::worker::source::SourceError,
+        >,
+    > {
+        self.inner.settle(items)
+    }
+
+    fn register(
+        &self,
+        record: helios_queue::registry::WorkerRecord,
+    ) -> helios_bins::worker::BoxFuture<'_, Result<(), helios_bins::worker::source::SourceError>>
+    {
+        self.inner.register(record)
+    }
+
+    fn deregister<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> helios_bins::worker::BoxFuture<'a, Result<(), helios_bins::worker::source::SourceError>>
+    {
+        self.inner.deregister(id)
+    }
+}
+
+/// A claim that comes back after the drain began is not run: its jobs are released at
+/// once (pending again, runnable by another worker now, not after their lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_a_claim_brings_back_during_a_drain_are_released_not_run() {
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
+    let hook = Hook::start().await;
+    let token = login(&s, "worker").await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = GatedSource {
+        inner: HttpSource::new(Gateway::new(
+            &format!("http://{}", s.addr),
+            Credentials::Token(token),
+        )),
+        gate: gate.clone(),
+        waiting: waiting.clone(),
+    };
+    let mut cfg = settings("q", ServiceSpec::new("http", &hook.url), "gated");
+    cfg.lease_ms = 60_000;
+    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
+    let ctx = Context::system();
+    let worker = Worker::new(
+        Arc::new(source),
+        services,
+        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
+        ctx,
+    );
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(worker.clone().run(
+        async {
+            let _ = stop_rx.await;
+        },
+        std::future::pending(),
+    ));
+    let ids = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
+    until(10, "a claim waiting at the gate", || {
+        waiting.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
+    // The drain begins while the claim is in flight; then it comes back with the job.
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.add_permits(100);
+    tokio::time::timeout(Duration::from_secs(15), done)
+        .await
+        .expect("the drain ends")
+        .unwrap();
+    assert_eq!(
+        worker
+            .metrics()
+            .claimed
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the claim in flight brought the job back"
+    );
+    assert_eq!(hook.count(&ids[0]), 0, "a job claimed during the drain ran");
+    let (state, _) = job_state(&s, &ids[0]);
+    assert_eq!(
+        state,
+        JobState::Pending,
+        "released at once, not left to its 60 s lease"
+    );
+    s.stop().await;
+}
