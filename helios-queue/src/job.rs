@@ -4,6 +4,7 @@
 
 use crate::error::{QueueError, Result};
 use crate::limits::{ATTEMPTS_MAX, DURATION_MS_MAX, ID_SIZE_MAX, QUEUE_NAME_SIZE_MAX};
+use helios_core::TraceContext;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -298,6 +299,10 @@ pub struct Job {
     /// The result given with the ack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// The W3C trace context it was enqueued under: a worker's run of it continues that
+    /// trace. Records written before it existed read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl JobState {
@@ -389,6 +394,10 @@ impl Job {
             out.extend_from_slice(br#","result":"#);
             serde_json::to_writer(&mut *out, r)?;
         }
+        if let Some(t) = &self.trace {
+            out.extend_from_slice(br#","trace":"#);
+            serde_json::to_writer(&mut *out, t)?;
+        }
         out.push(b'}');
         Ok(())
     }
@@ -458,6 +467,10 @@ pub struct EnqueueRequest {
     /// within the dedup window returns the first job instead of creating one.
     #[serde(default)]
     pub dedup_id: Option<String>,
+    /// The W3C trace context to store with the job (see [`Job::trace`]); checked and
+    /// bounded ([`TraceContext::validate`]).
+    #[serde(default)]
+    pub trace: Option<TraceContext>,
 }
 
 impl EnqueueRequest {
@@ -473,6 +486,7 @@ impl EnqueueRequest {
             attempts_max: None,
             backoff: None,
             dedup_id: None,
+            trace: None,
         }
     }
 
@@ -506,6 +520,12 @@ impl EnqueueRequest {
         }
         if let Some(o) = &self.owner {
             validate_owner(o)?;
+        }
+        if let Some(t) = &self.trace {
+            t.validate().map_err(|e| QueueError::Invalid {
+                field: "trace",
+                reason: e.to_string(),
+            })?;
         }
         Ok(())
     }
@@ -667,7 +687,15 @@ mod tests {
                 any::<u64>(),
                 proptest::option::of(any::<u64>()),
             ),
-            (proptest::option::of(text), proptest::option::of(value)),
+            (
+                proptest::option::of(text),
+                proptest::option::of(value),
+                proptest::option::of((
+                    any::<u128>(),
+                    any::<u64>(),
+                    proptest::option::of("[a-z=,]{1,20}"),
+                )),
+            ),
         )
             .prop_map(
                 |(
@@ -675,7 +703,7 @@ mod tests {
                     (priority, run_at_ms, attempts, attempts_max, backoff),
                     (lease, token_last, dedup_id),
                     (created_at_ms, updated_at_ms, finished_at_ms),
-                    (last_error, result),
+                    (last_error, result, trace),
                 )| Job {
                     id: JobId::from_u128(id),
                     queue,
@@ -695,6 +723,8 @@ mod tests {
                     finished_at_ms,
                     last_error,
                     result,
+                    trace: trace
+                        .and_then(|(t, p, s)| TraceContext::from_parts(t, p, 1, s.as_deref())),
                 },
             )
     }
@@ -724,6 +754,42 @@ mod tests {
         let mut again = Vec::new();
         job.encode_json(&mut again).unwrap();
         assert_eq!(String::from_utf8(again).unwrap(), old);
+    }
+
+    /// Shows a job's trace context is stored with it, and an enqueue's is checked.
+    #[test]
+    fn trace_context_is_stored_and_checked() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let with = r#"{"id":"0000018f2c6a1b2c0000000000000003","queue":"mail","payload":null,"state":"PENDING","priority":0,"run_at_ms":1,"attempts":0,"attempts_max":3,"backoff":{"kind":"fixed","delay_ms":5},"token_last":0,"created_at_ms":1,"updated_at_ms":1,"trace":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"k=v"}}"#;
+        let job: Job = serde_json::from_str(with).unwrap();
+        let t = job.trace.clone().unwrap();
+        assert_eq!(t.traceparent, tp);
+        assert_eq!(t.tracestate.as_deref(), Some("k=v"));
+        let mut again = Vec::new();
+        job.encode_json(&mut again).unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), with);
+
+        let mut req = EnqueueRequest::new("mail", serde_json::Value::Null);
+        req.trace = Some(TraceContext::parse(tp, None).unwrap());
+        req.validate().unwrap();
+        req.trace = Some(TraceContext {
+            traceparent: "00-nothex".to_owned(),
+            tracestate: None,
+        });
+        assert!(matches!(
+            req.validate(),
+            Err(QueueError::Invalid { field: "trace", .. })
+        ));
+        req.trace = Some(TraceContext {
+            traceparent: tp.to_owned(),
+            tracestate: Some("x".repeat(2000)),
+        });
+        assert!(req.validate().is_err(), "tracestate is bounded");
+        // The API's JSON form reads it too.
+        let r: EnqueueRequest =
+            serde_json::from_value(serde_json::json!({"queue": "q", "trace": {"traceparent": tp}}))
+                .unwrap();
+        assert_eq!(r.trace.unwrap().traceparent, tp);
     }
 
     #[test]

@@ -476,6 +476,7 @@ impl QueueState {
                 attempts_max: s.attempts_max,
                 backoff: None,
                 dedup_id: Some(format!("schedule-{id}-{fire_at}")),
+                trace: None,
             });
         }
         if updated.is_empty() {

@@ -481,6 +481,7 @@ impl QueueState {
                 finished_at_ms: None,
                 last_error: None,
                 result: None,
+                trace: req.trace.clone(),
             };
             if let (Some(key), Some(d)) = (dedup_key, &req.dedup_id) {
                 batch_dedup.insert(key.clone(), id);
