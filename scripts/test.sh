@@ -14,6 +14,8 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# The opt-in `otel` feature (trace export): its unit tests and the fake-collector tests.
+cargo test -p helios-bins --features otel --lib --test otel
 cargo run --quiet --example embedded -- "$(mktemp -d)/atlas-example"
 cargo run --quiet --example queue -- "$(mktemp -d)/queue-example"
 cargo run --quiet --example custom_connector -- "$(mktemp -d)/connector-example"

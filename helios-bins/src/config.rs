@@ -188,6 +188,8 @@ pub struct GatewayConfig {
     pub log: LogSection,
     /// The audit log of security events.
     pub audit: AuditSection,
+    /// OTLP trace export (`app::telemetry`; off by default, needs the `otel` feature).
+    pub telemetry: crate::app::telemetry::TelemetrySection,
     /// A reverse proxy in the gateway's process, its routes and backends those of
     /// `/admin/proxy/*` read from the store (off by default).
     pub embedded_proxy: crate::proxy::embedded::EmbeddedProxySection,
@@ -239,6 +241,7 @@ impl Default for GatewayConfig {
                 level: "info".into(),
             },
             audit: AuditSection::default(),
+            telemetry: crate::app::telemetry::TelemetrySection::for_service("helios-gateway"),
             embedded_proxy: crate::proxy::embedded::EmbeddedProxySection::default(),
             workers: crate::worker::config::WorkerSettings::default(),
         }
@@ -258,6 +261,7 @@ pub struct FlagOverrides {
 
 impl Layered for GatewayConfig {
     fn check(&self) -> Result<(), ConfigError> {
+        self.telemetry.check("telemetry")?;
         self.validate()
     }
 }

@@ -173,6 +173,65 @@ async fn three_workers_do_every_job_once() {
     s.stop().await;
 }
 
+/// Shows a trace that started upstream of the gateway continues at the service, with no
+/// span exported (this test binary starts no telemetry, whatever the build's features):
+/// the enqueue's `traceparent` and `tracestate` are stored with the job, shown in its
+/// view, handed to the worker by the claim and sent to the service as they came; a bad
+/// `traceparent` is not stored, and a job without one keeps the id-derived form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traceparent_given_at_enqueue_reaches_the_service() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
+    let hook = Hook::start().await;
+    let w = run_worker(
+        &s,
+        &settings("traced", ServiceSpec::new("http", &hook.url), "w"),
+    );
+    let mut ids = Vec::new();
+    for headers in [
+        &[("traceparent", TP), ("tracestate", "vendor=abc")][..],
+        &[("traceparent", "00-garbage")][..],
+        &[][..],
+    ] {
+        let (st, _, v) = s
+            .call(
+                Method::POST,
+                "/api/v1/jobs",
+                Some(&producer),
+                Some(json!({"queue": "traced", "payload": {}})),
+                headers,
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+        if headers.len() == 2 {
+            assert_eq!(
+                v["trace"],
+                json!({"traceparent": TP, "tracestate": "vendor=abc"}),
+                "{v}"
+            );
+        } else {
+            assert_eq!(v["trace"], Value::Null, "{v}");
+        }
+    }
+    until(20, "every job done", || {
+        ids.iter().all(|id| job_state(&s, id).0 == JobState::Done)
+    })
+    .await;
+    let seen = hook.seen.lock().clone();
+    let of = |id: &str| seen.iter().find(|x| x.key == id).unwrap().clone();
+    let traced = of(&ids[0]);
+    assert_eq!(traced.traceparent, TP);
+    assert_eq!(traced.tracestate, "vendor=abc");
+    for id in &ids[1..] {
+        let x = of(id);
+        assert!(x.traceparent.starts_with(&format!("00-{id}-")), "{x:?}");
+        assert_eq!(x.tracestate, "");
+    }
+    w.drain().await;
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_retried_with_backoff_or_dead_lettered() {
     let (_dir, s, producer) = worker_gateway(|_| {}).await;

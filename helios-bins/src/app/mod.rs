@@ -1,8 +1,9 @@
 //! The runner shared by every binary: structured logs, the shutdown signal, the
 //! [`Context`] (clock and randomness) servers take instead of reading them, the opening of
 //! ATLAS from the configuration, the accept loop ([`serve`]), HTTP connections and the
-//! metrics listener ([`http`]), TLS termination ([`tls`]), the idle timeout ([`idle`]), and
-//! the audit log of security events ([`audit`]).
+//! metrics listener ([`http`]), TLS termination ([`tls`]), the idle timeout ([`idle`]), the
+//! audit log of security events ([`audit`]), trace export ([`telemetry`]) and W3C trace
+//! context ([`trace`]).
 //!
 //! A server is `run(listener, state or context, shutdown)` over [`serve::serve`]; its
 //! `main` parses flags, loads its config, and calls it.
@@ -17,7 +18,9 @@ pub mod launch;
 pub mod logs;
 pub mod metrics;
 pub mod serve;
+pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 use helios_atlas::{Atlas, FsyncPolicy, Options};
 use helios_auth::{OsRandom, Randomness};
@@ -27,30 +30,82 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+pub use telemetry::Telemetry;
 
 /// Starts `tracing` for `component` (the binary): JSON lines ([`logs::JsonLines`]), or
 /// pretty lines on a terminal (`log.format: auto`). The filter comes from `RUST_LOG` when
-/// set, else from `log.level`.
-pub fn init_tracing(component: &'static str, format: &str, level: &str) {
+/// set, else from `log.level`. With `telemetry.enabled`
+/// in an `otel` build, HELIOS's spans are also exported over OTLP (their own filter: INFO
+/// of HELIOS's targets, whatever the log level); in a build without `otel` that setting
+/// only warns. Keep the returned [`Telemetry`] alive until the process ends: dropping it
+/// flushes the spans still queued.
+pub fn init_tracing(
+    component: &'static str,
+    log: &crate::config::LogSection,
+    telemetry_cfg: &telemetry::TelemetrySection,
+) -> Telemetry {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let json = match format {
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let json = match log.format.as_str() {
         "json" => true,
         "pretty" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests) is not an error worth failing for.
-    let _ = if json {
-        builder
-            .fmt_fields(logs::json_fields())
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.fmt_fields(logs::json_fields())
             .event_format(logs::JsonLines::new(component))
-            .try_init()
+            .boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    #[allow(unused_mut)]
+    let mut out = Telemetry::default();
+    #[cfg(feature = "otel")]
+    let (registry, failed) = match telemetry::otel_layer(telemetry_cfg) {
+        Ok(Some((layer, provider))) => {
+            out = Telemetry::with_provider(provider);
+            (registry.with(Some(layer)), None)
+        }
+        Ok(None) => (registry.with(None), None),
+        Err(e) => (registry.with(None), Some(e)),
+    };
+    // A second init (tests) is not an error worth failing for; its export is dropped.
+    let installed = registry.try_init().is_ok();
+    #[cfg(feature = "otel")]
+    {
+        if let Some(e) = failed {
+            tracing::error!(error = %e, "telemetry: spans are not exported");
+        }
+        if out.exporting() {
+            if installed {
+                trace::set_exporting(true);
+                tracing::info!(
+                    endpoint = %telemetry_cfg.endpoint,
+                    service = %telemetry_cfg.service_name,
+                    sampling_ratio = telemetry_cfg.sampling_ratio,
+                    "telemetry: exporting spans over OTLP/HTTP"
+                );
+            } else {
+                out = Telemetry::default();
+            }
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = installed;
+        if telemetry_cfg.enabled {
+            tracing::warn!(
+                "telemetry.enabled is set, but this binary was built without the `otel` \
+                 feature: no spans are exported (W3C trace context is still passed on)"
+            );
+        }
+    }
+    out
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -82,7 +82,12 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         AtlasdConfig::load(args.config.as_deref(), env, &flags),
     )?;
-    crate::app::init_tracing("atlasd", &cfg.log.format, &cfg.log.level);
+    // atlasd makes no spans of its own to export: telemetry stays off.
+    let _telemetry = crate::app::init_tracing(
+        "atlasd",
+        &cfg.log,
+        &crate::app::telemetry::TelemetrySection::default(),
+    );
     // A runtime thread about to park has served every ready connection: the end of a
     // turn, when the turn's writes commit as one group (atlasd::committer).
     let (runtime, turns) =

@@ -61,7 +61,8 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         GatewayConfig::load(args.config.as_deref(), env, &flags),
     )?;
-    crate::app::init_tracing("gateway", &cfg.log.format, &cfg.log.level);
+    // Kept to the end of main: dropping it flushes the spans still queued.
+    let _telemetry = crate::app::init_tracing("gateway", &cfg.log, &cfg.telemetry);
     let runtime = launch::runtime(NAME, 0)?;
     runtime.block_on(async move {
         // Listeners first: a busy port fails here, before the data directory, the secret

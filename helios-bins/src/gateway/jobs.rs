@@ -24,8 +24,9 @@
 #![allow(clippy::result_large_err)]
 
 use super::State;
-use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs};
+use super::handler::{blocking, commit, page_limit, parse, percent_decode, query_pairs};
 use crate::app::http::{Body, empty, json, problem};
+use crate::app::trace;
 use helios_atlas::Expiry;
 use helios_auth::Claims;
 use helios_auth::rbac::perms;
@@ -38,6 +39,8 @@ use serde::Deserialize;
 use serde_json::{Value, json as j};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// Longest a claim may wait for work.
 const WAIT_S_MAX: u64 = 60;
@@ -82,6 +85,16 @@ fn queue_error(e: QueueError) -> Response<Body> {
             )
         }
     }
+}
+
+/// Runs a queue transition within `span` (its `queue.*` span, a child of the request's),
+/// the store call itself in an `atlas.commit` span ([`commit`]: the transition's ATLAS
+/// batch, the fsync wait included). Spans are made only while they are exported.
+async fn transition<T: Send + 'static>(
+    span: tracing::Span,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response<Body>> {
+    commit(f).instrument(span).await
 }
 
 fn not_found(id: JobId) -> Response<Body> {
@@ -163,6 +176,7 @@ fn job_view(job: &Job) -> Value {
         "finished_at": job.finished_at_ms,
         "last_error": job.last_error,
         "result": job.result,
+        "trace": job.trace,
     })
 }
 
@@ -232,9 +246,14 @@ fn kv_writes(user_id: &str, body: Vec<KvWriteBody>) -> Result<Vec<KvWrite>, Resp
         .collect()
 }
 
+/// Enqueues a job. The W3C trace context of the request (`traceparent`, `tracestate`) is
+/// stored with the job: with spans exported, the `queue.enqueue` span's own context
+/// (a child of the request's span), else the incoming one as it came; the worker that
+/// runs the job continues that trace.
 pub(super) async fn enqueue(
     state: &Arc<State>,
     claims: Option<&Claims>,
+    headers: &http::HeaderMap,
     body: &[u8],
 ) -> Result<Response<Body>, Response<Body>> {
     let caller = Caller::new(state, claims)?;
@@ -250,8 +269,10 @@ pub(super) async fn enqueue(
     req.delay_ms = b.delay_seconds.map(|s| s.saturating_mul(1000));
     req.attempts_max = b.max_attempts;
     req.dedup_id = b.dedup_id;
+    let span = trace::span!("queue.enqueue", queue = %req.queue, job_id = Empty);
+    req.trace = trace::outgoing(&span, trace::from_headers(headers).as_ref());
     let q = state.queue.clone();
-    let out = blocking(move || {
+    let out = transition(span.clone(), move || {
         let e = if kv.is_empty() {
             q.enqueue(req)?
         } else {
@@ -263,6 +284,7 @@ pub(super) async fn enqueue(
     .await?
     .map_err(queue_error)?;
     let (e, job) = out;
+    span.record("job_id", tracing::field::display(e.id));
     state.job_ready.notify_waiters();
     let status = if e.deduplicated {
         StatusCode::OK
@@ -397,9 +419,13 @@ pub(super) async fn claim(
             b.max_jobs.unwrap_or(1),
             b.lease_seconds.saturating_mul(1000),
         );
-        let claims = blocking(move || q.claim(&queue, &worker, count, lease_ms))
-            .await?
-            .map_err(queue_error)?;
+        let span = trace::span!("queue.claim", queue = %queue, jobs = Empty);
+        let claims = transition(span.clone(), move || {
+            q.claim(&queue, &worker, count, lease_ms)
+        })
+        .await?
+        .map_err(queue_error)?;
+        span.record("jobs", claims.len());
         if !claims.is_empty() || tokio::time::Instant::now() >= deadline {
             let jobs: Vec<Value> = claims
                 .iter()
@@ -412,6 +438,7 @@ pub(super) async fn claim(
                         "max_attempts": c.job.attempts_max,
                         "lease_token": c.token.to_string(),
                         "lease_expires_at": c.job.lease.as_ref().map(|l| l.expires_at_ms),
+                        "trace": c.job.trace,
                     })
                 })
                 .collect();
@@ -455,7 +482,11 @@ pub(super) async fn action(
             _ => return Err(not_found(id)),
         }
         let q = state.queue.clone();
-        blocking(move || q.cancel(id)).await?.map_err(queue_error)?;
+        transition(trace::span!("queue.cancel", job_id = %id), move || {
+            q.cancel(id)
+        })
+        .await?
+        .map_err(queue_error)?;
         return Ok(empty(StatusCode::NO_CONTENT));
     }
     if !matches!(action.as_str(), "ack" | "nack" | "heartbeat") {
@@ -486,26 +517,32 @@ pub(super) async fn action(
     })?;
     match action.as_str() {
         "ack" => {
-            blocking(move || q.ack(id, token, b.result))
-                .await?
-                .map_err(queue_error)?;
+            transition(trace::span!("queue.ack", job_id = %id), move || {
+                q.ack(id, token, b.result)
+            })
+            .await?
+            .map_err(queue_error)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         "nack" => {
             let error = b.error.unwrap_or_else(|| "nack".to_owned());
             let retry = b.retry_in_seconds.map(|s| s.saturating_mul(1000));
             let permanent = b.permanent;
-            let st = blocking(move || q.nack(id, token, &error, retry, permanent))
-                .await?
-                .map_err(queue_error)?;
+            let st = transition(trace::span!("queue.nack", job_id = %id), move || {
+                q.nack(id, token, &error, retry, permanent)
+            })
+            .await?
+            .map_err(queue_error)?;
             state.job_ready.notify_waiters();
             Ok(json(StatusCode::OK, &j!({"state": st})))
         }
         _ => {
             let lease_ms = b.lease_seconds.unwrap_or(30).saturating_mul(1000);
-            let until = blocking(move || q.heartbeat(id, token, lease_ms))
-                .await?
-                .map_err(queue_error)?;
+            let until = transition(trace::span!("queue.heartbeat", job_id = %id), move || {
+                q.heartbeat(id, token, lease_ms)
+            })
+            .await?
+            .map_err(queue_error)?;
             Ok(json(StatusCode::OK, &j!({"lease_expires_at": until})))
         }
     }
@@ -728,7 +765,8 @@ pub(super) async fn batch(
         settles.push(item);
     }
     let q = state.queue.clone();
-    let results = blocking(move || q.settle(&settles))
+    let span = trace::span!("queue.settle", items = settles.len());
+    let results = transition(span, move || q.settle(&settles))
         .await?
         .map_err(queue_error)?;
     let mut requeued = false;

@@ -22,7 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::State;
-use super::handler::{blocking, page_limit, parse, percent_decode, query_pairs, store_error};
+use super::handler::{commit, page_limit, parse, percent_decode, query_pairs, store_error};
 use crate::app::http::{Body, empty, json, problem};
 use bytes::Bytes;
 use helios_atlas::{
@@ -245,7 +245,7 @@ pub(super) async fn item(
             let atlas = state.atlas.clone();
             let tag = etag(&value);
             let create_only = if_none_match == Some("*");
-            let written = blocking(move || -> Result<bool, AtlasError> {
+            let written = commit(move || -> Result<bool, AtlasError> {
                 if create_only {
                     return atlas.set_with(
                         &full,
@@ -304,7 +304,7 @@ pub(super) async fn item(
         }
         _ => {
             let atlas = state.atlas.clone();
-            let existed = blocking(move || atlas.delete(&full))
+            let existed = commit(move || atlas.delete(&full))
                 .await?
                 .map_err(store_error)?;
             if existed {

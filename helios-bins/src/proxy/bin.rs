@@ -88,7 +88,8 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         ProxyBinConfig::load(args.config.as_deref(), env, &flags),
     )?;
-    crate::app::init_tracing("proxy", &cfg.log.format, &cfg.log.level);
+    // Kept to the end of main: dropping it flushes the spans still queued.
+    let _telemetry = crate::app::init_tracing("proxy", &cfg.log, &cfg.telemetry);
     let creds = if cfg.proxy.control.is_empty() {
         None
     } else {

@@ -1,6 +1,7 @@
 //! Configuration of `helios-proxy`: `log`, `metrics_listen`, `tls` and a `proxy` section
 //! (the core's [`ProxyConfig`]: listen address, routes, backends, health, breakers,
-//! retries, timeouts) in a YAML file, then `HELIOS_PROXY__*` and `HELIOS_LOG__*` variables
+//! retries, timeouts) and `telemetry` in a YAML file, then `HELIOS_PROXY__*`,
+//! `HELIOS_LOG__*` and `HELIOS_TELEMETRY__*` variables
 //! (`tls` is not read from variables: `HELIOS_TLS__*` is the gateway's), then flags, on
 //! the runner's layering ([`crate::app::config`]). With no file and `--backend` flags, the
 //! quick start builds the one route itself ([`ProxyConfig::quick`]).
@@ -24,6 +25,8 @@ pub struct ProxyBinConfig {
     pub tls: TlsSection,
     /// The proxy itself.
     pub proxy: ProxyConfig,
+    /// OTLP trace export (`app::telemetry`; off by default, needs the `otel` feature).
+    pub telemetry: crate::app::telemetry::TelemetrySection,
 }
 
 impl Default for ProxyBinConfig {
@@ -36,12 +39,14 @@ impl Default for ProxyBinConfig {
             metrics_listen: String::new(),
             tls: TlsSection::default(),
             proxy: ProxyConfig::default(),
+            telemetry: crate::app::telemetry::TelemetrySection::for_service("helios-proxy"),
         }
     }
 }
 
 impl Layered for ProxyBinConfig {
     fn check(&self) -> Result<(), ConfigError> {
+        self.telemetry.check("telemetry")?;
         if !self.metrics_listen.is_empty()
             && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -88,7 +93,8 @@ pub struct ProxyFlags {
 }
 
 impl ProxyBinConfig {
-    /// Loads: defaults <- `file` <- `HELIOS_PROXY__*`/`HELIOS_LOG__*` in `env` <- `flags`,
+    /// Loads: defaults <- `file` <- `HELIOS_PROXY__*`/`HELIOS_LOG__*`/`HELIOS_TELEMETRY__*`
+    /// in `env` <- `flags`,
     /// then checks. `--backend` flags replace the file's routes and backends with the
     /// quick start's one route.
     pub fn load(
@@ -121,7 +127,11 @@ impl ProxyBinConfig {
                 // The proxy's own section and logging; every other binary's variables
                 // may be set in the same shell.
                 // (`tls` is set in the file or by flags: HELIOS_TLS__* is the gateway's.)
-                skip: &|k| !(k.starts_with("PROXY__") || k.starts_with("LOG__")),
+                skip: &|k| {
+                    !(k.starts_with("PROXY__")
+                        || k.starts_with("LOG__")
+                        || k.starts_with("TELEMETRY__"))
+                },
                 verbatim: &|_| false,
             },
             |tree| {

@@ -16,6 +16,7 @@ use super::conns::{Lease, SendError};
 use super::{RouteState, State, UpstreamBody};
 use crate::app::http::{Body, problem};
 use crate::app::idle::RequestGuard;
+use crate::app::trace;
 use bytes::Bytes;
 use helios_proxy::{FailureKind, Hop, Outcome, retryable, upstream_headers};
 use http::header::{HOST, HeaderValue};
@@ -27,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// What the proxy answers: a backend's body, streamed, or its own (errors, upgrades).
 pub type ProxyBody = Either<Tracked, Body>;
@@ -82,8 +84,31 @@ fn backend_headers(
 }
 
 /// Proxies `req` from `peer`; see the module docs. `request` marks the client
-/// connection busy for as long as the exchange lasts.
+/// connection busy for as long as the exchange lasts. While spans are exported, the
+/// exchange (up to the backend's response head) is a `proxy.request` span, a child of
+/// the request's `traceparent`, and the backend is sent the span's own context; else
+/// the client's trace context goes to the backend as it came.
 pub(super) async fn forward(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request: RequestGuard,
+) -> Response<ProxyBody> {
+    let span = trace::span!(
+        "proxy.request", method = %req.method(), path = %req.uri().path(),
+        otel.kind = "server", http.response.status_code = tracing::field::Empty,
+    );
+    if !span.is_none() {
+        trace::set_parent(&span, trace::from_headers(req.headers()).as_ref());
+    }
+    let resp = exchange(state, req, peer, request)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
+}
+
+async fn exchange(
     state: &Arc<State>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
@@ -147,6 +172,9 @@ pub(super) async fn forward(
         upgrade,
         &id,
     );
+    if let Some(cx) = trace::of_span(&tracing::Span::current()) {
+        trace::inject(&mut parts.headers, &cx);
+    }
     let path_and_query = parts
         .uri
         .path_and_query()

@@ -96,7 +96,8 @@ fn run() -> Result<ExitCode, ExitCode> {
         NAME,
         Credentials::from_env(&env, "HELIOS_WORKER", NAME, "jobs:work"),
     )?;
-    crate::app::init_tracing("worker", &cfg.log.format, &cfg.log.level);
+    // Kept to the end of main: dropping it flushes the spans still queued.
+    let _telemetry = crate::app::init_tracing("worker", &cfg.log, &cfg.telemetry);
     let runtime = launch::runtime(NAME, cfg.threads)?;
     runtime.block_on(async move {
         // Connectors build their clients on the runtime.

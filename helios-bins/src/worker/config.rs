@@ -2,8 +2,8 @@
 //! drain settings, and the service map: queue -> connector, target and limits), used by
 //! `helios-worker` (its `worker` section) and by the gateway (its `workers` section, the
 //! runtime in its own process). [`WorkerBinConfig`] is the binary's whole file, layered as
-//! every binary's ([`crate::app::config`]): defaults <- YAML <- `HELIOS_WORKER__*` and
-//! `HELIOS_LOG__*` <- flags. The quick start's flags (`--queue --connector --target
+//! every binary's ([`crate::app::config`]): defaults <- YAML <- `HELIOS_WORKER__*`,
+//! `HELIOS_LOG__*` and `HELIOS_TELEMETRY__*` <- flags. The quick start's flags (`--queue --connector --target
 //! --concurrency`) replace the file's services with one.
 //!
 //! The service map is checked before anything starts ([`build_services`]): an unknown
@@ -289,6 +289,8 @@ pub struct WorkerBinConfig {
     pub threads: usize,
     /// The worker.
     pub worker: WorkerSettings,
+    /// OTLP trace export (`app::telemetry`; off by default, needs the `otel` feature).
+    pub telemetry: crate::app::telemetry::TelemetrySection,
 }
 
 impl Default for WorkerBinConfig {
@@ -301,12 +303,14 @@ impl Default for WorkerBinConfig {
             metrics_listen: String::new(),
             threads: 0,
             worker: WorkerSettings::default(),
+            telemetry: crate::app::telemetry::TelemetrySection::for_service("helios-worker"),
         }
     }
 }
 
 impl Layered for WorkerBinConfig {
     fn check(&self) -> Result<(), ConfigError> {
+        self.telemetry.check("telemetry")?;
         if !self.metrics_listen.is_empty()
             && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -350,8 +354,8 @@ pub struct WorkerFlags {
 }
 
 impl WorkerBinConfig {
-    /// Loads: defaults <- `file` <- `HELIOS_WORKER__*`/`HELIOS_LOG__*` in `env` <-
-    /// `flags`, then checks. `--queue` replaces the file's services with one.
+    /// Loads: defaults <- `file` <- `HELIOS_WORKER__*`/`HELIOS_LOG__*`/
+    /// `HELIOS_TELEMETRY__*` in `env` <- `flags`, then checks. `--queue` replaces the file's services with one.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -394,7 +398,11 @@ impl WorkerBinConfig {
                 // The worker's section and logging (`threads` and `metrics_listen` come
                 // from the file or flags); other binaries' variables may be set in the
                 // same shell, and HELIOS_WORKER_TOKEN & co. are credentials, read apart.
-                skip: &|k| !(k.starts_with("WORKER__") || k.starts_with("LOG__")),
+                skip: &|k| {
+                    !(k.starts_with("WORKER__")
+                        || k.starts_with("LOG__")
+                        || k.starts_with("TELEMETRY__"))
+                },
                 verbatim: &|_| false,
             },
             |tree| {

@@ -47,8 +47,12 @@ pub struct JobInput {
     pub max_attempts: u32,
     /// The payload given at enqueue.
     pub payload: Arc<Value>,
-    /// The W3C trace context of this attempt (`00-{trace}-{span}-01`), for the service.
+    /// The W3C trace context of this attempt (`00-{trace}-{span}-{flags}`), for the
+    /// service: the job's stored trace continued (the connector call's own span when
+    /// spans are exported), or one made from the job id for a job stored without one.
     pub traceparent: String,
+    /// The `tracestate` that came with the job's trace, passed on as it came.
+    pub tracestate: Option<String>,
 }
 
 /// What kind of failure a connector met; decides retry or dead-letter.
@@ -265,9 +269,13 @@ impl HttpConnector {
             .header("helios-job-id", &job.id)
             .header("helios-job-attempt", job.attempt.to_string())
             .header("helios-queue", &job.queue)
-            .header("traceparent", &job.traceparent)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ConnectorError::new(ErrorClass::Permanent, e.to_string()))?;
+            .header("traceparent", &job.traceparent);
+        let req = match &job.tracestate {
+            Some(s) => req.header("tracestate", s),
+            None => req,
+        }
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ConnectorError::new(ErrorClass::Permanent, e.to_string()))?;
         let resp = self.client.request(req).await.map_err(|e| {
             let class = if e.is_connect() {
                 ErrorClass::Connect
@@ -377,7 +385,11 @@ impl CommandConnector {
     async fn run(&self, job: &JobInput) -> Outcome {
         use std::process::Stdio;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut child = tokio::process::Command::new(&self.program)
+        let mut cmd = tokio::process::Command::new(&self.program);
+        if let Some(s) = &job.tracestate {
+            cmd.env("TRACESTATE", s);
+        }
+        let mut child = cmd
             .args(&self.args)
             .env("HELIOS_JOB_ID", &job.id)
             .env("HELIOS_JOB_ATTEMPT", job.attempt.to_string())
@@ -517,6 +529,7 @@ mod tests {
             max_attempts: 3,
             payload: Arc::new(serde_json::json!({"to": "a@example.com"})),
             traceparent: format!("00-{}-{}-01", "1".repeat(32), "2".repeat(16)),
+            tracestate: None,
         }
     }
 

@@ -33,6 +33,7 @@ use super::connector::{Connector, ConnectorError, ErrorClass, JobInput};
 use super::metrics::{JobOutcome, Metrics, QueueMetrics};
 use super::source::{Claimed, ItemResult, Source};
 use crate::app::Context;
+use crate::app::trace;
 use helios_queue::registry::WorkerRecord;
 use helios_queue::{JobId, JobState, Settle, Settled};
 use parking_lot::Mutex;
@@ -43,6 +44,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
+use tracing::Instrument;
 
 /// The most outcomes in one settle request.
 pub const SETTLE_BATCH_MAX: usize = 1000;
@@ -544,19 +546,35 @@ impl Worker {
         tx: mpsc::UnboundedSender<Done>,
     ) {
         let svc = &self.services[service];
+        // The run continues the job's trace: its span is a child of the context stored at
+        // enqueue, the connector's call a child of the run, and the service is handed the
+        // call's context (or, with no span exported, the stored one as it came; a job
+        // without one gets a context made from its id).
+        let span = trace::span!(
+            "job.run", job_id = %job.id, queue = %job.queue, attempt = job.attempt,
+            outcome = tracing::field::Empty,
+        );
+        trace::set_parent(&span, job.trace.as_ref());
+        let call = trace::span!(parent: &span, "connector.call", otel.kind = "client");
+        let (traceparent, tracestate) = match trace::outgoing(&call, job.trace.as_ref()) {
+            Some(cx) => (cx.traceparent, cx.tracestate),
+            None => (self.traceparent(job.id), None),
+        };
         let input = JobInput {
             id: job.id.to_string(),
             queue: job.queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             payload: job.payload,
-            traceparent: self.traceparent(job.id),
+            traceparent,
+            tracestate,
         };
         let started = Instant::now();
         let out = match tokio::time::timeout(
             svc.timeout + Duration::from_secs(1),
-            svc.connector.call(&input),
+            svc.connector.call(&input).instrument(call),
         )
+        .instrument(span.clone())
         .await
         {
             Ok(out) => out,
@@ -574,6 +592,13 @@ impl Worker {
             m.observe(took);
         }
         let mut bytes = 0;
+        span.record(
+            "outcome",
+            match &out {
+                Ok(_) => "ok",
+                Err(e) => e.class.as_str(),
+            },
+        );
         let item = match out {
             Ok(mut result) => {
                 tracing::debug!(

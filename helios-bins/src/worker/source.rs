@@ -10,6 +10,7 @@
 
 use super::connector::BoxFuture;
 use crate::app::client::{CallError, Gateway};
+use helios_core::TraceContext;
 use helios_queue::registry::{Registry, WorkerRecord};
 use helios_queue::{JobId, JobState, Queue, Settle, Settled};
 use http::{Method, StatusCode};
@@ -33,6 +34,8 @@ pub struct Claimed {
     pub max_attempts: u32,
     /// The payload.
     pub payload: Arc<Value>,
+    /// The W3C trace context stored with the job at enqueue: the attempt continues it.
+    pub trace: Option<TraceContext>,
 }
 
 /// What one settled item came to.
@@ -187,6 +190,8 @@ struct ClaimedJob {
     max_attempts: u32,
     #[serde(default)]
     payload: Value,
+    #[serde(default)]
+    trace: Option<TraceContext>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +289,8 @@ impl Source for HttpSource {
                         attempt: j.attempt,
                         max_attempts: j.max_attempts,
                         payload: Arc::new(j.payload),
+                        // One that does not check out is not passed on.
+                        trace: j.trace.filter(|t| t.validate().is_ok()),
                     })
                 })
                 .collect()
@@ -452,6 +459,7 @@ impl Source for EmbeddedSource {
                             attempt: c.job.attempts,
                             max_attempts: c.job.attempts_max,
                             payload: c.job.payload.clone(),
+                            trace: c.job.trace.clone(),
                         })
                         .collect());
                 }

@@ -24,6 +24,8 @@ pub struct Seen {
     pub attempt: u32,
     /// `traceparent`.
     pub traceparent: String,
+    /// `tracestate` (empty if none).
+    pub tracestate: String,
     /// The payload.
     pub payload: Value,
 }
@@ -67,10 +69,11 @@ impl Hook {
                                     .unwrap_or_default()
                                     .to_owned()
                             };
-                            let (key, attempt, traceparent) = (
+                            let (key, attempt, traceparent, tracestate) = (
                                 h("idempotency-key"),
                                 h("helios-job-attempt").parse().unwrap_or(0),
                                 h("traceparent"),
+                                h("tracestate"),
                             );
                             let body = req.into_body().collect().await?.to_bytes();
                             let payload: Value =
@@ -79,6 +82,7 @@ impl Hook {
                                 key,
                                 attempt,
                                 traceparent,
+                                tracestate,
                                 payload: payload.clone(),
                             });
                             if let Some(ms) = payload["sleep_ms"].as_u64() {

@@ -208,7 +208,7 @@ async fn route_request(
             None => Err(no_space()),
         },
         Route::Jobs if parts.method == Method::POST => {
-            jobs::enqueue(state, claims.as_deref(), &body).await
+            jobs::enqueue(state, claims.as_deref(), &parts.headers, &body).await
         }
         Route::Jobs => jobs::list(state, claims.as_deref(), parts.uri.query().unwrap_or("")),
         Route::JobClaim => jobs::claim(state, claims.as_deref(), &body).await,

@@ -10,7 +10,8 @@
 //! - `GET /api/v1/kv` (list), `GET|PUT|DELETE /api/v1/kv/{key}`.
 //!
 //! Files, one job each:
-//! - this file: the entry point [`handle`] (request id, tracing span, metrics around
+//! - this file: the entry point [`handle`] (request id, tracing span, a child of the
+//!   request's `traceparent` when spans are exported, metrics around
 //!   `dispatch::dispatch`) and the names the rest of the gateway uses;
 //! - `router.rs`: the route table, the [`Router`], the permission each route needs;
 //! - `middleware.rs`: the per-request pipeline in front of the routes: request id,
@@ -58,7 +59,7 @@ pub(super) use meta::metrics_text;
 pub(super) use problems::{auth_error, store_error};
 pub(super) use router::Router;
 pub use router::routes;
-pub(super) use support::{blocking, page_limit, parse, percent_decode, query_pairs};
+pub(super) use support::{blocking, commit, page_limit, parse, percent_decode, query_pairs};
 
 /// Handles one request through every step.
 pub(super) async fn handle(
@@ -69,7 +70,12 @@ pub(super) async fn handle(
     let started = Instant::now();
     let rid = request_id(&req, &state);
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %rid, method = %method, path = %req.uri().path());
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, path = %req.uri().path(), otel.kind = "server", http.response.status_code = tracing::field::Empty);
+    // An incoming `traceparent` is the span's parent (when spans are exported).
+    if crate::app::trace::exporting() {
+        let parent = crate::app::trace::from_headers(req.headers());
+        crate::app::trace::set_parent(&span, parent.as_ref());
+    }
     let (route, mut resp) = dispatch(&state, req, peer, &rid)
         .instrument(span.clone())
         .await;
@@ -85,6 +91,7 @@ pub(super) async fn handle(
     state
         .metrics
         .observe_duration(route.map(Route::index), elapsed);
+    span.record("http.response.status_code", resp.status().as_u16());
     span.in_scope(|| {
         tracing::info!(
             status = resp.status().as_u16(),

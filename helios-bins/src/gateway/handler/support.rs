@@ -35,6 +35,17 @@ pub(in crate::gateway) async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Runs a store call that commits to ATLAS (a KV write, a queue transition) on the
+/// blocking pool, in an `atlas.commit` span, a child of the current one (made only while
+/// spans are exported): its length is the commit as the request waits for it, the fsync
+/// included. helios-atlas itself knows nothing of spans.
+pub(in crate::gateway) async fn commit<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response<Body>> {
+    let span = crate::app::trace::span!("atlas.commit");
+    blocking(move || span.in_scope(f)).await
+}
+
 pub(in crate::gateway) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
