@@ -351,10 +351,11 @@ async fn round_robin_spreads_requests_and_headers_follow_the_rules() {
     assert_eq!(seen.iter().filter(|s| *s == "a").count(), 5, "{seen:?}");
     assert_eq!(seen.iter().filter(|s| *s == "b").count(), 5, "{seen:?}");
     // What the backend receives: forwarding headers from the proxy, never the client's
-    // claims (127.0.0.1 is not a trusted proxy), no hop-by-hop headers, the request id.
+    // claims (127.0.0.1 is not a trusted proxy), no hop-by-hop headers, the request id,
+    // and the client's W3C trace context as it came (no spans are exported here).
     let r = call(
         p.addr,
-        "GET /headers HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Secret: 1\r\nConnection: x-secret\r\nX-Request-Id: req-42",
+        "GET /headers HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Secret: 1\r\nConnection: x-secret\r\nX-Request-Id: req-42\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\ntracestate: k=v",
         b"",
     )
     .await;
@@ -370,6 +371,11 @@ async fn round_robin_spreads_requests_and_headers_follow_the_rules() {
     assert!(seen.contains("host: app.test\n"), "{seen}");
     assert!(seen.contains("via: 1.1 helios-proxy\n"), "{seen}");
     assert!(seen.contains("x-request-id: req-42\n"), "{seen}");
+    assert!(
+        seen.contains("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("tracestate: k=v\n"), "{seen}");
     assert!(!seen.contains("x-secret"), "{seen}");
     assert_eq!(r.header("x-request-id"), Some("req-42"));
     assert!(p.state.counters.requests_total.load(Ordering::Relaxed) >= 11);

@@ -181,6 +181,62 @@ pub enum TelemetryError {
     Exporter(String),
 }
 
+/// An exporter that says when exports fail: the SDK built without its internal logs
+/// drops a failed batch silently. At most one warning a minute, with the batches and
+/// spans lost since the last one. Called from the batch processor's thread only.
+#[cfg(feature = "otel")]
+#[derive(Debug)]
+struct Logged<E> {
+    inner: E,
+    endpoint: String,
+    /// When the last warning was written, and the batches and spans failed since.
+    failures: parking_lot::Mutex<(Option<std::time::Instant>, u64, u64)>,
+}
+
+#[cfg(feature = "otel")]
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Logged<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let spans = batch.len() as u64;
+        let out = self.inner.export(batch).await;
+        if let Err(e) = &out {
+            let mut f = self.failures.lock();
+            f.1 += 1;
+            f.2 += spans;
+            let now = std::time::Instant::now();
+            if f.0
+                .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(60))
+            {
+                tracing::warn!(
+                    endpoint = %self.endpoint, error = %e, batches = f.1, spans = f.2,
+                    "telemetry: spans could not be exported and were dropped"
+                );
+                *f = (Some(now), 0, 0);
+            }
+        }
+        out
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The OpenTelemetry layer of a subscriber `S`, and the provider that owns its exporter.
 #[cfg(feature = "otel")]
 pub(crate) type OtelLayer<S> = (
@@ -225,6 +281,11 @@ where
         .with_http_client(client)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter = Logged {
+        inner: exporter,
+        endpoint: cfg.endpoint.clone(),
+        failures: parking_lot::Mutex::new((None, 0, 0)),
+    };
     // The SDK's batch processor exports from a thread of its own.
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(
@@ -289,6 +350,30 @@ mod tests {
             bad(|t| t.export_timeout_ms = 0),
             "telemetry.export_timeout_ms"
         );
+    }
+
+    /// Shows the section loads in every build (the flag only decides whether spans go
+    /// out), from variables too, and a bad value fails naming its key.
+    #[test]
+    fn the_section_is_read_from_the_environment_in_every_build() {
+        let env = |ratio: &str| {
+            vec![
+                ("HELIOS_TELEMETRY__ENABLED".to_owned(), "true".to_owned()),
+                (
+                    "HELIOS_TELEMETRY__SAMPLING_RATIO".to_owned(),
+                    ratio.to_owned(),
+                ),
+            ]
+        };
+        let flags = crate::config::FlagOverrides::default();
+        let c = crate::config::GatewayConfig::load(None, env("0.5"), &flags).unwrap();
+        assert!(c.telemetry.enabled);
+        assert_eq!(c.telemetry.sampling_ratio, 0.5);
+        assert_eq!(c.telemetry.service_name, "helios-gateway");
+        let e = crate::config::GatewayConfig::load(None, env("7"), &flags).unwrap_err();
+        assert_eq!(e.key, "telemetry.sampling_ratio");
+        let e = crate::config::GatewayConfig::load(None, env("lots"), &flags).unwrap_err();
+        assert!(e.key.starts_with("telemetry.sampling_ratio"), "{e}");
     }
 
     #[test]
