@@ -309,6 +309,9 @@ pub(crate) struct Overlay<'a> {
     scratch: &'a mut OverlayScratch,
     memory_delta: i64,
     memory_limit_size: Option<u64>,
+    // Bytes of values the group's range writes built (each copies its old value): bounded
+    // by `GROUP_PATCHED_SIZE_MAX`, so a pipeline of small SETRANGEs cannot make gigabytes.
+    patched_size: u64,
     now_ms: u64,
     // Whether pushes are recorded in `scratch`. Off only for a group of one single-key
     // command, whose one push is never read back (see `Overlay::single`).
@@ -350,6 +353,7 @@ impl<'a> Overlay<'a> {
             scratch,
             memory_delta: 0,
             memory_limit_size,
+            patched_size: 0,
             now_ms,
             track: true,
         }
@@ -549,6 +553,11 @@ impl<'a> Overlay<'a> {
     /// length. Copies the old value once, into the result the op carries to the keyspace.
     /// An expired entry is deleted first (logged), so the range write applies to nothing
     /// on replay too.
+    /// Bytes of values the group's range writes built so far.
+    pub(crate) fn patched_size(&self) -> u64 {
+        self.patched_size
+    }
+
     pub(crate) fn plan_set_range(
         &mut self,
         key: &str,
@@ -563,6 +572,7 @@ impl<'a> Overlay<'a> {
         // `old` is shared with the keyspace, so `patch` copies it: the one copy.
         let result = crate::op::patch(old, offset, &bytes);
         let len = result.len() as u64;
+        self.patched_size = self.patched_size.saturating_add(len);
         self.push(
             Op::SetRange {
                 key: key.to_owned(),

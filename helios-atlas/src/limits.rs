@@ -21,6 +21,10 @@ pub const BATCH_OPS_COUNT_MAX: usize = 100_000;
 /// holds a batch; the encoded size of a batch is checked against this before it is logged,
 /// so every record ATLAS writes can be read back.
 pub const RECORD_SIZE_MAX: u64 = 1024 * 1024 * 1024;
+/// Most bytes of values the range writes (SETRANGE, SETBIT) of one commit group may build:
+/// each builds its key's whole new value, so without a bound a pipeline of 50-byte
+/// commands could make gigabytes before the group commits.
+pub const GROUP_PATCHED_SIZE_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Largest snapshot payload accepted when reading (bincode `with_limit`).
 pub const SNAPSHOT_SIZE_MAX: u64 = 64 * 1024 * 1024 * 1024;

@@ -17,7 +17,7 @@
 use crate::command::{self, Command, Expiry, Overlay, Reply, SetCondition, SetOptions};
 use crate::db::KeyTtl;
 use crate::error::{AtlasError, Result};
-use crate::limits::{BATCH_OPS_COUNT_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
+use crate::limits::{BATCH_OPS_COUNT_MAX, GROUP_PATCHED_SIZE_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
 use crate::op::{Op, encoded_size_max};
 use bytes::Bytes;
 
@@ -178,6 +178,14 @@ impl<'t, 'a> Tx<'t, 'a> {
                 key: key.to_owned(),
                 size: end,
                 size_max: VALUE_SIZE_MAX,
+            });
+        }
+        let built = current.max(end);
+        if self.overlay.patched_size().saturating_add(built) > GROUP_PATCHED_SIZE_MAX {
+            return Err(AtlasError::BatchTooLarge {
+                detail: format!(
+                    "range writes in one commit would build more than {GROUP_PATCHED_SIZE_MAX} bytes of values"
+                ),
             });
         }
         let len = self

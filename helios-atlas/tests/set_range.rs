@@ -148,3 +148,29 @@ fn a_range_write_of_a_large_value_logs_the_patch_only() {
     assert_eq!(&v[4096 * 99..4096 * 99 + 3], b"ABx");
     db.close().unwrap();
 }
+
+/// Shows one commit's range writes cannot build more than `GROUP_PATCHED_SIZE_MAX` bytes of
+/// values: each 50-byte SETRANGE far into a key builds the whole zero-padded value, so the
+/// fifth of 256 MiB is refused (and the transaction with it), not allocated.
+#[test]
+fn range_writes_of_one_commit_build_a_bounded_size() {
+    use helios_atlas::limits::{GROUP_PATCHED_SIZE_MAX, VALUE_SIZE_MAX};
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let db = open(&disk, &clock, FsyncPolicy::No);
+    let per = VALUE_SIZE_MAX;
+    let fits = GROUP_PATCHED_SIZE_MAX / per;
+    let r = db.transact(move |tx| {
+        for i in 0..=fits {
+            tx.set_range(&format!("k{i}"), per - 1, b"x")?;
+        }
+        Ok::<(), AtlasError>(())
+    });
+    assert!(matches!(r, Err(AtlasError::BatchTooLarge { .. })), "{r:?}");
+    assert!(db.get("k0").is_none(), "the transaction wrote nothing");
+    // Within the bound, as one transaction: fine.
+    db.transact(|tx| tx.set_range("small", 1 << 20, b"x").map(|_| ()))
+        .unwrap();
+    assert_eq!(db.get("small").unwrap().len(), (1 << 20) + 1);
+    db.close().unwrap();
+}

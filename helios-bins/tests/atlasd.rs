@@ -1798,3 +1798,49 @@ fn watch_aborts_exec_on_a_change_and_counters_lose_nothing() {
         "{aborted} retries"
     );
 }
+
+/// The bounds that keep one small command from holding the server (review of issue 23):
+/// BITOP's work (longest source x sources), BITFIELD's write window checked before it is
+/// built, LCS's table and the keys one connection watches. (The values one commit's range
+/// writes build are bounded in ATLAS: helios-atlas/tests/set_range.rs.)
+#[test]
+fn costly_string_commands_are_bounded() {
+    let (_d, s) = start();
+    let mut c = s.client();
+    // A 256 MiB value (the largest) from one small command.
+    assert_eq!(
+        q::<i64>(&mut c, &["SETRANGE", "big", "268435455", "x"]),
+        268_435_456
+    );
+    assert_eq!(
+        q::<i64>(&mut c, &["BITOP", "OR", "d", "big", "big", "big", "big"]),
+        268_435_456
+    );
+    assert!(
+        e(
+            &mut c,
+            &["BITOP", "OR", "d", "big", "big", "big", "big", "big"]
+        )
+        .contains("BITOP would read more than 1 GiB"),
+    );
+    let _: () = redis::cmd("DEL").arg("big").arg("d").query(&mut c).unwrap();
+    // BITFIELD past the largest value: refused at once.
+    assert_eq!(
+        e(&mut c, &["BITFIELD", "bf", "SET", "u8", "#536870910", "1"]),
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+    );
+    assert_eq!(q::<i64>(&mut c, &["EXISTS", "bf"]), 0);
+    // LCS of two 5,000-byte strings needs a 100 MB table: refused.
+    let a = "a".repeat(5_000);
+    let _: () = redis::cmd("SET").arg("l1").arg(&a).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET").arg("l2").arg(&a).query(&mut c).unwrap();
+    assert!(e(&mut c, &["LCS", "l1", "l2"]).starts_with("ERR Insufficient memory"));
+    // WATCH: at most 1,024 keys a connection.
+    let mut watch = redis::cmd("WATCH");
+    for i in 0..1_025 {
+        watch.arg(format!("w{i}"));
+    }
+    let r: redis::RedisResult<()> = watch.query(&mut c);
+    assert!(r.is_err(), "{r:?}");
+    let _: () = redis::cmd("UNWATCH").query(&mut c).unwrap();
+}

@@ -315,6 +315,10 @@ pub fn bitpos(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
     Ok(())
 }
 
+/// Most bytes BITOP reads in all (the longest source's length times the sources).
+const BITOP_WORK_MAX: u64 = 1024 * 1024 * 1024;
+const ERR_BITOP_WORK: &str = "ERR BITOP would read more than 1 GiB (longest source x sources)";
+
 /// BITOP AND|OR|XOR|NOT destkey key [key ...]: the length of the stored result.
 pub fn bitop(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
     let op = &a[1];
@@ -341,6 +345,12 @@ pub fn bitop(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
         srcs.push(tx.get(k).unwrap_or_default());
     }
     let len = srcs.iter().map(Bytes::len).max().unwrap_or(0);
+    // The work is length x sources: bounded, so one small command cannot hold the
+    // committer for minutes (Redis has no bound; it has no tenants either).
+    if (len as u64).saturating_mul(srcs.len() as u64) > BITOP_WORK_MAX {
+        out.error(ERR_BITOP_WORK);
+        return Ok(());
+    }
     if len == 0 {
         tx.delete(dst)?;
         out.int(0);
@@ -560,8 +570,13 @@ fn bitfield_with(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out, read_only: boo
         out.error("ERR BITFIELD_RO only supports the GET subcommand");
         return Ok(());
     }
-    let old = tx.get(k).unwrap_or_default();
     let (lo, hi) = window.unwrap_or((0, 0));
+    // A write past the largest value is refused before its window is built.
+    if window.is_some() && hi >= helios_atlas::limits::VALUE_SIZE_MAX {
+        out.error(ERR_TOO_LONG);
+        return Ok(());
+    }
+    let old = tx.get(k).unwrap_or_default();
     let mut b = Bits {
         lo,
         win: Vec::new(),
@@ -649,7 +664,10 @@ pub fn bitfield_ro(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
 
 /// Largest LCS table, in bytes (Redis: its transient memory may not exceed
 /// `proto-max-bulk-len`).
-const LCS_TABLE_SIZE_MAX: u64 = STRING_SIZE_MAX;
+/// LCS's table (4 bytes a cell): 64 MiB, about two 4 KiB strings. Redis allows
+/// proto-max-bulk-len (512 MiB); a table that size takes seconds to fill while the
+/// command holds the store's read lock, so atlasd stays well under it.
+const LCS_TABLE_SIZE_MAX: u64 = 64 * 1024 * 1024;
 
 /// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]
 pub fn lcs(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {

@@ -19,8 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// Most keys one connection may watch (bounds the registry per connection).
-pub const WATCH_KEY_COUNT_MAX: usize = 100_000;
+/// Most keys one connection may watch (bounds the registry per connection, and the linear
+/// duplicate check of each WATCH).
+pub const WATCH_KEY_COUNT_MAX: usize = 1_024;
 
 /// One connection's watch: its dirty flag and its keys (with whether each was live).
 #[derive(Debug, Default)]
