@@ -203,8 +203,11 @@ impl Mapping {
         let mut s = s
             .replace("/var/lib/helios", &self.root.display().to_string())
             .replace("/etc/helios", &repo().join("configs").display().to_string());
+        // The compose file's required variables (`${NAME:?...}`): the test's secrets.
         if s.starts_with("${HELIOS_ADMIN_PASSWORD") {
             s = ADMIN_PW.to_owned();
+        } else if s.starts_with("${") {
+            s = "another-long-test-secret-7".to_owned();
         }
         for prefix in ["0.0.0.0:", "127.0.0.1:"] {
             if let Some(at) = s.find(prefix) {
@@ -297,6 +300,15 @@ fn compose_services_run_as_written() {
         "grafana",
     ] {
         assert!(services.contains_key(name), "no {name} service");
+    }
+    // Published ports stay on the host's loopback (the example holds weak defaults).
+    for (name, svc) in services {
+        for p in strings(&svc["ports"]) {
+            assert!(
+                p.starts_with("127.0.0.1:"),
+                "{name} publishes {p} beyond this host"
+            );
+        }
     }
     // Files mounted from the repository exist.
     for s in services.values() {

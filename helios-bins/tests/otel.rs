@@ -156,7 +156,7 @@ fn pipeline() -> &'static (Collector, Telemetry) {
             format: "json".into(),
             level: "warn".into(),
         };
-        let telemetry = helios_bins::app::init_tracing(&log, &t);
+        let telemetry = helios_bins::app::init_tracing("gateway", &log, &t);
         assert!(telemetry.exporting(), "the exporter started");
         (c, telemetry)
     })

@@ -244,6 +244,11 @@ impl Registry {
         loop {
             let page = self.atlas.scan(&prefix, cursor.as_deref(), SCAN_PAGE)?;
             for (key, value) in &page.entries {
+                // Records of the `worker:{id}` layout before ids were scoped by owner
+                // expire by their TTL (at most an hour); they are not listed.
+                if !key[keys::WORKER_PREFIX.len()..].contains('/') {
+                    continue;
+                }
                 out.push(decode(key, value)?);
             }
             match page.next_cursor {
@@ -435,6 +440,23 @@ mod tests {
         r = rec("w", Some("a/b"));
         assert_eq!(field(r), "owner");
         assert!(reg.list(None).expect("list").is_empty(), "nothing stored");
+    }
+
+    /// Shows a record of the layout before ids were scoped by owner (`worker:{id}`) is not
+    /// listed (it expires by its TTL) and does not fail the listing.
+    #[test]
+    fn records_of_the_old_layout_are_skipped() {
+        let (reg, atlas, _) = setup();
+        let old = serde_json::to_vec(&rec("w1", Some("alice"))).expect("json");
+        atlas.set("worker:w1", old).expect("set");
+        reg.put(rec("w2", Some("alice"))).expect("put");
+        let ids: Vec<String> = reg
+            .list(None)
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["w2"]);
     }
 
     #[test]

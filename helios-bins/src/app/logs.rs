@@ -96,8 +96,12 @@ where
                 }
             }
         }
-        event.record(&mut Fields(&mut fields));
-        let fatal = fields.remove("fatal") == Some(Value::Bool(true));
+        // The event's own fields win a clash; only the event itself can be FATAL.
+        let mut own = Map::new();
+        event.record(&mut Fields(&mut own));
+        let fatal = own.remove("fatal") == Some(Value::Bool(true));
+        fields.remove("fatal");
+        fields.extend(own);
         let level = if fatal {
             "FATAL"
         } else {

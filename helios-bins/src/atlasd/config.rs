@@ -53,9 +53,13 @@ pub struct AtlasdConfig {
     /// At shutdown, how long connections get to finish what they are doing before they
     /// are closed, ms (the gateway's `http.shutdown_grace_ms`).
     pub shutdown_grace_ms: u64,
-    /// TCP port of the HTTP `/metrics` listener (Prometheus), on the host of `listen`;
-    /// 0: none (as `idle_timeout_s: 0` is no timeout).
+    /// TCP port of the HTTP `/metrics` listener (Prometheus), on `metrics_bind`; 0: none
+    /// (as `idle_timeout_s: 0` is no timeout).
     pub metrics_port: u16,
+    /// The address the metrics listener binds (default 127.0.0.1): its answers need no
+    /// AUTH, so it stays on loopback even when `listen` is public, unless set otherwise
+    /// (a container's scraper: `0.0.0.0`).
+    pub metrics_bind: String,
     /// Logs.
     pub log: LogSection,
 }
@@ -77,6 +81,7 @@ impl Default for AtlasdConfig {
             worker_threads: 1,
             shutdown_grace_ms: 5_000,
             metrics_port: 0,
+            metrics_bind: "127.0.0.1".into(),
             log: LogSection {
                 format: "auto".into(),
                 level: "info".into(),
@@ -174,14 +179,14 @@ impl AtlasdConfig {
         )
     }
 
-    /// The address of the `/metrics` listener: `metrics_port` on the host of `listen`;
-    /// `None` when `metrics_port` is 0.
+    /// The address of the `/metrics` listener: `metrics_port` on `metrics_bind`; `None`
+    /// when `metrics_port` is 0.
     pub fn metrics_listen(&self) -> Option<String> {
         if self.metrics_port == 0 {
             return None;
         }
-        let addr = self.listen.parse::<std::net::SocketAddr>().ok()?;
-        Some(std::net::SocketAddr::new(addr.ip(), self.metrics_port).to_string())
+        let ip = self.metrics_bind.parse::<std::net::IpAddr>().ok()?;
+        Some(std::net::SocketAddr::new(ip, self.metrics_port).to_string())
     }
 
     /// Checks ranges and formats, naming the first bad key.
@@ -189,7 +194,18 @@ impl AtlasdConfig {
         let Ok(listen) = self.listen.parse::<std::net::SocketAddr>() else {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
         };
-        if self.metrics_port != 0 && self.metrics_port == listen.port() {
+        let Ok(metrics_ip) = self.metrics_bind.parse::<std::net::IpAddr>() else {
+            return Err(err(
+                "metrics_bind",
+                format!("{:?} is not an IP address", self.metrics_bind),
+            ));
+        };
+        if self.metrics_port != 0
+            && self.metrics_port == listen.port()
+            && (metrics_ip == listen.ip()
+                || metrics_ip.is_unspecified()
+                || listen.ip().is_unspecified())
+        {
             return Err(err(
                 "metrics_port",
                 format!("{} is the RESP port of listen", self.metrics_port),
@@ -242,18 +258,30 @@ mod tests {
         assert_eq!(c, AtlasdConfig::default());
     }
 
+    /// Shows the metrics listener stays on loopback when `listen` is public, and binds
+    /// elsewhere only when `metrics_bind` says so.
     #[test]
-    fn metrics_port_from_env_and_flag_on_the_listen_host() {
+    fn metrics_port_from_env_and_flag_on_loopback_by_default() {
         let c = AtlasdConfig::load(
             None,
             [("HELIOS_ATLASD_METRICS_PORT".to_string(), "9121".to_string())],
             &AtlasdFlags {
-                bind: Some("::1".into()),
+                bind: Some("0.0.0.0".into()),
                 ..AtlasdFlags::default()
             },
         )
         .unwrap();
         assert_eq!(c.metrics_port, 9121);
+        assert_eq!(c.metrics_listen().as_deref(), Some("127.0.0.1:9121"));
+        let c = AtlasdConfig::load(
+            None,
+            [
+                ("HELIOS_ATLASD_METRICS_PORT".to_string(), "9121".to_string()),
+                ("HELIOS_ATLASD_METRICS_BIND".to_string(), "::1".to_string()),
+            ],
+            &AtlasdFlags::default(),
+        )
+        .unwrap();
         assert_eq!(c.metrics_listen().as_deref(), Some("[::1]:9121"));
         let c = AtlasdConfig::load(
             None,

@@ -6,7 +6,9 @@
 //! something (user disable/enable, role assignment and revocation, role definitions,
 //! rate limits, lockouts lifted, snapshots, AOF rewrites, backups, DLQ redrives, proxy
 //! routes and backends) and an admin's reads of a user's KV data. An audited route's
-//! refusal (401, 403) is audited too, as `denied`. Reads that touch no user's data (stats,
+//! refusal by RBAC is audited too, as `denied`, when the caller's token verified (a refusal
+//! of no token or a bad one, or by the rate limiter, names nobody and would let anyone
+//! roll the log's history away: it stays in the operational log only). Reads that touch no user's data (stats,
 //! listings of users, roles, lockouts, routes) are not.
 //!
 //! Invariant: the decision is made from the route and method (and the user action),
@@ -59,6 +61,9 @@ pub(super) fn event_of(
     })
 }
 
+/// Longest `target` and `username` written, in characters.
+const TARGET_CHARS_MAX: usize = 256;
+
 /// An audited request in progress: what is known before its handler runs.
 pub(super) struct Pending {
     pub event: &'static str,
@@ -78,9 +83,11 @@ impl Pending {
         let mut joined: Vec<&str> = parts.into_iter().flatten().collect();
         // A user's KV list has its id as both the scope and the key parameter.
         joined.dedup();
+        // Path parameters are the caller's text: bounded, as the username is.
+        let target: String = joined.join("/").chars().take(TARGET_CHARS_MAX).collect();
         Some(Pending {
             event,
-            target: (!joined.is_empty()).then(|| joined.join("/")),
+            target: (!target.is_empty()).then_some(target),
         })
     }
 
@@ -121,7 +128,7 @@ impl Pending {
                 .ok()?
                 .get(name)?
                 .as_str()
-                .map(|s| s.chars().take(256).collect())
+                .map(|s| s.chars().take(TARGET_CHARS_MAX).collect())
         };
         let username = match self.event {
             "auth.login" | "user.register" => field("username"),

@@ -156,16 +156,20 @@ async fn route_request(
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            if let Some(a) = audit {
-                // Refused before its handler: the actor is the token's, if it verifies.
+            // Refused before its handler: audited when a verified caller was refused by
+            // RBAC (anonymous and rate-limited refusals name nobody; see audit.rs).
+            if let Some(a) = audit
+                && r.status() == StatusCode::FORBIDDEN
+            {
                 let actor = parts
                     .headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .and_then(|t| state.auth.verify_access_shared(t).ok());
-                let actor = actor.as_ref().map(|c| c.sub.as_str());
-                a.finish(state, actor, &[], peer.ip(), request_id, &r);
+                if let Some(c) = actor {
+                    a.finish(state, Some(&c.sub), &[], peer.ip(), request_id, &r);
+                }
             }
             return Err(r);
         }
