@@ -356,3 +356,123 @@ async fn the_proxy_continues_the_callers_trace_to_the_backend() {
         .unwrap()
         .unwrap();
 }
+
+/// The whole chain as one trace: a request through the proxy to the gateway that
+/// enqueues a job, which a worker runs through the HTTP connector to a service. Every
+/// span has the caller's trace id and its parent is the span before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_through_the_proxy_the_gateway_the_job_and_the_service() {
+    let _ = pipeline();
+    const TRACE: &str = "5c1f0e3a8d9b4e7fa2c6d8e0b1f3a5c7";
+    const CALLER: &str = "1a2b3c4d5e6f7081";
+    let tp = format!("00-{TRACE}-{CALLER}-01");
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
+    let hook = Hook::start().await;
+    // The proxy in front of the gateway.
+    let cfg =
+        helios_proxy::ProxyConfig::quick("127.0.0.1:0", &[format!("http://{}", s.addr)], None)
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paddr = listener.local_addr().unwrap();
+    let state = helios_bins::proxy::start(cfg, &TlsSection::default(), &Context::system()).unwrap();
+    let (pstop, pstopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy_done = tokio::spawn(helios_bins::proxy::run(listener, state, async {
+        let _ = pstopped.await;
+    }));
+    // A worker over the gateway's HTTP routes.
+    let mut cfg = WorkerSettings {
+        id: "w-chain".into(),
+        poll_wait_ms: 1_000,
+        ..WorkerSettings::default()
+    };
+    cfg.services
+        .insert("chain".into(), ServiceSpec::new("http", &hook.url));
+    let gateway = Gateway::new(
+        &format!("http://{}", s.addr),
+        Credentials::Login {
+            username: "worker".into(),
+            password: USER_PW.into(),
+        },
+    );
+    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
+    let ctx = Context::system();
+    let settings = cfg.runtime_settings("test", "localhost", ctx.random_u64());
+    let worker = Worker::new(Arc::new(HttpSource::new(gateway)), services, settings, ctx);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(worker.clone().run(
+        async {
+            let _ = stopped.await;
+        },
+        std::future::pending::<()>(),
+    ));
+
+    // The enqueue goes through the proxy.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let body = json!({"queue": "chain", "payload": {"n": 1}}).to_string();
+    let req = Request::post(format!("http://{paddr}/api/v1/jobs"))
+        .header("traceparent", &tp)
+        .header("authorization", format!("Bearer {producer}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let id = v["id"].as_str().unwrap().to_owned();
+    until(20, "the job done", || {
+        s.state
+            .queue
+            .get(id.parse().unwrap())
+            .is_some_and(|j| j.state == JobState::Done)
+    })
+    .await;
+
+    let got = spans_of(
+        TRACE,
+        &[
+            "proxy.request",
+            "request",
+            "queue.enqueue",
+            "job.run",
+            "connector.call",
+        ],
+    )
+    .await;
+    let span = |n: &str| got[n].clone();
+    let (proxy, request, enqueue, job, call) = (
+        span("proxy.request"),
+        span("request"),
+        span("queue.enqueue"),
+        span("job.run"),
+        span("connector.call"),
+    );
+    assert_eq!(
+        proxy.parent, CALLER,
+        "the caller's span is the proxy's parent"
+    );
+    assert_eq!(
+        request.parent, proxy.span_id,
+        "the gateway continues the proxy's span"
+    );
+    assert_eq!(enqueue.parent, request.span_id);
+    assert_eq!(job.parent, enqueue.span_id);
+    assert_eq!(call.parent, job.span_id);
+    let seen = hook.seen.lock().clone();
+    let x = seen.iter().find(|x| x.key == id).unwrap();
+    assert_eq!(ids(&x.traceparent), (TRACE, call.span_id.as_str()), "{x:?}");
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(20), done)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = pstop.send(());
+    tokio::time::timeout(Duration::from_secs(10), proxy_done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    s.stop().await;
+}
