@@ -248,6 +248,21 @@ fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
     assert_eq!(st, 404);
     assert!(body.ends_with("}\n"), "{body:?}");
 
+    // A request with a W3C traceparent: its log line names the trace.
+    {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            c,
+            "GET /api/v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: traced-1\r\n\
+             traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        assert!(raw.starts_with(b"HTTP/1.1 200"));
+    }
+
     // A second gateway on the same data directory names the pid that holds it, and
     // leaves the first one alone.
     let out = run_bounded(gateway(&data, &format!("127.0.0.1:{}", free_port())));
@@ -282,6 +297,16 @@ fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
         "no log line names the password file: {logs:#?}"
     );
     assert!(logs.iter().all(|l| !l.contains(&password)));
+    // JSON lines: level, component, and the request's span fields (request id, trace).
+    let served = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["request_id"] == "traced-1" && v["message"] == "served")
+        .unwrap_or_else(|| panic!("no served line for traced-1: {logs:#?}"));
+    assert_eq!(served["level"], "INFO");
+    assert_eq!(served["component"], "gateway");
+    assert_eq!(served["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(served["path"], "/api/v1");
 
     // A restart neither regenerates nor rewrites the file: the user exists.
     let before = std::fs::read_to_string(&file).unwrap();

@@ -4,7 +4,8 @@
 //! `message`, the event's own fields, and the fields of every span it is in, outermost
 //! first and the event's own winning a clash. So a line logged while serving a request
 //! carries its `request_id`, a worker's job lines their `job` and `attempt`,
-//! one inside a traced span its `trace_id`.
+//! one inside a traced request its `trace_id` (the incoming `traceparent`'s, or with span
+//! export on, the exported span's).
 //!
 //! Levels: `DEBUG`, `INFO`, `WARN`, `ERROR`, and `FATAL`: an error event with the field
 //! `fatal = true` (see [`fatal`]), logged when the process is about to exit non-zero
@@ -127,9 +128,34 @@ where
         for (k, v) in fields {
             line.entry(k).or_insert(v);
         }
+        // With spans exported, the trace the line belongs to (a request without an
+        // incoming `traceparent` starts one of its own).
+        #[cfg(feature = "otel")]
+        if !line.contains_key("trace_id")
+            && let Some(t) = exported_trace_id()
+        {
+            line.insert("trace_id".into(), Value::from(t));
+        }
         let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
     }
+}
+
+/// The trace id of the current span's exported context, if it has one.
+#[cfg(feature = "otel")]
+fn exported_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !crate::app::trace::exporting() {
+        return None;
+    }
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
 /// The field formatter [`JsonLines`] reads span fields from.

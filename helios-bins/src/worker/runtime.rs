@@ -603,6 +603,7 @@ impl Worker {
             Ok(mut result) => {
                 tracing::debug!(
                     job = %input.id, attempt = input.attempt, queue = %input.queue,
+                    trace_id = trace_id_of(&input.traceparent),
                     ms = took.as_millis() as u64, "job done"
                 );
                 if let Some(r) = &result {
@@ -635,7 +636,8 @@ impl Worker {
                 let delay = (!permanent).then(|| self.backoff_ms(svc, job.attempt));
                 tracing::warn!(
                     job = %input.id, attempt = input.attempt, max_attempts = cap,
-                    queue = %input.queue, class = e.class.as_str(), error = %e.message,
+                    queue = %input.queue, trace_id = trace_id_of(&input.traceparent),
+                    class = e.class.as_str(), error = %e.message,
                     retry_in_ms = delay, "job attempt failed"
                 );
                 let mut error = format!("{}: {}", e.class.as_str(), e.message);
@@ -935,4 +937,9 @@ fn release(id: JobId, token: u64) -> Settle {
         retry_delay_ms: Some(0),
         permanent: false,
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-{trace id}-{span id}-{flags}`), for log lines.
+fn trace_id_of(traceparent: &str) -> &str {
+    traceparent.get(3..35).unwrap_or_default()
 }

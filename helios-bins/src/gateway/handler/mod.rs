@@ -70,10 +70,14 @@ pub(super) async fn handle(
     let started = Instant::now();
     let rid = request_id(&req, &state);
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %rid, method = %method, path = %req.uri().path(), otel.kind = "server", http.response.status_code = tracing::field::Empty);
-    // An incoming `traceparent` is the span's parent (when spans are exported).
+    let span = tracing::info_span!("request", request_id = %rid, method = %method, path = %req.uri().path(), trace_id = tracing::field::Empty, otel.kind = "server", http.response.status_code = tracing::field::Empty);
+    // An incoming `traceparent` names the trace on the request's log lines, and is the
+    // span's parent (when spans are exported).
+    let parent = crate::app::trace::from_headers(req.headers());
+    if let Some(p) = &parent {
+        span.record("trace_id", p.trace_id_hex());
+    }
     if crate::app::trace::exporting() {
-        let parent = crate::app::trace::from_headers(req.headers());
         crate::app::trace::set_parent(&span, parent.as_ref());
     }
     let (route, mut resp) = dispatch(&state, req, peer, &rid)
