@@ -155,11 +155,21 @@ async fn metrics_on_their_own_listener_only() {
     let text = resp.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("helios_requests_total"), "{text}");
+    // Liveness answers there too (a container's health check); nothing of the API does.
     let resp = client
         .get(format!("http://{maddr}/healthz").parse().unwrap())
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "metrics only");
+    assert_eq!(resp.status(), StatusCode::OK, "liveness");
+    let resp = client
+        .get(format!("http://{maddr}/api/v1").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "metrics and liveness only"
+    );
     let _ = tx.send(());
     task.await.unwrap().unwrap();
     s.stop().await;
