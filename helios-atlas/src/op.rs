@@ -168,14 +168,7 @@ impl Op {
             } => {
                 out.extend_from_slice(br#"{"op":"set","k":"#);
                 write_json_str(out, key);
-                let mark = out.len();
-                out.extend_from_slice(br#","v":"#);
-                if !write_text_value(out, value) {
-                    out.truncate(mark);
-                    out.extend_from_slice(br#","b":""#);
-                    out.extend_from_slice(BASE64.encode(value).as_bytes());
-                    out.push(b'"');
-                }
+                write_value_field(out, value);
                 if let Some(x) = expire_at_ms {
                     out.extend_from_slice(br#","x":"#);
                     helios_core::digits::push_dec(out, *x);
@@ -211,14 +204,7 @@ impl Op {
                 write_json_str(out, key);
                 out.extend_from_slice(br#","o":"#);
                 helios_core::digits::push_dec(out, *offset);
-                let mark = out.len();
-                out.extend_from_slice(br#","v":"#);
-                if !write_text_value(out, bytes) {
-                    out.truncate(mark);
-                    out.extend_from_slice(br#","b":""#);
-                    out.extend_from_slice(BASE64.encode(bytes).as_bytes());
-                    out.push(b'"');
-                }
+                write_value_field(out, bytes);
             }
         }
         out.push(b'}');
@@ -286,6 +272,19 @@ fn text_value(value: &[u8]) -> Option<&str> {
     s.bytes()
         .all(|b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'))
         .then_some(s)
+}
+
+/// Writes a value's field: `,"v":"text"` when the value is text JSON can hold as is, else
+/// `,"b":"base64"`.
+fn write_value_field(out: &mut Vec<u8>, value: &[u8]) {
+    let mark = out.len();
+    out.extend_from_slice(br#","v":"#);
+    if !write_text_value(out, value) {
+        out.truncate(mark);
+        out.extend_from_slice(br#","b":""#);
+        out.extend_from_slice(BASE64.encode(value).as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// Appends `value` as a JSON string if [`text_value`] would take it (the same bytes

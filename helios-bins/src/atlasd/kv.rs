@@ -55,6 +55,7 @@ macro_rules! int {
         }
     };
 }
+pub(super) use {int, key};
 
 /// A value to store, in an allocation of its own. Request arguments are slices of the
 /// connection's read buffer: storing one as is would keep that whole buffer alive for as

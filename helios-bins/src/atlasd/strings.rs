@@ -16,7 +16,7 @@
 //! Not here: there are no replicas (WAIT answers 0 at once), no access-time tracking
 //! (OBJECT IDLETIME is 0), no scripts (FUNCTION FLUSH has nothing to flush).
 
-use super::kv::{ERR_NOT_INT, ERR_SYNTAX, key_str, stored};
+use super::kv::{ERR_NOT_INT, ERR_SYNTAX, int, key, key_str, stored};
 use super::resp::Out;
 use bytes::Bytes;
 use helios_atlas::{AtlasError, Expiry, KeyTtl, Tx};
@@ -30,30 +30,6 @@ const ERR_TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-b
 const ERR_BIT_OFFSET: &str = "ERR bit offset is not an integer or out of range";
 const ERR_BIT_VALUE: &str = "ERR bit is not an integer or out of range";
 const ERR_BITFIELD_TYPE: &str = "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.";
-
-macro_rules! key {
-    ($arg:expr, $out:expr) => {
-        match key_str(&$arg) {
-            Ok(k) => k,
-            Err(msg) => {
-                $out.error(msg);
-                return Ok(());
-            }
-        }
-    };
-}
-
-macro_rules! int {
-    ($arg:expr, $out:expr) => {
-        match parse_i64_canonical(&$arg) {
-            Some(n) => n,
-            None => {
-                $out.error(ERR_NOT_INT);
-                return Ok(());
-            }
-        }
-    };
-}
 
 fn eq(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
