@@ -373,8 +373,7 @@ fn build_recovery_dir(snapshot_keys: usize, aof_keys: usize) -> TempDir {
     prefill(&db, &snap_keys, &value);
     db.snapshot().expect("snapshot");
     for i in snapshot_keys..snapshot_keys + aof_keys {
-        db.set(&key(i), Bytes::copy_from_slice(&value))
-            .expect("set");
+        db.set(key(i), Bytes::copy_from_slice(&value)).expect("set");
     }
     let keys = db.key_count();
     db.close().expect("close");

@@ -9,6 +9,7 @@
 //! back to where the command began: a command is all or nothing.
 
 use crate::error::{AtlasError, Result};
+use crate::key::Key;
 use crate::keyspace::{Entry, Keyspace, entry_size};
 use crate::limits::{BATCH_OPS_COUNT_MAX, KEY_SIZE_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
 use crate::op::{Op, encoded_size_max};
@@ -65,15 +66,15 @@ pub enum Precondition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BatchOp {
     Set {
-        key: String,
+        key: Key,
         value: Bytes,
         expiry: Expiry,
     },
     Delete {
-        key: String,
+        key: Key,
     },
     Expire {
-        key: String,
+        key: Key,
         expiry: Expiry,
     },
 }
@@ -82,7 +83,7 @@ enum BatchOp {
 /// every precondition holds and every write applies, or nothing does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
-    preconditions: Vec<(String, Precondition)>,
+    preconditions: Vec<(Key, Precondition)>,
     ops: Vec<BatchOp>,
 }
 
@@ -92,14 +93,14 @@ impl WriteBatch {
         Self::default()
     }
     /// Requires `key` to satisfy `condition` when the batch is applied.
-    pub fn require(&mut self, key: impl Into<String>, condition: Precondition) -> &mut Self {
+    pub fn require(&mut self, key: impl Into<Key>, condition: Precondition) -> &mut Self {
         self.preconditions.push((key.into(), condition));
         self
     }
     /// Sets `key` to `value` with `expiry`.
     pub fn set(
         &mut self,
-        key: impl Into<String>,
+        key: impl Into<Key>,
         value: impl Into<Bytes>,
         expiry: Expiry,
     ) -> &mut Self {
@@ -111,12 +112,12 @@ impl WriteBatch {
         self
     }
     /// Deletes `key` (no effect if absent).
-    pub fn delete(&mut self, key: impl Into<String>) -> &mut Self {
+    pub fn delete(&mut self, key: impl Into<Key>) -> &mut Self {
         self.ops.push(BatchOp::Delete { key: key.into() });
         self
     }
     /// Sets or clears (`Expiry::Never`) the expiry of `key` if it exists.
-    pub fn expire(&mut self, key: impl Into<String>, expiry: Expiry) -> &mut Self {
+    pub fn expire(&mut self, key: impl Into<Key>, expiry: Expiry) -> &mut Self {
         self.ops.push(BatchOp::Expire {
             key: key.into(),
             expiry,
@@ -142,30 +143,30 @@ impl WriteBatch {
 #[derive(Debug)]
 pub(crate) enum Command {
     Set {
-        key: String,
+        key: Key,
         value: Bytes,
         options: SetOptions,
     },
     Delete {
-        keys: Vec<String>,
+        keys: Vec<Key>,
     },
     Expire {
-        key: String,
+        key: Key,
         expiry: Expiry,
     },
     IncrBy {
-        key: String,
+        key: Key,
         delta: i64,
     },
     CompareAndSwap {
-        key: String,
+        key: Key,
         expected: Option<Bytes>,
         new: Option<Bytes>,
     },
     Batch(WriteBatch),
     /// Active expiry: delete these keys if they are still expired at `now`.
     ExpireDue {
-        keys: Vec<String>,
+        keys: Vec<Key>,
         now_ms: u64,
     },
     /// A read-modify-write transaction ([`crate::Atlas::transact`]): its closure runs
@@ -194,7 +195,7 @@ pub(crate) enum Reply {
     Count(u64),
 }
 
-pub(crate) fn validate_key(key: &str) -> Result<()> {
+pub(crate) fn validate_key(key: &[u8]) -> Result<()> {
     let size = key.len() as u64;
     if size == 0 || size > KEY_SIZE_MAX {
         return Err(AtlasError::KeyInvalid {
@@ -205,11 +206,11 @@ pub(crate) fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn validate_value(key: &str, value: &[u8]) -> Result<()> {
+pub(crate) fn validate_value(key: &[u8], value: &[u8]) -> Result<()> {
     let size = value.len() as u64;
     if size > VALUE_SIZE_MAX {
         return Err(AtlasError::ValueTooLarge {
-            key: key.to_owned(),
+            key: Key::from(key),
             size,
             size_max: VALUE_SIZE_MAX,
         });
@@ -295,7 +296,7 @@ pub(crate) fn validate(cmd: &Command) -> Result<()> {
 #[derive(Debug, Default)]
 pub(crate) struct OverlayScratch {
     // An internal map (DESIGN.md: foldhash), bounded by a group's size limits.
-    changes: HashMap<String, Option<Entry>, foldhash::fast::RandomState>,
+    changes: HashMap<Key, Option<Entry>, foldhash::fast::RandomState>,
     // (index in the command's `out` of the op that made the change, previous pending
     // state): the key is read back from that op, so a change copies its key once.
     undo: Vec<(usize, Option<Option<Entry>>)>,
@@ -365,7 +366,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// The entry as stored, expired or not.
-    fn raw(&self, key: &str) -> Option<&Entry> {
+    fn raw(&self, key: &[u8]) -> Option<&Entry> {
         if self.scratch.changes.is_empty() {
             return self.base.entry_raw(key);
         }
@@ -380,7 +381,7 @@ impl<'a> Overlay<'a> {
         self.now_ms
     }
 
-    pub(crate) fn live(&self, key: &str) -> Option<&Entry> {
+    pub(crate) fn live(&self, key: &[u8]) -> Option<&Entry> {
         self.raw(key).filter(|e| !e.is_expired(self.now_ms))
     }
 
@@ -414,7 +415,7 @@ impl<'a> Overlay<'a> {
             out.push(op);
             return;
         }
-        let previous = self.scratch.changes.insert(key.to_owned(), after);
+        let previous = self.scratch.changes.insert(key.clone(), after);
         self.scratch.undo.push((out.len(), previous));
         out.push(op);
     }
@@ -429,17 +430,17 @@ impl<'a> Overlay<'a> {
             let key = out[index].key();
             match previous {
                 Some(p) => {
-                    self.scratch.changes.insert(key.to_owned(), p);
+                    self.scratch.changes.insert(key.clone(), p);
                 }
                 None => {
-                    self.scratch.changes.remove(key);
+                    self.scratch.changes.remove(key.as_bytes());
                 }
             }
         }
         self.memory_delta = delta_mark;
     }
 
-    fn resolve_expiry(&self, key: &str, expiry: Expiry) -> Result<Option<u64>> {
+    fn resolve_expiry(&self, key: &[u8], expiry: Expiry) -> Result<Option<u64>> {
         match expiry {
             Expiry::Never => Ok(None),
             Expiry::Keep => Ok(self.live(key).and_then(|e| e.expire_at_ms)),
@@ -461,11 +462,11 @@ impl<'a> Overlay<'a> {
     }
 
     /// A set that honours an expiry already in the past by deleting instead.
-    fn set(&mut self, key: &str, value: Bytes, at: Option<u64>, out: &mut Vec<Op>) {
+    fn set(&mut self, key: &[u8], value: Bytes, at: Option<u64>, out: &mut Vec<Op>) {
         if at.is_some_and(|at| at <= self.now_ms) {
             self.push(
                 Op::Del {
-                    key: key.to_owned(),
+                    key: Key::from(key),
                     expired: true,
                 },
                 out,
@@ -473,7 +474,7 @@ impl<'a> Overlay<'a> {
         } else {
             self.push(
                 Op::Set {
-                    key: key.to_owned(),
+                    key: Key::from(key),
                     value,
                     expire_at_ms: at,
                 },
@@ -482,14 +483,14 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn delete(&mut self, key: &str, out: &mut Vec<Op>) -> bool {
+    fn delete(&mut self, key: &[u8], out: &mut Vec<Op>) -> bool {
         let live = self.live(key).is_some();
         if self.raw(key).is_some() {
             // An expired entry is deleted too (logged as an expiration), so the memory
             // it holds is freed; the reply counts only live keys.
             self.push(
                 Op::Del {
-                    key: key.to_owned(),
+                    key: Key::from(key),
                     expired: !live,
                 },
                 out,
@@ -530,7 +531,7 @@ impl<'a> Overlay<'a> {
     /// command (and copy the key) for it.
     pub(crate) fn plan_set(
         &mut self,
-        key: &str,
+        key: &[u8],
         value: Bytes,
         options: SetOptions,
         out: &mut Vec<Op>,
@@ -560,7 +561,7 @@ impl<'a> Overlay<'a> {
 
     pub(crate) fn plan_set_range(
         &mut self,
-        key: &str,
+        key: &[u8],
         offset: u64,
         bytes: Bytes,
         out: &mut Vec<Op>,
@@ -575,7 +576,7 @@ impl<'a> Overlay<'a> {
         self.patched_size = self.patched_size.saturating_add(len);
         self.push(
             Op::SetRange {
-                key: key.to_owned(),
+                key: Key::from(key),
                 offset,
                 bytes,
                 result: crate::op::PatchedValue::known(result),
@@ -756,8 +757,8 @@ mod tests {
             Err(AtlasError::PreconditionFailed { .. })
         ));
         assert_eq!(out.len(), 1);
-        assert!(o.live("b").is_none());
-        assert!(o.live("a").is_some());
+        assert!(o.live(b"b").is_none());
+        assert!(o.live(b"a").is_some());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub enum AtlasError {
     #[error("value for key {key:?} is {size} bytes; the limit is {size_max}")]
     ValueTooLarge {
         /// The key being written.
-        key: String,
+        key: crate::Key,
         /// Size of the value.
         size: u64,
         /// The limit.
@@ -44,19 +44,19 @@ pub enum AtlasError {
     #[error("value of key {key:?} is not an integer")]
     NotAnInteger {
         /// The key.
-        key: String,
+        key: crate::Key,
     },
     /// `incr_by` would overflow an `i64`.
     #[error("increment of key {key:?} would overflow")]
     IncrOverflow {
         /// The key.
-        key: String,
+        key: crate::Key,
     },
     /// A batch precondition did not hold; nothing in the batch was applied.
     #[error("batch precondition failed on key {key:?}; nothing was applied")]
     PreconditionFailed {
         /// The first key whose precondition failed.
-        key: String,
+        key: crate::Key,
     },
     /// The write would grow memory past the configured limit (Redis's `noeviction`).
     #[error(

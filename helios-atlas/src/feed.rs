@@ -185,7 +185,7 @@ impl FeedShared {
 #[derive(Debug)]
 pub struct Subscription {
     shared: Arc<FeedShared>,
-    prefix: String,
+    prefix: Vec<u8>,
     // Invariant: every record below next_seq has been delivered or filtered out.
     next_seq: u64,
     pending: VecDeque<ChangeEvent>,
@@ -214,7 +214,7 @@ const RING_BATCH_COUNT: usize = 1024;
 pub(crate) const FEED_CATCHUP_SIZE: u64 = 4 << 20;
 
 impl Subscription {
-    pub(crate) fn new(shared: Arc<FeedShared>, prefix: String, from_seq: u64) -> Result<Self> {
+    pub(crate) fn new(shared: Arc<FeedShared>, prefix: Vec<u8>, from_seq: u64) -> Result<Self> {
         let from_seq = from_seq.max(1);
         let oldest = shared.oldest_seq();
         if from_seq < oldest {
@@ -444,9 +444,9 @@ mod tests {
         let mut expected = Vec::new();
         let write = |i: usize, expected: &mut Vec<u64>| {
             if i % 7 == 3 {
-                db.set(&format!("other:{i}"), "x").unwrap();
+                db.set(format!("other:{i}"), "x").unwrap();
             } else {
-                db.set(&format!("k{i:05}"), vec![b'v'; 100]).unwrap();
+                db.set(format!("k{i:05}"), vec![b'v'; 100]).unwrap();
                 expected.push(db.last_seq());
             }
         };
@@ -466,7 +466,7 @@ mod tests {
         let mut i = 1200;
         while let Some(ev) = sub.try_next().unwrap() {
             assert!(sub.pending_size <= BUDGET, "{}", sub.pending_size);
-            assert!(ev.changes.iter().all(|op| op.key().starts_with("k")));
+            assert!(ev.changes.iter().all(|op| op.key().starts_with(b"k")));
             seen.push(ev.seq);
             if seen.len() % 100 == 0 {
                 // Writers go on meanwhile.

@@ -127,7 +127,10 @@ fn records_from(data: &[u8], start_seq: u64) -> Vec<(u64, Vec<Op>)> {
         .take(16)
         .enumerate()
         .map(|(i, c)| {
-            let key = format!("k{}", String::from_utf8_lossy(&c[..c.len().min(3)]));
+            // Keys from the raw bytes: some are not UTF-8 (written as `kb`).
+            let mut key = b"k".to_vec();
+            key.extend_from_slice(&c[..c.len().min(3)]);
+            let key = crate::Key::from(key);
             let op = if c.first().is_some_and(|b| b % 3 == 0) {
                 Op::Del {
                     key,

@@ -2,7 +2,7 @@
 //! of a logged [`Record`], and reads take the time as an argument.
 //!
 //! Layout: a `HashMap` (SipHash, since keys come from clients) for point reads, an ordered
-//! `BTreeSet` over the same `Arc<str>` keys (each with its first 16 bytes inline, see
+//! `BTreeSet` over the same `Arc<[u8]>` keys (each with its first 16 bytes inline, see
 //! [`OrdKey`]) for prefix scans, and an expiry index ordered
 //! by time for active expiry. Invariants (checked by [`Keyspace::check_invariants`]):
 //! - `order` holds exactly the keys of `map`;
@@ -15,6 +15,7 @@
 //! been logged yet.
 
 use crate::aof::Record;
+use crate::key::Key;
 use crate::limits::ENTRY_OVERHEAD_SIZE;
 use crate::op::Op;
 use bytes::Bytes;
@@ -40,7 +41,7 @@ impl Entry {
 }
 
 /// Estimated memory of one entry, for the memory limit.
-pub fn entry_size(key: &str, entry: &Entry) -> u64 {
+pub fn entry_size(key: &[u8], entry: &Entry) -> u64 {
     key.len() as u64 + entry.value.len() as u64 + ENTRY_OVERHEAD_SIZE
 }
 
@@ -48,7 +49,7 @@ pub fn entry_size(key: &str, entry: &Entry) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotEntry {
     /// The key.
-    pub key: String,
+    pub key: Key,
     /// The value.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
@@ -63,7 +64,7 @@ pub struct SnapshotEntry {
 /// moved in, not copied.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayState {
-    map: HashMap<String, (Bytes, Option<u64>), foldhash::fast::RandomState>,
+    map: HashMap<Key, (Bytes, Option<u64>), foldhash::fast::RandomState>,
     last_seq: u64,
 }
 
@@ -146,19 +147,20 @@ impl ReplayState {
 
 /// A key in the order index: its first [`ORD_PREFIX_SIZE`] bytes inline (big-endian,
 /// zero-padded), then the shared key. Comparisons are decided by the inline prefix and
-/// the keys' lengths (in the `Arc<str>`'s fat pointer) without following the pointer to
+/// the keys' lengths (in the `Arc<[u8]>`'s fat pointer) without following the pointer to
 /// the key's bytes (a cache miss each, some 18 per insert into a B-tree of a million
 /// keys, whose nodes are searched linearly) unless both prefixes are equal and a key is
-/// longer than the prefix. Orders exactly as `str` does (byte-lexicographic): where the
+/// longer than the prefix. Orders exactly as `[u8]` does (byte-lexicographic, which for
+/// UTF-8 keys is `str`'s order): where the
 /// prefixes differ, at the first differing byte either both keys have a real byte, or the
 /// shorter key has ended and the other has a real byte there that is at least zero (so the
-/// shorter, a prefix of it, sorts first, as in `str`); equal prefixes of two keys that fit
+/// shorter, a prefix of it, sorts first, as in `[u8]`); equal prefixes of two keys that fit
 /// in them mean the shorter is a prefix of the longer (or they are equal); otherwise the
-/// whole keys decide. So `Borrow<str>` lookups agree with it.
+/// whole keys decide. So `Borrow<[u8]>` lookups agree with it.
 #[derive(Debug, Clone)]
 struct OrdKey {
     prefix: [u64; 3],
-    key: Arc<str>,
+    key: Arc<[u8]>,
 }
 
 /// Bytes of a key kept inline in the order index (24: most keys, like
@@ -166,8 +168,8 @@ struct OrdKey {
 const ORD_PREFIX_SIZE: usize = 24;
 
 impl OrdKey {
-    fn new(key: Arc<str>) -> Self {
-        let b = key.as_bytes();
+    fn new(key: Arc<[u8]>) -> Self {
+        let b = &*key;
         let mut p = [0u8; ORD_PREFIX_SIZE];
         let n = b.len().min(ORD_PREFIX_SIZE);
         p[..n].copy_from_slice(&b[..n]);
@@ -190,7 +192,7 @@ impl Ord for OrdKey {
             if a <= ORD_PREFIX_SIZE && b <= ORD_PREFIX_SIZE {
                 a.cmp(&b)
             } else {
-                self.key.as_bytes().cmp(other.key.as_bytes())
+                self.key.cmp(&other.key)
             }
         })
     }
@@ -210,8 +212,8 @@ impl PartialEq for OrdKey {
 
 impl Eq for OrdKey {}
 
-impl std::borrow::Borrow<str> for OrdKey {
-    fn borrow(&self) -> &str {
+impl std::borrow::Borrow<[u8]> for OrdKey {
+    fn borrow(&self) -> &[u8] {
         &self.key
     }
 }
@@ -219,11 +221,11 @@ impl std::borrow::Borrow<str> for OrdKey {
 /// The keyspace state machine. See the module docs.
 #[derive(Debug, Default, Clone)]
 pub struct Keyspace {
-    map: HashMap<Arc<str>, Entry>,
+    map: HashMap<Arc<[u8]>, Entry>,
     // Invariant: the same keys as `map`, sharing their allocations.
     order: BTreeSet<OrdKey>,
     // Invariant: (at, key) for each entry of `map` with `expire_at_ms == Some(at)`.
-    expiries: BTreeSet<(u64, Arc<str>)>,
+    expiries: BTreeSet<(u64, Arc<[u8]>)>,
     // Invariant: sum of `entry_size` over `map`.
     memory_size: u64,
     last_seq: u64,
@@ -290,7 +292,7 @@ impl Keyspace {
                 self.remove(key);
             }
             Op::Expire { key, expire_at_ms } => {
-                if let Some((k, entry)) = self.map.get_key_value(key.as_str()) {
+                if let Some((k, entry)) = self.map.get_key_value(key.as_bytes()) {
                     let k = k.clone();
                     let mut entry = entry.clone();
                     if let Some(at) = entry.expire_at_ms {
@@ -309,7 +311,7 @@ impl Keyspace {
                 bytes,
                 result,
             } => {
-                if let Some(entry) = self.map.get_mut(key.as_str()) {
+                if let Some(entry) = self.map.get_mut(key.as_bytes()) {
                     // In place: the old value's buffer is changed where it is the only
                     // reference to it (a replay), else the planned result is taken.
                     let old_size = entry.value.len() as u64;
@@ -336,7 +338,7 @@ impl Keyspace {
     }
 
     /// Inserts or replaces an entry.
-    pub fn insert(&mut self, key: &str, entry: Entry) {
+    pub fn insert(&mut self, key: &[u8], entry: Entry) {
         let new_size = entry_size(key, &entry);
         // Fast path: an existing key with no expiry before or after needs one lookup and
         // no index change.
@@ -349,7 +351,7 @@ impl Keyspace {
             *old = entry;
             return;
         }
-        let k: Arc<str> = match self.map.get_key_value(key) {
+        let k: Arc<[u8]> = match self.map.get_key_value(key) {
             Some((k, old)) => {
                 let k = k.clone();
                 self.memory_size -= entry_size(key, old);
@@ -359,7 +361,7 @@ impl Keyspace {
                 k
             }
             None => {
-                let k: Arc<str> = Arc::from(key);
+                let k: Arc<[u8]> = Arc::from(key);
                 self.order.insert(OrdKey::new(k.clone()));
                 k
             }
@@ -372,7 +374,7 @@ impl Keyspace {
     }
 
     /// Removes a key, returning its entry.
-    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let (k, old) = self.map.remove_entry(key)?;
         self.order.remove(&OrdKey::new(k.clone()));
         if let Some(at) = old.expire_at_ms {
@@ -383,12 +385,12 @@ impl Keyspace {
     }
 
     /// The entry for `key`, whether or not it is expired.
-    pub fn entry_raw(&self, key: &str) -> Option<&Entry> {
+    pub fn entry_raw(&self, key: &[u8]) -> Option<&Entry> {
         self.map.get(key)
     }
 
     /// The live entry for `key` at `now_ms` (expired entries read as absent).
-    pub fn entry(&self, key: &str, now_ms: u64) -> Option<&Entry> {
+    pub fn entry(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
         self.map.get(key).filter(|e| !e.is_expired(now_ms))
     }
 
@@ -396,18 +398,18 @@ impl Keyspace {
     /// after `cursor` if given. Returns them and whether more may follow.
     pub fn scan(
         &self,
-        prefix: &str,
-        cursor: Option<&str>,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
         limit: usize,
         now_ms: u64,
-    ) -> (Vec<(String, Bytes)>, bool) {
-        let start: Bound<&str> = match cursor {
+    ) -> (Vec<(Key, Bytes)>, bool) {
+        let start: Bound<&[u8]> = match cursor {
             Some(c) if c >= prefix => Bound::Excluded(c),
             _ => Bound::Included(prefix),
         };
         let mut out = Vec::new();
         let mut more = false;
-        for k in self.order.range::<str, _>((start, Bound::Unbounded)) {
+        for k in self.order.range::<[u8], _>((start, Bound::Unbounded)) {
             let k = &*k.key;
             if !k.starts_with(prefix) {
                 break;
@@ -422,14 +424,14 @@ impl Keyspace {
                 more = true;
                 break;
             }
-            out.push((k.to_string(), entry.value.clone()));
+            out.push((Key::from(k), entry.value.clone()));
         }
         (out, more)
     }
 
     /// Up to `count_max` keys (and at most `size_max` bytes of keys) whose expiry is at or
     /// before `now_ms`, soonest first.
-    pub fn expired_keys(&self, now_ms: u64, count_max: usize, size_max: u64) -> Vec<String> {
+    pub fn expired_keys(&self, now_ms: u64, count_max: usize, size_max: u64) -> Vec<Key> {
         let mut size = 0u64;
         self.expiries
             .iter()
@@ -439,7 +441,7 @@ impl Keyspace {
                 size += k.len() as u64;
                 size <= size_max
             })
-            .map(|(_, k)| k.to_string())
+            .map(|(_, k)| Key::from(&k[..]))
             .collect()
     }
 
@@ -454,7 +456,7 @@ impl Keyspace {
             .iter()
             .filter_map(|k| {
                 self.map.get(&*k.key).map(|e| SnapshotEntry {
-                    key: k.key.to_string(),
+                    key: Key::from(&k.key[..]),
                     value: e.value.to_vec(),
                     expire_at_ms: e.expire_at_ms,
                 })
@@ -479,7 +481,7 @@ impl Keyspace {
     }
 
     /// Every key and entry, in key order (for comparing with a model in tests).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
         self.order
             .iter()
             .filter_map(|k| self.map.get(&*k.key).map(|e| (&*k.key, e)))
@@ -533,16 +535,16 @@ mod tests {
             ],
         });
         ks.check_invariants();
-        let (page, more) = ks.scan("a:", None, 1, 0);
-        assert_eq!(page, vec![("a:1".to_string(), Bytes::from("x"))]);
+        let (page, more) = ks.scan(b"a:", None, 1, 0);
+        assert_eq!(page, vec![(Key::from("a:1"), Bytes::from("x"))]);
         assert!(more);
-        let (page, more) = ks.scan("a:", Some("a:1"), 10, 0);
+        let (page, more) = ks.scan(b"a:", Some(b"a:1"), 10, 0);
         assert_eq!(page.len(), 1);
         assert!(!more);
-        assert_eq!(ks.scan("a:", None, 10, 10).0.len(), 1, "expired hidden");
-        assert!(ks.entry("a:2", 10).is_none());
-        assert!(ks.entry_raw("a:2").is_some());
-        assert_eq!(ks.expired_keys(10, 10, 1024), vec!["a:2".to_string()]);
+        assert_eq!(ks.scan(b"a:", None, 10, 10).0.len(), 1, "expired hidden");
+        assert!(ks.entry(b"a:2", 10).is_none());
+        assert!(ks.entry_raw(b"a:2").is_some());
+        assert_eq!(ks.expired_keys(10, 10, 1024), vec![Key::from("a:2")]);
         assert!(ks.expired_keys(10, 10, 2).is_empty(), "bounded by size too");
         ks.apply(&Record {
             seq: 2,
@@ -618,8 +620,19 @@ mod tests {
         /// characters, keys longer than the inline prefix).
         #[test]
         fn ord_key_orders_as_str(a in "[a\\x00\\x01é]{0,30}", b in "[a\\x00\\x01é]{0,30}") {
-            let (ka, kb) = (OrdKey::new(Arc::from(a.as_str())), OrdKey::new(Arc::from(b.as_str())));
+            let (ka, kb) = (OrdKey::new(Arc::from(a.as_bytes())), OrdKey::new(Arc::from(b.as_bytes())));
             proptest::prop_assert_eq!(ka.cmp(&kb), a.as_str().cmp(b.as_str()));
+            proptest::prop_assert_eq!(ka == kb, a == b);
+        }
+
+        /// And as `[u8]` for keys that are not UTF-8 (bytes 0x80..=0xff included).
+        #[test]
+        fn ord_key_orders_as_bytes(
+            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..30),
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..30),
+        ) {
+            let (ka, kb) = (OrdKey::new(Arc::from(&a[..])), OrdKey::new(Arc::from(&b[..])));
+            proptest::prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             proptest::prop_assert_eq!(ka == kb, a == b);
         }
 
@@ -632,7 +645,7 @@ mod tests {
             y in "[a\\x00\\x01é]{0,8}",
         ) {
             let (a, b) = (format!("{common}{x}"), format!("{common}{y}"));
-            let (ka, kb) = (OrdKey::new(Arc::from(a.as_str())), OrdKey::new(Arc::from(b.as_str())));
+            let (ka, kb) = (OrdKey::new(Arc::from(a.as_bytes())), OrdKey::new(Arc::from(b.as_bytes())));
             proptest::prop_assert_eq!(ka.cmp(&kb), a.as_str().cmp(b.as_str()));
             proptest::prop_assert_eq!(kb.cmp(&ka), b.as_str().cmp(a.as_str()));
         }

@@ -37,6 +37,7 @@ mod feed;
 #[doc(hidden)]
 pub mod fuzzing;
 mod histogram;
+mod key;
 mod keyspace;
 pub mod limits;
 mod op;
@@ -56,6 +57,7 @@ pub use db::{Atlas, KeyTtl, ScanPage, Stats};
 pub use error::{AtlasError, Result};
 pub use feed::{ChangeEvent, Subscription};
 pub use histogram::{Histogram, SNAPSHOT_BOUNDS_MS};
+pub use key::Key;
 pub use keyspace::{Entry, Keyspace, SnapshotEntry};
 pub use op::{Op, PatchedValue};
 pub use options::{FsyncPolicy, Options};

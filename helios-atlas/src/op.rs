@@ -5,12 +5,14 @@
 //! Applying the same ops to the same state always gives the same state, whatever the clock
 //! says, so a replay tomorrow rebuilds exactly what was acknowledged today.
 //!
-//! JSON form (one object per op, inside a record's `ops` array):
-//! - `{"op":"set","k":KEY,"v":UTF8}` or `{"op":"set","k":KEY,"b":BASE64}`, plus `"x":MS`
+//! JSON form (one object per op, inside a record's `ops` array). `KEY` is `"k":TEXT` for a
+//! UTF-8 key, or `"kb":BASE64` for any other (AOF format version 3 on; standard alphabet,
+//! padded): keys are binary-safe ([`Key`]).
+//! - `{"op":"set",KEY,"v":UTF8}` or `{"op":"set",KEY,"b":BASE64}`, plus `"x":MS`
 //!   when the key expires at `MS` (milliseconds since the Unix epoch);
-//! - `{"op":"del","k":KEY}`, plus `"why":"expired"` for expirations;
-//! - `{"op":"expire","k":KEY,"x":MS}` sets an expiry; `{"op":"persist","k":KEY}` clears it;
-//! - `{"op":"setrange","k":KEY,"o":OFFSET,"v":UTF8}` (or `"b":BASE64`) writes bytes into a
+//! - `{"op":"del",KEY}`, plus `"why":"expired"` for expirations;
+//! - `{"op":"expire",KEY,"x":MS}` sets an expiry; `{"op":"persist",KEY}` clears it;
+//! - `{"op":"setrange",KEY,"o":OFFSET,"v":UTF8}` (or `"b":BASE64`) writes bytes into a
 //!   value at a byte offset (Redis's SETRANGE, and SETBIT/BITFIELD as the bytes they
 //!   change): the patch is logged, never the whole value, so a one-bit change of a 100 MiB
 //!   value costs a record of a few dozen bytes.
@@ -20,6 +22,7 @@
 //! Redis's; other values are base64 (standard alphabet, padded), which bounds a record's
 //! size at about twice its payload.
 
+use crate::key::Key;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -32,7 +35,7 @@ pub enum Op {
     /// Sets `key` to `value`, replacing any value and expiry.
     Set {
         /// The key.
-        key: String,
+        key: Key,
         /// The value.
         value: Bytes,
         /// Absolute expiry time, or none.
@@ -41,14 +44,14 @@ pub enum Op {
     /// Removes `key` (a no-op if absent).
     Del {
         /// The key.
-        key: String,
+        key: Key,
         /// Whether this delete is an expiration (logged by active or lazy expiry).
         expired: bool,
     },
     /// Sets (`Some`) or clears (`None`) the expiry of an existing key.
     Expire {
         /// The key.
-        key: String,
+        key: Key,
         /// Absolute expiry time, or none to persist the key.
         expire_at_ms: Option<u64>,
     },
@@ -58,7 +61,7 @@ pub enum Op {
     /// depends on the clock).
     SetRange {
         /// The key.
-        key: String,
+        key: Key,
         /// Where `bytes` go, in bytes from the value's start.
         offset: u64,
         /// What is written there.
@@ -132,12 +135,27 @@ pub(crate) fn patch(old: Bytes, offset: u64, bytes: &[u8]) -> Bytes {
 
 impl Op {
     /// The key this op touches.
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &Key {
         match self {
             Op::Set { key, .. }
             | Op::Del { key, .. }
             | Op::Expire { key, .. }
             | Op::SetRange { key, .. } => key,
+        }
+    }
+}
+
+/// Appends the key's field: `"k":"text"` for a UTF-8 key, `"kb":"base64"` for any other.
+fn write_key_field(out: &mut Vec<u8>, key: &Key) {
+    match key.as_str() {
+        Some(s) => {
+            out.extend_from_slice(br#""k":"#);
+            write_json_str(out, s);
+        }
+        None => {
+            out.extend_from_slice(br#""kb":""#);
+            out.extend_from_slice(BASE64.encode(key.as_bytes()).as_bytes());
+            out.push(b'"');
         }
     }
 }
@@ -166,8 +184,8 @@ impl Op {
                 value,
                 expire_at_ms,
             } => {
-                out.extend_from_slice(br#"{"op":"set","k":"#);
-                write_json_str(out, key);
+                out.extend_from_slice(br#"{"op":"set","#);
+                write_key_field(out, key);
                 write_value_field(out, value);
                 if let Some(x) = expire_at_ms {
                     out.extend_from_slice(br#","x":"#);
@@ -175,8 +193,8 @@ impl Op {
                 }
             }
             Op::Del { key, expired } => {
-                out.extend_from_slice(br#"{"op":"del","k":"#);
-                write_json_str(out, key);
+                out.extend_from_slice(br#"{"op":"del","#);
+                write_key_field(out, key);
                 if *expired {
                     out.extend_from_slice(br#","why":"expired""#);
                 }
@@ -185,8 +203,8 @@ impl Op {
                 key,
                 expire_at_ms: Some(x),
             } => {
-                out.extend_from_slice(br#"{"op":"expire","k":"#);
-                write_json_str(out, key);
+                out.extend_from_slice(br#"{"op":"expire","#);
+                write_key_field(out, key);
                 out.extend_from_slice(br#","x":"#);
                 helios_core::digits::push_dec(out, *x);
             }
@@ -194,14 +212,14 @@ impl Op {
                 key,
                 expire_at_ms: None,
             } => {
-                out.extend_from_slice(br#"{"op":"persist","k":"#);
-                write_json_str(out, key);
+                out.extend_from_slice(br#"{"op":"persist","#);
+                write_key_field(out, key);
             }
             Op::SetRange {
                 key, offset, bytes, ..
             } => {
-                out.extend_from_slice(br#"{"op":"setrange","k":"#);
-                write_json_str(out, key);
+                out.extend_from_slice(br#"{"op":"setrange","#);
+                write_key_field(out, key);
                 out.extend_from_slice(br#","o":"#);
                 helios_core::digits::push_dec(out, *offset);
                 write_value_field(out, bytes);
@@ -221,7 +239,7 @@ impl Serialize for Op {
                 expire_at_ms,
             } => {
                 m.serialize_entry("op", "set")?;
-                m.serialize_entry("k", key)?;
+                serialize_key(&mut m, key)?;
                 match text_value(value) {
                     Some(s) => m.serialize_entry("v", s)?,
                     None => m.serialize_entry("b", &BASE64.encode(value))?,
@@ -232,7 +250,7 @@ impl Serialize for Op {
             }
             Op::Del { key, expired } => {
                 m.serialize_entry("op", "del")?;
-                m.serialize_entry("k", key)?;
+                serialize_key(&mut m, key)?;
                 if *expired {
                     m.serialize_entry("why", "expired")?;
                 }
@@ -240,19 +258,19 @@ impl Serialize for Op {
             Op::Expire { key, expire_at_ms } => match expire_at_ms {
                 Some(x) => {
                     m.serialize_entry("op", "expire")?;
-                    m.serialize_entry("k", key)?;
+                    serialize_key(&mut m, key)?;
                     m.serialize_entry("x", x)?;
                 }
                 None => {
                     m.serialize_entry("op", "persist")?;
-                    m.serialize_entry("k", key)?;
+                    serialize_key(&mut m, key)?;
                 }
             },
             Op::SetRange {
                 key, offset, bytes, ..
             } => {
                 m.serialize_entry("op", "setrange")?;
-                m.serialize_entry("k", key)?;
+                serialize_key(&mut m, key)?;
                 m.serialize_entry("o", offset)?;
                 match text_value(bytes) {
                     Some(s) => m.serialize_entry("v", s)?,
@@ -261,6 +279,14 @@ impl Serialize for Op {
             }
         }
         m.end()
+    }
+}
+
+/// Serializes the key's entry: `k` (text) or `kb` (base64), as [`write_key_field`].
+fn serialize_key<M: SerializeMap>(m: &mut M, key: &Key) -> Result<(), M::Error> {
+    match key.as_str() {
+        Some(s) => m.serialize_entry("k", s),
+        None => m.serialize_entry("kb", &BASE64.encode(key.as_bytes())),
     }
 }
 
@@ -352,7 +378,10 @@ pub(crate) fn encoded_size_max(key_size: u64, value_size: u64) -> u64 {
 #[serde(deny_unknown_fields)]
 struct OpWire {
     op: String,
-    k: String,
+    #[serde(default)]
+    k: Option<String>,
+    #[serde(default)]
+    kb: Option<String>,
     #[serde(default)]
     v: Option<String>,
     #[serde(default)]
@@ -368,7 +397,21 @@ struct OpWire {
 impl<'de> Deserialize<'de> for Op {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let w = OpWire::deserialize(d)?;
+        let mut w = OpWire::deserialize(d)?;
+        let key = match (w.k.take(), w.kb.take()) {
+            (Some(k), None) => Key::from(k),
+            (None, Some(kb)) => Key::from(
+                BASE64
+                    .decode(kb.as_bytes())
+                    .map_err(|e| D::Error::custom(format!("bad base64 key: {e}")))?,
+            ),
+            _ => {
+                return Err(D::Error::custom(format!(
+                    "{} needs exactly one of `k` and `kb`",
+                    w.op
+                )));
+            }
+        };
         let payload = |v: Option<String>, b: Option<String>| -> Result<Bytes, D::Error> {
             match (v, b) {
                 (Some(v), None) => Ok(Bytes::from(v.into_bytes())),
@@ -401,7 +444,7 @@ impl<'de> Deserialize<'de> for Op {
                     ));
                 }
                 Ok(Op::SetRange {
-                    key: w.k,
+                    key,
                     offset,
                     bytes,
                     result: PatchedValue::unknown(),
@@ -410,7 +453,7 @@ impl<'de> Deserialize<'de> for Op {
             "set" => {
                 let value = payload(w.v, w.b)?;
                 Ok(Op::Set {
-                    key: w.k,
+                    key,
                     value,
                     expire_at_ms: w.x,
                 })
@@ -423,17 +466,17 @@ impl<'de> Deserialize<'de> for Op {
                         return Err(D::Error::custom(format!("unknown del reason {other:?}")));
                     }
                 };
-                Ok(Op::Del { key: w.k, expired })
+                Ok(Op::Del { key, expired })
             }
             "expire" => match w.x {
                 Some(x) => Ok(Op::Expire {
-                    key: w.k,
+                    key,
                     expire_at_ms: Some(x),
                 }),
                 None => Err(D::Error::custom("expire needs `x`")),
             },
             "persist" => Ok(Op::Expire {
-                key: w.k,
+                key,
                 expire_at_ms: None,
             }),
             other => Err(D::Error::custom(format!("unknown op {other:?}"))),
@@ -499,6 +542,33 @@ mod tests {
     }
 
     #[test]
+    fn keys_that_are_not_utf8_are_base64() {
+        check(
+            Op::Set {
+                key: Key::from(vec![0xff, b'a']),
+                value: Bytes::from_static(b"v"),
+                expire_at_ms: None,
+            },
+            r#"{"op":"set","kb":"/2E=","v":"v"}"#,
+        );
+        check(
+            Op::Del {
+                key: Key::from(vec![0x80]),
+                expired: false,
+            },
+            r#"{"op":"del","kb":"gA=="}"#,
+        );
+        // A UTF-8 key stays text, control characters and all.
+        check(
+            Op::Expire {
+                key: Key::from("a\u{1}"),
+                expire_at_ms: None,
+            },
+            r#"{"op":"persist","k":"a\u0001"}"#,
+        );
+    }
+
+    #[test]
     fn setrange_json_and_patch() {
         check(
             Op::SetRange {
@@ -544,7 +614,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn hand_encoding_equals_serde(
-            key in ".{1,12}",
+            key in proptest::prop_oneof![
+                proptest::strategy::Strategy::prop_map(".{1,12}", Key::from),
+                proptest::strategy::Strategy::prop_map(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..12), Key::from),
+            ],
             value in proptest::prop_oneof![
                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
                 // Text with the characters that escape, and the control ones that don't
@@ -564,12 +637,17 @@ mod tests {
             };
             let mut hand = Vec::new();
             op.encode_json(&mut hand);
-            proptest::prop_assert_eq!(String::from_utf8(hand).unwrap(), serde_json::to_string(&op).unwrap());
+            let json = String::from_utf8(hand).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&op).unwrap());
+            proptest::prop_assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), op);
         }
 
         #[test]
         fn any_op_round_trips_within_its_size_bound(
-            key in ".{1,20}",
+            key in proptest::prop_oneof![
+                proptest::strategy::Strategy::prop_map(".{1,20}", Key::from),
+                proptest::strategy::Strategy::prop_map(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..20), Key::from),
+            ],
             value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
             x in proptest::option::of(proptest::prelude::any::<u64>()),
         ) {
@@ -601,6 +679,8 @@ mod tests {
             r#"{"op":"setrange","k":"k","o":18446744073709551615,"v":"a"}"#,
             r#"{"op":"del","k":"k","extra":1}"#,
             r#"{"op":"del"}"#,
+            r#"{"op":"del","k":"a","kb":"YQ=="}"#,
+            r#"{"op":"del","kb":"!!"}"#,
         ] {
             assert!(serde_json::from_str::<Op>(bad).is_err(), "{bad}");
         }

@@ -4,12 +4,17 @@
 //!
 //! ```text
 //! offset 0   8 bytes  magic "HELIOSSN"
-//! offset 8   u32      format version (1)
+//! offset 8   u32      format version (2; 1 is read too)
 //! offset 12  u64      seq: the last AOF record the snapshot contains
 //! offset 20  u64      payload length in bytes
 //! offset 28  u32      CRC-32C of bytes 8..28 followed by the payload
 //! offset 32  payload  bincode 2 (standard config) of Vec<SnapshotEntry>, in key order
 //! ```
+//!
+//! Version 2 keys are any bytes ([`crate::Key`]); version 1 keys were UTF-8 strings. Both
+//! encode a key as its length and bytes, so a version 1 payload reads as version 2; a
+//! build that reads only version 1 refuses a version 2 file by its header instead of
+//! failing on a key that is not UTF-8.
 //!
 //! Written atomically: `*.snap.tmp` is written and fsynced, renamed over the final name,
 //! and the directory fsynced. A crash at any step leaves either no new snapshot (a stray
@@ -24,8 +29,10 @@ use std::path::Path;
 
 /// Magic bytes at the start of every snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"HELIOSSN";
-/// The snapshot format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot format version this build writes.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest snapshot format version this build reads.
+pub const SNAPSHOT_VERSION_MIN: u32 = 1;
 const HEADER_SIZE: usize = 32;
 
 /// The file name of the snapshot at `seq`.
@@ -97,7 +104,7 @@ pub fn decode(bytes: &[u8], file: &Path) -> Result<(u64, Vec<SnapshotEntry>)> {
         return Err(corrupt(file, 0, "not a HELIOS snapshot (bad magic)"));
     }
     let version = le_u32(bytes, 8);
-    if version != SNAPSHOT_VERSION {
+    if !(SNAPSHOT_VERSION_MIN..=SNAPSHOT_VERSION).contains(&version) {
         return Err(AtlasError::UnsupportedVersion {
             file: file.to_path_buf(),
             found: version,
@@ -172,7 +179,48 @@ mod tests {
                 value: b"text".to_vec(),
                 expire_at_ms: Some(77),
             },
+            SnapshotEntry {
+                key: vec![b'b', 0xff].into(),
+                value: Vec::new(),
+                expire_at_ms: None,
+            },
         ]
+    }
+
+    /// A version 1 file (keys were `String`s) reads as the same entries.
+    #[test]
+    fn version_1_files_read() {
+        #[derive(serde::Serialize)]
+        struct V1Entry<'a> {
+            key: &'a str,
+            #[serde(with = "serde_bytes")]
+            value: &'a [u8],
+            expire_at_ms: Option<u64>,
+        }
+        let text: Vec<SnapshotEntry> = entries().into_iter().take(2).collect();
+        let v1: Vec<V1Entry<'_>> = text
+            .iter()
+            .map(|e| V1Entry {
+                key: e.key.as_str().unwrap(),
+                value: &e.value,
+                expire_at_ms: e.expire_at_ms,
+            })
+            .collect();
+        let payload = bincode::serde::encode_to_vec(&v1, config()).unwrap();
+        let mut b = Vec::new();
+        b.extend_from_slice(SNAPSHOT_MAGIC);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&5u64.to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&b[8..28]), &payload);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&payload);
+        assert_eq!(decode(&b, Path::new("s")).unwrap(), (5, text));
+        b[8] = 3;
+        assert!(matches!(
+            decode(&b, Path::new("s")),
+            Err(AtlasError::UnsupportedVersion { found: 3, .. })
+        ));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use crate::command::{self, Command, Expiry, Overlay, Reply, SetCondition, SetOptions};
 use crate::db::KeyTtl;
 use crate::error::{AtlasError, Result};
+use crate::key::Key;
 use crate::limits::{BATCH_OPS_COUNT_MAX, GROUP_PATCHED_SIZE_MAX, RECORD_SIZE_MAX, VALUE_SIZE_MAX};
 use crate::op::{Op, encoded_size_max};
 use bytes::Bytes;
@@ -68,24 +69,24 @@ impl<'t, 'a> Tx<'t, 'a> {
     }
 
     /// The keys of the writes planned so far (a key written twice appears twice).
-    pub fn written_keys(&self) -> impl Iterator<Item = &str> {
+    pub fn written_keys(&self) -> impl Iterator<Item = &Key> {
         self.ops[self.ops_start..].iter().map(Op::key)
     }
 
     /// The value of `key`, if live.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
-        self.overlay.live(key).map(|e| e.value.clone())
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
+        self.overlay.live(key.as_ref()).map(|e| e.value.clone())
     }
 
     /// Whether `key` is live.
-    pub fn exists(&self, key: &str) -> bool {
-        self.overlay.live(key).is_some()
+    pub fn exists(&self, key: impl AsRef<[u8]>) -> bool {
+        self.overlay.live(key.as_ref()).is_some()
     }
 
     /// The time-to-live of `key`.
-    pub fn ttl(&self, key: &str) -> KeyTtl {
+    pub fn ttl(&self, key: impl AsRef<[u8]>) -> KeyTtl {
         let now = self.now_ms();
-        match self.overlay.live(key) {
+        match self.overlay.live(key.as_ref()) {
             None => KeyTtl::Missing,
             Some(e) => match e.expire_at_ms {
                 None => KeyTtl::Persistent,
@@ -128,7 +129,12 @@ impl<'t, 'a> Tx<'t, 'a> {
     }
 
     /// Sets `key` to `value` with `expiry` (`Expiry::Keep` keeps the current TTL).
-    pub fn set(&mut self, key: &str, value: impl Into<Bytes>, expiry: Expiry) -> Result<()> {
+    pub fn set(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        expiry: Expiry,
+    ) -> Result<()> {
         self.set_with(
             key,
             value,
@@ -143,10 +149,11 @@ impl<'t, 'a> Tx<'t, 'a> {
     /// Sets `key` with NX/XX and expiry options; returns whether it was written.
     pub fn set_with(
         &mut self,
-        key: &str,
+        key: impl AsRef<[u8]>,
         value: impl Into<Bytes>,
         options: SetOptions,
     ) -> Result<bool> {
+        let key = key.as_ref();
         let value = value.into();
         let (ks, vs) = (key.len() as u64, value.len() as u64);
         self.check_write(ks, vs)?;
@@ -163,7 +170,8 @@ impl<'t, 'a> Tx<'t, 'a> {
     /// length afterwards. Logged as the patch ([`Op::SetRange`]), not the whole value; the
     /// old value is copied once. Empty `bytes` change nothing (and create nothing), as in
     /// Redis. Refused with [`AtlasError::ValueTooLarge`] past [`VALUE_SIZE_MAX`].
-    pub fn set_range(&mut self, key: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
+    pub fn set_range(&mut self, key: impl AsRef<[u8]>, offset: u64, bytes: &[u8]) -> Result<u64> {
+        let key = key.as_ref();
         let ks = key.len() as u64;
         let vs = bytes.len() as u64;
         let current = self.overlay.live(key).map_or(0, |e| e.value.len() as u64);
@@ -175,7 +183,7 @@ impl<'t, 'a> Tx<'t, 'a> {
         let end = offset.saturating_add(vs);
         if end > VALUE_SIZE_MAX {
             return Err(AtlasError::ValueTooLarge {
-                key: key.to_owned(),
+                key: Key::from(key),
                 size: end,
                 size_max: VALUE_SIZE_MAX,
             });
@@ -197,10 +205,11 @@ impl<'t, 'a> Tx<'t, 'a> {
     }
 
     /// Deletes `key`; returns whether it was live.
-    pub fn delete(&mut self, key: &str) -> Result<bool> {
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key.as_ref();
         match self.run(
             Command::Delete {
-                keys: vec![key.to_owned()],
+                keys: vec![Key::from(key)],
             },
             key.len() as u64,
             0,
@@ -213,7 +222,8 @@ impl<'t, 'a> Tx<'t, 'a> {
     /// Changes the expiry of `key` (`Expiry::Never` removes it; a time not after now
     /// deletes the key). Returns whether the key is live (for `Never`: whether a TTL was
     /// removed). `Expiry::Keep` is refused.
-    pub fn expire(&mut self, key: &str, expiry: Expiry) -> Result<bool> {
+    pub fn expire(&mut self, key: impl AsRef<[u8]>, expiry: Expiry) -> Result<bool> {
+        let key = key.as_ref();
         if expiry == Expiry::Keep {
             return Err(AtlasError::InvalidArgument {
                 name: "expiry",
@@ -222,7 +232,7 @@ impl<'t, 'a> Tx<'t, 'a> {
         }
         match self.run(
             Command::Expire {
-                key: key.to_owned(),
+                key: Key::from(key),
                 expiry,
             },
             key.len() as u64,

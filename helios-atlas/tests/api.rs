@@ -35,6 +35,112 @@ fn set_get_delete_exists_and_reopen() {
     assert_eq!(db.last_seq(), 3);
 }
 
+/// Keys are bytes: any key (not UTF-8, NULs, a prefix of another) is stored, scanned in
+/// byte order, logged (as `kb`, AOF format 3), snapshotted and read back after reopening;
+/// `&str`, `&[u8]`, `Vec<u8>` and `&Key` are all accepted.
+#[test]
+fn keys_are_binary_safe() {
+    let (m, c) = setup();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    let bin: &[u8] = b"bin:\xff\x00\x80";
+    db.set(bin, "v1").unwrap();
+    db.set(b"bin:\xfe", "v2").unwrap();
+    db.set("bin:text", "v3").unwrap();
+    db.set(b"bin:", "v4").unwrap();
+    assert_eq!(db.get(bin).unwrap(), "v1");
+    assert!(db.get(b"bin:\xff").is_none(), "a prefix is another key");
+    assert_eq!(db.incr_by(b"n\xc3", 2).unwrap(), 2);
+    let mut feed = db.subscribe(b"bin:\xff", 1).unwrap();
+    let ev = feed.try_next().unwrap().expect("the set under the prefix");
+    assert_eq!(ev.changes[0].key(), &bin);
+    let keys = |db: &helios_atlas::Atlas| -> Vec<Vec<u8>> {
+        db.scan(b"bin:", None, 100)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|(k, _)| k.into_bytes())
+            .collect()
+    };
+    let want: Vec<Vec<u8>> = vec![
+        b"bin:".to_vec(),
+        b"bin:text".to_vec(),
+        b"bin:\xfe".to_vec(),
+        bin.to_vec(),
+    ];
+    assert_eq!(keys(&db), want, "byte order");
+    let page = db.scan(b"bin:", Some(b"bin:text"), 1).unwrap();
+    assert_eq!(page.entries[0].0, &b"bin:\xfe"[..]);
+    assert_eq!(page.next_cursor.as_deref(), Some(&b"bin:\xfe"[..]));
+    let aof = m.read(&file("aof-00000000000000000001.jsonl")).unwrap();
+    let text = String::from_utf8(aof).expect("the AOF stays text");
+    assert!(
+        text.starts_with(r#"{"format":"helios-aof","version":3,"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"op":"set","kb":"YmluOv8AgA==","v":"v1"}"#),
+        "{text}"
+    );
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(keys(&db), want, "replayed from the AOF");
+    assert_eq!(db.get(b"n\xc3").unwrap(), "2");
+    db.snapshot().unwrap();
+    assert!(db.delete(b"bin:\xfe").unwrap());
+    drop(db);
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(keys(&db).len(), 3, "snapshot + AOF");
+    assert_eq!(db.get(bin).unwrap(), "v1");
+    let key = helios_atlas::Key::from(bin);
+    assert_eq!(format!("{key}"), "bin:\\xff\\x00\\x80");
+    assert!(db.exists(&key));
+    let err = db.incr_by(&key, 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"value of key b"bin:\xff\x00\x80" is not an integer"#
+    );
+}
+
+/// A directory written by a build whose AOF is format 2 (keys text only) opens, and new
+/// writes go to a new segment of format 3: appends never continue a segment of an older
+/// format, whose readers would not know `kb`.
+#[test]
+fn a_version_2_segment_is_read_and_not_appended_to() {
+    let (m, c) = setup();
+    m.create_dir_all(&dir()).unwrap();
+    let mut seg = br#"{"format":"helios-aof","version":2,"start_seq":1}"#.to_vec();
+    seg.push(b'\n');
+    helios_atlas::aof::encode_record(
+        1,
+        &[Op::Set {
+            key: "old".into(),
+            value: Bytes::from_static(b"1"),
+            expire_at_ms: None,
+        }],
+        &mut seg,
+    );
+    let f = m.create(&file("aof-00000000000000000001.jsonl")).unwrap();
+    f.append(&seg).unwrap();
+    f.sync().unwrap();
+    m.sync_dir(&dir()).unwrap();
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.get("old").unwrap(), "1");
+    db.set(b"\xff", "2").unwrap();
+    drop(db);
+    assert_eq!(
+        m.read(&file("aof-00000000000000000001.jsonl")).unwrap(),
+        seg,
+        "the old segment is left as it was"
+    );
+    let new = String::from_utf8(m.read(&file("aof-00000000000000000002.jsonl")).unwrap()).unwrap();
+    assert!(
+        new.starts_with(r#"{"format":"helios-aof","version":3,"start_seq":2}"#),
+        "{new}"
+    );
+    let db = open(&m, &c, FsyncPolicy::Always);
+    assert_eq!(db.get(b"\xff").unwrap(), "2");
+}
+
 #[test]
 fn nx_xx_conditions() {
     let (m, c) = setup();
@@ -227,7 +333,7 @@ fn get_many_and_scan_with_cursor() {
     let (m, c) = setup();
     let db = open(&m, &c, FsyncPolicy::No);
     for i in 0..25 {
-        db.set(&format!("user:{i:03}"), i.to_string()).unwrap();
+        db.set(format!("user:{i:03}"), i.to_string()).unwrap();
     }
     db.set("userx", "no").unwrap();
     db.set("a", "no").unwrap();
@@ -235,7 +341,7 @@ fn get_many_and_scan_with_cursor() {
     assert_eq!(got[0].as_deref(), Some(&b"1"[..]));
     assert_eq!(got[1], None);
     let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut cursor: Option<helios_atlas::Key> = None;
     loop {
         let page = db.scan("user:", cursor.as_deref(), 10).unwrap();
         assert!(page.entries.len() <= 10);
@@ -311,7 +417,7 @@ fn memory_limit_refuses_writes_but_not_reads_or_deletes() {
     let db = helios_atlas::Atlas::open(dir(), o).unwrap();
     let mut i = 0;
     let err = loop {
-        match db.set(&format!("k{i}"), vec![b'x'; 500]) {
+        match db.set(format!("k{i}"), vec![b'x'; 500]) {
             Ok(()) => i += 1,
             Err(e) => break e,
         }
@@ -361,7 +467,7 @@ fn reopening_right_after_dropping_the_last_handle_works() {
         let db =
             helios_atlas::Atlas::open(tmp.path(), o).unwrap_or_else(|e| panic!("open {i}: {e}"));
         for k in 0..50 {
-            db.set(&format!("k{k}"), format!("{i}")).unwrap();
+            db.set(format!("k{k}"), format!("{i}")).unwrap();
         }
         drop(db);
     }
@@ -372,7 +478,7 @@ fn snapshot_rotates_and_compacts_and_reopen_uses_it() {
     let (m, c) = setup();
     let db = open(&m, &c, FsyncPolicy::Always);
     for i in 0..10 {
-        db.set(&format!("k{i}"), "v").unwrap();
+        db.set(format!("k{i}"), "v").unwrap();
     }
     assert_eq!(db.snapshot().unwrap(), Some(10));
     db.set("after", "1").unwrap();
@@ -559,7 +665,7 @@ fn reads_never_touch_the_disk() {
     let (m, c) = setup();
     let db = open(&m, &c, FsyncPolicy::Always);
     for i in 0..10 {
-        db.set(&format!("k{i}"), "v").unwrap();
+        db.set(format!("k{i}"), "v").unwrap();
     }
     m.crash(CrashTear::KeepUnsynced);
     assert_eq!(db.get("k3").unwrap(), "v");
@@ -641,11 +747,11 @@ fn a_corrupt_newest_snapshot_falls_back_and_is_set_aside() {
     o.snapshots_retained_count = 2;
     let db = helios_atlas::Atlas::open(dir(), o.clone()).unwrap();
     for i in 0..5 {
-        db.set(&format!("a{i}"), "1").unwrap();
+        db.set(format!("a{i}"), "1").unwrap();
     }
     assert_eq!(db.snapshot().unwrap(), Some(5));
     for i in 0..5 {
-        db.set(&format!("b{i}"), "2").unwrap();
+        db.set(format!("b{i}"), "2").unwrap();
     }
     assert_eq!(db.snapshot().unwrap(), Some(10));
     db.set("c", "3").unwrap();
@@ -730,7 +836,7 @@ fn the_feed_ring_is_bounded_in_bytes_and_a_slow_subscriber_reads_the_aof() {
     let mut sub = db.subscribe("", 1).unwrap();
     let value = |i: usize| Bytes::from(vec![b'a' + (i % 26) as u8; 100 << 10]);
     for i in 0..40 {
-        db.set(&format!("k{i:02}"), value(i)).unwrap();
+        db.set(format!("k{i:02}"), value(i)).unwrap();
         let held = db.stats().feed_buffer_size;
         assert!(held <= 1 << 20, "after {i}: {held}");
     }
@@ -743,7 +849,10 @@ fn the_feed_ring_is_bounded_in_bytes_and_a_slow_subscriber_reads_the_aof() {
         assert_eq!(ev.seq, i as u64 + 1);
         match &ev.changes[..] {
             [Op::Set { key, value: v, .. }] => {
-                assert_eq!((key.as_str(), v), (format!("k{i:02}").as_str(), &value(i)));
+                assert_eq!(
+                    (key.as_str(), v),
+                    (Some(format!("k{i:02}").as_str()), &value(i))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -806,7 +915,7 @@ fn aof_size_is_the_segments_on_disk_and_snapshots_are_timed() {
         "a fresh store: the header"
     );
     for i in 0..200 {
-        db.set(&format!("key{}", i % 10), "x".repeat(100)).unwrap();
+        db.set(format!("key{}", i % 10), "x".repeat(100)).unwrap();
     }
     let grown = db.stats().aof_size;
     assert_eq!(grown, aof_files_size(&m));
@@ -820,7 +929,7 @@ fn aof_size_is_the_segments_on_disk_and_snapshots_are_timed() {
     assert_eq!(after.snapshot_durations.count, 1);
     // More writes in the new segment, then a rewrite.
     for i in 0..50 {
-        db.set(&format!("key{}", i % 10), "y".repeat(100)).unwrap();
+        db.set(format!("key{}", i % 10), "y".repeat(100)).unwrap();
     }
     let grown = db.stats().aof_size;
     assert_eq!(grown, aof_files_size(&m));
@@ -832,7 +941,7 @@ fn aof_size_is_the_segments_on_disk_and_snapshots_are_timed() {
     assert_eq!(s.snapshot_durations.counts.iter().sum::<u64>(), 2);
     // Reopened, the closed segments are measured on disk.
     for i in 0..20 {
-        db.set(&format!("k{i}"), "z").unwrap();
+        db.set(format!("k{i}"), "z").unwrap();
     }
     let before = db.stats().aof_size;
     drop(db);

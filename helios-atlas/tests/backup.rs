@@ -42,7 +42,7 @@ fn a_backup_under_concurrent_writers_restores_every_write_acknowledged_before_it
                 std::thread::spawn(move || {
                     let mut i = 0;
                     while !stop.load(Ordering::Relaxed) {
-                        db.set(&key(t, i), vec![b'v'; 200]).unwrap();
+                        db.set(key(t, i), vec![b'v'; 200]).unwrap();
                         i += 1;
                         acked[t].store(i, Ordering::Release);
                     }
@@ -84,13 +84,13 @@ fn a_backup_under_concurrent_writers_restores_every_write_acknowledged_before_it
             // time: no later write without the ones before it), within what was acked
             // by the time it returned.
             let mut n = 0;
-            while r.exists(&key(t, n)) {
+            while r.exists(key(t, n)) {
                 n += 1;
             }
             assert!(n >= before[t], "{fsync:?} writer {t}: {n} < {}", before[t]);
             assert!(n <= after[t], "{fsync:?} writer {t}: {n} > {}", after[t]);
             assert!(
-                !r.exists(&key(t, n + 1)),
+                !r.exists(key(t, n + 1)),
                 "{fsync:?} writer {t}: a hole at {n}"
             );
         }
@@ -108,7 +108,7 @@ fn a_damaged_or_unfinished_backup_is_refused_by_name() {
     let data = tmp.path().join("data");
     let db = Atlas::open(&data, fs_options(FsyncPolicy::Always)).unwrap();
     for i in 0..500 {
-        db.set(&format!("k{i}"), vec![b'x'; 300]).unwrap();
+        db.set(format!("k{i}"), vec![b'x'; 300]).unwrap();
     }
     let out = tmp.path().join("backup");
     let manifest = db.backup(&out).unwrap();
@@ -159,11 +159,11 @@ fn a_backup_on_the_model_disk_is_fsynced_and_survives_a_power_loss() {
     let clock = Arc::new(ManualClock::new(1_000_000));
     let db = open(&m, &clock, FsyncPolicy::Always);
     for i in 0..50 {
-        db.set(&format!("k{i}"), "v").unwrap();
+        db.set(format!("k{i}"), "v").unwrap();
     }
     db.snapshot().unwrap();
     for i in 50..80 {
-        db.set(&format!("k{i}"), "v").unwrap();
+        db.set(format!("k{i}"), "v").unwrap();
     }
     let out = Path::new("/backup");
     let manifest = db.backup(out).unwrap();

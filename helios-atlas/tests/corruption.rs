@@ -203,13 +203,13 @@ fn unknown_versions_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join(SEGMENT),
-        b"{\"format\":\"helios-aof\",\"version\":3,\"start_seq\":1}\n",
+        b"{\"format\":\"helios-aof\",\"version\":4,\"start_seq\":1}\n",
     )
     .unwrap();
     match Atlas::open(tmp.path(), options()) {
         Err(AtlasError::UnsupportedVersion {
-            found: 3,
-            supported: 2,
+            found: 4,
+            supported: 3,
             ..
         }) => {}
         other => panic!("{other:?}"),
@@ -454,12 +454,12 @@ fn a_version_1_last_segment_is_read_and_left_as_is() {
     let db = Atlas::open(tmp.path(), options()).unwrap();
     assert_eq!(db.get("a").unwrap(), "1");
     db.set("b", "2").unwrap();
-    // The new record went to a new (version 2, padded) segment; the old file is untouched.
+    // The new record went to a new (version 3, padded) segment; the old file is untouched.
     let v2 = tmp.path().join("aof-00000000000000000002.jsonl");
     assert!(
         std::fs::read(&v2)
             .unwrap()
-            .starts_with(b"{\"format\":\"helios-aof\",\"version\":2,")
+            .starts_with(b"{\"format\":\"helios-aof\",\"version\":3,")
     );
     assert_eq!(
         std::fs::read(tmp.path().join(SEGMENT)).unwrap(),

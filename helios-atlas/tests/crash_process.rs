@@ -202,7 +202,7 @@ fn padding(rng: &mut StdRng) -> String {
 /// The keys under `prefix` with their values.
 fn read_prefix(db: &Atlas, prefix: &str) -> BTreeMap<String, String> {
     let mut all = BTreeMap::new();
-    let mut cursor: Option<String> = None;
+    let mut cursor: Option<helios_atlas::Key> = None;
     loop {
         let page = db
             .scan(prefix, cursor.as_deref(), SCAN_LIMIT_MAX)
@@ -210,6 +210,7 @@ fn read_prefix(db: &Atlas, prefix: &str) -> BTreeMap<String, String> {
         for (k, v) in page.entries {
             let v = String::from_utf8(v.to_vec())
                 .unwrap_or_else(|e| panic!("value of {k:?} is not UTF-8: {e}"));
+            let k = k.into_string().expect("the child writes text keys");
             all.insert(k, v);
         }
         match page.next_cursor {

@@ -82,7 +82,7 @@ fn a_full_file_system_fails_writes_keeps_reads_and_loses_nothing_acknowledged() 
     let db = Atlas::open(&data, options()).expect("open");
     let mut acked = 0usize;
     let err = loop {
-        match db.set(&format!("k{acked:06}"), value(acked)) {
+        match db.set(format!("k{acked:06}"), value(acked)) {
             Ok(()) => acked += 1,
             Err(e) => break e,
         }
@@ -114,7 +114,7 @@ fn a_full_file_system_fails_writes_keeps_reads_and_loses_nothing_acknowledged() 
     let db = Atlas::open(&data, options()).expect("reopen after freeing space");
     for i in 0..acked {
         assert_eq!(
-            db.get(&format!("k{i:06}")).as_deref(),
+            db.get(format!("k{i:06}")).as_deref(),
             Some(&value(i)[..]),
             "k{i:06} was acknowledged"
         );

@@ -31,7 +31,17 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const KEYS: [&str; 6] = ["a", "b", "user:1", "user:2", "user:10", "n"];
+// Two keys are not UTF-8 (one under the scanned prefix): keys are binary-safe.
+const KEYS: [&[u8]; 8] = [
+    b"a",
+    b"b",
+    b"user:1",
+    b"user:2",
+    b"user:10",
+    b"n",
+    b"user:\xff",
+    b"\xff\x00",
+];
 
 #[derive(Debug, Clone)]
 enum BOp {
@@ -118,7 +128,7 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-type State = BTreeMap<String, (Vec<u8>, Option<u64>)>;
+type State = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
 
 /// The reference model: raw entries (expired ones stay until a logged delete) and the
 /// documented semantics of each call, written as plainly as possible.
@@ -128,14 +138,14 @@ struct Model {
 }
 
 impl Model {
-    fn live(&self, k: &str, now: u64) -> Option<(Vec<u8>, Option<u64>)> {
+    fn live(&self, k: &[u8], now: u64) -> Option<(Vec<u8>, Option<u64>)> {
         self.raw
             .get(k)
             .filter(|(_, at)| at.is_none_or(|at| at > now))
             .cloned()
     }
 
-    fn resolve(&self, k: &str, e: Exp, now: u64) -> Result<Option<u64>, ()> {
+    fn resolve(&self, k: &[u8], e: Exp, now: u64) -> Result<Option<u64>, ()> {
         Ok(match e {
             Exp::Never => None,
             Exp::Keep => self.live(k, now).and_then(|(_, at)| at),
@@ -144,21 +154,21 @@ impl Model {
         })
     }
 
-    fn put(&mut self, k: &str, v: Vec<u8>, at: Option<u64>, now: u64) {
+    fn put(&mut self, k: &[u8], v: Vec<u8>, at: Option<u64>, now: u64) {
         if at.is_some_and(|at| at <= now) {
             self.raw.remove(k);
         } else {
-            self.raw.insert(k.to_owned(), (v, at));
+            self.raw.insert(k.to_vec(), (v, at));
         }
     }
 
-    fn delete(&mut self, k: &str, now: u64) -> bool {
+    fn delete(&mut self, k: &[u8], now: u64) -> bool {
         let live = self.live(k, now).is_some();
         self.raw.remove(k);
         live
     }
 
-    fn expire(&mut self, k: &str, e: Exp, now: u64) -> bool {
+    fn expire(&mut self, k: &[u8], e: Exp, now: u64) -> bool {
         let Some((v, cur)) = self.live(k, now) else {
             return false;
         };
@@ -170,11 +180,11 @@ impl Model {
         if cur == at {
             return at.is_some();
         }
-        self.raw.insert(k.to_owned(), (v, at));
+        self.raw.insert(k.to_vec(), (v, at));
         true
     }
 
-    fn check(&self, k: &str, c: u8, now: u64) -> bool {
+    fn check(&self, k: &[u8], c: u8, now: u64) -> bool {
         match c {
             0 => self.live(k, now).is_none(),
             1 => self.live(k, now).is_some(),
@@ -303,14 +313,14 @@ impl Harness {
                     let at = self.model.resolve(k, e, now).unwrap_or(None);
                     self.model.put(k, v, at, now);
                 }
-                assert_eq!(r.expect("set"), go, "set {k} reply");
+                assert_eq!(r.expect("set"), go, "set {k:?} reply");
             }
             Action::Delete(k) => {
                 let r = self.db().delete(KEYS[k]).expect("delete");
                 assert_eq!(r, self.model.delete(KEYS[k], now), "delete reply");
             }
             Action::DeleteMany(ks) => {
-                let keys: Vec<&str> = ks.iter().map(|&k| KEYS[k]).collect();
+                let keys: Vec<&[u8]> = ks.iter().map(|&k| KEYS[k]).collect();
                 let r = self.db().delete_many(&keys).expect("delete_many");
                 let mut n = 0;
                 for k in keys {
@@ -416,7 +426,7 @@ impl Harness {
                 match failed {
                     Some((k, _)) => match r {
                         Err(AtlasError::PreconditionFailed { key }) => assert_eq!(key, KEYS[*k]),
-                        other => panic!("batch should fail on {}: {other:?}", KEYS[*k]),
+                        other => panic!("batch should fail on {:?}: {other:?}", KEYS[*k]),
                     },
                     None => {
                         r.expect("batch");
@@ -528,14 +538,14 @@ impl Harness {
             assert_eq!(
                 db.get(k).map(|b| b.to_vec()),
                 live.clone().map(|l| l.0),
-                "get {k} after {a:?}"
+                "get {k:?} after {a:?}"
             );
             assert_eq!(
                 got.map(|b| b.to_vec()),
                 live.clone().map(|l| l.0),
-                "get_many {k}"
+                "get_many {k:?}"
             );
-            assert_eq!(db.exists(k), live.is_some(), "exists {k}");
+            assert_eq!(db.exists(k), live.is_some(), "exists {k:?}");
             let want_ttl = match live {
                 None => KeyTtl::Missing,
                 Some((_, None)) => KeyTtl::Persistent,
@@ -544,23 +554,27 @@ impl Harness {
                     remaining_ms: at - now,
                 },
             };
-            assert_eq!(db.ttl(k), want_ttl, "ttl {k}");
+            assert_eq!(db.ttl(k), want_ttl, "ttl {k:?}");
         }
         let mut scanned = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = db.scan("user:", cursor.as_deref(), 1).expect("scan");
-            scanned.extend(page.entries.into_iter().map(|(k, v)| (k, v.to_vec())));
+            scanned.extend(
+                page.entries
+                    .into_iter()
+                    .map(|(k, v)| (k.into_bytes(), v.to_vec())),
+            );
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
         }
-        let want: Vec<(String, Vec<u8>)> = self
+        let want: Vec<(Vec<u8>, Vec<u8>)> = self
             .model
             .raw
             .iter()
-            .filter(|(k, (_, at))| k.starts_with("user:") && at.is_none_or(|at| at > now))
+            .filter(|(k, (_, at))| k.starts_with(b"user:") && at.is_none_or(|at| at > now))
             .map(|(k, (v, _))| (k.clone(), v.clone()))
             .collect();
         assert_eq!(scanned, want, "scan user: after {a:?}");

@@ -162,7 +162,7 @@ fn range_writes_of_one_commit_build_a_bounded_size() {
     let fits = GROUP_PATCHED_SIZE_MAX / per;
     let r = db.transact(move |tx| {
         for i in 0..=fits {
-            tx.set_range(&format!("k{i}"), per - 1, b"x")?;
+            tx.set_range(format!("k{i}"), per - 1, b"x")?;
         }
         Ok::<(), AtlasError>(())
     });

@@ -121,7 +121,7 @@ fn power_loss_keeps_all_or_nothing_of_a_transaction() {
         let db = open(&disk, &clock, FsyncPolicy::No);
         // Many transactions, each moving 10 units between 20 keys: the total is invariant.
         for i in 0..20 {
-            db.set(&format!("k{i}"), "100").unwrap();
+            db.set(format!("k{i}"), "100").unwrap();
         }
         db.sync().unwrap();
         for step in 0..30u64 {
@@ -150,7 +150,7 @@ fn power_loss_keeps_all_or_nothing_of_a_transaction() {
         let db = open(&disk, &clock, FsyncPolicy::No);
         let total: i64 = (0..20)
             .map(|i| {
-                let v = db.get(&format!("k{i}")).unwrap();
+                let v = db.get(format!("k{i}")).unwrap();
                 std::str::from_utf8(&v).unwrap().parse::<i64>().unwrap()
             })
             .sum();

@@ -258,7 +258,7 @@ impl RateLimiter {
             // First sight since start (or since idle expiry): resume the stored bucket.
             let bucket = self
                 .atlas
-                .get(&rate_key(client))
+                .get(rate_key(client))
                 .and_then(|b| serde_json::from_slice::<TokenBucket>(&b).ok())
                 .and_then(|mut b| b.reconfigure(limits, now_ms).ok().map(|()| b))
                 .or_else(|| TokenBucket::new(limits, now_ms).ok());

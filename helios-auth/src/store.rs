@@ -406,10 +406,17 @@ impl Auth {
     }
 
     fn scan_all(&self, prefix: &str, mut f: impl FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
-        let mut cursor: Option<String> = None;
+        let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = self.atlas.scan(prefix, cursor.as_deref(), 10_000)?;
             for (k, v) in &page.entries {
+                // This crate writes text keys only: another under its prefixes is damage.
+                let Some(k) = k.as_str() else {
+                    return Err(AuthError::CorruptRecord {
+                        key: k.to_string(),
+                        reason: "the key is not UTF-8".to_owned(),
+                    });
+                };
                 f(k, v)?;
             }
             match page.next_cursor {

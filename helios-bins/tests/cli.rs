@@ -215,7 +215,11 @@ async fn online_commands_and_exit_codes() {
     .await
     .unwrap();
     let db = helios_atlas::Atlas::open(&restored, helios_atlas::Options::default()).unwrap();
-    let keys: Vec<String> = db.with_keyspace(|ks| ks.iter().map(|(k, _)| k.to_owned()).collect());
+    let keys: Vec<String> = db.with_keyspace(|ks| {
+        ks.iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    });
     assert!(keys.iter().any(|k| k.ends_with(":kept")), "{keys:?}");
     assert!(!keys.iter().any(|k| k.ends_with(":after")), "{keys:?}");
 }
@@ -365,7 +369,7 @@ async fn offline_check_repair_backup_restore() {
     {
         let db = helios_atlas::Atlas::open(&data, helios_atlas::Options::default()).unwrap();
         for i in 0..10 {
-            db.set(&format!("k{i}"), "v").unwrap();
+            db.set(format!("k{i}"), "v").unwrap();
         }
         db.close().unwrap();
     }

@@ -786,7 +786,7 @@ async fn jobs_of_the_previous_layout_are_served() {
             let record = format!(
                 r#"{{"id":"{id}","queue":"mail","payload":{{"n":1}},"state":"PENDING","priority":0,"run_at_ms":1715000000000,"attempts":0,"attempts_max":3,"backoff":{{"kind":"exponential","base_ms":1000,"max_ms":300000}},"token_last":0,"created_at_ms":1715000000000,"updated_at_ms":1715000000000}}"#
             );
-            atlas.set(&format!("job:{id}"), record).unwrap();
+            atlas.set(format!("job:{id}"), record).unwrap();
         }
         atlas.close().unwrap();
     }

@@ -118,6 +118,43 @@ async fn a_users_keys_are_their_own() {
     s.stop().await;
 }
 
+/// A namespace may hold keys that are not UTF-8 (helios-atlasd's keys are binary-safe,
+/// and a user's atlasd keys are its gateway keys): listings show them as `key_base64`, a
+/// cursor at one comes back as `next_cursor_base64`, and `cursor_base64` continues from it.
+#[tokio::test]
+async fn binary_keys_written_by_atlasd_are_listed_in_base64() {
+    let (_dir, s) = start_temp().await;
+    let (alice_id, alice) = register(&s, "alice").await;
+    let space = helios_core::keys::KvSpace::User(&alice_id);
+    s.put_value("/api/v1/kv/a", &alice, json!(1)).await;
+    s.put_value("/api/v1/kv/c", &alice, json!(3)).await;
+    let bin = space.key_bytes(b"b\xff").unwrap();
+    s.state.atlas.set(&bin, "raw").unwrap();
+    let (st, list) = s.get("/api/v1/kv?limit=2", &alice).await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    assert_eq!(
+        list,
+        json!({
+            "items": [{"key": "a", "value": 1}, {"key_base64": "Yv8=", "value": null}],
+            "next_cursor": null,
+            "next_cursor_base64": "Yv8=",
+        })
+    );
+    let (st, list) = s.get("/api/v1/kv?cursor_base64=Yv8%3D", &alice).await;
+    assert_eq!(st, StatusCode::OK, "{list}");
+    assert_eq!(keys_of(&list), ["c"]);
+    assert_eq!(list["next_cursor"], Value::Null);
+    for bad in [
+        "cursor_base64=!!",
+        "cursor_base64=",
+        "cursor=a&cursor_base64=YQ%3D%3D",
+    ] {
+        let (st, v) = s.get(&format!("/api/v1/kv?{bad}"), &alice).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn shared_namespaces_are_guarded_by_scoped_permissions() {
     let (_dir, s) = start_temp().await;

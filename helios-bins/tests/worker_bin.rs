@@ -358,7 +358,7 @@ async fn no_job_is_lost_or_invented_while_workers_are_killed() {
     assert!(lost.is_empty(), "lost: {lost:?}");
     assert!(unexpected.is_empty(), "unexpected: {unexpected:?}");
     let repeated = seen.values().filter(|c| **c > 1).count();
-    let mut done_records: BTreeMap<String, usize> = BTreeMap::new();
+    let mut done_records: BTreeMap<helios_atlas::Key, usize> = BTreeMap::new();
     while let Some(ev) = records.try_next().unwrap() {
         for op in ev.changes {
             if let helios_atlas::Op::Set { key, value, .. } = op
@@ -370,7 +370,7 @@ async fn no_job_is_lost_or_invented_while_workers_are_killed() {
             }
         }
     }
-    let duplicated: Vec<(&String, &usize)> =
+    let duplicated: Vec<(&helios_atlas::Key, &usize)> =
         done_records.iter().filter(|(_, c)| **c != 1).collect();
     assert!(duplicated.is_empty(), "done more than once: {duplicated:?}");
     assert_eq!(done_records.len(), n, "every job done once");

@@ -692,6 +692,55 @@ impl KvSpace<'_> {
     }
 }
 
+impl KvSpace<'_> {
+    /// As [`KvSpace::key`] for a key of any bytes (helios-atlasd's keys are binary-safe,
+    /// as Redis's; the namespace part stays text).
+    pub fn key_bytes(&self, key: &[u8]) -> Result<Vec<u8>, KeyError> {
+        if key.is_empty() {
+            return Err(KeyError::EmptyId {
+                family: KeyFamily::Kv,
+            });
+        }
+        let mut full = self.prefix()?.into_bytes();
+        full.extend_from_slice(key);
+        Ok(full)
+    }
+}
+
+/// As [`parse_kv`] for a key of any bytes: the namespace part must be text, the user key
+/// may be any non-empty bytes.
+pub fn parse_kv_bytes(full: &[u8]) -> Result<(KvSpace<'_>, &[u8]), KeyError> {
+    let not_namespaced = || KeyError::NotNamespaced {
+        key: String::from_utf8_lossy(&full[..full.len().min(ERROR_KEY_CHARS_MAX)]).into_owned(),
+    };
+    let split = |rest: &'_ [u8]| -> Option<(usize, usize)> {
+        let colon = rest.iter().position(|&b| b == b':')?;
+        Some((colon, colon + 1))
+    };
+    let (family, user) = if let Some(rest) = full.strip_prefix(KV_USER_PREFIX.as_bytes()) {
+        (rest, true)
+    } else if let Some(rest) = full.strip_prefix(KV_SHARED_PREFIX.as_bytes()) {
+        (rest, false)
+    } else {
+        return Err(not_namespaced());
+    };
+    let (end, key_at) = split(family).ok_or_else(not_namespaced)?;
+    let id = std::str::from_utf8(&family[..end]).map_err(|_| not_namespaced())?;
+    let space = if user {
+        KvSpace::User(id)
+    } else {
+        KvSpace::Shared(id)
+    };
+    space.validate()?;
+    let rest = &family[key_at..];
+    if rest.is_empty() {
+        return Err(KeyError::EmptyId {
+            family: KeyFamily::Kv,
+        });
+    }
+    Ok((space, rest))
+}
+
 /// Splits a full `kv:` key into its namespace and the user key within it.
 pub fn parse_kv(full: &str) -> Result<(KvSpace<'_>, &str), KeyError> {
     let not_namespaced = || KeyError::NotNamespaced {
@@ -1089,6 +1138,30 @@ mod tests {
         assert_eq!(parse("kv:u:u1:k").unwrap(), Key::Kv("u:u1:k"));
     }
 
+    #[test]
+    fn kv_keys_of_any_bytes() {
+        let full = KvSpace::User("u1").key_bytes(b"a:\xff").unwrap();
+        assert_eq!(full, b"kv:u:u1:a:\xff");
+        assert_eq!(
+            parse_kv_bytes(&full).unwrap(),
+            (KvSpace::User("u1"), &b"a:\xff"[..])
+        );
+        assert_eq!(
+            parse_kv_bytes(b"kv:ns:team:\x00").unwrap(),
+            (KvSpace::Shared("team"), &b"\x00"[..])
+        );
+        assert!(KvSpace::User("u1").key_bytes(b"").is_err());
+        for bad in [
+            &b"kv:u:u1:"[..],
+            b"kv:u:u1",
+            b"kv:u:\xff:k",
+            b"kv:ns:Team:k",
+            b"job:x",
+        ] {
+            assert!(parse_kv_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
+
     fn family_strategy() -> impl Strategy<Value = KeyFamily> {
         proptest::sample::select(KeyFamily::ALL.to_vec())
     }
@@ -1126,6 +1199,9 @@ mod tests {
             let (a, b) = (space(a_user, &a_id), space(b_user, &b_id));
             let full = a.key(&key).unwrap();
             prop_assert_eq!(parse_kv(&full).unwrap(), (a, key.as_str()));
+            let bytes = a.key_bytes(key.as_bytes()).unwrap();
+            prop_assert_eq!(&bytes, full.as_bytes());
+            prop_assert_eq!(parse_kv_bytes(&bytes).unwrap(), (a, key.as_bytes()));
             if a != b {
                 prop_assert!(!full.starts_with(&b.prefix().unwrap()));
             }

@@ -108,9 +108,13 @@ impl Catalog {
 
     /// Applies one ATLAS op ([`Catalog::apply`]); an expiry alone changes no spec.
     pub fn apply_op(&mut self, op: &helios_atlas::Op) -> Result<Applied, ProxyError> {
+        // Specs are written under text keys; a key that is not text names none.
+        let Some(key) = op.key().as_str() else {
+            return Ok(Applied::Ignored);
+        };
         match op {
-            helios_atlas::Op::Set { key, value, .. } => self.apply(Change::Set { key, value }),
-            helios_atlas::Op::Del { key, .. } => self.apply(Change::Del { key }),
+            helios_atlas::Op::Set { value, .. } => self.apply(Change::Set { key, value }),
+            helios_atlas::Op::Del { .. } => self.apply(Change::Del { key }),
             helios_atlas::Op::Expire { .. } => Ok(Applied::Ignored),
             // Specs are written whole by `Catalog`; a range write (atlasd's SETRANGE)
             // of a spec's bytes would leave it unparsable, so it is no spec change.

@@ -163,10 +163,14 @@ impl ProxyStore {
 /// Every route and backend in `atlas` now.
 fn load(atlas: &Atlas) -> Result<Loaded, AtlasError> {
     let mut loaded = Loaded::default();
-    let mut cursor: Option<String> = None;
+    let mut cursor: Option<helios_atlas::Key> = None;
     loop {
         let page = atlas.scan(catalog::PREFIX, cursor.as_deref(), PAGE)?;
         for (key, value) in &page.entries {
+            // Specs are written under text keys; a key that is not text names none.
+            let Some(key) = key.as_str() else {
+                continue;
+            };
             if let Err(e) = loaded.catalog.apply(Change::Set { key, value }) {
                 loaded.skipped.push(e);
             }

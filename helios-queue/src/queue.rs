@@ -112,13 +112,18 @@ impl Queue {
         // Dedup records of the earlier layout: (dedup id, job, window end), placed once
         // every job is loaded (they take their scope from their job).
         let mut legacy_dedup: Vec<(String, JobId, u64)> = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = atlas.scan(keys::JOB_PREFIX, cursor.as_deref(), 10_000)?;
             for (key, value) in &page.entries {
                 let corrupt = |reason: String| QueueError::CorruptRecord {
-                    key: key.clone(),
+                    key: key.to_string(),
                     reason,
+                };
+                // Every key this crate writes is text; any other under its prefix is not
+                // one of its records.
+                let Some(key) = key.as_str() else {
+                    return Err(corrupt("the key is not UTF-8".to_owned()));
                 };
                 match keys::parse(key).map_err(|e| corrupt(e.to_string()))? {
                     Key::JobDedup(d) => {
@@ -142,7 +147,7 @@ impl Queue {
                         };
                         match atlas.ttl(key) {
                             KeyTtl::Expires { at_ms, .. } => match record {
-                                Some(_) => state.load_dedup(key.clone(), id, at_ms, true),
+                                Some(_) => state.load_dedup(key.to_owned(), id, at_ms, true),
                                 None => legacy_dedup.push((d.to_owned(), id, at_ms)),
                             },
                             // Expired between the scan and now: the window is over.

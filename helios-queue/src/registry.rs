@@ -213,7 +213,7 @@ impl Registry {
     /// How many live records are under `prefix`, counted up to `max`.
     fn count(&self, prefix: &str, max: usize) -> Result<usize> {
         let mut n = 0;
-        let mut cursor: Option<String> = None;
+        let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = self.atlas.scan(prefix, cursor.as_deref(), SCAN_PAGE)?;
             n += page.entries.len();
@@ -240,12 +240,16 @@ impl Registry {
             None => keys::WORKER_PREFIX.to_owned(),
         };
         let mut out = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = self.atlas.scan(&prefix, cursor.as_deref(), SCAN_PAGE)?;
             for (key, value) in &page.entries {
                 // Records of the `worker:{id}` layout before ids were scoped by owner
-                // expire by their TTL (at most an hour); they are not listed.
+                // expire by their TTL (at most an hour); they are not listed. Nor is a
+                // key that is not text: this crate writes none.
+                let Some(key) = key.as_str() else {
+                    continue;
+                };
                 if !key[keys::WORKER_PREFIX.len()..].contains('/') {
                     continue;
                 }

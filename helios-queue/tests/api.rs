@@ -306,12 +306,12 @@ fn stored_records_are_json_under_the_schema_keys() {
     .unwrap();
     let q = Queue::open_with_clock(atlas.clone(), QueueConfig::default(), clock).unwrap();
     let id = q.enqueue(req("q", 7)).unwrap().id;
-    let raw = atlas.get(&format!("job:{id}")).unwrap();
+    let raw = atlas.get(format!("job:{id}")).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(v["state"], "PENDING");
     assert_eq!(v["payload"]["n"], 7);
     // A corrupt record is reported by key at open.
-    atlas.set(&format!("job:{id}"), "{not json").unwrap();
+    atlas.set(format!("job:{id}"), "{not json").unwrap();
     drop(q);
     match Queue::open_with_clock(atlas, QueueConfig::default(), Arc::new(ManualClock::new(5))) {
         Err(QueueError::CorruptRecord { key, .. }) => assert_eq!(key, format!("job:{id}")),
@@ -484,8 +484,8 @@ fn a_data_dir_of_the_previous_layout_loads() {
         let done = format!(
             r#"{{"id":"{old_done}","queue":"mail","payload":null,"state":"DONE","priority":0,"run_at_ms":{now},"attempts":1,"attempts_max":3,"backoff":{{"kind":"fixed","delay_ms":5}},"token_last":1798205440000000001,"created_at_ms":{now},"updated_at_ms":{now},"finished_at_ms":{now},"result":7}}"#
         );
-        atlas.set(&format!("job:{old_pending}"), pending).unwrap();
-        atlas.set(&format!("job:{old_done}"), done).unwrap();
+        atlas.set(format!("job:{old_pending}"), pending).unwrap();
+        atlas.set(format!("job:{old_done}"), done).unwrap();
         // The previous dedup record: `job:dedup:{dedupId}` -> the job id, with a TTL.
         let mut b = helios_atlas::WriteBatch::new();
         b.set(

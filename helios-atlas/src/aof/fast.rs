@@ -10,6 +10,7 @@
 //! what is wrong with an invalid one.
 
 use super::{Record, checksum};
+use crate::key::Key;
 use crate::op::Op;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -63,10 +64,20 @@ impl<'a> Cursor<'a> {
         Some(s)
     }
 
+    /// The key field: `"k":"text"` or `"kb":"base64"`.
+    fn key(&mut self) -> Option<Key> {
+        if self.eat(b"\"k\":") {
+            Some(Key::from(self.str()?))
+        } else {
+            self.lit(b"\"kb\":")?;
+            Some(Key::from(BASE64.decode(self.str()?.as_bytes()).ok()?))
+        }
+    }
+
     fn op(&mut self) -> Option<Op> {
         self.lit(b"{\"op\":")?;
-        let op = if self.eat(b"\"set\",\"k\":") {
-            let key = self.str()?.to_owned();
+        let op = if self.eat(b"\"set\",") {
+            let key = self.key()?;
             let value = if self.eat(b",\"v\":") {
                 Bytes::copy_from_slice(self.str()?.as_bytes())
             } else {
@@ -83,21 +94,21 @@ impl<'a> Cursor<'a> {
                 value,
                 expire_at_ms,
             }
-        } else if self.eat(b"\"del\",\"k\":") {
-            let key = self.str()?.to_owned();
+        } else if self.eat(b"\"del\",") {
+            let key = self.key()?;
             let expired = self.eat(b",\"why\":\"expired\"");
             Op::Del { key, expired }
-        } else if self.eat(b"\"expire\",\"k\":") {
-            let key = self.str()?.to_owned();
+        } else if self.eat(b"\"expire\",") {
+            let key = self.key()?;
             self.lit(b",\"x\":")?;
             Op::Expire {
                 key,
                 expire_at_ms: Some(self.uint()?),
             }
         } else {
-            self.lit(b"\"persist\",\"k\":")?;
+            self.lit(b"\"persist\",")?;
             Op::Expire {
-                key: self.str()?.to_owned(),
+                key: self.key()?,
                 expire_at_ms: None,
             }
         };

@@ -4,7 +4,7 @@
 //! segment is JSON lines:
 //!
 //! ```text
-//! {"format":"helios-aof","version":2,"start_seq":1}
+//! {"format":"helios-aof","version":3,"start_seq":1}
 //! {"seq":1,"crc":"9d62273b","ops":[{"op":"set","k":"a","v":"1"}]}
 //! {"seq":2,"crc":"764cfe1e","ops":[{"op":"del","k":"a"}]}
 //! ```
@@ -21,6 +21,10 @@
 //!   ahead of the appends by a preallocating storage (`Storage::create_log`), or zero
 //!   bytes where a crash left preallocated blocks unwritten. The log ends where the
 //!   padding starts. Version 1 segments (no padding) read the same way.
+//! - Version 3 keys may be any bytes: a key that is not UTF-8 is written as `"kb"`
+//!   (base64) instead of `"k"` (`op` module docs). Older segments hold only `"k"`, and a
+//!   build that reads at most version 2 refuses a version 3 segment by its header instead
+//!   of misreading its keys. Appends never continue a segment of an older version.
 //!
 //! Scanning ([`scan_segment`]) classifies the end of a segment: clean (the records end at
 //! the end of the file or where nothing but padding follows), a torn tail (a crash in the
@@ -43,8 +47,9 @@ use std::path::Path;
 
 /// The format name in every segment header.
 pub const AOF_FORMAT: &str = "helios-aof";
-/// The version this build writes (2: padding may follow the records). It reads 1 and 2.
-pub const AOF_VERSION: u32 = 2;
+/// The version this build writes (2: padding may follow the records; 3: keys may be any
+/// bytes, `"kb"`). It reads 1 to 3.
+pub const AOF_VERSION: u32 = 3;
 /// The oldest version this build reads.
 pub const AOF_VERSION_MIN: u32 = 1;
 
@@ -1083,7 +1088,7 @@ mod tests {
         assert!(matches!(scan.end, ScanEnd::Corrupt { .. }));
     }
 
-    fn op_of(kind: u8, key: String, value: Vec<u8>, x: Option<u64>, expired: bool) -> Op {
+    fn op_of(kind: u8, key: crate::Key, value: Vec<u8>, x: Option<u64>, expired: bool) -> Op {
         match kind {
             0 => Op::Set {
                 key,
@@ -1105,7 +1110,10 @@ mod tests {
         fn fast_decode_agrees_with_the_general_path(
             seq in 1u64..u64::MAX,
             ops in proptest::collection::vec(
-                (0u8..3, "(.|[a-z:]{1,12}){1,12}",
+                (0u8..3, proptest::prop_oneof![
+                    proptest::strategy::Strategy::prop_map("(.|[a-z:]{1,12}){1,12}", crate::Key::from),
+                    proptest::strategy::Strategy::prop_map(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..12), crate::Key::from),
+                ],
                  proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
                  proptest::option::of(proptest::prelude::any::<u64>()),
                  proptest::prelude::any::<bool>()),

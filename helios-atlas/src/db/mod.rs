@@ -45,6 +45,7 @@ use crate::command::{
 use crate::error::{AtlasError, Result};
 use crate::feed::{FeedShared, Subscription};
 use crate::histogram::{AtomicHistogram, Histogram, SNAPSHOT_BOUNDS_MS};
+use crate::key::Key;
 use crate::keyspace::{Keyspace, ReplayState};
 use crate::limits::{
     EXPIRE_PER_TICK_COUNT_MAX, EXPIRE_PER_TICK_SIZE_MAX, GET_MANY_COUNT_MAX, SCAN_LIMIT_MAX,
@@ -75,9 +76,9 @@ use maintenance::maintenance_loop;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanPage {
     /// Keys and values, in key order.
-    pub entries: Vec<(String, Bytes)>,
+    pub entries: Vec<(Key, Bytes)>,
     /// Pass as `cursor` to get the next page; `None` when the scan is complete.
-    pub next_cursor: Option<String>,
+    pub next_cursor: Option<Key>,
 }
 
 /// The time-to-live of a key.
@@ -416,9 +417,9 @@ impl Atlas {
     // ----- reads: shared lock, no disk -----
 
     /// The value of `key`, if it exists and has not expired.
-    pub fn get(&self, key: &str) -> Option<Bytes> {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
         let ks = self.inner.keyspace.read();
-        let entry = ks.entry_raw(key)?;
+        let entry = ks.entry_raw(key.as_ref())?;
         // Read the clock only for keys that expire: most don't, and a clock read in a
         // tight loop of lookups costs more than the lookup.
         if entry.expire_at_ms.is_some() && entry.is_expired(self.now_ms()) {
@@ -428,7 +429,7 @@ impl Atlas {
     }
 
     /// The values of `keys`, in order (at most [`GET_MANY_COUNT_MAX`] keys).
-    pub fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
         if keys.len() > GET_MANY_COUNT_MAX {
             return Err(AtlasError::InvalidArgument {
                 name: "keys",
@@ -439,20 +440,24 @@ impl Atlas {
         let ks = self.inner.keyspace.read();
         Ok(keys
             .iter()
-            .map(|k| ks.entry(k, now).map(|e| e.value.clone()))
+            .map(|k| ks.entry(k.as_ref(), now).map(|e| e.value.clone()))
             .collect())
     }
 
     /// Whether `key` exists and has not expired.
-    pub fn exists(&self, key: &str) -> bool {
+    pub fn exists(&self, key: impl AsRef<[u8]>) -> bool {
         let now = self.now_ms();
-        self.inner.keyspace.read().entry(key, now).is_some()
+        self.inner
+            .keyspace
+            .read()
+            .entry(key.as_ref(), now)
+            .is_some()
     }
 
     /// The time-to-live of `key`.
-    pub fn ttl(&self, key: &str) -> KeyTtl {
+    pub fn ttl(&self, key: impl AsRef<[u8]>) -> KeyTtl {
         let now = self.now_ms();
-        match self.inner.keyspace.read().entry(key, now) {
+        match self.inner.keyspace.read().entry(key.as_ref(), now) {
             None => KeyTtl::Missing,
             Some(e) => match e.expire_at_ms {
                 None => KeyTtl::Persistent,
@@ -467,7 +472,12 @@ impl Atlas {
     /// Up to `limit` live keys starting with `prefix`, in key order, after `cursor` (the
     /// `next_cursor` of the previous page). Keys written between pages are seen if they
     /// sort after the cursor.
-    pub fn scan(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> Result<ScanPage> {
+    pub fn scan(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage> {
         if limit == 0 || limit > SCAN_LIMIT_MAX {
             return Err(AtlasError::InvalidArgument {
                 name: "limit",
@@ -475,7 +485,11 @@ impl Atlas {
             });
         }
         let now = self.now_ms();
-        let (entries, more) = self.inner.keyspace.read().scan(prefix, cursor, limit, now);
+        let (entries, more) = self
+            .inner
+            .keyspace
+            .read()
+            .scan(prefix.as_ref(), cursor, limit, now);
         let next_cursor = if more {
             entries.last().map(|(k, _)| k.clone())
         } else {
@@ -560,19 +574,19 @@ impl Atlas {
     // ----- writes: through the pipeline -----
 
     /// Sets `key` to `value` with no expiry.
-    pub fn set(&self, key: &str, value: impl Into<Bytes>) -> Result<()> {
+    pub fn set(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<()> {
         self.set_with(key, value, SetOptions::default()).map(|_| ())
     }
 
     /// Sets `key` with NX/XX and expiry options. Returns whether the value was written.
     pub fn set_with(
         &self,
-        key: &str,
+        key: impl AsRef<[u8]>,
         value: impl Into<Bytes>,
         options: SetOptions,
     ) -> Result<bool> {
         match self.inner.submit(Command::Set {
-            key: key.to_owned(),
+            key: Key::from(key.as_ref()),
             value: value.into(),
             options,
         })? {
@@ -582,14 +596,14 @@ impl Atlas {
     }
 
     /// Deletes `key`. Returns whether it existed.
-    pub fn delete(&self, key: &str) -> Result<bool> {
-        self.delete_many(&[key]).map(|n| n > 0)
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.delete_many(&[key.as_ref()]).map(|n| n > 0)
     }
 
     /// Deletes `keys` atomically. Returns how many existed.
-    pub fn delete_many(&self, keys: &[&str]) -> Result<u64> {
+    pub fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
         match self.inner.submit(Command::Delete {
-            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            keys: keys.iter().map(|k| Key::from(k.as_ref())).collect(),
         })? {
             Reply::Count(n) => Ok(n),
             other => unreachable_reply(other),
@@ -598,22 +612,22 @@ impl Atlas {
 
     /// Makes `key` expire `ttl_ms` from now (logged as an absolute time). Returns whether
     /// the key exists.
-    pub fn expire(&self, key: &str, ttl_ms: u64) -> Result<bool> {
-        self.expire_with(key, Expiry::InMs(ttl_ms))
+    pub fn expire(&self, key: impl AsRef<[u8]>, ttl_ms: u64) -> Result<bool> {
+        self.expire_with(key.as_ref(), Expiry::InMs(ttl_ms))
     }
 
     /// Makes `key` expire at `at_ms` (ms since the Unix epoch); a time in the past deletes
     /// it. Returns whether the key exists.
-    pub fn expire_at(&self, key: &str, at_ms: u64) -> Result<bool> {
-        self.expire_with(key, Expiry::AtMs(at_ms))
+    pub fn expire_at(&self, key: impl AsRef<[u8]>, at_ms: u64) -> Result<bool> {
+        self.expire_with(key.as_ref(), Expiry::AtMs(at_ms))
     }
 
     /// Removes the expiry of `key`. Returns whether an expiry was removed.
-    pub fn persist(&self, key: &str) -> Result<bool> {
-        self.expire_with(key, Expiry::Never)
+    pub fn persist(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.expire_with(key.as_ref(), Expiry::Never)
     }
 
-    fn expire_with(&self, key: &str, expiry: Expiry) -> Result<bool> {
+    fn expire_with(&self, key: &[u8], expiry: Expiry) -> Result<bool> {
         if expiry == Expiry::Keep {
             return Err(AtlasError::InvalidArgument {
                 name: "expiry",
@@ -621,7 +635,7 @@ impl Atlas {
             });
         }
         match self.inner.submit(Command::Expire {
-            key: key.to_owned(),
+            key: Key::from(key),
             expiry,
         })? {
             Reply::Bool(b) => Ok(b),
@@ -631,9 +645,9 @@ impl Atlas {
 
     /// Adds `delta` to the decimal integer at `key` (a missing key counts as 0) and
     /// returns the result. Keeps the key's expiry. Logged as the resulting set.
-    pub fn incr_by(&self, key: &str, delta: i64) -> Result<i64> {
+    pub fn incr_by(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64> {
         match self.inner.submit(Command::IncrBy {
-            key: key.to_owned(),
+            key: Key::from(key.as_ref()),
             delta,
         })? {
             Reply::Int(n) => Ok(n),
@@ -645,12 +659,12 @@ impl Atlas {
     /// deletes it), keeping its expiry. Returns whether the swap happened.
     pub fn compare_and_swap(
         &self,
-        key: &str,
+        key: impl AsRef<[u8]>,
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool> {
         match self.inner.submit(Command::CompareAndSwap {
-            key: key.to_owned(),
+            key: Key::from(key.as_ref()),
             expected: expected.map(Bytes::copy_from_slice),
             new: new.map(Bytes::copy_from_slice),
         })? {
@@ -773,8 +787,8 @@ impl Atlas {
 
     /// Subscribes to the changes under `prefix` from record `from_seq` on (1 for all that
     /// the AOF still holds; `last_seq() + 1` for only new ones).
-    pub fn subscribe(&self, prefix: &str, from_seq: u64) -> Result<Subscription> {
-        Subscription::new(self.inner.feed.clone(), prefix.to_owned(), from_seq)
+    pub fn subscribe(&self, prefix: impl AsRef<[u8]>, from_seq: u64) -> Result<Subscription> {
+        Subscription::new(self.inner.feed.clone(), prefix.as_ref().to_vec(), from_seq)
     }
 
     /// Closes the store: stops the maintenance thread, refuses new writes, fsyncs the AOF.

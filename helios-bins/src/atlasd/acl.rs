@@ -34,9 +34,9 @@
 //! a connection without a scope takes one `None` branch per command.
 
 use super::cmd::{Exec, Spec, Srv};
-use super::kv::key_str;
+use super::kv::key_arg;
 use bytes::Bytes;
-use helios_core::keys::{KvSpace, parse_kv};
+use helios_core::keys::{KvSpace, parse_kv_bytes};
 
 /// The reply to a command on a key the caller may not read or write (Redis 7's text).
 pub const NOPERM_KEY: &str = "NOPERM No permissions to access a key";
@@ -101,8 +101,8 @@ impl Scope {
     }
 
     /// The client key of ATLAS key `full`, if `full` is in this namespace.
-    pub fn client_key<'a>(&self, full: &'a str) -> Option<&'a str> {
-        match parse_kv(full) {
+    pub fn client_key<'a>(&self, full: &'a [u8]) -> Option<&'a [u8]> {
+        match parse_kv_bytes(full) {
             Ok((KvSpace::User(id), key)) if id == self.user_id => Some(key),
             _ => None,
         }
@@ -145,11 +145,11 @@ impl Scope {
                 let mut i = first;
                 while i <= last {
                     let arg = &mut args[i as usize];
-                    // A key that is not one (empty, not UTF-8) stays as it is: the command
-                    // refuses or skips it as it would anyway, and it never reaches ATLAS.
-                    if let Ok(k) = key_str(arg) {
+                    // A key that is not one (empty) stays as it is: the command refuses or
+                    // skips it as it would anyway, and it never reaches ATLAS.
+                    if let Ok(k) = key_arg(arg) {
                         // Cannot fail: the id was checked by `new` and `k` is not empty.
-                        let full = space.key(k).map_err(|_| NOPERM_KEY.to_owned())?;
+                        let full = space.key_bytes(k).map_err(|_| NOPERM_KEY.to_owned())?;
                         *arg = Bytes::from(full);
                     }
                     i += step;
@@ -176,8 +176,8 @@ impl Scope {
                 }
                 let space = KvSpace::User(&self.user_id);
                 for arg in args[1..].iter_mut() {
-                    if let Ok(k) = key_str(arg) {
-                        let full = space.key(k).map_err(|_| NOPERM_KEY.to_owned())?;
+                    if let Ok(k) = key_arg(arg) {
+                        let full = space.key_bytes(k).map_err(|_| NOPERM_KEY.to_owned())?;
                         *arg = Bytes::from(full);
                     }
                 }
@@ -244,9 +244,13 @@ mod tests {
         assert_eq!(admit(&s, &["GET", ""]).unwrap(), ["GET", ""]);
         assert_eq!(admit(&s, &["PING", "x"]).unwrap(), ["PING", "x"]);
         // Back again, only from this namespace.
-        assert_eq!(s.client_key("kv:u:a1:auth:user:x"), Some("auth:user:x"));
-        assert_eq!(s.client_key("kv:u:a2:k"), None);
-        assert_eq!(s.client_key("auth:user:a1"), None);
+        assert_eq!(
+            s.client_key(b"kv:u:a1:auth:user:x"),
+            Some(&b"auth:user:x"[..])
+        );
+        assert_eq!(s.client_key(b"kv:u:a1:\xff"), Some(&b"\xff"[..]));
+        assert_eq!(s.client_key(b"kv:u:a2:k"), None);
+        assert_eq!(s.client_key(b"auth:user:a1"), None);
         assert!(Scope::new("x".into(), "a:b".into(), true, true).is_none());
     }
 

@@ -12,8 +12,8 @@
 //! (dispatch checks it first), so indexing within the arity cannot panic; anything past
 //! it is looked up with `get`.
 //!
-//! Keys must be UTF-8 and non-empty (ATLAS keys are UTF-8 strings): otherwise the reply is
-//! `-ERR invalid key: ...` and nothing happens. Values are arbitrary bytes.
+//! Keys are binary-safe (ATLAS keys are bytes) but not empty: an empty key gets `-ERR
+//! invalid key: ...` and nothing happens. Values are arbitrary bytes.
 
 use super::resp::Out;
 use bytes::Bytes;
@@ -30,10 +30,10 @@ pub const ERR_SYNTAX: &str = "ERR syntax error";
 const ERR_NOT_FLOAT: &str = "ERR value is not a valid float";
 const ERR_OVERFLOW: &str = "ERR increment or decrement would overflow";
 
-/// Turns a key argument into a `&str`, or writes the key error and returns early.
+/// Checks a key argument ([`key_arg`]), or writes the key error and returns early.
 macro_rules! key {
     ($arg:expr, $out:expr) => {
-        match key_str(&$arg) {
+        match key_arg(&$arg) {
             Ok(k) => k,
             Err(msg) => {
                 $out.error(msg);
@@ -65,12 +65,13 @@ pub fn stored(arg: &Bytes) -> Bytes {
     helios_atlas::copy_value(arg)
 }
 
-/// The key rule: UTF-8, non-empty.
-pub fn key_str(b: &[u8]) -> Result<&str, &'static str> {
+/// The key rule: any bytes (keys are binary-safe, as in Redis), but not none: ATLAS keys
+/// are 1..=KEY_SIZE_MAX bytes.
+pub fn key_arg(b: &[u8]) -> Result<&[u8], &'static str> {
     if b.is_empty() {
         return Err("ERR invalid key: empty keys are not supported");
     }
-    std::str::from_utf8(b).map_err(|_| "ERR invalid key: not UTF-8")
+    Ok(b)
 }
 
 fn parse_f64(b: &[u8]) -> Option<f64> {
@@ -347,7 +348,7 @@ pub fn getex(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atla
 pub fn mget(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
     out.array(a.len() - 1);
     for k in &a[1..] {
-        match key_str(k) {
+        match key_arg(k) {
             Ok(k) => out.opt_bulk(tx.get(k).as_deref()),
             Err(_) => out.null(),
         }
@@ -355,7 +356,7 @@ pub fn mget(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atlas
     Ok(())
 }
 
-fn pairs<'b>(a: &'b [Bytes], out: &mut Out, name: &str) -> Option<Vec<(&'b str, &'b Bytes)>> {
+fn pairs<'b>(a: &'b [Bytes], out: &mut Out, name: &str) -> Option<Vec<(&'b [u8], &'b Bytes)>> {
     if !(a.len() - 1).is_multiple_of(2) {
         out.error(&format!(
             "ERR wrong number of arguments for '{name}' command"
@@ -364,7 +365,7 @@ fn pairs<'b>(a: &'b [Bytes], out: &mut Out, name: &str) -> Option<Vec<(&'b str, 
     }
     let mut v = Vec::with_capacity(a.len() / 2);
     for p in a[1..].chunks_exact(2) {
-        match key_str(&p[0]) {
+        match key_arg(&p[0]) {
             Ok(k) => v.push((k, &p[1])),
             Err(e) => {
                 out.error(e);
@@ -428,7 +429,7 @@ pub fn strlen(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), Atl
     Ok(())
 }
 
-fn incr_with(tx: &mut Tx<'_, '_>, k: &str, delta: i64, out: &mut Out) -> Result<(), AtlasError> {
+fn incr_with(tx: &mut Tx<'_, '_>, k: &[u8], delta: i64, out: &mut Out) -> Result<(), AtlasError> {
     let cur = match tx.get(k) {
         None => 0,
         Some(v) => match parse_i64_canonical(&v) {
@@ -602,7 +603,7 @@ fn format_e18(x: i128) -> String {
 pub fn del(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
     let mut n = 0;
     for k in &a[1..] {
-        if let Ok(k) = key_str(k)
+        if let Ok(k) = key_arg(k)
             && tx.exists(k)
         {
             tx.delete(k)?;
@@ -617,7 +618,7 @@ pub fn del(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasE
 pub fn exists(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> Result<(), AtlasError> {
     let n = a[1..]
         .iter()
-        .filter(|k| key_str(k).is_ok_and(|k| tx.exists(k)))
+        .filter(|k| key_arg(k).is_ok_and(|k| tx.exists(k)))
         .count();
     out.int(n as i64);
     Ok(())

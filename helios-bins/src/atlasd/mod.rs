@@ -12,9 +12,9 @@
 //! keyspace: for an unrestricted connection (the `default` user of `requirepass`, or a
 //! helios-auth admin) RESP keys are stored verbatim (no prefix). A helios-auth user without
 //! `admin:*` (with `auth_users: true`) sees only its own KV namespace, the gateway's
-//! `kv:u:{userId}:`, addressed without the prefix, with its RBAC rights ([`acl`]). ATLAS
-//! keys are UTF-8 strings, so a key that is not valid UTF-8 (or is empty) gets `-ERR
-//! invalid key: ...` and nothing happens. Values are arbitrary bytes. (A data directory
+//! `kv:u:{userId}:`, addressed without the prefix, with its RBAC rights ([`acl`]). Keys
+//! are binary-safe, as Redis's (ATLAS keys are bytes); an empty key gets `-ERR invalid key:
+//! ...` and nothing happens. Values are arbitrary bytes. (A data directory
 //! written by the gateway can be served by atlasd, and its `kv:`/`job:`/`auth:` keys are
 //! then visible, to unrestricted connections, as they are.)
 //!

@@ -16,7 +16,7 @@
 //! Not here: there are no replicas (WAIT answers 0 at once), no access-time tracking
 //! (OBJECT IDLETIME is 0), no scripts (FUNCTION FLUSH has nothing to flush).
 
-use super::kv::{ERR_NOT_INT, ERR_SYNTAX, int, key, key_str, stored};
+use super::kv::{ERR_NOT_INT, ERR_SYNTAX, int, key, key_arg, stored};
 use super::resp::Out;
 use bytes::Bytes;
 use helios_atlas::{AtlasError, Expiry, KeyTtl, Tx};
@@ -812,7 +812,7 @@ pub fn copy(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
 pub fn touch(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
     let n = a[1..]
         .iter()
-        .filter(|k| key_str(k).is_ok_and(|k| tx.exists(k)))
+        .filter(|k| key_arg(k).is_ok_and(|k| tx.exists(k)))
         .count();
     out.int(n as i64);
     Ok(())

@@ -13,7 +13,7 @@
 //! Cost when nobody watches: one relaxed atomic load per write transaction.
 
 use bytes::Bytes;
-use helios_atlas::Tx;
+use helios_atlas::{Key, Tx};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub const WATCH_KEY_COUNT_MAX: usize = 1_024;
 #[derive(Debug, Default)]
 pub struct Watching {
     dirty: AtomicBool,
-    keys: Mutex<Vec<(String, bool)>>,
+    keys: Mutex<Vec<(Key, bool)>>,
 }
 
 /// Every connection's watched keys.
@@ -35,7 +35,7 @@ pub struct Watching {
 pub struct Watches {
     // Registrations in `map` (fast path: zero means no write needs to look).
     active: AtomicUsize,
-    map: Mutex<HashMap<String, Vec<Arc<Watching>>>>,
+    map: Mutex<HashMap<Key, Vec<Arc<Watching>>>>,
 }
 
 impl Watches {
@@ -47,7 +47,7 @@ impl Watches {
         }
         let map = self.map.lock();
         for k in tx.written_keys() {
-            if let Some(ws) = map.get(k) {
+            if let Some(ws) = map.get(k.as_bytes()) {
                 for w in ws {
                     w.dirty.store(true, Ordering::Release);
                 }
@@ -102,7 +102,7 @@ impl WatchGuard {
 
     /// Watches `key` (`live`: whether it exists now). `false` past the per-connection
     /// limit.
-    pub fn add(&self, key: &str, live: bool) -> bool {
+    pub fn add(&self, key: &[u8], live: bool) -> bool {
         let mut keys = self.watching.keys.lock();
         if keys.iter().any(|(k, _)| k == key) {
             return true;
@@ -110,12 +110,12 @@ impl WatchGuard {
         if keys.len() >= WATCH_KEY_COUNT_MAX {
             return false;
         }
-        keys.push((key.to_owned(), live));
+        keys.push((Key::from(key), live));
         drop(keys);
         self.watches
             .map
             .lock()
-            .entry(key.to_owned())
+            .entry(Key::from(key))
             .or_default()
             .push(self.watching.clone());
         self.watches.active.fetch_add(1, Ordering::AcqRel);
@@ -142,6 +142,6 @@ impl Drop for WatchGuard {
 }
 
 /// The key arguments of WATCH as ATLAS keys (`None`: an invalid key, with its error).
-pub fn keys(args: &[Bytes]) -> Result<Vec<&str>, &'static str> {
-    args[1..].iter().map(|k| super::kv::key_str(k)).collect()
+pub fn keys(args: &[Bytes]) -> Result<Vec<&[u8]>, &'static str> {
+    args[1..].iter().map(|k| super::kv::key_arg(k)).collect()
 }

@@ -13,7 +13,9 @@
 //! reaches a key outside its namespace: another user's key is simply absent (404, never
 //! 403: no existence oracle), and listings and cursors stay inside. User keys are 1..=1024
 //! bytes of UTF-8 without control characters or bidirectional overrides (a 400 names the
-//! byte offset).
+//! byte offset). A namespace may also hold keys that are not UTF-8 (helios-atlasd's keys
+//! are binary-safe, and a user's atlasd keys live in the same namespace): listings show
+//! them as `key_base64`, and a cursor at one as `next_cursor_base64` (`cursor_base64`).
 //!
 //! [`migrate_layout`] moves the keys of layout 1 (`kv:{key}`, before namespaces) into the
 //! shared namespace `legacy` at the gateway's first start on layout 2.
@@ -24,6 +26,8 @@
 use super::State;
 use super::handler::{commit, page_limit, parse, percent_decode, query_pairs, store_error};
 use crate::app::http::{Body, empty, json, problem};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use helios_atlas::{
     Atlas, AtlasError, Expiry, KeyTtl, Precondition, SetCondition, SetOptions, WriteBatch,
@@ -325,11 +329,22 @@ pub(super) fn list(
     let mut prefix = String::new();
     let mut limit = 100usize;
     let mut cursor: Option<String> = None;
+    let mut cursor_bytes: Option<Vec<u8>> = None;
     for (k, v) in query_pairs(query)? {
         match k.as_str() {
             "prefix" => prefix = v,
             "limit" => limit = page_limit(&v)?,
             "cursor" => cursor = Some(v),
+            "cursor_base64" => {
+                let c = BASE64.decode(v.as_bytes()).ok().filter(|c| !c.is_empty());
+                cursor_bytes = Some(c.ok_or_else(|| {
+                    problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-field",
+                        "cursor_base64 is not the base64 of a key (standard alphabet, padded)",
+                    )
+                })?);
+            }
             other => {
                 return Err(problem(
                     StatusCode::BAD_REQUEST,
@@ -342,36 +357,56 @@ pub(super) fn list(
     check_key_text("prefix", &prefix)?;
     let ns = space.prefix()?;
     // The cursor is a user key of this namespace: re-prefixed, it cannot point outside.
-    let full_cursor = match cursor {
-        Some(c) => {
-            check_key_text("cursor", &c)?;
-            Some(format!("{ns}{c}"))
+    let full_cursor = match (cursor, cursor_bytes) {
+        (Some(_), Some(_)) => {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-field",
+                "give cursor or cursor_base64, not both",
+            ));
         }
-        None => None,
+        (Some(c), None) => {
+            check_key_text("cursor", &c)?;
+            Some(format!("{ns}{c}").into_bytes())
+        }
+        (None, Some(c)) => {
+            let mut full = ns.clone().into_bytes();
+            full.extend_from_slice(&c);
+            Some(full)
+        }
+        (None, None) => None,
     };
     let page = state
         .atlas
-        .scan(&format!("{ns}{prefix}"), full_cursor.as_deref(), limit)
+        .scan(format!("{ns}{prefix}"), full_cursor.as_deref(), limit)
         .map_err(store_error)?;
     let items: Vec<serde_json::Value> = page
         .entries
         .iter()
         .filter_map(|(k, v)| {
             // A scan of the namespace's prefix yields only its keys (keys.rs invariant).
-            let key = k.strip_prefix(&ns)?;
-            Some(serde_json::json!({
-                "key": key,
-                "value": serde_json::from_slice::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null),
-            }))
+            let key = k.strip_prefix(ns.as_bytes())?;
+            let value =
+                serde_json::from_slice::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null);
+            Some(match std::str::from_utf8(key) {
+                Ok(key) => serde_json::json!({"key": key, "value": value}),
+                Err(_) => serde_json::json!({"key_base64": BASE64.encode(key), "value": value}),
+            })
         })
         .collect();
     let next = page
         .next_cursor
-        .and_then(|c| c.strip_prefix(&ns).map(str::to_owned));
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"items": items, "next_cursor": next}),
-    ))
+        .and_then(|c| c.strip_prefix(ns.as_bytes()).map(<[u8]>::to_vec));
+    let body = match next.as_deref().map(std::str::from_utf8) {
+        Some(Err(_)) => serde_json::json!({
+            "items": items,
+            "next_cursor": null,
+            "next_cursor_base64": next.as_deref().map(|c| BASE64.encode(c)),
+        }),
+        Some(Ok(c)) => serde_json::json!({"items": items, "next_cursor": c}),
+        None => serde_json::json!({"items": items, "next_cursor": null}),
+    };
+    Ok(json(StatusCode::OK, &body))
 }
 
 /// What [`migrate_layout`] did.
@@ -415,15 +450,16 @@ fn unhex(text: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// Every key under `prefix` with the size of its key and value.
+/// Every text key under `prefix` with the size of its key and value (layout 1 keys were
+/// all text; a key that is not was written since, by helios-atlasd, and is not moved).
 fn all_sized(atlas: &Atlas, prefix: &str) -> Result<Vec<(String, usize)>, AtlasError> {
     let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut cursor: Option<helios_atlas::Key> = None;
     loop {
         let page = atlas.scan(prefix, cursor.as_deref(), 1_000)?;
-        out.extend(page.entries.into_iter().map(|(k, v)| {
+        out.extend(page.entries.into_iter().filter_map(|(k, v)| {
             let size = k.len() + v.len();
-            (k, size)
+            Some((k.into_string().ok()?, size))
         }));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -668,7 +704,7 @@ mod tests {
     /// Layout-1 keys, some with a TTL, plus keys of other families.
     fn fill_layout_1(db: &Atlas, n: usize) {
         for i in 0..n {
-            db.set(&format!("kv:k{i:03}"), format!("\"v{i}\"")).unwrap();
+            db.set(format!("kv:k{i:03}"), format!("\"v{i}\"")).unwrap();
         }
         db.set_with(
             "kv:ttl",
@@ -687,14 +723,14 @@ mod tests {
         let legacy = |k: &str| format!("kv:ns:legacy:{k}");
         for i in 0..n {
             assert_eq!(
-                db.get(&legacy(&format!("k{i:03}"))).as_deref(),
+                db.get(legacy(&format!("k{i:03}"))).as_deref(),
                 Some(format!("\"v{i}\"").as_bytes())
             );
         }
-        assert!(matches!(db.ttl(&legacy("ttl")), KeyTtl::Expires { .. }));
+        assert!(matches!(db.ttl(legacy("ttl")), KeyTtl::Expires { .. }));
         // An old key that looked like a namespace is legacy data too.
         assert_eq!(
-            db.get(&legacy("u:looks:namespaced")).as_deref(),
+            db.get(legacy("u:looks:namespaced")).as_deref(),
             Some(&b"\"old\""[..])
         );
         assert_eq!(db.get("auth:user:x").as_deref(), Some(&b"{}"[..]));

@@ -15,13 +15,13 @@ use crate::atlasd::glob;
 use crate::atlasd::kv::{ERR_NOT_INT, ERR_SYNTAX};
 use crate::atlasd::resp::Out;
 use bytes::Bytes;
-use helios_atlas::AtlasError;
+use helios_atlas::{AtlasError, Key};
 use helios_core::digits::parse_i64_canonical;
 use std::collections::HashMap;
 
 /// Calls `f` with every page of live keys under `prefix`, in key order.
-fn walk_prefix(shared: &Shared, prefix: &str, mut f: impl FnMut(Vec<(String, Bytes)>)) {
-    let mut cursor: Option<String> = None;
+fn walk_prefix(shared: &Shared, prefix: &str, mut f: impl FnMut(Vec<(Key, Bytes)>)) {
+    let mut cursor: Option<Key> = None;
     loop {
         let Ok(page) = shared.atlas.scan(prefix, cursor.as_deref(), 10_000) else {
             break;
@@ -36,22 +36,16 @@ fn walk_prefix(shared: &Shared, prefix: &str, mut f: impl FnMut(Vec<(String, Byt
 
 /// Every live key the connection sees (matching `pattern` if given), in key order: all
 /// of them verbatim, or a scope's, without its prefix.
-pub(super) fn all_keys(
-    shared: &Shared,
-    scope: Option<&Scope>,
-    pattern: Option<&[u8]>,
-) -> Vec<String> {
+pub(super) fn all_keys(shared: &Shared, scope: Option<&Scope>, pattern: Option<&[u8]>) -> Vec<Key> {
     let mut keys = Vec::new();
     let prefix = scope.map_or("", |sc| sc.prefix());
     walk_prefix(shared, prefix, |entries| {
         keys.extend(entries.into_iter().filter_map(|(k, _)| {
             let k = match scope {
                 None => k,
-                Some(sc) => sc.client_key(&k)?.to_owned(),
+                Some(sc) => Key::from(sc.client_key(&k)?),
             };
-            pattern
-                .is_none_or(|p| glob::matches(p, k.as_bytes()))
-                .then_some(k)
+            pattern.is_none_or(|p| glob::matches(p, &k)).then_some(k)
         }));
     });
     keys
@@ -65,7 +59,7 @@ pub(super) fn count_prefix(shared: &Shared, prefix: &str) -> u64 {
 }
 
 /// A live key under `prefix` drawn uniformly (one walk, reservoir sampling).
-pub(super) fn random_in_prefix(shared: &Shared, prefix: &str) -> Option<String> {
+pub(super) fn random_in_prefix(shared: &Shared, prefix: &str) -> Option<Key> {
     let mut seen = 0u64;
     let mut pick = None;
     walk_prefix(shared, prefix, |entries| {
@@ -86,7 +80,7 @@ pub(super) fn flush(shared: &Shared) -> Result<(), AtlasError> {
         if page.entries.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&str> = page.entries.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&Key> = page.entries.iter().map(|(k, _)| k).collect();
         shared.atlas.delete_many(&keys)?;
     }
 }
@@ -156,20 +150,20 @@ pub(super) fn scan(shared: &Shared, scope: Option<&Scope>, a: &[Bytes], out: &mu
         Some(k) => shared.scan_cursors.lock().insert(k),
         None => 0,
     };
-    let keys: Vec<&str> = page
+    let keys: Vec<&[u8]> = page
         .entries
         .iter()
         .filter_map(|(k, _)| match scope {
-            None => Some(k.as_str()),
+            None => Some(k.as_bytes()),
             Some(sc) => sc.client_key(k),
         })
-        .filter(|k| type_ok && pattern.is_none_or(|p| glob::matches(p, k.as_bytes())))
+        .filter(|k| type_ok && pattern.is_none_or(|p| glob::matches(p, k)))
         .collect();
     out.array(2);
     out.bulk(next.to_string().as_bytes());
     out.array(keys.len());
     for k in keys {
-        out.bulk(k.as_bytes());
+        out.bulk(k);
     }
 }
 
@@ -189,7 +183,7 @@ pub(super) fn scan(shared: &Shared, scope: Option<&Scope>, a: &[Bytes], out: &mu
 pub struct ScanCursors {
     next_id: u64,
     // id -> (last key returned, whether the cursor has been continued).
-    keys: HashMap<u64, (String, bool)>,
+    keys: HashMap<u64, (Key, bool)>,
     // Cursors in the order they were made (ids since dropped or continued are skipped).
     fresh: std::collections::VecDeque<u64>,
     // Continued cursors, in the order they were first continued.
@@ -200,7 +194,7 @@ pub struct ScanCursors {
 pub const SCAN_CURSOR_COUNT_MAX: usize = 100_000;
 
 impl ScanCursors {
-    fn insert(&mut self, key: String) -> u64 {
+    fn insert(&mut self, key: Key) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.keys.insert(id, (key, false));
@@ -233,7 +227,7 @@ impl ScanCursors {
         }
     }
 
-    fn get(&mut self, id: u64) -> Option<String> {
+    fn get(&mut self, id: u64) -> Option<Key> {
         let (key, used) = self.keys.get_mut(&id)?;
         if !*used {
             *used = true;
@@ -256,6 +250,7 @@ mod tests {
     fn a_long_scan_does_not_invalidate_another_scans_cursor() {
         let mut t = ScanCursors::default();
         let theirs = t.insert("their-last-key".into());
+        let binary = t.insert(vec![0xffu8, 0].into());
         // Another client's scan makes (and continues) many more cursors than the table
         // holds.
         let mut c = t.insert("k0".into());
@@ -264,14 +259,15 @@ mod tests {
                 t.get(c).is_some(),
                 "the live cursor of the long scan, step {i}"
             );
-            c = t.insert(format!("k{i}"));
+            c = t.insert(format!("k{i}").into());
         }
         assert!(t.len() <= SCAN_CURSOR_COUNT_MAX);
         assert!(t.fresh.len() <= 2 * SCAN_CURSOR_COUNT_MAX + 1);
         assert!(t.used.len() <= SCAN_CURSOR_COUNT_MAX + 1);
-        assert_eq!(t.get(theirs).as_deref(), Some("their-last-key"));
+        assert_eq!(t.get(theirs).as_deref(), Some(&b"their-last-key"[..]));
         // A retried page (the same cursor continued twice) still works while it is kept.
-        assert_eq!(t.get(theirs).as_deref(), Some("their-last-key"));
+        assert_eq!(t.get(theirs).as_deref(), Some(&b"their-last-key"[..]));
+        assert_eq!(t.get(binary).as_deref(), Some(&[0xffu8, 0][..]));
     }
 
     #[test]
@@ -279,7 +275,7 @@ mod tests {
         let mut t = ScanCursors::default();
         let first = t.insert("a".into());
         for i in 0..SCAN_CURSOR_COUNT_MAX {
-            t.insert(format!("k{i}"));
+            t.insert(format!("k{i}").into());
         }
         assert_eq!(t.len(), SCAN_CURSOR_COUNT_MAX);
         assert!(t.get(first).is_none(), "the oldest live cursor went first");

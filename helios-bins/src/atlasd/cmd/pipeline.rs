@@ -256,8 +256,8 @@ pub(super) async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
 /// reply (so what the client reads next includes it), and every write planned after it
 /// marks the watch dirty.
 pub(super) async fn watch(shared: &Shared, s: &mut Session, a: &[bytes::Bytes], out: &mut Out) {
-    let keys: Vec<String> = match crate::atlasd::watched::keys(a) {
-        Ok(k) => k.into_iter().map(str::to_owned).collect(),
+    let keys: Vec<Vec<u8>> = match crate::atlasd::watched::keys(a) {
+        Ok(k) => k.into_iter().map(<[u8]>::to_vec).collect(),
         Err(e) => {
             out.error(e);
             return;

@@ -95,7 +95,7 @@ pub(super) fn server(
                 // O(namespace): one walk of its prefix.
                 let key = blocking(|| random_in_prefix(shared, scope.prefix()));
                 let key = key.as_deref().and_then(|k| scope.client_key(k));
-                out.opt_bulk(key.map(str::as_bytes));
+                out.opt_bulk(key);
                 return Flow::Continue;
             }
             let n = shared.atlas.key_count();
@@ -114,7 +114,7 @@ pub(super) fn server(
                         .map(|(k, _)| k.to_owned())
                 })
             };
-            out.opt_bulk(key.as_deref().map(str::as_bytes));
+            out.opt_bulk(key.as_deref());
         }
         Srv::Flushdb | Srv::Flushall => {
             if a.len() > 2 || a.get(1).is_some_and(|o| !eq(o, "ASYNC") && !eq(o, "SYNC")) {
