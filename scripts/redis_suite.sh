@@ -85,7 +85,7 @@ awk -F'\t' '!/^[[:space:]]*(#|$)/ { sub(/[[:space:]]+$/, "", $1); print $1 }' \
 
 cd "$REDIS_DIR"
 set +e
-./runtest --host 127.0.0.1 --port "$PORT" --singledb --clients 1 --timeout 600 --durable --ignore-encoding \
+./runtest --host 127.0.0.1 --port "$PORT" --singledb --clients 1 --timeout 600 --durable \
     --tags "-needs:debug -needs:repl -needs:config-maxmemory -needs:save" \
     --skipfile "$WORK/skip.txt" \
     --single unit/type/string --single unit/type/incr --single unit/expire --single unit/keyspace \

@@ -68,6 +68,11 @@ impl<'t, 'a> Tx<'t, 'a> {
         self.ops.len() - self.ops_start
     }
 
+    /// The ops planned so far, in order (each becomes part of the one record).
+    pub fn written(&self) -> &[Op] {
+        &self.ops[self.ops_start..]
+    }
+
     /// The keys of the writes planned so far (a key written twice appears twice).
     pub fn written_keys(&self) -> impl Iterator<Item = &Key> {
         self.ops[self.ops_start..].iter().map(Op::key)

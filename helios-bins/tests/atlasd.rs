@@ -844,6 +844,87 @@ fn binary_keys() {
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 3);
 }
 
+/// OBJECT ENCODING answers as Redis does, history included: a string changed in place
+/// (SETRANGE, SETBIT, APPEND to an existing key) or built by BITOP is `raw` until written
+/// whole again; RENAME and COPY carry that; a restart encodes from the content, as Redis
+/// does when it loads its files.
+#[test]
+fn object_encoding_follows_redis() {
+    let (dir, s) = start();
+    let mut c = s.client();
+    let enc = |c: &mut redis::Connection, k: &str| -> String { q(c, &["OBJECT", "ENCODING", k]) };
+    q::<String>(&mut c, &["SET", "k", "1234"]);
+    assert_eq!(enc(&mut c, "k"), "int");
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "k", "0", ""]), 4);
+    assert_eq!(enc(&mut c, "k"), "int", "an empty range writes nothing");
+    assert_eq!(q::<i64>(&mut c, &["SETRANGE", "k", "0", "2"]), 4);
+    assert_eq!(enc(&mut c, "k"), "raw");
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "2234");
+    q::<String>(&mut c, &["RENAME", "k", "k2"]);
+    assert_eq!(enc(&mut c, "k2"), "raw", "RENAME moves the object");
+    assert_eq!(q::<i64>(&mut c, &["COPY", "k2", "k3"]), 1);
+    assert_eq!(enc(&mut c, "k3"), "raw", "COPY duplicates it");
+    assert_eq!(q::<i64>(&mut c, &["INCR", "k2"]), 2235);
+    assert_eq!(enc(&mut c, "k2"), "int", "INCR writes a new integer");
+    q::<String>(&mut c, &["SET", "s", "abc"]);
+    assert_eq!(enc(&mut c, "s"), "embstr");
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "s", "d"]), 4);
+    assert_eq!(enc(&mut c, "s"), "raw");
+    assert_eq!(q::<i64>(&mut c, &["APPEND", "fresh", "12"]), 2);
+    assert_eq!(
+        enc(&mut c, "fresh"),
+        "int",
+        "APPEND to a missing key stores the value"
+    );
+    q::<String>(&mut c, &["SET", "b", "1"]);
+    assert_eq!(q::<i64>(&mut c, &["SETBIT", "b", "6", "1"]), 0);
+    assert_eq!(enc(&mut c, "b"), "raw");
+    assert_eq!(q::<i64>(&mut c, &["BITOP", "OR", "dst", "fresh"]), 2);
+    assert_eq!(enc(&mut c, "dst"), "raw");
+    q::<String>(&mut c, &["SET", &"x".repeat(45), &"y".repeat(45)]);
+    assert_eq!(enc(&mut c, &"x".repeat(45)), "raw", "longer than embstr");
+    // Inside MULTI, in order.
+    let (_, _, e1, _, e2): (String, i64, String, String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("m")
+        .arg("7")
+        .cmd("SETRANGE")
+        .arg("m")
+        .arg(0)
+        .arg("8")
+        .cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("m")
+        .cmd("SET")
+        .arg("m")
+        .arg("9")
+        .cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("m")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((e1.as_str(), e2.as_str()), ("raw", "int"));
+    // A delete clears the mark: the next value is encoded from its content.
+    q::<String>(&mut c, &["DEL", "s"]);
+    q::<String>(&mut c, &["SET", "s", "abc"]);
+    assert_eq!(enc(&mut c, "s"), "embstr");
+    assert_eq!(enc(&mut c, "k3"), "raw");
+    drop(c);
+    s.stop();
+    let s = Server::start(dir.path(), None, |_| {});
+    let mut c = s.client();
+    assert_eq!(
+        enc(&mut c, "k3"),
+        "int",
+        "encoded from the content after a restart"
+    );
+    q::<String>(&mut c, &["SETRANGE", "k3", "0", "3"]);
+    q::<String>(&mut c, &["FLUSHALL"]);
+    q::<String>(&mut c, &["SET", "k3", "1"]);
+    assert_eq!(enc(&mut c, "k3"), "int");
+}
+
 #[test]
 fn shutdown_command_stops_the_server() {
     let (dir, s) = start();

@@ -62,6 +62,7 @@ pub mod bin;
 pub mod cmd;
 pub mod committer;
 pub mod config;
+pub mod encodings;
 pub mod glob;
 pub mod kv;
 pub mod resp;
@@ -140,6 +141,8 @@ pub struct Shared {
     pass_digest: [u8; 32],
     /// WATCHed keys of every connection.
     pub watches: Arc<watched::Watches>,
+    /// The strings OBJECT ENCODING reports `raw` by history.
+    pub raw_strings: Arc<encodings::RawStrings>,
 }
 
 impl Shared {
@@ -371,6 +374,7 @@ pub async fn run_in(
         committer::start(atlas.clone(), cfg.appendfsync == "always", turns)?;
     let shared = Arc::new(Shared {
         watches: Arc::default(),
+        raw_strings: Arc::default(),
         committer,
         limits: Limits {
             bulk_size_max: cfg.bulk_size_max,

@@ -16,6 +16,7 @@
 //! Not here: there are no replicas (WAIT answers 0 at once), no access-time tracking
 //! (OBJECT IDLETIME is 0), no scripts (FUNCTION FLUSH has nothing to flush).
 
+use super::encodings::{self, Notes, RawStrings};
 use super::kv::{ERR_NOT_INT, ERR_SYNTAX, int, key, key_arg, stored};
 use super::resp::Out;
 use bytes::Bytes;
@@ -818,21 +819,21 @@ pub fn touch(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
     Ok(())
 }
 
-/// The encoding Redis would report for a string it holds as `v`: `int` for a canonical
-/// 64-bit integer of at most 20 characters, `embstr` up to 44 bytes, else `raw`. ATLAS has
-/// one representation; this is what a client of Redis expects to read.
-fn encoding(v: &[u8]) -> &'static str {
-    if v.len() <= 20 && parse_i64_canonical(v).is_some() {
-        "int"
-    } else if v.len() <= 44 {
-        "embstr"
-    } else {
-        "raw"
-    }
+/// OBJECT ENCODING|IDLETIME|FREQ|REFCOUNT key, OBJECT HELP, with encodings from the
+/// content alone (the command table's entry; the pipeline runs [`object_with`] and
+/// atlasd's memory of strings changed in place).
+pub fn object(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
+    object_with(tx, a, out, None)
 }
 
-/// OBJECT ENCODING|IDLETIME|FREQ|REFCOUNT key, OBJECT HELP
-pub fn object(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
+/// OBJECT: ENCODING is what Redis would report ([`RawStrings::encoding`]: ATLAS has one
+/// representation; this is what a client of Redis expects to read).
+pub fn object_with(
+    tx: &mut Tx<'_, '_>,
+    a: &[Bytes],
+    out: &mut Out,
+    raw: Option<(&RawStrings, &Notes)>,
+) -> R {
     let sub = &a[1];
     if eq(sub, "HELP") && a.len() == 2 {
         out.array(2);
@@ -856,7 +857,11 @@ pub fn object(tx: &mut Tx<'_, '_>, a: &[Bytes], out: &mut Out) -> R {
         return Ok(());
     };
     if eq(sub, "ENCODING") {
-        out.bulk(encoding(&v).as_bytes());
+        let e = match raw {
+            Some((r, pending)) => r.encoding(k, &v, pending),
+            None => encodings::of_content(&v),
+        };
+        out.bulk(e.as_bytes());
     } else if eq(sub, "IDLETIME") {
         out.int(0);
     } else if eq(sub, "REFCOUNT") {

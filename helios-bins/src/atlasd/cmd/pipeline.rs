@@ -11,6 +11,7 @@
 use super::{Queued, Session};
 use crate::atlasd::Shared;
 use crate::atlasd::committer::{JobFn, Sink, Submitted, Ticket};
+use crate::atlasd::encodings::{Notes, RawStrings};
 use crate::atlasd::resp::Out;
 use crate::atlasd::watched::{WatchGuard, Watches};
 use bytes::BytesMut;
@@ -31,16 +32,43 @@ pub fn atlas_error_line(e: &AtlasError) -> String {
     }
 }
 
-fn run_one(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) -> Result<(), AtlasError> {
+/// Runs `q`. OBJECT is the one command that reads atlasd's own state besides ATLAS (the
+/// strings that are `raw` by history, [`RawStrings`]).
+fn run_one(
+    tx: &mut Tx<'_, '_>,
+    q: &Queued,
+    out: &mut Out,
+    raw: (&RawStrings, &Notes),
+) -> Result<(), AtlasError> {
+    if q.args[0].eq_ignore_ascii_case(b"object") {
+        return crate::atlasd::strings::object_with(tx, &q.args, out, Some(raw));
+    }
     (q.f)(tx, &q.args, out)
 }
 
 /// Runs `q`, writing a refused write as that command's error reply (the others go on).
-fn run_reporting(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) {
+fn run_reporting(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out, raw: &RawStrings) {
     let mark = out.buf.len();
-    if let Err(e) = run_one(tx, q, out) {
+    if let Err(e) = run_one(tx, q, out, (raw, &Notes::new())) {
         out.buf.truncate(mark);
         out.error(&atlas_error_line(&e));
+    }
+}
+
+/// What a write job updates besides ATLAS, in commit order: the watches and the strings
+/// that are `raw` by history.
+#[derive(Clone)]
+struct KeyState {
+    watches: Arc<Watches>,
+    raw: Arc<RawStrings>,
+}
+
+impl KeyState {
+    fn of(shared: &Shared) -> Self {
+        Self {
+            watches: shared.watches.clone(),
+            raw: shared.raw_strings.clone(),
+        }
     }
 }
 
@@ -48,7 +76,7 @@ fn run_reporting(tx: &mut Tx<'_, '_>, q: &Queued, out: &mut Out) {
 /// (preceded by an array header for EXEC). A write the store refuses fails the job, and
 /// then nothing of it applies.
 fn write_job(
-    watches: Arc<Watches>,
+    keys: KeyState,
     qs: Arc<[Queued]>,
     resp3: bool,
     exec_header: bool,
@@ -68,11 +96,17 @@ fn write_job(
         if exec_header {
             o.array(qs.len());
         }
+        let mut notes = Notes::new();
         for q in qs.iter() {
-            run_one(tx, q, &mut o)?;
+            let effect = keys.raw.effect(tx, &q.args);
+            let before = tx.op_count();
+            run_one(tx, q, &mut o, (&keys.raw, &notes))?;
+            keys.raw
+                .note(tx, &tx.written()[before..], &effect, &mut notes);
         }
-        // Under the writer lock, in commit order: see `watched`.
-        watches.touch_written(tx);
+        // Under the writer lock, in commit order: see `watched` and `encodings`.
+        keys.watches.touch_written(tx);
+        keys.raw.apply(notes);
         Ok(o.buf)
     })
 }
@@ -90,7 +124,7 @@ pub(super) async fn run_kv(
     if !run.iter().any(|q| q.write) {
         shared.atlas.view(|tx| {
             for q in run.iter() {
-                run_reporting(tx, q, out);
+                run_reporting(tx, q, out, &shared.raw_strings);
             }
         });
         return None;
@@ -99,7 +133,7 @@ pub(super) async fn run_kv(
     // Replies may go straight to the socket only if nothing written before them waits.
     let r = if out.buf.is_empty() {
         match shared.committer.submit(
-            write_job(shared.watches.clone(), run.clone(), resp3, false, None),
+            write_job(KeyState::of(shared), run.clone(), resp3, false, None),
             run.len(),
             sink,
         ) {
@@ -113,7 +147,7 @@ pub(super) async fn run_kv(
         shared
             .committer
             .run(
-                write_job(shared.watches.clone(), run.clone(), resp3, false, None),
+                write_job(KeyState::of(shared), run.clone(), resp3, false, None),
                 run.len(),
             )
             .await
@@ -138,7 +172,7 @@ async fn settle(
         Err(_) => {
             for q in run.iter() {
                 let one: Arc<[Queued]> = Arc::from([q.clone()]);
-                let job = write_job(shared.watches.clone(), one, resp3, false, None);
+                let job = write_job(KeyState::of(shared), one, resp3, false, None);
                 match shared.committer.run(job, 1).await {
                     Ok(buf) => out.buf.extend_from_slice(&buf),
                     Err(e) => out.error(&atlas_error_line(&e)),
@@ -223,7 +257,7 @@ pub(super) async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
             out.array(m.queued.len());
             for q in &m.queued {
                 // A command error inside EXEC is that command's reply; the others apply.
-                run_reporting(tx, q, out);
+                run_reporting(tx, q, out, &shared.raw_strings);
             }
         });
         return;
@@ -236,7 +270,7 @@ pub(super) async fn exec(shared: &Shared, s: &mut Session, out: &mut Out) {
         .committer
         .run(
             write_job(
-                shared.watches.clone(),
+                KeyState::of(shared),
                 m.queued.into(),
                 out.resp3,
                 true,

@@ -123,6 +123,7 @@ pub(super) fn server(
                 let r = blocking(|| flush(shared));
                 // Even a partial flush changed watched keys.
                 shared.watches.touch_all();
+                shared.raw_strings.clear();
                 match r {
                     Ok(()) => out.ok(),
                     Err(e) => out.error(&atlas_error_line(&e)),
