@@ -1,13 +1,15 @@
 //! The fast path of record decoding: a hand parser for exactly the canonical line that
-//! [`super::encode_record`] writes, when no string in it needs an escape. Replay (recovery
-//! at open, log compaction) reads every record ever written, and this is several times
-//! quicker than the general JSON path.
+//! [`super::encode_record`] writes. Replay (recovery at open, log compaction) reads every
+//! record ever written, and this is several times quicker than the general JSON path.
+//! Strings may hold the escapes the encoder writes (`\"`, `\\`, `\n`, `\r`, `\t`, and
+//! `\uXXXX` for other control characters): a job's JSON stored as a value is full of
+//! quotes.
 //!
 //! Invariant: it returns `Some(record)` only for a line the general path
 //! ([`super::decode_record_line`]) decodes to the same record (proptests in `aof`), and
-//! `None` for anything else (an escape, whitespace, another field order, a bad checksum,
-//! ...), which then takes the general path: that one decodes every valid line and names
-//! what is wrong with an invalid one.
+//! `None` for anything else (a rarer escape such as a surrogate pair, whitespace, another
+//! field order, a bad checksum, ...), which then takes the general path: that one decodes
+//! every valid line and names what is wrong with an invalid one.
 
 use super::{Record, checksum};
 use crate::key::Key;
@@ -64,10 +66,79 @@ impl<'a> Cursor<'a> {
         Some(s)
     }
 
+    /// A JSON string's bytes (valid UTF-8), escapes decoded: the escapes serde_json
+    /// writes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, `\/`, and `\u00XX` for the other
+    /// control characters; any `\uXXXX` outside the surrogates). A surrogate escape, a raw
+    /// control character or invalid UTF-8 is `None` (the general path decides).
+    fn string_bytes(&mut self) -> Option<Vec<u8>> {
+        self.lit(b"\"")?;
+        let mut out = Vec::new();
+        loop {
+            let rest = &self.b[self.i..];
+            let n = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            out.extend_from_slice(&rest[..n]);
+            self.i += n;
+            match self.b[self.i] {
+                b'"' => {
+                    self.i += 1;
+                    break;
+                }
+                b'\\' => {
+                    let e = *self.b.get(self.i + 1)?;
+                    self.i += 2;
+                    let c = match e {
+                        b'"' => b'"',
+                        b'\\' => b'\\',
+                        b'/' => b'/',
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'u' => {
+                            let hex = self.b.get(self.i..self.i + 4)?;
+                            let hex = std::str::from_utf8(hex).ok()?;
+                            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                                return None;
+                            }
+                            let code = u32::from_str_radix(hex, 16).ok()?;
+                            // Surrogates (pairs or lone) take the general path.
+                            let ch = char::from_u32(code)?;
+                            self.i += 4;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                            continue;
+                        }
+                        _ => return None,
+                    };
+                    out.push(c);
+                }
+                _ => return None,
+            }
+        }
+        std::str::from_utf8(&out).ok()?;
+        Some(out)
+    }
+
+    /// A string field's bytes: borrowed when it holds no escape (the usual key), else
+    /// decoded.
+    fn text(&mut self) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let at = self.i;
+        match self.str() {
+            Some(s) => Some(std::borrow::Cow::Borrowed(s.as_bytes())),
+            None => {
+                self.i = at;
+                self.string_bytes().map(std::borrow::Cow::Owned)
+            }
+        }
+    }
+
     /// The key field: `"k":"text"` or `"kb":"base64"`.
     fn key(&mut self) -> Option<Key> {
         if self.eat(b"\"k\":") {
-            Some(Key::from(self.str()?))
+            Some(Key::from(self.text()?.into_owned()))
         } else {
             self.lit(b"\"kb\":")?;
             Some(Key::from(BASE64.decode(self.str()?.as_bytes()).ok()?))
@@ -79,7 +150,10 @@ impl<'a> Cursor<'a> {
         let op = if self.eat(b"\"set\",") {
             let key = self.key()?;
             let value = if self.eat(b",\"v\":") {
-                Bytes::copy_from_slice(self.str()?.as_bytes())
+                match self.text()? {
+                    std::borrow::Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+                    std::borrow::Cow::Owned(v) => Bytes::from(v),
+                }
             } else {
                 self.lit(b",\"b\":")?;
                 Bytes::from(BASE64.decode(self.str()?.as_bytes()).ok()?)
