@@ -106,7 +106,7 @@ fn strings_and_errors() {
     let bin: Vec<u8> = (0..=255u8).collect();
     let _: () = c.set("bin", &bin).unwrap();
     assert_eq!(c.get::<_, Vec<u8>>("bin").unwrap(), bin);
-    // Empty keys are refused by rule (ATLAS keys are 1..=1024 bytes); binary keys are
+    // Empty keys are refused by rule (ATLAS keys are 1 to 64 KiB); binary keys are
     // fine (`binary_keys`).
     assert_eq!(
         err_of(redis::cmd("SET").arg("").arg("v").query::<Value>(&mut c)),
@@ -853,6 +853,58 @@ fn object_encoding_follows_redis() {
     let (dir, s) = start();
     let mut c = s.client();
     let enc = |c: &mut redis::Connection, k: &str| -> String { q(c, &["OBJECT", "ENCODING", k]) };
+    // On a fresh server (nothing marked yet), inside one job: the job's own changes decide,
+    // for OBJECT and for RENAME's source.
+    let (_, _, e0): (i64, String, String) = redis::pipe()
+        .atomic()
+        .cmd("SETRANGE")
+        .arg("m0")
+        .arg(0)
+        .arg("8")
+        .cmd("SET")
+        .arg("m0")
+        .arg("9")
+        .cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("m0")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(e0, "int");
+    assert_eq!(enc(&mut c, "m0"), "int");
+    let (_, _, _, e1): (String, i64, String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("r0")
+        .arg("1")
+        .cmd("SETRANGE")
+        .arg("r0")
+        .arg(0)
+        .arg("2")
+        .cmd("RENAME")
+        .arg("r0")
+        .arg("r1")
+        .cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("r1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(e1, "raw");
+    assert_eq!(enc(&mut c, "r1"), "raw");
+    // A source marked, then written whole earlier in the same job, moves unmarked.
+    let (_, _, e2): (String, String, String) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("r1")
+        .arg("5")
+        .cmd("RENAME")
+        .arg("r1")
+        .arg("r2")
+        .cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("r2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(e2, "int");
     q::<String>(&mut c, &["SET", "k", "1234"]);
     assert_eq!(enc(&mut c, "k"), "int");
     assert_eq!(q::<i64>(&mut c, &["SETRANGE", "k", "0", ""]), 4);
@@ -1438,6 +1490,62 @@ fn noperm_cmd(user: &str, cmd: &str) -> String {
 
 /// A non-admin helios-auth user sees and touches only its own KV namespace (the gateway's
 /// `kv:u:{id}:`), without the prefix; internal keys and other users' keys cannot be named.
+/// A scoped user's binary keys (a `:` and NUL inside, `\xff`) live under its own
+/// `kv:u:{id}:` prefix, come back without it from KEYS/SCAN/RANDOMKEY, and are absent
+/// for another user.
+#[test]
+fn auth_users_binary_keys_stay_in_their_namespace() {
+    let (dir, u) = users_dir();
+    let s = Server::with_users(dir.path());
+    let mut alice = s.login("alice", ALICE_PW);
+    let bin: &[u8] = b"\xff:x\x00y";
+    let _: () = redis::cmd("SET")
+        .arg(bin)
+        .arg("v")
+        .query(&mut alice)
+        .unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg(bin)
+        .arg(b"\xfe")
+        .query(&mut alice)
+        .unwrap();
+    let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut alice).unwrap();
+    keys.sort();
+    assert_eq!(keys, vec![b"greeting".to_vec(), b"\xfe".to_vec()]);
+    let (_, page): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(b"\xfe")
+        .query(&mut alice)
+        .unwrap();
+    assert_eq!(page, vec![b"\xfe".to_vec()]);
+    let mut bob = s.login("bob", BOB_PW);
+    let theirs: Option<Vec<u8>> = redis::cmd("GET").arg(b"\xfe").query(&mut bob).unwrap();
+    assert_eq!(theirs, None);
+    assert!(q::<Vec<Vec<u8>>>(&mut bob, &["KEYS", "*"]).is_empty());
+    drop((alice, bob));
+    s.stop();
+    let atlas = Atlas::open(dir.path(), Options::default()).unwrap();
+    let full = helios_core::keys::KvSpace::User(&u.alice)
+        .key_bytes(b"\xfe")
+        .unwrap();
+    assert_eq!(atlas.get(&full).unwrap(), "v");
+    let mut under_alice = atlas
+        .scan(
+            helios_core::keys::KvSpace::User(&u.alice).prefix().unwrap(),
+            None,
+            100,
+        )
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|(k, _)| k.into_bytes())
+        .collect::<Vec<_>>();
+    under_alice.sort();
+    assert_eq!(under_alice.len(), 2, "greeting and the renamed key only");
+    assert!(under_alice.contains(&full));
+}
+
 #[test]
 fn auth_users_see_only_their_own_namespace() {
     let (dir, u) = users_dir();

@@ -858,7 +858,7 @@ pub fn object_with(
     };
     if eq(sub, "ENCODING") {
         let e = match raw {
-            Some((r, pending)) => r.encoding(k, &v, pending),
+            Some((r, notes)) => r.encoding(k, &v, notes, tx.written()),
             None => encodings::of_content(&v),
         };
         out.bulk(e.as_bytes());

@@ -336,7 +336,13 @@ pub(super) fn list(
             "limit" => limit = page_limit(&v)?,
             "cursor" => cursor = Some(v),
             "cursor_base64" => {
-                let c = BASE64.decode(v.as_bytes()).ok().filter(|c| !c.is_empty());
+                // A `+` left unencoded in the query reads as a space.
+                let c = BASE64
+                    .decode(v.replace(' ', "+").as_bytes())
+                    .ok()
+                    .filter(|c| {
+                        !c.is_empty() && c.len() <= helios_atlas::limits::KEY_SIZE_MAX as usize
+                    });
                 cursor_bytes = Some(c.ok_or_else(|| {
                     problem(
                         StatusCode::BAD_REQUEST,
@@ -366,7 +372,15 @@ pub(super) fn list(
             ));
         }
         (Some(c), None) => {
-            check_key_text("cursor", &c)?;
+            // Only a position: any key of the namespace a listing handed out (atlasd's
+            // keys may hold control characters), re-prefixed so it cannot point outside.
+            if c.len() > helios_atlas::limits::KEY_SIZE_MAX as usize {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-field",
+                    "cursor is longer than any key",
+                ));
+            }
             Some(format!("{ns}{c}").into_bytes())
         }
         (None, Some(c)) => {

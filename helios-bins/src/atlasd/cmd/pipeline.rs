@@ -98,15 +98,14 @@ fn write_job(
         }
         let mut notes = Notes::new();
         for q in qs.iter() {
-            let effect = keys.raw.effect(tx, &q.args);
+            let effect = keys.raw.effect(tx, &q.args, &notes);
             let before = tx.op_count();
             run_one(tx, q, &mut o, (&keys.raw, &notes))?;
-            keys.raw
-                .note(tx, &tx.written()[before..], &effect, &mut notes);
+            keys.raw.note(tx, before, &effect, &mut notes);
         }
         // Under the writer lock, in commit order: see `watched` and `encodings`.
         keys.watches.touch_written(tx);
-        keys.raw.apply(notes);
+        keys.raw.apply(&notes, tx.written());
         Ok(o.buf)
     })
 }
