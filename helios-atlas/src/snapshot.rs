@@ -207,20 +207,26 @@ mod tests {
             })
             .collect();
         let payload = bincode::serde::encode_to_vec(&v1, config()).unwrap();
-        let mut b = Vec::new();
-        b.extend_from_slice(SNAPSHOT_MAGIC);
-        b.extend_from_slice(&1u32.to_le_bytes());
-        b.extend_from_slice(&5u64.to_le_bytes());
-        b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&b[8..28]), &payload);
-        b.extend_from_slice(&crc.to_le_bytes());
-        b.extend_from_slice(&payload);
+        let mut b = file_of(1, 5, &payload);
         assert_eq!(decode(&b, Path::new("s")).unwrap(), (5, text));
         b[8] = 3;
         assert!(matches!(
             decode(&b, Path::new("s")),
             Err(AtlasError::UnsupportedVersion { found: 3, .. })
         ));
+    }
+
+    /// A snapshot file of `version` at `seq` over `payload`, its checksum right.
+    fn file_of(version: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(SNAPSHOT_MAGIC);
+        b.extend_from_slice(&version.to_le_bytes());
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&b[8..28]), payload);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(payload);
+        b
     }
 
     #[test]
@@ -239,15 +245,7 @@ mod tests {
             let _ = decode(&body, Path::new("s"));
             // Also with a valid header over an arbitrary payload (checksum made to match),
             // so the bincode decoder itself sees garbage.
-            let mut b = Vec::new();
-            b.extend_from_slice(SNAPSHOT_MAGIC);
-            b.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-            b.extend_from_slice(&1u64.to_le_bytes());
-            b.extend_from_slice(&(body.len() as u64).to_le_bytes());
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&b[8..28]), &body);
-            b.extend_from_slice(&crc.to_le_bytes());
-            b.extend_from_slice(&body);
-            let _ = decode(&b, Path::new("s"));
+            let _ = decode(&file_of(SNAPSHOT_VERSION, 1, &body), Path::new("s"));
         }
     }
 

@@ -162,6 +162,17 @@ fn pipeline() -> &'static (Collector, Telemetry) {
     })
 }
 
+/// Waits (up to 20 s) until job `id` is done on gateway `s`.
+async fn job_done(s: &common::Server, id: &str) {
+    until(20, "the job done", || {
+        s.state
+            .queue
+            .get(id.parse().unwrap())
+            .is_some_and(|j| j.state == JobState::Done)
+    })
+    .await;
+}
+
 /// Flushes the exporter until the spans of `trace` hold every name of `names`; they are
 /// returned by name (the last one of each).
 async fn spans_of(trace: &str, names: &[&str]) -> HashMap<String, Got> {
@@ -247,13 +258,7 @@ async fn one_trace_from_the_request_through_the_job_to_the_service() {
     assert_eq!(ids(&stored).0, TRACE, "{v}");
     assert_ne!(ids(&stored).1, CALLER, "{v}");
     assert_eq!(v["trace"]["tracestate"], "vendor=abc", "{v}");
-    until(20, "the job done", || {
-        s.state
-            .queue
-            .get(id.parse().unwrap())
-            .is_some_and(|j| j.state == JobState::Done)
-    })
-    .await;
+    job_done(&s, &id).await;
 
     let got = spans_of(
         TRACE,
@@ -421,13 +426,7 @@ async fn one_trace_through_the_proxy_the_gateway_the_job_and_the_service() {
     let v: serde_json::Value =
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     let id = v["id"].as_str().unwrap().to_owned();
-    until(20, "the job done", || {
-        s.state
-            .queue
-            .get(id.parse().unwrap())
-            .is_some_and(|j| j.state == JobState::Done)
-    })
-    .await;
+    job_done(&s, &id).await;
 
     let got = spans_of(
         TRACE,

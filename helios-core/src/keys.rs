@@ -681,29 +681,27 @@ impl KvSpace<'_> {
 
     /// The full ATLAS key of `key` in this namespace. `key` is any non-empty UTF-8.
     pub fn key(&self, key: &str) -> Result<String, KeyError> {
-        if key.is_empty() {
-            return Err(KeyError::EmptyId {
-                family: KeyFamily::Kv,
-            });
-        }
-        let mut full = self.prefix()?;
+        let mut full = self.prefix_for(key.as_bytes())?;
         full.push_str(key);
         Ok(full)
     }
-}
 
-impl KvSpace<'_> {
     /// As [`KvSpace::key`] for a key of any bytes (helios-atlasd's keys are binary-safe,
     /// as Redis's; the namespace part stays text).
     pub fn key_bytes(&self, key: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut full = self.prefix_for(key)?.into_bytes();
+        full.extend_from_slice(key);
+        Ok(full)
+    }
+
+    /// The prefix, once `key` is known not to be empty.
+    fn prefix_for(&self, key: &[u8]) -> Result<String, KeyError> {
         if key.is_empty() {
             return Err(KeyError::EmptyId {
                 family: KeyFamily::Kv,
             });
         }
-        let mut full = self.prefix()?.into_bytes();
-        full.extend_from_slice(key);
-        Ok(full)
+        self.prefix()
     }
 }
 
@@ -711,57 +709,43 @@ impl KvSpace<'_> {
 /// may be any non-empty bytes.
 pub fn parse_kv_bytes(full: &[u8]) -> Result<(KvSpace<'_>, &[u8]), KeyError> {
     let not_namespaced = || KeyError::NotNamespaced {
-        key: String::from_utf8_lossy(&full[..full.len().min(ERROR_KEY_CHARS_MAX)]).into_owned(),
+        key: String::from_utf8_lossy(full)
+            .chars()
+            .take(ERROR_KEY_CHARS_MAX)
+            .collect(),
     };
-    let split = |rest: &'_ [u8]| -> Option<(usize, usize)> {
-        let colon = rest.iter().position(|&b| b == b':')?;
-        Some((colon, colon + 1))
-    };
-    let (family, user) = if let Some(rest) = full.strip_prefix(KV_USER_PREFIX.as_bytes()) {
+    let (rest, user) = if let Some(rest) = full.strip_prefix(KV_USER_PREFIX.as_bytes()) {
         (rest, true)
     } else if let Some(rest) = full.strip_prefix(KV_SHARED_PREFIX.as_bytes()) {
         (rest, false)
     } else {
         return Err(not_namespaced());
     };
-    let (end, key_at) = split(family).ok_or_else(not_namespaced)?;
-    let id = std::str::from_utf8(&family[..end]).map_err(|_| not_namespaced())?;
+    let colon = rest
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or_else(not_namespaced)?;
+    let id = std::str::from_utf8(&rest[..colon]).map_err(|_| not_namespaced())?;
     let space = if user {
         KvSpace::User(id)
     } else {
         KvSpace::Shared(id)
     };
     space.validate()?;
-    let rest = &family[key_at..];
-    if rest.is_empty() {
+    let key = &rest[colon + 1..];
+    if key.is_empty() {
         return Err(KeyError::EmptyId {
             family: KeyFamily::Kv,
         });
     }
-    Ok((space, rest))
+    Ok((space, key))
 }
 
 /// Splits a full `kv:` key into its namespace and the user key within it.
 pub fn parse_kv(full: &str) -> Result<(KvSpace<'_>, &str), KeyError> {
-    let not_namespaced = || KeyError::NotNamespaced {
-        key: full.chars().take(ERROR_KEY_CHARS_MAX).collect(),
-    };
-    let (space, rest) = if let Some(rest) = full.strip_prefix(KV_USER_PREFIX) {
-        let (id, key) = rest.split_once(':').ok_or_else(not_namespaced)?;
-        (KvSpace::User(id), key)
-    } else if let Some(rest) = full.strip_prefix(KV_SHARED_PREFIX) {
-        let (ns, key) = rest.split_once(':').ok_or_else(not_namespaced)?;
-        (KvSpace::Shared(ns), key)
-    } else {
-        return Err(not_namespaced());
-    };
-    space.validate()?;
-    if rest.is_empty() {
-        return Err(KeyError::EmptyId {
-            family: KeyFamily::Kv,
-        });
-    }
-    Ok((space, rest))
+    let (space, key) = parse_kv_bytes(full.as_bytes())?;
+    // The key is the tail of `full` after an ASCII ':', so a whole `str` of its own.
+    Ok((space, &full[full.len() - key.len()..]))
 }
 
 #[cfg(test)]

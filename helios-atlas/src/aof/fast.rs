@@ -17,6 +17,7 @@ use crate::op::Op;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use std::borrow::Cow;
 
 struct Cursor<'a> {
     b: &'a [u8],
@@ -66,26 +67,35 @@ impl<'a> Cursor<'a> {
         Some(s)
     }
 
-    /// A JSON string's bytes (valid UTF-8), escapes decoded: the escapes serde_json
-    /// writes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, `\/`, and `\u00XX` for the other
-    /// control characters; any `\uXXXX` outside the surrogates). A surrogate escape, a raw
-    /// control character or invalid UTF-8 is `None` (the general path decides).
-    fn string_bytes(&mut self) -> Option<Vec<u8>> {
+    /// A JSON string's bytes (valid UTF-8), escapes decoded: borrowed from the line when
+    /// it holds none (the usual key), else decoded (the escapes serde_json writes: `\"`,
+    /// `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, `\/`, and `\uXXXX` outside the
+    /// surrogates). A surrogate escape, a raw control character or invalid UTF-8 is `None`
+    /// (the general path decides).
+    fn text(&mut self) -> Option<Cow<'a, [u8]>> {
         self.lit(b"\"")?;
-        let mut out = Vec::new();
+        let mut out: Option<Vec<u8>> = None;
         loop {
             let rest = &self.b[self.i..];
             let n = rest
                 .iter()
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-            out.extend_from_slice(&rest[..n]);
+            let run = &rest[..n];
             self.i += n;
-            match self.b[self.i] {
-                b'"' => {
+            match (self.b[self.i], out.as_mut()) {
+                (b'"', None) => {
                     self.i += 1;
+                    std::str::from_utf8(run).ok()?;
+                    return Some(Cow::Borrowed(run));
+                }
+                (b'"', Some(o)) => {
+                    self.i += 1;
+                    o.extend_from_slice(run);
                     break;
                 }
-                b'\\' => {
+                (b'\\', _) => {
+                    let o = out.get_or_insert_with(Vec::new);
+                    o.extend_from_slice(run);
                     let e = *self.b.get(self.i + 1)?;
                     self.i += 2;
                     let c = match e {
@@ -99,40 +109,29 @@ impl<'a> Cursor<'a> {
                         b'f' => 0x0c,
                         b'u' => {
                             let hex = self.b.get(self.i..self.i + 4)?;
-                            let hex = std::str::from_utf8(hex).ok()?;
-                            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                            // `from_str_radix` would take a sign: hex digits only.
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
                                 return None;
                             }
-                            let code = u32::from_str_radix(hex, 16).ok()?;
+                            let code =
+                                u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
                             // Surrogates (pairs or lone) take the general path.
                             let ch = char::from_u32(code)?;
                             self.i += 4;
                             let mut buf = [0u8; 4];
-                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                            o.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
                             continue;
                         }
                         _ => return None,
                     };
-                    out.push(c);
+                    o.push(c);
                 }
                 _ => return None,
             }
         }
+        let out = out?;
         std::str::from_utf8(&out).ok()?;
-        Some(out)
-    }
-
-    /// A string field's bytes: borrowed when it holds no escape (the usual key), else
-    /// decoded.
-    fn text(&mut self) -> Option<std::borrow::Cow<'a, [u8]>> {
-        let at = self.i;
-        match self.str() {
-            Some(s) => Some(std::borrow::Cow::Borrowed(s.as_bytes())),
-            None => {
-                self.i = at;
-                self.string_bytes().map(std::borrow::Cow::Owned)
-            }
-        }
+        Some(Cow::Owned(out))
     }
 
     /// The key field: `"k":"text"` or `"kb":"base64"`.
@@ -151,8 +150,8 @@ impl<'a> Cursor<'a> {
             let key = self.key()?;
             let value = if self.eat(b",\"v\":") {
                 match self.text()? {
-                    std::borrow::Cow::Borrowed(b) => Bytes::copy_from_slice(b),
-                    std::borrow::Cow::Owned(v) => Bytes::from(v),
+                    Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+                    Cow::Owned(v) => Bytes::from(v),
                 }
             } else {
                 self.lit(b",\"b\":")?;

@@ -240,7 +240,7 @@ impl RawStrings {
     }
 
     /// Whether `key`'s string is `raw` by history (marks applied so far).
-    pub fn is_raw(&self, key: &[u8]) -> bool {
+    fn is_raw(&self, key: &[u8]) -> bool {
         self.count.load(Ordering::Acquire) > 0 && self.marks.lock().keys.contains(key)
     }
 

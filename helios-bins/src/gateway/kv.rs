@@ -411,15 +411,13 @@ pub(super) fn list(
     let next = page
         .next_cursor
         .and_then(|c| c.strip_prefix(ns.as_bytes()).map(<[u8]>::to_vec));
-    let body = match next.as_deref().map(std::str::from_utf8) {
-        Some(Err(_)) => serde_json::json!({
-            "items": items,
-            "next_cursor": null,
-            "next_cursor_base64": next.as_deref().map(|c| BASE64.encode(c)),
-        }),
-        Some(Ok(c)) => serde_json::json!({"items": items, "next_cursor": c}),
-        None => serde_json::json!({"items": items, "next_cursor": null}),
-    };
+    let mut body = serde_json::json!({"items": items, "next_cursor": null});
+    if let Some(c) = next {
+        match String::from_utf8(c) {
+            Ok(c) => body["next_cursor"] = c.into(),
+            Err(e) => body["next_cursor_base64"] = BASE64.encode(e.as_bytes()).into(),
+        }
+    }
     Ok(json(StatusCode::OK, &body))
 }
 
