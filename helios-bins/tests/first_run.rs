@@ -402,8 +402,9 @@ fn the_proxy_quick_start_serves_logs_access_and_stops_on_sigint() {
     let backend = tiny_backend();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // One thread: the single event loop (current-thread runtime) serves, logs and stops.
     let mut child = Command::new(PROXY)
-        .args(["--listen", &addr.to_string(), "--backend"])
+        .args(["--threads", "1", "--listen", &addr.to_string(), "--backend"])
         .arg(format!("http://{backend}"))
         .env("HELIOS_LOG__FORMAT", "json")
         .env_remove("RUST_LOG")

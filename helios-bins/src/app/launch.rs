@@ -38,6 +38,21 @@ pub fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, Ex
     builder(threads).build().map_err(|e| runtime_error(name, e))
 }
 
+/// A runtime for a server that only moves bytes between sockets (the proxy): with
+/// `threads` 1, one thread runs the accept loop, the connections and the timers (a
+/// current-thread runtime, as nginx's single worker: no hand-off of a woken task to
+/// another thread, no cross-thread wake-ups); else [`runtime`]'s. Only for servers that
+/// never block a task (no `block_in_place`, which a current-thread runtime refuses).
+pub fn event_loop_runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime, ExitCode> {
+    if threads != 1 {
+        return runtime(name, threads);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| runtime_error(name, e))
+}
+
 /// Prints `NAME: what` as a failed start or a stop for good (and logs it as FATAL); the
 /// exit code to return.
 pub fn failed(name: &str, what: impl Display) -> ExitCode {

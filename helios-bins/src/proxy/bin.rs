@@ -49,7 +49,7 @@ struct Args {
     /// HELIOS_PROXY_USERNAME and HELIOS_PROXY_PASSWORD.
     #[arg(long, value_name = "URL")]
     control: Option<String>,
-    /// Runtime threads (0: one per core).
+    /// Runtime threads (0: one per core; 1: a single event loop thread).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Serve `GET /metrics` on this address (overrides `metrics_listen`; default: none).
@@ -99,7 +99,7 @@ fn run() -> Result<ExitCode, ExitCode> {
             super::control::credentials_from_env(&env),
         )?)
     };
-    let runtime = launch::runtime(NAME, cfg.proxy.threads)?;
+    let runtime = launch::event_loop_runtime(NAME, cfg.proxy.threads)?;
     runtime.block_on(async move {
         let listen = cfg.proxy.listen.clone();
         let listener = launch::bind(NAME, &listen, "proxy.listen").await?;
