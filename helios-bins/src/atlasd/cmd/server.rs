@@ -120,10 +120,14 @@ pub(super) fn server(
             if a.len() > 2 || a.get(1).is_some_and(|o| !eq(o, "ASYNC") && !eq(o, "SYNC")) {
                 out.error(ERR_SYNTAX);
             } else {
+                // The marks go first: a key changed in place while the flush runs keeps
+                // its mark (cleared after, it would answer from its content), and one the
+                // flush then deletes leaves a mark its next write replaces, as a key
+                // deleted by active expiry does.
+                shared.raw_strings.clear();
                 let r = blocking(|| flush(shared));
                 // Even a partial flush changed watched keys.
                 shared.watches.touch_all();
-                shared.raw_strings.clear();
                 match r {
                     Ok(()) => out.ok(),
                     Err(e) => out.error(&atlas_error_line(&e)),
