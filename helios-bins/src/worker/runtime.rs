@@ -174,6 +174,9 @@ pub struct Worker {
     /// Notified (once) when `fatal` is set: the worker drains and stops.
     fatal_stop: tokio::sync::Notify,
     started_at_ms: u64,
+    /// Randomness that needs no secrecy (span ids, backoff jitter), seeded once from
+    /// `ctx`: one system call per worker, not one per attempt.
+    draws: Mutex<rand::rngs::StdRng>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -187,7 +190,7 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// A worker serving `services` from `source`; time and randomness (backoff jitter,
-    /// trace span ids) from `ctx`.
+    /// trace span ids: a generator seeded from `ctx`'s randomness) from `ctx`.
     pub fn new(
         source: Arc<dyn Source>,
         services: Vec<Service>,
@@ -196,6 +199,9 @@ impl Worker {
     ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new(services.iter().map(|s| s.queue.as_str())));
         let started_at_ms = ctx.clock.now_ms();
+        let mut seed = [0u8; 32];
+        ctx.random.fill(&mut seed);
+        let draws = Mutex::new(rand::SeedableRng::from_seed(seed));
         Arc::new(Worker {
             source,
             services,
@@ -207,6 +213,7 @@ impl Worker {
             fatal: Mutex::new(None),
             fatal_stop: tokio::sync::Notify::new(),
             started_at_ms,
+            draws,
         })
     }
 
@@ -697,13 +704,17 @@ impl Worker {
         if cap == 0 {
             return 0;
         }
-        self.ctx.random_u64() % (cap + 1)
+        self.draw() % (cap + 1)
+    }
+
+    fn draw(&self) -> u64 {
+        rand::Rng::next_u64(&mut *self.draws.lock())
     }
 
     /// The W3C trace context of an attempt: the job id is the trace id (16 bytes, never
     /// zero for a UUIDv7), a random span id.
     fn traceparent(&self, id: JobId) -> String {
-        let span = self.ctx.random_u64().max(1);
+        let span = self.draw().max(1);
         format!("00-{id}-{span:016x}-01")
     }
 
