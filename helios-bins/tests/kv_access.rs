@@ -148,20 +148,29 @@ async fn binary_keys_written_by_atlasd_are_listed_in_base64() {
     assert_eq!(
         page("limit=2".into()).await,
         json!({
-            "items": [{"key": "a", "value": 1}, {"key_base64": "Yv8=", "value": null}],
+            "items": [
+                {"key": "a", "value": 1},
+                {"key_base64": "Yv8=", "value": null, "value_base64": "cmF3"},
+            ],
             "next_cursor": null,
             "next_cursor_base64": "Yv8=",
         })
     );
     let list = page("limit=1&cursor_base64=Yv8%3D".into()).await;
-    assert_eq!(list["items"], json!([{"key": "c\u{0}", "value": null}]));
+    assert_eq!(
+        list["items"],
+        json!([{"key": "c\u{0}", "value": null, "value_base64": "cmF3"}])
+    );
     assert_eq!(list["next_cursor"], json!("c\u{0}"));
     let list = page("limit=1&cursor=c%00".into()).await;
     assert_eq!(keys_of(&list), ["d"]);
     let list = page("cursor=d".into()).await;
     assert_eq!(
         list,
-        json!({"items": [{"key_base64": "++8=", "value": null}], "next_cursor": null})
+        json!({
+            "items": [{"key_base64": "++8=", "value": null, "value_base64": "cmF3"}],
+            "next_cursor": null,
+        })
     );
     // `+` unencoded in the query string reads as a space: taken as `+`.
     let list = page("cursor_base64=++8=".into()).await;
@@ -174,6 +183,87 @@ async fn binary_keys_written_by_atlasd_are_listed_in_base64() {
         let (st, v) = s.get(&format!("/api/v1/kv?{bad}"), &alice).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }
+    s.stop().await;
+}
+
+/// The keys a listing shows are reachable one by one: any bytes, percent-encoded in the
+/// path, for GET and DELETE (in the caller's namespace only; an admin's route reaches a
+/// user's); a key the gateway writes stays text. Values that are not JSON come as
+/// `value_base64`.
+#[tokio::test]
+async fn keys_written_by_atlasd_are_read_and_deleted_by_their_bytes() {
+    let (_dir, s) = start_temp().await;
+    let (alice_id, alice) = register(&s, "alice").await;
+    let (_, bob) = register(&s, "bob").await;
+    let admin = login(&s, "admin", ADMIN_PASSWORD).await;
+    let space = helios_core::keys::KvSpace::User(&alice_id);
+    for raw in [&b"b\xff"[..], b"c\x00", b"\xfb\xef"] {
+        s.state
+            .atlas
+            .set(space.key_bytes(raw).unwrap(), "raw")
+            .unwrap();
+    }
+    let (st, v) = s.get("/api/v1/kv/b%FF", &alice).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"key_base64": "Yv8=", "value": null, "value_base64": "cmF3", "ttl_seconds": null})
+    );
+    let (st, v) = s.get("/api/v1/kv/c%00", &alice).await;
+    assert_eq!((st, &v["key"]), (StatusCode::OK, &json!("c\u{0}")), "{v}");
+    // The gateway does not write such keys: named, with the byte offset.
+    let (st, v) = s.put_value("/api/v1/kv/b%FF", &alice, json!(1)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not UTF-8 at byte 1"),
+        "{v}"
+    );
+    let (st, v) = s.put_value("/api/v1/kv/c%00", &alice, json!(1)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("U+0000 at byte 1"),
+        "{v}"
+    );
+    for bad in ["/api/v1/kv/%G0", "/api/v1/kv/%F"] {
+        let (st, v) = s.get(bad, &alice).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    // Another user's path names their own namespace: absent there, untouched here.
+    s.expect(Method::GET, "/api/v1/kv/%FB%EF", Some(&bob), None, 404)
+        .await;
+    s.expect(Method::DELETE, "/api/v1/kv/%FB%EF", Some(&bob), None, 404)
+        .await;
+    let v = s
+        .expect(
+            Method::GET,
+            &format!("/admin/users/{alice_id}/kv/%FB%EF"),
+            Some(&admin),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(v["key_base64"], "++8=");
+    s.expect(Method::DELETE, "/api/v1/kv/%FB%EF", Some(&alice), None, 204)
+        .await;
+    let v = s
+        .expect(Method::GET, "/api/v1/kv/%FB%EF", Some(&alice), None, 404)
+        .await;
+    assert!(v["detail"].as_str().unwrap().contains("base64 ++8="), "{v}");
+    assert!(
+        s.state
+            .atlas
+            .get(space.key_bytes(b"\xfb\xef").unwrap())
+            .is_none()
+    );
+    assert!(
+        s.state
+            .atlas
+            .get(space.key_bytes(b"b\xff").unwrap())
+            .is_some()
+    );
     s.stop().await;
 }
 

@@ -11,11 +11,14 @@
 //! [`KvSpace::key`](helios_core::keys::KvSpace::key) from the route's namespace, and every
 //! scan runs over the namespace's prefix with a cursor re-prefixed by it, so no request
 //! reaches a key outside its namespace: another user's key is simply absent (404, never
-//! 403: no existence oracle), and listings and cursors stay inside. User keys are 1..=1024
-//! bytes of UTF-8 without control characters or bidirectional overrides (a 400 names the
-//! byte offset). A namespace may also hold keys that are not UTF-8 (helios-atlasd's keys
-//! are binary-safe, and a user's atlasd keys live in the same namespace): listings show
-//! them as `key_base64`, and a cursor at one as `next_cursor_base64` (`cursor_base64`).
+//! 403: no existence oracle), and listings and cursors stay inside. Keys the gateway
+//! writes are 1..=1024 bytes of UTF-8 without control characters or bidirectional
+//! overrides (a 400 names the byte offset). A namespace may also hold other keys
+//! (helios-atlasd's keys are binary-safe, and a user's atlasd keys live in the same
+//! namespace): any 1..=1024 bytes, percent-encoded in the path, reach them for GET and
+//! DELETE; answers name a key that is not UTF-8 as `key_base64`, a cursor at one as
+//! `next_cursor_base64` (`cursor_base64`), and give a stored value that is not JSON (one
+//! atlasd wrote) as `value_base64` beside a null `value`.
 //!
 //! [`migrate_layout`] moves the keys of layout 1 (`kv:{key}`, before namespaces) into the
 //! shared namespace `legacy` at the gateway's first start on layout 2.
@@ -24,7 +27,9 @@
 #![allow(clippy::result_large_err)]
 
 use super::State;
-use super::handler::{commit, page_limit, parse, percent_decode, query_pairs, store_error};
+use super::handler::{
+    commit, page_limit, parse, percent_decode, percent_decode_bytes, query_pairs, store_error,
+};
 use crate::app::http::{Body, empty, json, problem};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -108,22 +113,66 @@ fn check_key_text(field: &str, key: &str) -> Result<(), Response<Body>> {
     }
 }
 
-/// The user key from the path (percent-decoded) and its full ATLAS key in `space`.
-fn user_key(space: &Space, raw: Option<String>) -> Result<(String, String), Response<Body>> {
+/// The user key from the path (percent-decoded bytes) and its full ATLAS key in `space`.
+/// Any 1..=1024 bytes reach a key that is there; a key to be `written` must be text (UTF-8
+/// without control characters or bidirectional overrides), as every key the gateway
+/// creates.
+fn user_key(
+    space: &Space,
+    raw: Option<String>,
+    written: bool,
+) -> Result<(Vec<u8>, Vec<u8>), Response<Body>> {
     let key = raw
         .as_deref()
-        .and_then(percent_decode)
+        .and_then(percent_decode_bytes)
         .filter(|k| !k.is_empty() && k.len() <= KEY_SIZE_MAX)
         .ok_or_else(|| {
             problem(
                 StatusCode::BAD_REQUEST,
                 "invalid-field",
-                format!("key: 1..={KEY_SIZE_MAX} bytes of UTF-8 (percent-encoded in the path)"),
+                format!("key: 1..={KEY_SIZE_MAX} bytes (percent-encoded in the path)"),
             )
         })?;
-    check_key_text("key", &key)?;
-    let full = space.as_space().key(&key).map_err(internal_key_error)?;
+    if written {
+        let text = std::str::from_utf8(&key).map_err(|e| {
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid-field",
+                format!(
+                    "key: not UTF-8 at byte {} (the gateway writes text keys; other keys can be read and deleted)",
+                    e.valid_up_to()
+                ),
+            )
+        })?;
+        check_key_text("key", text)?;
+    }
+    let full = space
+        .as_space()
+        .key_bytes(&key)
+        .map_err(internal_key_error)?;
     Ok((key, full))
+}
+
+/// A user key in an answer: `"key": text`, or `"key_base64"` for one that is not UTF-8.
+fn key_field(key: &[u8]) -> (&'static str, serde_json::Value) {
+    match std::str::from_utf8(key) {
+        Ok(k) => ("key", k.into()),
+        Err(_) => ("key_base64", BASE64.encode(key).into()),
+    }
+}
+
+/// A stored value in an answer: `"value"`, with `"value_base64"` beside a null when the
+/// bytes are not JSON (a value written through helios-atlasd).
+fn value_fields(map: &mut serde_json::Map<String, serde_json::Value>, v: &[u8]) {
+    match serde_json::from_slice::<serde_json::Value>(v) {
+        Ok(value) => {
+            map.insert("value".into(), value);
+        }
+        Err(_) => {
+            map.insert("value".into(), serde_json::Value::Null);
+            map.insert("value_base64".into(), BASE64.encode(v).into());
+        }
+    }
 }
 
 /// The ATLAS key of `key` in user `user_id`'s own namespace, for a write carried by a job
@@ -165,12 +214,12 @@ struct PutBody {
     ttl_seconds: Option<u64>,
 }
 
-fn not_found(key: &str) -> Response<Body> {
-    problem(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        format!("no key {key:?}"),
-    )
+fn not_found(key: &[u8]) -> Response<Body> {
+    let detail = match std::str::from_utf8(key) {
+        Ok(k) => format!("no key {k:?}"),
+        Err(_) => format!("no key with base64 {}", BASE64.encode(key)),
+    };
+    problem(StatusCode::NOT_FOUND, "not-found", detail)
 }
 
 /// GET, PUT or DELETE one key of `space`.
@@ -181,7 +230,7 @@ pub(super) async fn item(
     raw_key: Option<String>,
     body: &[u8],
 ) -> Result<Response<Body>, Response<Body>> {
-    let (key, full) = user_key(&space, raw_key)?;
+    let (key, full) = user_key(&space, raw_key, parts.method == Method::PUT)?;
     match parts.method {
         Method::GET => {
             let v = state.atlas.get(&full).ok_or_else(|| not_found(&key))?;
@@ -190,17 +239,23 @@ pub(super) async fn item(
                 _ => None,
             };
             // The stored bytes are JSON this gateway wrote (checked at PUT): splice them
-            // into the answer instead of parsing and re-encoding them.
+            // into the answer instead of parsing and re-encoding them. Bytes that are not
+            // JSON (written through helios-atlasd) come as `value_base64`.
             let stored_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&v).is_ok();
             let mut body = Vec::with_capacity(v.len() + key.len() + 48);
-            body.extend_from_slice(b"{\"key\":");
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut body, &key);
+            let (field, name) = key_field(&key);
+            body.extend_from_slice(b"{\"");
+            body.extend_from_slice(field.as_bytes());
+            body.extend_from_slice(b"\":");
+            // Writing a JSON value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut body, &name);
             body.extend_from_slice(b",\"value\":");
             if stored_is_json {
                 body.extend_from_slice(&v);
             } else {
-                body.extend_from_slice(b"null");
+                body.extend_from_slice(b"null,\"value_base64\":\"");
+                body.extend_from_slice(BASE64.encode(&v).as_bytes());
+                body.push(b'"');
             }
             body.extend_from_slice(b",\"ttl_seconds\":");
             match ttl {
@@ -300,7 +355,8 @@ pub(super) async fn item(
             } else {
                 StatusCode::CREATED
             };
-            let mut r = json(status, &serde_json::json!({"key": key}));
+            let (field, name) = key_field(&key);
+            let mut r = json(status, &serde_json::json!({ field: name }));
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
@@ -400,12 +456,11 @@ pub(super) fn list(
         .filter_map(|(k, v)| {
             // A scan of the namespace's prefix yields only its keys (keys.rs invariant).
             let key = k.strip_prefix(ns.as_bytes())?;
-            let value =
-                serde_json::from_slice::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null);
-            Some(match std::str::from_utf8(key) {
-                Ok(key) => serde_json::json!({"key": key, "value": value}),
-                Err(_) => serde_json::json!({"key_base64": BASE64.encode(key), "value": value}),
-            })
+            let mut item = serde_json::Map::new();
+            let (field, name) = key_field(key);
+            item.insert(field.into(), name);
+            value_fields(&mut item, v);
+            Some(serde_json::Value::Object(item))
         })
         .collect();
     let next = page

@@ -59,7 +59,9 @@ pub(super) use meta::metrics_text;
 pub(super) use problems::{auth_error, store_error};
 pub(super) use router::Router;
 pub use router::routes;
-pub(super) use support::{blocking, commit, page_limit, parse, percent_decode, query_pairs};
+pub(super) use support::{
+    blocking, commit, page_limit, parse, percent_decode, percent_decode_bytes, query_pairs,
+};
 
 /// Handles one request through every step.
 pub(super) async fn handle(

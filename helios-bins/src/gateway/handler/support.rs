@@ -47,6 +47,12 @@ pub(in crate::gateway) async fn commit<T: Send + 'static>(
 }
 
 pub(in crate::gateway) fn percent_decode(s: &str) -> Option<String> {
+    String::from_utf8(percent_decode_bytes(s)?).ok()
+}
+
+/// The bytes `s` percent-encodes (any bytes: a `%XX` need not make UTF-8); `None` for a
+/// `%` not followed by two hex digits.
+pub(in crate::gateway) fn percent_decode_bytes(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -60,7 +66,7 @@ pub(in crate::gateway) fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 /// The decoded `key=value` pairs of a query string (`+` is a space).
