@@ -308,6 +308,8 @@ pub(crate) struct Overlay<'a> {
     // Pending state of keys touched by the group (None: deleted); undo log of the current
     // command: (key, previous pending state).
     scratch: &'a mut OverlayScratch,
+    // The group's change of the keyspace's memory size; kept only under a memory limit,
+    // which is all it serves.
     memory_delta: i64,
     memory_limit_size: Option<u64>,
     // Bytes of values the group's range writes built (each copies its old value): bounded
@@ -387,7 +389,14 @@ impl<'a> Overlay<'a> {
 
     fn push(&mut self, op: Op, out: &mut Vec<Op>) {
         let key = op.key();
-        let before = self.raw(key);
+        // The size delta serves the memory limit alone: without one, a whole write or a
+        // delete needs no look at the entry it replaces (the apply finds it once).
+        let sized = self.memory_limit_size.is_some();
+        let before = if sized || !matches!(op, Op::Set { .. } | Op::Del { .. }) {
+            self.raw(key)
+        } else {
+            None
+        };
         let before_size = before.map_or(0, |e| entry_size(key, e) as i64);
         let after = match &op {
             Op::Set {
@@ -409,8 +418,10 @@ impl<'a> Overlay<'a> {
                 expire_at_ms: before.and_then(|e| e.expire_at_ms),
             }),
         };
-        let after_size = after.as_ref().map_or(0, |e| entry_size(key, e) as i64);
-        self.memory_delta += after_size - before_size;
+        if sized {
+            let after_size = after.as_ref().map_or(0, |e| entry_size(key, e) as i64);
+            self.memory_delta += after_size - before_size;
+        }
         if !self.track {
             out.push(op);
             return;
