@@ -203,6 +203,17 @@ async fn keys_written_by_atlasd_are_read_and_deleted_by_their_bytes() {
             .set(space.key_bytes(raw).unwrap(), "raw")
             .unwrap();
     }
+    // A JSON string holding a byte that is not UTF-8: not JSON text, so never spliced.
+    s.state
+        .atlas
+        .set(space.key_bytes(b"q").unwrap(), &b"\"\xff\""[..])
+        .unwrap();
+    let (st, v) = s.get("/api/v1/kv/q", &alice).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["value"], &v["value_base64"]),
+        (&json!(null), &json!("Iv8i"))
+    );
     let (st, v) = s.get("/api/v1/kv/b%FF", &alice).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(
@@ -227,7 +238,7 @@ async fn keys_written_by_atlasd_are_read_and_deleted_by_their_bytes() {
         v["detail"].as_str().unwrap().contains("U+0000 at byte 1"),
         "{v}"
     );
-    for bad in ["/api/v1/kv/%G0", "/api/v1/kv/%F"] {
+    for bad in ["/api/v1/kv/%G0", "/api/v1/kv/%F", "/api/v1/kv/%+F"] {
         let (st, v) = s.get(bad, &alice).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
     }

@@ -161,6 +161,12 @@ fn key_field(key: &[u8]) -> (&'static str, serde_json::Value) {
     }
 }
 
+/// Whether stored bytes are JSON text that can be spliced into an answer as they are:
+/// UTF-8 (serde_json skips over strings without checking it) and one JSON value.
+fn is_json_text(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_ok() && serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok()
+}
+
 /// A stored value in an answer: `"value"`, with `"value_base64"` beside a null when the
 /// bytes are not JSON (a value written through helios-atlasd).
 fn value_fields(map: &mut serde_json::Map<String, serde_json::Value>, v: &[u8]) {
@@ -241,7 +247,7 @@ pub(super) async fn item(
             // The stored bytes are JSON this gateway wrote (checked at PUT): splice them
             // into the answer instead of parsing and re-encoding them. Bytes that are not
             // JSON (written through helios-atlasd) come as `value_base64`.
-            let stored_is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&v).is_ok();
+            let stored_is_json = is_json_text(&v);
             let mut body = Vec::with_capacity(v.len() + key.len() + 48);
             let (field, name) = key_field(&key);
             body.extend_from_slice(b"{\"");
