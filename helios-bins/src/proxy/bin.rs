@@ -147,10 +147,16 @@ fn reload_on_hangup(state: Arc<super::State>, file: Option<PathBuf>, flags: Prox
             }
         };
         while hangups.recv().await.is_some() {
-            let env: Vec<(String, String)> = std::env::vars().collect();
-            let loaded = ProxyBinConfig::load(file.as_deref(), env, &flags)
-                .map_err(|e| e.to_string())
-                .and_then(|cfg| state.reload(&cfg.proxy));
+            // Read and parsed off the event loop: with `--threads 1`, a slow disk would
+            // stall every connection.
+            let (file, flags) = (file.clone(), flags.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let env: Vec<(String, String)> = std::env::vars().collect();
+                ProxyBinConfig::load(file.as_deref(), env, &flags).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("configuration reader failed: {e}")));
+            let loaded = read.and_then(|cfg| state.reload(&cfg.proxy));
             match loaded {
                 Ok(restart_needed) => {
                     tracing::info!(
