@@ -103,10 +103,23 @@ impl Follower {
 }
 
 /// Splits complete SSE events off the front of `buf`: (event type, data) each. Comments
-/// and fields other than `event`, `data` and `id` are skipped.
-fn take_events(buf: &mut BytesMut) -> Vec<(String, String)> {
+/// and fields other than `event`, `data` and `id` are skipped. `scanned` is how much of
+/// `buf` earlier calls searched without finding an event's end: a large event arriving
+/// in many frames is searched once, not from its start at every frame.
+fn take_events(buf: &mut BytesMut, scanned: &mut usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+    loop {
+        // An end may straddle the part searched before: back up one byte.
+        let from = scanned.saturating_sub(1).min(buf.len());
+        let Some(end) = buf[from..]
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|at| from + at)
+        else {
+            *scanned = buf.len();
+            break;
+        };
+        *scanned = 0;
         let block = buf.split_to(end + 2);
         let text = String::from_utf8_lossy(&block);
         let mut kind = "message".to_owned();
@@ -166,6 +179,7 @@ async fn follow_once(
     }
     let mut body = resp.into_body();
     let mut buf = BytesMut::new();
+    let mut scanned = 0;
     let mut any = false;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
@@ -177,7 +191,7 @@ async fn follow_once(
             return Err("feed: an event over 64 MiB".to_owned());
         }
         let mut changed = false;
-        for (kind, data) in take_events(&mut buf) {
+        for (kind, data) in take_events(&mut buf, &mut scanned) {
             changed |= follower.apply(&kind, &data)?;
             any = true;
         }
@@ -228,7 +242,8 @@ mod tests {
         let mut buf = BytesMut::from(
             &b": keep-alive\n\nevent: snapshot\nid: 4\ndata: {\"seq\":4,\"routes\":[],\"backends\":[{\"id\":\"b\",\"url\":\"http://127.0.0.1:1\"}]}\n\nevent: change\nid: 5\ndata: {\"seq\":5,\"changes\":[{\"key\":\"proxy:route:r\",\"value\":\"{\\\"id\\\":\\\"r\\\",\\\"path_prefix\\\":\\\"/\\\",\\\"backends\\\":[{\\\"backend\\\":\\\"b\\\"}]}\"}]}\n\nevent: change\nid: 6\ndata: {\"seq\":6,\"cha"[..],
         );
-        let events = take_events(&mut buf);
+        let mut scanned = 0;
+        let events = take_events(&mut buf, &mut scanned);
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(
             buf.starts_with(b"event: change\nid: 6"),
@@ -242,12 +257,28 @@ mod tests {
         let t = f.catalog.table().unwrap();
         assert_eq!(t.route(None, "/x").unwrap().id, "r");
         buf.extend_from_slice(b"nges\":[{\"key\":\"proxy:route:r\",\"deleted\":true}]}\n\n");
-        for (k, d) in take_events(&mut buf) {
+        for (k, d) in take_events(&mut buf, &mut scanned) {
             f.apply(&k, &d).unwrap();
         }
         assert_eq!(f.last_id, Some(6));
         assert!(f.catalog.routes.is_empty());
         assert!(f.apply("change", "{bad").is_err());
+        // An event in one-byte frames, its end split between two of them, among others.
+        let stream = b"event: a\ndata: 1\n\n: comment\n\nevent: b\ndata: 2\ndata: 3\n\n";
+        let (mut buf, mut scanned, mut got) = (BytesMut::new(), 0, Vec::new());
+        for b in stream {
+            buf.extend_from_slice(&[*b]);
+            got.extend(take_events(&mut buf, &mut scanned));
+            assert!(scanned <= buf.len());
+        }
+        assert!(buf.is_empty());
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "2\n3".to_owned())
+            ]
+        );
         let missing = credentials_from_env(&[]).unwrap_err();
         assert!(missing.contains("HELIOS_PROXY_TOKEN"), "{missing}");
     }
