@@ -34,6 +34,18 @@ async fn register(s: &Server, user: &str) -> (String, String) {
     (id, login(s, user, PASSWORD).await)
 }
 
+/// Writes what a user's helios-atlasd client could into its namespace `space` (keys are
+/// binary-safe there): `b\xff` and `\xfb\xef`, not UTF-8, and `c\x00`, text with a
+/// control character, each holding the bytes `raw` (not JSON).
+fn write_as_atlasd(s: &Server, space: &helios_core::keys::KvSpace<'_>) {
+    for raw in [&b"b\xff"[..], b"c\x00", b"\xfb\xef"] {
+        s.state
+            .atlas
+            .set(space.key_bytes(raw).unwrap(), "raw")
+            .unwrap();
+    }
+}
+
 fn keys_of(list: &Value) -> Vec<String> {
     list["items"]
         .as_array()
@@ -130,12 +142,7 @@ async fn binary_keys_written_by_atlasd_are_listed_in_base64() {
     let space = helios_core::keys::KvSpace::User(&alice_id);
     s.put_value("/api/v1/kv/a", &alice, json!(1)).await;
     s.put_value("/api/v1/kv/d", &alice, json!(4)).await;
-    for raw in [&b"b\xff"[..], b"c\x00", b"\xfb\xef"] {
-        s.state
-            .atlas
-            .set(space.key_bytes(raw).unwrap(), "raw")
-            .unwrap();
-    }
+    write_as_atlasd(&s, &space);
     let page = |q: String| {
         let s = &s;
         let alice = &alice;
@@ -197,12 +204,7 @@ async fn keys_written_by_atlasd_are_read_and_deleted_by_their_bytes() {
     let (_, bob) = register(&s, "bob").await;
     let admin = login(&s, "admin", ADMIN_PASSWORD).await;
     let space = helios_core::keys::KvSpace::User(&alice_id);
-    for raw in [&b"b\xff"[..], b"c\x00", b"\xfb\xef"] {
-        s.state
-            .atlas
-            .set(space.key_bytes(raw).unwrap(), "raw")
-            .unwrap();
-    }
+    write_as_atlasd(&s, &space);
     // A JSON string holding a byte that is not UTF-8: not JSON text, so never spliced.
     s.state
         .atlas
