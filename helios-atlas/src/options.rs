@@ -66,7 +66,8 @@ pub struct Options {
     /// `snapshot` itself (tests and simulations do).
     pub maintenance_interval_ms: Option<u64>,
     /// Under `everysec` (default 2000 ms, at least 1000): no write is acknowledged while
-    /// the last successful fsync started longer ago than this (a slow disk, a stalled
+    /// a write older than this may be unsynced (the durability horizon, see
+    /// `Stats::fsync_last_ok_age_ms`, lies further back: a slow disk, a stalled
     /// maintenance thread); such a writer fsyncs first, waiting behind an fsync in
     /// flight, as Redis's writes wait when its background fsync is over 2 s behind.
     /// Counted in `Stats::fsync_lag_stall_count`. Checked when a write arrives, not by a

@@ -663,3 +663,36 @@ fn everysec_writers_wait_behind_a_slow_fsync_past_the_bound() {
     let db = open(&disk, &clock, FsyncPolicy::Everysec);
     assert!(db.exists("c"), "acknowledged after its fsync");
 }
+
+/// The bound counts from the oldest write not yet fsynced, not from the last fsync: a
+/// store idle (everything synced) for longer than the bound takes its next write without
+/// an fsync on the writer's path.
+#[test]
+fn everysec_first_write_after_an_idle_spell_does_not_stall() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let db = Atlas::open(dir(), everysec_options(&disk, &clock, 2_000)).unwrap();
+    db.set("a", "1").unwrap();
+    clock.advance_ms(1_000);
+    db.tick(clock.now_ms()).unwrap();
+    let fsyncs = db.stats().fsync_count;
+    clock.advance_ms(10_000);
+    assert!(!db.writes_may_wait(), "nothing unsynced");
+    db.set("b", "2").unwrap();
+    let s = db.stats();
+    assert_eq!((s.fsync_count, s.fsync_lag_stall_count), (fsyncs, 0));
+    assert!(!db.writes_may_wait(), "b was written just now");
+    clock.advance_ms(1_001);
+    assert!(
+        db.writes_may_wait(),
+        "b unsynced for more than half the bound"
+    );
+    clock.advance_ms(1_000);
+    db.set("c", "3").unwrap();
+    let s = db.stats();
+    assert_eq!(
+        (s.fsync_count, s.fsync_lag_stall_count),
+        (fsyncs + 1, 1),
+        "b past the bound"
+    );
+}

@@ -140,11 +140,12 @@ pub struct Stats {
     pub expired_count: u64,
     /// The I/O error that stopped writes, if any.
     pub write_error: Option<String>,
-    /// How long ago (ms, on the store's clock) the last successful AOF fsync started:
-    /// writes appended before that are durable.
+    /// How long ago (ms, on the store's clock) the durability horizon is: every write
+    /// appended before it is durable. It is the start of the last successful AOF fsync, or
+    /// the first write after an idle spell (nothing unsynced, no fsync running).
     pub fsync_last_ok_age_ms: u64,
-    /// Writes that had to fsync before their acknowledgement because the last successful
-    /// fsync was older than `Options::everysec_lag_max_ms` (everysec only).
+    /// Writes that had to fsync before their acknowledgement because the durability
+    /// horizon was older than `Options::everysec_lag_max_ms` (everysec only).
     pub fsync_lag_stall_count: u64,
 }
 
@@ -244,9 +245,14 @@ struct Inner {
     snapshot_lock: Mutex<()>,
     maintenance: Arc<Maintenance>,
     last_fsync_ms: AtomicU64,
-    // Clock time at which the last successful fsync of the AOF started: every append
-    // before it is durable (open made everything durable).
+    // Clock time before which every append is durable: the start of the last successful
+    // fsync of the AOF (open made everything durable), or the time of the first write
+    // after an idle spell (nothing unsynced and no fsync in flight before it), so the
+    // everysec lag counts from the oldest write not yet fsynced.
     synced_through_ms: AtomicU64,
+    // fsyncs started by `sync_now` and not finished: while one runs, the writes it covers
+    // are not durable yet although `dirty` is clear.
+    syncs_in_flight: AtomicU64,
     // Writers are fsyncing because the everysec fsync fell behind (logged once per
     // episode).
     lagging: AtomicBool,
@@ -388,6 +394,7 @@ impl Atlas {
             maintenance: Arc::new(Maintenance::default()),
             last_fsync_ms: AtomicU64::new(0),
             synced_through_ms: AtomicU64::new(options.clock.now_ms()),
+            syncs_in_flight: AtomicU64::new(0),
             lagging: AtomicBool::new(false),
             snapshot_running: AtomicBool::new(false),
             _lock: lock,
@@ -510,6 +517,26 @@ impl Atlas {
     /// only what comes next.
     pub fn last_seq(&self) -> u64 {
         self.inner.keyspace.read().last_seq()
+    }
+
+    /// Whether a write committed now may wait for an fsync: always under
+    /// [`FsyncPolicy::Always`]; under [`FsyncPolicy::Everysec`] only while the background
+    /// fsync is behind by more than half of `everysec_lag_max_ms` (past the whole of it, a
+    /// write fsyncs before it is acknowledged); never under [`FsyncPolicy::No`]. Otherwise
+    /// a commit only appends to the AOF (a `write` to the page cache), so an async caller
+    /// may run it on its own thread instead of handing it to a blocking pool. A hint, read
+    /// without a lock: the lag can grow between the call and the write.
+    pub fn writes_may_wait(&self) -> bool {
+        let inner = &self.inner;
+        match inner.options.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::No => false,
+            FsyncPolicy::Everysec => {
+                let synced = inner.synced_through_ms.load(Ordering::Acquire);
+                let lag = inner.clock.now_ms().saturating_sub(synced);
+                inner.dirty.load(Ordering::Acquire) && lag > inner.options.everysec_lag_max_ms / 2
+            }
+        }
     }
 
     /// Counters and sizes.

@@ -254,8 +254,15 @@ impl Inner {
             self.poison(&e);
             return Err(e);
         }
-        if self.options.fsync != FsyncPolicy::Always {
-            self.dirty.store(true, Ordering::Release);
+        if self.options.fsync != FsyncPolicy::Always
+            && !self.dirty.swap(true, Ordering::AcqRel)
+            && self.syncs_in_flight.load(Ordering::Acquire) == 0
+        {
+            // The first write since everything was made durable (the writer lock orders
+            // it after the fsync that cleared `dirty`): the lag starts now, not at that
+            // fsync, which may be long ago.
+            self.synced_through_ms
+                .fetch_max(self.clock.now_ms(), Ordering::AcqRel);
         }
         writer.next_seq += records.len() as u64;
         writer.segment_size += writer.buf.len() as u64;
@@ -326,12 +333,13 @@ impl Inner {
             // Cleared under the writer lock: a write after this point sets it again, and a
             // rotation after it fsyncs this file itself.
             self.dirty.store(false, Ordering::Release);
+            self.syncs_in_flight.fetch_add(1, Ordering::AcqRel);
             (
                 w.file.clone(),
                 self.dir.join(aof::segment_name(w.segment_start)),
             )
         };
-        match file.sync() {
+        let r = match file.sync() {
             Ok(()) => {
                 self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.synced_through(started_ms);
@@ -342,7 +350,9 @@ impl Inner {
                 self.poison(&e);
                 Err(e)
             }
-        }
+        };
+        self.syncs_in_flight.fetch_sub(1, Ordering::AcqRel);
+        r
     }
 
     /// Records a successful fsync that started at `started_ms`.
