@@ -285,6 +285,85 @@ async fn a_failed_store_refuses_writes_with_503_and_still_serves_reads() {
     assert!(s.stop_result().await.is_err());
 }
 
+/// Under `everysec` a write commits on the runtime thread (an append to the page cache).
+/// Once the background fsync is stuck past half the lag bound, writes go to the blocking
+/// pool and wait there for the disk, and the runtime goes on serving reads: this test runs
+/// the gateway on its own single thread, which an inline write waiting for the held fsync
+/// would block (and the read below with it).
+#[tokio::test]
+async fn a_stuck_everysec_fsync_holds_writes_not_the_runtime() {
+    use helios_atlas::storage::MemStorage;
+    use helios_core::{Clock, ManualClock};
+    let disk = MemStorage::new();
+    let clock = std::sync::Arc::new(ManualClock::new(1_000_000));
+    let mut cfg = config(std::path::Path::new("/gw"), 1_000);
+    cfg.auth.jwt_secret = "a test secret of at least thirty-two bytes".into();
+    let atlas = helios_atlas::Atlas::open(
+        "/gw",
+        helios_atlas::Options {
+            fsync: helios_atlas::FsyncPolicy::Everysec,
+            everysec_lag_max_ms: 2_000,
+            storage: std::sync::Arc::new(disk.clone()),
+            clock: clock.clone(),
+            maintenance_interval_ms: None,
+            ..helios_atlas::Options::default()
+        },
+    )
+    .unwrap();
+    let s = common::start_over(cfg, atlas.clone(), helios_bins::app::Context::system()).await;
+    let token = login(&s, "hana").await;
+    let (st, _) = s.put_value("/api/v1/kv/k", &token, json!(1)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert!(!atlas.writes_may_wait(), "just written");
+
+    // The everysec fsync starts 1.1 s later and hangs.
+    clock.advance_ms(1_100);
+    disk.hold_syncs();
+    // A watchdog: if a write ever blocks this thread behind the held fsync, the test
+    // fails (the write did not wait on the pool) instead of hanging.
+    let watchdog = disk.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        watchdog.release_syncs();
+    });
+    let ticker = {
+        let (atlas, now) = (atlas.clone(), clock.now_ms());
+        std::thread::spawn(move || atlas.tick(now))
+    };
+    while disk.held_sync_count() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(
+        atlas.writes_may_wait(),
+        "an fsync 1.1 s behind is in flight"
+    );
+    clock.advance_ms(1_000);
+    let api = common::Api {
+        addr: s.addr,
+        client: s.client.clone(),
+    };
+    let writer = {
+        let token = token.clone();
+        tokio::spawn(async move { api.put_value("/api/v1/kv/k", &token, json!(2)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let waited = !writer.is_finished();
+    let (st, v) = s.get("/api/v1/kv/k", &token).await;
+    // Released before any assertion: a failed one would otherwise hang the test at the
+    // runtime's end, behind the held fsync.
+    disk.release_syncs();
+    assert!(waited, "past the bound, the write waits for the disk");
+    // Served meanwhile; the value is 2 once the pool has run the write (applied, its
+    // acknowledgement waiting for the fsync, as Redis delays a reply, not the write).
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["value"] == json!(1) || v["value"] == json!(2), "{v}");
+    ticker.join().unwrap().unwrap();
+    let (st, v) = writer.await.unwrap();
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(atlas.stats().fsync_lag_stall_count, 1);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn expired_and_foreign_tokens_get_401() {
     let secret = "a test secret of at least thirty-two bytes";

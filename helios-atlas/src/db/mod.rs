@@ -534,7 +534,11 @@ impl Atlas {
             FsyncPolicy::Everysec => {
                 let synced = inner.synced_through_ms.load(Ordering::Acquire);
                 let lag = inner.clock.now_ms().saturating_sub(synced);
-                inner.dirty.load(Ordering::Acquire) && lag > inner.options.everysec_lag_max_ms / 2
+                // Nothing unsynced and no fsync running: the next write moves the horizon
+                // up to itself.
+                let pending = inner.dirty.load(Ordering::Acquire)
+                    || inner.syncs_in_flight.load(Ordering::Acquire) > 0;
+                pending && lag > inner.options.everysec_lag_max_ms / 2
             }
         }
     }

@@ -2,7 +2,9 @@
 //! batch: `kv`), get, list, claim (with long polling), ack / nack / heartbeat / cancel,
 //! batches of acks, nacks and heartbeats, queue stats, the dead-letter list and its
 //! redrive. Each maps onto one
-//! `helios_queue::Queue` call, run on the blocking pool (it writes to ATLAS).
+//! `helios_queue::Queue` call, a commit to ATLAS ([`commit`]: on the runtime thread when
+//! it cannot wait for an fsync, on the blocking pool when it can; the redrive, which may
+//! move a whole dead-letter list, always on the pool).
 //!
 //! Jobs belong to someone: an enqueue records the caller's user id as the job's owner (and
 //! scopes its dedup id to that owner and queue). Access is decided per job, here, once the
@@ -91,10 +93,11 @@ fn queue_error(e: QueueError) -> Response<Body> {
 /// the store call itself in an `atlas.commit` span ([`commit`]: the transition's ATLAS
 /// batch, the fsync wait included). Spans are made only while they are exported.
 async fn transition<T: Send + 'static>(
+    state: &State,
     span: tracing::Span,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
-    commit(f).instrument(span).await
+    commit(&state.atlas, f).instrument(span).await
 }
 
 fn not_found(id: JobId) -> Response<Body> {
@@ -272,7 +275,7 @@ pub(super) async fn enqueue(
     let span = trace::span!("queue.enqueue", queue = %req.queue, job_id = Empty);
     req.trace = trace::outgoing(&span, trace::from_headers(headers).as_ref());
     let q = state.queue.clone();
-    let out = transition(span.clone(), move || {
+    let out = transition(state, span.clone(), move || {
         let e = if kv.is_empty() {
             q.enqueue(req)?
         } else {
@@ -420,7 +423,7 @@ pub(super) async fn claim(
             b.lease_seconds.saturating_mul(1000),
         );
         let span = trace::span!("queue.claim", queue = %queue, jobs = Empty);
-        let claims = transition(span.clone(), move || {
+        let claims = transition(state, span.clone(), move || {
             q.claim(&queue, &worker, count, lease_ms)
         })
         .await?
@@ -482,9 +485,11 @@ pub(super) async fn action(
             _ => return Err(not_found(id)),
         }
         let q = state.queue.clone();
-        transition(trace::span!("queue.cancel", job_id = %id), move || {
-            q.cancel(id)
-        })
+        transition(
+            state,
+            trace::span!("queue.cancel", job_id = %id),
+            move || q.cancel(id),
+        )
         .await?
         .map_err(queue_error)?;
         return Ok(empty(StatusCode::NO_CONTENT));
@@ -517,7 +522,7 @@ pub(super) async fn action(
     })?;
     match action.as_str() {
         "ack" => {
-            transition(trace::span!("queue.ack", job_id = %id), move || {
+            transition(state, trace::span!("queue.ack", job_id = %id), move || {
                 q.ack(id, token, b.result)
             })
             .await?
@@ -528,7 +533,7 @@ pub(super) async fn action(
             let error = b.error.unwrap_or_else(|| "nack".to_owned());
             let retry = b.retry_in_seconds.map(|s| s.saturating_mul(1000));
             let permanent = b.permanent;
-            let st = transition(trace::span!("queue.nack", job_id = %id), move || {
+            let st = transition(state, trace::span!("queue.nack", job_id = %id), move || {
                 q.nack(id, token, &error, retry, permanent)
             })
             .await?
@@ -538,9 +543,11 @@ pub(super) async fn action(
         }
         _ => {
             let lease_ms = b.lease_seconds.unwrap_or(30).saturating_mul(1000);
-            let until = transition(trace::span!("queue.heartbeat", job_id = %id), move || {
-                q.heartbeat(id, token, lease_ms)
-            })
+            let until = transition(
+                state,
+                trace::span!("queue.heartbeat", job_id = %id),
+                move || q.heartbeat(id, token, lease_ms),
+            )
             .await?
             .map_err(queue_error)?;
             Ok(json(StatusCode::OK, &j!({"lease_expires_at": until})))
@@ -766,7 +773,7 @@ pub(super) async fn batch(
     }
     let q = state.queue.clone();
     let span = trace::span!("queue.settle", items = settles.len());
-    let results = transition(span, move || q.settle(&settles))
+    let results = transition(state, span, move || q.settle(&settles))
         .await?
         .map_err(queue_error)?;
     let mut requeued = false;

@@ -310,7 +310,7 @@ pub(super) async fn item(
             let atlas = state.atlas.clone();
             let tag = etag(&value);
             let create_only = if_none_match == Some("*");
-            let written = commit(move || -> Result<bool, AtlasError> {
+            let written = commit(&state.atlas, move || -> Result<bool, AtlasError> {
                 if create_only {
                     return atlas.set_with(
                         &full,
@@ -370,7 +370,7 @@ pub(super) async fn item(
         }
         _ => {
             let atlas = state.atlas.clone();
-            let existed = commit(move || atlas.delete(&full))
+            let existed = commit(&state.atlas, move || atlas.delete(&full))
                 .await?
                 .map_err(store_error)?;
             if existed {

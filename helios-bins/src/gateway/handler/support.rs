@@ -6,6 +6,7 @@
 //! panic; a blocking task that fails is a 500 problem, logged.
 
 use crate::app::http::{Body, problem};
+use helios_atlas::Atlas;
 use http::{Response, StatusCode};
 use serde::Deserialize;
 
@@ -35,15 +36,35 @@ pub(in crate::gateway) async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Runs a store call that commits to ATLAS (a KV write, a queue transition) on the
-/// blocking pool, in an `atlas.commit` span, a child of the current one (made only while
-/// spans are exported): its length is the commit as the request waits for it, the fsync
-/// included. helios-atlas itself knows nothing of spans.
+/// Runs a store call that commits to `atlas` (a KV write, a queue transition) in an
+/// `atlas.commit` span, a child of the current one (made only while spans are exported):
+/// its length is the commit as the request waits for it, the fsync included.
+/// helios-atlas itself knows nothing of spans.
+///
+/// Where: on the blocking pool when the commit may wait for an fsync
+/// ([`Atlas::writes_may_wait`]: `always`, or `everysec` while the background fsync lags);
+/// otherwise right here on the runtime thread, as helios-atlasd commits a pipelined run
+/// under `everysec`: the commit is then an append to the page cache, and the two hand-offs
+/// of the pool (a thread woken to run it, the task woken with its result) cost more than
+/// the write itself (docs/performance.md, "Commits on the runtime thread").
 pub(in crate::gateway) async fn commit<T: Send + 'static>(
+    atlas: &Atlas,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
     let span = crate::app::trace::span!("atlas.commit");
-    blocking(move || span.in_scope(f)).await
+    if atlas.writes_may_wait() {
+        return blocking(move || span.in_scope(f)).await;
+    }
+    // A panic answers 500, as a panic on the pool does (the join error), and leaves the
+    // connection serving.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(f))).map_err(|_| {
+        tracing::error!("store call panicked");
+        problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })
 }
 
 pub(in crate::gateway) fn percent_decode(s: &str) -> Option<String> {
