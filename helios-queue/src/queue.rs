@@ -84,6 +84,13 @@ impl fmt::Debug for Queue {
 }
 
 impl Queue {
+    /// Whether a call that writes may wait for an fsync of the store
+    /// ([`Atlas::writes_may_wait`]): an async caller runs it on a blocking pool then, and on
+    /// its own thread otherwise.
+    pub fn writes_may_wait(&self) -> bool {
+        self.atlas.writes_may_wait()
+    }
+
     /// Opens the queue stored in `atlas` with the monotonic clock and an OS-seeded rng.
     pub fn open(atlas: Atlas, config: QueueConfig) -> Result<Queue> {
         Self::open_with_clock(atlas, config, Arc::new(MonotonicClock::new()))

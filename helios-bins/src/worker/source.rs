@@ -419,15 +419,25 @@ impl EmbeddedSource {
     }
 }
 
-/// Runs a queue call on the blocking pool (it writes to ATLAS, maybe with an fsync).
+/// Runs a queue call that writes to ATLAS: on the blocking pool when the write may wait
+/// for an fsync ([`Queue::writes_may_wait`]), on this thread otherwise (an append to the
+/// page cache costs less than the pool's two hand-offs), as the gateway's routes do.
 async fn blocking<T: Send + 'static>(
+    may_wait: bool,
     f: impl FnOnce() -> Result<T, helios_queue::QueueError> + Send + 'static,
 ) -> Result<T, SourceError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SourceError::Answer {
+    let answered = if may_wait {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .map_err(|_| "the queue call panicked".to_owned())
+    };
+    answered
+        .map_err(|detail| SourceError::Answer {
             what: "queue",
-            detail: e.to_string(),
+            detail,
         })?
         .map_err(SourceError::Queue)
 }
@@ -448,7 +458,10 @@ impl Source for EmbeddedSource {
                 let notified = self.ready.notified();
                 let q = self.queue.clone();
                 let (name, w) = (queue.to_owned(), worker.to_owned());
-                let claims = blocking(move || q.claim(&name, &w, count, lease_ms)).await?;
+                let claims = blocking(q.writes_may_wait(), move || {
+                    q.claim(&name, &w, count, lease_ms)
+                })
+                .await?;
                 if !claims.is_empty() || tokio::time::Instant::now() >= deadline {
                     return Ok(claims
                         .into_iter()
@@ -471,7 +484,7 @@ impl Source for EmbeddedSource {
     fn settle(&self, items: Vec<Settle>) -> BoxFuture<'_, Result<Vec<ItemResult>, SourceError>> {
         Box::pin(async move {
             let q = self.queue.clone();
-            let out = blocking(move || q.settle(&items)).await?;
+            let out = blocking(q.writes_may_wait(), move || q.settle(&items)).await?;
             if out
                 .iter()
                 .any(|r| matches!(r, Ok(Settled::Nacked(JobState::Pending))))
@@ -500,14 +513,14 @@ impl Source for EmbeddedSource {
         Box::pin(async move {
             record.owner = self.owner.clone();
             let r = self.registry.clone();
-            blocking(move || r.put(record)).await
+            blocking(true, move || r.put(record)).await
         })
     }
 
     fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             let (r, id, owner) = (self.registry.clone(), id.to_owned(), self.owner.clone());
-            blocking(move || r.remove(&id, owner.as_deref()).map(|_| ())).await
+            blocking(true, move || r.remove(&id, owner.as_deref()).map(|_| ())).await
         })
     }
 }
