@@ -17,7 +17,8 @@
 //! the next read resumes at the byte offset of the next record (no record skipped or
 //! delivered twice, and none decoded twice). While a read runs, the segment's bytes are
 //! held whole (`Storage::read` reads whole files): one segment, at most
-//! `auto_snapshot_aof_size` plus its padding when automatic snapshots are on, for the
+//! `auto_snapshot_aof_size` plus its padding when automatic snapshots are on (full
+//! segments rotate whether or not a snapshot follows), for the
 //! duration of the read, not kept between reads.
 //!
 //! Only applied records are published, so a subscriber never sees a write that was not

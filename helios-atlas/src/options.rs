@@ -47,9 +47,18 @@ pub struct Options {
     /// warning), like Redis's `aof-load-truncated yes` (default true). When false, such a
     /// store refuses to open until repaired.
     pub aof_load_truncated: bool,
-    /// Take a snapshot (and start a new AOF segment) once the current segment grows past
-    /// this many bytes (default 64 MiB; `None`: only on request).
+    /// Start a new AOF segment once the current one grows past this many bytes, and take
+    /// a snapshot then if the log since the last snapshot is also past
+    /// `auto_snapshot_growth_percent` of that snapshot's size (default 64 MiB; `None`:
+    /// no automatic snapshots or rotations, only on request).
     pub auto_snapshot_aof_size: Option<u64>,
+    /// How much log, in percent of the last snapshot's size, an automatic snapshot waits
+    /// for (default 100, as Redis's `auto-aof-rewrite-percentage`): a snapshot rewrites the
+    /// whole state, so with a state of 1 GiB one every 64 MiB of log would write 16 bytes
+    /// for each byte logged; waiting for the log to match the snapshot bounds that at
+    /// about one, and recovery replays at most about the state's size of log. 0: a
+    /// snapshot at every `auto_snapshot_aof_size` of log, whatever the state's size.
+    pub auto_snapshot_growth_percent: u64,
     /// Snapshots kept on disk (default 2, at least 1). AOF segments are kept back to the
     /// oldest kept snapshot, so a bad newest snapshot can be skipped and the change feed
     /// can resume from that far back.
@@ -87,6 +96,7 @@ impl Default for Options {
             memory_limit_size: None,
             aof_load_truncated: true,
             auto_snapshot_aof_size: Some(64 * 1024 * 1024),
+            auto_snapshot_growth_percent: 100,
             snapshots_retained_count: 2,
             feed_buffer_count: 4096,
             feed_buffer_size: 64 << 20,

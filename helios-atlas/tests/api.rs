@@ -949,3 +949,68 @@ fn aof_size_is_the_segments_on_disk_and_snapshots_are_timed() {
     assert_eq!(db.stats().aof_size, before);
     assert_eq!(db.stats().aof_size, aof_files_size(&m));
 }
+
+/// Automatic snapshots wait for the log to outgrow the last snapshot
+/// (`auto_snapshot_growth_percent`, 100 by default): a segment past
+/// `auto_snapshot_aof_size` is rotated, and a snapshot is taken only once the log since
+/// the last one is larger than it. With 0, every full segment is snapshotted. Either way
+/// the store reopens with every write.
+#[test]
+fn automatic_snapshots_wait_for_the_log_to_outgrow_the_last_one() {
+    use helios_atlas::{Atlas, Options};
+    const LIMIT: u64 = 4096;
+    let mut counts = Vec::new();
+    for growth_percent in [100, 0] {
+        let storage = MemStorage::new();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let opts = Options {
+            auto_snapshot_aof_size: Some(LIMIT),
+            auto_snapshot_growth_percent: growth_percent,
+            maintenance_interval_ms: Some(1),
+            ..options(&storage, &clock, FsyncPolicy::Everysec)
+        };
+        let db = Atlas::open(dir(), opts.clone()).unwrap();
+        // 100 keys of ~230 bytes (a ~24 KiB state), rewritten 12 times: ~300 KiB of log.
+        let mut segments_seen = 0u64;
+        for round in 0..12u32 {
+            for k in 0..100u32 {
+                db.set(
+                    format!("key:{k:03}"),
+                    format!("{round:04}:{}", "v".repeat(220)),
+                )
+                .unwrap();
+                // Let the maintenance thread handle each full segment before writing on.
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while db.stats().aof_current_size > LIMIT {
+                    assert!(std::time::Instant::now() < deadline, "no rotation");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                segments_seen = segments_seen.max(db.stats().aof_segment_count);
+            }
+        }
+        // Let a running snapshot finish.
+        std::thread::sleep(Duration::from_millis(50));
+        let s = db.stats();
+        counts.push((s.snapshots_written_count, segments_seen));
+        db.close().unwrap();
+        drop(db);
+        let db = Atlas::open(dir(), opts).unwrap();
+        for k in 0..100u32 {
+            let v = db.get(format!("key:{k:03}")).unwrap();
+            assert!(v.starts_with(b"0011:"), "key {k}: {v:?}");
+        }
+        db.close().unwrap();
+    }
+    let ((grown, grown_segments), (every, _)) = (counts[0], counts[1]);
+    // ~300 KiB of log: ~75 full segments. With growth 100 a snapshot waits for ~24 KiB of
+    // log (the state's size): about a dozen.
+    assert!(
+        every >= 40,
+        "growth 0: a snapshot per full segment ({every})"
+    );
+    assert!((3..=25).contains(&grown), "growth 100: {grown} snapshots");
+    assert!(
+        grown_segments >= 3,
+        "segments rotated between snapshots ({grown_segments})"
+    );
+}

@@ -77,10 +77,44 @@ impl Inner {
             Err(e) => tracing::warn!(error = %e, "maintenance tick failed"),
         }
         if let Some(limit) = self.options.auto_snapshot_aof_size {
-            let size = self.writer.lock().segment_size;
+            let (segment_size, log_size, base) = {
+                let w = self.writer.lock();
+                let base = w.snapshots.last().copied();
+                let closed: u64 = w
+                    .closed_sizes
+                    .range(base.map_or(0, |b| b + 1)..)
+                    .map(|(_, size)| size)
+                    .sum();
+                (w.segment_size, closed + w.segment_size, base)
+            };
+            if segment_size <= limit {
+                return;
+            }
+            // Read only when the segment is full: once per `limit` bytes of log.
+            let snapshot_size = base.map_or(0, |seq| {
+                let path = self.dir.join(snapshot::snapshot_name(seq));
+                self.storage.file_size(&path).unwrap_or(0)
+            });
+            let step = auto_step(
+                log_size,
+                snapshot_size,
+                limit,
+                self.options.auto_snapshot_growth_percent,
+            );
+            if step == AutoStep::Rotate {
+                // The segment stays bounded (the feed reads segments whole) while the log
+                // grows toward the snapshot's size.
+                let mut w = self.writer.lock();
+                if w.segment_size > limit
+                    && let Err(e) = self.rotate(&mut w)
+                {
+                    tracing::error!(error = %e, "automatic AOF rotation failed");
+                }
+                return;
+            }
             // On its own thread: a snapshot of a large keyspace takes seconds, and the
             // everysec fsyncs and active expiry of this thread must go on meanwhile.
-            if size > limit && !self.snapshot_running.swap(true, Ordering::AcqRel) {
+            if !self.snapshot_running.swap(true, Ordering::AcqRel) {
                 let inner = self.clone();
                 let spawned = std::thread::Builder::new()
                     .name("atlas-snapshot".into())
@@ -96,6 +130,32 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// What the maintenance thread does with a full AOF segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AutoStep {
+    /// Start a new segment only.
+    Rotate,
+    /// Take a snapshot (which starts a new segment).
+    Snapshot,
+}
+
+/// The step for a full segment: a snapshot once the log since the last one (`log_size`,
+/// every segment after it) is past `limit` and past `growth_percent` of that snapshot's
+/// size (0 when there is none), a rotation before.
+pub(super) fn auto_step(
+    log_size: u64,
+    snapshot_size: u64,
+    limit: u64,
+    growth_percent: u64,
+) -> AutoStep {
+    let wanted = u128::from(snapshot_size) * u128::from(growth_percent) / 100;
+    if u128::from(log_size) > wanted.max(u128::from(limit)) {
+        AutoStep::Snapshot
+    } else {
+        AutoStep::Rotate
     }
 }
 
@@ -126,5 +186,46 @@ impl Drop for Inner {
         {
             tracing::warn!(error = %e, "closing ATLAS on drop failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AutoStep, auto_step};
+
+    #[test]
+    fn a_full_segment_snapshots_once_the_log_outgrows_the_snapshot() {
+        const MIB: u64 = 1 << 20;
+        // No snapshot yet, or a small one: every full segment snapshots (the old rule).
+        assert_eq!(auto_step(65 * MIB, 0, 64 * MIB, 100), AutoStep::Snapshot);
+        assert_eq!(
+            auto_step(65 * MIB, 10 * MIB, 64 * MIB, 100),
+            AutoStep::Snapshot
+        );
+        // A 1 GiB snapshot: segments rotate until the log since it passes 1 GiB.
+        assert_eq!(
+            auto_step(65 * MIB, 1024 * MIB, 64 * MIB, 100),
+            AutoStep::Rotate
+        );
+        assert_eq!(
+            auto_step(1024 * MIB, 1024 * MIB, 64 * MIB, 100),
+            AutoStep::Rotate
+        );
+        assert_eq!(
+            auto_step(1025 * MIB, 1024 * MIB, 64 * MIB, 100),
+            AutoStep::Snapshot
+        );
+        // 50%: half the snapshot's size; 0: the old rule whatever the size.
+        assert_eq!(
+            auto_step(513 * MIB, 1024 * MIB, 64 * MIB, 50),
+            AutoStep::Snapshot
+        );
+        assert_eq!(
+            auto_step(65 * MIB, 1024 * MIB, 64 * MIB, 0),
+            AutoStep::Snapshot
+        );
+        // No overflow at the extremes.
+        assert_eq!(auto_step(u64::MAX, u64::MAX, 1, u64::MAX), AutoStep::Rotate);
+        assert_eq!(auto_step(u64::MAX, 1, 1, 100), AutoStep::Snapshot);
     }
 }
