@@ -698,3 +698,30 @@ fn everysec_first_write_after_an_idle_spell_does_not_stall() {
         "b past the bound"
     );
 }
+
+/// A rotation fsyncs under the writer lock: while one runs (here a snapshot's, its fsync
+/// held by the disk), `writes_may_wait` says so, whatever the policy, so an async caller
+/// hands its commit to a pool instead of blocking its own thread behind the disk.
+#[test]
+fn writes_may_wait_while_the_aof_rotates() {
+    for policy in [FsyncPolicy::Everysec, FsyncPolicy::No] {
+        let disk = MemStorage::new();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let db = open(&disk, &clock, policy);
+        db.set("a", "1").unwrap();
+        assert!(!db.writes_may_wait(), "{policy:?}: an append only");
+        disk.hold_syncs();
+        let snapshot = {
+            let db = db.clone();
+            std::thread::spawn(move || db.snapshot())
+        };
+        while disk.held_sync_count() == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let during = db.writes_may_wait();
+        disk.release_syncs();
+        snapshot.join().unwrap().unwrap();
+        assert!(during, "{policy:?}: the rotation's fsync is held");
+        assert!(!db.writes_may_wait(), "{policy:?}: rotated");
+    }
+}

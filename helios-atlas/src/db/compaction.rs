@@ -14,6 +14,14 @@ impl Inner {
         // Checked under the writer lock: a sync that failed on another thread since the
         // caller last checked stops the rotation (and the snapshot, and its compaction).
         self.check_writable()?;
+        // Async writers hand their commits to a pool meanwhile (`writes_may_wait`).
+        self.rotating.store(true, Ordering::Release);
+        let r = self.rotate_locked(writer);
+        self.rotating.store(false, Ordering::Release);
+        r
+    }
+
+    fn rotate_locked(&self, writer: &mut Writer) -> Result<u64> {
         let path = self.dir.join(aof::segment_name(writer.segment_start));
         let started_ms = self.clock.now_ms();
         let r = (|| {

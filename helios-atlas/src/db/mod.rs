@@ -253,6 +253,8 @@ struct Inner {
     // fsyncs started by `sync_now` and not finished: while one runs, the writes it covers
     // are not durable yet although `dirty` is clear.
     syncs_in_flight: AtomicU64,
+    // A rotation runs: it fsyncs under the writer lock, so writers wait for the disk.
+    rotating: AtomicBool,
     // Writers are fsyncing because the everysec fsync fell behind (logged once per
     // episode).
     lagging: AtomicBool,
@@ -395,6 +397,7 @@ impl Atlas {
             last_fsync_ms: AtomicU64::new(0),
             synced_through_ms: AtomicU64::new(options.clock.now_ms()),
             syncs_in_flight: AtomicU64::new(0),
+            rotating: AtomicBool::new(false),
             lagging: AtomicBool::new(false),
             snapshot_running: AtomicBool::new(false),
             _lock: lock,
@@ -520,14 +523,19 @@ impl Atlas {
     }
 
     /// Whether a write committed now may wait for an fsync: always under
-    /// [`FsyncPolicy::Always`]; under [`FsyncPolicy::Everysec`] only while the background
+    /// [`FsyncPolicy::Always`]; under [`FsyncPolicy::Everysec`] while the background
     /// fsync is behind by more than half of `everysec_lag_max_ms` (past the whole of it, a
-    /// write fsyncs before it is acknowledged); never under [`FsyncPolicy::No`]. Otherwise
-    /// a commit only appends to the AOF (a `write` to the page cache), so an async caller
-    /// may run it on its own thread instead of handing it to a blocking pool. A hint, read
-    /// without a lock: the lag can grow between the call and the write.
+    /// write fsyncs before it is acknowledged); under any policy while the AOF rotates to
+    /// a new segment (a snapshot, or a full segment: it fsyncs under the writer lock).
+    /// Otherwise a commit only appends to the AOF (a `write` to the page cache), so an
+    /// async caller may run it on its own thread instead of handing it to a blocking pool.
+    /// A hint, read without a lock: the lag can grow, or a rotation start, between the
+    /// call and the write.
     pub fn writes_may_wait(&self) -> bool {
         let inner = &self.inner;
+        if inner.rotating.load(Ordering::Acquire) {
+            return true;
+        }
         match inner.options.fsync {
             FsyncPolicy::Always => true,
             FsyncPolicy::No => false,
