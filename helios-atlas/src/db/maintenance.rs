@@ -101,7 +101,8 @@ impl Inner {
                 limit,
                 self.options.auto_snapshot_growth_percent,
             );
-            if step == AutoStep::Rotate {
+            // While a snapshot runs (or waits behind a backup), full segments rotate too.
+            if step == AutoStep::Rotate || self.snapshot_running.load(Ordering::Acquire) {
                 // The segment stays bounded (the feed reads segments whole) while the log
                 // grows toward the snapshot's size.
                 let mut w = self.writer.lock();

@@ -524,8 +524,9 @@ impl Atlas {
 
     /// Whether a write committed now may wait for an fsync: always under
     /// [`FsyncPolicy::Always`]; under [`FsyncPolicy::Everysec`] while the background
-    /// fsync is behind by more than half of `everysec_lag_max_ms` (past the whole of it, a
-    /// write fsyncs before it is acknowledged); under any policy while the AOF rotates to
+    /// fsync is late, the horizon further back than midway between its one-second cadence
+    /// and `everysec_lag_max_ms` (1.5 s by default; past the bound, a write fsyncs before
+    /// it is acknowledged); under any policy while the AOF rotates to
     /// a new segment (a snapshot, or a full segment: it fsyncs under the writer lock).
     /// Otherwise a commit only appends to the AOF (a `write` to the page cache), so an
     /// async caller may run it on its own thread instead of handing it to a blocking pool.
@@ -546,7 +547,10 @@ impl Atlas {
                 // up to itself.
                 let pending = inner.dirty.load(Ordering::Acquire)
                     || inner.syncs_in_flight.load(Ordering::Acquire) > 0;
-                pending && lag > inner.options.everysec_lag_max_ms / 2
+                // Midway between the tick's cadence (an fsync about every second, the
+                // horizon moving when it ends) and the bound: past it, the fsync is late.
+                let late_ms = (inner.options.everysec_lag_max_ms + EVERYSEC_INTERVAL_MS) / 2;
+                pending && lag > late_ms
             }
         }
     }

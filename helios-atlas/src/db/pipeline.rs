@@ -295,12 +295,16 @@ impl Inner {
         Ok(())
     }
 
-    /// Under `everysec`, once the last successful fsync started more than
-    /// `everysec_lag_max_ms` ago, the writer of `results` fsyncs before it is
-    /// acknowledged (waiting behind an fsync in flight, if any); if that fails, its
-    /// writes are not acknowledged.
+    /// Under `everysec`, once the durability horizon is more than `everysec_lag_max_ms`
+    /// ago, the writer of `results` fsyncs before it is acknowledged (waiting behind an
+    /// fsync in flight, if any); if that fails, its writes are not acknowledged.
     pub(super) fn bound_lag(&self, mut results: Vec<Result<Reply>>) -> Vec<Result<Reply>> {
-        if self.options.fsync != FsyncPolicy::Everysec || !self.dirty.load(Ordering::Acquire) {
+        // `dirty` alone is not enough: another writer's fsync may have cleared it after
+        // this writer's append and be running still, this write not yet durable.
+        if self.options.fsync != FsyncPolicy::Everysec
+            || (!self.dirty.load(Ordering::Acquire)
+                && self.syncs_in_flight.load(Ordering::Acquire) == 0)
+        {
             return results;
         }
         let now = self.clock.now_ms();
@@ -348,7 +352,9 @@ impl Inner {
             Err(e) => {
                 let e = AtlasError::io(&path, e);
                 self.poison(&e);
-                Err(e)
+                // Left counted: the writes it covered are not durable and never will be,
+                // so no later write may move the horizon past them.
+                return Err(e);
             }
         };
         self.syncs_in_flight.fetch_sub(1, Ordering::AcqRel);

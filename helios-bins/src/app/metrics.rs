@@ -320,7 +320,7 @@ pub fn atlas_families(out: &mut String, atlas: &helios_atlas::Atlas) {
         ),
         (
             "atlas_last_fsync_age_seconds",
-            "Time since the last successful AOF fsync started: writes appended before it are durable.",
+            "Age of the durability horizon: writes appended before it are durable (the start of the last successful AOF fsync, or the first write after an idle spell).",
             s.fsync_last_ok_age_ms as f64 / 1000.0,
         ),
         (
