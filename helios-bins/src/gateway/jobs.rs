@@ -94,10 +94,11 @@ fn queue_error(e: QueueError) -> Response<Body> {
 /// batch, the fsync wait included). Spans are made only while they are exported.
 async fn transition<T: Send + 'static>(
     state: &State,
+    size_hint: usize,
     span: tracing::Span,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
-    commit(&state.atlas, f).instrument(span).await
+    commit(&state.atlas, size_hint, f).instrument(span).await
 }
 
 fn not_found(id: JobId) -> Response<Body> {
@@ -304,7 +305,7 @@ pub(super) async fn enqueue(
     let span = trace::span!("queue.enqueue", queue = %req.queue, job_id = Empty);
     req.trace = trace::outgoing(&span, trace::from_headers(headers).as_ref());
     let q = state.queue.clone();
-    let out = transition(state, span.clone(), move || {
+    let out = transition(state, body.len(), span.clone(), move || {
         let e = if kv.is_empty() {
             q.enqueue(req)?
         } else {
@@ -455,7 +456,7 @@ pub(super) async fn claim(
             b.lease_seconds.saturating_mul(1000),
         );
         let span = trace::span!("queue.claim", queue = %queue, jobs = Empty);
-        let claims = transition(state, span.clone(), move || {
+        let claims = transition(state, 0, span.clone(), move || {
             q.claim(&queue, &worker, count, lease_ms)
         })
         .await?
@@ -519,6 +520,7 @@ pub(super) async fn action(
         let q = state.queue.clone();
         transition(
             state,
+            0,
             trace::span!("queue.cancel", job_id = %id),
             move || q.cancel(id),
         )
@@ -554,9 +556,12 @@ pub(super) async fn action(
     })?;
     match action.as_str() {
         "ack" => {
-            transition(state, trace::span!("queue.ack", job_id = %id), move || {
-                q.ack(id, token, b.result)
-            })
+            transition(
+                state,
+                body.len(),
+                trace::span!("queue.ack", job_id = %id),
+                move || q.ack(id, token, b.result),
+            )
             .await?
             .map_err(queue_error)?;
             Ok(empty(StatusCode::NO_CONTENT))
@@ -565,9 +570,12 @@ pub(super) async fn action(
             let error = b.error.unwrap_or_else(|| "nack".to_owned());
             let retry = b.retry_in_seconds.map(|s| s.saturating_mul(1000));
             let permanent = b.permanent;
-            let st = transition(state, trace::span!("queue.nack", job_id = %id), move || {
-                q.nack(id, token, &error, retry, permanent)
-            })
+            let st = transition(
+                state,
+                body.len(),
+                trace::span!("queue.nack", job_id = %id),
+                move || q.nack(id, token, &error, retry, permanent),
+            )
             .await?
             .map_err(queue_error)?;
             state.job_ready.notify_waiters();
@@ -577,6 +585,7 @@ pub(super) async fn action(
             let lease_ms = b.lease_seconds.unwrap_or(30).saturating_mul(1000);
             let until = transition(
                 state,
+                0,
                 trace::span!("queue.heartbeat", job_id = %id),
                 move || q.heartbeat(id, token, lease_ms),
             )
@@ -805,7 +814,7 @@ pub(super) async fn batch(
     }
     let q = state.queue.clone();
     let span = trace::span!("queue.settle", items = settles.len());
-    let results = transition(state, span, move || q.settle(&settles))
+    let results = transition(state, body.len(), span, move || q.settle(&settles))
         .await?
         .map_err(queue_error)?;
     let mut requeued = false;

@@ -310,43 +310,47 @@ pub(super) async fn item(
             let atlas = state.atlas.clone();
             let tag = etag(&value);
             let create_only = if_none_match == Some("*");
-            let written = commit(&state.atlas, move || -> Result<bool, AtlasError> {
-                if create_only {
-                    return atlas.set_with(
+            let written = commit(
+                &state.atlas,
+                value.len(),
+                move || -> Result<bool, AtlasError> {
+                    if create_only {
+                        return atlas.set_with(
+                            &full,
+                            value,
+                            SetOptions {
+                                condition: SetCondition::IfAbsent,
+                                expiry,
+                            },
+                        );
+                    }
+                    if let Some(want) = if_match {
+                        let Some(current) = atlas.get(&full) else {
+                            return Ok(false);
+                        };
+                        if want != "*" && etag(&current) != want {
+                            return Ok(false);
+                        }
+                        let mut batch = WriteBatch::new();
+                        batch
+                            .require(full.clone(), Precondition::Equals(current))
+                            .set(full, value, expiry);
+                        return match atlas.write_batch(batch) {
+                            Ok(()) => Ok(true),
+                            Err(AtlasError::PreconditionFailed { .. }) => Ok(false),
+                            Err(e) => Err(e),
+                        };
+                    }
+                    atlas.set_with(
                         &full,
                         value,
                         SetOptions {
-                            condition: SetCondition::IfAbsent,
+                            condition: SetCondition::Always,
                             expiry,
                         },
-                    );
-                }
-                if let Some(want) = if_match {
-                    let Some(current) = atlas.get(&full) else {
-                        return Ok(false);
-                    };
-                    if want != "*" && etag(&current) != want {
-                        return Ok(false);
-                    }
-                    let mut batch = WriteBatch::new();
-                    batch
-                        .require(full.clone(), Precondition::Equals(current))
-                        .set(full, value, expiry);
-                    return match atlas.write_batch(batch) {
-                        Ok(()) => Ok(true),
-                        Err(AtlasError::PreconditionFailed { .. }) => Ok(false),
-                        Err(e) => Err(e),
-                    };
-                }
-                atlas.set_with(
-                    &full,
-                    value,
-                    SetOptions {
-                        condition: SetCondition::Always,
-                        expiry,
-                    },
-                )
-            })
+                    )
+                },
+            )
             .await?
             .map_err(store_error)?;
             if !written {
@@ -370,7 +374,7 @@ pub(super) async fn item(
         }
         _ => {
             let atlas = state.atlas.clone();
-            let existed = commit(&state.atlas, move || atlas.delete(&full))
+            let existed = commit(&state.atlas, 0, move || atlas.delete(&full))
                 .await?
                 .map_err(store_error)?;
             if existed {

@@ -36,6 +36,9 @@ pub(in crate::gateway) async fn blocking<T: Send + 'static>(
     })
 }
 
+/// Commits larger than this (by their `size_hint`) run on the blocking pool.
+const INLINE_COMMIT_SIZE_MAX: usize = 256 * 1024;
+
 /// Runs a store call that commits to `atlas` (a KV write, a queue transition) in an
 /// `atlas.commit` span, a child of the current one (made only while spans are exported):
 /// its length is the commit as the request waits for it, the fsync included.
@@ -47,12 +50,17 @@ pub(in crate::gateway) async fn blocking<T: Send + 'static>(
 /// under `everysec`: the commit is then an append to the page cache, and the two hand-offs
 /// of the pool (a thread woken to run it, the task woken with its result) cost more than
 /// the write itself (docs/performance.md, "Commits on the runtime thread").
+///
+/// `size_hint` is about how many bytes the commit writes (the request body's size): a
+/// large one goes to the pool too, as encoding and appending it would hold the thread's
+/// other connections.
 pub(in crate::gateway) async fn commit<T: Send + 'static>(
     atlas: &Atlas,
+    size_hint: usize,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
     let span = crate::app::trace::span!("atlas.commit");
-    if atlas.writes_may_wait() {
+    if size_hint > INLINE_COMMIT_SIZE_MAX || atlas.writes_may_wait() {
         return blocking(move || span.in_scope(f)).await;
     }
     // A panic answers 500, as a panic on the pool does (the join error), and leaves the
