@@ -193,6 +193,50 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::{AutoStep, auto_step};
+    use crate::storage::MemStorage;
+    use crate::{Atlas, Options};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    /// A full segment while a snapshot runs (or waits behind a backup) is rotated, so
+    /// segments stay bounded; once none runs, the next full one is snapshotted.
+    #[test]
+    fn a_full_segment_rotates_while_a_snapshot_runs() {
+        let db = Atlas::open(
+            "/m",
+            Options {
+                auto_snapshot_aof_size: Some(4096),
+                auto_snapshot_growth_percent: 0,
+                maintenance_interval_ms: None,
+                storage: Arc::new(MemStorage::new()),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let fill = |round: u32| {
+            for k in 0..20 {
+                db.set(format!("k{k}"), format!("{round}{}", "v".repeat(300)))
+                    .unwrap();
+            }
+        };
+        fill(0);
+        assert!(db.stats().aof_current_size > 4096);
+        db.inner.snapshot_running.store(true, Ordering::Release);
+        db.inner.maintenance_step();
+        let s = db.stats();
+        assert_eq!((s.aof_segment_count, s.snapshots_written_count), (2, 0));
+        assert!(s.aof_current_size < 4096, "rotated: {}", s.aof_current_size);
+
+        db.inner.snapshot_running.store(false, Ordering::Release);
+        fill(1);
+        db.inner.maintenance_step();
+        // The snapshot runs on its own thread.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while db.stats().snapshots_written_count == 0 {
+            assert!(std::time::Instant::now() < deadline, "no snapshot");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 
     #[test]
     fn a_full_segment_snapshots_once_the_log_outgrows_the_snapshot() {
