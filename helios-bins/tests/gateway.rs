@@ -286,7 +286,7 @@ async fn a_failed_store_refuses_writes_with_503_and_still_serves_reads() {
 }
 
 /// Under `everysec` a write commits on the runtime thread (an append to the page cache).
-/// Once the background fsync is stuck past half the lag bound, writes go to the blocking
+/// Once the background fsync is stuck and late (`Atlas::writes_may_wait`), writes go to the blocking
 /// pool and wait there for the disk, and the runtime goes on serving reads: this test runs
 /// the gateway on its own single thread, which an inline write waiting for the held fsync
 /// would block (and the read below with it).

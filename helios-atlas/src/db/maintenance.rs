@@ -230,47 +230,37 @@ mod tests {
         db.inner.snapshot_running.store(false, Ordering::Release);
         fill(1);
         db.inner.maintenance_step();
-        // The snapshot runs on its own thread.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while db.stats().snapshots_written_count == 0 {
-            assert!(std::time::Instant::now() < deadline, "no snapshot");
+        // The snapshot runs on its own thread: up to 10 s of 1 ms naps.
+        let snapshotted = (0..10_000).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+            db.stats().snapshots_written_count == 1
+        });
+        assert!(snapshotted, "no snapshot");
     }
 
     #[test]
     fn a_full_segment_snapshots_once_the_log_outgrows_the_snapshot() {
+        use AutoStep::{Rotate, Snapshot};
         const MIB: u64 = 1 << 20;
-        // No snapshot yet, or a small one: every full segment snapshots (the old rule).
-        assert_eq!(auto_step(65 * MIB, 0, 64 * MIB, 100), AutoStep::Snapshot);
-        assert_eq!(
-            auto_step(65 * MIB, 10 * MIB, 64 * MIB, 100),
-            AutoStep::Snapshot
-        );
-        // A 1 GiB snapshot: segments rotate until the log since it passes 1 GiB.
-        assert_eq!(
-            auto_step(65 * MIB, 1024 * MIB, 64 * MIB, 100),
-            AutoStep::Rotate
-        );
-        assert_eq!(
-            auto_step(1024 * MIB, 1024 * MIB, 64 * MIB, 100),
-            AutoStep::Rotate
-        );
-        assert_eq!(
-            auto_step(1025 * MIB, 1024 * MIB, 64 * MIB, 100),
-            AutoStep::Snapshot
-        );
-        // 50%: half the snapshot's size; 0: the old rule whatever the size.
-        assert_eq!(
-            auto_step(513 * MIB, 1024 * MIB, 64 * MIB, 50),
-            AutoStep::Snapshot
-        );
-        assert_eq!(
-            auto_step(65 * MIB, 1024 * MIB, 64 * MIB, 0),
-            AutoStep::Snapshot
-        );
-        // No overflow at the extremes.
-        assert_eq!(auto_step(u64::MAX, u64::MAX, 1, u64::MAX), AutoStep::Rotate);
-        assert_eq!(auto_step(u64::MAX, 1, 1, 100), AutoStep::Snapshot);
+        // (log since the last snapshot, its size, the segment limit, growth %, step)
+        let cases = [
+            // No snapshot yet, or a small one: every full segment snapshots (the old rule).
+            (65 * MIB, 0, 64 * MIB, 100, Snapshot),
+            (65 * MIB, 10 * MIB, 64 * MIB, 100, Snapshot),
+            // A 1 GiB snapshot: segments rotate until the log since it passes 1 GiB.
+            (65 * MIB, 1024 * MIB, 64 * MIB, 100, Rotate),
+            (1024 * MIB, 1024 * MIB, 64 * MIB, 100, Rotate),
+            (1025 * MIB, 1024 * MIB, 64 * MIB, 100, Snapshot),
+            // 50%: half the snapshot's size; 0: the old rule whatever the size.
+            (513 * MIB, 1024 * MIB, 64 * MIB, 50, Snapshot),
+            (65 * MIB, 1024 * MIB, 64 * MIB, 0, Snapshot),
+            // No overflow at the extremes.
+            (u64::MAX, u64::MAX, 1, u64::MAX, Rotate),
+            (u64::MAX, 1, 1, 100, Snapshot),
+        ];
+        for (log, snapshot, limit, growth, step) in cases {
+            let got = auto_step(log, snapshot, limit, growth);
+            assert_eq!(got, step, "{log} {snapshot} {limit} {growth}");
+        }
     }
 }

@@ -541,16 +541,10 @@ impl Atlas {
             FsyncPolicy::Always => true,
             FsyncPolicy::No => false,
             FsyncPolicy::Everysec => {
-                let synced = inner.synced_through_ms.load(Ordering::Acquire);
-                let lag = inner.clock.now_ms().saturating_sub(synced);
-                // Nothing unsynced and no fsync running: the next write moves the horizon
-                // up to itself.
-                let pending = inner.dirty.load(Ordering::Acquire)
-                    || inner.syncs_in_flight.load(Ordering::Acquire) > 0;
                 // Midway between the tick's cadence (an fsync about every second, the
                 // horizon moving when it ends) and the bound: past it, the fsync is late.
                 let late_ms = (inner.options.everysec_lag_max_ms + EVERYSEC_INTERVAL_MS) / 2;
-                pending && lag > late_ms
+                inner.unsynced_lag_ms().is_some_and(|lag| lag > late_ms)
             }
         }
     }

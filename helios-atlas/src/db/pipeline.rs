@@ -299,17 +299,12 @@ impl Inner {
     /// ago, the writer of `results` fsyncs before it is acknowledged (waiting behind an
     /// fsync in flight, if any); if that fails, its writes are not acknowledged.
     pub(super) fn bound_lag(&self, mut results: Vec<Result<Reply>>) -> Vec<Result<Reply>> {
-        // `dirty` alone is not enough: another writer's fsync may have cleared it after
-        // this writer's append and be running still, this write not yet durable.
-        if self.options.fsync != FsyncPolicy::Everysec
-            || (!self.dirty.load(Ordering::Acquire)
-                && self.syncs_in_flight.load(Ordering::Acquire) == 0)
-        {
+        if self.options.fsync != FsyncPolicy::Everysec {
             return results;
         }
-        let now = self.clock.now_ms();
-        let synced = self.synced_through_ms.load(Ordering::Acquire);
-        let lag = now.saturating_sub(synced);
+        let Some(lag) = self.unsynced_lag_ms() else {
+            return results;
+        };
         if lag <= self.options.everysec_lag_max_ms {
             return results;
         }
@@ -328,6 +323,19 @@ impl Inner {
             }
         }
         results
+    }
+
+    /// How far back the durability horizon is while some write may be unsynced; `None`
+    /// when nothing is (the next write moves the horizon up to itself). `dirty` alone is
+    /// not enough: an fsync may have cleared it and be running still, the writes it covers
+    /// not yet durable.
+    pub(super) fn unsynced_lag_ms(&self) -> Option<u64> {
+        let pending =
+            self.dirty.load(Ordering::Acquire) || self.syncs_in_flight.load(Ordering::Acquire) > 0;
+        pending.then(|| {
+            let synced = self.synced_through_ms.load(Ordering::Acquire);
+            self.clock.now_ms().saturating_sub(synced)
+        })
     }
 
     pub(super) fn sync_now(&self) -> Result<()> {

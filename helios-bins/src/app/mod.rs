@@ -227,6 +227,25 @@ pub fn open_atlas(
     )
 }
 
+/// Runs `f`, a store call that writes to ATLAS (a KV write, a queue transition): on the
+/// blocking pool when `may_wait` (it may wait for an fsync, [`Atlas::writes_may_wait`], or
+/// is large), on this thread otherwise, where it is an append to the page cache and costs
+/// less than the pool's two hand-offs (a thread woken to run it, the task woken with its
+/// result). A panic comes back as `Err` with its text either way, so the caller answers
+/// it as an error and goes on serving.
+pub async fn store_call<T: Send + 'static>(
+    may_wait: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    if may_wait {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| "the store call panicked".to_owned())
+}
+
 /// Writes `contents` to `path` readable by its owner only: a temporary file beside it is
 /// created exclusively with mode 0600 (no window with looser permissions), written,
 /// fsynced and renamed over `path`, then the directory is fsynced. Errors name the file.

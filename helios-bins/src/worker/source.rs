@@ -387,7 +387,7 @@ impl Source for HttpSource {
 }
 
 /// The queue in this process (the gateway's `workers:` section): the same transitions as
-/// the HTTP routes, on the blocking pool, with no HTTP hop. `ready` is the gateway's
+/// the HTTP routes, committed where they commit ([`queue_call`]), with no HTTP hop. `ready` is the gateway's
 /// wake-up for long-polling claims (enqueues, nacks, expired leases).
 pub struct EmbeddedSource {
     queue: Arc<Queue>,
@@ -419,22 +419,15 @@ impl EmbeddedSource {
     }
 }
 
-/// Runs a queue call that writes to ATLAS: on the blocking pool when the write may wait
-/// for an fsync ([`Queue::writes_may_wait`]), on this thread otherwise (an append to the
-/// page cache costs less than the pool's two hand-offs), as the gateway's routes do.
-async fn blocking<T: Send + 'static>(
+/// Runs a queue call that writes to ATLAS ([`crate::app::store_call`]): on the blocking
+/// pool when `may_wait` ([`Queue::writes_may_wait`]), on this thread otherwise, as the
+/// gateway's routes do.
+async fn queue_call<T: Send + 'static>(
     may_wait: bool,
     f: impl FnOnce() -> Result<T, helios_queue::QueueError> + Send + 'static,
 ) -> Result<T, SourceError> {
-    let answered = if may_wait {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| e.to_string())
-    } else {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .map_err(|_| "the queue call panicked".to_owned())
-    };
-    answered
+    crate::app::store_call(may_wait, f)
+        .await
         .map_err(|detail| SourceError::Answer {
             what: "queue",
             detail,
@@ -458,7 +451,7 @@ impl Source for EmbeddedSource {
                 let notified = self.ready.notified();
                 let q = self.queue.clone();
                 let (name, w) = (queue.to_owned(), worker.to_owned());
-                let claims = blocking(q.writes_may_wait(), move || {
+                let claims = queue_call(q.writes_may_wait(), move || {
                     q.claim(&name, &w, count, lease_ms)
                 })
                 .await?;
@@ -484,7 +477,7 @@ impl Source for EmbeddedSource {
     fn settle(&self, items: Vec<Settle>) -> BoxFuture<'_, Result<Vec<ItemResult>, SourceError>> {
         Box::pin(async move {
             let q = self.queue.clone();
-            let out = blocking(q.writes_may_wait(), move || q.settle(&items)).await?;
+            let out = queue_call(q.writes_may_wait(), move || q.settle(&items)).await?;
             if out
                 .iter()
                 .any(|r| matches!(r, Ok(Settled::Nacked(JobState::Pending))))
@@ -513,14 +506,14 @@ impl Source for EmbeddedSource {
         Box::pin(async move {
             record.owner = self.owner.clone();
             let r = self.registry.clone();
-            blocking(true, move || r.put(record)).await
+            queue_call(true, move || r.put(record)).await
         })
     }
 
     fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             let (r, id, owner) = (self.registry.clone(), id.to_owned(), self.owner.clone());
-            blocking(true, move || r.remove(&id, owner.as_deref()).map(|_| ())).await
+            queue_call(true, move || r.remove(&id, owner.as_deref()).map(|_| ())).await
         })
     }
 }

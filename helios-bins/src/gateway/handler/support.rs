@@ -44,35 +44,29 @@ const INLINE_COMMIT_SIZE_MAX: usize = 256 * 1024;
 /// its length is the commit as the request waits for it, the fsync included.
 /// helios-atlas itself knows nothing of spans.
 ///
-/// Where: on the blocking pool when the commit may wait for an fsync
-/// ([`Atlas::writes_may_wait`]: `always`, or `everysec` while the background fsync lags);
-/// otherwise right here on the runtime thread, as helios-atlasd commits a pipelined run
-/// under `everysec`: the commit is then an append to the page cache, and the two hand-offs
-/// of the pool (a thread woken to run it, the task woken with its result) cost more than
-/// the write itself (docs/performance.md, "Commits on the runtime thread").
-///
-/// `size_hint` is about how many bytes the commit writes (the request body's size): a
-/// large one goes to the pool too, as encoding and appending it would hold the thread's
-/// other connections.
+/// Where ([`crate::app::store_call`]): on the blocking pool when the commit may wait for
+/// an fsync ([`Atlas::writes_may_wait`]) or its `size_hint` (about the bytes it writes: the
+/// request body's size) is over [`INLINE_COMMIT_SIZE_MAX`], as encoding and appending it
+/// would hold the thread's other connections; otherwise on the runtime thread, as
+/// helios-atlasd commits a pipelined run under `everysec` (docs/performance.md, "Commits
+/// on the runtime thread"). A panic answers 500.
 pub(in crate::gateway) async fn commit<T: Send + 'static>(
     atlas: &Atlas,
     size_hint: usize,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response<Body>> {
     let span = crate::app::trace::span!("atlas.commit");
-    if size_hint > INLINE_COMMIT_SIZE_MAX || atlas.writes_may_wait() {
-        return blocking(move || span.in_scope(f)).await;
-    }
-    // A panic answers 500, as a panic on the pool does (the join error), and leaves the
-    // connection serving.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| span.in_scope(f))).map_err(|_| {
-        tracing::error!("store call panicked");
-        problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    })
+    let may_wait = size_hint > INLINE_COMMIT_SIZE_MAX || atlas.writes_may_wait();
+    crate::app::store_call(may_wait, move || span.in_scope(f))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "store call failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })
 }
 
 pub(in crate::gateway) fn percent_decode(s: &str) -> Option<String> {
