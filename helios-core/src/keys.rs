@@ -5,12 +5,16 @@
 //! rbac:role:{role}    rbac:user_roles:{userId}
 //! kv:{key}            rate:{clientId}
 //! job:{jobId}         job:dedup:{dedupId}       job:schedule:{scheduleId}
+//! job:state:{jobId}
 //! proxy:backend:{id}  proxy:route:{id}          worker:{workerId}
 //! meta:{name}
 //! ```
 //!
 //! `job:schedule:` holds helios-queue's cron schedules (one record per schedule, by its
-//! 32-hex-digit id; [`job_schedule`]).
+//! 32-hex-digit id; [`job_schedule`]). `job:state:` holds the changing part of a job
+//! (its state, attempts, lease, ...) once it has moved past its enqueue: every transition
+//! after the first rewrites that small record, never the job's whole record under
+//! `job:{jobId}` ([`job_state_hex`]).
 //!
 //! `meta:` holds store-wide layout records (today `meta:kv_layout`, the version of the
 //! layout under `kv:`).
@@ -76,6 +80,8 @@ pub const JOB_PREFIX: &str = "job:";
 pub const JOB_DEDUP_PREFIX: &str = "job:dedup:";
 /// Prefix of cron schedules: `job:schedule:{scheduleId}`.
 pub const JOB_SCHEDULE_PREFIX: &str = "job:schedule:";
+/// Prefix of jobs' state records: `job:state:{jobId}`.
+pub const JOB_STATE_PREFIX: &str = "job:state:";
 /// Prefix of proxy backends: `proxy:backend:{id}`.
 pub const PROXY_BACKEND_PREFIX: &str = "proxy:backend:";
 /// Prefix of proxy routes: `proxy:route:{id}`.
@@ -104,7 +110,7 @@ pub const ERROR_KEY_CHARS_MAX: usize = 64;
 
 /// Which crate writes each family (the only writer; others may read). A test keeps this
 /// table and [`KeyFamily::ALL`] equal.
-pub const FAMILY_OWNERS: [(KeyFamily, &str); 14] = [
+pub const FAMILY_OWNERS: [(KeyFamily, &str); 15] = [
     (KeyFamily::AuthUser, "helios-auth"),
     (KeyFamily::AuthUsername, "helios-auth"),
     (KeyFamily::AuthToken, "helios-auth"),
@@ -115,6 +121,7 @@ pub const FAMILY_OWNERS: [(KeyFamily, &str); 14] = [
     (KeyFamily::Job, "helios-queue"),
     (KeyFamily::JobDedup, "helios-queue"),
     (KeyFamily::JobSchedule, "helios-queue (cron schedules)"),
+    (KeyFamily::JobState, "helios-queue (job state records)"),
     (KeyFamily::ProxyBackend, "helios-proxy (not yet written)"),
     (KeyFamily::ProxyRoute, "helios-proxy (not yet written)"),
     (KeyFamily::Worker, "helios-queue (worker registry)"),
@@ -144,6 +151,8 @@ pub enum KeyFamily {
     JobDedup,
     /// `job:schedule:{scheduleId}`
     JobSchedule,
+    /// `job:state:{jobId}`
+    JobState,
     /// `proxy:backend:{id}`
     ProxyBackend,
     /// `proxy:route:{id}`
@@ -157,7 +166,7 @@ pub enum KeyFamily {
 impl KeyFamily {
     /// Every family, longest prefix first among those that share a start (`job:dedup:`
     /// before `job:`): the order [`parse`] tries them in.
-    pub const ALL: [KeyFamily; 14] = [
+    pub const ALL: [KeyFamily; 15] = [
         KeyFamily::AuthUsername,
         KeyFamily::AuthUser,
         KeyFamily::AuthToken,
@@ -167,6 +176,7 @@ impl KeyFamily {
         KeyFamily::Rate,
         KeyFamily::JobDedup,
         KeyFamily::JobSchedule,
+        KeyFamily::JobState,
         KeyFamily::Job,
         KeyFamily::ProxyBackend,
         KeyFamily::ProxyRoute,
@@ -187,6 +197,7 @@ impl KeyFamily {
             KeyFamily::Job => JOB_PREFIX,
             KeyFamily::JobDedup => JOB_DEDUP_PREFIX,
             KeyFamily::JobSchedule => JOB_SCHEDULE_PREFIX,
+            KeyFamily::JobState => JOB_STATE_PREFIX,
             KeyFamily::ProxyBackend => PROXY_BACKEND_PREFIX,
             KeyFamily::ProxyRoute => PROXY_ROUTE_PREFIX,
             KeyFamily::Worker => WORKER_PREFIX,
@@ -240,6 +251,7 @@ impl KeyFamily {
             KeyFamily::Job => Key::Job(id),
             KeyFamily::JobDedup => Key::JobDedup(id),
             KeyFamily::JobSchedule => Key::JobSchedule(id),
+            KeyFamily::JobState => Key::JobState(id),
             KeyFamily::ProxyBackend => Key::ProxyBackend(id),
             KeyFamily::ProxyRoute => Key::ProxyRoute(id),
             KeyFamily::Worker => Key::Worker(id),
@@ -333,6 +345,8 @@ pub enum Key<'a> {
     JobDedup(&'a str),
     /// `job:schedule:{scheduleId}`
     JobSchedule(&'a str),
+    /// `job:state:{jobId}`
+    JobState(&'a str),
     /// `proxy:backend:{id}`
     ProxyBackend(&'a str),
     /// `proxy:route:{id}`
@@ -357,6 +371,7 @@ impl<'a> Key<'a> {
             Key::Job(_) => KeyFamily::Job,
             Key::JobDedup(_) => KeyFamily::JobDedup,
             Key::JobSchedule(_) => KeyFamily::JobSchedule,
+            Key::JobState(_) => KeyFamily::JobState,
             Key::ProxyBackend(_) => KeyFamily::ProxyBackend,
             Key::ProxyRoute(_) => KeyFamily::ProxyRoute,
             Key::Worker(_) => KeyFamily::Worker,
@@ -377,6 +392,7 @@ impl<'a> Key<'a> {
             | Key::Job(id)
             | Key::JobDedup(id)
             | Key::JobSchedule(id)
+            | Key::JobState(id)
             | Key::ProxyBackend(id)
             | Key::ProxyRoute(id)
             | Key::Worker(id)
@@ -515,6 +531,22 @@ pub fn job_hex(hex: &[u8; 32]) -> String {
     key.push_str(JOB_PREFIX);
     key.extend(hex.iter().map(|&b| char::from(b)));
     key
+}
+
+/// `job:state:{hex}`: the state record of the job with these 32 lowercase hex digits
+/// (its changing fields once it has moved past its enqueue); valid by construction, as
+/// [`job_hex`].
+pub fn job_state_hex(hex: &[u8; 32]) -> String {
+    debug_assert!(hex.iter().all(u8::is_ascii_hexdigit), "a job id is hex");
+    let mut key = String::with_capacity(JOB_STATE_PREFIX.len() + hex.len());
+    key.push_str(JOB_STATE_PREFIX);
+    key.extend(hex.iter().map(|&b| char::from(b)));
+    key
+}
+
+/// `job:state:{job_id}`: a job's state record.
+pub fn job_state(job_id: &str) -> Result<String, KeyError> {
+    KeyFamily::JobState.key(job_id)
 }
 
 /// `job:dedup:{dedup_id}`: a dedup record suppressing duplicate enqueues, in the layout
@@ -786,12 +818,18 @@ mod tests {
         let j = job_hex(b"0123456789abcdef0123456789abcdef");
         assert_eq!(j, "job:0123456789abcdef0123456789abcdef");
         assert_eq!(parse(&j).unwrap().family(), KeyFamily::Job);
+        let st = job_state_hex(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(st, "job:state:0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            parse(&st).unwrap(),
+            Key::JobState("0123456789abcdef0123456789abcdef")
+        );
     }
 
     type Builder = fn(&str) -> Result<String, KeyError>;
 
     /// Every builder with its family, so tests cover them all.
-    const BUILDERS: [(Builder, KeyFamily); 14] = [
+    const BUILDERS: [(Builder, KeyFamily); 15] = [
         (auth_user, KeyFamily::AuthUser),
         (auth_username, KeyFamily::AuthUsername),
         (auth_token, KeyFamily::AuthToken),
@@ -802,6 +840,7 @@ mod tests {
         (job, KeyFamily::Job),
         (job_dedup, KeyFamily::JobDedup),
         (job_schedule, KeyFamily::JobSchedule),
+        (job_state, KeyFamily::JobState),
         (proxy_backend, KeyFamily::ProxyBackend),
         (proxy_route, KeyFamily::ProxyRoute),
         (worker, KeyFamily::Worker),
@@ -811,7 +850,7 @@ mod tests {
     /// Shows every builder spells the schema of DESIGN.md.
     #[test]
     fn builders_spell_the_schema() {
-        let cases: [(Result<String, KeyError>, &str); 18] = [
+        let cases: [(Result<String, KeyError>, &str); 19] = [
             (auth_user("u1"), "auth:user:u1"),
             (auth_username("alice"), "auth:username:alice"),
             (auth_token("ab12"), "auth:token:ab12"),
@@ -822,6 +861,7 @@ mod tests {
             (job("j1"), "job:j1"),
             (job_dedup("d1"), "job:dedup:d1"),
             (job_schedule("s1"), "job:schedule:s1"),
+            (job_state("j1"), "job:state:j1"),
             (proxy_backend("b1"), "proxy:backend:b1"),
             (proxy_route("r1"), "proxy:route:r1"),
             (worker("w1"), "worker:w1"),
@@ -957,6 +997,8 @@ mod tests {
             ("job:schedule:s1", Key::JobSchedule("s1")),
             // Without the trailing ':' it is a job id, as for `job:dedup`.
             ("job:schedule", Key::Job("schedule")),
+            ("job:state:j1", Key::JobState("j1")),
+            ("job:state", Key::Job("state")),
             ("proxy:backend:b1", Key::ProxyBackend("b1")),
             ("proxy:route:r1", Key::ProxyRoute("r1")),
             ("worker:w1", Key::Worker("w1")),
@@ -1025,6 +1067,7 @@ mod tests {
             ("auth:username:a:", colon(KeyFamily::AuthUsername, "a:", 1)),
             ("job:dedup:a:b", colon(KeyFamily::JobDedup, "a:b", 1)),
             ("job:schedule:a:b", colon(KeyFamily::JobSchedule, "a:b", 1)),
+            ("job:state:a:b", colon(KeyFamily::JobState, "a:b", 1)),
             (
                 "job:schedule:",
                 KeyError::EmptyId {

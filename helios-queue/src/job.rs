@@ -1,6 +1,18 @@
 //! A job and its parts: [`JobId`], [`JobState`], [`Backoff`], [`Lease`], and the
-//! [`EnqueueRequest`] that creates one. Plain data, serialized as JSON into ATLAS under
-//! `job:{id}`.
+//! [`EnqueueRequest`] that creates one. Plain data, serialized as JSON into ATLAS in two
+//! records:
+//!
+//! - `job:{id}`, the whole job ([`Job::encode_json`]), written when the job is created;
+//! - `job:state:{id}`, its [`StateRecord`]: the fields a transition changes (state,
+//!   attempts, lease, tokens, times, error, result), written by every transition after the
+//!   first one, so a claim or an ack logs ~150 bytes instead of the whole job.
+//!
+//! A job reads back as its whole record with the state record, when there is one, laid
+//! over it ([`Job::apply_state`]). Invariant: the fields outside the state record (id,
+//! queue, owner, payload, priority, attempts_max, backoff, dedup id, creation time, trace)
+//! never change after the job is created (`QueueState::apply` checks it in debug builds),
+//! so the whole record never goes stale in them. Records of the earlier layout (whole
+//! records rewritten by every transition, no state record) read back as they are.
 
 use crate::error::{QueueError, Result};
 use crate::limits::{ATTEMPTS_MAX, DURATION_MS_MAX, ID_SIZE_MAX, QUEUE_NAME_SIZE_MAX};
@@ -323,7 +335,131 @@ fn push_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     serde_json::to_writer(&mut *out, s)
 }
 
+/// The fields of a job that its transitions change, stored under `job:state:{id}` once
+/// the job has moved past its enqueue (module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// [`Job::state`].
+    pub state: JobState,
+    /// [`Job::run_at_ms`].
+    pub run_at_ms: u64,
+    /// [`Job::attempts`].
+    pub attempts: u32,
+    /// [`Job::lease`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// [`Job::token_last`].
+    pub token_last: u64,
+    /// [`Job::updated_at_ms`].
+    pub updated_at_ms: u64,
+    /// [`Job::finished_at_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// [`Job::last_error`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// [`Job::result`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
 impl Job {
+    /// Whether `other` has the same fields outside the [`StateRecord`] (the part written
+    /// once, at creation). The payload is compared by pointer first: every version of a
+    /// job shares it.
+    pub fn same_creation(&self, other: &Job) -> bool {
+        self.id == other.id
+            && self.queue == other.queue
+            && self.owner == other.owner
+            && (Arc::ptr_eq(&self.payload, &other.payload) || self.payload == other.payload)
+            && self.priority == other.priority
+            && self.attempts_max == other.attempts_max
+            && self.backoff == other.backoff
+            && self.dedup_id == other.dedup_id
+            && self.created_at_ms == other.created_at_ms
+            && self.trace == other.trace
+    }
+
+    /// The job's state record (a copy of its changing fields).
+    pub fn state_record(&self) -> StateRecord {
+        StateRecord {
+            state: self.state,
+            run_at_ms: self.run_at_ms,
+            attempts: self.attempts,
+            lease: self.lease.clone(),
+            token_last: self.token_last,
+            updated_at_ms: self.updated_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            last_error: self.last_error.clone(),
+            result: self.result.clone(),
+        }
+    }
+
+    /// Lays a state record read back over the job (its whole record): the job as of the
+    /// transition that wrote the state record.
+    pub fn apply_state(&mut self, r: StateRecord) {
+        self.state = r.state;
+        self.run_at_ms = r.run_at_ms;
+        self.attempts = r.attempts;
+        self.lease = r.lease;
+        self.token_last = r.token_last;
+        self.updated_at_ms = r.updated_at_ms;
+        self.finished_at_ms = r.finished_at_ms;
+        self.last_error = r.last_error;
+        self.result = r.result;
+    }
+
+    /// Appends the job's [`StateRecord`] as JSON: the same bytes as
+    /// `serde_json::to_writer(out, &self.state_record())`, without the copy (a test checks
+    /// the two agree). Every transition but the enqueue writes one.
+    pub fn encode_state_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"state":""#);
+        out.extend_from_slice(self.state.as_str().as_bytes());
+        out.extend_from_slice(br#"","run_at_ms":"#);
+        helios_core::digits::push_dec(out, self.run_at_ms);
+        out.extend_from_slice(br#","attempts":"#);
+        helios_core::digits::push_dec(out, u64::from(self.attempts));
+        self.encode_lease(out)?;
+        out.extend_from_slice(br#","token_last":"#);
+        helios_core::digits::push_dec(out, self.token_last);
+        out.extend_from_slice(br#","updated_at_ms":"#);
+        helios_core::digits::push_dec(out, self.updated_at_ms);
+        self.encode_outcome(out)?;
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// `,"lease":{...}` when there is one.
+    fn encode_lease(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        if let Some(l) = &self.lease {
+            out.extend_from_slice(br#","lease":{"worker":"#);
+            push_str(out, &l.worker)?;
+            out.extend_from_slice(br#","token":"#);
+            helios_core::digits::push_dec(out, l.token);
+            out.extend_from_slice(br#","expires_at_ms":"#);
+            helios_core::digits::push_dec(out, l.expires_at_ms);
+            out.push(b'}');
+        }
+        Ok(())
+    }
+
+    /// `,"finished_at_ms":..,"last_error":..,"result":..`, each when set.
+    fn encode_outcome(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        if let Some(f) = self.finished_at_ms {
+            out.extend_from_slice(br#","finished_at_ms":"#);
+            helios_core::digits::push_dec(out, f);
+        }
+        if let Some(e) = &self.last_error {
+            out.extend_from_slice(br#","last_error":"#);
+            push_str(out, e)?;
+        }
+        if let Some(r) = &self.result {
+            out.extend_from_slice(br#","result":"#);
+            serde_json::to_writer(&mut *out, r)?;
+        }
+        Ok(())
+    }
+
     /// Appends the job's JSON record: the same bytes as `serde_json::to_writer(out, self)`,
     /// written by hand because every transition writes one (a test checks the two agree).
     pub fn encode_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
@@ -363,15 +499,7 @@ impl Job {
             }
         }
         out.push(b'}');
-        if let Some(l) = &self.lease {
-            out.extend_from_slice(br#","lease":{"worker":"#);
-            push_str(out, &l.worker)?;
-            out.extend_from_slice(br#","token":"#);
-            helios_core::digits::push_dec(out, l.token);
-            out.extend_from_slice(br#","expires_at_ms":"#);
-            helios_core::digits::push_dec(out, l.expires_at_ms);
-            out.push(b'}');
-        }
+        self.encode_lease(out)?;
         out.extend_from_slice(br#","token_last":"#);
         helios_core::digits::push_dec(out, self.token_last);
         if let Some(d) = &self.dedup_id {
@@ -382,18 +510,7 @@ impl Job {
         helios_core::digits::push_dec(out, self.created_at_ms);
         out.extend_from_slice(br#","updated_at_ms":"#);
         helios_core::digits::push_dec(out, self.updated_at_ms);
-        if let Some(f) = self.finished_at_ms {
-            out.extend_from_slice(br#","finished_at_ms":"#);
-            helios_core::digits::push_dec(out, f);
-        }
-        if let Some(e) = &self.last_error {
-            out.extend_from_slice(br#","last_error":"#);
-            push_str(out, e)?;
-        }
-        if let Some(r) = &self.result {
-            out.extend_from_slice(br#","result":"#);
-            serde_json::to_writer(&mut *out, r)?;
-        }
+        self.encode_outcome(out)?;
         if let Some(t) = &self.trace {
             out.extend_from_slice(br#","trace":"#);
             serde_json::to_writer(&mut *out, t)?;
@@ -739,6 +856,29 @@ mod tests {
                 serde_json::to_string(&job).unwrap()
             );
             proptest::prop_assert_eq!(serde_json::from_slice::<Job>(&hand).unwrap(), job);
+        }
+
+        /// A job's state record, laid over any earlier version of the job (the same
+        /// creation, other changing fields), gives the job back; the hand encoding is
+        /// serde's.
+        #[test]
+        fn state_record_over_an_older_version_gives_the_job(
+            job in any_job(),
+            older in any_job(),
+        ) {
+            let mut hand = Vec::new();
+            job.encode_state_json(&mut hand).unwrap();
+            proptest::prop_assert_eq!(
+                String::from_utf8(hand.clone()).unwrap(),
+                serde_json::to_string(&job.state_record()).unwrap()
+            );
+            let record: StateRecord = serde_json::from_slice(&hand).unwrap();
+            // `older`'s changing fields under `job`'s creation.
+            let mut base = job.clone();
+            base.apply_state(older.state_record());
+            proptest::prop_assert!(base.same_creation(&job));
+            base.apply_state(record);
+            proptest::prop_assert_eq!(base, job);
         }
     }
 

@@ -32,8 +32,8 @@ mod state;
 
 pub use error::{QueueError, Result};
 pub use job::{
-    Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, validate_id, validate_owner,
-    validate_queue_name,
+    Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, StateRecord, validate_id,
+    validate_owner, validate_queue_name,
 };
 pub use queue::{IdRng, KvWrite, Queue, TickReport};
 pub use schedule::{
@@ -42,5 +42,5 @@ pub use schedule::{
 };
 pub use state::{
     Claim, DedupPut, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition,
-    job_key,
+    job_key, job_state_key,
 };

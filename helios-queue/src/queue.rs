@@ -20,10 +20,11 @@
 //! writes `job:*` keys; a foreign write to them is not seen until the next open.
 
 use crate::error::{QueueError, Result};
-use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState};
+use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState, StateRecord};
 use crate::schedule::{Schedule, ScheduleId, ScheduleRequest};
 use crate::state::{
     Claim, Enqueued, QueueConfig, QueueState, QueueStats, Settle, Settled, Transition, job_key,
+    job_state_key,
 };
 use helios_atlas::{Atlas, Expiry, KeyTtl, WriteBatch};
 use helios_core::keys::{self, Key};
@@ -31,6 +32,7 @@ use helios_core::{Clock, MonotonicClock};
 use parking_lot::Mutex;
 use rand::rngs::{StdRng, SysRng};
 use rand::{CryptoRng, SeedableRng};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -107,7 +109,8 @@ impl Queue {
 
     /// Opens the queue stored in `atlas`, reading time from `clock` and the random bits of
     /// job ids from `rng` (the OS's in production, a seeded `StdRng` in tests). Rebuilds
-    /// every index from the `job:*` records, records of the earlier layouts included.
+    /// every index from the `job:*` records, records of the earlier layouts included: each
+    /// job is its whole record with its state record, if any, laid over it.
     pub fn open_with(
         atlas: Atlas,
         config: QueueConfig,
@@ -119,6 +122,7 @@ impl Queue {
         // Dedup records of the earlier layout: (dedup id, job, window end), placed once
         // every job is loaded (they take their scope from their job).
         let mut legacy_dedup: Vec<(String, JobId, u64)> = Vec::new();
+        let mut states = load_state_records(&atlas)?;
         let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = atlas.scan(keys::JOB_PREFIX, cursor.as_deref(), 10_000)?;
@@ -165,13 +169,18 @@ impl Queue {
                         }
                     }
                     Key::Job(text) => {
-                        let job: Job =
+                        let mut job: Job =
                             serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
                         if job.id.to_string() != text {
                             return Err(corrupt(format!("holds job {}", job.id)));
                         }
+                        if let Some(r) = states.remove(&job.id) {
+                            job.apply_state(r);
+                        }
                         state.load_job(job);
                     }
+                    // Read by `load_state_records`.
+                    Key::JobState(_) => {}
                     Key::JobSchedule(text) => {
                         let s: Schedule =
                             serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
@@ -187,6 +196,14 @@ impl Queue {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
+        }
+        // A state record is written only for a job whose whole record exists, and a purge
+        // deletes both in one batch: one left over means the store was changed by hand.
+        if let Some(id) = states.keys().min() {
+            return Err(QueueError::CorruptRecord {
+                key: job_state_key(*id),
+                reason: format!("state record of job {id}, which has no record"),
+            });
         }
         for (dedup_id, id, until_ms) in legacy_dedup {
             // Before dedup ids were scoped, one id suppressed duplicates in every queue and
@@ -231,7 +248,7 @@ impl Queue {
         if t.is_empty() {
             return Ok(());
         }
-        self.atlas.write_batch(batch_of(&t)?)?;
+        self.atlas.write_batch(batch_of(&t, state)?)?;
         state.apply(t);
         Ok(())
     }
@@ -270,7 +287,7 @@ impl Queue {
             self.commit(state, t)?;
             return Ok(e);
         }
-        let mut batch = batch_of(&t)?;
+        let mut batch = batch_of(&t, state)?;
         for w in kv {
             match w {
                 KvWrite::Set { key, value, expiry } => {
@@ -581,10 +598,41 @@ fn check_kv_writes(kv: &[KvWrite]) -> Result<()> {
     Ok(())
 }
 
-/// The ATLAS batch that makes transition `t` durable: each job's record, each purge, each
-/// dedup record with its window as a relative TTL. The pure state plans transitions; this
-/// layer, which talks to ATLAS, encodes them.
-fn batch_of(t: &Transition) -> Result<WriteBatch> {
+/// Every job state record (`job:state:{id}`) in `atlas`, by job id.
+fn load_state_records(atlas: &Atlas) -> Result<HashMap<JobId, StateRecord>> {
+    let mut out = HashMap::new();
+    let mut cursor: Option<helios_atlas::Key> = None;
+    loop {
+        let page = atlas.scan(keys::JOB_STATE_PREFIX, cursor.as_deref(), 10_000)?;
+        for (key, value) in &page.entries {
+            let corrupt = |reason: String| QueueError::CorruptRecord {
+                key: key.to_string(),
+                reason,
+            };
+            let id: JobId = match key.as_str().map(keys::parse) {
+                Some(Ok(Key::JobState(text))) => text
+                    .parse()
+                    .map_err(|e: QueueError| corrupt(e.to_string()))?,
+                _ => return Err(corrupt("not a job state key".to_owned())),
+            };
+            let r: StateRecord =
+                serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+            out.insert(id, r);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The ATLAS batch that makes transition `t`, planned on `state`, durable: a new job's
+/// whole record, a known job's state record (`job` module docs: what else a job holds
+/// never changes), each purge (both records), each dedup record with its window as a
+/// relative TTL. The pure state plans transitions; this layer, which talks to ATLAS,
+/// encodes them.
+fn batch_of(t: &Transition, state: &QueueState) -> Result<WriteBatch> {
     let mut b = WriteBatch::new();
     b.reserve(
         t.puts.len()
@@ -594,16 +642,27 @@ fn batch_of(t: &Transition) -> Result<WriteBatch> {
             + t.schedule_deletes.len(),
     );
     for job in &t.puts {
-        let mut value = Vec::with_capacity(512);
-        job.encode_json(&mut value)
-            .map_err(|e| QueueError::CorruptRecord {
-                key: job_key(job.id),
-                reason: format!("cannot encode: {e}"),
-            })?;
-        b.set(job_key(job.id), value, Expiry::Never);
+        let known = state.job(job.id).is_some();
+        let (key, mut value) = if known {
+            (job_state_key(job.id), Vec::with_capacity(192))
+        } else {
+            (job_key(job.id), Vec::with_capacity(512))
+        };
+        let encoded = if known {
+            job.encode_state_json(&mut value)
+        } else {
+            job.encode_json(&mut value)
+        };
+        encoded.map_err(|e| QueueError::CorruptRecord {
+            key: key.clone(),
+            reason: format!("cannot encode: {e}"),
+        })?;
+        b.set(key, value, Expiry::Never);
     }
     for id in &t.deletes {
         b.delete(job_key(*id));
+        // Absent while the job never moved past its enqueue: ATLAS then logs nothing.
+        b.delete(job_state_key(*id));
     }
     for d in &t.dedup_puts {
         let value = serde_json::to_vec(&d.record).map_err(|e| QueueError::CorruptRecord {

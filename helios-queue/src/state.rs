@@ -180,9 +180,14 @@ pub(crate) fn json_size(v: &serde_json::Value) -> usize {
 /// (harmless: tokens then just keep counting up). 2^20: fits u64 until the year 2500.
 const TOKENS_PER_MS: u64 = 1 << 20;
 
-/// The ATLAS key of a job.
+/// The ATLAS key of a job's whole record (written when it is created).
 pub fn job_key(id: JobId) -> String {
     keys::job_hex(&id.to_hex())
+}
+
+/// The ATLAS key of a job's state record (written by its later transitions).
+pub fn job_state_key(id: JobId) -> String {
+    keys::job_state_hex(&id.to_hex())
 }
 
 /// A claimed job and the token its worker must present.
@@ -1112,6 +1117,14 @@ impl QueueState {
             // Replaced in place: no remove + insert of the map entry.
             match self.jobs.get_mut(&job.id) {
                 Some(slot) => {
+                    // The store writes a state record for this version, not the whole
+                    // job: what it leaves out must not have changed (module docs of
+                    // `job`).
+                    debug_assert!(
+                        slot.same_creation(&job),
+                        "a transition changed job {} outside its state record",
+                        job.id
+                    );
                     Self::unindex(queues, leases, finished, slot);
                     Self::index(queues, leases, finished, &job);
                     *slot = job;

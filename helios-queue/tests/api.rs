@@ -16,7 +16,12 @@ fn setup(config: QueueConfig) -> (Queue, Arc<ManualClock>, MemStorage) {
 }
 
 fn open(disk: &MemStorage, clock: &Arc<ManualClock>, config: QueueConfig) -> Queue {
-    let atlas = Atlas::open(
+    Queue::open_with_clock(open_atlas(disk, clock), config, clock.clone()).unwrap()
+}
+
+/// The store on `disk`: fsync always, time from `clock`, no maintenance thread.
+fn open_atlas(disk: &MemStorage, clock: &Arc<ManualClock>) -> Atlas {
+    Atlas::open(
         PathBuf::from("/q"),
         Options {
             fsync: FsyncPolicy::Always,
@@ -26,8 +31,7 @@ fn open(disk: &MemStorage, clock: &Arc<ManualClock>, config: QueueConfig) -> Que
             ..Options::default()
         },
     )
-    .unwrap();
-    Queue::open_with_clock(atlas, config, clock.clone()).unwrap()
+    .unwrap()
 }
 
 fn req(queue: &str, n: i64) -> EnqueueRequest {
@@ -319,19 +323,110 @@ fn stored_records_are_json_under_the_schema_keys() {
     }
 }
 
+/// A job's whole record is written once, at its enqueue; every later transition writes
+/// only its state record (`job:state:{id}`), which the next open lays over the whole one.
+/// A purge deletes both; a state record without its job, or a corrupt one, fails the open
+/// naming its key.
+#[test]
+fn transitions_after_the_enqueue_write_only_the_state_record() {
+    let disk = MemStorage::new();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let (q, atlas) = open_seeded(&disk, &clock, 1);
+    let id = q.enqueue(req("q", 7)).unwrap().id;
+    let (whole_key, state_key) = (format!("job:{id}"), format!("job:state:{id}"));
+    let whole = atlas.get(&whole_key).unwrap();
+    assert!(
+        atlas.get(&state_key).is_none(),
+        "no state record before a transition"
+    );
+    let c = q.claim("q", "w1", 1, 30_000).unwrap().remove(0);
+    assert_eq!(
+        atlas.get(&whole_key).unwrap(),
+        whole,
+        "the whole record is not rewritten"
+    );
+    let claimed = atlas.get(&state_key).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&claimed).unwrap();
+    assert_eq!(v["state"], "IN_PROGRESS");
+    assert_eq!(v["lease"]["worker"], "w1");
+    assert_eq!(v["lease"]["token"], c.token);
+    assert!(
+        v.get("payload").is_none() && v.get("queue").is_none(),
+        "{v}"
+    );
+    assert!(
+        claimed.len() < whole.len(),
+        "{} vs {}",
+        claimed.len(),
+        whole.len()
+    );
+    clock.advance_ms(10);
+    q.ack(id, c.token, Some(json!({"sent": true}))).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&atlas.get(&state_key).unwrap()).unwrap();
+    assert_eq!(
+        (v["state"].clone(), v["result"].clone()),
+        (json!("DONE"), json!({"sent": true}))
+    );
+    assert_eq!(atlas.get(&whole_key).unwrap(), whole);
+    let done = q.get(id).unwrap();
+    drop(q);
+    atlas.close().unwrap();
+    drop(atlas);
+    let (q, atlas) = open_seeded(&disk, &clock, 2);
+    assert_eq!(
+        q.get(id).unwrap(),
+        done,
+        "the whole record with the state record over it"
+    );
+    q.with_state(|s| s.check_invariants());
+    // A job never moved past its enqueue loads from its whole record alone.
+    let fresh = q.enqueue(req("q", 8)).unwrap().id;
+    // A purge deletes both records.
+    clock.advance_ms(1_000);
+    assert_eq!(q.purge(1_000, false).unwrap(), 1);
+    assert!(atlas.get(&whole_key).is_none() && atlas.get(&state_key).is_none());
+    drop(q);
+    atlas.close().unwrap();
+    drop(atlas);
+    let (q, mut atlas) = open_seeded(&disk, &clock, 3);
+    assert!(q.get(id).is_none());
+    assert_eq!(q.get(fresh).unwrap().state, JobState::Pending);
+    drop(q);
+    // A state record left without its job (written by hand) fails the open, by key; so
+    // does a corrupt one.
+    let ghost = format!("job:state:{}", "0".repeat(32));
+    let bad = format!("job:state:{fresh}");
+    for (key, value) in [
+        (&ghost, atlas_bytes(&done)),
+        (&bad, b"{\"state\":7}".to_vec()),
+    ] {
+        atlas.set(key, value).unwrap();
+        atlas.close().unwrap();
+        drop(atlas);
+        let open = Queue::open_with_clock(
+            open_atlas(&disk, &clock),
+            QueueConfig::default(),
+            clock.clone(),
+        );
+        match open {
+            Err(QueueError::CorruptRecord { key: k, reason }) => assert_eq!(&k, key, "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        atlas = open_atlas(&disk, &clock);
+        atlas.delete(key).unwrap();
+    }
+}
+
+/// A job's state record, as the queue writes it.
+fn atlas_bytes(job: &helios_queue::Job) -> Vec<u8> {
+    let mut out = Vec::new();
+    job.encode_state_json(&mut out).unwrap();
+    out
+}
+
 fn open_seeded(disk: &MemStorage, clock: &Arc<ManualClock>, seed: u64) -> (Queue, Atlas) {
     use rand::SeedableRng;
-    let atlas = Atlas::open(
-        PathBuf::from("/q"),
-        Options {
-            fsync: FsyncPolicy::Always,
-            storage: Arc::new(disk.clone()),
-            clock: clock.clone(),
-            maintenance_interval_ms: None,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let atlas = open_atlas(disk, clock);
     let rng = Box::new(rand::rngs::StdRng::seed_from_u64(seed));
     let q = Queue::open_with(atlas.clone(), QueueConfig::default(), clock.clone(), rng).unwrap();
     (q, atlas)
