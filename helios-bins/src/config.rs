@@ -113,6 +113,37 @@ pub struct LogSection {
     pub format: String,
     /// Default filter (`RUST_LOG` wins when set).
     pub level: String,
+    /// Lines queued for the log thread before further ones are dropped and counted
+    /// (`helios_log_lines_dropped_total`): 1 to 1,048,576 (default 16,384).
+    #[serde(default = "default_queue_lines", deserialize_with = "queue_lines")]
+    pub queue_lines: usize,
+}
+
+impl LogSection {
+    /// `format` and `level` with the default queue.
+    pub fn new(format: &str, level: &str) -> Self {
+        LogSection {
+            format: format.to_owned(),
+            level: level.to_owned(),
+            queue_lines: default_queue_lines(),
+        }
+    }
+}
+
+fn default_queue_lines() -> usize {
+    crate::app::logs::LINES_QUEUED_MAX
+}
+
+/// The log queue's size: 1 to 1,048,576 lines.
+fn queue_lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if (1..=1 << 20).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{n} lines: must be 1 to 1048576"
+        )))
+    }
 }
 
 /// The audit log of security events (`app::audit`).
@@ -236,10 +267,7 @@ impl Default for GatewayConfig {
             queue: QueueSection {
                 depth_max: 1_000_000,
             },
-            log: LogSection {
-                format: "auto".into(),
-                level: "info".into(),
-            },
+            log: LogSection::new("auto", "info"),
             audit: AuditSection::default(),
             telemetry: crate::app::telemetry::TelemetrySection::for_service("helios-gateway"),
             embedded_proxy: crate::proxy::embedded::EmbeddedProxySection::default(),
@@ -572,6 +600,13 @@ mod tests {
         assert!(e.key.starts_with("nope"), "{e}");
         let e = load("listen: nowhere\n", &[]).unwrap_err();
         assert_eq!(e.key, "listen");
+        for bad in ["0", "1048577"] {
+            let e = load("", &[("HELIOS_LOG__QUEUE_LINES", bad)]).unwrap_err();
+            assert_eq!(e.key, "log.queue_lines", "{e}");
+            assert!(e.to_string().contains("1 to 1048576"), "{e}");
+        }
+        let c = load("", &[("HELIOS_LOG__QUEUE_LINES", "64")]).unwrap();
+        assert_eq!(c.log.queue_lines, 64);
         let e = load("everysec_lag_max_ms: 500\n", &[]).unwrap_err();
         assert_eq!(e.key, "everysec_lag_max_ms", "{e}");
         let c = load("", &[("HELIOS_EVERYSEC_LAG_MAX_MS", "5000")]).unwrap();

@@ -397,21 +397,26 @@ fn tiny_backend_saying(word: &'static str) -> SocketAddr {
     addr
 }
 
+/// The proxy on `addr` with one event loop in front of `backend`, logging JSON lines to a
+/// pipe (`stderr`), its stdout discarded.
+fn one_loop_proxy(addr: SocketAddr, backend: SocketAddr) -> Command {
+    let mut c = Command::new(PROXY);
+    c.args(["--threads", "1", "--listen", &addr.to_string(), "--backend"])
+        .arg(format!("http://{backend}"))
+        .env("HELIOS_LOG__FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
 #[test]
 fn the_proxy_quick_start_serves_logs_access_and_stops_on_sigint() {
     let backend = tiny_backend();
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // One thread: the single event loop (current-thread runtime) serves, logs and stops.
-    let mut child = Command::new(PROXY)
-        .args(["--threads", "1", "--listen", &addr.to_string(), "--backend"])
-        .arg(format!("http://{backend}"))
-        .env("HELIOS_LOG__FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = one_loop_proxy(addr, backend).spawn().unwrap();
     let started = Instant::now();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -453,6 +458,62 @@ fn the_proxy_quick_start_serves_logs_access_and_stops_on_sigint() {
     assert_eq!(f["method"], "GET");
     assert!(f["request_id"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(!log.contains("secret=1"), "the query string is not logged");
+}
+
+/// Nobody reads the proxy's stderr (a stalled log shipper): the pipe fills, and the
+/// single event loop keeps serving, dropping the access lines its log queue has no room
+/// for and counting them on `/metrics`; the lines written stay whole.
+#[test]
+fn the_proxy_keeps_serving_when_nobody_reads_its_logs() {
+    let backend = tiny_backend();
+    let (port, metrics_port) = (free_port(), free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let mut child = one_loop_proxy(addr, backend)
+        .args(["--metrics-listen", &metrics.to_string()])
+        .env("HELIOS_LOG__QUEUE_LINES", "16")
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the proxy exited early"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "no proxy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ~350 bytes of access line each: 600 lines are three times a 64 KiB pipe. A blocking
+    // log write would stall the loop, and `http`'s 10 s read timeout fail the test.
+    for i in 0..600 {
+        let (status, _, body) = http(addr, "GET", &format!("/p/{i}"), "");
+        assert_eq!((status, body.as_str()), (200, "hi"), "request {i}");
+    }
+    let (status, _, text) = http(metrics, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let dropped: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("helios_log_lines_dropped_total "))
+        .unwrap_or_else(|| panic!("no dropped-lines counter in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "the pipe filled, so lines were dropped");
+    sigint(&child);
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        stderr.read_to_string(&mut log).unwrap();
+        log
+    });
+    assert!(wait_exit(&mut child).success());
+    let log = reader.join().unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let access = lines.iter().filter(|v| v["target"] == "access").count();
+    assert!(access > 50 && access < 600, "{access} access lines of 600");
 }
 
 #[test]

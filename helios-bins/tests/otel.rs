@@ -152,10 +152,7 @@ fn pipeline() -> &'static (Collector, Telemetry) {
         t.enabled = true;
         t.endpoint = format!("http://{}/v1/traces", c.addr);
         t.export_timeout_ms = 5_000;
-        let log = LogSection {
-            format: "json".into(),
-            level: "warn".into(),
-        };
+        let log = LogSection::new("json", "warn");
         let telemetry = helios_bins::app::init_tracing("gateway", &log, &t);
         assert!(telemetry.exporting(), "the exporter started");
         (c, telemetry)

@@ -11,16 +11,62 @@
 //! `fatal = true` (see [`fatal`]), logged when the process is about to exit non-zero
 //! because it cannot go on (a failed start, refused credentials, a store that stopped).
 //!
-//! Invariant: a line is written whole with one write to the writer (stderr), so lines of
-//! concurrent threads never interleave.
+//! Invariant: a line is handed whole, as one message, to the log thread ([`writer`]), the
+//! only writer of stderr, so lines of concurrent threads never interleave.
+//!
+//! Writing never blocks the thread that logs: lines go through a bounded queue to a thread
+//! of their own (`helios-log`) that writes them to stderr. When the reader of stderr stalls
+//! (a full pipe, a stuck log shipper) the queue fills and further lines are dropped and
+//! counted (`helios_log_lines_dropped_total` on every `/metrics`), so a proxy's event loop
+//! or a gateway's runtime threads keep serving instead of waiting on a pipe. The queue is
+//! flushed when the binary's [`super::Telemetry`] is dropped at the end of `main` (waiting
+//! at most about a second for a stalled reader), so the FATAL line of a failed start
+//! reaches stderr; a process killed by SIGKILL loses the lines still queued. (A trap of
+//! tracing-appender: when its guard cannot hand the shutdown to a log thread stuck on
+//! stderr within 100 ms, it says so on stdout, once, at exit.)
 
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::OnceLock;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+/// Lines the log thread may hold before further ones are dropped (about 300 bytes each:
+/// a few MiB at most).
+pub const LINES_QUEUED_MAX: usize = 16 * 1024;
+
+/// The drop counter of the process's log writer, once [`writer`] made it.
+static DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// A writer for the fmt layer that never blocks: lines queue (at most `lines_max`) for a
+/// thread that writes them to `out`; past that they are dropped and counted. Keep the
+/// guard until the process ends: dropping it writes out the queue (waiting at most about
+/// a second). The first writer made in the process is the one [`lines_dropped`] counts.
+pub fn writer<W: std::io::Write + Send + 'static>(
+    out: W,
+    lines_max: usize,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(lines_max.max(1))
+        .thread_name("helios-log")
+        .finish(out);
+    let _ = DROPPED.set(writer.error_counter());
+    (writer, guard)
+}
+
+/// Log lines dropped so far because the log thread's queue was full (0 before [`writer`]).
+pub fn lines_dropped() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |c| u64::try_from(c.dropped_lines()).unwrap_or(u64::MAX))
+}
 
 /// Logs `what` as the FATAL line of a process about to exit non-zero.
 #[macro_export]
@@ -230,5 +276,65 @@ mod tests {
         assert_eq!(lines[2]["error"], "disk gone");
         assert!(lines[2].get("fatal").is_none());
         assert_eq!(lines[3]["level"], "DEBUG");
+    }
+
+    /// A writer that blocks every write until the test opens the gate.
+    #[derive(Clone)]
+    struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>, Buf);
+
+    impl std::io::Write for Gate {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (open, cv) = &*self.0;
+            let mut g = open.lock().unwrap();
+            while !*g {
+                g = cv.wait(g).unwrap();
+            }
+            self.1.clone().write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// With the reader stalled, logging goes on without waiting: past the queue's room
+    /// lines are dropped and counted; once the reader moves, the queued lines come out
+    /// whole, and the guard's drop writes out the rest.
+    #[test]
+    fn a_stalled_reader_drops_lines_instead_of_blocking_the_logger() {
+        let gate = Gate(Arc::default(), Buf::default());
+        let (w, guard) = writer(gate.clone(), 8);
+        // This writer's own count (the process-wide one is the first writer's).
+        let counter = w.error_counter();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(w)
+            .fmt_fields(json_fields())
+            .event_format(JsonLines::new("proxy"))
+            .finish();
+        // Ends whatever the writer does: a blocking writer would hang here, and the test
+        // (run under a harness timeout) with it.
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..1_000u32 {
+                tracing::info!(i, "line");
+            }
+        });
+        let dropped = counter.dropped_lines() as u64;
+        // 8 queued, one more taken by the thread (held at the gate): the rest dropped.
+        assert!((990..=992).contains(&dropped), "{dropped}");
+        {
+            let (open, cv) = &*gate.0;
+            *open.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        drop(guard);
+        let text = String::from_utf8(gate.1.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len() as u64, 1_000 - dropped, "{text}");
+        // In the order logged (which ones got a slot depends on when the log thread
+        // took its first line).
+        let order: Vec<u64> = lines.iter().map(|l| l["i"].as_u64().unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     }
 }

@@ -278,11 +278,29 @@ impl Collector for ProcessCollector {
     }
 }
 
-/// Appends the process families ([`ProcessCollector`]).
+/// `helios_log_lines_dropped_total`: log lines dropped because the log thread's queue
+/// was full (a stalled reader of stderr; [`super::logs`]).
+#[derive(Debug, Default)]
+pub struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let dropped = ConstCounter::new(super::logs::lines_dropped());
+        dropped.encode(encoder.encode_descriptor(
+            "helios_log_lines_dropped",
+            "Log lines dropped because the reader of stderr fell behind.",
+            None,
+            dropped.metric_type(),
+        )?)
+    }
+}
+
+/// Appends the process families ([`ProcessCollector`], [`LogCollector`]).
 pub fn process_families(out: &mut String) {
     static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         let mut r = Registry::default();
         r.register_collector(Box::new(ProcessCollector));
+        r.register_collector(Box::new(LogCollector));
         r
     });
     out.push_str(&encode_registry(&REGISTRY));

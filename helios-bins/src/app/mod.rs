@@ -33,12 +33,14 @@ use std::sync::Arc;
 pub use telemetry::Telemetry;
 
 /// Starts `tracing` for `component` (the binary): JSON lines ([`logs::JsonLines`]), or
-/// pretty lines on a terminal (`log.format: auto`). The filter comes from `RUST_LOG` when
+/// pretty lines on a terminal (`log.format: auto`), written to stderr by the log thread
+/// ([`logs::writer`]: logging never blocks; lines a stalled reader leaves no room for are
+/// dropped and counted). The filter comes from `RUST_LOG` when
 /// set, else from `log.level`. With `telemetry.enabled`
 /// in an `otel` build, HELIOS's spans are also exported over OTLP (their own filter: INFO
 /// of HELIOS's targets, whatever the log level); in a build without `otel` that setting
 /// only warns. Keep the returned [`Telemetry`] alive until the process ends: dropping it
-/// flushes the spans still queued.
+/// flushes the spans and the log lines still queued.
 pub fn init_tracing(
     component: &'static str,
     log: &crate::config::LogSection,
@@ -54,7 +56,8 @@ pub fn init_tracing(
         "pretty" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, log_guard) = logs::writer(std::io::stderr(), log.queue_lines);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = if json {
         fmt.fmt_fields(logs::json_fields())
             .event_format(logs::JsonLines::new(component))
@@ -65,10 +68,11 @@ pub fn init_tracing(
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
     #[allow(unused_mut)]
     let mut out = Telemetry::default();
+    out.log_guard = Some(log_guard);
     #[cfg(feature = "otel")]
     let (registry, failed) = match telemetry::otel_layer(telemetry_cfg) {
         Ok(Some((layer, provider))) => {
-            out = Telemetry::with_provider(provider);
+            out.set_provider(provider);
             (registry.with(Some(layer)), None)
         }
         Ok(None) => (registry.with(None), None),
@@ -91,7 +95,7 @@ pub fn init_tracing(
                     "telemetry: exporting spans over OTLP/HTTP"
                 );
             } else {
-                out = Telemetry::default();
+                out.stop_exporting();
             }
         }
     }

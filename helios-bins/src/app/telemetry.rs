@@ -112,13 +112,16 @@ impl Default for TelemetrySection {
     }
 }
 
-/// The running export, if any: keep it alive for the life of the process. Dropping it
-/// flushes the spans still queued (within `export_timeout_ms`) and stops the exporter's
-/// thread.
+/// The running export, if any, and the log thread: keep it alive for the life of the
+/// process. Dropping it flushes the spans still queued (within `export_timeout_ms`), stops
+/// the exporter's thread, then writes out the log lines still queued.
 #[derive(Default)]
 pub struct Telemetry {
     #[cfg(feature = "otel")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    /// The log thread's guard ([`super::logs::writer`]): dropped after the exporter (a
+    /// field drops after `Drop::drop`), so the exporter's last lines are written too.
+    pub(crate) log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -131,9 +134,18 @@ impl std::fmt::Debug for Telemetry {
 
 impl Telemetry {
     #[cfg(feature = "otel")]
-    pub(crate) fn with_provider(provider: opentelemetry_sdk::trace::SdkTracerProvider) -> Self {
-        Telemetry {
-            provider: Some(provider),
+    pub(crate) fn set_provider(&mut self, provider: opentelemetry_sdk::trace::SdkTracerProvider) {
+        self.provider = Some(provider);
+    }
+
+    /// Shuts the span exporter down, if any (the log thread stays).
+    pub(crate) fn stop_exporting(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.provider.take() {
+            super::trace::set_exporting(false);
+            if let Err(e) = p.shutdown() {
+                eprintln!("telemetry: shutting down the span exporter: {e}");
+            }
         }
     }
 
@@ -163,13 +175,7 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        #[cfg(feature = "otel")]
-        if let Some(p) = self.provider.take() {
-            super::trace::set_exporting(false);
-            if let Err(e) = p.shutdown() {
-                eprintln!("telemetry: shutting down the span exporter: {e}");
-            }
-        }
+        self.stop_exporting();
     }
 }
 

@@ -82,10 +82,7 @@ impl Default for AtlasdConfig {
             shutdown_grace_ms: 5_000,
             metrics_port: 0,
             metrics_bind: "127.0.0.1".into(),
-            log: LogSection {
-                format: "auto".into(),
-                level: "info".into(),
-            },
+            log: LogSection::new("auto", "info"),
         }
     }
 }

@@ -32,10 +32,7 @@ pub struct ProxyBinConfig {
 impl Default for ProxyBinConfig {
     fn default() -> Self {
         ProxyBinConfig {
-            log: LogSection {
-                format: "auto".to_owned(),
-                level: "info".to_owned(),
-            },
+            log: LogSection::new("auto", "info"),
             metrics_listen: String::new(),
             tls: TlsSection::default(),
             proxy: ProxyConfig::default(),

@@ -296,10 +296,7 @@ pub struct WorkerBinConfig {
 impl Default for WorkerBinConfig {
     fn default() -> Self {
         WorkerBinConfig {
-            log: LogSection {
-                format: "auto".to_owned(),
-                level: "info".to_owned(),
-            },
+            log: LogSection::new("auto", "info"),
             metrics_listen: String::new(),
             threads: 0,
             worker: WorkerSettings::default(),

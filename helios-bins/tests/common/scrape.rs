@@ -50,6 +50,7 @@ pub async fn check_both(addr: SocketAddr, want: &[Want<'_>]) -> String {
         ("process_resident_memory_bytes", "gauge"),
         ("process_open_fds", "gauge"),
         ("process_start_time_seconds", "gauge"),
+        ("helios_log_lines_dropped", "counter"),
     ]);
     let (st, ct, text) = scrape(addr, None).await;
     assert_eq!(st, 200);
