@@ -33,7 +33,7 @@ use helios_atlas::Expiry;
 use helios_auth::Claims;
 use helios_auth::rbac::perms;
 use helios_queue::{
-    EnqueueRequest, Job, JobId, JobState, KvWrite, QueueError, Settle, Settled, limits,
+    Claim, EnqueueRequest, Job, JobId, JobState, KvWrite, QueueError, Settle, Settled, limits,
     validate_queue_name,
 };
 use http::{HeaderValue, Response, StatusCode, header};
@@ -204,6 +204,81 @@ fn job_view(job: &Job) -> JobView<'_> {
         trace: job.trace.as_ref(),
         updated_at: job.updated_at_ms,
     }
+}
+
+/// A claimed job as the claim answers it: serialized straight from the claim, keys in
+/// alphabetical order (the order of the `Value` it replaced).
+#[derive(Serialize)]
+struct ClaimView<'a> {
+    attempt: u32,
+    id: JobId,
+    lease_expires_at: Option<u64>,
+    lease_token: String,
+    max_attempts: u32,
+    payload: &'a Value,
+    queue: &'a str,
+    trace: Option<&'a helios_core::TraceContext>,
+}
+
+fn claim_view(c: &Claim) -> ClaimView<'_> {
+    ClaimView {
+        attempt: c.job.attempts,
+        id: c.job.id,
+        lease_expires_at: c.job.lease.as_ref().map(|l| l.expires_at_ms),
+        lease_token: c.token.to_string(),
+        max_attempts: c.job.attempts_max,
+        payload: &c.job.payload,
+        queue: &c.job.queue,
+        trace: c.job.trace.as_ref(),
+    }
+}
+
+/// A claim's answer.
+#[derive(Serialize)]
+struct ClaimPage<'a> {
+    jobs: Vec<ClaimView<'a>>,
+}
+
+/// A settle batch item's answer: what the queue did with it, or its problem.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemAnswer<'a> {
+    Settled(SettledView<'a>),
+    Problem(Value),
+}
+
+/// A settled item (keys in alphabetical order, as the `Value` it replaced): 204 for an
+/// ack, 200 with the state a nack left, or 200 with a heartbeat's new lease end.
+#[derive(Serialize)]
+struct SettledView<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_expires_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<JobState>,
+    status: u16,
+}
+
+fn settled_view(id: &str, settled: Settled) -> SettledView<'_> {
+    let (status, state, lease_expires_at) = match settled {
+        Settled::Acked => (204, None, None),
+        Settled::Nacked(st) => (200, Some(st), None),
+        Settled::Extended {
+            lease_expires_at_ms,
+        } => (200, None, Some(lease_expires_at_ms)),
+    };
+    SettledView {
+        id,
+        lease_expires_at,
+        state,
+        status,
+    }
+}
+
+/// A settle batch's answer.
+#[derive(Serialize)]
+struct ItemsPage<'a> {
+    items: Vec<ItemAnswer<'a>>,
 }
 
 /// A page of jobs (keys in alphabetical order, as [`JobView`]).
@@ -463,22 +538,10 @@ pub(super) async fn claim(
         .map_err(queue_error)?;
         span.record("jobs", claims.len());
         if !claims.is_empty() || tokio::time::Instant::now() >= deadline {
-            let jobs: Vec<Value> = claims
-                .iter()
-                .map(|c| {
-                    j!({
-                        "id": c.job.id,
-                        "queue": c.job.queue,
-                        "payload": c.job.payload,
-                        "attempt": c.job.attempts,
-                        "max_attempts": c.job.attempts_max,
-                        "lease_token": c.token.to_string(),
-                        "lease_expires_at": c.job.lease.as_ref().map(|l| l.expires_at_ms),
-                        "trace": c.job.trace,
-                    })
-                })
-                .collect();
-            return Ok(json(StatusCode::OK, &j!({"jobs": jobs})));
+            let page = ClaimPage {
+                jobs: claims.iter().map(claim_view).collect(),
+            };
+            return Ok(json(StatusCode::OK, &page));
         }
         // Wait for an enqueue, a lease expiry or the deadline; never spin.
         let _ = tokio::time::timeout_at(deadline, notified).await;
@@ -819,32 +882,28 @@ pub(super) async fn batch(
         .map_err(queue_error)?;
     let mut requeued = false;
     let mut results = results.into_iter();
-    let items: Vec<Value> = answers
+    let items: Vec<ItemAnswer<'_>> = answers
         .into_iter()
         .zip(&ids)
         .map(|(answer, id_text)| {
             if let Some(a) = answer {
-                return a;
+                return ItemAnswer::Problem(a);
             }
             let Some(r) = results.next() else {
                 // One result per item sent: a mismatch is a bug, answered as one.
-                return item_problem(
+                return ItemAnswer::Problem(item_problem(
                     id_text,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "internal error",
-                );
+                ));
             };
             match r {
-                Ok(Settled::Acked) => j!({"id": id_text, "status": 204}),
-                Ok(Settled::Nacked(st)) => {
-                    requeued |= st == JobState::Pending;
-                    j!({"id": id_text, "status": 200, "state": st})
+                Ok(settled) => {
+                    requeued |= settled == Settled::Nacked(JobState::Pending);
+                    ItemAnswer::Settled(settled_view(id_text, settled))
                 }
-                Ok(Settled::Extended {
-                    lease_expires_at_ms,
-                }) => j!({"id": id_text, "status": 200, "lease_expires_at": lease_expires_at_ms}),
-                Err(e) => match job_problem(&e) {
+                Err(e) => ItemAnswer::Problem(match job_problem(&e) {
                     Some((status, slug, detail)) => item_problem(id_text, status, slug, detail),
                     None => {
                         tracing::error!(error = %e, "batch item failure");
@@ -855,14 +914,14 @@ pub(super) async fn batch(
                             "internal error",
                         )
                     }
-                },
+                }),
             }
         })
         .collect();
     if requeued {
         state.job_ready.notify_waiters();
     }
-    Ok(json(StatusCode::OK, &j!({"items": items})))
+    Ok(json(StatusCode::OK, &ItemsPage { items }))
 }
 
 pub(super) fn queues(state: &State) -> Result<Response<Body>, Response<Body>> {
@@ -924,11 +983,11 @@ pub(super) async fn redrive(
 mod tests {
     use super::*;
 
-    /// The view serialized from the job writes the bytes the `Value` built field by field
-    /// wrote before (serde_json's map sorts keys): with every optional field set, and with
-    /// none.
+    /// The views serialized from the job, a claim and settled items write the bytes the
+    /// `Value`s built field by field wrote before (serde_json's map sorts keys): with every
+    /// optional field set, and with none.
     #[test]
-    fn job_view_writes_the_json_of_the_value_it_replaced() {
+    fn views_write_the_json_of_the_values_they_replaced() {
         let mut full = Job {
             id: "0190000000007000800000000000002a".parse().unwrap(),
             queue: "emails".into(),
@@ -988,6 +1047,72 @@ mod tests {
         let was = j!({"items": [old(&full)], "next_cursor": full.id});
         assert_eq!(
             serde_json::to_string(&page).unwrap(),
+            serde_json::to_string(&was).unwrap()
+        );
+        // A claim's answer, with a lease and a trace, and without either.
+        let mut claim = Claim {
+            job: full.clone(),
+            token: 1_798_205_440_000_000_001,
+        };
+        claim.job.lease = Some(helios_queue::Lease {
+            worker: "w1".into(),
+            token: claim.token,
+            expires_at_ms: 30_000,
+        });
+        claim.job.trace = full.trace.clone().or(Some(
+            helios_core::TraceContext::parse(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                None,
+            )
+            .unwrap(),
+        ));
+        let old_claim = |c: &Claim| -> Value {
+            j!({
+                "id": c.job.id,
+                "queue": c.job.queue,
+                "payload": c.job.payload,
+                "attempt": c.job.attempts,
+                "max_attempts": c.job.attempts_max,
+                "lease_token": c.token.to_string(),
+                "lease_expires_at": c.job.lease.as_ref().map(|l| l.expires_at_ms),
+                "trace": c.job.trace,
+            })
+        };
+        for _ in 0..2 {
+            let page = ClaimPage {
+                jobs: vec![claim_view(&claim)],
+            };
+            assert_eq!(
+                serde_json::to_string(&page).unwrap(),
+                serde_json::to_string(&j!({"jobs": [old_claim(&claim)]})).unwrap()
+            );
+            (claim.job.lease, claim.job.trace) = (None, None);
+        }
+        // A settle batch's answers: each outcome, and a problem.
+        let problem = item_problem("x", StatusCode::NOT_FOUND, "not-found", "no job x");
+        let items = ItemsPage {
+            items: vec![
+                ItemAnswer::Settled(settled_view("a", Settled::Acked)),
+                ItemAnswer::Settled(settled_view("b", Settled::Nacked(JobState::Pending))),
+                ItemAnswer::Settled(settled_view("c", Settled::Nacked(JobState::Failed))),
+                ItemAnswer::Settled(settled_view(
+                    "d",
+                    Settled::Extended {
+                        lease_expires_at_ms: 77,
+                    },
+                )),
+                ItemAnswer::Problem(problem.clone()),
+            ],
+        };
+        let was = j!({"items": [
+            {"id": "a", "status": 204},
+            {"id": "b", "status": 200, "state": JobState::Pending},
+            {"id": "c", "status": 200, "state": JobState::Failed},
+            {"id": "d", "status": 200, "lease_expires_at": 77},
+            problem,
+        ]});
+        assert_eq!(
+            serde_json::to_string(&items).unwrap(),
             serde_json::to_string(&was).unwrap()
         );
     }
