@@ -32,7 +32,6 @@ use helios_core::{Clock, MonotonicClock};
 use parking_lot::Mutex;
 use rand::rngs::{StdRng, SysRng};
 use rand::{CryptoRng, SeedableRng};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -122,7 +121,6 @@ impl Queue {
         // Dedup records of the earlier layout: (dedup id, job, window end), placed once
         // every job is loaded (they take their scope from their job).
         let mut legacy_dedup: Vec<(String, JobId, u64)> = Vec::new();
-        let mut states = load_state_records(&atlas)?;
         let mut cursor: Option<helios_atlas::Key> = None;
         loop {
             let page = atlas.scan(keys::JOB_PREFIX, cursor.as_deref(), 10_000)?;
@@ -169,17 +167,14 @@ impl Queue {
                         }
                     }
                     Key::Job(text) => {
-                        let mut job: Job =
+                        let job: Job =
                             serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
                         if job.id.to_string() != text {
                             return Err(corrupt(format!("holds job {}", job.id)));
                         }
-                        if let Some(r) = states.remove(&job.id) {
-                            job.apply_state(r);
-                        }
                         state.load_job(job);
                     }
-                    // Read by `load_state_records`.
+                    // Laid over their jobs by `load_state_records`, once every job is in.
                     Key::JobState(_) => {}
                     Key::JobSchedule(text) => {
                         let s: Schedule =
@@ -197,14 +192,7 @@ impl Queue {
                 None => break,
             }
         }
-        // A state record is written only for a job whose whole record exists, and a purge
-        // deletes both in one batch: one left over means the store was changed by hand.
-        if let Some(id) = states.keys().min() {
-            return Err(QueueError::CorruptRecord {
-                key: job_state_key(*id),
-                reason: format!("state record of job {id}, which has no record"),
-            });
-        }
+        load_state_records(&atlas, &mut state)?;
         for (dedup_id, id, until_ms) in legacy_dedup {
             // Before dedup ids were scoped, one id suppressed duplicates in every queue and
             // for every caller; it now suppresses them in its job's scope. A record whose
@@ -598,9 +586,9 @@ fn check_kv_writes(kv: &[KvWrite]) -> Result<()> {
     Ok(())
 }
 
-/// Every job state record (`job:state:{id}`) in `atlas`, by job id.
-fn load_state_records(atlas: &Atlas) -> Result<HashMap<JobId, StateRecord>> {
-    let mut out = HashMap::new();
+/// Lays every job state record (`job:state:{id}`) in `atlas` over its job in `state`,
+/// which holds every job's whole record: a page of records in memory at a time.
+fn load_state_records(atlas: &Atlas, state: &mut QueueState) -> Result<()> {
     let mut cursor: Option<helios_atlas::Key> = None;
     loop {
         let page = atlas.scan(keys::JOB_STATE_PREFIX, cursor.as_deref(), 10_000)?;
@@ -617,14 +605,20 @@ fn load_state_records(atlas: &Atlas) -> Result<HashMap<JobId, StateRecord>> {
             };
             let r: StateRecord =
                 serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
-            out.insert(id, r);
+            // Written only for a job whose whole record exists, and a purge deletes both
+            // in one batch: one left over means the store was changed by hand.
+            if !state.load_state(id, r) {
+                return Err(corrupt(format!(
+                    "state record of job {id}, which has no record"
+                )));
+            }
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The ATLAS batch that makes transition `t`, planned on `state`, durable: a new job's

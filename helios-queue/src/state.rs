@@ -34,7 +34,9 @@
 //! own `plan_*` would answer it. A `permanent` nack dead-letters the job at once.
 
 use crate::error::{QueueError, Result};
-use crate::job::{Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, validate_id};
+use crate::job::{
+    Backoff, DedupRecord, EnqueueRequest, Job, JobId, JobState, Lease, StateRecord, validate_id,
+};
 use crate::limits::{
     BATCH_COUNT_MAX, DURATION_MS_MAX, ERROR_SIZE_MAX, LIST_LIMIT_MAX, PAYLOAD_SIZE_MAX,
     SWEEP_COUNT_MAX, TICK_COUNT_MAX,
@@ -1165,6 +1167,17 @@ impl QueueState {
             puts: vec![job],
             ..Transition::default()
         });
+    }
+
+    /// Lays a job's state record read back from ATLAS over the job loaded from its whole
+    /// record (on open, after every job). False when no such job is loaded.
+    pub fn load_state(&mut self, id: JobId, r: StateRecord) -> bool {
+        let Some(mut job) = self.jobs.get(&id).cloned() else {
+            return false;
+        };
+        job.apply_state(r);
+        self.load_job(job);
+        true
     }
 
     /// Loads a dedup record read back from ATLAS (on open), under its scoped key
