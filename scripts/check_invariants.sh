@@ -65,7 +65,7 @@ hits=$(code "${srcs[@]}" | grep -E 'std::fs|\bfs::' | grep -v '^helios-atlas/src
 $hits"
 
 # 4. Keys built only in helios-core/src/keys.rs.
-families='auth:user|auth:username|auth:token|rbac:role|rbac:user_roles|kv|kv:u|kv:ns|rate|job|job:dedup|job:schedule|proxy:backend|proxy:route|worker|meta'
+families='auth:user|auth:username|auth:token|rbac:role|rbac:user_roles|kv|kv:u|kv:ns|rate|job|job:dedup|job:schedule|job:state|proxy:backend|proxy:route|worker|meta'
 hits=$(code helios-*/src src 2>/dev/null | grep -v '^helios-core/src/keys\.rs:' |
     grep -E "(format!|push_str|concat!|\+ *&?).*(keys::[A-Z_]+_PREFIX|\"($families):[^\"]*\{)|^[^:]+:[0-9]+: +(keys::)?[A-Z_]+_PREFIX,$")
 [ -z "$hits" ] || fail "ATLAS keys built outside helios-core/src/keys.rs (use its builders):

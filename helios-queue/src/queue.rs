@@ -17,7 +17,9 @@
 //!
 //! Concurrency: one mutex guards the state (and the rng) from plan to apply, so a claim is
 //! one atomic transition and two workers can never claim the same job. Only this module
-//! writes `job:*` keys; a foreign write to them is not seen until the next open.
+//! writes `job:*` keys; a foreign write to them is not seen until the next open (and one
+//! to a job's whole record `job:{id}` then yields to its state record `job:state:{id}` in
+//! the fields that record holds).
 
 use crate::error::{QueueError, Result};
 use crate::job::{DedupRecord, EnqueueRequest, Job, JobId, JobState, StateRecord};
@@ -636,7 +638,18 @@ fn batch_of(t: &Transition, state: &QueueState) -> Result<WriteBatch> {
             + t.schedule_deletes.len(),
     );
     for job in &t.puts {
-        let known = state.job(job.id).is_some();
+        // A known job whose creation fields are unchanged (always, by the `job` module's
+        // invariant, which `QueueState::apply` asserts in debug builds) needs only its
+        // state record. Should a bug ever change one, the whole record is written again
+        // and a state record deleted, so what is stored stays the job either way.
+        let known = match state.job(job.id) {
+            Some(old) if old.same_creation(job) => true,
+            Some(_) => {
+                b.delete(job_state_key(job.id));
+                false
+            }
+            None => false,
+        };
         let (key, mut value) = if known {
             (job_state_key(job.id), Vec::with_capacity(192))
         } else {
@@ -683,4 +696,64 @@ fn batch_of(t: &Transition, state: &QueueState) -> Result<WriteBatch> {
 fn schedule_key(id: ScheduleId) -> String {
     // 32 hex digits are never empty and hold no ':': the builder cannot refuse them.
     keys::job_schedule(&id.to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helios_atlas::Options;
+    use helios_atlas::storage::MemStorage;
+    use rand::SeedableRng;
+
+    /// A known job is written as its state record alone; should a transition ever change
+    /// one of its creation fields (a bug the debug build asserts against), the whole record
+    /// is written again and the state record deleted, so reopening gives the job as put.
+    #[test]
+    fn a_changed_creation_field_rewrites_the_whole_record() {
+        let atlas = Atlas::open(
+            std::path::PathBuf::from("/q"),
+            Options {
+                storage: Arc::new(MemStorage::new()),
+                maintenance_interval_ms: None,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let mut state = QueueState::new(QueueConfig::default());
+        let mut rng = StdRng::seed_from_u64(1);
+        let req = EnqueueRequest::new("q", serde_json::json!({"n": 1}));
+        let (_, t) = state.plan_enqueue(&[req], 1_000, &mut rng).unwrap();
+        let job = t.puts[0].clone();
+        let write = |t: &Transition, state: &QueueState| {
+            let b = batch_of(t, state).unwrap();
+            let n = b.len();
+            atlas.write_batch(b).unwrap();
+            n
+        };
+        assert_eq!(write(&t, &state), 1, "a new job: its whole record");
+        state.apply(t);
+        let mut moved = job.clone();
+        moved.attempts = 1;
+        let t = Transition {
+            puts: vec![moved.clone()],
+            ..Transition::default()
+        };
+        assert_eq!(write(&t, &state), 1, "its state record alone");
+        state.apply(t);
+        assert!(atlas.exists(job_state_key(job.id)));
+        let mut changed = moved.clone();
+        changed.priority = 7;
+        let t = Transition {
+            puts: vec![changed.clone()],
+            ..Transition::default()
+        };
+        assert_eq!(
+            write(&t, &state),
+            2,
+            "the whole record, the state record deleted"
+        );
+        assert!(!atlas.exists(job_state_key(job.id)));
+        let whole: Job = serde_json::from_slice(&atlas.get(job_key(job.id)).unwrap()).unwrap();
+        assert_eq!(whole, changed);
+    }
 }
