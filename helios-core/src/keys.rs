@@ -526,9 +526,14 @@ pub fn job(job_id: &str) -> Result<String, KeyError> {
 /// valid by construction (never empty, never a `':'`), so no check and one allocation on
 /// the queue's hot path.
 pub fn job_hex(hex: &[u8; 32]) -> String {
+    hex_key(JOB_PREFIX, hex)
+}
+
+/// `{prefix}{hex}` for a job id's 32 hex digits, unchecked (see [`job_hex`]).
+fn hex_key(prefix: &str, hex: &[u8; 32]) -> String {
     debug_assert!(hex.iter().all(u8::is_ascii_hexdigit), "a job id is hex");
-    let mut key = String::with_capacity(JOB_PREFIX.len() + hex.len());
-    key.push_str(JOB_PREFIX);
+    let mut key = String::with_capacity(prefix.len() + hex.len());
+    key.push_str(prefix);
     key.extend(hex.iter().map(|&b| char::from(b)));
     key
 }
@@ -537,11 +542,7 @@ pub fn job_hex(hex: &[u8; 32]) -> String {
 /// (its changing fields once it has moved past its enqueue); valid by construction, as
 /// [`job_hex`].
 pub fn job_state_hex(hex: &[u8; 32]) -> String {
-    debug_assert!(hex.iter().all(u8::is_ascii_hexdigit), "a job id is hex");
-    let mut key = String::with_capacity(JOB_STATE_PREFIX.len() + hex.len());
-    key.push_str(JOB_STATE_PREFIX);
-    key.extend(hex.iter().map(|&b| char::from(b)));
-    key
+    hex_key(JOB_STATE_PREFIX, hex)
 }
 
 /// `job:state:{job_id}`: a job's state record.

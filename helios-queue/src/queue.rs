@@ -176,8 +176,22 @@ impl Queue {
                         }
                         state.load_job(job);
                     }
-                    // Laid over their jobs by `load_state_records`, once every job is in.
-                    Key::JobState(_) => {}
+                    // The scan is in key order, and every whole record `job:{hex}` sorts
+                    // before `job:state:` (hex digits before 's'): the job is loaded.
+                    Key::JobState(text) => {
+                        let id: JobId = text
+                            .parse()
+                            .map_err(|e: QueueError| corrupt(e.to_string()))?;
+                        let r: StateRecord =
+                            serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
+                        // Written only for a job whose whole record exists, and a purge
+                        // deletes both in one batch: one left over means a hand edit.
+                        if !state.load_state(id, r) {
+                            return Err(corrupt(format!(
+                                "state record of job {id}, which has no record"
+                            )));
+                        }
+                    }
                     Key::JobSchedule(text) => {
                         let s: Schedule =
                             serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
@@ -194,7 +208,6 @@ impl Queue {
                 None => break,
             }
         }
-        load_state_records(&atlas, &mut state)?;
         for (dedup_id, id, until_ms) in legacy_dedup {
             // Before dedup ids were scoped, one id suppressed duplicates in every queue and
             // for every caller; it now suppresses them in its job's scope. A record whose
@@ -584,41 +597,6 @@ fn check_kv_writes(kv: &[KvWrite]) -> Result<()> {
             field: "kv",
             reason: format!("{bytes} bytes; at most {KV_WRITES_BYTES_MAX}"),
         });
-    }
-    Ok(())
-}
-
-/// Lays every job state record (`job:state:{id}`) in `atlas` over its job in `state`,
-/// which holds every job's whole record: a page of records in memory at a time.
-fn load_state_records(atlas: &Atlas, state: &mut QueueState) -> Result<()> {
-    let mut cursor: Option<helios_atlas::Key> = None;
-    loop {
-        let page = atlas.scan(keys::JOB_STATE_PREFIX, cursor.as_deref(), 10_000)?;
-        for (key, value) in &page.entries {
-            let corrupt = |reason: String| QueueError::CorruptRecord {
-                key: key.to_string(),
-                reason,
-            };
-            let id: JobId = match key.as_str().map(keys::parse) {
-                Some(Ok(Key::JobState(text))) => text
-                    .parse()
-                    .map_err(|e: QueueError| corrupt(e.to_string()))?,
-                _ => return Err(corrupt("not a job state key".to_owned())),
-            };
-            let r: StateRecord =
-                serde_json::from_slice(value).map_err(|e| corrupt(e.to_string()))?;
-            // Written only for a job whose whole record exists, and a purge deletes both
-            // in one batch: one left over means the store was changed by hand.
-            if !state.load_state(id, r) {
-                return Err(corrupt(format!(
-                    "state record of job {id}, which has no record"
-                )));
-            }
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
     }
     Ok(())
 }
