@@ -6,7 +6,9 @@
 # Both stores fsync every second (Redis: appendonly yes, appendfsync everysec). Two
 # figures each: "drain" (N jobs enqueued first, then the worker starts; timed from its
 # start to the last ack) and "end to end" (the worker runs, a producer enqueues N jobs one
-# per request with 32 in flight; timed from the first enqueue to the last ack).
+# per request with 32 in flight; timed from the first enqueue to the last ack). Over HTTP
+# the no-op connector runs twice: the gateway with one runtime thread (`--threads 1`; as
+# redis-server and node, one thread each) and with its default (one per core).
 # Installs redis-server (Debian) and bullmq (npm, into target/bench-bullmq) if missing.
 # Everything binds 127.0.0.1 and stops by itself.
 #
@@ -82,20 +84,26 @@ kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=
 target/release/examples/worker_bench embedded "$N" "$C"
 
 # --- HELIOS over HTTP
-HELIOS_ADMIN_PASSWORD="bench admin password" HELIOS_RATE_LIMIT__CAPACITY=100000000 \
-HELIOS_RATE_LIMIT__REFILL_PER_S=100000000 HELIOS_LOG__LEVEL=warn HELIOS_AUTH__BCRYPT_COST=4 \
-    target/release/helios-gateway --data-dir "$WORK/data" --listen "127.0.0.1:$GW_PORT" \
-    --appendfsync everysec >"$WORK/gw.log" 2>&1 &
-GW_PID=$!
 URL="http://127.0.0.1:$GW_PORT"
-for _ in $(seq 300); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
-curl -sf "$URL/healthz" >/dev/null || { echo "the gateway did not start:"; cat "$WORK/gw.log"; exit 1; }
 token() { sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
-ADMIN=$(curl -sf -XPOST "$URL/api/v1/auth/login" -d '{"username":"admin","password":"bench admin password"}' | token)
-curl -sf -XPOST "$URL/api/v1/auth/register" -d '{"username":"benchworker","password":"bench worker password 1"}' >/dev/null
-WID=$(curl -sf "$URL/admin/users" -H "Authorization: Bearer $ADMIN" | python3 -c \
-    'import json,sys; print([u["id"] for u in json.load(sys.stdin)["users"] if u["username"]=="benchworker"][0])')
-curl -sf -XPOST "$URL/admin/users/$WID/roles" -H "Authorization: Bearer $ADMIN" -d '{"role":"worker"}' >/dev/null
+# gateway THREADS: a fresh gateway (its own data dir) with THREADS runtime threads (0: one
+# per core), a worker account, the admin's token in ADMIN.
+gateway() {
+    if [ -n "${GW_PID:-}" ]; then kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK/data"
+    HELIOS_ADMIN_PASSWORD="bench admin password" HELIOS_RATE_LIMIT__CAPACITY=100000000 \
+    HELIOS_RATE_LIMIT__REFILL_PER_S=100000000 HELIOS_LOG__LEVEL=warn HELIOS_AUTH__BCRYPT_COST=4 \
+        target/release/helios-gateway --data-dir "$WORK/data" --listen "127.0.0.1:$GW_PORT" \
+        --appendfsync everysec --threads "$1" >"$WORK/gw.log" 2>&1 &
+    GW_PID=$!
+    for _ in $(seq 300); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
+    curl -sf "$URL/healthz" >/dev/null || { echo "the gateway did not start:"; cat "$WORK/gw.log"; exit 1; }
+    ADMIN=$(curl -sf -XPOST "$URL/api/v1/auth/login" -d '{"username":"admin","password":"bench admin password"}' | token)
+    curl -sf -XPOST "$URL/api/v1/auth/register" -d '{"username":"benchworker","password":"bench worker password 1"}' >/dev/null
+    WID=$(curl -sf "$URL/admin/users" -H "Authorization: Bearer $ADMIN" | python3 -c \
+        'import json,sys; print([u["id"] for u in json.load(sys.stdin)["users"] if u["username"]=="benchworker"][0])')
+    curl -sf -XPOST "$URL/admin/users/$WID/roles" -H "Authorization: Bearer $ADMIN" -d '{"role":"worker"}' >/dev/null
+}
 # worker QUEUE CONNECTOR [TARGET]
 worker() {
     HELIOS_WORKER_USERNAME=benchworker HELIOS_WORKER_PASSWORD="bench worker password 1" \
@@ -107,7 +115,7 @@ worker() {
 # run LABEL CONNECTOR [TARGET]: drain, then end to end, on fresh queues.
 run() {
     local q="bench-$1"
-    echo "-- helios-worker, $1 connector"
+    echo "-- helios-worker, $1 connector, gateway --threads $GW_THREADS"
     target/release/examples/worker_bench produce "$URL" "$ADMIN" "$q-drain" "$N" 32 | sed 's/^/(setup) /'
     target/release/examples/worker_bench wait "$URL" "$ADMIN" "$q-drain" "$N" &
     WAIT_PID=$!
@@ -119,7 +127,14 @@ run() {
     target/release/examples/worker_bench produce "$URL" "$ADMIN" "$q-e2e" "$N" 32 wait
     kill -TERM "$W_PID"; wait "$W_PID" || true; W_PID=
 }
+# The gateway with one runtime thread (the producer, the worker and the gateway share the
+# two cores: a second gateway thread mostly hands the queue's lock and woken tasks across),
+# then with one per core (its default), for the no-op connector.
+GW_THREADS=1; gateway "$GW_THREADS"
 run noop noop
+GW_THREADS=0; gateway "$GW_THREADS"
+run noop noop
+GW_THREADS=1; gateway "$GW_THREADS"
 # The http connector POSTs each job to a bare hyper server answering 200 at once.
 target/release/examples/hello "127.0.0.1:$HOOK_PORT" &
 HOOK_PID=$!

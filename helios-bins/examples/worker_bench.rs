@@ -6,7 +6,8 @@
 //!   enqueues N jobs in batches of 100 while the worker runs), each as jobs/s from the
 //!   first job to the last ack.
 //! - `produce URL TOKEN QUEUE N CONNECTIONS [wait]`: enqueues N jobs on a gateway over
-//!   HTTP, one per request on CONNECTIONS keep-alive connections, and prints the rate; with
+//!   HTTP, one per request on CONNECTIONS keep-alive connections (from one thread, as
+//!   BullMQ's node producer), and prints the rate; with
 //!   `wait`, then waits until the queue counts N jobs done and prints the end-to-end rate
 //!   from the first enqueue to the last ack (a worker runs meanwhile).
 //! - `wait URL TOKEN QUEUE N`: waits until the queue counts N jobs done; prints the rate
@@ -100,7 +101,10 @@ fn embedded(n: u64, concurrency: usize) -> Result<(), Box<dyn std::error::Error>
             enqueue_all(1000)?;
             None
         } else {
-            Some(std::thread::spawn(move || enqueue_all(100)))
+            Some(std::thread::spawn(move || {
+                enqueue_all(100)?;
+                Ok::<_, helios_queue::QueueError>(started.elapsed())
+            }))
         };
         let t0 = if mode == "drain" {
             Instant::now()
@@ -135,7 +139,11 @@ fn embedded(n: u64, concurrency: usize) -> Result<(), Box<dyn std::error::Error>
         ));
         let took = t0.elapsed();
         if let Some(p) = producer {
-            p.join().map_err(|_| "the producer panicked")??;
+            let produced: Duration = p.join().map_err(|_| "the producer panicked")??;
+            println!(
+                "embedded: the producer's {n} enqueues (batches of 100) took {:.2} s",
+                produced.as_secs_f64()
+            );
         }
         let s = queue.stats("bench");
         assert_eq!(s.done_count, n);
@@ -158,7 +166,9 @@ fn produce(
     connections: usize,
     wait: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let next = Arc::new(AtomicU64::new(0));

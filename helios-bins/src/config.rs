@@ -205,6 +205,9 @@ pub struct GatewayConfig {
     /// more than this long ago, ms (at least 1000); such a write waits for an fsync first.
     /// ATLAS's `Options::everysec_lag_max_ms` (docs/durability.md).
     pub everysec_lag_max_ms: u64,
+    /// Runtime threads (0: one per core, at most 1024). On a small machine shared with
+    /// other busy processes, 1 spares the hand-offs between threads (docs/performance.md).
+    pub threads: usize,
     /// HTTP limits.
     pub http: HttpConfig,
     /// TLS (rustls) for the API listener.
@@ -238,6 +241,7 @@ impl Default for GatewayConfig {
             backup_dir: PathBuf::from("backups"),
             appendfsync: "everysec".into(),
             everysec_lag_max_ms: 2000,
+            threads: 0,
             http: HttpConfig {
                 body_size_max: 1024 * 1024,
                 header_read_timeout_ms: 10_000,
@@ -285,6 +289,8 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     /// `--appendfsync`.
     pub appendfsync: Option<String>,
+    /// `--threads`.
+    pub threads: Option<usize>,
 }
 
 impl Layered for GatewayConfig {
@@ -337,6 +343,9 @@ impl GatewayConfig {
                 if let Some(a) = &flags.appendfsync {
                     tree["appendfsync"] = Value::String(a.clone());
                 }
+                if let Some(n) = flags.threads {
+                    tree["threads"] = Value::from(n);
+                }
             },
         )
     }
@@ -345,6 +354,12 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(err("listen", format!("{:?} is not HOST:PORT", self.listen)));
+        }
+        if self.threads > 1024 {
+            return Err(err(
+                "threads",
+                format!("{} is outside 0..=1024", self.threads),
+            ));
         }
         if !self.workers.services.is_empty() {
             self.workers.check("workers")?;
@@ -584,6 +599,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:2", "flags win");
+        let c = GatewayConfig::load(
+            None,
+            [("HELIOS_THREADS".to_string(), "4".to_string())],
+            &FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.threads, 4);
+        let c = GatewayConfig::load(
+            None,
+            [("HELIOS_THREADS".to_string(), "4".to_string())],
+            &FlagOverrides {
+                threads: Some(1),
+                ..FlagOverrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.threads, 1, "flags win");
     }
 
     #[test]
@@ -611,6 +643,11 @@ mod tests {
         assert_eq!(e.key, "everysec_lag_max_ms", "{e}");
         let c = load("", &[("HELIOS_EVERYSEC_LAG_MAX_MS", "5000")]).unwrap();
         assert_eq!(c.everysec_lag_max_ms, 5000);
+        let e = load("threads: 1025\n", &[]).unwrap_err();
+        assert_eq!(e.key, "threads", "{e}");
+        assert!(e.to_string().contains("0..=1024"), "{e}");
+        let e = load("threads: -1\n", &[]).unwrap_err();
+        assert_eq!(e.key, "threads", "{e}");
     }
 
     #[test]

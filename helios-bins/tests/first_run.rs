@@ -145,6 +145,46 @@ fn a_busy_port_fails_at_once_and_creates_nothing() {
 }
 
 #[test]
+fn the_gateway_takes_its_runtime_threads_from_a_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut cmd = gateway(&data, &format!("127.0.0.1:{}", free_port()));
+    cmd.args(["--threads", "1025"]);
+    let out = run_bounded(cmd);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("threads") && err.contains("0..=1024"), "{err}");
+    assert!(!data.exists(), "a refused config created the data dir");
+
+    // One runtime thread serves reads and writes (a registration: bcrypt and a commit).
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = gateway(&data, &addr.to_string())
+        .args(["--threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(addr, &mut child);
+    let (st, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/auth/register",
+        r#"{"username":"onethread","password":"one thread password"}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let (st, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/auth/login",
+        r#"{"username":"onethread","password":"one thread password"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    sigint(&child);
+    assert!(wait_exit(&mut child).success());
+}
+
+#[test]
 fn a_data_dir_that_is_a_file_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("data");

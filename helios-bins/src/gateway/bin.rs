@@ -37,6 +37,9 @@ struct Args {
     /// fsync policy of the AOF (overrides `appendfsync`; default everysec).
     #[arg(long, value_parser = ["always", "everysec", "no"])]
     appendfsync: Option<String>,
+    /// Runtime threads (overrides `threads`; default 0: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// The binary: parses the command line, then configures, starts and serves.
@@ -55,6 +58,7 @@ fn run() -> Result<ExitCode, ExitCode> {
         listen: args.listen,
         data_dir: args.data_dir,
         appendfsync: args.appendfsync,
+        threads: args.threads,
     };
     const NAME: &str = "helios-gateway";
     let cfg = launch::config(
@@ -63,7 +67,7 @@ fn run() -> Result<ExitCode, ExitCode> {
     )?;
     // Kept to the end of main: dropping it flushes the spans still queued.
     let _telemetry = crate::app::init_tracing("gateway", &cfg.log, &cfg.telemetry);
-    let runtime = launch::runtime(NAME, 0)?;
+    let runtime = launch::runtime(NAME, cfg.threads)?;
     runtime.block_on(async move {
         // Listeners first: a busy port fails here, before the data directory, the secret
         // or the admin user exist.
