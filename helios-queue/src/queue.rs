@@ -16,7 +16,13 @@
 //! once from the OS (`os_seeded_rng`, the crate's one read of OS randomness).
 //!
 //! Concurrency: one mutex guards the state (and the rng) from plan to apply, so a claim is
-//! one atomic transition and two workers can never claim the same job. Only this module
+//! one atomic transition and two workers can never claim the same job. It is std's
+//! (futex) mutex: it is held across the transition's AOF write, and `parking_lot`'s,
+//! which spins with `sched_yield` before it sleeps, cost a two-thread gateway ~10% of its
+//! jobs/s on two shared cores (docs/performance.md). A panic while it is held does not
+//! poison it (as before, with `parking_lot`): planning only reads the state and a
+//! transition is applied after its write, so a panic there leaves the state of the last
+//! transition (only a bug inside `QueueState::apply` could leave one half applied). Only this module
 //! writes `job:*` keys; a foreign write to them is not seen until the next open (and one
 //! to a job's whole record `job:{id}` then yields to its state record `job:state:{id}` in
 //! the fields that record holds).
@@ -31,11 +37,11 @@ use crate::state::{
 use helios_atlas::{Atlas, Expiry, KeyTtl, WriteBatch};
 use helios_core::keys::{self, Key};
 use helios_core::{Clock, MonotonicClock};
-use parking_lot::Mutex;
 use rand::rngs::{StdRng, SysRng};
 use rand::{CryptoRng, SeedableRng};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 
 /// What a `tick` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,6 +93,11 @@ impl fmt::Debug for Queue {
 }
 
 impl Queue {
+    /// The state, locked. A panic while it was held does not poison it (module docs).
+    fn lock(&self) -> MutexGuard<'_, Locked> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether a call that writes may wait for an fsync of the store
     /// ([`Atlas::writes_may_wait`]): an async caller runs it on a blocking pool then, and on
     /// its own thread otherwise.
@@ -279,7 +290,7 @@ impl Queue {
     pub fn enqueue_with(&self, req: EnqueueRequest, kv: Vec<KvWrite>) -> Result<Enqueued> {
         check_kv_writes(&kv)?;
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let Locked { state, rng } = &mut *guard;
         let (mut out, t) = state.plan_enqueue(std::slice::from_ref(&req), now, &mut **rng)?;
         let e = out.pop().ok_or(QueueError::Invalid {
@@ -309,7 +320,7 @@ impl Queue {
     /// Enqueues several jobs atomically (all or none).
     pub fn enqueue_batch(&self, reqs: &[EnqueueRequest]) -> Result<Vec<Enqueued>> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let Locked { state, rng } = &mut *guard;
         let (out, t) = state.plan_enqueue(reqs, now, &mut **rng)?;
         self.commit(state, t)?;
@@ -326,7 +337,7 @@ impl Queue {
         lease_ms: u64,
     ) -> Result<Vec<Claim>> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         st.promote_due(queue, now);
         let (claims, t) = st.plan_claim(queue, worker, count, lease_ms, now)?;
@@ -337,7 +348,7 @@ impl Queue {
     /// Extends a lease to `lease_ms` from now; returns the new expiry.
     pub fn heartbeat(&self, id: JobId, token: u64, lease_ms: u64) -> Result<u64> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let (until, t) = st.plan_heartbeat(id, token, lease_ms, now)?;
         self.commit(st, t)?;
@@ -347,7 +358,7 @@ impl Queue {
     /// Marks a leased job done.
     pub fn ack(&self, id: JobId, token: u64, result: Option<serde_json::Value>) -> Result<()> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let t = st.plan_ack(id, token, result, now)?;
         self.commit(st, t)
@@ -364,7 +375,7 @@ impl Queue {
         permanent: bool,
     ) -> Result<JobState> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let (state, t) = st.plan_nack(id, token, error, retry_delay_ms, permanent, now)?;
         self.commit(st, t)?;
@@ -378,7 +389,7 @@ impl Queue {
     /// of the batch happened.
     pub fn settle(&self, items: &[Settle]) -> Result<Vec<Result<Settled>>> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let (out, t) = st.plan_settle(items, now);
         self.commit(st, t)?;
@@ -397,7 +408,7 @@ impl Queue {
     /// schedule skips its fire time and counts it in `denied_count`.
     pub fn tick_checked(&self, allowed: &dyn Fn(&Schedule) -> bool) -> Result<TickReport> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let Locked { state: st, rng } = &mut *guard;
         st.expire_dedup(now);
         let t = st.plan_tick(now);
@@ -421,7 +432,7 @@ impl Queue {
     /// time after now.
     pub fn create_schedule(&self, req: &ScheduleRequest) -> Result<Schedule> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let Locked { state, rng } = &mut *guard;
         let (s, t) = state.plan_create_schedule(req, now, &mut **rng)?;
         self.commit(state, t)?;
@@ -430,7 +441,7 @@ impl Queue {
 
     /// A schedule by id (whoever owns it: callers check the owner).
     pub fn schedule(&self, id: ScheduleId) -> Option<Schedule> {
-        self.inner.lock().state.schedule(id).cloned()
+        self.lock().state.schedule(id).cloned()
     }
 
     /// A page of the schedules (of `owner` only, if given), in id order, after `cursor`;
@@ -441,7 +452,7 @@ impl Queue {
         cursor: Option<ScheduleId>,
         limit: usize,
     ) -> Result<(Vec<Schedule>, Option<ScheduleId>)> {
-        let guard = self.inner.lock();
+        let guard = self.lock();
         let (page, next) = guard.state.list_schedules(owner, cursor, limit)?;
         Ok((page.into_iter().cloned().collect(), next))
     }
@@ -449,7 +460,7 @@ impl Queue {
     /// Deletes a schedule; with `owner`, only that owner's (anyone else's is
     /// [`QueueError::ScheduleNotFound`], as a missing one). Jobs it made stay.
     pub fn delete_schedule(&self, id: ScheduleId, owner: Option<&str>) -> Result<()> {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let t = st.plan_delete_schedule(id, owner)?;
         self.commit(st, t)
@@ -458,7 +469,7 @@ impl Queue {
     /// Cancels a pending job.
     pub fn cancel(&self, id: JobId) -> Result<()> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let t = st.plan_cancel(id, now)?;
         self.commit(st, t)
@@ -468,7 +479,7 @@ impl Queue {
     /// batch). Returns how many.
     pub fn redrive(&self, queue: &str, ids: Option<&[JobId]>) -> Result<u64> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let t = st.plan_redrive(queue, ids, now)?;
         let n = t.puts.len() as u64;
@@ -480,7 +491,7 @@ impl Queue {
     /// until it returns 0). Returns how many.
     pub fn purge(&self, retention_ms: u64, include_failed: bool) -> Result<u64> {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         let t = st.plan_purge(retention_ms, include_failed, now);
         let n = t.deletes.len() as u64;
@@ -490,7 +501,7 @@ impl Queue {
 
     /// A job by id.
     pub fn get(&self, id: JobId) -> Option<Job> {
-        self.inner.lock().state.job(id).cloned()
+        self.lock().state.job(id).cloned()
     }
 
     /// A page of the jobs of `queue` in `state` (the dead-letter list is `Failed`), in id
@@ -502,7 +513,7 @@ impl Queue {
         cursor: Option<JobId>,
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobId>)> {
-        let guard = self.inner.lock();
+        let guard = self.lock();
         let st = &guard.state;
         let (page, next) = st.list(queue, state, cursor, limit)?;
         Ok((page.into_iter().cloned().collect(), next))
@@ -518,7 +529,7 @@ impl Queue {
         cursor: Option<JobId>,
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobId>)> {
-        let guard = self.inner.lock();
+        let guard = self.lock();
         let st = &guard.state;
         let (page, next) = st.list_owned(queue, state, owner, cursor, limit)?;
         Ok((page.into_iter().cloned().collect(), next))
@@ -528,7 +539,7 @@ impl Queue {
     /// one claims from does not make every call count them again.
     pub fn stats(&self, queue: &str) -> QueueStats {
         let now = self.now_ms();
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let st = &mut guard.state;
         st.promote_due(queue, now);
         st.stats(queue, now)
@@ -536,7 +547,7 @@ impl Queue {
 
     /// Runs `f` on the state (tests check invariants with it).
     pub fn with_state<R>(&self, f: impl FnOnce(&QueueState) -> R) -> R {
-        f(&self.inner.lock().state)
+        f(&self.lock().state)
     }
 }
 
@@ -682,6 +693,31 @@ mod tests {
     use helios_atlas::Options;
     use helios_atlas::storage::MemStorage;
     use rand::SeedableRng;
+
+    /// A panic while the state is locked (here in a caller's `with_state`) does not poison
+    /// the lock: the queue goes on serving, as with the `parking_lot` mutex it had.
+    #[test]
+    fn a_panic_under_the_lock_does_not_stop_the_queue() {
+        let atlas = Atlas::open(
+            std::path::PathBuf::from("/q"),
+            Options {
+                storage: Arc::new(MemStorage::new()),
+                maintenance_interval_ms: None,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let q = Queue::open(atlas, QueueConfig::default()).unwrap();
+        q.enqueue(EnqueueRequest::new("q", serde_json::json!({"n": 1})))
+            .unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.with_state(|_| panic!("a caller's bug"))
+        }));
+        assert!(r.is_err());
+        q.enqueue(EnqueueRequest::new("q", serde_json::json!({"n": 2})))
+            .unwrap();
+        assert_eq!(q.stats("q").pending_count, 2);
+    }
 
     /// A known job is written as its state record alone; should a transition ever change
     /// one of its creation fields (a bug the debug build asserts against), the whole record
