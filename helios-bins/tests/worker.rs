@@ -601,6 +601,130 @@ impl helios_bins::worker::Source for GatedSource {
     }
 }
 
+/// A source whose first settle request waits for a gate (a stuck connection, say); the
+/// later ones go through.
+struct FirstSettleStuck {
+    inner: HttpSource,
+    gate: Arc<tokio::sync::Semaphore>,
+    settles: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl helios_bins::worker::Source for FirstSettleStuck {
+    fn claim<'a>(
+        &'a self,
+        queue: &'a str,
+        worker: &'a str,
+        count: usize,
+        lease_ms: u64,
+        wait: Duration,
+    ) -> helios_bins::worker::BoxFuture<
+        'a,
+        Result<Vec<helios_bins::worker::source::Claimed>, helios_bins::worker::source::SourceError>,
+    > {
+        self.inner.claim(queue, worker, count, lease_ms, wait)
+    }
+
+    fn settle(
+        &self,
+        items: Vec<helios_queue::Settle>,
+    ) -> helios_bins::worker::BoxFuture<
+        '_,
+        Result<
+            Vec<helios_bins::worker::source::ItemResult>,
+            helios_bins::worker::source::SourceError,
+        >,
+    > {
+        Box::pin(async move {
+            let n = self
+                .settles
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n == 0 {
+                let _pass = self.gate.acquire().await;
+            }
+            self.inner.settle(items).await
+        })
+    }
+
+    fn register(
+        &self,
+        record: helios_queue::registry::WorkerRecord,
+    ) -> helios_bins::worker::BoxFuture<'_, Result<(), helios_bins::worker::source::SourceError>>
+    {
+        self.inner.register(record)
+    }
+
+    fn deregister<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> helios_bins::worker::BoxFuture<'a, Result<(), helios_bins::worker::source::SourceError>>
+    {
+        self.inner.deregister(id)
+    }
+}
+
+/// The settler keeps one request in flight while they go through, but a stuck one does
+/// not hold every later outcome back: after `SETTLE_ALONE` the next batch goes beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_settle_does_not_hold_the_later_outcomes_back() {
+    let (_dir, s, producer) = worker_gateway(|_| {}).await;
+    let token = login(&s, "worker").await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let settles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = FirstSettleStuck {
+        inner: HttpSource::new(Gateway::new(
+            &format!("http://{}", s.addr),
+            Credentials::Token(token),
+        )),
+        gate: gate.clone(),
+        settles: settles.clone(),
+    };
+    let mut cfg = settings("q", ServiceSpec::new("noop", ""), "stuck");
+    cfg.lease_ms = 60_000;
+    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
+    let ctx = Context::system();
+    let worker = Worker::new(
+        Arc::new(source),
+        services,
+        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
+        ctx,
+    );
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(worker.clone().run(
+        async {
+            let _ = stop_rx.await;
+        },
+        std::future::pending(),
+    ));
+    let first = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
+    until(10, "the first settle stuck", || {
+        settles.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
+    let second = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 2}))).await;
+    until(
+        10,
+        "the second job settled beside the stuck request",
+        || job_state(&s, &second[0]).0 == JobState::Done,
+    )
+    .await;
+    assert_eq!(
+        job_state(&s, &first[0]).0,
+        JobState::InProgress,
+        "the first outcome is still on its stuck way"
+    );
+    gate.add_permits(1);
+    until(10, "the first job settled once its request went", || {
+        job_state(&s, &first[0]).0 == JobState::Done
+    })
+    .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), done)
+        .await
+        .expect("the drain ends")
+        .unwrap();
+    s.stop().await;
+}
+
 /// A claim that comes back after the drain began is not run: its jobs are released at
 /// once (pending again, runnable by another worker now, not after their lease).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@
 //! request (long-polled), and spawns one task per job. A finished attempt gives its
 //! running slot back at once and goes to the settler, which sends whatever outcomes have
 //! piled up as one batch (up to [`SETTLE_BATCH_MAX`] items and [`SETTLE_BATCH_BYTES_MAX`]
-//! bytes, up to [`SETTLES_IN_FLIGHT`] batches at a time); its unsettled place frees when
+//! bytes; one request at a time, a second beside it only once the first has taken
+//! [`SETTLE_ALONE`], at most [`SETTLES_IN_FLIGHT`]); its unsettled place frees when
 //! the outcome is settled, so a slow or unreachable queue bounds the work held, not just
 //! the work running.
 //! A heartbeat loop extends the leases of attempts running longer than a third of the
@@ -48,10 +49,14 @@ use tracing::Instrument;
 
 /// The most outcomes in one settle request.
 pub const SETTLE_BATCH_MAX: usize = 1000;
-/// Settle requests in flight at once. One: the outcomes that finish while it is on its
-/// way make the next batch, so batches grow with the load (docs/performance.md: half the
-/// settle requests of two in flight, the HTTP drain ~20% faster).
-pub const SETTLES_IN_FLIGHT: usize = 1;
+/// Settle requests in flight at once, at most.
+pub const SETTLES_IN_FLIGHT: usize = 2;
+/// How long the settler waits for its settle request before it sends the next batch
+/// beside it. Under it one request is in flight: the outcomes that finish while it is on
+/// its way make the next batch, so batches grow with the load (docs/performance.md: half
+/// the settle requests of two at once, the HTTP drain ~20% faster). Past it, a slow or
+/// stuck request (the HTTP source gives up after 30 s) no longer holds every outcome back.
+pub const SETTLE_ALONE: Duration = Duration::from_secs(1);
 /// The most bytes of outcomes (results, errors) in one settle request: well under the
 /// gateway's default body limit (1 MiB).
 pub const SETTLE_BATCH_BYTES_MAX: usize = 512 * 1024;
@@ -723,25 +728,28 @@ impl Worker {
     async fn settle_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Done>) {
         let in_flight = Arc::new(Semaphore::new(SETTLES_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
+        // An outcome that did not fit the last batch's bytes: the next batch's first.
+        let mut carried: Option<Done> = None;
         loop {
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break;
             };
-            let Some(first) = rx.recv().await else {
-                break;
+            let first = match carried.take() {
+                Some(d) => d,
+                None => match rx.recv().await {
+                    Some(d) => d,
+                    None => break,
+                },
             };
             let mut bytes = first.bytes + SETTLE_ITEM_BYTES;
             let mut batch = vec![first];
-            // One outcome over the byte bound goes alone; it waits for the next batch
-            // otherwise.
-            let mut held: Option<Done> = None;
             while batch.len() < SETTLE_BATCH_MAX {
                 match rx.try_recv() {
                     Ok(d)
                         if bytes.saturating_add(d.bytes + SETTLE_ITEM_BYTES)
                             > SETTLE_BATCH_BYTES_MAX =>
                     {
-                        held = Some(d);
+                        carried = Some(d);
                         break;
                     }
                     Ok(d) => {
@@ -752,22 +760,16 @@ impl Worker {
                 }
             }
             let me = self.clone();
+            let (sent, settled) = tokio::sync::oneshot::channel::<()>();
             tasks.spawn(async move {
                 me.settle_batch(batch).await;
                 drop(permit);
+                let _ = sent.send(());
             });
-            if let Some(d) = held {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                let me = self.clone();
-                tasks.spawn(async move {
-                    me.settle_batch(vec![d]).await;
-                    drop(permit);
-                });
-            }
             // Reap finished ones so the set does not grow.
             while tasks.try_join_next().is_some() {}
+            // The next batch forms while this one is on its way, unless it takes long.
+            let _ = tokio::time::timeout(SETTLE_ALONE, settled).await;
         }
         while tasks.join_next().await.is_some() {}
     }
