@@ -308,6 +308,12 @@ impl Default for WorkerBinConfig {
 impl Layered for WorkerBinConfig {
     fn check(&self) -> Result<(), ConfigError> {
         self.telemetry.check("telemetry")?;
+        if self.threads > 1024 {
+            return Err(err(
+                "threads",
+                format!("{} is outside 0..=1024", self.threads),
+            ));
+        }
         if !self.metrics_listen.is_empty()
             && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -451,6 +457,23 @@ mod tests {
         assert_eq!((s.connector.as_str(), s.concurrency), ("http", 50));
         let services = build_services(&c.worker, "worker", &Connectors::default()).unwrap();
         assert_eq!(services.len(), 1);
+    }
+
+    #[test]
+    fn runtime_threads_over_1024_are_refused_naming_the_key() {
+        let flags = |n| WorkerFlags {
+            gateway: Some("http://127.0.0.1:8080".into()),
+            queue: Some("emails".into()),
+            connector: Some("noop".into()),
+            threads: Some(n),
+            ..WorkerFlags::default()
+        };
+        let tok = env(&[("HELIOS_WORKER_TOKEN", "t")]);
+        let e = WorkerBinConfig::load(None, tok.clone(), &flags(1025)).unwrap_err();
+        assert_eq!(e.key, "threads", "{e}");
+        assert!(e.to_string().contains("0..=1024"), "{e}");
+        let c = WorkerBinConfig::load(None, tok, &flags(1024)).unwrap();
+        assert_eq!(c.threads, 1024);
     }
 
     #[test]
