@@ -89,12 +89,12 @@ token() { sed 's/.*"access_token":"\([^"]*\)".*/\1/'; }
 # gateway THREADS: a fresh gateway (its own data dir) with THREADS runtime threads (0: one
 # per core), a worker account, the admin's token in ADMIN.
 gateway() {
-    if [ -n "${GW_PID:-}" ]; then kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true; fi
+    if [ -n "${GW_PID:-}" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
     rm -rf "$WORK/data"
     HELIOS_ADMIN_PASSWORD="bench admin password" HELIOS_RATE_LIMIT__CAPACITY=100000000 \
     HELIOS_RATE_LIMIT__REFILL_PER_S=100000000 HELIOS_LOG__LEVEL=warn HELIOS_AUTH__BCRYPT_COST=4 \
         target/release/helios-gateway --data-dir "$WORK/data" --listen "127.0.0.1:$GW_PORT" \
-        --appendfsync everysec --threads "$1" >"$WORK/gw.log" 2>&1 &
+        --appendfsync everysec --threads "$1" >>"$WORK/gw.log" 2>&1 &
     GW_PID=$!
     for _ in $(seq 300); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
     curl -sf "$URL/healthz" >/dev/null || { echo "the gateway did not start:"; cat "$WORK/gw.log"; exit 1; }
@@ -128,8 +128,8 @@ run() {
     kill -TERM "$W_PID"; wait "$W_PID" || true; W_PID=
 }
 # The gateway with one runtime thread (the producer, the worker and the gateway share the
-# two cores: a second gateway thread mostly hands the queue's lock and woken tasks across),
-# then with one per core (its default), for the no-op connector.
+# two cores; as redis-server's one event loop), then with one per core (its default), for
+# the no-op connector.
 GW_THREADS=1; gateway "$GW_THREADS"
 run noop noop
 GW_THREADS=0; gateway "$GW_THREADS"

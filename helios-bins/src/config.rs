@@ -205,8 +205,8 @@ pub struct GatewayConfig {
     /// more than this long ago, ms (at least 1000); such a write waits for an fsync first.
     /// ATLAS's `Options::everysec_lag_max_ms` (docs/durability.md).
     pub everysec_lag_max_ms: u64,
-    /// Runtime threads (0: one per core, at most 1024). On a small machine shared with
-    /// other busy processes, 1 spares the hand-offs between threads (docs/performance.md).
+    /// Runtime threads (0: one per core, at most 1024). See docs/runbook.md ("Gateway
+    /// threads") before setting 1.
     pub threads: usize,
     /// HTTP limits.
     pub http: HttpConfig,

@@ -18,11 +18,13 @@
 //! Concurrency: one mutex guards the state (and the rng) from plan to apply, so a claim is
 //! one atomic transition and two workers can never claim the same job. It is std's
 //! (futex) mutex: it is held across the transition's AOF write, and `parking_lot`'s,
-//! which spins with `sched_yield` before it sleeps, cost a two-thread gateway ~10% of its
-//! jobs/s on two shared cores (docs/performance.md). A panic while it is held does not
-//! poison it (as before, with `parking_lot`): planning only reads the state and a
-//! transition is applied after its write, so a panic there leaves the state of the last
-//! transition (only a bug inside `QueueState::apply` could leave one half applied). Only this module
+//! which spins with `sched_yield` before it sleeps, cost a two-thread gateway 10-20% of
+//! its jobs/s on two shared cores (docs/performance.md). A panic while it is held marks it
+//! poisoned and the next lock takes it anyway (as `parking_lot`'s, which has no poisoning):
+//! planning changes only what is idempotent (`promote_due`'s indexes, expired dedup
+//! entries) or the rng, and a transition is applied after its write, so a panic in
+//! planning leaves a sound state; one after the write and before or inside `apply` leaves
+//! the memory behind the log until the next open, as it did before. Only this module
 //! writes `job:*` keys; a foreign write to them is not seen until the next open (and one
 //! to a job's whole record `job:{id}` then yields to its state record `job:state:{id}` in
 //! the fields that record holds).
@@ -120,7 +122,7 @@ impl Queue {
     }
 
     /// Opens the queue stored in `atlas`, reading time from `clock` and the random bits of
-    /// job ids from `rng` (the OS's in production, a seeded `StdRng` in tests). Rebuilds
+    /// job ids from `rng` (a seeded `StdRng` in tests; [`Queue::open`]'s is OS-seeded). Rebuilds
     /// every index from the `job:*` records, records of the earlier layouts included: each
     /// job is its whole record with its state record, if any, laid over it.
     pub fn open_with(

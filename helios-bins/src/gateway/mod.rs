@@ -217,8 +217,9 @@ pub fn start_with_in(
     .map_err(|e| e.to_string())?;
     // Job ids take their 64 random bits from a CSPRNG (ChaCha12, seeded once from the OS):
     // unguessable ids are what keeps one user from probing another's jobs. A getrandom
-    // call per id cost ~1.3% of an enqueue's CPU and bought nothing an attacker without
-    // the process's memory could use.
+    // call per id (~1.3% of the gateway's CPU in a profile) bought nothing against an
+    // attacker without the process's memory (a restored VM snapshot of a running gateway
+    // would repeat the random bits of the ids issued after it).
     let queue = helios_queue::Queue::open(
         atlas.clone(),
         helios_queue::QueueConfig {
