@@ -156,6 +156,20 @@ fn the_gateway_takes_its_runtime_threads_from_a_flag() {
     assert!(err.contains("threads") && err.contains("0..=1024"), "{err}");
     assert!(!data.exists(), "a refused config created the data dir");
 
+    // Without the flag the count is one per core, whatever TOKIO_WORKER_THREADS says
+    // (tokio would panic on this one).
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = gateway(&data, &addr.to_string())
+        .env("TOKIO_WORKER_THREADS", "many")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(addr, &mut child);
+    sigint(&child);
+    assert!(wait_exit(&mut child).success());
+
     // One runtime thread serves reads and writes (a registration: bcrypt and a commit).
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = gateway(&data, &addr.to_string())

@@ -23,12 +23,15 @@ pub fn config<T, E: Display>(name: &str, loaded: Result<T, E>) -> Result<T, Exit
 }
 
 /// The runtime builder every server starts from: multi-threaded, `threads` workers (0:
-/// one per core), every driver on.
+/// one per core), every driver on. The count is always set here: left unset, tokio would
+/// read `TOKIO_WORKER_THREADS` and panic on a value that is not a positive number.
 pub fn builder(threads: usize) -> tokio::runtime::Builder {
     let mut b = tokio::runtime::Builder::new_multi_thread();
-    if threads > 0 {
-        b.worker_threads(threads);
-    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    b.worker_threads(threads);
     b.enable_all();
     b
 }
