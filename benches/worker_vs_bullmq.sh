@@ -82,6 +82,8 @@ kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=
 
 # --- HELIOS embedded
 target/release/examples/worker_bench embedded "$N" "$C"
+# The ceiling the store alone sets on it: the same records, through a bare ATLAS.
+target/release/examples/worker_bench store "$N" "$C"
 
 # --- HELIOS over HTTP
 URL="http://127.0.0.1:$GW_PORT"

@@ -13,6 +13,15 @@
 //! - `wait URL TOKEN QUEUE N`: waits until the queue counts N jobs done; prints the rate
 //!   from its own start (start the worker right after it: the drain figure).
 //!
+//! - `store N BATCH`: the ceiling the store sets on the embedded figure. Writes, through a
+//!   bare ATLAS (everysec) and nothing else, the records the queue writes for N jobs: each
+//!   job's whole record (as the queue encodes it; batches of 100, as the embedded
+//!   producer), then its claim's state record, then its ack's (batches of BATCH, the
+//!   worker's claim size). Prints each phase's rate and the jobs/s the three together allow
+//!   on one thread: the queue's lock serializes every transition, so no enqueue -> claim ->
+//!   ack cycle over this store, with the queue's own work and the worker's on top, can go
+//!   faster on this machine.
+//!
 //! Run: `cargo run --release -p helios-bins --example worker_bench -- embedded 200000 50`.
 
 use bytes::Bytes;
@@ -40,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let num = |i: usize, d: u64| -> u64 { args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d) };
     match args.first().map(String::as_str) {
         Some("embedded") => embedded(num(1, 200_000), num(2, 50) as usize),
+        Some("store") => store(num(1, 200_000), num(2, 50) as usize),
         Some("produce") if args.len() >= 4 => produce(
             &args[1],
             &args[2],
@@ -56,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             report("drain", n, started);
             Ok(())
         }
-        _ => Err("usage: worker_bench embedded N CONCURRENCY | produce URL TOKEN QUEUE N CONNECTIONS [wait] | wait URL TOKEN QUEUE N".into()),
+        _ => Err("usage: worker_bench embedded N CONCURRENCY | store N BATCH | produce URL TOKEN QUEUE N CONNECTIONS [wait] | wait URL TOKEN QUEUE N".into()),
     }
 }
 
@@ -155,6 +165,88 @@ fn embedded(n: u64, concurrency: usize) -> Result<(), Box<dyn std::error::Error>
         );
         atlas.close()?;
     }
+    Ok(())
+}
+
+/// The records of one job as the queue writes them: its whole record at the enqueue, its
+/// state record at the claim and at the ack (taken from a real queue).
+fn job_records() -> Result<[Vec<u8>; 3], Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let atlas = Atlas::open(dir.path(), Options::default())?;
+    let queue = Queue::open(atlas.clone(), QueueConfig::default())?;
+    let id = queue
+        .enqueue(EnqueueRequest::new("bench", serde_json::json!({"n": 1})))?
+        .id;
+    let (mut whole, mut claimed, mut acked) = (Vec::new(), Vec::new(), Vec::new());
+    queue.get(id).ok_or("no job")?.encode_json(&mut whole)?;
+    let claim = queue
+        .claim("bench", "bench", 1, 30_000)?
+        .pop()
+        .ok_or("no claim")?;
+    claim.job.encode_state_json(&mut claimed)?;
+    queue.ack(id, claim.token, None)?;
+    queue
+        .get(id)
+        .ok_or("no job")?
+        .encode_state_json(&mut acked)?;
+    atlas.close()?;
+    Ok([whole, claimed, acked])
+}
+
+fn store(n: u64, batch: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let [whole, claimed, acked] = job_records()?.map(Bytes::from);
+    println!(
+        "store: records of {} / {} / {} bytes (enqueue / claim / ack), claim and ack batches of {batch}",
+        whole.len(),
+        claimed.len(),
+        acked.len()
+    );
+    let dir = tempfile::tempdir()?;
+    let atlas = Atlas::open(
+        dir.path(),
+        Options {
+            fsync: FsyncPolicy::Everysec,
+            ..Options::default()
+        },
+    )?;
+    // Ids as the queue's: 64 random bits each (a multiplicative hash of the index spreads
+    // them as randomly for the maps and the key order).
+    let id = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
+    let mut total = Duration::ZERO;
+    let phases: [(&str, usize, &Bytes, &str); 3] = [
+        ("enqueue", 100, &whole, "job:"),
+        ("claim", batch.max(1), &claimed, "job:state:"),
+        ("ack", batch.max(1), &acked, "job:state:"),
+    ];
+    for (phase, size, value, prefix) in phases {
+        let started = Instant::now();
+        let mut i = 0;
+        while i < n {
+            let mut b = helios_atlas::WriteBatch::new();
+            for _ in 0..(size as u64).min(n - i) {
+                b.set(
+                    format!("{prefix}{:016x}", id(i)),
+                    value.clone(),
+                    helios_atlas::Expiry::Never,
+                );
+                i += 1;
+            }
+            atlas.write_batch(b)?;
+        }
+        let took = started.elapsed();
+        total += took;
+        println!(
+            "store {phase}: {n} records in {:.2} s = {:.0} records/s",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+    }
+    println!(
+        "store ceiling: {:.2} us of store writes per job = at most {:.0} jobs/s end to end",
+        total.as_secs_f64() * 1e6 / n as f64,
+        n as f64 / total.as_secs_f64()
+    );
+    atlas.close()?;
     Ok(())
 }
 
