@@ -17,8 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-50000}"; C="${2:-50}"
 SUDO=""; [ "$(id -u)" = "0" ] || SUDO="sudo"
-if ! command -v redis-server >/dev/null || ! command -v npm >/dev/null; then
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server nodejs npm
+# Only what is missing: a machine with NodeSource's nodejs has npm in it, and Debian's npm
+# package conflicts with it.
+MISSING=()
+command -v redis-server >/dev/null || MISSING+=(redis-server)
+command -v npm >/dev/null || MISSING+=(nodejs npm)
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${MISSING[@]}"
 fi
 NODE_DIR=target/bench-bullmq
 if [ ! -d "$NODE_DIR/node_modules/ioredis" ]; then
