@@ -29,9 +29,9 @@ use helios_atlas::{Atlas, FsyncPolicy, Options};
 use helios_bins::app::Context;
 use helios_bins::worker::config::{ServiceSpec, WorkerSettings, build_services};
 use helios_bins::worker::{Connectors, EmbeddedSource, Worker};
-use helios_core::SystemClock;
+use helios_core::{Clock, SystemClock};
 use helios_queue::registry::Registry;
-use helios_queue::{EnqueueRequest, JobState, Queue, QueueConfig};
+use helios_queue::{EnqueueRequest, JobId, JobState, Queue, QueueConfig, job_key, job_state_key};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -209,26 +209,29 @@ fn store(n: u64, batch: usize) -> Result<(), Box<dyn std::error::Error>> {
             ..Options::default()
         },
     )?;
-    // Ids as the queue's: 64 random bits each (a multiplicative hash of the index spreads
-    // them as randomly for the maps and the key order).
-    let id = |i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
+    // Ids laid out as the queue's (UUIDv7: the ms, a counter within it, then random bits;
+    // a multiplicative hash of the index stands in for the rng), 1,000 per ms, so the key
+    // order and the maps see what they see under the queue.
+    let base_ms = u128::from(SystemClock.now_ms());
+    let id = |i: u64| {
+        let (ms, counter) = (base_ms + u128::from(i / 1000), u128::from(i % 1000));
+        let random = u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 2) | (0b10 << 62);
+        JobId::from_u128((ms << 80) | (7 << 76) | (counter << 66) | random)
+    };
     let mut total = Duration::ZERO;
-    let phases: [(&str, usize, &Bytes, &str); 3] = [
-        ("enqueue", 100, &whole, "job:"),
-        ("claim", batch.max(1), &claimed, "job:state:"),
-        ("ack", batch.max(1), &acked, "job:state:"),
+    type KeyOf = fn(JobId) -> String;
+    let phases: [(&str, usize, &Bytes, KeyOf); 3] = [
+        ("enqueue", 100, &whole, job_key),
+        ("claim", batch.max(1), &claimed, job_state_key),
+        ("ack", batch.max(1), &acked, job_state_key),
     ];
-    for (phase, size, value, prefix) in phases {
+    for (phase, size, value, key_of) in phases {
         let started = Instant::now();
         let mut i = 0;
         while i < n {
             let mut b = helios_atlas::WriteBatch::new();
             for _ in 0..(size as u64).min(n - i) {
-                b.set(
-                    format!("{prefix}{:016x}", id(i)),
-                    value.clone(),
-                    helios_atlas::Expiry::Never,
-                );
+                b.set(key_of(id(i)), value.clone(), helios_atlas::Expiry::Never);
                 i += 1;
             }
             atlas.write_batch(b)?;
