@@ -349,6 +349,27 @@ fn kill_group(child: &mut tokio::process::Child) {
     let _ = child.start_kill();
 }
 
+/// Kills a program's process group when an attempt is dropped before the program was
+/// reaped: the runtime stops an attempt by dropping it (a drain's deadline, a lost lease,
+/// a job claimed again), and `kill_on_drop` reaches the program alone, not what it
+/// started. Disarmed once the program is reaped (its pid, the group's id, may then be
+/// reused); while it is not, the pid is still the group's and cannot name another one.
+struct GroupGuard(Option<rustix::process::Pid>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Runs a program per job: the payload (JSON) on its stdin, `HELIOS_JOB_ID`,
 /// `HELIOS_JOB_ATTEMPT`, `HELIOS_QUEUE` and `TRACEPARENT` in its environment. Exit status
 /// 0 acks the job (stdout, if JSON, is its result); a status listed in
@@ -404,6 +425,12 @@ impl CommandConnector {
             .map_err(|e| {
                 ConnectorError::new(ErrorClass::Connect, format!("{}: {e}", self.program))
             })?;
+        let mut group = GroupGuard(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(rustix::process::Pid::from_raw),
+        );
         let input = serde_json::to_vec(&*job.payload)
             .map_err(|e| ConnectorError::new(ErrorClass::Permanent, e.to_string()))?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
@@ -461,11 +488,19 @@ impl CommandConnector {
             (out, err, status)
         };
         let (out, err, status) = match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r,
+            Ok(r) => {
+                // Waited for: reaped, unless the wait failed (then the kill stays armed).
+                if r.2.is_ok() {
+                    group.disarm();
+                }
+                r
+            }
             Err(_) => {
                 // `work` was dropped with its borrows; kill and reap the program.
                 kill_group(&mut child);
-                let _ = child.wait().await;
+                if child.wait().await.is_ok() {
+                    group.disarm();
+                }
                 return Err(ConnectorError::new(
                     ErrorClass::Timeout,
                     format!(
@@ -585,6 +620,36 @@ mod tests {
         // A program that ignores its input still finishes.
         let c = CommandConnector::new(&spec("true", &[])).unwrap();
         assert_eq!(c.call(&job()).await.unwrap(), None);
+    }
+
+    /// Shows an attempt the runtime stops (drops) takes what the program started with it:
+    /// the shell's background child would touch the marker a second later if it survived.
+    #[tokio::test]
+    async fn a_dropped_attempt_kills_the_programs_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (started, marker) = (dir.path().join("started"), dir.path().join("finished"));
+        let script = format!(
+            "(sleep 1; touch {}) & touch {}; sleep 30",
+            marker.display(),
+            started.display()
+        );
+        let c = CommandConnector::new(&spec("sh", &["-c", &script])).unwrap();
+        let input = job();
+        let call = c.call(&input);
+        let dropped = async {
+            while !started.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            out = call => panic!("the program ended: {out:?}"),
+            () = dropped => {}
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "the program's child was killed with the attempt, not left running"
+        );
     }
 
     /// Shows a timeout kills what the program started too: the shell's background child
