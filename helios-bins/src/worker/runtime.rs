@@ -11,8 +11,9 @@
 //! [`SETTLE_ALONE`], at most [`SETTLES_IN_FLIGHT`]); its unsettled place frees when
 //! the outcome is settled, so a slow or unreachable queue bounds the work held, not just
 //! the work running.
-//! A heartbeat loop extends the leases of attempts running longer than a third of the
-//! lease; a lease found lost (expired and re-claimed) stops its attempt. A registry loop
+//! A heartbeat loop, every third of the lease, extends the leases of attempts running
+//! longer than a sixth of it; a lease found lost (expired and re-claimed) stops its
+//! attempt. A connector that panics fails its attempt (a retryable error). A registry loop
 //! keeps `worker:{id}` alive.
 //!
 //! Retries: a retryable error is nacked with full-jitter exponential backoff
@@ -30,7 +31,7 @@
 //! most `2 * concurrency` jobs are claimed and unsettled;
 //! a settle batch never holds the same job twice.
 
-use super::connector::{Connector, ConnectorError, ErrorClass, JobInput};
+use super::connector::{BoxFuture, Connector, ConnectorError, ErrorClass, JobInput};
 use super::metrics::{JobOutcome, Metrics, QueueMetrics};
 use super::source::{Claimed, ItemResult, Source};
 use crate::app::Context;
@@ -586,7 +587,7 @@ impl Worker {
         let started = Instant::now();
         let out = match tokio::time::timeout(
             svc.timeout + Duration::from_secs(1),
-            svc.connector.call(&input).instrument(call),
+            CatchPanic(svc.connector.call(&input)).instrument(call),
         )
         .instrument(span.clone())
         .await
@@ -741,24 +742,7 @@ impl Worker {
                     None => break,
                 },
             };
-            let mut bytes = first.bytes + SETTLE_ITEM_BYTES;
-            let mut batch = vec![first];
-            while batch.len() < SETTLE_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(d)
-                        if bytes.saturating_add(d.bytes + SETTLE_ITEM_BYTES)
-                            > SETTLE_BATCH_BYTES_MAX =>
-                    {
-                        carried = Some(d);
-                        break;
-                    }
-                    Ok(d) => {
-                        bytes += d.bytes + SETTLE_ITEM_BYTES;
-                        batch.push(d);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = take_batch(first, &mut rx, &mut carried);
             let me = self.clone();
             let (sent, settled) = tokio::sync::oneshot::channel::<()>();
             tasks.spawn(async move {
@@ -847,14 +831,20 @@ impl Worker {
         let lease = self.settings.lease;
         let every = (lease / 3).max(Duration::from_millis(100));
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        // Rounds start every third of the lease, however long the last one took (each is
+        // bounded by that third): after one unanswered round the next still comes before
+        // the leases it failed to extend run out. An attempt is beaten from half a third
+        // after its claim, so its first round, too, leaves room for one that fails.
+        let mut rounds = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Heartbeats go on while draining: attempts in flight keep their leases.
-            tokio::time::sleep(every).await;
+            rounds.tick().await;
             let due: Vec<(JobId, u64)> = {
                 let running = self.running.lock();
                 running
                     .iter()
-                    .filter(|(_, r)| !r.finished && r.claimed_at.elapsed() >= every)
+                    .filter(|(_, r)| !r.finished && r.claimed_at.elapsed() >= every / 2)
                     .map(|(id, r)| (*id, r.token))
                     .collect()
             };
@@ -943,6 +933,72 @@ impl Worker {
     }
 }
 
+/// A settle batch: `first`, then what has piled up in `rx`, up to [`SETTLE_BATCH_MAX`]
+/// items and [`SETTLE_BATCH_BYTES_MAX`] bytes. The outcome that would pass the bytes, or
+/// that names a job already in the batch, ends it and is left in `carried` (the next
+/// batch's first). A job re-claimed by this worker while its old outcome waited here has
+/// two outcomes queued, and the queue refuses a job named twice in one batch: the second
+/// would be answered "invalid" and its valid outcome lost.
+fn take_batch(
+    first: Done,
+    rx: &mut mpsc::UnboundedReceiver<Done>,
+    carried: &mut Option<Done>,
+) -> Vec<Done> {
+    let mut bytes = first.bytes + SETTLE_ITEM_BYTES;
+    let mut ids = std::collections::HashSet::from([first.id]);
+    let mut batch = vec![first];
+    while batch.len() < SETTLE_BATCH_MAX {
+        match rx.try_recv() {
+            Ok(d)
+                if bytes.saturating_add(d.bytes + SETTLE_ITEM_BYTES) > SETTLE_BATCH_BYTES_MAX
+                    || !ids.insert(d.id) =>
+            {
+                *carried = Some(d);
+                break;
+            }
+            Ok(d) => {
+                bytes += d.bytes + SETTLE_ITEM_BYTES;
+                batch.push(d);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// A connector's attempt with its panics caught: a connector that panics (a custom one
+/// unwrapping a payload field, say) fails its attempt as a retryable `server` error, so
+/// the job is retried and dead-lettered like any failing one. Uncaught, the attempt's task
+/// would end without an outcome and its job stay held (heartbeats kept its lease alive)
+/// for as long as the worker ran.
+struct CatchPanic<'a>(BoxFuture<'a, super::connector::Outcome>);
+
+impl Future for CatchPanic<'_> {
+    type Output = super::connector::Outcome;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = &mut self.get_mut().0;
+        // Not polled again after a panic: the attempt is over with the error.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                std::task::Poll::Ready(Err(ConnectorError::new(
+                    ErrorClass::Server,
+                    format!("the connector panicked: {what}"),
+                )))
+            }
+        }
+    }
+}
+
 /// The nack that gives a job back to run again at once (drain).
 fn release(id: JobId, token: u64) -> Settle {
     Settle::Nack {
@@ -957,4 +1013,65 @@ fn release(id: JobId, token: u64) -> Settle {
 /// The trace id of a W3C `traceparent` (`00-{trace id}-{span id}-{flags}`), for log lines.
 fn trace_id_of(traceparent: &str) -> &str {
     traceparent.get(3..35).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(id: u128, token: u64, bytes: usize) -> Done {
+        let id = JobId::from_u128(id);
+        Done {
+            id,
+            token,
+            service: 0,
+            item: Settle::Ack {
+                id,
+                token,
+                result: None,
+            },
+            bytes,
+            released: false,
+            _slot: None,
+        }
+    }
+
+    fn ids(batch: &[Done]) -> Vec<(u128, u64)> {
+        batch.iter().map(|d| (d.id.as_u128(), d.token)).collect()
+    }
+
+    #[test]
+    fn a_batch_never_names_a_job_twice_nor_passes_its_bytes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut carried = None;
+        // Job 1's old outcome (token 10), then its outcome under a new lease (token 11).
+        for d in [done(2, 20, 0), done(1, 11, 0), done(3, 30, 0)] {
+            tx.send(d).unwrap();
+        }
+        let batch = take_batch(done(1, 10, 0), &mut rx, &mut carried);
+        assert_eq!(ids(&batch), [(1, 10), (2, 20)]);
+        let next = carried.take().expect("the second outcome of job 1 waits");
+        assert_eq!((next.id.as_u128(), next.token), (1, 11));
+        let batch = take_batch(next, &mut rx, &mut carried);
+        assert_eq!(ids(&batch), [(1, 11), (3, 30)]);
+        assert!(carried.is_none());
+        // Past the bytes: the outcome that would pass them starts the next batch.
+        let half = SETTLE_BATCH_BYTES_MAX / 2;
+        tx.send(done(5, 50, half)).unwrap();
+        tx.send(done(6, 60, 1)).unwrap();
+        let batch = take_batch(done(4, 40, half), &mut rx, &mut carried);
+        assert_eq!(ids(&batch), [(4, 40)]);
+        let next = carried.take().unwrap();
+        assert_eq!(
+            ids(&take_batch(next, &mut rx, &mut carried)),
+            [(5, 50), (6, 60)]
+        );
+        // At most SETTLE_BATCH_MAX items.
+        for i in 0..SETTLE_BATCH_MAX as u128 + 5 {
+            tx.send(done(100 + i, 1, 0)).unwrap();
+        }
+        let batch = take_batch(done(99, 1, 0), &mut rx, &mut carried);
+        assert_eq!(batch.len(), SETTLE_BATCH_MAX);
+        assert!(carried.is_none());
+    }
 }
