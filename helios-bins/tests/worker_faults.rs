@@ -16,17 +16,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
-/// A connector that panics on every call.
-struct Panics;
+/// A connector that panics on every call: in its future, or (`true`) in the call itself,
+/// before it makes one.
+struct Panics(bool);
 
 impl Connector for Panics {
     fn call<'a>(&'a self, job: &'a JobInput) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
+        let field = || {
             let missing = job.payload.get("missing").and_then(|v| v.as_str());
-            #[allow(clippy::unnecessary_literal_unwrap)]
-            let text = missing.expect("a field this payload lacks");
-            Ok(Some(serde_json::json!(text)))
-        })
+            missing.expect("a field this payload lacks").to_owned()
+        };
+        if self.0 {
+            let text = field();
+            return Box::pin(async move { Ok(Some(serde_json::json!(text))) });
+        }
+        Box::pin(async move { Ok(Some(serde_json::json!(field()))) })
     }
 }
 
@@ -163,9 +167,15 @@ fn outcome_count(worker: &Worker, outcome: &str) -> u64 {
 /// worker ran.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_connector_fails_its_attempt_and_the_job_is_dead_lettered() {
+    for in_call in [false, true] {
+        panicking_connector_dead_letters(in_call).await;
+    }
+}
+
+async fn panicking_connector_dead_letters(in_call: bool) {
     let e = embedded();
     let mut connectors = Connectors::default();
-    connectors.register("panics", |_| Ok(Arc::new(Panics) as _));
+    connectors.register("panics", move |_| Ok(Arc::new(Panics(in_call)) as _));
     let mut req = EnqueueRequest::new("q", serde_json::json!({"n": 1}));
     req.attempts_max = Some(2);
     let id = e.queue.enqueue(req).unwrap().id;
@@ -188,11 +198,11 @@ async fn a_panicking_connector_fails_its_attempt_and_the_job_is_dead_lettered() 
         |j| j.state == JobState::Failed,
     )
     .await;
-    assert_eq!(job.attempts, 2, "{job:?}");
+    assert_eq!(job.attempts, 2, "in the call: {in_call}, {job:?}");
     let error = job.last_error.unwrap_or_default();
     assert!(
         error.contains("the connector panicked: a field this payload lacks"),
-        "{error}"
+        "in the call: {in_call}, {error}"
     );
     assert_eq!(outcome_count(&worker, "dead_lettered"), 1);
 }

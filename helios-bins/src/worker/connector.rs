@@ -353,7 +353,8 @@ fn kill_group(child: &mut tokio::process::Child) {
 /// reaped: the runtime stops an attempt by dropping it (a drain's deadline, a lost lease,
 /// a job claimed again), and `kill_on_drop` reaches the program alone, not what it
 /// started. Disarmed once the program is reaped (its pid, the group's id, may then be
-/// reused); while it is not, the pid is still the group's and cannot name another one.
+/// reused), or once a wait for it ended at all (a failed wait means someone else reaped
+/// it); while it is not, the pid is still the group's and cannot name another one.
 struct GroupGuard(Option<rustix::process::Pid>);
 
 impl GroupGuard {
@@ -489,18 +490,16 @@ impl CommandConnector {
         };
         let (out, err, status) = match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => {
-                // Waited for: reaped, unless the wait failed (then the kill stays armed).
-                if r.2.is_ok() {
-                    group.disarm();
-                }
+                // The wait ended: the program was reaped, by it or (a failed wait) by
+                // someone else; either way its pid may now be another's.
+                group.disarm();
                 r
             }
             Err(_) => {
                 // `work` was dropped with its borrows; kill and reap the program.
                 kill_group(&mut child);
-                if child.wait().await.is_ok() {
-                    group.disarm();
-                }
+                let _ = child.wait().await;
+                group.disarm();
                 return Err(ConnectorError::new(
                     ErrorClass::Timeout,
                     format!(

@@ -587,7 +587,7 @@ impl Worker {
         let started = Instant::now();
         let out = match tokio::time::timeout(
             svc.timeout + Duration::from_secs(1),
-            CatchPanic(svc.connector.call(&input)).instrument(call),
+            CatchPanic::call(&*svc.connector, &input).instrument(call),
         )
         .instrument(span.clone())
         .await
@@ -973,6 +973,29 @@ fn take_batch(
 /// for as long as the worker ran.
 struct CatchPanic<'a>(BoxFuture<'a, super::connector::Outcome>);
 
+impl<'a> CatchPanic<'a> {
+    /// `connector.call(job)`, a panic in the call itself (before its future) caught too.
+    fn call(connector: &'a dyn Connector, job: &'a JobInput) -> Self {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| connector.call(job))) {
+            Ok(fut) => CatchPanic(fut),
+            Err(panic) => CatchPanic(Box::pin(std::future::ready(Err(panicked(&*panic))))),
+        }
+    }
+}
+
+/// The error of an attempt whose connector panicked with `panic`.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> ConnectorError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    ConnectorError::new(
+        ErrorClass::Server,
+        format!("the connector panicked: {what}"),
+    )
+}
+
 impl Future for CatchPanic<'_> {
     type Output = super::connector::Outcome;
 
@@ -984,17 +1007,7 @@ impl Future for CatchPanic<'_> {
         // Not polled again after a panic: the attempt is over with the error.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(poll) => poll,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".to_owned());
-                std::task::Poll::Ready(Err(ConnectorError::new(
-                    ErrorClass::Server,
-                    format!("the connector panicked: {what}"),
-                )))
-            }
+            Err(panic) => std::task::Poll::Ready(Err(panicked(&*panic))),
         }
     }
 }
