@@ -4,19 +4,18 @@
 
 mod common;
 
-use common::hook::{Hook, until, worker_gateway};
+use common::hook::{Hook, Interposed, Running, start_worker, until, worker_gateway};
 use common::*;
-use helios_bins::app::Context;
 use helios_bins::app::client::{Credentials, Gateway};
-use helios_bins::worker::config::{ServiceSpec, WorkerSettings, build_services};
+use helios_bins::worker::config::{ServiceSpec, WorkerSettings};
 use helios_bins::worker::metrics::JobOutcome;
-use helios_bins::worker::{Connectors, HttpSource, Worker};
+use helios_bins::worker::{Connectors, HttpSource};
 use helios_queue::JobState;
 use http::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 fn settings(queue: &str, spec: ServiceSpec, id: &str) -> WorkerSettings {
     let mut w = WorkerSettings {
@@ -31,34 +30,7 @@ fn settings(queue: &str, spec: ServiceSpec, id: &str) -> WorkerSettings {
     w
 }
 
-/// A running in-process worker and the switches that stop it.
-struct Running {
-    worker: Arc<Worker>,
-    stop: oneshot::Sender<()>,
-    force: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// Stops the worker (a drain) and checks it holds nothing afterwards.
-    async fn drain(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(20), self.done)
-            .await
-            .expect("the drain ends")
-            .unwrap();
-        drop(self.force);
-        assert_eq!(self.worker.in_flight(), 0, "jobs left held after the drain");
-        let text = self.worker.metrics().text();
-        assert!(
-            text.lines()
-                .filter(|l| l.starts_with("worker_jobs_in_flight{"))
-                .all(|l| l.ends_with(" 0")),
-            "{text}"
-        );
-    }
-}
-
+/// A worker over the gateway, logged in as `worker`.
 fn run_worker(s: &Server, cfg: &WorkerSettings) -> Running {
     let gateway = Gateway::new(
         &format!("http://{}", s.addr),
@@ -67,29 +39,11 @@ fn run_worker(s: &Server, cfg: &WorkerSettings) -> Running {
             password: USER_PW.into(),
         },
     );
-    let services = build_services(cfg, "worker", &Connectors::default()).unwrap();
-    let ctx = Context::system();
-    let settings = cfg.runtime_settings("test", "localhost", ctx.random_u64());
-    let worker = Worker::new(Arc::new(HttpSource::new(gateway)), services, settings, ctx);
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (force, force_rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(worker.clone().run(
-        async {
-            let _ = stop_rx.await;
-        },
-        async {
-            if force_rx.await.is_ok() {
-                return;
-            }
-            std::future::pending::<()>().await
-        },
-    ));
-    Running {
-        worker,
-        stop,
-        force,
-        done,
-    }
+    start_worker(
+        Arc::new(HttpSource::new(gateway)),
+        cfg,
+        &Connectors::default(),
+    )
 }
 
 async fn enqueue_n(
@@ -455,18 +409,11 @@ async fn a_revoked_token_stops_the_worker_with_its_reason() {
     let token = login(&s, "worker").await;
     let gateway = Gateway::new(&format!("http://{}", s.addr), Credentials::Token(token));
     let cfg = settings("q", ServiceSpec::new("http", &hook.url), "t");
-    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
-    let ctx = Context::system();
-    let worker = Worker::new(
+    // Never stopped: it stops by itself.
+    let mut w = start_worker(
         Arc::new(HttpSource::new(gateway)),
-        services,
-        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
-        ctx,
-    );
-    let done = tokio::spawn(
-        worker
-            .clone()
-            .run(std::future::pending(), std::future::pending()),
+        &cfg,
+        &Connectors::default(),
     );
     let ids = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
     until(10, "the job done", || {
@@ -484,11 +431,8 @@ async fn a_revoked_token_stops_the_worker_with_its_reason() {
         200,
     )
     .await;
-    tokio::time::timeout(Duration::from_secs(15), done)
-        .await
-        .expect("the worker stops by itself")
-        .unwrap();
-    let why = worker.fatal_error().expect("a reason");
+    w.finished().await;
+    let why = w.worker.fatal_error().expect("a reason");
     assert!(why.contains("refused the token"), "{why}");
     s.stop().await;
 }
@@ -506,18 +450,11 @@ async fn a_disabled_account_stops_the_worker_with_its_reason() {
     };
     let gateway = Gateway::new(&format!("http://{}", s.addr), creds);
     let cfg = settings("q", ServiceSpec::new("http", &hook.url), "t");
-    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
-    let ctx = Context::system();
-    let worker = Worker::new(
+    // Never stopped: it stops by itself.
+    let mut w = start_worker(
         Arc::new(HttpSource::new(gateway)),
-        services,
-        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
-        ctx,
-    );
-    let done = tokio::spawn(
-        worker
-            .clone()
-            .run(std::future::pending(), std::future::pending()),
+        &cfg,
+        &Connectors::default(),
     );
     let ids = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
     until(10, "the job done", || {
@@ -534,132 +471,10 @@ async fn a_disabled_account_stops_the_worker_with_its_reason() {
         204,
     )
     .await;
-    tokio::time::timeout(Duration::from_secs(15), done)
-        .await
-        .expect("the worker stops by itself")
-        .unwrap();
-    let why = worker.fatal_error().expect("a reason");
+    w.finished().await;
+    let why = w.worker.fatal_error().expect("a reason");
     assert!(why.contains("account-disabled"), "{why}");
     s.stop().await;
-}
-
-/// A source whose claims wait for a gate before asking the gateway: the test decides when
-/// a claim in flight comes back.
-struct GatedSource {
-    inner: HttpSource,
-    gate: Arc<tokio::sync::Semaphore>,
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl helios_bins::worker::Source for GatedSource {
-    fn claim<'a>(
-        &'a self,
-        queue: &'a str,
-        worker: &'a str,
-        count: usize,
-        lease_ms: u64,
-        wait: Duration,
-    ) -> helios_bins::worker::BoxFuture<
-        'a,
-        Result<Vec<helios_bins::worker::source::Claimed>, helios_bins::worker::source::SourceError>,
-    > {
-        Box::pin(async move {
-            self.waiting
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _pass = self.gate.acquire().await;
-            self.inner.claim(queue, worker, count, lease_ms, wait).await
-        })
-    }
-
-    fn settle(
-        &self,
-        items: Vec<helios_queue::Settle>,
-    ) -> helios_bins::worker::BoxFuture<
-        '_,
-        Result<
-            Vec<helios_bins::worker::source::ItemResult>,
-            helios_bins::worker::source::SourceError,
-        >,
-    > {
-        self.inner.settle(items)
-    }
-
-    fn register(
-        &self,
-        record: helios_queue::registry::WorkerRecord,
-    ) -> helios_bins::worker::BoxFuture<'_, Result<(), helios_bins::worker::source::SourceError>>
-    {
-        self.inner.register(record)
-    }
-
-    fn deregister<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> helios_bins::worker::BoxFuture<'a, Result<(), helios_bins::worker::source::SourceError>>
-    {
-        self.inner.deregister(id)
-    }
-}
-
-/// A source whose first settle request waits for a gate (a stuck connection, say); the
-/// later ones go through.
-struct FirstSettleStuck {
-    inner: HttpSource,
-    gate: Arc<tokio::sync::Semaphore>,
-    settles: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl helios_bins::worker::Source for FirstSettleStuck {
-    fn claim<'a>(
-        &'a self,
-        queue: &'a str,
-        worker: &'a str,
-        count: usize,
-        lease_ms: u64,
-        wait: Duration,
-    ) -> helios_bins::worker::BoxFuture<
-        'a,
-        Result<Vec<helios_bins::worker::source::Claimed>, helios_bins::worker::source::SourceError>,
-    > {
-        self.inner.claim(queue, worker, count, lease_ms, wait)
-    }
-
-    fn settle(
-        &self,
-        items: Vec<helios_queue::Settle>,
-    ) -> helios_bins::worker::BoxFuture<
-        '_,
-        Result<
-            Vec<helios_bins::worker::source::ItemResult>,
-            helios_bins::worker::source::SourceError,
-        >,
-    > {
-        Box::pin(async move {
-            let n = self
-                .settles
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if n == 0 {
-                let _pass = self.gate.acquire().await;
-            }
-            self.inner.settle(items).await
-        })
-    }
-
-    fn register(
-        &self,
-        record: helios_queue::registry::WorkerRecord,
-    ) -> helios_bins::worker::BoxFuture<'_, Result<(), helios_bins::worker::source::SourceError>>
-    {
-        self.inner.register(record)
-    }
-
-    fn deregister<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> helios_bins::worker::BoxFuture<'a, Result<(), helios_bins::worker::source::SourceError>>
-    {
-        self.inner.deregister(id)
-    }
 }
 
 /// The settler keeps one request in flight while they go through, but a stuck one does
@@ -670,36 +485,28 @@ async fn a_stuck_settle_does_not_hold_the_later_outcomes_back() {
     let token = login(&s, "worker").await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let settles = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let source = FirstSettleStuck {
-        inner: HttpSource::new(Gateway::new(
-            &format!("http://{}", s.addr),
-            Credentials::Token(token),
-        )),
-        gate: gate.clone(),
-        settles: settles.clone(),
-    };
+    // The first settle request waits for the gate (a stuck connection, say); the later
+    // ones go through.
+    let source = Interposed::new(Arc::new(HttpSource::new(Gateway::new(
+        &format!("http://{}", s.addr),
+        Credentials::Token(token),
+    ))))
+    .before_settle({
+        let (gate, settles) = (gate.clone(), settles.clone());
+        move |_| {
+            let (gate, first) = (gate.clone(), settles.fetch_add(1, SeqCst) == 0);
+            Box::pin(async move {
+                if first {
+                    let _pass = gate.acquire().await;
+                }
+            })
+        }
+    });
     let mut cfg = settings("q", ServiceSpec::new("noop", ""), "stuck");
     cfg.lease_ms = 60_000;
-    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
-    let ctx = Context::system();
-    let worker = Worker::new(
-        Arc::new(source),
-        services,
-        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
-        ctx,
-    );
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(worker.clone().run(
-        async {
-            let _ = stop_rx.await;
-        },
-        std::future::pending(),
-    ));
+    let mut w = start_worker(Arc::new(source), &cfg, &Connectors::default());
     let first = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
-    until(10, "the first settle stuck", || {
-        settles.load(std::sync::atomic::Ordering::SeqCst) >= 1
-    })
-    .await;
+    until(10, "the first settle stuck", || settles.load(SeqCst) >= 1).await;
     let second = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 2}))).await;
     until(
         10,
@@ -717,11 +524,8 @@ async fn a_stuck_settle_does_not_hold_the_later_outcomes_back() {
         job_state(&s, &first[0]).0 == JobState::Done
     })
     .await;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), done)
-        .await
-        .expect("the drain ends")
-        .unwrap();
+    w.stop();
+    w.finished().await;
     s.stop().await;
 }
 
@@ -734,49 +538,37 @@ async fn jobs_a_claim_brings_back_during_a_drain_are_released_not_run() {
     let token = login(&s, "worker").await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let source = GatedSource {
-        inner: HttpSource::new(Gateway::new(
-            &format!("http://{}", s.addr),
-            Credentials::Token(token),
-        )),
-        gate: gate.clone(),
-        waiting: waiting.clone(),
-    };
+    // Claims wait for the gate before asking the gateway: the test decides when a claim
+    // in flight comes back.
+    let source = Interposed::new(Arc::new(HttpSource::new(Gateway::new(
+        &format!("http://{}", s.addr),
+        Credentials::Token(token),
+    ))))
+    .before_claim({
+        let (gate, waiting) = (gate.clone(), waiting.clone());
+        move || {
+            waiting.fetch_add(1, SeqCst);
+            let gate = gate.clone();
+            Box::pin(async move {
+                let _pass = gate.acquire().await;
+            })
+        }
+    });
     let mut cfg = settings("q", ServiceSpec::new("http", &hook.url), "gated");
     cfg.lease_ms = 60_000;
-    let services = build_services(&cfg, "worker", &Connectors::default()).unwrap();
-    let ctx = Context::system();
-    let worker = Worker::new(
-        Arc::new(source),
-        services,
-        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
-        ctx,
-    );
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(worker.clone().run(
-        async {
-            let _ = stop_rx.await;
-        },
-        std::future::pending(),
-    ));
+    let mut w = start_worker(Arc::new(source), &cfg, &Connectors::default());
     let ids = enqueue_n(&s, &producer, "q", std::iter::once(json!({"n": 1}))).await;
     until(10, "a claim waiting at the gate", || {
-        waiting.load(std::sync::atomic::Ordering::SeqCst) >= 1
+        waiting.load(SeqCst) >= 1
     })
     .await;
     // The drain begins while the claim is in flight; then it comes back with the job.
-    let _ = stop.send(());
+    w.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
     gate.add_permits(100);
-    tokio::time::timeout(Duration::from_secs(15), done)
-        .await
-        .expect("the drain ends")
-        .unwrap();
+    w.finished().await;
     assert_eq!(
-        worker
-            .metrics()
-            .claimed
-            .load(std::sync::atomic::Ordering::SeqCst),
+        w.worker.metrics().claimed.load(SeqCst),
         1,
         "the claim in flight brought the job back"
     );

@@ -1,20 +1,21 @@
 //! The worker runtime under faults of its own side, on an embedded queue (no HTTP): a
 //! connector that panics, and a heartbeat round that is never answered.
 
+mod common;
+
+use common::hook::{Interposed, start_worker};
 use helios_atlas::{Atlas, Options};
-use helios_bins::app::Context;
-use helios_bins::worker::config::{ServiceSpec, WorkerSettings, build_services};
-use helios_bins::worker::source::{Claimed, ItemResult, SourceError};
+use helios_bins::worker::config::{ServiceSpec, WorkerSettings};
 use helios_bins::worker::{
     BoxFuture, Connector, Connectors, EmbeddedSource, JobInput, Outcome, Source, Worker,
 };
 use helios_core::SystemClock;
-use helios_queue::registry::{Registry, WorkerRecord};
+use helios_queue::registry::Registry;
 use helios_queue::{EnqueueRequest, Job, JobId, JobState, Queue, QueueConfig, Settle};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 /// A connector that panics on every call: in its future, or (`true`) in the call itself,
 /// before it makes one.
@@ -43,42 +44,6 @@ impl Connector for Slow {
             tokio::time::sleep(self.0).await;
             Ok(None)
         })
-    }
-}
-
-/// An embedded source whose first settle request that carries heartbeats is never
-/// answered (a connection gone quiet); every other request goes through.
-struct FirstHeartbeatUnanswered {
-    inner: EmbeddedSource,
-    heartbeats: AtomicUsize,
-}
-
-impl Source for FirstHeartbeatUnanswered {
-    fn claim<'a>(
-        &'a self,
-        queue: &'a str,
-        worker: &'a str,
-        count: usize,
-        lease_ms: u64,
-        wait: Duration,
-    ) -> BoxFuture<'a, Result<Vec<Claimed>, SourceError>> {
-        self.inner.claim(queue, worker, count, lease_ms, wait)
-    }
-
-    fn settle(&self, items: Vec<Settle>) -> BoxFuture<'_, Result<Vec<ItemResult>, SourceError>> {
-        let beats = items.iter().any(|i| matches!(i, Settle::Heartbeat { .. }));
-        if beats && self.heartbeats.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Box::pin(std::future::pending());
-        }
-        self.inner.settle(items)
-    }
-
-    fn register(&self, record: WorkerRecord) -> BoxFuture<'_, Result<(), SourceError>> {
-        self.inner.register(record)
-    }
-
-    fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
-        self.inner.deregister(id)
     }
 }
 
@@ -113,21 +78,7 @@ async fn run_until(
     finished: impl Fn(&Job) -> bool,
 ) -> (Arc<Worker>, Job) {
     cfg.services.insert("q".to_owned(), spec);
-    let services = build_services(&cfg, "worker", connectors).unwrap();
-    let ctx = Context::system();
-    let worker = Worker::new(
-        source,
-        services,
-        cfg.runtime_settings("test", "localhost", ctx.random_u64()),
-        ctx,
-    );
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(worker.clone().run(
-        async {
-            let _ = stop_rx.await;
-        },
-        std::future::pending(),
-    ));
+    let w = start_worker(source, &cfg, connectors);
     let started = Instant::now();
     let job = loop {
         let job = queue.get(id).unwrap();
@@ -140,12 +91,8 @@ async fn run_until(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(20), done)
-        .await
-        .expect("the drain ends")
-        .unwrap();
-    assert_eq!(worker.in_flight(), 0, "a job left held after the drain");
+    let worker = w.worker.clone();
+    w.drain().await;
     (worker, job)
 }
 
@@ -224,9 +171,18 @@ async fn one_unanswered_heartbeat_round_does_not_lose_the_lease() {
         .enqueue(EnqueueRequest::new("q", serde_json::json!({"n": 1})))
         .unwrap()
         .id;
-    let source = Arc::new(FirstHeartbeatUnanswered {
-        inner: e.source,
-        heartbeats: AtomicUsize::new(0),
+    // The first settle request that carries heartbeats is never answered (a connection
+    // gone quiet); every other request goes through.
+    let heartbeats = Arc::new(AtomicUsize::new(0));
+    let source = Interposed::new(Arc::new(e.source)).before_settle({
+        let heartbeats = heartbeats.clone();
+        move |items| {
+            let beats = items.iter().any(|i| matches!(i, Settle::Heartbeat { .. }));
+            if beats && heartbeats.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Box::pin(std::future::pending());
+            }
+            Box::pin(std::future::ready(()))
+        }
     });
     let cfg = WorkerSettings {
         id: "slow".into(),
@@ -235,7 +191,7 @@ async fn one_unanswered_heartbeat_round_does_not_lose_the_lease() {
         ..WorkerSettings::default()
     };
     let (worker, job) = run_until(
-        source.clone(),
+        Arc::new(source),
         &connectors,
         cfg,
         ServiceSpec::new("slow", ""),
@@ -245,7 +201,7 @@ async fn one_unanswered_heartbeat_round_does_not_lose_the_lease() {
     )
     .await;
     assert!(
-        source.heartbeats.load(Ordering::SeqCst) >= 2,
+        heartbeats.load(Ordering::SeqCst) >= 2,
         "a round after the unanswered one"
     );
     assert_eq!(

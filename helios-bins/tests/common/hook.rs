@@ -2,9 +2,17 @@
 //! that records every request (idempotency key, attempt, payload) and answers as the
 //! payload asks (`{"sleep_ms": N}` waits first, `{"status": N}` answers that status,
 //! default 200 with `{"ok": true}`); a gateway with a `worker` and a `producer` user
-//! ([`worker_gateway`]); and [`until`], a bounded wait for a condition.
+//! ([`worker_gateway`]); [`until`], a bounded wait for a condition; a worker started over
+//! any source ([`start_worker`], [`Running`]); and [`Interposed`], a source that waits on
+//! the test before it passes a call on (a gate, a stuck or silent connection).
 
 use bytes::Bytes;
+use helios_bins::app::Context;
+use helios_bins::worker::config::{WorkerSettings, build_services};
+use helios_bins::worker::source::{Claimed, ItemResult, SourceError};
+use helios_bins::worker::{BoxFuture, Connectors, Source, Worker};
+use helios_queue::Settle;
+use helios_queue::registry::WorkerRecord;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -149,5 +157,154 @@ pub async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
             "timed out waiting: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker running in-process over a source, and the switches that stop it.
+pub struct Running {
+    pub worker: Arc<Worker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    force: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts a worker over `source` with `cfg`'s settings and service map, its connectors
+/// from `connectors`.
+pub fn start_worker(
+    source: Arc<dyn Source>,
+    cfg: &WorkerSettings,
+    connectors: &Connectors,
+) -> Running {
+    let services = build_services(cfg, "worker", connectors).unwrap();
+    let ctx = Context::system();
+    let settings = cfg.runtime_settings("test", "localhost", ctx.random_u64());
+    let worker = Worker::new(source, services, settings, ctx);
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (force, force_rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(worker.clone().run(
+        async {
+            let _ = stop_rx.await;
+        },
+        async {
+            if force_rx.await.is_ok() {
+                return;
+            }
+            std::future::pending::<()>().await
+        },
+    ));
+    Running {
+        worker,
+        stop: Some(stop),
+        force: Some(force),
+        done: Some(done),
+    }
+}
+
+impl Running {
+    /// Begins the drain (`run`'s stop).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Waits, at most 20 s, for `run` to return (after [`Running::stop`], or by itself).
+    pub async fn finished(&mut self) {
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(Duration::from_secs(20), done)
+                .await
+                .expect("the worker stops")
+                .unwrap();
+        }
+    }
+
+    /// Drains the worker and checks it holds nothing afterwards.
+    pub async fn drain(mut self) {
+        self.stop();
+        self.finished().await;
+        drop(self.force.take());
+        assert_eq!(self.worker.in_flight(), 0, "jobs left held after the drain");
+        let text = self.worker.metrics().text();
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("worker_jobs_in_flight{"))
+                .all(|l| l.ends_with(" 0")),
+            "{text}"
+        );
+    }
+}
+
+type BeforeClaim = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+type BeforeSettle = Box<dyn Fn(&[Settle]) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A source that passes every call on to `inner`, a claim or a settle only once the
+/// future its hook makes (if any) is done: the test decides when a claim comes back, or
+/// holds a settle request as a stuck connection would.
+pub struct Interposed {
+    inner: Arc<dyn Source>,
+    before_claim: Option<BeforeClaim>,
+    before_settle: Option<BeforeSettle>,
+}
+
+impl Interposed {
+    pub fn new(inner: Arc<dyn Source>) -> Self {
+        Interposed {
+            inner,
+            before_claim: None,
+            before_settle: None,
+        }
+    }
+
+    pub fn before_claim(
+        mut self,
+        f: impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
+        self.before_claim = Some(Box::new(f));
+        self
+    }
+
+    pub fn before_settle(
+        mut self,
+        f: impl Fn(&[Settle]) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
+        self.before_settle = Some(Box::new(f));
+        self
+    }
+}
+
+impl Source for Interposed {
+    fn claim<'a>(
+        &'a self,
+        queue: &'a str,
+        worker: &'a str,
+        count: usize,
+        lease_ms: u64,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, SourceError>> {
+        let before = self.before_claim.as_ref().map(|f| f());
+        Box::pin(async move {
+            if let Some(b) = before {
+                b.await;
+            }
+            self.inner.claim(queue, worker, count, lease_ms, wait).await
+        })
+    }
+
+    fn settle(&self, items: Vec<Settle>) -> BoxFuture<'_, Result<Vec<ItemResult>, SourceError>> {
+        let before = self.before_settle.as_ref().map(|f| f(&items));
+        Box::pin(async move {
+            if let Some(b) = before {
+                b.await;
+            }
+            self.inner.settle(items).await
+        })
+    }
+
+    fn register(&self, record: WorkerRecord) -> BoxFuture<'_, Result<(), SourceError>> {
+        self.inner.register(record)
+    }
+
+    fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
+        self.inner.deregister(id)
     }
 }
