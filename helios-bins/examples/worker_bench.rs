@@ -70,17 +70,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// ATLAS in `dir`, fsyncing every second (as the binaries and Redis in the comparison).
+fn everysec_atlas(dir: &std::path::Path) -> Result<Atlas, helios_atlas::AtlasError> {
+    Atlas::open(
+        dir,
+        Options {
+            fsync: FsyncPolicy::Everysec,
+            ..Options::default()
+        },
+    )
+}
+
 fn embedded(n: u64, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
     for mode in ["drain", "end to end"] {
         let dir = tempfile::tempdir()?;
-        let atlas = Atlas::open(
-            dir.path(),
-            Options {
-                fsync: FsyncPolicy::Everysec,
-                ..Options::default()
-            },
-        )?;
+        let atlas = everysec_atlas(dir.path())?;
         let queue = Arc::new(Queue::open(
             atlas.clone(),
             QueueConfig {
@@ -202,13 +207,7 @@ fn store(n: u64, batch: usize) -> Result<(), Box<dyn std::error::Error>> {
         acked.len()
     );
     let dir = tempfile::tempdir()?;
-    let atlas = Atlas::open(
-        dir.path(),
-        Options {
-            fsync: FsyncPolicy::Everysec,
-            ..Options::default()
-        },
-    )?;
+    let atlas = everysec_atlas(dir.path())?;
     // Ids laid out as the queue's (UUIDv7: the ms, a counter within it, then random bits;
     // a multiplicative hash of the index stands in for the rng), 1,000 per ms, so the key
     // order and the maps see what they see under the queue.

@@ -97,6 +97,18 @@ fn wait_healthy(addr: SocketAddr, child: &mut Child) {
     }
 }
 
+/// Starts `cmd` (a server listening on `addr`) with no stdio and waits until it is healthy.
+fn serve_healthy(cmd: &mut Command, addr: SocketAddr) -> Child {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(addr, &mut child);
+    child
+}
+
 fn sigint(child: &Child) {
     let st = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -159,27 +171,19 @@ fn the_gateway_takes_its_runtime_threads_from_a_flag() {
     // Without the flag the count is one per core, whatever TOKIO_WORKER_THREADS says
     // (tokio would panic on this one).
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = gateway(&data, &addr.to_string())
-        .env("TOKIO_WORKER_THREADS", "many")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_healthy(addr, &mut child);
+    let mut child = serve_healthy(
+        gateway(&data, &addr.to_string()).env("TOKIO_WORKER_THREADS", "many"),
+        addr,
+    );
     sigint(&child);
     assert!(wait_exit(&mut child).success());
 
     // One runtime thread serves reads and writes (a registration: bcrypt and a commit).
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = gateway(&data, &addr.to_string())
-        .args(["--threads", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_healthy(addr, &mut child);
+    let mut child = serve_healthy(
+        gateway(&data, &addr.to_string()).args(["--threads", "1"]),
+        addr,
+    );
     let (st, _, body) = http(
         addr,
         "POST",
@@ -364,13 +368,7 @@ fn a_fresh_gateway_keeps_its_admin_password_in_an_owner_only_file() {
 
     // A restart neither regenerates nor rewrites the file: the user exists.
     let before = std::fs::read_to_string(&file).unwrap();
-    let mut child = gateway(&data, &addr.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_healthy(addr, &mut child);
+    let mut child = serve_healthy(&mut gateway(&data, &addr.to_string()), addr);
     sigint(&child);
     assert!(wait_exit(&mut child).success());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), before);

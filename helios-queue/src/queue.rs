@@ -696,11 +696,9 @@ mod tests {
     use helios_atlas::storage::MemStorage;
     use rand::SeedableRng;
 
-    /// A panic while the state is locked (here in a caller's `with_state`) does not poison
-    /// the lock: the queue goes on serving, as with the `parking_lot` mutex it had.
-    #[test]
-    fn a_panic_under_the_lock_does_not_stop_the_queue() {
-        let atlas = Atlas::open(
+    /// A store in memory, with no maintenance thread.
+    fn mem_atlas() -> Atlas {
+        Atlas::open(
             std::path::PathBuf::from("/q"),
             Options {
                 storage: Arc::new(MemStorage::new()),
@@ -708,7 +706,14 @@ mod tests {
                 ..Options::default()
             },
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A panic while the state is locked (here in a caller's `with_state`) does not poison
+    /// the lock: the queue goes on serving, as with the `parking_lot` mutex it had.
+    #[test]
+    fn a_panic_under_the_lock_does_not_stop_the_queue() {
+        let atlas = mem_atlas();
         let q = Queue::open(atlas, QueueConfig::default()).unwrap();
         q.enqueue(EnqueueRequest::new("q", serde_json::json!({"n": 1})))
             .unwrap();
@@ -726,15 +731,7 @@ mod tests {
     /// is written again and the state record deleted, so reopening gives the job as put.
     #[test]
     fn a_changed_creation_field_rewrites_the_whole_record() {
-        let atlas = Atlas::open(
-            std::path::PathBuf::from("/q"),
-            Options {
-                storage: Arc::new(MemStorage::new()),
-                maintenance_interval_ms: None,
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let atlas = mem_atlas();
         let mut state = QueueState::new(QueueConfig::default());
         let mut rng = StdRng::seed_from_u64(1);
         let req = EnqueueRequest::new("q", serde_json::json!({"n": 1}));
